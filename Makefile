@@ -121,7 +121,7 @@ fuzz:
 bench: all
 	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) sh contrib/bench/bench.sh
 
-demo: all
+demo: deps all
 	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) sh contrib/demo.sh
 
 C_FILES = $(wildcard common/*.[ch] db/*.[ch] config/*.[ch] server/*.[ch] agent/*.[ch] \

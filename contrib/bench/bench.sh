@@ -1,0 +1,204 @@
+#!/bin/bash
+# contrib/bench/bench.sh — `make bench`: figures and ratios, each measured against a peer
+# in the same run on this machine (loopback only). Nothing here is asserted: machines are
+# shared and noisy, so the numbers are printed for people to read.
+#
+#   BENCH_BIG_MIB   size of the large-file test (default 512)
+#   BENCH_SMALL_N   number of small files for the sync test (default 20000)
+#   BENCH_PARTS     which parts to run (default "put server sync rss watch")
+set -u
+: "${BIN:?}" "${TOP:?}"
+BIG_MIB=${BENCH_BIG_MIB:-512}
+SMALL_N=${BENCH_SMALL_N:-20000}
+PARTS=${BENCH_PARTS:-put server sync rss watch}
+W=$(mktemp -d "${TMPDIR:-/tmp}/step-bench.XXXXXX")
+PIDS=""
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+now() { echo "$EPOCHREALTIME"; }
+# secs START END
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+# rate MIB SECONDS
+rate() { awk -v m="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", m / s; else print "inf" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { printf '%-58s %10s %10s %8s\n' "$@"; }
+wait_file() { n=0; while [ ! -s "$1" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done; [ -s "$1" ]; }
+
+# start_stepd NAME ARGS... — stepd with --auth open on a free port; sets PORT_<NAME>.
+start_stepd() {
+	name=$1
+	shift
+	rm -rf "$W/$name.root" "$W/$name.port"
+	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$W/$name.port" --root "$W/$name.root" \
+		--auth open -q "$@" >"$W/$name.log" 2>&1 &
+	PIDS="$PIDS $!"
+	eval "PID_$name=$!"
+	wait_file "$W/$name.port" || { echo "bench: stepd did not start"; cat "$W/$name.log"; exit 1; }
+	eval "PORT_$name=$(cat "$W/$name.port")"
+}
+stop_pid() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+
+start_rsyncd() {
+	mkdir -p "$W/rsync.dst"
+	cat >"$W/rsyncd.conf" <<CONF
+pid file = $W/rsyncd.pid
+use chroot = false
+uid = $(id -u)
+gid = $(id -g)
+[bench]
+path = $W/rsync.dst
+read only = false
+CONF
+	RSYNC_PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+	rsync --daemon --no-detach --address=127.0.0.1 --port="$RSYNC_PORT" --config="$W/rsyncd.conf" &
+	PIDS="$PIDS $!"
+	n=0
+	until rsync "rsync://127.0.0.1:$RSYNC_PORT/" >/dev/null 2>&1 || [ $n -gt 200 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+}
+
+SS() { "$BIN/stepsync" --server "127.0.0.1:$1" --user bench --password-file "$W/pw" -q "${@:2}"; }
+echo bench >"$W/pw"
+echo "# stepsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)"
+row "measurement" "seconds" "MiB/s" "ratio"
+
+if [[ " $PARTS " == *" put "* ]]; then
+	echo "## large file: ${BIG_MIB} MiB, loopback"
+	head -c $((BIG_MIB << 20)) /dev/urandom >"$W/big"
+	cat "$W/big" >/dev/null
+	t0=$(now); openssl dgst -md5 "$W/big" >/dev/null; t1=$(now)
+	md5s=$(secs "$t0" "$t1"); md5r=$(rate "$BIG_MIB" "$md5s")
+	row "openssl dgst -md5 (one core, the ceiling)" "$md5s" "$md5r" "1.00"
+
+	start_stepd big
+	t0=$(now); SS "$PORT_big" put "$W/big" --key big1 >/dev/null || echo "put failed"; t1=$(now)
+	s=$(secs "$t0" "$t1"); put_rate=$(rate "$BIG_MIB" "$s")
+	row "stepsync put -> stepd, default block size" "$s" "$put_rate" "$(ratio "$put_rate" "$md5r")"
+	t0=$(now); SS "$PORT_big" put "$W/big" --key big1w1 --window 1 >/dev/null || echo "put failed"; t1=$(now)
+	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
+	row "stepsync put --window 1 (no pipelining)" "$s" "$r" "$(ratio "$r" "$md5r")"
+	rm -f "$W/big.out"
+	t0=$(now); SS "$PORT_big" get big1 -o "$W/big.out" >/dev/null || echo "get failed"; t1=$(now)
+	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
+	row "stepsync get <- stepd" "$s" "$r" "$(ratio "$r" "$md5r")"
+	cmp -s "$W/big" "$W/big.out" || echo "# WARNING: get output differs"
+	rm -f "$W/big.out"
+	stop_pid "$PID_big"
+
+	start_stepd b20k --block-size 20480
+	t0=$(now); SS "$PORT_b20k" put "$W/big" --key big2 >/dev/null || echo "put failed"; t1=$(now)
+	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
+	row "stepsync put -> stepd --block-size 20480" "$s" "$r" "$(ratio "$r" "$md5r")"
+	stop_pid "$PID_b20k"
+	rm -rf "$W/big.root" "$W/b20k.root"
+
+	start_rsyncd
+	t0=$(now); rsync -a --whole-file --cc=md5 "$W/big" "rsync://127.0.0.1:$RSYNC_PORT/bench/big.md5"; t1=$(now)
+	s=$(secs "$t0" "$t1"); rs_md5=$(rate "$BIG_MIB" "$s")
+	row "rsync -a --whole-file --cc=md5 -> rsyncd" "$s" "$rs_md5" "$(ratio "$rs_md5" "$md5r")"
+	t0=$(now); rsync -a --whole-file "$W/big" "rsync://127.0.0.1:$RSYNC_PORT/bench/big.def"; t1=$(now)
+	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
+	row "rsync -a --whole-file (default checksum) -> rsyncd" "$s" "$r" "$(ratio "$r" "$md5r")"
+	echo "# put vs rsync --cc=md5: $(ratio "$put_rate" "$rs_md5")x"
+	rm -rf "$W/rsync.dst"/* "$W/big"
+fi
+
+if [[ " $PARTS " == *" server "* ]]; then
+	echo "## the paper's experiment: 1-5 clients uploading the same 25 MiB file at once"
+	head -c $((25 << 20)) /dev/urandom >"$W/f25"
+	start_stepd srv
+	one=""
+	for n in 1 2 3 4 5; do
+		t0=$(now)
+		pids=""
+		for i in $(seq 1 "$n"); do
+			( s0=$(now); SS "$PORT_srv" put "$W/f25" --key "c$n.$i" >/dev/null || echo "put failed";
+			  s1=$(now); echo "$(secs "$s0" "$s1")" >"$W/client.$n.$i" ) &
+			pids="$pids $!"
+		done
+		wait $pids
+		t1=$(now)
+		s=$(secs "$t0" "$t1"); agg=$(rate $((25 * n)) "$s")
+		[ -z "$one" ] && one=$agg
+		per=$(cat "$W"/client."$n".* | tr '\n' ' ')
+		row "stepd, $n client(s): aggregate" "$s" "$agg" "$(ratio "$agg" "$one")"
+		echo "#   per-client seconds: $per"
+	done
+	stop_pid "$PID_srv"
+	if [ -f "$TOP/tests/peers/ref_server.py" ]; then
+		rm -rf "$W/ref.root"
+		python3 "$TOP/tests/peers/ref_server.py" --port 0 --port-file "$W/ref.port" --root "$W/ref.root" >"$W/ref.log" 2>&1 &
+		rp=$!
+		PIDS="$PIDS $rp"
+		wait_file "$W/ref.port"
+		for n in 1 5; do
+			t0=$(now)
+			pids=""
+			for i in $(seq 1 "$n"); do
+				python3 "$TOP/tests/peers/ref_client.py" --host 127.0.0.1 --port "$(cat "$W/ref.port")" \
+					--user "u$i" --password "u$i" --file "$W/f25" --key "r$n.$i" --mode simple >/dev/null 2>&1 &
+				pids="$pids $!"
+			done
+			wait $pids
+			t1=$(now)
+			s=$(secs "$t0" "$t1"); agg=$(rate $((25 * n)) "$s")
+			[ "$n" = 1 ] && refone=$agg
+			row "reference Python pair, $n client(s): aggregate" "$s" "$agg" "$(ratio "$agg" "$refone")"
+		done
+		echo "# stepd vs reference pair, 1 client: $(ratio "$one" "$refone")x"
+		stop_pid "$rp"
+	fi
+	rm -f "$W/f25"
+fi
+
+if [[ " $PARTS " == *" sync "* ]]; then
+	echo "## ${SMALL_N} files of 1-8 KiB in 200 folders"
+	python3 - "$W/tree" "$SMALL_N" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(42)
+for i in range(n):
+    d = os.path.join(root, "d%03d" % (i % 200))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d.dat" % i), "wb") as f:
+        f.write(rnd.randbytes(rnd.randint(1024, 8192)))
+PY
+	mib=$(du -sm "$W/tree" | cut -f1)
+	start_stepd sync
+	[ -n "${RSYNC_PORT:-}" ] || start_rsyncd
+	t0=$(now); SS "$PORT_sync" --state "$W/state.db" sync --name tree "$W/tree" >/dev/null || echo "sync failed"; t1=$(now)
+	s1=$(secs "$t0" "$t1")
+	t0=$(now); rsync -a "$W/tree/" "rsync://127.0.0.1:$RSYNC_PORT/bench/tree/"; t1=$(now)
+	r1=$(secs "$t0" "$t1")
+	t0=$(now); SS "$PORT_sync" --state "$W/state.db" sync --name tree "$W/tree" >/dev/null || echo "sync failed"; t1=$(now)
+	s2=$(secs "$t0" "$t1")
+	t0=$(now); rsync -a "$W/tree/" "rsync://127.0.0.1:$RSYNC_PORT/bench/tree/"; t1=$(now)
+	r2=$(secs "$t0" "$t1")
+	row "rsync -a -> rsyncd, first run" "$r1" "$(rate "$mib" "$r1")" "1.00"
+	row "stepsync sync, first run (speedup vs rsync)" "$s1" "$(rate "$mib" "$s1")" "$(ratio "$r1" "$s1")"
+	row "rsync -a -> rsyncd, no-change rerun" "$r2" "" "1.00"
+	row "stepsync sync, no-change rerun (speedup vs rsync)" "$s2" "" "$(ratio "$r2" "$s2")"
+	stop_pid "$PID_sync"
+	rm -rf "$W/tree" "$W/sync.root" "$W/rsync.dst"/*
+fi
+
+if [[ " $PARTS " == *" rss "* ]] && "$BIN/stepsync" debug --help >/dev/null 2>&1; then
+	echo "## agent memory with a state of 1,000,000 files"
+	"$BIN/stepsync" debug fill-state --state "$W/big-state.db" --files 1000000 >/dev/null
+	mkdir -p "$W/empty"
+	/usr/bin/time -f "%M" -o "$W/rss" "$BIN/stepsync" --state "$W/big-state.db" sync --dry-run \
+		--allow-mass-delete --name huge "$W/empty" >/dev/null 2>&1
+	echo "# max RSS: $(($(cat "$W/rss") / 1024)) MiB (target < 100 MiB)"
+fi
+
+if [[ " $PARTS " == *" watch "* ]] && [ -x "$TOP/contrib/bench/watch-latency.sh" ]; then
+	echo "## watch: change -> restorable snapshot"
+	W="$W" SSPW="$W/pw" "$TOP/contrib/bench/watch-latency.sh"
+fi
