@@ -3,6 +3,7 @@
 # Sources are found by wildcard: adding a file to a module needs no edit here.
 
 B        ?= build
+MAKEFLAGS += --no-print-directory
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 PKGS      = jansson sqlite3 libssl libcrypto inih
