@@ -437,9 +437,13 @@ def main(argv=None):
     try:
         action(args, session)
     except (Failure, StepError, WireError, OSError) as e:
-        # TimeoutError is an OSError: "no answer" lands here too.
-        what = type(e).__name__ if isinstance(e, OSError) and not str(e) else ""
-        print(f"ref_client: {args.action} failed: {what}{e}", file=sys.stderr)
+        if isinstance(e, TimeoutError):  # an OSError: check it first
+            why = f"no answer within {args.timeout:g} s"
+        elif isinstance(e, stepwire.PeerClosed):
+            why = f"server closed the connection ({e})"
+        else:
+            why = str(e) or type(e).__name__
+        print(f"ref_client: {args.action} failed: {why}", file=sys.stderr)
         return 1
     return 0
 

@@ -49,7 +49,6 @@ leave --root altogether is an internal error instead of a write.
 import argparse
 import base64
 import binascii
-import hashlib
 import itertools
 import json
 import math
@@ -468,7 +467,8 @@ class Handler:
         fpath = st.file(user, key)
         if not os.path.exists(fpath):
             if os.path.exists(st.tmp(user, key)):
-                return None, reply(fail_op, 404, "FILE", f"The key {key} is not completely uploaded.")
+                return None, reply(fail_op, 404, "FILE",
+                                   f"The key {key} is not completely uploaded.")
             return None, reply(fail_op, 404, "FILE", f"The key {key} is not existing.")
         return fpath, None
 

@@ -11,7 +11,8 @@ It also carries a small blocking Client for the peer programs.  Every socket
 it creates has a timeout: a test peer must fail, never hang, when the other
 side stops answering.
 
-Run as a program it only prints this help; it is a library.
+Run as a program: --help prints this, --self-test checks the framing
+round trip over a socketpair.
 """
 
 import codecs
@@ -284,8 +285,45 @@ class Client:
         return token
 
 
+def self_test():
+    """Round-trip both framings through a socketpair, back to back, so that a
+    reader that over- or under-reads breaks the packet after it."""
+    samples = [
+        {"key": "plain"},
+        {"key": "résumé.pdf", "n": 1},
+        {"key": "日本語のファイル名", "emoji": "\U0001f600" * 5},
+        {"key": "é" * 1000 + "\U0001f600"},
+        {"key": ""},
+    ]
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    b.settimeout(5)
+    try:
+        for charcount in (False, True):
+            for obj in samples:
+                payload = bytes(range(256)) * 3
+                a.sendall(pack(obj, payload, charcount) + pack({"next": 1}, b"z", charcount))
+                got = recv_packet(b)
+                assert got == (obj, payload), (charcount, obj, got)
+                assert recv_packet(b) == ({"next": 1}, b"z")
+        # A strict reader drops a character-counted non-ASCII packet.
+        a.sendall(pack({"key": "é"}, b"", True))
+        try:
+            recv_packet(b, tolerant=False)
+            raise AssertionError("strict read accepted a character-counted packet")
+        except BadJSON:
+            pass
+    finally:
+        a.close()
+        b.close()
+    print("stepwire: self-test passed")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--self-test":
+        self_test()
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] not in ("-h", "--help"):
-        print("usage: stepwire.py [--help]  (a library; import it)", file=sys.stderr)
+        print("usage: stepwire.py [--help | --self-test]  (a library; import it)", file=sys.stderr)
         sys.exit(2)
     print(__doc__.strip())
