@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "cmd_watch.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
@@ -30,6 +31,8 @@ static const struct command commands[] = {
 	{ "info", cmd_info, "show a file's size, blocks and MD5" },
 	{ "data", cmd_data, "save, show or delete a small JSON record (put/get/rm)" },
 	{ "ping", cmd_ping, "check the server and show the round-trip time" },
+	{ "watch", cmd_watch, "keep directories backed up as they change (inotify)" },
+	{ "status", cmd_status, "show pending changes, the last snapshot and the last error" },
 	/* sync, restore, snapshots, prune: add here */
 };
 

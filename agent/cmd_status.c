@@ -1,0 +1,176 @@
+/*
+ * cmd_status.c — `stepsync status`: what the watcher is doing, read from the state
+ * database (WAL lets it run while `stepsync watch` writes). Never contacts the server.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "cmd_watch.h"
+#include "db.h"
+#include "err.h"
+#include "queue.h"
+
+#define STATUS_USAGE "status [--json]"
+
+static void
+fmt_time(long long t, char *out, size_t outlen)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (t <= 0 || localtime_r(&tt, &tm) == NULL ||
+	    strftime(out, outlen, "%Y-%m-%d %H:%M:%S %z", &tm) == 0)
+		snprintf(out, outlen, "never");
+}
+
+/* Adds key's value to obj as an integer (or null when unset). */
+static void
+json_int_key(json_t *obj, sqlite3 *sq, const char *key, const char *field)
+{
+	long long v;
+
+	if (queue_status_get_int(sq, key, &v) == 0)
+		json_object_set_new(obj, field, json_integer(v));
+	else
+		json_object_set_new(obj, field, json_null());
+}
+
+static void
+json_str_key(json_t *obj, sqlite3 *sq, const char *key, const char *field)
+{
+	char *v = NULL;
+
+	if (queue_status_get(sq, key, &v) == 0)
+		json_object_set_new(obj, field, json_string(v));
+	else
+		json_object_set_new(obj, field, json_null());
+	free(v);
+}
+
+static int
+watch_running(sqlite3 *sq, long long *pidp)
+{
+	long long pid = 0;
+
+	if (queue_status_get_int(sq, "watch_pid", &pid) != 0 || pid <= 0)
+		return 0;
+	*pidp = pid;
+	return kill((pid_t)pid, 0) == 0;
+}
+
+static int
+print_json(const struct agent *a, sqlite3 *sq, long long pending)
+{
+	json_t *o = json_object();
+	long long pid = 0;
+
+	if (o == NULL)
+		return AGENT_EXIT_FAIL;
+	json_object_set_new(o, "pending", json_integer(pending));
+	json_object_set_new(
+	    o, "watch_pid", watch_running(sq, &pid) ? json_integer(pid) : json_null());
+	json_str_key(o, sq, "last_snapshot", "last_snapshot");
+	json_int_key(o, sq, "last_snapshot_time", "last_snapshot_time");
+	json_int_key(o, sq, "last_success", "last_success");
+	json_str_key(o, sq, "last_error", "last_error");
+	json_int_key(o, sq, "last_error_time", "last_error_time");
+	json_int_key(o, sq, "bytes_sent", "bytes_sent");
+	json_int_key(o, sq, "errors", "errors");
+	/* XXX uploads in progress: needs the upload module's table; not reported yet. */
+	json_object_set_new(o, "uploads", json_array());
+	if (a->json) {
+		agent_json(a, o);
+	} else {
+		char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+
+		if (s != NULL)
+			puts(s);
+		free(s);
+		json_decref(o);
+	}
+	return AGENT_EXIT_OK;
+}
+
+static void
+print_text(sqlite3 *sq, long long pending)
+{
+	char when[64], *s = NULL;
+	long long v = 0, pid = 0;
+
+	printf("pending changes: %lld\n", pending);
+	if (watch_running(sq, &pid))
+		printf("watch: running (pid %lld)\n", pid);
+	else
+		printf("watch: not running\n");
+	if (queue_status_get(sq, "last_snapshot", &s) == 0) {
+		queue_status_get_int(sq, "last_snapshot_time", &v);
+		fmt_time(v, when, sizeof(when));
+		printf("last snapshot: %s at %s\n", s, when);
+		free(s);
+		s = NULL;
+	} else {
+		printf("last snapshot: none\n");
+	}
+	v = 0;
+	queue_status_get_int(sq, "last_success", &v);
+	fmt_time(v, when, sizeof(when));
+	printf("last success: %s\n", when);
+	v = 0;
+	queue_status_get_int(sq, "bytes_sent", &v);
+	printf("bytes sent: %lld\n", v);
+	if (queue_status_get(sq, "last_error", &s) == 0) {
+		v = 0;
+		queue_status_get_int(sq, "last_error_time", &v);
+		fmt_time(v, when, sizeof(when));
+		printf("last error: %s (at %s)\n", s, when);
+		free(s);
+	} else {
+		printf("last error: none\n");
+	}
+}
+
+int
+cmd_status(struct agent *a, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct db *db = NULL;
+	sqlite3 *sq;
+	long long pending = 0;
+	int c, json = a->json;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			printf("usage: stepsync %s\n", STATUS_USAGE);
+			return AGENT_EXIT_OK;
+		default:
+			return agent_usage(STATUS_USAGE);
+		}
+	}
+	if (optind != argc)
+		return agent_usage(STATUS_USAGE);
+	if (agent_db(a, &db) != 0)
+		return AGENT_EXIT_FAIL;
+	sq = db_handle(db);
+	if (queue_migrate(sq) != 0 || queue_count(sq, NULL, &pending) != 0) {
+		agent_error("cannot read the state database: %s", db_errmsg(db));
+		return AGENT_EXIT_FAIL;
+	}
+	if (json)
+		return print_json(a, sq, pending);
+	print_text(sq, pending);
+	return AGENT_EXIT_OK;
+}

@@ -1,0 +1,561 @@
+/*
+ * cmd_watch.c — `stepsync watch`: keeps directories backed up as they change.
+ *
+ * inotify events (agent/watch.c) become entries in the durable queue (db/queue.c) the
+ * moment they are read; once a burst has been quiet for --debounce milliseconds every
+ * directory with pending entries is synced by the sync engine, which records a new
+ * snapshot, and only then are the entries acknowledged. A crash or a restart therefore
+ * loses nothing: on start, every directory is queued for a rescan. When the server is
+ * down the loop keeps watching and queueing and retries with exponential backoff.
+ * Signals arrive through a signalfd in the poll loop; no work is done in a handler.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "cmd_watch.h"
+#include "config.h"
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "queue.h"
+#include "step.h"
+#include "util.h"
+#include "watch.h"
+#include "watch_sync.h"
+
+#define WATCH_USAGE                                                                                \
+	"watch [--name NAME] [--debounce MS] [--rescan SECONDS] [--prometheus FILE] "              \
+	"[--syslog] [DIR...]"
+#define BACKOFF_MIN_MS    500
+#define BACKOFF_MAX_MS    60000
+#define POLL_UNWATCHED_MS 2000 /* fallback scan period for directories without a watch */
+
+/* One watched tree. */
+struct wdir {
+	char *name; /* owned; snapshot NAME, or NULL for the sync engine's default */
+	char *path; /* owned; absolute, resolved */
+	char *qkey; /* owned; the queue's dir column: name, else path */
+};
+
+struct watcher {
+	struct agent *a;   /* borrowed */
+	sqlite3 *sq;       /* borrowed from the agent's db */
+	struct db *db;     /* borrowed */
+	struct wdir *dirs; /* owned */
+	size_t ndirs;
+	struct watch *w; /* owned */
+	struct watch_debounce deb;
+	uint64_t debounce_ms, rescan_ms, next_rescan_ms, next_poll_ms;
+	uint64_t retry_at_ms; /* 0: no retry pending */
+	uint64_t backoff_ms;
+	int max_watches;
+	const char *prometheus; /* borrowed from argv; NULL when off */
+	int queue_error;        /* a queue write failed: rescan everything on the next sync */
+	long long errors;
+};
+
+static void
+wdirs_free(struct wdir *d, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(d[i].name);
+		free(d[i].path);
+		free(d[i].qkey);
+	}
+	free(d);
+}
+
+/* Adds a tree; path is resolved; name may be NULL. 0, or AGENT_EXIT_FAIL after a message. */
+static int
+wdir_add(struct watcher *wt, const char *name, const char *path)
+{
+	char real[PATH_MAX];
+	struct wdir *d;
+	size_t i;
+
+	if (realpath(path, real) == NULL) {
+		agent_error("cannot watch '%s': %s", path, strerror(errno));
+		return AGENT_EXIT_FAIL;
+	}
+	for (i = 0; i < wt->ndirs; i++)
+		if (strcmp(wt->dirs[i].path, real) == 0)
+			return 0;
+	if (name == NULL && wt->a->cfg != NULL) {
+		/* A directory from the config keeps its section's name. */
+		for (i = 0; i < wt->a->cfg->ndirs; i++) {
+			char cr[PATH_MAX];
+
+			if (realpath(wt->a->cfg->dirs[i].path, cr) != NULL && strcmp(cr, real) == 0)
+				name = wt->a->cfg->dirs[i].name;
+		}
+	}
+	wt->dirs = xrealloc(wt->dirs, (wt->ndirs + 1) * sizeof(*wt->dirs));
+	d = &wt->dirs[wt->ndirs++];
+	d->name = name != NULL ? xstrdup(name) : NULL;
+	d->path = xstrdup(real);
+	d->qkey = xstrdup(name != NULL ? name : real);
+	return 0;
+}
+
+/* The tree holding abs, and abs relative to it ("" for the root itself). */
+static struct wdir *
+wdir_find(struct watcher *wt, const char *abs, const char **relp)
+{
+	struct wdir *best = NULL;
+	size_t i, blen = 0;
+
+	for (i = 0; i < wt->ndirs; i++) {
+		size_t n = strlen(wt->dirs[i].path);
+
+		if (strncmp(abs, wt->dirs[i].path, n) == 0 && (abs[n] == '\0' || abs[n] == '/') &&
+		    n >= blen) {
+			best = &wt->dirs[i];
+			blen = n;
+		}
+	}
+	if (best != NULL)
+		*relp = abs[blen] == '/' ? abs + blen + 1 : abs + blen;
+	return best;
+}
+
+static void
+queue_one(struct watcher *wt, const char *abs, int kind)
+{
+	const char *rel = NULL;
+	struct wdir *d = wdir_find(wt, abs, &rel);
+
+	if (d == NULL)
+		return;
+	if (queue_push(wt->sq, d->qkey, rel, kind, util_wall_s()) != 0) {
+		log_warnx("cannot queue change of '%s': %s", abs, db_errmsg(wt->db));
+		wt->queue_error = 1;
+	}
+}
+
+/* The watch engine's callback: every event is queued durably, then debounced. */
+static void
+on_event(void *arg, int ev, const char *path, const char *path2)
+{
+	struct watcher *wt = arg;
+
+	switch (ev) {
+	case WATCH_EV_MOVE:
+		queue_one(wt, path, QUEUE_DELETE);
+		queue_one(wt, path2, QUEUE_MOVE);
+		break;
+	case WATCH_EV_DELETE:
+		queue_one(wt, path, QUEUE_DELETE);
+		break;
+	case WATCH_EV_RESCAN:
+		queue_one(wt, path, QUEUE_RESCAN);
+		break;
+	default:
+		queue_one(wt, path, QUEUE_CHANGE);
+		break;
+	}
+	watch_debounce_note(&wt->deb, util_now_ms());
+}
+
+static void
+queue_all(struct watcher *wt)
+{
+	size_t i;
+
+	for (i = 0; i < wt->ndirs; i++)
+		queue_one(wt, wt->dirs[i].path, QUEUE_RESCAN);
+}
+
+/* node_exporter textfile: written atomically so the collector never sees half a file. */
+static void
+write_prometheus(struct watcher *wt)
+{
+	long long last = 0, bytes = 0, pending = 0, errors = 0;
+	char text[1024];
+	int n;
+
+	if (wt->prometheus == NULL)
+		return;
+	queue_status_get_int(wt->sq, "last_success", &last);
+	queue_status_get_int(wt->sq, "bytes_sent", &bytes);
+	queue_status_get_int(wt->sq, "errors", &errors);
+	queue_count(wt->sq, NULL, &pending);
+	n = snprintf(text, sizeof(text),
+	    "# HELP stepsync_last_success_timestamp_seconds Time of the last successful sync.\n"
+	    "# TYPE stepsync_last_success_timestamp_seconds gauge\n"
+	    "stepsync_last_success_timestamp_seconds %lld\n"
+	    "# HELP stepsync_bytes_sent_total Bytes of file content uploaded.\n"
+	    "# TYPE stepsync_bytes_sent_total counter\n"
+	    "stepsync_bytes_sent_total %lld\n"
+	    "# HELP stepsync_files_pending Changes queued and not yet in a snapshot.\n"
+	    "# TYPE stepsync_files_pending gauge\n"
+	    "stepsync_files_pending %lld\n"
+	    "# HELP stepsync_errors_total Failed sync attempts.\n"
+	    "# TYPE stepsync_errors_total counter\n"
+	    "stepsync_errors_total %lld\n",
+	    last, bytes, pending, errors);
+	if (n < 0 || (size_t)n >= sizeof(text))
+		return;
+	if (util_write_file_atomic(wt->prometheus, text, (size_t)n, 0644) != 0)
+		log_warn("cannot write '%s'", wt->prometheus);
+}
+
+/* Syncs every tree with pending entries; acknowledges what each successful sync covered. */
+static void
+sync_pending(struct watcher *wt)
+{
+	char errbuf[512];
+	int failed = 0;
+	size_t i;
+
+	watch_debounce_reset(&wt->deb);
+	if (wt->queue_error) {
+		wt->queue_error = 0;
+		queue_all(wt);
+	}
+	for (i = 0; i < wt->ndirs; i++) {
+		struct wdir *d = &wt->dirs[i];
+		struct watch_sync_result res;
+		long long mark = 0, n = 0;
+
+		if (queue_count(wt->sq, d->qkey, &n) != 0 || n == 0)
+			continue;
+		if (queue_mark(wt->sq, d->qkey, &mark) != 0)
+			continue;
+		errbuf[0] = '\0';
+		memset(&res, 0, sizeof(res));
+		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
+			log_warnx("sync of '%s' failed: %s; %lld changes stay queued", d->path,
+			    errbuf[0] ? errbuf : "see above", n);
+			queue_status_set(wt->sq, "last_error", errbuf[0] ? errbuf : "sync failed");
+			queue_status_set_int(wt->sq, "last_error_time", util_wall_s());
+			queue_status_add(wt->sq, "errors", 1);
+			failed = 1;
+			continue;
+		}
+		queue_ack(wt->sq, d->qkey, mark);
+		queue_status_set_int(wt->sq, "last_success", util_wall_s());
+		queue_status_add(wt->sq, "bytes_sent", (long long)res.bytes_sent);
+		if (res.snapshot[0] != '\0') {
+			queue_status_set(wt->sq, "last_snapshot", res.snapshot);
+			queue_status_set_int(wt->sq, "last_snapshot_time", util_wall_s());
+		}
+		log_info("synced '%s' (%lld changes)%s%s", d->path, n,
+		    res.snapshot[0] ? ": snapshot " : "", res.snapshot);
+	}
+	if (failed) {
+		wt->backoff_ms = wt->backoff_ms ? wt->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (wt->backoff_ms > BACKOFF_MAX_MS)
+			wt->backoff_ms = BACKOFF_MAX_MS;
+		wt->retry_at_ms = util_now_ms() + wt->backoff_ms;
+	} else {
+		wt->backoff_ms = 0;
+		wt->retry_at_ms = 0;
+	}
+	write_prometheus(wt);
+}
+
+static void
+min_timeout(long long *t, long long cand)
+{
+	if (cand >= 0 && (*t < 0 || cand < *t))
+		*t = cand;
+}
+
+static long long
+until(uint64_t at, uint64_t now)
+{
+	return at <= now ? 0 : (long long)(at - now);
+}
+
+/* SIGHUP: read the config file again; the next sync connects with what it says now. */
+static void
+reload_config(struct watcher *wt)
+{
+	struct agent *a = wt->a;
+	struct config *c = NULL;
+	char errbuf[512];
+	char host[sizeof(a->host)];
+	int port = STEP_DEFAULT_PORT;
+
+	if (a->config_path == NULL) {
+		log_info("SIGHUP: no --config file to reload");
+		return;
+	}
+	if (config_load(a->config_path, &c, errbuf, sizeof(errbuf)) != 0) {
+		log_warnx("SIGHUP: keeping the old configuration: %s", errbuf);
+		return;
+	}
+	if (c->server != NULL) {
+		if (config_parse_address(c->server, STEP_DEFAULT_PORT, host, sizeof(host), &port)) {
+			log_warnx(
+			    "SIGHUP: keeping the old configuration: bad server '%s'", c->server);
+			config_free(c);
+			return;
+		}
+		memcpy(a->host, host, sizeof(host));
+		a->port = port;
+	}
+	/* Only the address is taken over: other strings in a may point into the old config. */
+	config_free(c);
+	watch_sync_reset(a);
+	log_info("SIGHUP: configuration reloaded from '%s'", a->config_path);
+	wt->retry_at_ms = util_now_ms();
+	wt->backoff_ms = 0;
+}
+
+static int
+setup_signals(int *fdp)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+		return STEP_ESYS;
+	if ((fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
+		return STEP_ESYS;
+	signal(SIGPIPE, SIG_IGN);
+	*fdp = fd;
+	return STEP_OK;
+}
+
+/* Drains the signalfd: 1 when asked to stop, else 0. */
+static int
+handle_signals(struct watcher *wt, int sfd)
+{
+	struct signalfd_siginfo si;
+	int stop = 0;
+
+	while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGHUP)
+			reload_config(wt);
+		else
+			stop = 1;
+	}
+	return stop;
+}
+
+static int
+watch_loop(struct watcher *wt, int sfd)
+{
+	for (;;) {
+		struct pollfd pfd[2];
+		uint64_t now = util_now_ms();
+		long long t = -1;
+		int pending;
+
+		min_timeout(&t, watch_debounce_timeout(&wt->deb, now));
+		min_timeout(&t, watch_next_timeout(wt->w, now));
+		if (wt->retry_at_ms)
+			min_timeout(&t, until(wt->retry_at_ms, now));
+		min_timeout(&t, until(wt->next_rescan_ms, now));
+		min_timeout(&t, until(wt->next_poll_ms, now));
+		pfd[0].fd = watch_fd(wt->w);
+		pfd[0].events = POLLIN;
+		pfd[1].fd = sfd;
+		pfd[1].events = POLLIN;
+		if (poll(pfd, 2, t > INT_MAX ? INT_MAX : (int)t) < 0 && errno != EINTR) {
+			log_warn("poll");
+			return AGENT_EXIT_FAIL;
+		}
+		if (handle_signals(wt, sfd))
+			return AGENT_EXIT_OK;
+		now = util_now_ms();
+		/* One transaction per read batch keeps a burst of 1,000 files cheap. */
+		db_begin(wt->db);
+		if (watch_process(wt->w, now) != 0)
+			log_warn("reading inotify events");
+		if (now >= wt->next_poll_ms) {
+			watch_poll_unwatched(wt->w);
+			wt->next_poll_ms = now + POLL_UNWATCHED_MS;
+		}
+		if (now >= wt->next_rescan_ms) {
+			log_info("periodic rescan");
+			queue_all(wt);
+			watch_debounce_note(&wt->deb, now);
+			wt->next_rescan_ms = now + wt->rescan_ms;
+		}
+		if (db_commit(wt->db) != 0) {
+			log_warnx("cannot commit queued changes: %s", db_errmsg(wt->db));
+			db_rollback(wt->db);
+			wt->queue_error = 1;
+		}
+		pending = watch_debounce_due(&wt->deb, now);
+		if (!pending && wt->retry_at_ms && now >= wt->retry_at_ms)
+			pending = 1;
+		if (pending)
+			sync_pending(wt);
+	}
+}
+
+static int
+parse_opts(struct watcher *wt, int argc, char **argv, const char **namep, int *syslogp)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "debounce", required_argument, NULL, 'd' },
+		{ "rescan", required_argument, NULL, 'r' },
+		{ "prometheus", required_argument, NULL, 'p' },
+		{ "syslog", no_argument, NULL, 's' },
+		{ "max-watches", required_argument, NULL, 'M' }, /* hidden test hook */
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	long long v;
+	int c;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			*namep = optarg;
+			break;
+		case 'd':
+			if (util_parse_ll(optarg, 0, 3600000, &v) != 0) {
+				agent_error(
+				    "bad --debounce '%s': milliseconds, 0..3600000", optarg);
+				return AGENT_EXIT_USAGE;
+			}
+			wt->debounce_ms = (uint64_t)v;
+			break;
+		case 'r':
+			if (util_parse_ll(optarg, 1, 30LL * 86400, &v) != 0) {
+				agent_error("bad --rescan '%s': seconds, 1..2592000", optarg);
+				return AGENT_EXIT_USAGE;
+			}
+			wt->rescan_ms = (uint64_t)v * 1000;
+			break;
+		case 'p':
+			wt->prometheus = optarg;
+			break;
+		case 's':
+			*syslogp = 1;
+			break;
+		case 'M':
+			if (util_parse_ll(optarg, 1, INT_MAX, &v) != 0) {
+				agent_error("bad --max-watches '%s'", optarg);
+				return AGENT_EXIT_USAGE;
+			}
+			wt->max_watches = (int)v;
+			break;
+		case 'h':
+			printf("usage: stepsync %s\n", WATCH_USAGE);
+			return -1;
+		default:
+			return agent_usage(WATCH_USAGE);
+		}
+	}
+	return 0;
+}
+
+/* Picks the trees: the DIR arguments, else --name's [dir], else every [dir]. */
+static int
+pick_dirs(struct watcher *wt, int argc, char **argv, const char *name)
+{
+	const struct config *cfg = wt->a->cfg;
+	size_t i;
+	int r;
+
+	if (argc - optind > 1 && name != NULL) {
+		agent_error("--name applies to one directory; name several in the config file");
+		return AGENT_EXIT_USAGE;
+	}
+	for (; optind < argc; optind++)
+		if ((r = wdir_add(wt, name, argv[optind])) != 0)
+			return r;
+	if (wt->ndirs > 0)
+		return 0;
+	if (name != NULL) {
+		const struct config_dir *cd = cfg != NULL ? config_find_dir(cfg, name) : NULL;
+
+		if (cd == NULL) {
+			agent_error("no directory named '%s' in the config file", name);
+			return AGENT_EXIT_FAIL;
+		}
+		return wdir_add(wt, cd->name, cd->path);
+	}
+	for (i = 0; cfg != NULL && i < cfg->ndirs; i++)
+		if ((r = wdir_add(wt, cfg->dirs[i].name, cfg->dirs[i].path)) != 0)
+			return r;
+	if (wt->ndirs == 0)
+		return agent_usage(WATCH_USAGE);
+	return 0;
+}
+
+int
+cmd_watch(struct agent *a, int argc, char **argv)
+{
+	struct watcher wt;
+	const char *name = NULL;
+	int use_syslog = 0, sfd = -1, r;
+	size_t i;
+
+	memset(&wt, 0, sizeof(wt));
+	wt.a = a;
+	wt.debounce_ms = 1000;
+	wt.rescan_ms = 3600 * 1000;
+	if ((r = parse_opts(&wt, argc, argv, &name, &use_syslog)) != 0) {
+		r = r < 0 ? AGENT_EXIT_OK : r;
+		goto out;
+	}
+	if (use_syslog)
+		log_init("stepsync", log_get_level(), true);
+	if ((r = pick_dirs(&wt, argc, argv, name)) != 0)
+		goto out;
+	r = AGENT_EXIT_FAIL;
+	if (agent_db(a, &wt.db) != 0)
+		goto out;
+	wt.sq = db_handle(wt.db);
+	if (queue_migrate(wt.sq) != 0) {
+		agent_error("cannot set up the change queue: %s", db_errmsg(wt.db));
+		goto out;
+	}
+	if (setup_signals(&sfd) != 0) {
+		agent_error("cannot set up signals: %s", strerror(errno));
+		goto out;
+	}
+	watch_debounce_init(&wt.deb, wt.debounce_ms, 0);
+	if (watch_new(wt.max_watches, on_event, &wt, &wt.w) != 0) {
+		agent_error("cannot start inotify: %s", strerror(errno));
+		goto out;
+	}
+	for (i = 0; i < wt.ndirs; i++) {
+		if (watch_add_tree(wt.w, wt.dirs[i].path) != 0) {
+			agent_error("cannot watch '%s': %s", wt.dirs[i].path, strerror(errno));
+			goto out;
+		}
+	}
+	/* Whatever changed while no watcher ran is found by a first full sync. */
+	queue_all(&wt);
+	watch_debounce_note(&wt.deb, util_now_ms() - wt.debounce_ms);
+	queue_status_set_int(wt.sq, "watch_pid", (long long)getpid());
+	printf("watching %zu directories (%zu inotify watches)\n", wt.ndirs, watch_count(wt.w));
+	fflush(stdout);
+	wt.next_rescan_ms = util_now_ms() + wt.rescan_ms;
+	wt.next_poll_ms = util_now_ms() + POLL_UNWATCHED_MS;
+	r = watch_loop(&wt, sfd);
+	log_info("stopping; %s", "pending changes stay queued");
+	queue_status_set(wt.sq, "watch_pid", NULL);
+	write_prometheus(&wt);
+	sqlite3_wal_checkpoint_v2(wt.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+out:
+	watch_free(wt.w);
+	wdirs_free(wt.dirs, wt.ndirs);
+	if (sfd >= 0)
+		close(sfd);
+	return r;
+}

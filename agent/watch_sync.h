@@ -1,0 +1,33 @@
+/*
+ * watch_sync.h — the one place where `stepsync watch` calls the sync engine: one sync
+ * of one directory, which records a new snapshot on the server. Keeping this seam
+ * small means the watcher never knows how scanning, uploading or snapshots work.
+ */
+#ifndef STEP_WATCH_SYNC_H
+#define STEP_WATCH_SYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct agent;
+
+struct watch_sync_result {
+	uint64_t bytes_sent; /* file content uploaded by this sync; 0 when unknown */
+	char snapshot[128];  /* the snapshot recorded ("NAME#SEQ"), "" when unknown */
+};
+
+/*
+ * Syncs the tree at path (absolute) as snapshot name (NULL: the sync engine's default
+ * for that path). Returns 0 and fills *res, or a negative STEP_E* code with errbuf
+ * saying why (the sync engine may also have printed its own message).
+ */
+int watch_sync_dir(struct agent *a, const char *name, const char *path,
+    struct watch_sync_result *res, char *errbuf, size_t errlen);
+
+/*
+ * Drops the agent's server session so the next sync connects afresh (after a failure,
+ * or after SIGHUP changed the server address).
+ */
+void watch_sync_reset(struct agent *a);
+
+#endif
