@@ -1,9 +1,309 @@
-/* main.c — stepd entry point (placeholder until the server lands). */
+/*
+ * main.c — stepd: options, user administration, then store + auth + event loop.
+ * Only parses options and dispatches; all work is done by the modules.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "auth.h"
+#include "err.h"
+#include "log.h"
+#include "loop.h"
+#include "step.h"
+#include "store.h"
+#include "util.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: stepd --root DIR [options]\n"
+	    "       stepd --root DIR user add NAME   (password read from stdin, one line)\n"
+	    "       stepd --root DIR user del NAME\n"
+	    "       stepd --root DIR user list\n"
+	    "\n"
+	    "options:\n"
+	    "  --bind ADDR            address to listen on (default 0.0.0.0)\n"
+	    "  --port N               TCP port (default %d; 0 picks a free port)\n"
+	    "  --port-file FILE       write the chosen port to FILE (atomically)\n"
+	    "  --root DIR             storage root (objects, uploads, metadata, secret)\n"
+	    "  --auth users|open      user database (default) or the course rule\n"
+	    "                         password == md5(username)\n"
+	    "  --block-size BYTES     block size of new upload plans (default 65536;\n"
+	    "                         20480 reproduces the reference server)\n"
+	    "  --max-object-size BYTES  largest accepted object (default 64G)\n"
+	    "  --token-ttl SECONDS    token lifetime (default 86400)\n"
+	    "  --upload-ttl SECONDS   drop uploads idle this long (default 604800)\n"
+	    "  --idle-timeout SECONDS close idle connections (default 300)\n"
+	    "  --max-connections N    refuse connections beyond N with 503 (default 4096)\n"
+	    "  --threads N            event-loop workers (default: one per CPU)\n"
+	    "  -v, -q                 more / less logging\n"
+	    "  --help                 this text\n"
+	    "\n"
+	    "Test-only: STEP_FAULT=write:N[,fsync:M][,eio] makes the N-th block write (M-th\n"
+	    "commit sync) fail with ENOSPC (or EIO).\n",
+	    STEP_DEFAULT_PORT);
+}
+
+struct opts {
+	const char *bind, *port_file, *root, *auth;
+	long long port, block_size, token_ttl, upload_ttl, idle_timeout, max_conns, threads;
+	unsigned long long max_object;
+	int verbosity;
+};
+
+static int
+num_opt(const char *name, const char *s, long long min, long long max, long long *out)
+{
+	if (util_parse_ll(s, min, max, out) != 0) {
+		fprintf(
+		    stderr, "stepd: invalid value '%s' for --%s (%lld..%lld)\n", s, name, min, max);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+print_user(void *arg, const char *name)
+{
+	printf("%s\n", name);
+	return 0;
+}
+
+static int
+cmd_user(const struct opts *o, int argc, char **argv)
+{
+	int r;
+
+	if (util_mkdirs(o->root, 0700) != 0) {
+		fprintf(stderr, "stepd: cannot create '%s': %s\n", o->root, strerror(errno));
+		return 1;
+	}
+	if (argc == 2 && strcmp(argv[1], "list") == 0) {
+		r = auth_user_list(o->root, print_user, NULL);
+	} else if (argc == 3 && strcmp(argv[1], "add") == 0) {
+		char line[1024];
+		size_t n;
+
+		if (fgets(line, sizeof(line), stdin) == NULL) {
+			fprintf(stderr, "stepd: no password on stdin\n");
+			return 1;
+		}
+		n = strcspn(line, "\r\n");
+		line[n] = '\0';
+		if (n == 0) {
+			fprintf(stderr, "stepd: empty password\n");
+			return 1;
+		}
+		r = auth_user_add(o->root, argv[2], line);
+		OPENSSL_cleanse(line, sizeof(line));
+	} else if (argc == 3 && strcmp(argv[1], "del") == 0) {
+		r = auth_user_del(o->root, argv[2]);
+	} else {
+		usage(stderr);
+		return 2;
+	}
+	if (r == STEP_EEXIST)
+		fprintf(stderr, "stepd: user '%s' already exists\n", argv[2]);
+	else if (r == STEP_ENOENT)
+		fprintf(stderr, "stepd: no user '%s'\n", argv[2]);
+	else if (r == STEP_EINVAL)
+		fprintf(stderr, "stepd: invalid user name '%s'\n", argv[2]);
+	else if (r != 0)
+		fprintf(stderr, "stepd: user database error in '%s'\n", o->root);
+	return r == 0 ? 0 : 1;
+}
+
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("cannot raise the open-file limit");
+	}
+}
+
+static int
+serve(const struct opts *o)
+{
+	struct store_opts so = { 0 };
+	struct loop_opts lo = { 0 };
+	struct store *st = NULL;
+	struct auth *au = NULL;
+	struct loop *l = NULL;
+	char err[512] = "";
+	sigset_t sigs;
+	int r = 1;
+
+	/* Block the stop signals before any thread exists: only loop_run's sigwait gets them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	raise_nofile();
+	if (util_mkdirs(o->root, 0700) != 0) {
+		fprintf(stderr, "stepd: cannot create '%s': %s\n", o->root, strerror(errno));
+		return 1;
+	}
+	if (auth_open(o->root, strcmp(o->auth, "open") == 0 ? AUTH_OPEN : AUTH_USERS, o->token_ttl,
+	        &au, err, sizeof(err)) != 0)
+		goto out;
+	so.root = o->root;
+	so.block_size = (uint32_t)o->block_size;
+	so.max_object_size = o->max_object;
+	so.upload_ttl = o->upload_ttl;
+	if (store_open(&so, &st, err, sizeof(err)) != 0)
+		goto out;
+	lo.bind = o->bind;
+	lo.port = (int)o->port;
+	lo.port_file = o->port_file;
+	lo.threads = (int)o->threads;
+	lo.idle_timeout = (int)o->idle_timeout;
+	lo.max_connections = (int)o->max_conns;
+	lo.max_bin =
+	    o->block_size > STEP_SPEC_MAX_BLOCK ? (uint32_t)o->block_size : STEP_SPEC_MAX_BLOCK;
+	if (loop_new(&lo, st, au, &l, err, sizeof(err)) != 0)
+		goto out;
+	r = loop_run(l) == 0 ? 0 : 1;
+out:
+	if (err[0] != '\0')
+		fprintf(stderr, "stepd: %s\n", err);
+	store_free(st); /* finishes queued commits before the loop's memory goes */
+	loop_free(l);
+	auth_free(au);
+	if (r == 0)
+		log_info("stopped");
+	return r;
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-	fprintf(stderr, "stepd: not implemented yet\n");
-	return 1;
+	enum {
+		O_BIND = 256,
+		O_PORT,
+		O_PORTFILE,
+		O_ROOT,
+		O_AUTH,
+		O_BS,
+		O_TTTL,
+		O_UTTL,
+		O_IDLE,
+		O_MAXC,
+		O_THR,
+		O_MAXO,
+		O_HELP
+	};
+	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
+		{ "port", required_argument, NULL, O_PORT },
+		{ "port-file", required_argument, NULL, O_PORTFILE },
+		{ "root", required_argument, NULL, O_ROOT },
+		{ "auth", required_argument, NULL, O_AUTH },
+		{ "block-size", required_argument, NULL, O_BS },
+		{ "token-ttl", required_argument, NULL, O_TTTL },
+		{ "upload-ttl", required_argument, NULL, O_UTTL },
+		{ "idle-timeout", required_argument, NULL, O_IDLE },
+		{ "max-connections", required_argument, NULL, O_MAXC },
+		{ "threads", required_argument, NULL, O_THR },
+		{ "max-object-size", required_argument, NULL, O_MAXO },
+		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
+	struct opts o = { "0.0.0.0", NULL, NULL, "users", STEP_DEFAULT_PORT, STEP_SPEC_MAX_BLOCK,
+		86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0 };
+	unsigned long long sz;
+	int c;
+
+	umask(077);
+	while ((c = getopt_long(argc, argv, "+vq", lopts, NULL)) != -1) {
+		int bad = 0;
+
+		switch (c) {
+		case O_BIND:
+			o.bind = optarg;
+			break;
+		case O_PORT:
+			bad = num_opt("port", optarg, 0, 65535, &o.port);
+			break;
+		case O_PORTFILE:
+			o.port_file = optarg;
+			break;
+		case O_ROOT:
+			o.root = optarg;
+			break;
+		case O_AUTH:
+			o.auth = optarg;
+			if (strcmp(optarg, "users") != 0 && strcmp(optarg, "open") != 0) {
+				fprintf(stderr, "stepd: --auth must be 'users' or 'open'\n");
+				bad = 1;
+			}
+			break;
+		case O_BS:
+			if (util_parse_size(optarg, &sz) != 0 || sz < 1 || sz > (16u << 20)) {
+				fprintf(
+				    stderr, "stepd: invalid --block-size '%s' (1..16M)\n", optarg);
+				bad = 1;
+			}
+			o.block_size = (long long)sz;
+			break;
+		case O_MAXO:
+			if (util_parse_size(optarg, &o.max_object) != 0) {
+				fprintf(stderr, "stepd: invalid --max-object-size '%s'\n", optarg);
+				bad = 1;
+			}
+			break;
+		case O_TTTL:
+			bad = num_opt("token-ttl", optarg, 1, 10LL * 365 * 86400, &o.token_ttl);
+			break;
+		case O_UTTL:
+			bad = num_opt("upload-ttl", optarg, 1, 10LL * 365 * 86400, &o.upload_ttl);
+			break;
+		case O_IDLE:
+			bad = num_opt("idle-timeout", optarg, 1, 86400 * 30, &o.idle_timeout);
+			break;
+		case O_MAXC:
+			bad = num_opt("max-connections", optarg, 1, 1000000, &o.max_conns);
+			break;
+		case O_THR:
+			bad = num_opt("threads", optarg, 1, 256, &o.threads);
+			break;
+		case 'v':
+			o.verbosity++;
+			break;
+		case 'q':
+			o.verbosity--;
+			break;
+		case O_HELP:
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+		if (bad)
+			return 2;
+	}
+	log_init("stepd", LOG_LVL_INFO + o.verbosity < 0 ? 0 : LOG_LVL_INFO + o.verbosity, false);
+	if (o.root == NULL) {
+		fprintf(stderr, "stepd: --root DIR is required\n");
+		usage(stderr);
+		return 2;
+	}
+	if (optind < argc && strcmp(argv[optind], "user") == 0)
+		return cmd_user(&o, argc - optind, argv + optind);
+	if (optind < argc) {
+		fprintf(stderr, "stepd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	return serve(&o);
 }

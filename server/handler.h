@@ -1,0 +1,64 @@
+/*
+ * handler.h — one STEP request in, one reply out: the validation order of
+ * STEP-PROTOCOL.md §3, dispatch to the DATA/FILE/AUTH operations, and the single table
+ * mapping internal errors to status codes (handler_status). No sockets: the caller hands
+ * in a decoded request and a buffer to append the encoded reply to, so this is testable
+ * and fuzzable without a network.
+ */
+#ifndef STEPD_HANDLER_H
+#define STEPD_HANDLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "buf.h"
+
+struct store;
+struct auth;
+
+/*
+ * Called (from the commit thread) when a deferred reply is ready; steals reply (the
+ * callee json_decref()s it). cookie is what was passed to handler_handle.
+ */
+typedef void handler_post_fn(void *post_arg, void *cookie, json_t *reply);
+
+struct handler {
+	struct store *st; /* borrowed */
+	struct auth *au;  /* borrowed */
+	handler_post_fn *post;
+	void *post_arg;
+};
+
+enum {
+	HANDLER_DONE = 0,    /* a reply packet was appended to out */
+	HANDLER_PENDING = 1, /* the reply comes later through post(cookie, ...) */
+	HANDLER_CLOSE = 2,   /* a reply was appended; close the connection after sending it */
+};
+
+/*
+ * Handles one request (req: decoded JSON object; bin/binlen: the binary part). Appends a
+ * complete reply packet to out, or returns HANDLER_PENDING. Never fails: every error
+ * becomes a status code in the reply.
+ */
+int handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, size_t binlen,
+    struct buf *out, void *cookie);
+
+/* Maps an internal STEP_E* (or 0) to a STEP status code; the one table of the server. */
+int handler_status(int err);
+
+/* A new reply object {type, operation, direction: RESPONSE, status, status_msg}; NULL on
+ * allocation failure. */
+json_t *handler_reply(const char *type, const char *op, int status, const char *msg);
+
+/*
+ * Appends reply (not stolen) with bin_len bytes of binary to follow; on failure (too big,
+ * no memory) appends a small 500 reply instead. Returns 0, or STEP_ENOMEM when not even that
+ * fit.
+ */
+int handler_send(struct buf *out, const json_t *reply, uint32_t bin_len);
+
+/* Appends an ERROR/ERROR reply with status and msg (for framing problems). */
+int handler_send_error(struct buf *out, int status, const char *msg);
+
+#endif

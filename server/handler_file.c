@@ -1,0 +1,341 @@
+/*
+ * handler_file.c — FILE SAVE / UPLOAD / GET / DOWNLOAD / DELETE and LIST, in the field
+ * check order of STEP-PROTOCOL.md §4, over the store. Wrong JSON types are 410, never a
+ * crash; replies that need a durable commit are deferred (hpending).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "codec.h"
+#include "err.h"
+#include "handler_priv.h"
+#include "hash.h"
+#include "step.h"
+
+/* Adds key and the plan fields to reply. */
+static void
+put_plan(json_t *reply, const char *key, size_t keylen, uint64_t size, uint32_t bs, uint64_t total)
+{
+	json_object_set_new(reply, "key", json_stringn(key, keylen));
+	json_object_set_new(reply, "size", json_integer((json_int_t)size));
+	json_object_set_new(reply, "block_size", json_integer(bs));
+	json_object_set_new(reply, "total_block", json_integer((json_int_t)total));
+}
+
+static int
+file_save(struct hreq *r)
+{
+	struct store_plan plan;
+	struct hpending *p = NULL;
+	const char *key;
+	char uuid[37];
+	size_t keylen, i;
+	long long size;
+	json_t *reply, *ranges;
+	int e;
+
+	if ((e = codec_get_int(r->req, "size", &size)) != 0)
+		return hreq_fail(r, STEP_ST_FIELD,
+		    e == STEP_ENOENT ? "Field \"size\" is missing."
+		                     : "Field \"size\" must be an integer.");
+	if (size < 0)
+		return hreq_fail(r, STEP_ST_FIELD, "Field \"size\" must not be negative.");
+	if (hreq_key(r, 1, uuid, &key, &keylen) != 0)
+		return HANDLER_DONE;
+	if ((reply = hreq_ok(r, "Upload plan created.")) == NULL)
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	if (size == 0 && (p = hpending_new(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
+		json_decref(reply);
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	}
+	if (p != NULL)
+		put_plan(p->reply, key, keylen, 0, 0, 0);
+	e = store_file_save(
+	    r->h->st, r->user, key, keylen, (uint64_t)size, &plan, p != NULL ? &p->w : NULL);
+	if (e == STORE_PENDING) {
+		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
+		json_object_set_new(p->reply, "received", json_array());
+		json_decref(reply);
+		return HANDLER_PENDING; /* p is the store's until done() */
+	}
+	hpending_free(p);
+	if (e != 0) {
+		json_decref(reply);
+		if (e == STEP_EEXIST)
+			return hreq_fail(r, STEP_ST_EXISTS, "The key already exists.");
+		if (e == STEP_ETOOBIG)
+			return hreq_fail(r, STEP_ST_TOOLARGE, "The file is too large.");
+		return hreq_fail(r, handler_status(e), "Cannot create the upload.");
+	}
+	put_plan(reply, key, keylen, plan.size, plan.block_size, plan.total_block);
+	if ((ranges = json_array()) != NULL) {
+		for (i = 0; i < plan.nranges; i++)
+			json_array_append_new(ranges,
+			    json_pack("[II]", (json_int_t)plan.ranges[i][0],
+			        (json_int_t)plan.ranges[i][1]));
+		json_object_set_new(reply, "received", ranges);
+	}
+	if (plan.ranges_cut)
+		json_object_set_new(reply, "received_more", json_true());
+	free(plan.ranges);
+	return hreq_send(r, reply);
+}
+
+/* Gets block_index: 0, or a reply has been sent (410) and -1 is returned. */
+static int
+get_index(struct hreq *r, long long *idx)
+{
+	int e = codec_get_int(r->req, "block_index", idx);
+
+	if (e == 0)
+		return 0;
+	hreq_fail(r, STEP_ST_FIELD,
+	    e == STEP_ENOENT ? "Field \"block_index\" is missing."
+	                     : "Field \"block_index\" must be an integer.");
+	return -1;
+}
+
+static int
+file_upload(struct hreq *r)
+{
+	struct store_upload *u = NULL;
+	struct hpending *p;
+	const char *key, *bmd5;
+	uint64_t size, total, want;
+	uint32_t bs;
+	size_t keylen, mlen;
+	long long idx;
+	json_t *reply;
+	int e, ret;
+
+	if (hreq_key(r, 0, NULL, &key, &keylen) != 0)
+		return HANDLER_DONE;
+	e = store_upload_get(r->h->st, r->user, key, keylen, &u);
+	if (e == STEP_EEXIST)
+		return hreq_fail(r, STEP_ST_EXISTS, "The file is already completely uploaded.");
+	if (e == STEP_ENOENT)
+		return hreq_fail(r, STEP_ST_OPERATION, "No upload in progress for this key.");
+	if (e != 0)
+		return hreq_fail(r, handler_status(e), "Cannot look the upload up.");
+	store_upload_plan(u, &size, &bs, &total);
+	if (get_index(r, &idx) != 0) {
+		ret = HANDLER_DONE;
+		goto out;
+	}
+	if (idx >= 0 && (uint64_t)idx >= total) {
+		ret = hreq_fail(r, STEP_ST_INDEX, "The block_index is beyond the last block.");
+		goto out;
+	}
+	if (idx < 0) {
+		ret = hreq_fail(r, STEP_ST_FIELD, "The block_index must not be negative.");
+		goto out;
+	}
+	want = (uint64_t)idx + 1 < total ? bs : size - (uint64_t)bs * (total - 1);
+	if (r->binlen != want) {
+		ret = hreq_fail(r, STEP_ST_LENGTH, "The block has the wrong length.");
+		goto out;
+	}
+	e = codec_get_str(r->req, "block_md5", &bmd5, &mlen);
+	if (e == STEP_EINVAL) {
+		ret = hreq_fail(r, STEP_ST_FIELD, "Field \"block_md5\" must be a string.");
+		goto out;
+	}
+	if (e == 0) {
+		char got[HASH_MD5_HEX];
+
+		hash_md5_hex(r->bin, r->binlen, got);
+		if (mlen != 32 || strncasecmp(got, bmd5, 32) != 0) {
+			ret = hreq_fail(r, STEP_ST_FIELD, "block_md5 mismatch");
+			goto out;
+		}
+	}
+	if ((reply = hreq_ok(r, "The block is uploaded.")) == NULL ||
+	    (p = hpending_new(r, reply, STEP_ST_OPERATION, 1)) == NULL) {
+		ret = hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+		goto out;
+	}
+	json_object_set_new(p->reply, "key", json_stringn(key, keylen));
+	json_object_set_new(p->reply, "block_index", json_integer(idx));
+	e = store_upload_write(r->h->st, u, (uint64_t)idx, r->bin, r->binlen, &p->w);
+	if (e == STORE_PENDING) {
+		ret = HANDLER_PENDING;
+		goto out;
+	}
+	if (e == 0) {
+		ret = hreq_send(r, json_incref(p->reply));
+	} else if (e == STEP_ENOENT) {
+		ret = hreq_fail(r, STEP_ST_OPERATION, "No upload in progress for this key.");
+	} else {
+		ret = hreq_fail(r, handler_status(e),
+		    e == STEP_ENOSPC ? "No space left on the server." : "Cannot store the block.");
+	}
+	hpending_free(p);
+out:
+	store_upload_put(r->h->st, u);
+	return ret;
+}
+
+/* Looks the object up for GET and DOWNLOAD: 0, or a 404/5xx reply was sent (-1). */
+static int
+lookup(struct hreq *r, const char *key, size_t keylen, struct store_obj *o)
+{
+	int e = store_object_get(r->h->st, r->user, key, keylen, o);
+
+	if (e == 0)
+		return 0;
+	if (e == STEP_EBUSY)
+		hreq_fail(r, STEP_ST_NOTFOUND, "The file is not completely uploaded.");
+	else if (e == STEP_ENOENT)
+		hreq_fail(r, STEP_ST_NOTFOUND, "The key is not found.");
+	else
+		hreq_fail(r, handler_status(e), "Cannot read the object.");
+	return -1;
+}
+
+static int
+file_get(struct hreq *r)
+{
+	struct store_obj o;
+	const char *key;
+	size_t keylen;
+	json_t *reply;
+
+	if (hreq_key(r, 0, NULL, &key, &keylen) != 0 || lookup(r, key, keylen, &o) != 0)
+		return HANDLER_DONE;
+	if ((reply = hreq_ok(r, "OK")) == NULL)
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	put_plan(
+	    reply, key, keylen, o.size, o.block_size, (o.size + o.block_size - 1) / o.block_size);
+	json_object_set_new(reply, "md5", json_string(o.md5));
+	return hreq_send(r, reply);
+}
+
+static int
+file_download(struct hreq *r)
+{
+	struct store_obj o;
+	const char *key;
+	size_t keylen, mark;
+	uint64_t total, len;
+	long long idx;
+	json_t *reply;
+	int e;
+
+	if (hreq_key(r, 0, NULL, &key, &keylen) != 0 || lookup(r, key, keylen, &o) != 0 ||
+	    get_index(r, &idx) != 0)
+		return HANDLER_DONE;
+	total = (o.size + o.block_size - 1) / o.block_size;
+	if (idx < 0 || (uint64_t)idx >= total)
+		return hreq_fail(r, STEP_ST_FIELD, "The block_index is out of range.");
+	len = (uint64_t)idx + 1 < total ? o.block_size
+	                                : o.size - (uint64_t)o.block_size * (total - 1);
+	if ((reply = hreq_ok(r, "OK")) == NULL)
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	json_object_set_new(reply, "key", json_stringn(key, keylen));
+	json_object_set_new(reply, "block_index", json_integer(idx));
+	json_object_set_new(reply, "size", json_integer((json_int_t)len));
+	mark = r->out->len;
+	e = codec_encode(reply, (uint32_t)len, r->out);
+	json_decref(reply);
+	if (e == 0)
+		e = buf_reserve(r->out, (size_t)len);
+	if (e == 0)
+		e = store_object_read(
+		    r->h->st, &o, (uint64_t)idx * o.block_size, buf_tail(r->out), (size_t)len);
+	if (e == 0) {
+		buf_commit(r->out, (size_t)len);
+		return HANDLER_DONE;
+	}
+	/* Roll the half-made packet back; answer the error instead. */
+	r->out->len = mark < r->out->off ? r->out->off : mark;
+	if (e == STEP_ENOENT)
+		return hreq_fail(r, STEP_ST_NOTFOUND, "The key is not found.");
+	return hreq_fail(r, handler_status(e), "Cannot read the object.");
+}
+
+static int
+file_delete(struct hreq *r)
+{
+	struct hpending *p;
+	const char *key;
+	size_t keylen;
+	json_t *reply;
+	int e;
+
+	if (hreq_key(r, 0, NULL, &key, &keylen) != 0)
+		return HANDLER_DONE;
+	if ((reply = hreq_ok(r, "The file is deleted.")) == NULL ||
+	    (p = hpending_new(r, reply, STEP_ST_NOTFOUND, 0)) == NULL)
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	json_object_set_new(p->reply, "key", json_stringn(key, keylen));
+	e = store_file_delete(r->h->st, r->user, key, keylen, &p->w);
+	if (e == STORE_PENDING)
+		return HANDLER_PENDING;
+	hpending_free(p);
+	if (e == STORE_TMP_DELETED)
+		return hreq_fail(r, STEP_ST_NOTFOUND,
+		    "The file is not completely uploaded. The tmp files are deleted.");
+	if (e == STEP_EBUSY)
+		return hreq_fail(r, STEP_ST_NOTFOUND, "The file is being committed; try again.");
+	if (e == STEP_ENOENT)
+		return hreq_fail(r, STEP_ST_NOTFOUND, "The key is not found.");
+	return hreq_fail(r, handler_status(e), "Cannot delete the file.");
+}
+
+static int
+list_add(void *arg, const char *key, size_t keylen)
+{
+	return json_array_append_new(arg, json_stringn(key, keylen)) == 0 ? 0 : STEP_ENOMEM;
+}
+
+int
+handler_list(struct hreq *r, int data)
+{
+	const char *prefix = "", *after = "";
+	size_t plen = 0, alen = 0;
+	long long limit = 1000;
+	json_t *keys, *reply;
+	int e, more = 0;
+
+	if (codec_get_str(r->req, "prefix", &prefix, &plen) == STEP_EINVAL ||
+	    codec_get_str(r->req, "after", &after, &alen) == STEP_EINVAL)
+		return hreq_fail(
+		    r, STEP_ST_FIELD, "Fields \"prefix\" and \"after\" must be strings.");
+	e = codec_get_int(r->req, "limit", &limit);
+	if (e == STEP_EINVAL || limit < 1 || limit > 10000)
+		return hreq_fail(r, STEP_ST_FIELD, "Field \"limit\" must be an integer 1..10000.");
+	if ((keys = json_array()) == NULL)
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	e = store_list(
+	    r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add, keys, &more);
+	if (e != 0) {
+		json_decref(keys);
+		return hreq_fail(r, handler_status(e), "Cannot list keys.");
+	}
+	if ((reply = hreq_ok(r, "OK")) == NULL) {
+		json_decref(keys);
+		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	}
+	json_object_set_new(reply, "keys", keys);
+	json_object_set_new(reply, "more", json_boolean(more));
+	return hreq_send(r, reply);
+}
+
+int
+handler_file(struct hreq *r)
+{
+	if (strcmp(r->op, "SAVE") == 0)
+		return file_save(r);
+	if (strcmp(r->op, "UPLOAD") == 0)
+		return file_upload(r);
+	if (strcmp(r->op, "GET") == 0)
+		return file_get(r);
+	if (strcmp(r->op, "DOWNLOAD") == 0)
+		return file_download(r);
+	if (strcmp(r->op, "DELETE") == 0)
+		return file_delete(r);
+	if (strcmp(r->op, "LIST") == 0)
+		return handler_list(r, 0);
+	return hreq_fail(r, STEP_ST_OPERATION, "Operation is not allowed for type FILE.");
+}

@@ -1,0 +1,622 @@
+/*
+ * loop.c — epoll workers, accept, per-connection I/O, deferred replies from the commit
+ * thread, idle timeouts, the connection limit and graceful stop. Never blocks on a socket:
+ * a slow reader only stops its own connection from being read (backpressure).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "conn_state.h"
+#include "err.h"
+#include "handler.h"
+#include "log.h"
+#include "loop.h"
+#include "step.h"
+#include "util.h"
+
+#define OUT_LIMIT     (1u << 20) /* stop reading a connection with this much unsent */
+#define MAX_EVENTS    256
+#define STOP_GRACE_MS 5000
+
+struct worker;
+
+struct conn {
+	int fd;
+	struct worker *w;
+	struct conn_state cs;
+	uint64_t last_ms; /* last activity, monotonic */
+	uint32_t events;  /* registered epoll mask */
+	int dead;         /* fd closed; freed when no reply is pending */
+	int peer_closed;  /* EOF seen */
+	struct conn *prev, *next;
+};
+
+struct completion {
+	struct conn *c;
+	json_t *reply;
+	struct completion *next;
+};
+
+struct worker {
+	struct loop *l;
+	int id;
+	int epfd, evfd;
+	pthread_t thread;
+	struct handler h;
+	pthread_mutex_t qmu;
+	struct completion *qhead, *qtail;
+	struct conn *conns; /* live connections */
+	struct conn *grave; /* dead connections waiting for their pending reply */
+};
+
+struct loop {
+	struct loop_opts o;
+	int lfd;
+	int nworkers;
+	struct worker *workers;
+	volatile int stopping;
+	int nconns; /* under cmu */
+	pthread_mutex_t cmu;
+	sigset_t sigs;
+};
+
+static char tag_listen, tag_event;
+
+static void
+worker_post(void *post_arg, void *cookie, json_t *reply)
+{
+	struct worker *w = post_arg;
+	struct completion *c = malloc(sizeof(*c));
+	uint64_t one = 1;
+
+	if (c == NULL) {
+		/* Cannot deliver: the connection will time out; better than a crash. */
+		log_error("out of memory delivering a reply");
+		json_decref(reply);
+		return;
+	}
+	c->c = cookie;
+	c->reply = reply;
+	c->next = NULL;
+	pthread_mutex_lock(&w->qmu);
+	if (w->qtail != NULL)
+		w->qtail->next = c;
+	else
+		w->qhead = c;
+	w->qtail = c;
+	pthread_mutex_unlock(&w->qmu);
+	if (write(w->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("eventfd write");
+}
+
+static void
+conn_free(struct conn *c)
+{
+	conn_state_release(&c->cs);
+	free(c);
+}
+
+static void
+list_unlink(struct conn **head, struct conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		*head = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void
+list_push(struct conn **head, struct conn *c)
+{
+	c->prev = NULL;
+	c->next = *head;
+	if (*head != NULL)
+		(*head)->prev = c;
+	*head = c;
+}
+
+/* Closes the socket; the struct lives on (in the grave) until nothing refers to it. */
+static void
+conn_close(struct conn *c)
+{
+	struct loop *l = c->w->l;
+
+	if (c->dead)
+		return;
+	epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	c->fd = -1;
+	c->dead = 1;
+	list_unlink(&c->w->conns, c);
+	list_push(&c->w->grave, c);
+	pthread_mutex_lock(&l->cmu);
+	l->nconns--;
+	pthread_mutex_unlock(&l->cmu);
+}
+
+/* Frees dead connections that have no deferred reply outstanding. */
+static void
+bury(struct worker *w)
+{
+	struct conn *c = w->grave, *next;
+
+	for (; c != NULL; c = next) {
+		next = c->next;
+		if (!c->cs.pending) {
+			list_unlink(&w->grave, c);
+			conn_free(c);
+		}
+	}
+}
+
+static int
+conn_flush(struct conn *c)
+{
+	while (buf_avail(&c->cs.out) > 0) {
+		ssize_t n = send(c->fd, buf_ptr(&c->cs.out), buf_avail(&c->cs.out), MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -1;
+		}
+		buf_consume(&c->cs.out, (size_t)n);
+		c->last_ms = util_now_ms();
+	}
+	return 0;
+}
+
+/* Registers the events the connection wants now, or closes it when it is finished. */
+static void
+conn_update(struct conn *c)
+{
+	struct epoll_event ev;
+	uint32_t want = 0;
+
+	if (c->dead)
+		return;
+	if (buf_avail(&c->cs.out) == 0 && !c->cs.pending &&
+	    (c->cs.closing || c->peer_closed || c->w->l->stopping)) {
+		/* Everything owed has been sent: BYE, lost framing, EOF or shutdown. */
+		conn_close(c);
+		return;
+	}
+	if (!c->w->l->stopping && !c->peer_closed && conn_state_want_read(&c->cs, OUT_LIMIT))
+		want |= EPOLLIN;
+	if (buf_avail(&c->cs.out) > 0)
+		want |= EPOLLOUT;
+	if (want == c->events)
+		return;
+	ev.events = want;
+	ev.data.ptr = c;
+	if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+		c->events = want;
+}
+
+static void
+conn_process(struct conn *c)
+{
+	if (!c->w->l->stopping)
+		conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
+	if (conn_flush(c) != 0) {
+		conn_close(c);
+		return;
+	}
+	conn_update(c);
+}
+
+static void
+conn_readable(struct conn *c)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (!conn_state_want_read(&c->cs, OUT_LIMIT) ||
+		    buf_reserve(&c->cs.in, 64 * 1024) != 0)
+			break;
+		n = recv(c->fd, buf_tail(&c->cs.in), 64 * 1024, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			conn_close(c);
+			return;
+		}
+		if (n == 0) {
+			c->peer_closed = 1;
+			break;
+		}
+		buf_commit(&c->cs.in, (size_t)n);
+		c->last_ms = util_now_ms();
+		/* Handle as we go so one connection cannot pile up unbounded input. */
+		conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
+		if (c->cs.pending || c->cs.closing)
+			break;
+	}
+	conn_process(c);
+}
+
+static void
+refuse(int fd, const char *msg)
+{
+	struct buf b;
+
+	buf_init(&b, 4096);
+	if (handler_send_error(&b, STEP_ST_UNAVAILABLE, msg) == 0)
+		if (send(fd, buf_ptr(&b), buf_avail(&b), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("refusal not sent: %s", strerror(errno));
+	buf_release(&b);
+	close(fd);
+}
+
+static void
+worker_accept(struct worker *w)
+{
+	struct loop *l = w->l;
+
+	for (;;) {
+		struct epoll_event ev;
+		struct conn *c;
+		int fd, one = 1, full;
+
+		fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("accept");
+			return;
+		}
+		pthread_mutex_lock(&l->cmu);
+		full = l->nconns >= l->o.max_connections;
+		if (!full)
+			l->nconns++;
+		pthread_mutex_unlock(&l->cmu);
+		if (full) {
+			log_info("connection refused: limit of %d reached", l->o.max_connections);
+			refuse(fd, "Too many connections.");
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
+			refuse(fd, "Server out of memory.");
+			pthread_mutex_lock(&l->cmu);
+			l->nconns--;
+			pthread_mutex_unlock(&l->cmu);
+			continue;
+		}
+		c->fd = fd;
+		c->w = w;
+		c->last_ms = util_now_ms();
+		conn_state_init(&c->cs, l->o.max_bin);
+		ev.events = EPOLLIN;
+		ev.data.ptr = c;
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			conn_free(c);
+			refuse(fd, "Server busy.");
+			pthread_mutex_lock(&l->cmu);
+			l->nconns--;
+			pthread_mutex_unlock(&l->cmu);
+			continue;
+		}
+		c->events = EPOLLIN;
+		list_push(&w->conns, c);
+	}
+}
+
+/* Delivers deferred replies posted by the commit thread. */
+static void
+worker_completions(struct worker *w)
+{
+	struct completion *q, *next;
+	uint64_t v;
+
+	if (read(w->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("eventfd read");
+	pthread_mutex_lock(&w->qmu);
+	q = w->qhead;
+	w->qhead = w->qtail = NULL;
+	pthread_mutex_unlock(&w->qmu);
+	for (; q != NULL; q = next) {
+		struct conn *c = q->c;
+
+		next = q->next;
+		if (c->dead) {
+			json_decref(q->reply);
+			c->cs.pending = 0;
+		} else {
+			conn_state_deliver(&c->cs, q->reply);
+			conn_process(c);
+		}
+		free(q);
+	}
+}
+
+static void
+worker_timeouts(struct worker *w)
+{
+	uint64_t now = util_now_ms(), limit = (uint64_t)w->l->o.idle_timeout * 1000;
+	struct conn *c, *next;
+
+	for (c = w->conns; c != NULL; c = next) {
+		next = c->next;
+		if (!c->cs.pending && now - c->last_ms >= limit) {
+			log_debug("closing idle connection");
+			conn_close(c);
+		}
+	}
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct loop *l = w->l;
+	struct epoll_event evs[MAX_EVENTS];
+	uint64_t next_tick = 0, stop_deadline = 0;
+	int tick_ms = l->o.idle_timeout * 1000 / 4;
+	int listening = 1;
+
+	if (tick_ms > 1000)
+		tick_ms = 1000;
+	if (tick_ms < 50)
+		tick_ms = 50;
+	for (;;) {
+		int n, i;
+
+		if (l->stopping) {
+			struct conn *c, *next;
+
+			if (listening) {
+				epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
+				listening = 0;
+				stop_deadline = util_now_ms() + STOP_GRACE_MS;
+				for (c = w->conns; c != NULL; c = next) {
+					next = c->next;
+					conn_update(c);
+				}
+				bury(w);
+			}
+			if (w->conns == NULL || util_now_ms() >= stop_deadline)
+				break;
+		}
+		n = epoll_wait(w->epfd, evs, MAX_EVENTS, tick_ms);
+		if (n < 0 && errno != EINTR) {
+			log_warn("epoll_wait");
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			struct conn *c;
+
+			if (evs[i].data.ptr == &tag_listen) {
+				if (!l->stopping)
+					worker_accept(w);
+				continue;
+			}
+			if (evs[i].data.ptr == &tag_event) {
+				worker_completions(w);
+				continue;
+			}
+			c = evs[i].data.ptr;
+			if (c->dead)
+				continue;
+			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				conn_readable(c);
+			else if (evs[i].events & EPOLLOUT)
+				conn_process(c);
+		}
+		bury(w);
+		if (util_now_ms() >= next_tick) {
+			worker_timeouts(w);
+			bury(w);
+			next_tick = util_now_ms() + (uint64_t)tick_ms;
+		}
+	}
+	while (w->conns != NULL)
+		conn_close(w->conns);
+	bury(w);
+	return NULL;
+}
+
+static int
+listen_on(struct loop *l, char *errbuf, size_t errlen, int *port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	socklen_t slen;
+	int fd, one = 1;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, l->o.bind, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)l->o.port);
+		slen = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, l->o.bind, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)l->o.port);
+		slen = sizeof(*s6);
+	} else {
+		snprintf(errbuf, errlen, "invalid bind address '%s'", l->o.bind);
+		return STEP_EINVAL;
+	}
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, slen) != 0 || listen(fd, 4096) != 0)
+		goto fail;
+	if (getsockname(fd, (struct sockaddr *)&ss, &slen) != 0)
+		goto fail;
+	*port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+	l->lfd = fd;
+	return STEP_OK;
+fail:
+	snprintf(
+	    errbuf, errlen, "cannot listen on %s:%d: %s", l->o.bind, l->o.port, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return STEP_ESYS;
+}
+
+int
+loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct loop **out,
+    char *errbuf, size_t errlen)
+{
+	struct loop *l;
+	int i, port = 0, r;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		return STEP_ENOMEM;
+	l->o = *o;
+	l->lfd = -1;
+	pthread_mutex_init(&l->cmu, NULL);
+	sigemptyset(&l->sigs);
+	sigaddset(&l->sigs, SIGTERM);
+	sigaddset(&l->sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &l->sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (l->o.threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		l->o.threads = n > 0 && n < 256 ? (int)n : 2;
+	}
+	if ((r = listen_on(l, errbuf, errlen, &port)) != 0)
+		goto out;
+	l->nworkers = l->o.threads;
+	if ((l->workers = calloc((size_t)l->nworkers, sizeof(*l->workers))) == NULL) {
+		r = STEP_ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < l->nworkers; i++) {
+		struct worker *w = &l->workers[i];
+		struct epoll_event ev;
+
+		w->l = l;
+		w->id = i;
+		w->h.st = st;
+		w->h.au = au;
+		w->h.post = worker_post;
+		w->h.post_arg = w;
+		pthread_mutex_init(&w->qmu, NULL);
+		w->epfd = epoll_create1(EPOLL_CLOEXEC);
+		w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->epfd < 0 || w->evfd < 0) {
+			snprintf(errbuf, errlen, "epoll/eventfd: %s", strerror(errno));
+			r = STEP_ESYS;
+			goto out;
+		}
+		ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+		ev.data.ptr = &tag_listen;
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->lfd, &ev) != 0) {
+			snprintf(errbuf, errlen, "epoll_ctl: %s", strerror(errno));
+			r = STEP_ESYS;
+			goto out;
+		}
+		ev.events = EPOLLIN;
+		ev.data.ptr = &tag_event;
+		epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev);
+	}
+	if (o->port_file != NULL) {
+		char txt[16];
+		int n = snprintf(txt, sizeof(txt), "%d\n", port);
+
+		if (util_write_file_atomic(o->port_file, txt, (size_t)n, 0644) != 0) {
+			snprintf(
+			    errbuf, errlen, "cannot write '%s': %s", o->port_file, strerror(errno));
+			r = STEP_ESYS;
+			goto out;
+		}
+	}
+	printf("listening on %s:%d\n", o->bind, port);
+	fflush(stdout);
+	log_info("listening on %s:%d with %d workers", o->bind, port, l->nworkers);
+	*out = l;
+	l = NULL;
+	r = STEP_OK;
+out:
+	loop_free(l);
+	return r;
+}
+
+int
+loop_run(struct loop *l)
+{
+	int i, sig = 0, started = 0;
+	uint64_t one = 1;
+
+	for (i = 0; i < l->nworkers; i++) {
+		if (pthread_create(&l->workers[i].thread, NULL, worker_main, &l->workers[i]) != 0) {
+			log_warn("cannot start worker %d", i);
+			break;
+		}
+		started++;
+	}
+	if (started > 0)
+		sigwait(&l->sigs, &sig);
+	log_info("stopping on signal %d", sig);
+	l->stopping = 1;
+	for (i = 0; i < started; i++)
+		if (write(l->workers[i].evfd, &one, sizeof(one)) < 0)
+			log_warn("eventfd write");
+	for (i = 0; i < started; i++)
+		pthread_join(l->workers[i].thread, NULL);
+	return started > 0 ? STEP_OK : STEP_ESYS;
+}
+
+void
+loop_free(struct loop *l)
+{
+	int i;
+
+	if (l == NULL)
+		return;
+	for (i = 0; l->workers != NULL && i < l->nworkers; i++) {
+		struct worker *w = &l->workers[i];
+		struct completion *q, *next;
+
+		/* Replies posted after the worker stopped: their connections are in the grave. */
+		for (q = w->qhead; q != NULL; q = next) {
+			next = q->next;
+			json_decref(q->reply);
+			q->c->cs.pending = 0;
+			free(q);
+		}
+		while (w->conns != NULL)
+			conn_close(w->conns);
+		while (w->grave != NULL) {
+			struct conn *c = w->grave;
+
+			list_unlink(&w->grave, c);
+			conn_free(c);
+		}
+		if (w->epfd > 0)
+			close(w->epfd);
+		if (w->evfd > 0)
+			close(w->evfd);
+		pthread_mutex_destroy(&w->qmu);
+	}
+	free(l->workers);
+	if (l->lfd >= 0)
+		close(l->lfd);
+	pthread_mutex_destroy(&l->cmu);
+	free(l);
+}

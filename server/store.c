@@ -1,0 +1,1400 @@
+/*
+ * store.c — objects, uploads in progress and DATA records for stepd: filesystem for bytes,
+ * SQLite for metadata, a commit thread for everything that must be durable (group commit).
+ *
+ * Locking: one mutex (mu) guards the upload map and every upload's state, bitmap and MD5;
+ * block data is pwrite'd outside it. The reader connection has its own lock (rlock); the
+ * commit thread owns the writer connection. Lock order: mu, then rlock. Never does network
+ * I/O and never blocks on another request.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "bitmap.h"
+#include "err.h"
+#include "hash.h"
+#include "log.h"
+#include "meta.h"
+#include "store.h"
+#include "util.h"
+
+#define MAP_BUCKETS     16384
+#define MAX_TOTAL_BLOCK (1ull << 24) /* bounds bitmap and sidecar sizes */
+#define CATCHUP_BLOCKS  16           /* out-of-order blocks hashed per request at most */
+#define BATCH_MAX       512
+
+enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
+enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE };
+
+struct store_upload {
+	uint8_t id[HASH_SHA256_LEN]; /* SHA-256(user NUL key) */
+	char stem[65];               /* hex of id */
+	char gen[17];                /* random generation: file names differ per upload */
+	char *user, *key;            /* owned; key is keylen bytes (+NUL) */
+	size_t keylen;
+	uint64_t size;       /* bytes */
+	uint32_t block_size; /* bytes */
+	uint64_t total;      /* blocks */
+	int fd, mapfd;       /* temp object and sidecar; -1 until opened */
+	struct bitmap bm;
+	struct hash_ctx *md5;
+	uint64_t next_hashed; /* blocks [0, next_hashed) are in md5 */
+	int64_t touched;      /* wall seconds of the last block */
+	int state;
+	int refs;                     /* map + jobs + callers */
+	int writers;                  /* pwrites in flight */
+	struct store_waiter *waiters; /* answered when the commit ends */
+	struct store_upload *hnext;
+};
+
+struct store_job {
+	int kind;
+	struct store_upload *u; /* referenced (ROW, COMMIT, DROP) */
+	char *user, *key, *json;
+	size_t keylen;
+	char file[160]; /* OBJ_DELETE: the file to unlink after the transaction */
+	struct store_waiter *w;
+	int err;
+	char md5[33];
+	struct store_job *next;
+};
+
+struct store {
+	char *root;
+	struct store_opts o;
+	int objfd, tmpfd; /* directory fds */
+	pthread_mutex_t mu;
+	pthread_cond_t wcond; /* writers reached 0 */
+	struct store_upload *map[MAP_BUCKETS];
+	sqlite3 *rdb; /* readers, under rlock */
+	pthread_mutex_t rlock;
+	sqlite3 *wdb; /* commit thread only */
+	pthread_mutex_t qmu;
+	pthread_cond_t qcond;
+	struct store_job *qhead, *qtail;
+	int stop;
+	pthread_t thread;
+	int thread_started;
+	/* Fault hook (tests): fail the n-th block pwrite / commit sync. */
+	long fault_write, fault_fsync;
+	int fault_errno;
+	long nwrite, nfsync; /* counted under mu / by the commit thread */
+};
+
+static int
+err_from_errno(int e)
+{
+	return (e == ENOSPC || e == EDQUOT) ? STEP_ENOSPC : STEP_EIO;
+}
+
+int
+store_key_valid(const char *key, size_t keylen)
+{
+	return keylen > 0 && keylen <= STORE_MAX_KEY && memchr(key, '\0', keylen) == NULL;
+}
+
+static void
+key_id(const char *user, const char *key, size_t keylen, uint8_t id[HASH_SHA256_LEN])
+{
+	struct hash_ctx *c = hash_sha256_new();
+
+	if (c == NULL) {
+		/* Cannot happen short of OOM; fall back to a one-shot over a bounded copy. */
+		memset(id, 0, HASH_SHA256_LEN);
+		return;
+	}
+	hash_update(c, user, strlen(user));
+	hash_update(c, "", 1);
+	hash_update(c, key, keylen);
+	hash_final(c, id);
+	hash_free(c);
+}
+
+void
+store_key_name(const char *user, const char *key, size_t keylen, char out[65])
+{
+	uint8_t id[HASH_SHA256_LEN];
+
+	key_id(user, key, keylen, id);
+	hash_to_hex(id, sizeof(id), out);
+}
+
+static size_t
+bucket_of(const uint8_t *id)
+{
+	return ((size_t)id[0] << 8 | id[1]) % MAP_BUCKETS;
+}
+
+/* Under mu. */
+static struct store_upload *
+map_find(struct store *s, const uint8_t *id)
+{
+	struct store_upload *u;
+
+	for (u = s->map[bucket_of(id)]; u != NULL; u = u->hnext)
+		if (memcmp(u->id, id, HASH_SHA256_LEN) == 0)
+			return u;
+	return NULL;
+}
+
+/* Under mu; the map keeps its reference until the caller drops it. */
+static void
+map_remove(struct store *s, struct store_upload *u)
+{
+	struct store_upload **pp;
+
+	for (pp = &s->map[bucket_of(u->id)]; *pp != NULL; pp = &(*pp)->hnext) {
+		if (*pp == u) {
+			*pp = u->hnext;
+			u->hnext = NULL;
+			return;
+		}
+	}
+}
+
+static void
+map_insert(struct store *s, struct store_upload *u)
+{
+	size_t b = bucket_of(u->id);
+
+	u->hnext = s->map[b];
+	s->map[b] = u;
+}
+
+static void
+upload_free(struct store_upload *u)
+{
+	if (u == NULL)
+		return;
+	if (u->fd >= 0)
+		close(u->fd);
+	if (u->mapfd >= 0)
+		close(u->mapfd);
+	bitmap_release(&u->bm);
+	hash_free(u->md5);
+	free(u->user);
+	free(u->key);
+	free(u);
+}
+
+static void
+upload_unref(struct store *s, struct store_upload *u)
+{
+	int last;
+
+	pthread_mutex_lock(&s->mu);
+	last = --u->refs == 0;
+	pthread_mutex_unlock(&s->mu);
+	if (last)
+		upload_free(u);
+}
+
+void
+store_upload_put(struct store *s, struct store_upload *u)
+{
+	if (u != NULL)
+		upload_unref(s, u);
+}
+
+static void
+upload_fname(const struct store_upload *u, const char *ext, char *out, size_t n)
+{
+	snprintf(out, n, "%s.%s%s", u->stem, u->gen, ext);
+}
+
+static struct store_upload *
+upload_new(const char *user, const char *key, size_t keylen, uint64_t size, uint32_t bs)
+{
+	struct store_upload *u;
+
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		return NULL;
+	u->fd = u->mapfd = -1;
+	u->size = size;
+	u->block_size = bs;
+	u->total = (size + bs - 1) / bs;
+	u->user = strdup(user);
+	u->key = malloc(keylen + 1);
+	u->md5 = hash_md5_new();
+	if (u->user == NULL || u->key == NULL || u->md5 == NULL ||
+	    bitmap_init(&u->bm, u->total) != 0) {
+		upload_free(u);
+		return NULL;
+	}
+	memcpy(u->key, key, keylen);
+	u->key[keylen] = '\0';
+	u->keylen = keylen;
+	key_id(user, key, keylen, u->id);
+	hash_to_hex(u->id, sizeof(u->id), u->stem);
+	u->touched = util_wall_s();
+	u->refs = 1; /* the caller's */
+	return u;
+}
+
+/* Opens the temp object and sidecar if needed. Under mu. */
+static int
+upload_open_files(struct store *s, struct store_upload *u, int create)
+{
+	char name[128];
+	int fl = O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0);
+
+	if (u->fd < 0) {
+		upload_fname(u, ".part", name, sizeof(name));
+		if ((u->fd = openat(s->tmpfd, name, fl, 0600)) < 0)
+			return err_from_errno(errno);
+	}
+	if (u->mapfd < 0) {
+		upload_fname(u, ".map", name, sizeof(name));
+		if ((u->mapfd = openat(s->tmpfd, name, fl, 0600)) < 0)
+			return err_from_errno(errno);
+	}
+	return STEP_OK;
+}
+
+static void
+upload_unlink_files(struct store *s, struct store_upload *u)
+{
+	char name[128];
+
+	upload_fname(u, ".part", name, sizeof(name));
+	unlinkat(s->tmpfd, name, 0);
+	upload_fname(u, ".map", name, sizeof(name));
+	unlinkat(s->tmpfd, name, 0);
+}
+
+/* ---- commit queue ---- */
+
+static struct store_job *
+job_new(int kind)
+{
+	struct store_job *j = calloc(1, sizeof(*j));
+
+	if (j != NULL)
+		j->kind = kind;
+	return j;
+}
+
+static void
+job_free(struct store_job *j)
+{
+	if (j == NULL)
+		return;
+	free(j->user);
+	free(j->key);
+	free(j->json);
+	free(j);
+}
+
+static void
+queue_push(struct store *s, struct store_job *j)
+{
+	pthread_mutex_lock(&s->qmu);
+	j->next = NULL;
+	if (s->qtail != NULL)
+		s->qtail->next = j;
+	else
+		s->qhead = j;
+	s->qtail = j;
+	pthread_cond_signal(&s->qcond);
+	pthread_mutex_unlock(&s->qmu);
+}
+
+/* Queues a job that holds a new reference to u. Under mu. On allocation failure the
+ * job is skipped: only metadata bookkeeping (ROW/DROP) is ever lost that way. */
+static int
+queue_upload_job(struct store *s, int kind, struct store_upload *u)
+{
+	struct store_job *j = job_new(kind);
+
+	if (j == NULL)
+		return STEP_ENOMEM;
+	u->refs++;
+	j->u = u;
+	queue_push(s, j);
+	return STEP_OK;
+}
+
+static int
+fault_hit(long *counter, long at)
+{
+	return at > 0 && ++*counter == at;
+}
+
+/* ---- SAVE / UPLOAD ---- */
+
+static int
+object_exists(struct store *s, const char *user, const char *key, size_t keylen, int data)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	pthread_mutex_lock(&s->rlock);
+	if (sqlite3_prepare_v2(s->rdb,
+	        data ? "SELECT 1 FROM data WHERE user = ?1 AND key = ?2"
+	             : "SELECT 1 FROM objects WHERE user = ?1 AND key = ?2",
+	        -1, &st, NULL) != SQLITE_OK) {
+		r = STEP_EIO;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		r = 1;
+		break;
+	case SQLITE_DONE:
+		r = 0;
+		break;
+	default:
+		r = STEP_EIO;
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+static int
+plan_fill(struct store_upload *u, struct store_plan *plan)
+{
+	size_t n;
+
+	memset(plan, 0, sizeof(*plan));
+	plan->size = u->size;
+	plan->block_size = u->block_size;
+	plan->total_block = u->total;
+	n = bitmap_ranges(&u->bm, NULL, 0);
+	if (n == 0)
+		return STEP_OK;
+	if (n > STORE_MAX_RANGES) {
+		plan->ranges_cut = 1;
+		n = STORE_MAX_RANGES;
+	}
+	if ((plan->ranges = calloc(n, sizeof(*plan->ranges))) == NULL)
+		return STEP_ENOMEM;
+	plan->nranges = n;
+	bitmap_ranges(&u->bm, plan->ranges, n);
+	return STEP_OK;
+}
+
+int
+store_file_save(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
+    struct store_plan *plan, struct store_waiter *w)
+{
+	struct store_upload *u = NULL, *old;
+	uint8_t id[HASH_SHA256_LEN];
+	int r;
+
+	if (size > s->o.max_object_size ||
+	    (size + s->o.block_size - 1) / s->o.block_size > MAX_TOTAL_BLOCK)
+		return STEP_ETOOBIG;
+	key_id(user, key, keylen, id);
+	pthread_mutex_lock(&s->mu);
+	if ((old = map_find(s, id)) != NULL) {
+		if (old->state == UP_COMMITTING) {
+			r = STEP_EEXIST;
+			goto out;
+		}
+		if (old->size == size && size > 0) {
+			/* Resume extension: keep the received blocks. */
+			old->touched = util_wall_s();
+			r = plan_fill(old, plan);
+			goto out;
+		}
+		/* A different size starts over (as the reference does for any SAVE). */
+		old->state = UP_DEAD;
+		map_remove(s, old);
+		if (queue_upload_job(s, JOB_DROP, old) != 0)
+			upload_unlink_files(s, old);
+		old->refs--; /* the map's reference; the DROP job holds its own */
+	} else {
+		r = object_exists(s, user, key, keylen, 0);
+		if (r != 0) {
+			r = r > 0 ? STEP_EEXIST : r;
+			goto out;
+		}
+	}
+	if ((u = upload_new(user, key, keylen, size, s->o.block_size)) == NULL) {
+		r = STEP_ENOMEM;
+		goto out;
+	}
+	if (hash_random(id, 8) != 0) {
+		r = STEP_EIO;
+		goto out;
+	}
+	hash_to_hex(id, 8, u->gen);
+	if ((r = upload_open_files(s, u, 1)) != 0) {
+		upload_unlink_files(s, u);
+		goto out;
+	}
+	map_insert(s, u); /* the caller's reference becomes the map's */
+	queue_upload_job(s, JOB_ROW, u);
+	if (size == 0) {
+		u->state = UP_COMMITTING;
+		w->next = NULL;
+		u->waiters = w;
+		queue_upload_job(s, JOB_COMMIT, u);
+		memset(plan, 0, sizeof(*plan));
+		plan->block_size = u->block_size;
+		u = NULL;
+		r = STORE_PENDING;
+		goto out;
+	}
+	r = plan_fill(u, plan);
+	u = NULL;
+out:
+	pthread_mutex_unlock(&s->mu);
+	upload_free(u);
+	return r;
+}
+
+int
+store_upload_get(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_upload **up)
+{
+	uint8_t id[HASH_SHA256_LEN];
+	struct store_upload *u;
+	int r;
+
+	key_id(user, key, keylen, id);
+	pthread_mutex_lock(&s->mu);
+	if ((u = map_find(s, id)) != NULL) {
+		u->refs++;
+		*up = u;
+		r = STEP_OK;
+	} else {
+		r = object_exists(s, user, key, keylen, 0);
+		r = r > 0 ? STEP_EEXIST : r == 0 ? STEP_ENOENT : r;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return r;
+}
+
+void
+store_upload_plan(
+    const struct store_upload *u, uint64_t *size, uint32_t *block_size, uint64_t *total_block)
+{
+	*size = u->size;
+	*block_size = u->block_size;
+	*total_block = u->total;
+}
+
+/* Hashes blocks [next_hashed, ...) that are present, reading them back. Under mu. */
+static int
+upload_catch_up(struct store_upload *u, uint64_t max_blocks)
+{
+	uint8_t *tmp = NULL;
+	uint64_t n = 0;
+	int r = STEP_OK;
+
+	while (u->next_hashed < u->total && bitmap_test(&u->bm, u->next_hashed) && n < max_blocks) {
+		uint64_t off = u->next_hashed * u->block_size;
+		size_t len =
+		    (size_t)(u->size - off < u->block_size ? u->size - off : u->block_size);
+		ssize_t got;
+
+		if (tmp == NULL && (tmp = malloc(u->block_size)) == NULL)
+			return STEP_ENOMEM;
+		got = pread(u->fd, tmp, len, (off_t)off);
+		if (got != (ssize_t)len) {
+			r = STEP_EIO;
+			break;
+		}
+		hash_update(u->md5, tmp, len);
+		u->next_hashed++;
+		n++;
+	}
+	free(tmp);
+	return r;
+}
+
+int
+store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
+    size_t len, struct store_waiter *w)
+{
+	int fd, mapfd, r, fail = 0;
+	ssize_t n;
+
+	pthread_mutex_lock(&s->mu);
+	if (u->state == UP_DEAD) {
+		pthread_mutex_unlock(&s->mu);
+		return STEP_ENOENT;
+	}
+	if (u->state == UP_COMMITTING) {
+		/* A repeated block during the commit: answer when it is durable. */
+		w->next = u->waiters;
+		u->waiters = w;
+		pthread_mutex_unlock(&s->mu);
+		return STORE_PENDING;
+	}
+	if (bitmap_test(&u->bm, index)) {
+		u->touched = util_wall_s();
+		pthread_mutex_unlock(&s->mu);
+		return STEP_OK;
+	}
+	if ((r = upload_open_files(s, u, 0)) != 0) {
+		pthread_mutex_unlock(&s->mu);
+		return r;
+	}
+	fd = u->fd;
+	mapfd = u->mapfd;
+	u->writers++;
+	if (fault_hit(&s->nwrite, s->fault_write))
+		fail = s->fault_errno;
+	pthread_mutex_unlock(&s->mu);
+
+	if (fail) {
+		errno = fail;
+		n = -1;
+	} else {
+		do
+			n = pwrite(fd, data, len, (off_t)(index * u->block_size));
+		while (n < 0 && errno == EINTR);
+	}
+	if (n == (ssize_t)len) {
+		static const uint8_t one = 1;
+
+		if (pwrite(mapfd, &one, 1, (off_t)index) != 1)
+			n = -1;
+	} else if (n >= 0) {
+		errno = EIO;
+		n = -1;
+	}
+	r = n < 0 ? err_from_errno(errno) : STEP_OK;
+
+	pthread_mutex_lock(&s->mu);
+	if (--u->writers == 0)
+		pthread_cond_broadcast(&s->wcond);
+	if (r != 0 || u->state == UP_DEAD) {
+		pthread_mutex_unlock(&s->mu);
+		return r != 0 ? r : STEP_ENOENT;
+	}
+	if (u->state == UP_COMMITTING) {
+		/* Another connection wrote the same block and completed the set. */
+		w->next = u->waiters;
+		u->waiters = w;
+		pthread_mutex_unlock(&s->mu);
+		return STORE_PENDING;
+	}
+	if (!bitmap_set(&u->bm, index)) {
+		pthread_mutex_unlock(&s->mu);
+		return STEP_OK;
+	}
+	u->touched = util_wall_s();
+	if (index == u->next_hashed) {
+		hash_update(u->md5, data, len);
+		u->next_hashed++;
+	}
+	upload_catch_up(u, CATCHUP_BLOCKS);
+	if (bitmap_full(&u->bm)) {
+		u->state = UP_COMMITTING;
+		w->next = u->waiters;
+		u->waiters = w;
+		queue_upload_job(s, JOB_COMMIT, u);
+		pthread_mutex_unlock(&s->mu);
+		return STORE_PENDING;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return STEP_OK;
+}
+
+/* ---- GET / DOWNLOAD / DELETE ---- */
+
+int
+store_object_get(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_obj *o)
+{
+	uint8_t id[HASH_SHA256_LEN];
+	sqlite3_stmt *st = NULL;
+	int r, busy;
+
+	key_id(user, key, keylen, id);
+	pthread_mutex_lock(&s->mu);
+	busy = map_find(s, id) != NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (busy)
+		return STEP_EBUSY;
+	pthread_mutex_lock(&s->rlock);
+	if (sqlite3_prepare_v2(s->rdb,
+	        "SELECT size, block_size, md5, file FROM objects WHERE user = ?1 AND key = ?2", -1,
+	        &st, NULL) != SQLITE_OK) {
+		r = STEP_EIO;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		o->size = (uint64_t)sqlite3_column_int64(st, 0);
+		o->block_size = (uint32_t)sqlite3_column_int64(st, 1);
+		snprintf(o->md5, sizeof(o->md5), "%s", (const char *)sqlite3_column_text(st, 2));
+		snprintf(o->file, sizeof(o->file), "%s", (const char *)sqlite3_column_text(st, 3));
+		r = o->block_size > 0 ? STEP_OK : STEP_EIO;
+	} else {
+		r = r == SQLITE_DONE ? STEP_ENOENT : STEP_EIO;
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+int
+store_object_read(
+    struct store *s, const struct store_obj *o, uint64_t off, uint8_t *dst, size_t len)
+{
+	size_t done = 0;
+	int fd, r = STEP_OK;
+
+	if ((fd = openat(s->objfd, o->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? STEP_ENOENT : STEP_EIO;
+	while (done < len) {
+		ssize_t n = pread(fd, dst + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = STEP_EIO;
+			break;
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return r;
+}
+
+static int
+keyed_job(struct store *s, int kind, const char *user, const char *key, size_t keylen,
+    const char *json, struct store_waiter *w)
+{
+	struct store_job *j = job_new(kind);
+
+	if (j == NULL)
+		return STEP_ENOMEM;
+	j->user = strdup(user);
+	j->key = malloc(keylen + 1);
+	j->json = json != NULL ? strdup(json) : NULL;
+	if (j->user == NULL || j->key == NULL || (json != NULL && j->json == NULL)) {
+		job_free(j);
+		return STEP_ENOMEM;
+	}
+	memcpy(j->key, key, keylen);
+	j->key[keylen] = '\0';
+	j->keylen = keylen;
+	j->w = w;
+	queue_push(s, j);
+	return STORE_PENDING;
+}
+
+int
+store_file_delete(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_waiter *w)
+{
+	uint8_t id[HASH_SHA256_LEN];
+	struct store_upload *u;
+	int r;
+
+	key_id(user, key, keylen, id);
+	pthread_mutex_lock(&s->mu);
+	if ((u = map_find(s, id)) != NULL) {
+		if (u->state == UP_COMMITTING) {
+			pthread_mutex_unlock(&s->mu);
+			return STEP_EBUSY;
+		}
+		u->state = UP_DEAD;
+		map_remove(s, u);
+		if (queue_upload_job(s, JOB_DROP, u) != 0)
+			upload_unlink_files(s, u);
+		u->refs--; /* the map's; the job holds its own (or the last one is ours below) */
+		if (u->refs == 0) {
+			pthread_mutex_unlock(&s->mu);
+			upload_free(u);
+			return STORE_TMP_DELETED;
+		}
+		pthread_mutex_unlock(&s->mu);
+		return STORE_TMP_DELETED;
+	}
+	r = object_exists(s, user, key, keylen, 0);
+	pthread_mutex_unlock(&s->mu);
+	if (r <= 0)
+		return r == 0 ? STEP_ENOENT : r;
+	return keyed_job(s, JOB_OBJ_DELETE, user, key, keylen, NULL, w);
+}
+
+/* ---- DATA ---- */
+
+int
+store_data_get(struct store *s, const char *user, const char *key, size_t keylen, char **json)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	pthread_mutex_lock(&s->rlock);
+	if (sqlite3_prepare_v2(s->rdb, "SELECT json FROM data WHERE user = ?1 AND key = ?2", -1,
+	        &st, NULL) != SQLITE_OK) {
+		r = STEP_EIO;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		char *copy = strdup((const char *)sqlite3_column_text(st, 0));
+
+		r = copy != NULL ? STEP_OK : STEP_ENOMEM;
+		if (copy != NULL)
+			*json = copy;
+	} else {
+		r = r == SQLITE_DONE ? STEP_ENOENT : STEP_EIO;
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+int
+store_data_save(struct store *s, const char *user, const char *key, size_t keylen, const char *json,
+    struct store_waiter *w)
+{
+	int r = object_exists(s, user, key, keylen, 1);
+
+	if (r != 0)
+		return r > 0 ? STEP_EEXIST : r;
+	return keyed_job(s, JOB_DATA_SAVE, user, key, keylen, json, w);
+}
+
+int
+store_data_delete(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_waiter *w)
+{
+	int r = object_exists(s, user, key, keylen, 1);
+
+	if (r <= 0)
+		return r == 0 ? STEP_ENOENT : r;
+	return keyed_job(s, JOB_DATA_DELETE, user, key, keylen, NULL, w);
+}
+
+int
+store_list(struct store *s, const char *user, int data, const char *prefix, size_t plen,
+    const char *after, size_t alen, long long limit,
+    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
+{
+	sqlite3_stmt *st = NULL;
+	long long n = 0;
+	int r, step;
+
+	*more = 0;
+	pthread_mutex_lock(&s->rlock);
+	/* substr() on a BLOB cast compares bytes, so any prefix works. */
+	if (sqlite3_prepare_v2(s->rdb,
+	        data ? "SELECT key FROM data WHERE user = ?1 AND key > ?2 AND key >= ?3 AND "
+	               "substr(CAST(key AS BLOB), 1, ?4) = CAST(?3 AS BLOB) ORDER BY key"
+	             : "SELECT key FROM objects WHERE user = ?1 AND key > ?2 AND key >= ?3 AND "
+	               "substr(CAST(key AS BLOB), 1, ?4) = CAST(?3 AS BLOB) ORDER BY key",
+	        -1, &st, NULL) != SQLITE_OK) {
+		r = STEP_EIO;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, after, (int)alen, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, prefix, (int)plen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)plen);
+	r = STEP_OK;
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			*more = 1;
+			break;
+		}
+		if ((r = fn(arg, (const char *)sqlite3_column_text(st, 0),
+		         (size_t)sqlite3_column_bytes(st, 0))) != 0)
+			goto out;
+		n++;
+	}
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		r = STEP_EIO;
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+/* ---- the commit thread ---- */
+
+static int
+wexec(struct store *s, const char *sql, const char *user, const char *key, size_t keylen,
+    const char *t3, sqlite3_int64 i4, sqlite3_int64 i5, const char *t6, sqlite3_int64 i7)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	/* Parameters the statement does not use are simply not bound (SQLITE_RANGE). */
+	if (sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL) != SQLITE_OK)
+		return STEP_EIO;
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
+	if (t3 != NULL)
+		sqlite3_bind_text(st, 3, t3, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, i4);
+	sqlite3_bind_int64(st, 5, i5);
+	if (t6 != NULL)
+		sqlite3_bind_text(st, 6, t6, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, i7);
+	r = sqlite3_step(st);
+	if (r == SQLITE_DONE)
+		r = sqlite3_changes(s->wdb) > 0 ? STEP_OK : STEP_ENOENT;
+	else if (r == SQLITE_CONSTRAINT)
+		r = STEP_EEXIST;
+	else
+		r = STEP_EIO;
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Finishes the MD5 of a complete upload (reading back what was not hashed in order). */
+static void
+commit_prepare(struct store *s, struct store_job *j)
+{
+	struct store_upload *u = j->u;
+	uint8_t md[HASH_MD5_LEN];
+
+	pthread_mutex_lock(&s->mu);
+	while (u->writers > 0)
+		pthread_cond_wait(&s->wcond, &s->mu);
+	if (upload_open_files(s, u, 0) != 0)
+		j->err = STEP_EIO;
+	pthread_mutex_unlock(&s->mu);
+	if (j->err != 0)
+		return;
+	/* State is COMMITTING: nobody else touches md5/next_hashed now. */
+	if (upload_catch_up(u, UINT64_MAX) != 0 || u->next_hashed != u->total) {
+		j->err = STEP_EIO;
+		return;
+	}
+	hash_final(u->md5, md);
+	hash_to_hex(md, sizeof(md), j->md5);
+}
+
+static int
+commit_sync(struct store *s, struct store_job *batch, int ncommit)
+{
+	struct store_job *j;
+	int r = 0;
+
+	if (fault_hit(&s->nfsync, s->fault_fsync)) {
+		errno = s->fault_errno;
+		return -1;
+	}
+	if (ncommit == 1) {
+		for (j = batch; j != NULL; j = j->next)
+			if (j->kind == JOB_COMMIT && j->err == 0)
+				r = fdatasync(j->u->fd);
+		return r;
+	}
+	/* Many files: one filesystem-wide sync instead of one fsync each. */
+	return syncfs(s->tmpfd);
+}
+
+static void
+batch_apply_sql(struct store *s, struct store_job *batch)
+{
+	struct store_job *j;
+	int64_t now = util_wall_s();
+	int r;
+
+	if (meta_exec(s->wdb, "BEGIN IMMEDIATE") != 0) {
+		for (j = batch; j != NULL; j = j->next)
+			if (j->err == 0)
+				j->err = STEP_EIO;
+		return;
+	}
+	for (j = batch; j != NULL; j = j->next) {
+		struct store_upload *u = j->u;
+		char file[128];
+
+		switch (j->kind) {
+		case JOB_ROW:
+			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+			wexec(s,
+			    "INSERT OR REPLACE INTO uploads(user, key, file, size, block_size, "
+			    "mtime)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?7)",
+			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
+			    NULL, now);
+			break;
+		case JOB_DROP:
+			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+			wexec(s, "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = ?3",
+			    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
+			break;
+		case JOB_COMMIT:
+			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+			wexec(s, "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = ?3",
+			    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
+			if (j->err != 0)
+				break;
+			r = wexec(s,
+			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
+			    j->md5, now);
+			j->err = r;
+			break;
+		case JOB_OBJ_DELETE: {
+			sqlite3_stmt *st = NULL;
+
+			j->err = STEP_ENOENT;
+			if (sqlite3_prepare_v2(s->wdb,
+			        "DELETE FROM objects WHERE user = ?1 AND key = ?2 RETURNING file",
+			        -1, &st, NULL) != SQLITE_OK) {
+				j->err = STEP_EIO;
+				break;
+			}
+			sqlite3_bind_text(st, 1, j->user, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, j->key, (int)j->keylen, SQLITE_STATIC);
+			if (sqlite3_step(st) == SQLITE_ROW) {
+				snprintf(j->file, sizeof(j->file), "%s",
+				    (const char *)sqlite3_column_text(st, 0));
+				j->err = STEP_OK;
+				while (sqlite3_step(st) == SQLITE_ROW)
+					;
+			}
+			sqlite3_finalize(st);
+			break;
+		}
+		case JOB_DATA_SAVE:
+			j->err = wexec(s,
+			    "INSERT INTO data(user, key, json) VALUES(?1, ?2, ?3)"
+			    " ON CONFLICT DO NOTHING",
+			    j->user, j->key, j->keylen, j->json, 0, 0, NULL, 0);
+			if (j->err == STEP_ENOENT)
+				j->err = STEP_EEXIST; /* no row inserted: the key exists */
+			break;
+		case JOB_DATA_DELETE:
+			j->err = wexec(s, "DELETE FROM data WHERE user = ?1 AND key = ?2", j->user,
+			    j->key, j->keylen, NULL, 0, 0, NULL, 0);
+			break;
+		}
+	}
+	if (meta_exec(s->wdb, "COMMIT") != 0) {
+		meta_exec(s->wdb, "ROLLBACK");
+		for (j = batch; j != NULL; j = j->next)
+			if (j->err == 0 || j->kind == JOB_OBJ_DELETE)
+				j->err = STEP_EIO;
+	}
+}
+
+static void
+batch_run(struct store *s, struct store_job *batch)
+{
+	struct store_job *j, *next;
+	int ncommit = 0, nrenamed = 0;
+
+	for (j = batch; j != NULL; j = j->next) {
+		if (j->kind != JOB_COMMIT)
+			continue;
+		commit_prepare(s, j);
+		if (j->err == 0)
+			ncommit++;
+	}
+	if (ncommit > 0 && commit_sync(s, batch, ncommit) != 0) {
+		int e = err_from_errno(errno);
+
+		log_warn("commit: sync failed");
+		for (j = batch; j != NULL; j = j->next)
+			if (j->kind == JOB_COMMIT && j->err == 0)
+				j->err = e;
+	}
+	for (j = batch; j != NULL; j = j->next) {
+		char from[128], to[128];
+
+		if (j->kind != JOB_COMMIT || j->err != 0)
+			continue;
+		upload_fname(j->u, ".part", from, sizeof(from));
+		upload_fname(j->u, "", to, sizeof(to));
+		if (renameat(s->tmpfd, from, s->objfd, to) != 0) {
+			log_warn("commit: rename '%s'", from);
+			j->err = err_from_errno(errno);
+			continue;
+		}
+		nrenamed++;
+	}
+	if (nrenamed > 0 && fsync(s->objfd) != 0)
+		log_warn("commit: directory fsync");
+	batch_apply_sql(s, batch);
+
+	for (j = batch; j != NULL; j = next) {
+		struct store_waiter *w, *wn;
+		char name[128];
+
+		next = j->next;
+		switch (j->kind) {
+		case JOB_COMMIT:
+			upload_fname(j->u, "", name, sizeof(name));
+			if (j->err != 0)
+				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
+			upload_unlink_files(s, j->u);
+			pthread_mutex_lock(&s->mu);
+			if (map_find(s, j->u->id) == j->u) {
+				map_remove(s, j->u);
+				j->u->refs--;
+			}
+			j->u->state = UP_DEAD;
+			w = j->u->waiters;
+			j->u->waiters = NULL;
+			pthread_mutex_unlock(&s->mu);
+			for (; w != NULL; w = wn) {
+				wn = w->next;
+				w->done(w, j->err, j->err == 0 ? j->md5 : NULL);
+			}
+			break;
+		case JOB_DROP:
+			upload_unlink_files(s, j->u);
+			break;
+		case JOB_OBJ_DELETE:
+			if (j->err == 0)
+				unlinkat(s->objfd, j->file, 0);
+			/* fall through */
+		default:
+			if (j->w != NULL)
+				j->w->done(j->w, j->err, NULL);
+		}
+		if (j->u != NULL)
+			upload_unref(s, j->u);
+		job_free(j);
+	}
+}
+
+/* Drops uploads that saw no block for upload_ttl seconds. */
+static void
+sweep_expired(struct store *s)
+{
+	int64_t now = util_wall_s();
+	size_t b;
+
+	pthread_mutex_lock(&s->mu);
+	for (b = 0; b < MAP_BUCKETS; b++) {
+		struct store_upload **pp = &s->map[b];
+
+		while (*pp != NULL) {
+			struct store_upload *u = *pp;
+
+			if (u->state != UP_OPEN || u->writers > 0 ||
+			    now - u->touched < s->o.upload_ttl) {
+				pp = &u->hnext;
+				continue;
+			}
+			log_info("upload of '%s' expired", u->stem);
+			*pp = u->hnext;
+			u->hnext = NULL;
+			u->state = UP_DEAD;
+			if (queue_upload_job(s, JOB_DROP, u) != 0)
+				upload_unlink_files(s, u);
+			if (--u->refs == 0)
+				upload_free(u);
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void *
+commit_main(void *arg)
+{
+	struct store *s = arg;
+	int64_t interval_ms = s->o.upload_ttl * 1000 / 2;
+	uint64_t next_sweep;
+
+	if (interval_ms < 200)
+		interval_ms = 200;
+	if (interval_ms > 60000)
+		interval_ms = 60000;
+	next_sweep = util_now_ms() + (uint64_t)interval_ms;
+	for (;;) {
+		struct store_job *batch, *j;
+		int n = 1;
+
+		pthread_mutex_lock(&s->qmu);
+		while (s->qhead == NULL && !s->stop && util_now_ms() < next_sweep) {
+			struct timespec ts;
+			uint64_t wait_ms = next_sweep - util_now_ms();
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (time_t)(wait_ms / 1000);
+			ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&s->qcond, &s->qmu, &ts);
+		}
+		if (s->qhead == NULL && s->stop) {
+			pthread_mutex_unlock(&s->qmu);
+			break;
+		}
+		batch = s->qhead;
+		for (j = batch; j != NULL && j->next != NULL && n < BATCH_MAX; j = j->next)
+			n++;
+		if (j != NULL) {
+			s->qhead = j->next;
+			j->next = NULL;
+			if (s->qhead == NULL)
+				s->qtail = NULL;
+		}
+		pthread_mutex_unlock(&s->qmu);
+		if (batch != NULL)
+			batch_run(s, batch);
+		if (util_now_ms() >= next_sweep) {
+			sweep_expired(s);
+			next_sweep = util_now_ms() + (uint64_t)interval_ms;
+		}
+	}
+	return NULL;
+}
+
+/* ---- open / restart ---- */
+
+static void
+parse_fault(struct store *s)
+{
+	const char *f = getenv("STEP_FAULT");
+	char buf[128], *p, *save = NULL;
+
+	s->fault_errno = ENOSPC;
+	if (f == NULL || strlen(f) >= sizeof(buf))
+		return;
+	memcpy(buf, f, strlen(f) + 1);
+	for (p = strtok_r(buf, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+		long long n;
+
+		if (strncmp(p, "write:", 6) == 0 && util_parse_ll(p + 6, 1, 1LL << 40, &n) == 0)
+			s->fault_write = (long)n;
+		else if (strncmp(p, "fsync:", 6) == 0 &&
+		    util_parse_ll(p + 6, 1, 1LL << 40, &n) == 0)
+			s->fault_fsync = (long)n;
+		else if (strcmp(p, "eio") == 0)
+			s->fault_errno = EIO;
+		else if (strcmp(p, "enospc") == 0)
+			s->fault_errno = ENOSPC;
+	}
+	if (s->fault_write || s->fault_fsync)
+		log_warnx("test fault hook active: STEP_FAULT=%s", f);
+}
+
+static int
+open_dir(const char *root, const char *sub, int *fd)
+{
+	char path[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s/%s", root, sub) >= (int)sizeof(path))
+		return STEP_EINVAL;
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return STEP_ESYS;
+	if ((*fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return STEP_ESYS;
+	return STEP_OK;
+}
+
+/* Reloads one upload row; drops it when its temp file is gone. */
+static void
+load_upload(struct store *s, sqlite3_stmt *st)
+{
+	const char *user = (const char *)sqlite3_column_text(st, 0);
+	const char *key = (const char *)sqlite3_column_text(st, 1);
+	size_t keylen = (size_t)sqlite3_column_bytes(st, 1);
+	int64_t size = sqlite3_column_int64(st, 2), bs = sqlite3_column_int64(st, 3);
+	const char *file = (const char *)sqlite3_column_text(st, 4);
+	struct store_upload *u;
+	uint8_t *map = NULL;
+	struct stat sb;
+	uint64_t i;
+	ssize_t n;
+
+	if (size < 0 || bs <= 0 || bs > (1 << 30) || file == NULL || strlen(file) != 81 ||
+	    (u = upload_new(user, key, keylen, (uint64_t)size, (uint32_t)bs)) == NULL)
+		return;
+	memcpy(u->gen, file + 65, 16);
+	u->gen[16] = '\0';
+	if (strncmp(file, u->stem, 64) != 0 || upload_open_files(s, u, 0) != 0) {
+		log_info("dropping upload '%s': temp files missing", file);
+		u->state = UP_DEAD;
+		queue_upload_job(s, JOB_DROP, u);
+		upload_unref(s, u);
+		return;
+	}
+	if (fstat(u->mapfd, &sb) == 0)
+		u->touched = sb.st_mtime;
+	if (u->total > 0 && (map = calloc(1, (size_t)u->total)) != NULL) {
+		n = pread(u->mapfd, map, (size_t)u->total, 0);
+		for (i = 0; n > 0 && i < (uint64_t)n; i++)
+			if (map[i])
+				bitmap_set(&u->bm, i);
+	}
+	free(map);
+	if (map_find(s, u->id) != NULL) {
+		upload_unref(s, u);
+		return;
+	}
+	map_insert(s, u);
+	if (bitmap_full(&u->bm)) {
+		/* Every block arrived before the stop: commit now. */
+		u->state = UP_COMMITTING;
+		queue_upload_job(s, JOB_COMMIT, u);
+	}
+}
+
+/* Removes temp files that belong to no known upload (a SAVE whose row was never written). */
+static void
+remove_orphans(struct store *s)
+{
+	DIR *d;
+	struct dirent *e;
+	int fd = dup(s->tmpfd);
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		uint8_t id[HASH_SHA256_LEN];
+		struct store_upload *u;
+		size_t i;
+		int keep = 0;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (strlen(e->d_name) > 81 && e->d_name[64] == '.') {
+			for (i = 0; i < HASH_SHA256_LEN; i++) {
+				unsigned v;
+
+				if (sscanf(e->d_name + 2 * i, "%2x", &v) != 1)
+					break;
+				id[i] = (uint8_t)v;
+			}
+			u = i == HASH_SHA256_LEN ? map_find(s, id) : NULL;
+			keep = u != NULL && strncmp(e->d_name + 65, u->gen, 16) == 0;
+		}
+		if (!keep)
+			unlinkat(s->tmpfd, e->d_name, 0);
+	}
+	closedir(d);
+}
+
+int
+store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t errlen)
+{
+	struct store *s;
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return STEP_ENOMEM;
+	s->o = *o;
+	s->objfd = s->tmpfd = -1;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->rlock, NULL);
+	pthread_mutex_init(&s->qmu, NULL);
+	pthread_cond_init(&s->wcond, NULL);
+	pthread_cond_init(&s->qcond, NULL);
+	parse_fault(s);
+	if ((s->root = strdup(o->root)) == NULL) {
+		r = STEP_ENOMEM;
+		goto out;
+	}
+	s->o.root = s->root;
+	if ((r = open_dir(o->root, "obj", &s->objfd)) != 0 ||
+	    (r = open_dir(o->root, "tmp", &s->tmpfd)) != 0) {
+		snprintf(errbuf, errlen, "cannot create directories in '%s': %s", o->root,
+		    strerror(errno));
+		goto out;
+	}
+	if ((r = meta_open(o->root, &s->wdb)) != 0 || (r = meta_open(o->root, &s->rdb)) != 0) {
+		snprintf(errbuf, errlen, "cannot open '%s/meta.db'", o->root);
+		goto out;
+	}
+	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file FROM uploads", -1,
+	        &st, NULL) == SQLITE_OK) {
+		while (sqlite3_step(st) == SQLITE_ROW)
+			load_upload(s, st);
+	}
+	sqlite3_finalize(st);
+	remove_orphans(s);
+	if (pthread_create(&s->thread, NULL, commit_main, s) != 0) {
+		snprintf(errbuf, errlen, "cannot start the commit thread");
+		r = STEP_ESYS;
+		goto out;
+	}
+	s->thread_started = 1;
+	*out = s;
+	s = NULL;
+	r = STEP_OK;
+out:
+	store_free(s);
+	return r;
+}
+
+void
+store_free(struct store *s)
+{
+	size_t b;
+
+	if (s == NULL)
+		return;
+	if (s->thread_started) {
+		pthread_mutex_lock(&s->qmu);
+		s->stop = 1;
+		pthread_cond_signal(&s->qcond);
+		pthread_mutex_unlock(&s->qmu);
+		pthread_join(s->thread, NULL);
+	} else {
+		/* Jobs queued while loading: run them here. */
+		while (s->qhead != NULL) {
+			struct store_job *batch = s->qhead;
+
+			s->qhead = s->qtail = NULL;
+			if (s->wdb != NULL)
+				batch_run(s, batch);
+			else
+				while (batch != NULL) {
+					struct store_job *n = batch->next;
+
+					if (batch->u != NULL)
+						upload_unref(s, batch->u);
+					job_free(batch);
+					batch = n;
+				}
+		}
+	}
+	for (b = 0; b < MAP_BUCKETS; b++) {
+		while (s->map[b] != NULL) {
+			struct store_upload *u = s->map[b];
+
+			s->map[b] = u->hnext;
+			upload_free(u);
+		}
+	}
+	sqlite3_close(s->rdb);
+	sqlite3_close(s->wdb);
+	if (s->objfd >= 0)
+		close(s->objfd);
+	if (s->tmpfd >= 0)
+		close(s->tmpfd);
+	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->rlock);
+	pthread_mutex_destroy(&s->qmu);
+	pthread_cond_destroy(&s->wcond);
+	pthread_cond_destroy(&s->qcond);
+	free(s->root);
+	free(s);
+}

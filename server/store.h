@@ -1,0 +1,142 @@
+/*
+ * store.h — stepd's storage: objects and uploads on the local filesystem, metadata in
+ * SQLite (ROOT/meta.db), one namespace per user.
+ *
+ * Layout under ROOT: obj/<sha256hex(user NUL key)>.<gen> (committed objects),
+ * tmp/<same>.<gen>.part (an upload's blocks, pwrite'd in place) and tmp/<...>.map (one byte
+ * per block: the received-block bitmap, so a restart keeps partial uploads). The key never
+ * reaches the filesystem, so no key can produce '/', '..' or an over-long name. Files are
+ * 0600, directories 0700, and nothing inside the root is opened through a symlink.
+ *
+ * Commits, DATA writes and deletes go through one commit thread that batches them (group
+ * commit: one sync, one directory fsync and one SQLite transaction per batch) and then
+ * calls the waiting requests' completion functions from that thread. Functions that queue
+ * such work return STORE_PENDING and call the waiter exactly once later.
+ *
+ * Test-only fault hook: STEP_FAULT="write:N[,fsync:M][,enospc|eio]" makes the N-th block
+ * pwrite (and/or the M-th commit sync) fail with ENOSPC (default) or EIO.
+ */
+#ifndef STEPD_STORE_H
+#define STEPD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_PENDING     1    /* the waiter will be called from the commit thread */
+#define STORE_TMP_DELETED 2    /* DELETE hit an upload in progress; its data is gone */
+#define STORE_MAX_KEY     8192 /* bytes */
+
+struct store;
+struct store_upload; /* an upload in progress; refcounted */
+
+/*
+ * A request waiting for the commit thread. done() is called exactly once, from the commit
+ * thread, with err 0 or STEP_E*, and for commits the object's MD5 (lower-case hex). The
+ * waiter is owned by the caller and must stay valid until done() runs.
+ */
+struct store_waiter {
+	void (*done)(struct store_waiter *w, int err, const char *md5hex);
+	struct store_waiter *next; /* used by the store while queued */
+};
+
+struct store_opts {
+	const char *root;
+	uint32_t block_size;      /* bytes per block of new plans */
+	uint64_t max_object_size; /* bytes; SAVE beyond it fails with STEP_ETOOBIG */
+	int64_t upload_ttl;       /* seconds without a block before an upload is dropped */
+};
+
+/* An upload plan (SAVE reply) and, when resuming, the blocks already received. */
+struct store_plan {
+	uint64_t size;
+	uint32_t block_size;
+	uint64_t total_block;
+	uint64_t (*ranges)[2]; /* owned by the caller after store_file_save; free() */
+	size_t nranges;        /* ranges listed (at most STORE_MAX_RANGES) */
+	int ranges_cut;        /* 1 when more ranges exist than were listed */
+};
+#define STORE_MAX_RANGES 10000
+
+struct store_obj {
+	uint64_t size;
+	uint32_t block_size;
+	char md5[33];
+	char file[160]; /* name under obj/ */
+};
+
+/*
+ * Opens the store: creates ROOT/obj and ROOT/tmp, opens the database, reloads uploads in
+ * progress, removes orphaned temp files and starts the commit thread.
+ * Returns 0 and *out, or STEP_ESYS / STEP_EIO with errbuf filled.
+ */
+int store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t errlen);
+/* Finishes every queued job (calling its waiters), stops the commit thread, frees all. */
+void store_free(struct store *s);
+
+/* 1 when key is acceptable as a key: 1..STORE_MAX_KEY bytes, no NUL. */
+int store_key_valid(const char *key, size_t keylen);
+/* The file-name stem for (user, key): 64 lower-case hex digits of SHA-256(user NUL key). */
+void store_key_name(const char *user, const char *key, size_t keylen, char out[65]);
+
+/*
+ * FILE SAVE. Returns 0 with *plan filled (resume: same size keeps received blocks; a
+ * different size starts over), STORE_PENDING for size 0 (w is called when the empty object
+ * is committed), STEP_EEXIST (a completed object or a commit in progress has that key),
+ * STEP_ETOOBIG (size over the limit), STEP_ENOSPC, STEP_EIO, STEP_ENOMEM.
+ */
+int store_file_save(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, struct store_plan *plan, struct store_waiter *w);
+
+/*
+ * Finds the upload in progress for (user, key). Returns 0 and a reference in *up (release
+ * with store_upload_put), STEP_EEXIST when the object is complete, STEP_ENOENT when there
+ * is no upload, STEP_EIO.
+ */
+int store_upload_get(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_upload **up);
+void store_upload_put(struct store *s, struct store_upload *u);
+/* The plan of an upload (fields never change). */
+void store_upload_plan(
+    const struct store_upload *u, uint64_t *size, uint32_t *block_size, uint64_t *total_block);
+/*
+ * Stores block index (already validated against the plan: length and range). Returns 0
+ * (stored, or a repeat), STORE_PENDING when this block completed the upload (or the upload
+ * is already being committed): w->done gets the MD5; STEP_ENOENT when the upload vanished
+ * meanwhile, STEP_ENOSPC, STEP_EIO.
+ */
+int store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
+    size_t len, struct store_waiter *w);
+
+/* FILE GET / DOWNLOAD: 0 and *o; STEP_ENOENT; STEP_EBUSY when only an upload exists. */
+int store_object_get(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_obj *o);
+/* Reads len bytes at off of a committed object into dst; 0, STEP_ENOENT, STEP_EIO. */
+int store_object_read(
+    struct store *s, const struct store_obj *o, uint64_t off, uint8_t *dst, size_t len);
+/*
+ * FILE DELETE: STORE_PENDING (object deletion queued; w->done gets 0 or an error),
+ * STORE_TMP_DELETED (an upload in progress was dropped), STEP_EBUSY (being committed),
+ * STEP_ENOENT, STEP_EIO.
+ */
+int store_file_delete(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_waiter *w);
+
+/* DATA GET: 0 and *json (malloc'd text of the stored object), STEP_ENOENT, STEP_EIO. */
+int store_data_get(struct store *s, const char *user, const char *key, size_t keylen, char **json);
+/* DATA SAVE: STORE_PENDING (w gets 0 or STEP_EEXIST), STEP_EEXIST, STEP_EIO, STEP_ENOMEM. */
+int store_data_save(struct store *s, const char *user, const char *key, size_t keylen,
+    const char *json, struct store_waiter *w);
+/* DATA DELETE: STORE_PENDING (w gets 0 or STEP_ENOENT), STEP_ENOENT, STEP_EIO. */
+int store_data_delete(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_waiter *w);
+
+/*
+ * LIST: calls fn(arg, key, keylen) for at most limit keys of user's completed objects
+ * (data != 0: DATA records) that start with prefix and sort after after (byte order).
+ * *more is set to 1 when further keys exist. Returns 0, fn's non-zero value, STEP_EIO.
+ */
+int store_list(struct store *s, const char *user, int data, const char *prefix, size_t plen,
+    const char *after, size_t alen, long long limit,
+    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more);
+
+#endif

@@ -1,0 +1,640 @@
+#!/usr/bin/env python3
+"""server_wire.py - raw STEP client and the scenarios of the t1xxx stepd tests.
+
+Usage: server_wire.py SCENARIO PORT [ARGS...]   (exit 0 = pass, messages on stderr)
+Stdlib only. Every scenario ends by checking that a fresh client is still served.
+"""
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+
+HOST = "127.0.0.1"
+
+
+def md5(b):
+    return hashlib.md5(b).hexdigest()
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class Conn:
+    def __init__(self, port, timeout=20):
+        self.s = socket.create_connection((HOST, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.s.close()
+
+    def send_raw(self, data):
+        self.s.sendall(data)
+
+    def send(self, obj, binary=b"", charcount=False):
+        text = json.dumps(obj, ensure_ascii=False)
+        jb = text.encode("utf-8")
+        jlen = len(text) if charcount else len(jb)
+        self.s.sendall(struct.pack(">II", jlen, len(binary)) + jb + binary)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            d = self.s.recv(1 << 16)
+            if not d:
+                raise EOFError("connection closed")
+            self.buf += d
+
+    def recv(self):
+        self._need(8)
+        jl, bl = struct.unpack(">II", self.buf[:8])
+        self._need(8 + jl + bl)
+        jt = self.buf[8:8 + jl]
+        b = self.buf[8 + jl:8 + jl + bl]
+        self.buf = self.buf[8 + jl + bl:]
+        check(all(c < 0x80 for c in jt), "reply JSON is not pure ASCII")
+        return json.loads(jt.decode("ascii")), b
+
+    def req(self, obj, binary=b"", charcount=False):
+        self.send(obj, binary, charcount)
+        return self.recv()
+
+    def is_closed(self):
+        """True when the server closed the connection (EOF) before the timeout."""
+        try:
+            while True:
+                d = self.s.recv(1 << 16)
+                if not d:
+                    return True
+                self.buf += d
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+
+def r(typ, op, **kw):
+    d = {"type": typ, "operation": op, "direction": "REQUEST"}
+    d.update(kw)
+    return d
+
+
+def login(c, user, password=None):
+    rep, _ = c.req(r("AUTH", "LOGIN", username=user,
+                     password=password if password is not None else md5(user.encode())))
+    check(rep["status"] == 200, "login of %r failed: %r" % (user, rep))
+    return rep["token"]
+
+
+CUR = {"user": "alice"}
+
+
+def session(port, user=None):
+    """A connection logged in as user (default: the scenario's own user)."""
+    c = Conn(port)
+    return c, login(c, user or CUR["user"])
+
+
+def expect(c, obj, status, binary=b"", what=None):
+    rep, b = c.req(obj, binary)
+    check(rep.get("status") == status,
+          "%s: wanted %d, got %r" % (what or obj.get("operation"), status, rep))
+    return rep, b
+
+
+def upload(c, tok, key, data, order=None, save=True, extra=None):
+    """Uploads data under key; returns the final reply (with md5)."""
+    if save:
+        rep, _ = expect(c, r("FILE", "SAVE", token=tok, key=key, size=len(data)), 200, what="SAVE")
+        bs, total = rep["block_size"], rep["total_block"]
+    else:
+        rep, _ = expect(c, r("FILE", "GET", token=tok, key=key), 404)
+        raise Fail("upload without save needs a plan")
+    last = None
+    for i in (order if order is not None else range(total)):
+        blk = data[i * bs:(i + 1) * bs]
+        o = r("FILE", "UPLOAD", token=tok, key=key, block_index=i, block_size=bs)
+        if extra:
+            o.update(extra)
+        last, _ = expect(c, o, 200, blk, what="UPLOAD %d" % i)
+    return last, bs, total
+
+
+def download(c, tok, key):
+    rep, _ = expect(c, r("FILE", "GET", token=tok, key=key), 200, what="GET")
+    out = b""
+    for i in range(rep["total_block"]):
+        d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key=key, block_index=i), 200)
+        check(d["size"] == len(b), "DOWNLOAD size field")
+        out += b
+    check(len(out) == rep["size"] and md5(out) == rep["md5"], "download does not match GET md5")
+    return out
+
+
+def still_serving(port):
+    c = Conn(port, timeout=10)
+    rep, _ = c.req({"direction": "EARTH"})
+    check(rep["status"] == 333, "EARTH after the test")
+    c.close()
+
+
+# ---------------------------------------------------------------- scenarios
+
+def sc_status(port):
+    """Every status code, in the validation order of STEP-PROTOCOL.md section 3."""
+    c = Conn(port)
+    rep, _ = c.req({"direction": "EARTH"})
+    check(rep["status"] == 333 and rep["operation"] == "3BODY" and rep["type"] == "DANGEROUS",
+          "EARTH: %r" % rep)
+    for miss in ("operation", "direction", "type"):
+        o = r("AUTH", "LOGIN")
+        del o[miss]
+        rep, _ = expect(c, o, 400, what="missing " + miss)
+        check(miss in rep["status_msg"], "400 names the missing field")
+        check(rep["operation"] == "ERROR" and rep["type"] == "ERROR", "400 is ERROR/ERROR")
+    rep, _ = expect(c, {"type": "AUTH", "direction": "REQUEST"}, 400)
+    check("operation" in rep["status_msg"], "operation is checked first")
+    expect(c, {"operation": "LOGIN", "type": "AUTH"}, 400)
+    expect(c, {"operation": "FOO", "direction": "RESPONSE", "type": "BAR"}, 407)
+    expect(c, {"operation": "FOO", "direction": "REQUEST", "type": "BAR"}, 408)
+    expect(c, {"operation": "GET", "direction": "REQUEST", "type": "BAR"}, 409)
+    expect(c, r("DATA", "LOGIN", username="a", password=md5(b"a")), 409)
+    expect(c, r("AUTH", "LOGIN", password=md5(b"a")), 410)
+    expect(c, r("AUTH", "LOGIN", username="a"), 410)
+    expect(c, r("AUTH", "LOGIN", username="a", password=md5(b"b")), 401)
+    rep, _ = expect(c, r("AUTH", "LOGIN", username="a", password=md5(b"a"), token=None), 200)
+    check(rep.get("server") == "stepd/0.1" and "resume" in rep.get("extensions", []),
+          "LOGIN advertises extensions: %r" % rep)
+    tok = rep["token"]
+    expect(c, r("DATA", "GET", key="x"), 403)
+    expect(c, r("DATA", "GET", key="x", token=tok + "x"), 403)
+    expect(c, r("DATA", "GET", key="x", token="%%%not base64%%%"), 403)
+    expect(c, r("DATA", "GET", key="x", token=5), 403)
+    expect(c, r("DATA", "SAVE", token=tok, key="d1", v=1), 200)
+    expect(c, r("DATA", "SAVE", token=tok, key="d1", v=2), 402)
+    expect(c, r("DATA", "GET", token=tok, key="nope"), 404)
+    expect(c, r("DATA", "GET", token=tok), 410)
+    expect(c, r("FILE", "SAVE", token=tok, key="f"), 410)
+    expect(c, r("FILE", "UPLOAD", token=tok, key="f", block_index=0), 408)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="f", size=70000), 200)
+    bs, total = rep["block_size"], rep["total_block"]
+    check(total == (70000 + bs - 1) // bs, "total_block")
+    expect(c, r("FILE", "UPLOAD", token=tok, key="f"), 410, b"x" * bs)
+    expect(c, r("FILE", "UPLOAD", token=tok, key="f", block_index=total), 405, b"x")
+    expect(c, r("FILE", "UPLOAD", token=tok, key="f", block_index=-1), 410, b"x")
+    expect(c, r("FILE", "UPLOAD", token=tok, key="f", block_index=0), 406, b"x")
+    expect(c, r("FILE", "GET", token=tok, key="f"), 404)
+    expect(c, r("FILE", "DOWNLOAD", token=tok, key="f", block_index=0), 404)
+    data = os.urandom(70000)
+    last, _, _ = upload(c, tok, "g", data)
+    check(last.get("md5") == md5(data), "last UPLOAD carries the md5")
+    expect(c, r("FILE", "SAVE", token=tok, key="g", size=5), 402)
+    expect(c, r("FILE", "UPLOAD", token=tok, key="g", block_index=0), 402, data[:bs])
+    expect(c, r("FILE", "DOWNLOAD", token=tok, key="g"), 410)
+    expect(c, r("FILE", "DOWNLOAD", token=tok, key="g", block_index=total), 410)
+    check(download(c, tok, "g") == data, "round trip")
+    expect(c, r("FILE", "DELETE", token=tok, key="f"), 404)  # in progress: tmp deleted
+    expect(c, r("FILE", "UPLOAD", token=tok, key="f", block_index=0), 408, b"x" * bs)
+    expect(c, r("FILE", "DELETE", token=tok, key="g"), 200)
+    expect(c, r("FILE", "GET", token=tok, key="g"), 404)
+    expect(c, r("FILE", "DELETE", token=tok, key="g"), 404)
+    expect(c, r("DATA", "DELETE", token=tok, key="d1"), 200)
+    expect(c, r("DATA", "DELETE", token=tok, key="d1"), 404)
+    expect(c, r("AUTH", "SAVE", token=tok), 408)
+    c.close()
+
+
+def sc_data(port):
+    """DATA stores only data fields; GET returns them; no token leaks."""
+    c, tok = session(port)
+    rep, _ = expect(c, r("DATA", "SAVE", token=tok, key="rec", a=1, b={"x": [1, 2]},
+                         s="h\u00e9llo", block_size=5), 200)
+    check(rep["key"] == "rec", "SAVE echoes key")
+    rep, _ = expect(c, r("DATA", "GET", token=tok, key="rec"), 200)
+    check(rep["a"] == 1 and rep["b"] == {"x": [1, 2]} and rep["s"] == "h\u00e9llo",
+          "record fields: %r" % rep)
+    check(rep["token"] if False else "token" not in rep, "no token in the record")
+    check("block_size" not in rep, "reserved fields not stored")
+    rep, _ = expect(c, r("DATA", "SAVE", token=tok, z=1), 200)
+    check(len(rep["key"]) == 36, "server-chosen UUID key")
+    expect(c, r("DATA", "GET", token=tok, key=rep["key"]), 200)
+
+
+def sc_hostile(port):
+    """Oversized lengths, bad JSON, wrong types, hostile keys; server keeps serving."""
+    c = Conn(port)
+    c.send_raw(struct.pack(">II", 0xFFFFFFF0, 0) + b"{}")
+    rep, _ = c.recv()
+    check(rep["status"] in (400, 413), "oversized json_len answered: %r" % rep)
+    check(c.is_closed(), "connection closed after oversized json_len")
+    still_serving(port)
+    c = Conn(port)
+    c.send_raw(struct.pack(">II", 2, 0xFFFFFFF0) + b"{}")
+    rep, _ = c.recv()
+    check(rep["status"] in (400, 413), "oversized bin_len answered")
+    check(c.is_closed(), "connection closed after oversized bin_len")
+    c = Conn(port)
+    c.send_raw(struct.pack(">II", 0, 0))
+    rep, _ = c.recv()
+    check(rep["status"] == 400, "zero json_len answered")
+    c = Conn(port)
+    bad = b"{not json"
+    c.send_raw(struct.pack(">II", len(bad), 0) + bad)
+    rep, _ = c.recv()
+    check(rep["status"] == 400 and rep["operation"] == "ERROR", "bad JSON -> 400: %r" % rep)
+    c.send_raw(struct.pack(">II", 2, 0) + b"[]")
+    rep, _ = c.recv()
+    check(rep["status"] == 400, "JSON array -> 400")
+    tok = login(c, "mallory")  # same connection still works
+    for field, val, want in (("size", "10", 410), ("size", 1.5, 410), ("size", -1, 410),
+                             ("size", 1 << 62, 413), ("key", 5, 410), ("size", None, 410),
+                             ("size", True, 410)):
+        o = r("FILE", "SAVE", token=tok, key="k", size=10)
+        o[field] = val
+        expect(c, o, want, what="SAVE %s=%r" % (field, val))
+    expect(c, r("FILE", "SAVE", token=tok, key="k", size=10), 200)
+    for idx in ("0", 0.0, 1.5, [0], -5):
+        expect(c, r("FILE", "UPLOAD", token=tok, key="k", block_index=idx), 410, b"x" * 10,
+               what="UPLOAD block_index=%r" % (idx,))
+    expect(c, r("FILE", "UPLOAD", token=tok, key=["k"], block_index=0), 410, b"x" * 10)
+    expect(c, r("DATA", "GET", token=tok, key={"a": 1}), 410)
+    expect(c, r("DATA", "SAVE", token=tok, key="a\u0000b"), 410)
+    expect(c, r("DATA", "SAVE", token=tok, key=""), 410)
+    expect(c, r("DATA", "SAVE", token=tok, key="x" * 9000), 410)
+    expect(c, {"type": 1, "operation": "GET", "direction": "REQUEST"}, 409)
+    expect(c, {"type": "FILE", "operation": None, "direction": "REQUEST"}, 408)
+    # Hostile keys are stored safely under the user's namespace and round-trip.
+    root = sys.argv[3] if len(sys.argv) > 3 else None
+    for key in ("../x", "/abs", "..", ".", "a/../../b", "k" * 4000, "r\u00e9sum\u00e9.pdf",
+                "\u4e2d\u6587/\u6587\u4ef6", "x" * 4096):
+        data = os.urandom(1000)
+        upload(c, tok, key, data)
+        check(download(c, tok, key) == data, "round trip of key %r" % key[:20])
+        expect(c, r("DATA", "SAVE", token=tok, key=key, v=1), 200)
+        rep, _ = expect(c, r("DATA", "GET", token=tok, key=key), 200)
+        check(rep["key"] == key, "DATA key echo")
+    if root:
+        for dp, dn, fn in os.walk(root):
+            for n in fn + dn:
+                p = os.path.join(dp, n)
+                check(os.path.realpath(p).startswith(os.path.realpath(root)), "escaped: " + p)
+                check(len(n) < 100, "long file name " + n)
+        check(not os.path.exists(os.path.join(os.path.dirname(root), "x")), "../x escaped")
+        check(not os.path.exists("/abs"), "/abs written")
+    c.close()
+    still_serving(port)
+
+
+def sc_isolation(port):
+    """A user's keys are invisible to another user."""
+    a, ta = session(port, "iso-alice")
+    b, tb = session(port, "iso-bob")
+    upload(a, ta, "secret.txt", b"alice's data")
+    expect(a, r("DATA", "SAVE", token=ta, key="rec", v=1), 200)
+    expect(b, r("FILE", "GET", token=tb, key="secret.txt"), 404)
+    expect(b, r("FILE", "DOWNLOAD", token=tb, key="secret.txt", block_index=0), 404)
+    expect(b, r("FILE", "DELETE", token=tb, key="secret.txt"), 404)
+    expect(b, r("DATA", "GET", token=tb, key="rec"), 404)
+    rep, _ = expect(b, r("FILE", "LIST", token=tb), 200)
+    check(rep["keys"] == [], "bob lists nothing")
+    upload(b, tb, "secret.txt", b"bob's")  # same key, own namespace
+    check(download(a, ta, "secret.txt") == b"alice's data", "alice's object intact")
+
+
+def sc_pipeline(port):
+    """Ten requests sent before reading: answered in order."""
+    c, tok = session(port)
+    data = os.urandom(3 * 20480 + 7)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="pipe", size=len(data)), 200)
+    bs, total = rep["block_size"], rep["total_block"]
+    reqs = []
+    for i in range(total):
+        reqs.append((r("FILE", "UPLOAD", token=tok, key="pipe", block_index=i),
+                     data[i * bs:(i + 1) * bs]))
+    reqs.append((r("FILE", "GET", token=tok, key="pipe"), b""))
+    for i in range(10 - len(reqs)):
+        reqs.append((r("DATA", "SAVE", token=tok, key="p%d" % i, n=i), b""))
+    blob = b""
+    for o, b in reqs:
+        jb = json.dumps(o).encode()
+        blob += struct.pack(">II", len(jb), len(b)) + jb + b
+    c.send_raw(blob)
+    for n, (o, _) in enumerate(reqs):
+        rep, _ = c.recv()
+        check(rep["status"] == 200 and rep["operation"] == o["operation"],
+              "pipelined reply %d out of order or failed: %r" % (n, rep))
+        if o["operation"] == "GET":
+            check(rep["md5"] == md5(data), "GET right after the last UPLOAD sees the object")
+
+
+def sc_ooo(port):
+    """Blocks out of order and repeated."""
+    c, tok = session(port)
+    data = os.urandom(5 * 65536 + 100)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="ooo", size=len(data)), 200)
+    bs, total = rep["block_size"], rep["total_block"]
+    order = [3, 1, 1, 5, 0, 3, 2]
+    for i in order:
+        rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="ooo", block_index=i), 200,
+                        data[i * bs:(i + 1) * bs])
+        check("md5" not in rep, "no md5 before complete")
+    rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="ooo", block_index=4), 200,
+                    data[4 * bs:5 * bs])
+    check(rep.get("md5") == md5(data), "md5 after out-of-order upload")
+    check(download(c, tok, "ooo") == data, "content")
+
+
+def sc_conn_per_block(port):
+    """Each block on its own connection, all at once: one commit, every connection answered."""
+    data = os.urandom(16 * 20480 + 1)
+    c, tok = session(port)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="cpb", size=len(data)), 200)
+    bs, total = rep["block_size"], rep["total_block"]
+    results = [None] * total
+    barrier = threading.Barrier(total)
+
+    def one(i):
+        try:
+            cc = Conn(port)
+            t = login(cc, CUR["user"])
+            barrier.wait()
+            results[i] = cc.req(r("FILE", "UPLOAD", token=t, key="cpb", block_index=i),
+                                data[i * bs:(i + 1) * bs])[0]
+            cc.close()
+        except Exception as e:  # noqa
+            results[i] = {"status": -1, "err": str(e)}
+
+    th = [threading.Thread(target=one, args=(i,)) for i in range(total)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(60)
+    check(all(x is not None and x["status"] == 200 for x in results), "all answered 200: %r"
+          % [x for x in results if not x or x["status"] != 200])
+    md5s = [x["md5"] for x in results if "md5" in x]
+    check(len(md5s) >= 1 and all(m == md5(data) for m in md5s), "md5 in the final answer")
+    check(download(c, tok, "cpb") == data, "content")
+
+
+def sc_resume(port):
+    """SAVE again with the same size keeps blocks and lists them; another size restarts."""
+    c, tok = session(port)
+    data = os.urandom(10 * 65536)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="res", size=len(data)), 200)
+    bs = rep["block_size"]
+    check(rep.get("received") == [], "fresh plan lists no blocks")
+    total = rep["total_block"]
+    got = [0, 1, 2, total - 1]
+    for i in got:
+        expect(c, r("FILE", "UPLOAD", token=tok, key="res", block_index=i), 200,
+               data[i * bs:(i + 1) * bs])
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="res", size=len(data)), 200)
+    want = [[0, 2], [total - 1, total - 1]] if total > 4 else None
+    if want:
+        check(rep["received"] == want, "received ranges %r" % rep["received"])
+    for i in range(total):
+        if i not in got:
+            last, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="res", block_index=i), 200,
+                             data[i * bs:(i + 1) * bs])
+    check(last.get("md5") == md5(data), "resumed upload completes with right md5")
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="res2", size=bs + 100), 200)
+    expect(c, r("FILE", "UPLOAD", token=tok, key="res2", block_index=1), 200, b"a" * 100)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="res2", size=bs + 100), 200)
+    check(rep["received"] == [[1, 1]], "same size resumes")
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="res2", size=bs + 101), 200)
+    check(rep["received"] == [], "different size starts over")
+
+
+def sc_block_md5(port):
+    c, tok = session(port)
+    data = os.urandom(30000)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="bm", size=len(data)), 200)
+    rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="bm", block_index=0,
+                         block_md5=md5(b"other")), 410, data)
+    check("block_md5" in rep["status_msg"], "mismatch message")
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="bm", size=len(data)), 200)
+    check(rep["received"] == [], "mismatched block not stored")
+    expect(c, r("FILE", "UPLOAD", token=tok, key="bm", block_index=0, block_md5=5), 410, data)
+    rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="bm", block_index=0,
+                         block_md5=md5(data)), 200, data)
+    check(rep["md5"] == md5(data), "stored with matching block_md5")
+
+
+def sc_list(port):
+    c, tok = session(port)
+    for k in ("snap.3", "snap.1", "snap.2", "other", "snap.10"):
+        upload(c, tok, k, k.encode())
+    expect(c, r("FILE", "SAVE", token=tok, key="snap.9", size=10), 200)  # in progress
+    rep, _ = expect(c, r("FILE", "LIST", token=tok, prefix="snap."), 200)
+    check(rep["keys"] == ["snap.1", "snap.10", "snap.2", "snap.3"] and rep["more"] is False,
+          "LIST: %r" % rep)
+    rep, _ = expect(c, r("FILE", "LIST", token=tok, prefix="snap.", limit=2), 200)
+    check(rep["keys"] == ["snap.1", "snap.10"] and rep["more"] is True, "limit")
+    rep, _ = expect(c, r("FILE", "LIST", token=tok, prefix="snap.", after="snap.10",
+                         limit=2), 200)
+    check(rep["keys"] == ["snap.2", "snap.3"] and rep["more"] is False, "after: %r" % rep)
+    rep, _ = expect(c, r("FILE", "LIST", token=tok), 200)
+    check(len(rep["keys"]) == 5, "no prefix lists all complete objects")
+    expect(c, r("FILE", "LIST", token=tok, limit="x"), 410)
+    expect(c, r("FILE", "LIST", token=tok, prefix=3), 410)
+    expect(c, r("DATA", "SAVE", token=tok, key="cfg.a", v=1), 200)
+    expect(c, r("DATA", "SAVE", token=tok, key="cfg.b", v=1), 200)
+    expect(c, r("DATA", "SAVE", token=tok, key="zzz", v=1), 200)
+    rep, _ = expect(c, r("DATA", "LIST", token=tok, prefix="cfg."), 200)
+    check(rep["keys"] == ["cfg.a", "cfg.b"], "DATA LIST %r" % rep)
+
+
+def sc_zero(port):
+    c, tok = session(port)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="empty", size=0), 200)
+    check(rep["total_block"] == 0, "zero plan")
+    rep, _ = expect(c, r("FILE", "GET", token=tok, key="empty"), 200)
+    check(rep["md5"] == md5(b"") and rep["size"] == 0, "empty object md5")
+    expect(c, r("FILE", "DOWNLOAD", token=tok, key="empty", block_index=0), 410)
+    expect(c, r("FILE", "SAVE", token=tok, key="empty", size=0), 402)
+
+
+def sc_bye(port):
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "BYE"))
+    check(rep["status"] == 200, "BYE answered")
+    check(c.is_closed(), "closed after BYE")
+
+
+def sc_charcount(port):
+    """A reference-style client counts json_len in characters."""
+    c = Conn(port)
+    o = r("AUTH", "LOGIN", username="z\u00fcrich", password=md5("z\u00fcrich".encode()))
+    rep, _ = c.req(o, charcount=True)
+    check(rep["status"] == 200, "char-counted LOGIN")
+    tok = rep["token"]
+    key = "r\u00e9sum\u00e9 \u4e2d.pdf"
+    rep, _ = c.req(r("FILE", "SAVE", token=tok, key=key, size=5), charcount=True)
+    check(rep["status"] == 200 and rep["key"] == key, "char-counted SAVE: %r" % rep)
+    rep, _ = c.req(r("FILE", "UPLOAD", token=tok, key=key, block_index=0), b"hello",
+                   charcount=True)
+    check(rep["status"] == 200 and rep["md5"] == md5(b"hello"), "char-counted UPLOAD")
+
+
+def sc_phase1(port):
+    """Before a restart: an object, a record, a partial upload."""
+    c, tok = session(port)
+    upload(c, tok, "keep", b"K" * 50000)
+    expect(c, r("DATA", "SAVE", token=tok, key="rec", v=42), 200)
+    data = bytes(range(256)) * 400
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="part", size=len(data)), 200)
+    bs = rep["block_size"]
+    for i in (0, 2):
+        expect(c, r("FILE", "UPLOAD", token=tok, key="part", block_index=i), 200,
+               data[i * bs:(i + 1) * bs])
+    open(sys.argv[3], "w").write(tok)
+
+
+def sc_phase2(port):
+    """After the restart: all of it is still there; the old token still works."""
+    tok = open(sys.argv[3]).read()
+    c = Conn(port)
+    check(download(c, tok, "keep") == b"K" * 50000, "object kept")
+    rep, _ = expect(c, r("DATA", "GET", token=tok, key="rec"), 200)
+    check(rep["v"] == 42, "record kept")
+    data = bytes(range(256)) * 400
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="part", size=len(data)), 200)
+    bs, total = rep["block_size"], rep["total_block"]
+    check(rep["received"] == [[0, 0], [2, 2]], "partial upload kept: %r" % rep["received"])
+    for i in range(total):
+        if i not in (0, 2):
+            last, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="part", block_index=i), 200,
+                             data[i * bs:(i + 1) * bs])
+    check(last["md5"] == md5(data), "resumed after restart")
+    check(download(c, tok, "part") == data, "content after restart")
+
+
+def sc_fault(port):
+    """STEP_FAULT=write:3: the third block write fails with 507; all else goes on."""
+    c, tok = session(port)
+    data = os.urandom(5 * 1000)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="f", size=len(data)), 200)
+    bs = rep["block_size"]
+    check(bs == 1000, "test runs with --block-size 1000")
+    codes = []
+    for i in range(5):
+        rep, _ = c.req(r("FILE", "UPLOAD", token=tok, key="f", block_index=i), data[i * bs:(i + 1) * bs])
+        codes.append(rep["status"])
+    check(codes == [200, 200, 507, 200, 200], "codes %r" % codes)
+    expect(c, r("FILE", "GET", token=tok, key="f"), 404)  # nothing half-written visible
+    rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="f", block_index=2), 200, data[2000:3000])
+    check(rep["md5"] == md5(data), "retried block completes the object")
+    still_serving(port)
+
+
+def sc_token(port):
+    """Prints a fresh token (for the expiry test)."""
+    c, tok = session(port)
+    print(tok)
+
+
+def sc_token_status(port):
+    """Prints the status a GET with the token in argv[3] gets."""
+    c = Conn(port)
+    rep, _ = c.req(r("DATA", "GET", token=sys.argv[3], key="x"))
+    print(rep["status"])
+
+
+def sc_login(port):
+    """argv[3]=user argv[4]=plain password; prints the LOGIN status and message."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=sys.argv[3], password=md5(sys.argv[4].encode())))
+    print(rep["status"], rep["status_msg"])
+
+
+def sc_idle(port):
+    c = Conn(port, timeout=30)
+    check(c.is_closed(), "idle connection closed by the server")
+    still_serving(port)
+
+
+def sc_maxconn(port):
+    """With --max-connections 3: the 4th gets 503 and is closed; freed slots are reused."""
+    cs = [Conn(port) for _ in range(3)]
+    for c in cs:
+        rep, _ = c.req({"direction": "EARTH"})
+        check(rep["status"] == 333, "within the limit")
+    x = Conn(port)
+    rep, _ = x.recv()
+    check(rep["status"] == 503, "refused with 503: %r" % rep)
+    check(x.is_closed(), "refused connection closed")
+    cs.pop().close()
+    for _ in range(100):
+        try:
+            y = Conn(port)
+            rep, _ = y.req({"direction": "EARTH"})
+            if rep["status"] == 333:
+                return
+        except (EOFError, OSError):
+            pass
+        import time
+        time.sleep(0.05)  # bounded polling for the server to notice the close
+    raise Fail("slot not reused after a close")
+
+
+def sc_many(port):
+    """1,000 idle connections held open while 50 clients upload at once; all verified."""
+    idle = []
+    for _ in range(1000):
+        idle.append(socket.create_connection((HOST, port), timeout=30))
+    errors = []
+
+    def one(n):
+        try:
+            c, tok = session(port, "user%d" % (n % 5))
+            data = os.urandom(50000 + n * 1000)
+            last, _, _ = upload(c, tok, "obj%d" % n, data)
+            check(last["md5"] == md5(data), "md5 %d" % n)
+            check(download(c, tok, "obj%d" % n) == data, "content %d" % n)
+            c.close()
+        except Exception as e:  # noqa
+            errors.append("%d: %s" % (n, e))
+
+    th = [threading.Thread(target=one, args=(n,)) for n in range(50)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(120)
+    check(not errors, "uploads failed: %r" % errors[:5])
+    # The idle ones are still connected and served.
+    for s in idle[:10]:
+        jb = b'{"direction":"EARTH"}'
+        s.sendall(struct.pack(">II", len(jb), 0) + jb)
+        hdr = b""
+        while len(hdr) < 8:
+            d = s.recv(8 - len(hdr))
+            check(d, "idle connection was dropped")
+            hdr += d
+    for s in idle:
+        s.close()
+
+
+def main():
+    name, port = sys.argv[1], int(sys.argv[2])
+    fn = globals().get("sc_" + name)
+    CUR["user"] = "u-" + name
+    if fn is None:
+        print("unknown scenario " + name, file=sys.stderr)
+        return 2
+    try:
+        fn(port)
+    except (Fail, EOFError, OSError, KeyError, ValueError) as e:
+        print("FAIL %s: %s: %s" % (name, type(e).__name__, e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
