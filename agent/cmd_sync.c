@@ -1,0 +1,803 @@
+/*
+ * cmd_sync.c — `stepsync sync`: scan a tree, upload new content under content keys,
+ * then record a snapshot manifest on the server.
+ *
+ * Order of a run, and why:
+ *   1. lock the state (no two runs overlap);
+ *   2. one transaction for the whole scan: quick check against the files table (size,
+ *      mtime_ns, inode, ctime_ns), hash only what changed, queue unknown content keys,
+ *      write manifest lines to a temporary file — nothing of the tree is held in memory;
+ *   3. refuse mass deletion (an unmounted disk looks like one);
+ *   4. upload the queued objects and verify each MD5;
+ *   5. only when every object of the manifest is on the server: upload the manifest
+ *      (a new seq, never replacing one), then its DATA record.
+ * So the server always holds a complete, restorable latest snapshot, and a run killed
+ * at any point is simply rerun (uploads resume; content already there is not resent).
+ * Never follows symlinks, never deletes anything on the server.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "client.h"
+#include "cmd.h"
+#include "config.h"
+#include "db.h"
+#include "err.h"
+#include "files.h"
+#include "hash.h"
+#include "lock.h"
+#include "log.h"
+#include "manifest.h"
+#include "scan.h"
+#include "snapshot.h"
+#include "snapshots.h"
+#include "util.h"
+
+#define SYNC_BATCH     256         /* objects handed to client_put_many() at once */
+#define SYNC_HASH_BUF  (256 << 10) /* read size while hashing */
+#define SYNC_HASH_TRY  3           /* attempts on a file that changes while it is hashed */
+#define SYNC_AUTO_CONN 4           /* connections for many uploads when --connections is 1 */
+
+static const char sync_usage[] =
+    "sync [--name NAME] [--dry-run] [--allow-mass-delete] [DIR]\n"
+    "\n"
+    "Backs up DIR (or, without DIR, every [dir] of the config file, or the one\n"
+    "named by --name) and records a snapshot NAME#SEQ on the server. NAME defaults\n"
+    "to DIR's base name. Only new or changed content is sent; renamed and copied\n"
+    "files are never sent again.\n"
+    "\n"
+    "  --name NAME          snapshot name (also selects a [dir \"NAME\"] section)\n"
+    "  --dry-run            list what would be sent; send and record nothing\n"
+    "  --allow-mass-delete  record a snapshot even when most known files vanished\n"
+    "\n"
+    "exit status: 0 every file of the snapshot is verified on the server;\n"
+    "  1 some files failed (summary on stderr); 2 usage;\n"
+    "  65 most of the tree vanished, no snapshot (see --allow-mass-delete);\n"
+    "  75 temporary: server unreachable, connection lost, or another run holds the lock;\n"
+    "  77 the server refused the login; 78 bad or missing configuration";
+
+struct sync_run {
+	struct agent *a;
+	const char *name;
+	const char *root;
+	char *const *exclude;
+	size_t nexclude;
+	int dry_run;
+	int allow_mass_delete;
+
+	struct db *db;
+	struct files *files;
+	sqlite3_stmt *pend_ins;
+	struct manifest_writer *mw;
+	int64_t gen;
+	uint8_t *hbuf;
+	struct manifest_entry ent;
+
+	uint64_t known, found, hashed, read_errors;
+	uint64_t pending, pending_bytes;
+	uint64_t sent, sent_bytes, existed, upload_failed;
+	int fatal; /* a STEP_E* that ends the run (transport, auth), 0 if none */
+	char fatal_msg[512];
+};
+
+/* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
+ * while read. Returns 0, STEP_ECHANGED, STEP_ESYS. */
+static int
+hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0,
+    uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
+{
+	struct hash_ctx *hs = NULL, *hm = NULL;
+	struct stat a, b;
+	uint8_t d[HASH_MD5_LEN];
+	ssize_t n;
+	int fd, r = STEP_ESYS;
+
+	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return STEP_ESYS;
+	if (fstat(fd, &a) != 0 || !S_ISREG(a.st_mode))
+		goto out;
+	if ((hs = hash_sha256_new()) == NULL || (hm = hash_md5_new()) == NULL) {
+		r = STEP_ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		n = read(fd, s->hbuf, SYNC_HASH_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto out;
+		if (n == 0)
+			break;
+		hash_update(hs, s->hbuf, (size_t)n);
+		hash_update(hm, s->hbuf, (size_t)n);
+	}
+	if (fstat(fd, &b) != 0)
+		goto out;
+	if (a.st_size != b.st_size || scan_mtime_ns(&a) != scan_mtime_ns(&b) ||
+	    scan_ctime_ns(&a) != scan_ctime_ns(&b) || a.st_ino != st0->st_ino) {
+		r = STEP_ECHANGED;
+		goto out;
+	}
+	hash_final(hs, sha);
+	hash_final(hm, d);
+	hash_to_hex(d, HASH_MD5_LEN, md5);
+	*stp = b;
+	r = 0;
+out:
+	hash_free(hs);
+	hash_free(hm);
+	close(fd);
+	return r;
+}
+
+static int
+queue_object(struct sync_run *s, const char *path, uint64_t size, const char *okey, const char *md5)
+{
+	int rc;
+
+	sqlite3_bind_text(s->pend_ins, 1, okey, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s->pend_ins, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s->pend_ins, 3, (sqlite3_int64)size);
+	sqlite3_bind_text(s->pend_ins, 4, md5, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s->pend_ins);
+	sqlite3_reset(s->pend_ins);
+	if (rc != SQLITE_DONE)
+		return db_err(rc);
+	if (sqlite3_changes(db_handle(s->db)) > 0) {
+		s->pending++;
+		s->pending_bytes += size;
+	}
+	return 0;
+}
+
+/* A regular file: quick check, hash when needed, queue unknown content. Fills s->ent. */
+static int
+visit_file(struct sync_run *s, const struct scan_entry *se)
+{
+	struct manifest_entry *e = &s->ent;
+	const struct stat *st = se->st;
+	struct files_row row;
+	struct stat hst;
+	uint8_t sha[HASH_SHA256_LEN];
+	int r, have, i;
+
+	r = files_lookup(s->files, s->name, se->path, &row);
+	if (r != 0 && r != STEP_ENOENT)
+		return r;
+	have = r == 0;
+	if (have)
+		s->found++;
+	if (have && row.size == (uint64_t)st->st_size && row.mtime_ns == scan_mtime_ns(st) &&
+	    row.ino == (uint64_t)st->st_ino && row.dev == (uint64_t)st->st_dev &&
+	    row.ctime_ns == scan_ctime_ns(st)) {
+		if ((r = files_touch(s->files, s->name, se->path, s->gen)) != 0)
+			return r;
+	} else {
+		memset(&row, 0, sizeof(row));
+		if (st->st_size == 0) {
+			memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
+			hst = *st;
+		} else {
+			r = STEP_ECHANGED;
+			for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
+				r = hash_once(s, se->dirfd, se->name, st, sha, row.md5, &hst);
+			if (r == STEP_ENOMEM)
+				return r;
+			if (r != 0) {
+				if (r == STEP_ECHANGED)
+					log_warnx("'%s' keeps changing while read; left out of "
+					          "this snapshot",
+					    se->path);
+				else
+					log_warn("cannot read '%s'; left out of this snapshot",
+					    se->path);
+				s->read_errors++;
+				return 0;
+			}
+			manifest_object_key(sha, row.okey, sizeof(row.okey));
+			s->hashed++;
+		}
+		row.dev = (uint64_t)hst.st_dev;
+		row.ino = (uint64_t)hst.st_ino;
+		row.size = (uint64_t)hst.st_size;
+		row.mtime_ns = scan_mtime_ns(&hst);
+		row.ctime_ns = scan_ctime_ns(&hst);
+		row.mode = hst.st_mode;
+		if ((r = files_put(s->files, s->name, se->path, &row, s->gen)) != 0)
+			return r;
+		e->mode = hst.st_mode & 07777;
+		e->mtime_ns = row.mtime_ns;
+	}
+	e->size = row.size;
+	memcpy(e->md5, row.md5, sizeof(e->md5));
+	memcpy(e->key, row.okey,
+	    sizeof(row.okey) < sizeof(e->key) ? sizeof(row.okey) : sizeof(e->key));
+	if (e->key[0] != '\0') {
+		r = files_object_known(s->files, e->key);
+		if (r < 0)
+			return r;
+		if (r == 0 && (r = queue_object(s, se->path, e->size, e->key, e->md5)) != 0)
+			return r;
+	}
+	return manifest_writer_add(s->mw, e);
+}
+
+static int
+sync_visit(void *ctx, const struct scan_entry *se)
+{
+	struct sync_run *s = ctx;
+	struct manifest_entry *e = &s->ent;
+	size_t n = strlen(se->path);
+
+	if (n > MANIFEST_PATH_MAX)
+		return 0; /* the scanner already refuses these */
+	memcpy(e->path, se->path, n + 1);
+	e->mode = se->st->st_mode & 07777;
+	e->mtime_ns = scan_mtime_ns(se->st);
+	e->size = 0;
+	e->key[0] = e->md5[0] = e->target[0] = '\0';
+	if (S_ISDIR(se->st->st_mode)) {
+		e->type = MANIFEST_DIR;
+		return manifest_writer_add(s->mw, e);
+	}
+	if (S_ISLNK(se->st->st_mode)) {
+		e->type = MANIFEST_SYMLINK;
+		if (strlen(se->target) > MANIFEST_PATH_MAX)
+			return 0;
+		memcpy(e->target, se->target, strlen(se->target) + 1);
+		return manifest_writer_add(s->mw, e);
+	}
+	e->type = MANIFEST_FILE;
+	return visit_file(s, se);
+}
+
+/* Prints what a dry run would send. */
+static int
+print_pending(struct sync_run *s)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db_handle(s->db),
+	    "SELECT path, size FROM temp.sync_pending ORDER BY rowid", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return db_err(rc);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		printf("would send %s (%" PRId64 " bytes)\n",
+		    (const char *)sqlite3_column_text(st, 0), (int64_t)sqlite3_column_int64(st, 1));
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : db_err(rc);
+}
+
+static void
+set_fatal(struct sync_run *s, int r, const char *what, const char *detail)
+{
+	if (s->fatal != 0)
+		return;
+	s->fatal = r;
+	snprintf(s->fatal_msg, sizeof(s->fatal_msg), "%s: %s", what,
+	    detail != NULL && *detail ? detail : step_strerror(r));
+}
+
+static int
+is_transport(int r)
+{
+	return r == STEP_ECONNECT || r == STEP_ETIMEDOUT || r == STEP_ECLOSED || r == STEP_EAUTH ||
+	    r == STEP_ETLS || r == STEP_EPROTO;
+}
+
+/* Handles one finished upload job. */
+static int
+upload_done(
+    struct sync_run *s, struct client *c, struct client_job *j, const char *md5, uint64_t size)
+{
+	int r = j->rc;
+
+	if (r == STEP_EEXIST) {
+		/* Our content key holds other bytes (a damaged object): replace it. */
+		log_warnx("object '%s' on the server has the wrong content; replacing it", j->key);
+		r = client_put_file(c, j->path, j->key, CLIENT_PUT_REPLACE, &j->res);
+		if (r != 0)
+			snprintf(j->error, sizeof(j->error), "%s", client_error(c));
+	}
+	if (r == 0 && strcmp(j->res.md5, md5) != 0) {
+		/* The file changed between hashing and sending: the object under this content
+		 * key is wrong, take it away again. */
+		log_warnx(
+		    "'%s' changed while it was sent; it will be sent by the next run", j->path);
+		(void)client_file_delete(c, j->key);
+		s->upload_failed++;
+		return 0;
+	}
+	if (r != 0) {
+		if (is_transport(r)) {
+			set_fatal(s, r, "cannot upload", j->error);
+			return r;
+		}
+		agent_error(
+		    "cannot upload '%s': %s", j->path, *j->error ? j->error : step_strerror(r));
+		s->upload_failed++;
+		return 0;
+	}
+	if ((r = files_object_add(s->files, j->key, size, md5)) != 0)
+		return r;
+	if (j->res.existed) {
+		s->existed++;
+	} else {
+		s->sent++;
+		s->sent_bytes += size;
+	}
+	return 0;
+}
+
+/* Uploads everything in temp.sync_pending, SYNC_BATCH objects at a time. */
+static int
+upload_pending(struct sync_run *s, struct client *c)
+{
+	struct client_opts o;
+	struct client_job *jobs = NULL;
+	char **paths = NULL, **keys = NULL, (*md5s)[HASH_MD5_HEX] = NULL;
+	uint64_t *sizes = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t last = 0;
+	char errbuf[256];
+	size_t n, i;
+	int r, rc, nconn;
+
+	if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
+		set_fatal(s, r, "cannot connect", errbuf);
+		return r;
+	}
+	nconn = s->a->connections;
+	if (nconn <= 1 && s->pending >= 16)
+		nconn = SYNC_AUTO_CONN;
+	jobs = xcalloc(SYNC_BATCH, sizeof(*jobs));
+	paths = xcalloc(SYNC_BATCH, sizeof(*paths));
+	keys = xcalloc(SYNC_BATCH, sizeof(*keys));
+	md5s = xcalloc(SYNC_BATCH, sizeof(*md5s));
+	sizes = xcalloc(SYNC_BATCH, sizeof(*sizes));
+	rc = sqlite3_prepare_v2(db_handle(s->db),
+	    "SELECT rowid, okey, path, size, md5 FROM temp.sync_pending WHERE rowid > ?"
+	    " ORDER BY rowid LIMIT ?",
+	    -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = db_err(rc);
+		goto out;
+	}
+	for (;;) {
+		sqlite3_bind_int64(st, 1, last);
+		sqlite3_bind_int(st, 2, SYNC_BATCH);
+		for (n = 0; n < SYNC_BATCH && (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+			last = sqlite3_column_int64(st, 0);
+			keys[n] = xstrdup((const char *)sqlite3_column_text(st, 1));
+			paths[n] =
+			    xmalloc(strlen(s->root) + 2 + (size_t)sqlite3_column_bytes(st, 2));
+			snprintf(paths[n],
+			    strlen(s->root) + 2 + (size_t)sqlite3_column_bytes(st, 2), "%s/%s",
+			    s->root, (const char *)sqlite3_column_text(st, 2));
+			sizes[n] = (uint64_t)sqlite3_column_int64(st, 3);
+			snprintf(
+			    md5s[n], HASH_MD5_HEX, "%s", (const char *)sqlite3_column_text(st, 4));
+			memset(&jobs[n], 0, sizeof(jobs[n]));
+			jobs[n].path = paths[n];
+			jobs[n].key = keys[n];
+			jobs[n].flags = CLIENT_PUT_EXIST_OK;
+		}
+		sqlite3_reset(st);
+		if (n == 0)
+			break;
+		(void)client_put_many(&o, nconn, jobs, n);
+		if ((r = db_begin(s->db)) != 0)
+			goto out;
+		for (i = 0; i < n && r == 0; i++)
+			r = upload_done(s, c, &jobs[i], md5s[i], sizes[i]);
+		if (db_commit(s->db) != 0 && r == 0)
+			r = STEP_EIO;
+		for (i = 0; i < n; i++) {
+			free(paths[i]);
+			free(keys[i]);
+			paths[i] = keys[i] = NULL;
+		}
+		if (r != 0)
+			goto out;
+	}
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	for (i = 0; i < SYNC_BATCH; i++) {
+		free(paths[i]);
+		free(keys[i]);
+	}
+	free(jobs);
+	free(paths);
+	free(keys);
+	free(md5s);
+	free(sizes);
+	return r;
+}
+
+/* Writes the manifest with seq into fd's file (truncating it first). */
+static int
+write_manifest(struct sync_run *s, FILE *f, struct manifest_header *h)
+{
+	if (fflush(f) != 0 || ftruncate(fileno(f), 0) != 0 || fseek(f, 0, SEEK_SET) != 0)
+		return STEP_ESYS;
+	return manifest_writer_finish(s->mw, h, f);
+}
+
+/* Step 5: manifest under a new seq, then its DATA record, then the local record. */
+static int
+record_snapshot(struct sync_run *s, struct client *c, struct manifest_header *h)
+{
+	char tmp[4200], key[MANIFEST_KEY_MAX + 1];
+	const char *tdir = getenv("TMPDIR");
+	struct snapshots_rec rec;
+	struct client_result res;
+	uint64_t local = 0, latest = 0;
+	FILE *f = NULL;
+	int fd, r, attempt;
+
+	if ((r = snapshots_latest(s->db, s->name, &local)) != 0)
+		return r;
+	if ((r = snapshot_latest(c, s->name, local, &latest)) != 0) {
+		set_fatal(s, r, "cannot find the latest snapshot", client_error(c));
+		return r;
+	}
+	snprintf(tmp, sizeof(tmp), "%s/stepsync-manifest.XXXXXX",
+	    tdir != NULL && *tdir == '/' ? tdir : "/tmp");
+	if ((fd = mkstemp(tmp)) < 0 || (f = fdopen(fd, "w+")) == NULL) {
+		agent_error("cannot create a temporary file in '%s': %s",
+		    tdir != NULL ? tdir : "/tmp", strerror(errno));
+		if (fd >= 0) {
+			close(fd);
+			unlink(tmp);
+		}
+		return STEP_ESYS;
+	}
+	memset(h, 0, sizeof(*h));
+	snprintf(h->name, sizeof(h->name), "%s", s->name);
+	h->time = util_wall_s();
+	h->seq = (latest > local ? latest : local) + 1;
+	for (attempt = 0; attempt < 5; attempt++, h->seq++) {
+		if ((r = write_manifest(s, f, h)) != 0) {
+			agent_error("cannot write the manifest: %s", strerror(errno));
+			goto out;
+		}
+		if ((r = manifest_snapshot_key(s->name, h->seq, key, sizeof(key))) != 0)
+			goto out;
+		r = client_put_file(c, tmp, key, 0, &res);
+		if (r != STEP_EEXIST)
+			break;
+		/* Someone else recorded this seq meanwhile: take the next one. */
+		log_info("snapshot key '%s' already exists; trying the next seq", key);
+	}
+	if (r != 0) {
+		set_fatal(s, r, "cannot upload the snapshot manifest", client_error(c));
+		goto out;
+	}
+	memset(&rec, 0, sizeof(rec));
+	rec.seq = h->seq;
+	rec.time = h->time;
+	rec.files = h->files;
+	rec.dirs = h->dirs;
+	rec.symlinks = h->symlinks;
+	rec.bytes = h->bytes;
+	r = snapshot_info_save(c, s->name, &rec);
+	if (r != 0 && r != STEP_EEXIST) {
+		set_fatal(s, r, "cannot save the snapshot record", client_error(c));
+		goto out;
+	}
+	r = snapshots_put(s->db, s->name, &rec);
+out:
+	fclose(f);
+	unlink(tmp);
+	return r;
+}
+
+static int
+exit_for(struct sync_run *s, int r)
+{
+	if (s->fatal != 0) {
+		agent_error("sync '%s': %s", s->name, s->fatal_msg);
+		return snapshot_exit_code(s->fatal);
+	}
+	if (r != 0) {
+		agent_error("sync '%s': %s", s->name, step_strerror(r));
+		return AGENT_EXIT_FAIL;
+	}
+	return AGENT_EXIT_OK;
+}
+
+/* Steps 2 and 3: the scan in one transaction. Returns 0, an error, or 1 for "stop here,
+ * *exitp says how" (dry run, mass deletion). */
+static int
+scan_phase(struct sync_run *s, int *exitp)
+{
+	struct scan_stats stats;
+	uint64_t gone;
+	int r, e;
+
+	if ((r = db_begin(s->db)) != 0)
+		return r;
+	if ((r = db_exec(s->db,
+	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT PRIMARY KEY,"
+	         " path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL);"
+	         "DELETE FROM temp.sync_pending;")) != 0)
+		goto fail;
+	if ((r = db_err(sqlite3_prepare_v2(db_handle(s->db),
+	         "INSERT OR IGNORE INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)",
+	         -1, &s->pend_ins, NULL))) != 0)
+		goto fail;
+	if ((r = files_count(s->files, s->name, &s->known)) != 0 ||
+	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
+		goto fail;
+	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
+	if (r == STEP_ESYS) {
+		e = errno;
+		db_rollback(s->db);
+		agent_error("cannot open '%s': %s", s->root, strerror(e));
+		*exitp = AGENT_EXIT_FAIL;
+		return 1;
+	}
+	if (r != 0)
+		goto fail;
+	s->read_errors += stats.errors;
+	gone = s->known - s->found;
+	if (s->known > 0 && gone * 2 > s->known && !s->allow_mass_delete) {
+		db_rollback(s->db);
+		agent_error("sync '%s': %" PRIu64 " of %" PRIu64 " known files are gone from '%s' "
+		            "(unmounted disk?); no snapshot recorded. Rerun with "
+		            "--allow-mass-delete if this is intended",
+		    s->name, gone, s->known, s->root);
+		*exitp = SYNC_EXIT_MASSDEL;
+		return 1;
+	}
+	if (s->dry_run) {
+		r = print_pending(s);
+		db_rollback(s->db);
+		printf("dry run '%s': %" PRIu64 " files (%" PRIu64 " bytes) would be sent, "
+		       "%" PRIu64 " known files are gone; nothing was sent\n",
+		    s->name, s->pending, s->pending_bytes, gone);
+		*exitp = r == 0 ? AGENT_EXIT_OK : AGENT_EXIT_FAIL;
+		return 1;
+	}
+	if ((r = files_drop_unseen(s->files, s->name, s->gen)) != 0)
+		goto fail;
+	return db_commit(s->db);
+fail:
+	db_rollback(s->db);
+	return r;
+}
+
+/* One tree, one snapshot. */
+static int
+sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
+    int dry_run, int allow_mass_delete)
+{
+	struct sync_run *s = xcalloc(1, sizeof(*s));
+	struct manifest_header h;
+	struct client *c = NULL;
+	int r, ex = AGENT_EXIT_FAIL;
+
+	s->a = a;
+	s->name = name;
+	s->root = root;
+	s->exclude = exclude;
+	s->nexclude = nexclude;
+	s->dry_run = dry_run;
+	s->allow_mass_delete = allow_mass_delete;
+	s->hbuf = xmalloc(SYNC_HASH_BUF);
+	if (agent_db(a, &s->db) != 0) {
+		ex = SYNC_EXIT_CONFIG;
+		goto done;
+	}
+	if ((r = files_migrate(s->db)) != 0 || (r = snapshots_migrate(s->db)) != 0 ||
+	    (r = files_new(s->db, &s->files)) != 0 || (r = manifest_writer_new(&s->mw)) != 0) {
+		agent_error("state database: %s", step_strerror(r));
+		goto done;
+	}
+	if ((r = scan_phase(s, &ex)) != 0) {
+		if (r < 0)
+			ex = exit_for(s, r);
+		goto done;
+	}
+	if (agent_client(a, &c) != 0) {
+		ex = SYNC_EXIT_CONFIG;
+		goto done;
+	}
+	if ((r = client_connect(c)) != 0) {
+		set_fatal(s, r, "cannot log in", client_error(c));
+		ex = exit_for(s, r);
+		goto done;
+	}
+	if (s->pending > 0 && (r = upload_pending(s, c)) != 0) {
+		ex = exit_for(s, r);
+		goto done;
+	}
+	if (s->upload_failed > 0) {
+		agent_error("sync '%s': %" PRIu64 " of %" PRIu64 " files could not be sent; "
+		            "no snapshot recorded (the previous one stays the latest)",
+		    name, s->upload_failed, s->pending);
+		goto done;
+	}
+	if ((r = record_snapshot(s, c, &h)) != 0) {
+		ex = exit_for(s, r);
+		goto done;
+	}
+	if (a->verbose >= 0)
+		printf("snapshot %s#%" PRIu64 ": %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64
+		       " symlinks, %" PRIu64 " bytes; sent %" PRIu64 " files (%" PRIu64
+		       " bytes), %" PRIu64 " already on the server\n",
+		    name, h.seq, h.files, h.dirs, h.symlinks, h.bytes, s->sent, s->sent_bytes,
+		    s->existed);
+	if (a->json)
+		agent_json(a,
+		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
+		        "sync", "name", name, "seq", (json_int_t)h.seq, "files",
+		        (json_int_t)h.files, "dirs", (json_int_t)h.dirs, "symlinks",
+		        (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes, "sent_files",
+		        (json_int_t)s->sent, "sent_bytes", (json_int_t)s->sent_bytes, "read_errors",
+		        (json_int_t)s->read_errors));
+	if (s->read_errors > 0) {
+		agent_error("sync '%s': %" PRIu64 " entries could not be read and are not in "
+		            "snapshot #%" PRIu64,
+		    name, s->read_errors, h.seq);
+		goto done;
+	}
+	ex = AGENT_EXIT_OK;
+done:
+	sqlite3_finalize(s->pend_ins);
+	files_free(s->files);
+	manifest_writer_free(s->mw);
+	free(s->hbuf);
+	free(s);
+	return ex;
+}
+
+/* The state database path, as agent_db() will choose it (for the lock next to it). */
+static int
+state_path(struct agent *a, char *out, size_t outlen)
+{
+	if (a->state_path != NULL) {
+		if (strlen(a->state_path) >= outlen)
+			return STEP_ETOOBIG;
+		snprintf(out, outlen, "%s", a->state_path);
+		return 0;
+	}
+	return config_default_state_path(out, outlen);
+}
+
+/* Valid NAME: printable, at most MANIFEST_NAME_MAX bytes. */
+static int
+name_ok(const char *name)
+{
+	char enc[4 * MANIFEST_NAME_MAX];
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)name; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return 0;
+	return manifest_name_encode(name, enc, sizeof(enc)) == 0;
+}
+
+int
+cmd_sync(struct agent *a, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "dry-run", no_argument, NULL, 'd' },
+		{ "allow-mass-delete", no_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *name = NULL;
+	const struct config_dir *cd;
+	char root[PATH_MAX], sp[4096], base[PATH_MAX];
+	int c, dry = 0, mass = 0, lockfd = -1, ex = AGENT_EXIT_OK, r;
+	pid_t holder = 0;
+	size_t i;
+
+	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			name = optarg;
+			break;
+		case 'd':
+			dry = 1;
+			break;
+		case 'm':
+			mass = 1;
+			break;
+		case 'h':
+			printf("usage: stepsync %s\n", sync_usage);
+			return AGENT_EXIT_OK;
+		default:
+			return agent_usage(
+			    "sync [--name NAME] [--dry-run] [--allow-mass-delete] [DIR]");
+		}
+	}
+	if (argc - optind > 1)
+		return agent_usage("sync [--name NAME] [--dry-run] [--allow-mass-delete] [DIR]");
+	if (name != NULL && !name_ok(name)) {
+		agent_error(
+		    "bad snapshot name '%s' (1 to %d printable bytes)", name, MANIFEST_NAME_MAX);
+		return AGENT_EXIT_USAGE;
+	}
+	if (argc - optind == 0 && (a->cfg == NULL || a->cfg->ndirs == 0)) {
+		agent_error("no directory given and no [dir] in the config file");
+		return SYNC_EXIT_CONFIG;
+	}
+	if (argc - optind == 0 && name != NULL && config_find_dir(a->cfg, name) == NULL) {
+		agent_error("no [dir \"%s\"] in the config file", name);
+		return SYNC_EXIT_CONFIG;
+	}
+	if ((r = state_path(a, sp, sizeof(sp))) != 0) {
+		agent_error("no state database path (set --state or HOME)");
+		return SYNC_EXIT_CONFIG;
+	}
+	if (!dry) {
+		r = lock_acquire(sp, &lockfd, &holder);
+		if (r == STEP_EBUSY) {
+			if (holder > 0)
+				agent_error("another sync (pid %ld) is using '%s'; try again later",
+				    (long)holder, sp);
+			else
+				agent_error("another sync is using '%s'; try again later", sp);
+			return SYNC_EXIT_TEMPFAIL;
+		}
+		if (r != 0) {
+			agent_error("cannot lock '%s.lock': %s", sp, strerror(errno));
+			return SYNC_EXIT_CONFIG;
+		}
+	}
+	if (argc - optind == 1) {
+		if (realpath(argv[optind], root) == NULL) {
+			agent_error("cannot open '%s': %s", argv[optind], strerror(errno));
+			ex = AGENT_EXIT_FAIL;
+			goto out;
+		}
+		if (name == NULL) {
+			snprintf(base, sizeof(base), "%s", root);
+			name = basename(base);
+			if (!name_ok(name)) {
+				agent_error(
+				    "cannot use '%s' as a snapshot name; give --name", name);
+				ex = AGENT_EXIT_USAGE;
+				goto out;
+			}
+		}
+		cd = config_find_dir(a->cfg, name);
+		ex = sync_one(
+		    a, name, root, cd ? cd->exclude : NULL, cd ? cd->nexclude : 0, dry, mass);
+		goto out;
+	}
+	for (i = 0; i < a->cfg->ndirs; i++) {
+		cd = &a->cfg->dirs[i];
+		if (name != NULL && strcmp(name, cd->name) != 0)
+			continue;
+		if (!name_ok(cd->name)) {
+			agent_error("%s: bad snapshot name '%s'", a->cfg->file, cd->name);
+			ex = ex ? ex : SYNC_EXIT_CONFIG;
+			continue;
+		}
+		r = sync_one(a, cd->name, cd->path, cd->exclude, cd->nexclude, dry, mass);
+		if (r != 0 && (ex == 0 || ex == AGENT_EXIT_FAIL))
+			ex = r;
+		if (r == SYNC_EXIT_TEMPFAIL || r == SYNC_EXIT_NOPERM)
+			break; /* the next directory would meet the same server */
+	}
+out:
+	lock_release(lockfd);
+	return ex;
+}

@@ -1,0 +1,264 @@
+/*
+ * snapshot.c — locating a NAME's snapshots on any STEP server: LIST when the server has
+ * it, otherwise probing DATA records and manifests with GETs (O(log n) round trips).
+ * Never deletes anything.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "client.h"
+#include "cmd.h"
+#include "err.h"
+#include "manifest.h"
+#include "snapshot.h"
+
+int
+snapshot_exit_code(int err)
+{
+	switch (err) {
+	case STEP_ECONNECT:
+	case STEP_ETIMEDOUT:
+	case STEP_ECLOSED:
+	case STEP_EBUSY:
+		return SYNC_EXIT_TEMPFAIL;
+	case STEP_EAUTH:
+		return SYNC_EXIT_NOPERM;
+	}
+	return AGENT_EXIT_FAIL;
+}
+
+static int
+info_key(const char *name, uint64_t seq, char *out, size_t outlen)
+{
+	int r = manifest_snapshot_key(name, seq, out, outlen);
+
+	if (r == 0)
+		out[0] = 'i';
+	return r;
+}
+
+/* 1 when DATA i.NAME.seq exists, 0 when not, or an error. */
+static int
+info_exists(struct client *c, const char *name, uint64_t seq)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	json_t *rec = NULL;
+	int r;
+
+	if ((r = info_key(name, seq, key, sizeof(key))) != 0)
+		return r;
+	r = client_data_get(c, key, &rec);
+	json_decref(rec);
+	if (r == 0)
+		return 1;
+	return r == STEP_ENOENT ? 0 : r;
+}
+
+int
+snapshot_exists(struct client *c, const char *name, uint64_t seq)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	struct client_file_info info;
+	int r;
+
+	if ((r = manifest_snapshot_key(name, seq, key, sizeof(key))) != 0)
+		return r;
+	r = client_file_info(c, key, &info);
+	if (r == 0)
+		return 1;
+	return r == STEP_ENOENT ? 0 : r;
+}
+
+/* With LIST: the seqs of name's manifests; min and max. */
+static int
+range_by_list(struct client *c, const char *name, uint64_t *lowp, uint64_t *highp)
+{
+	char prefix[MANIFEST_KEY_MAX + 1];
+	char **keys = NULL;
+	size_t n = 0, i;
+	uint64_t seq, lo = 0, hi = 0;
+	int r;
+
+	if ((r = manifest_snapshot_prefix(name, prefix, sizeof(prefix))) != 0)
+		return r;
+	if ((r = client_list(c, prefix, &keys, &n)) != 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		if (manifest_snapshot_seq(keys[i], prefix, &seq) != 0)
+			continue;
+		if (lo == 0 || seq < lo)
+			lo = seq;
+		if (seq > hi)
+			hi = seq;
+	}
+	client_keys_free(keys, n);
+	*lowp = lo;
+	*highp = hi;
+	return 0;
+}
+
+/* Without LIST: the last of the gap-free DATA series 1..N. */
+static int
+latest_by_probe(struct client *c, const char *name, uint64_t hint, uint64_t *seqp)
+{
+	uint64_t lo, hi, step, mid;
+	int r;
+
+	lo = 0; /* highest seq known present (0: none yet) */
+	if (hint > 0 && (r = info_exists(c, name, hint)) != 0) {
+		if (r < 0)
+			return r;
+		lo = hint;
+	}
+	if (lo == 0) {
+		if ((r = info_exists(c, name, 1)) <= 0) {
+			*seqp = 0;
+			return r;
+		}
+		lo = 1;
+	}
+	/* Exponential: find a missing seq above lo. */
+	for (step = 1;; step *= 2) {
+		if (lo + step > MANIFEST_SEQ_MAX) {
+			hi = MANIFEST_SEQ_MAX + 1;
+			break;
+		}
+		if ((r = info_exists(c, name, lo + step)) < 0)
+			return r;
+		if (r == 0) {
+			hi = lo + step;
+			break;
+		}
+		lo += step;
+	}
+	/* Binary: lo present, hi missing. */
+	while (hi - lo > 1) {
+		mid = lo + (hi - lo) / 2;
+		if ((r = info_exists(c, name, mid)) < 0)
+			return r;
+		if (r)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*seqp = lo;
+	return 0;
+}
+
+int
+snapshot_latest(struct client *c, const char *name, uint64_t hint, uint64_t *seqp)
+{
+	uint64_t lo = 0, hi = 0, m;
+	int r;
+
+	if (client_has_ext(c, "list")) {
+		if ((r = range_by_list(c, name, &lo, &hi)) != 0)
+			return r;
+		*seqp = hi;
+		return 0;
+	}
+	if ((r = latest_by_probe(c, name, hint, &hi)) != 0)
+		return r;
+	/* A manifest whose DATA record was never written (a run died in between) sits right
+	 * above the series; step over such strays so a new seq is really new. */
+	while (hi < MANIFEST_SEQ_MAX && (r = snapshot_exists(c, name, hi + 1)) == 1)
+		hi++;
+	if (r < 0)
+		return r;
+	m = hi;
+	*seqp = m;
+	return 0;
+}
+
+int
+snapshot_range(struct client *c, const char *name, uint64_t hint, uint64_t *lowp, uint64_t *highp)
+{
+	uint64_t lo, hi, mid, high = 0;
+	int r;
+
+	if (client_has_ext(c, "list"))
+		return range_by_list(c, name, lowp, highp);
+	if ((r = snapshot_latest(c, name, hint, &high)) != 0)
+		return r;
+	*lowp = *highp = 0;
+	if (high == 0)
+		return 0;
+	if ((r = snapshot_exists(c, name, high)) <= 0)
+		return r; /* the newest manifest is gone: nothing usable */
+	/* Manifests are pruned from the low end: absent below low, present from low. */
+	lo = 0;
+	hi = high;
+	if ((r = snapshot_exists(c, name, 1)) < 0)
+		return r;
+	if (r == 1) {
+		hi = 1;
+	} else {
+		lo = 1; /* lo absent, hi present */
+		while (hi - lo > 1) {
+			mid = lo + (hi - lo) / 2;
+			if ((r = snapshot_exists(c, name, mid)) < 0)
+				return r;
+			if (r)
+				hi = mid;
+			else
+				lo = mid;
+		}
+	}
+	*lowp = hi;
+	*highp = high;
+	return 0;
+}
+
+int
+snapshot_info_save(struct client *c, const char *name, const struct snapshots_rec *rec)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	json_t *o;
+	int r;
+
+	if ((r = info_key(name, rec->seq, key, sizeof(key))) != 0)
+		return r;
+	o = json_pack("{s:I, s:I, s:I, s:I, s:I}", "time", (json_int_t)rec->time, "files",
+	    (json_int_t)rec->files, "dirs", (json_int_t)rec->dirs, "symlinks",
+	    (json_int_t)rec->symlinks, "bytes", (json_int_t)rec->bytes);
+	if (o == NULL)
+		return STEP_ENOMEM;
+	r = client_data_save(c, key, o);
+	json_decref(o);
+	return r;
+}
+
+static uint64_t
+get_u64(const json_t *o, const char *field)
+{
+	json_t *v = json_object_get(o, field);
+
+	return v != NULL && json_is_integer(v) && json_integer_value(v) >= 0
+	    ? (uint64_t)json_integer_value(v)
+	    : 0;
+}
+
+int
+snapshot_info_get(struct client *c, const char *name, uint64_t seq, struct snapshots_rec *rec)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	json_t *o = NULL;
+	int r;
+
+	if ((r = info_key(name, seq, key, sizeof(key))) != 0)
+		return r;
+	if ((r = client_data_get(c, key, &o)) != 0)
+		return r;
+	memset(rec, 0, sizeof(*rec));
+	rec->seq = seq;
+	rec->time = (int64_t)get_u64(o, "time");
+	rec->files = get_u64(o, "files");
+	rec->dirs = get_u64(o, "dirs");
+	rec->symlinks = get_u64(o, "symlinks");
+	rec->bytes = get_u64(o, "bytes");
+	json_decref(o);
+	return 0;
+}

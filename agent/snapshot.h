@@ -1,0 +1,64 @@
+/*
+ * snapshot.h — finding snapshots on the server, and the sync commands' shared parts
+ * (exit codes, entry points).
+ *
+ * On the server a snapshot NAME#SEQ is two things:
+ *   FILE  s.<enc NAME>.<seq, 10 digits>   the manifest (manifest.h)
+ *   DATA  i.<enc NAME>.<seq, 10 digits>   its stats {time, files, dirs, symlinks, bytes}
+ * The manifest is uploaded (and verified) first, the DATA record after it. DATA records
+ * are never deleted, so on a server without LIST they form the gap-free series 1..N in
+ * which the latest snapshot is found by exponential then binary search; prune deletes
+ * manifests from the low end only, so the manifests still on the server are the range
+ * [low..N], whose low end is found by binary search too. With stepd's "list" extension
+ * the manifests are simply listed. XXX: DATA records of pruned snapshots stay (about
+ * 100 bytes each) because deleting them would open gaps in the series.
+ */
+#ifndef STEP_SNAPSHOT_H
+#define STEP_SNAPSHOT_H
+
+#include <stdint.h>
+
+#include "snapshots.h"
+
+struct agent;
+struct client;
+
+/* Exit codes of sync/restore/snapshots/prune beyond AGENT_EXIT_* (sysexits.h values),
+ * so cron wrappers can tell "try again later" from "a human must look". */
+#define SYNC_EXIT_MASSDEL  65 /* EX_DATAERR: most of the tree vanished, no snapshot */
+#define SYNC_EXIT_TEMPFAIL 75 /* EX_TEMPFAIL: server unreachable, connection lost, locked */
+#define SYNC_EXIT_NOPERM   77 /* EX_NOPERM: login refused */
+#define SYNC_EXIT_CONFIG   78 /* EX_CONFIG: bad or missing configuration */
+
+/* The exit code for a failed client call: TEMPFAIL for transport trouble, NOPERM for
+ * STEP_EAUTH, else AGENT_EXIT_FAIL. */
+int snapshot_exit_code(int err);
+
+/*
+ * The latest snapshot seq of name on the server in *seqp (0: none). hint is a seq
+ * believed to exist (0: none) and only saves round trips. Returns 0 or a client error.
+ */
+int snapshot_latest(struct client *c, const char *name, uint64_t hint, uint64_t *seqp);
+
+/*
+ * The manifests of name still on the server: [*lowp .. *highp], both 0 when none.
+ * Returns 0 or a client error.
+ */
+int snapshot_range(
+    struct client *c, const char *name, uint64_t hint, uint64_t *lowp, uint64_t *highp);
+
+/* 1 when manifest seq of name is on the server, 0 when not, or a client error. */
+int snapshot_exists(struct client *c, const char *name, uint64_t seq);
+
+/* Saves the DATA record of rec (STEP_EEXIST when it is there already). */
+int snapshot_info_save(struct client *c, const char *name, const struct snapshots_rec *rec);
+/* Reads it: 0, STEP_ENOENT, or a client error. Missing fields read as 0. */
+int snapshot_info_get(struct client *c, const char *name, uint64_t seq, struct snapshots_rec *rec);
+
+/* Command entry points (agent/cmd_*.c). */
+int cmd_sync(struct agent *a, int argc, char **argv);
+int cmd_restore(struct agent *a, int argc, char **argv);
+int cmd_snapshots(struct agent *a, int argc, char **argv);
+int cmd_prune(struct agent *a, int argc, char **argv);
+
+#endif

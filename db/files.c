@@ -1,0 +1,252 @@
+/*
+ * files.c — file-state and object tables of the sync engine; prepared statements reused
+ * for every file of a run. Never prints, never commits on its own: transactions are the
+ * caller's (one per scan).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "db.h"
+#include "err.h"
+#include "files.h"
+
+static const char *const files_steps[] = {
+	"CREATE TABLE files("
+	" dir TEXT NOT NULL, path TEXT NOT NULL,"
+	" dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,"
+	" mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,"
+	" md5 TEXT NOT NULL, okey TEXT NOT NULL, gen INTEGER NOT NULL,"
+	" PRIMARY KEY(dir, path)) WITHOUT ROWID;"
+	"CREATE TABLE objects("
+	" okey TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL,"
+	" t INTEGER NOT NULL DEFAULT (strftime('%s','now'))) WITHOUT ROWID;",
+};
+
+enum {
+	ST_LOOKUP,
+	ST_PUT,
+	ST_TOUCH,
+	ST_COUNT,
+	ST_GEN,
+	ST_DROP,
+	ST_OKNOWN,
+	ST_OADD,
+	ST_OFORGET,
+	ST_N
+};
+
+static const char *const files_sql[ST_N] = {
+	[ST_LOOKUP] = "SELECT dev, ino, size, mtime_ns, ctime_ns, mode, md5, okey FROM files"
+	              " WHERE dir = ?1 AND path = ?2",
+	[ST_PUT] = "INSERT OR REPLACE INTO files(dir, path, dev, ino, size, mtime_ns, ctime_ns,"
+	           " mode, md5, okey, gen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_TOUCH] = "UPDATE files SET gen = ?3 WHERE dir = ?1 AND path = ?2",
+	[ST_COUNT] = "SELECT count(*) FROM files WHERE dir = ?1",
+	[ST_GEN] = "SELECT coalesce(max(gen), 0) + 1 FROM files WHERE dir = ?1",
+	[ST_DROP] = "DELETE FROM files WHERE dir = ?1 AND gen <> ?2",
+	[ST_OKNOWN] = "SELECT 1 FROM objects WHERE okey = ?1",
+	[ST_OADD] = "INSERT OR REPLACE INTO objects(okey, size, md5) VALUES(?1, ?2, ?3)",
+	[ST_OFORGET] = "DELETE FROM objects WHERE okey = ?1",
+};
+
+struct files {
+	struct db *db; /* borrowed */
+	sqlite3_stmt *st[ST_N];
+};
+
+int
+files_migrate(struct db *db)
+{
+	return db_migrate(db, "files", files_steps, sizeof(files_steps) / sizeof(files_steps[0]));
+}
+
+int
+files_new(struct db *db, struct files **outp)
+{
+	struct files *f = calloc(1, sizeof(*f));
+	int i, rc;
+
+	if (f == NULL)
+		return STEP_ENOMEM;
+	f->db = db;
+	for (i = 0; i < ST_N; i++) {
+		rc = sqlite3_prepare_v3(
+		    db_handle(db), files_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &f->st[i], NULL);
+		if (rc != SQLITE_OK) {
+			files_free(f);
+			return db_err(rc);
+		}
+	}
+	*outp = f;
+	return 0;
+}
+
+void
+files_free(struct files *f)
+{
+	int i;
+
+	if (f == NULL)
+		return;
+	for (i = 0; i < ST_N; i++)
+		sqlite3_finalize(f->st[i]);
+	free(f);
+}
+
+/* Steps a statement that returns no row (or whose row is ignored) and resets it. */
+static int
+run(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_err(rc);
+}
+
+static void
+copy_text(sqlite3_stmt *st, int col, char *out, size_t outlen)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+	size_t n = s != NULL ? (size_t)sqlite3_column_bytes(st, col) : 0;
+
+	if (n >= outlen)
+		n = outlen - 1;
+	if (n > 0)
+		memcpy(out, s, n);
+	out[n] = '\0';
+}
+
+int
+files_lookup(struct files *f, const char *dir, const char *path, struct files_row *row)
+{
+	sqlite3_stmt *st = f->st[ST_LOOKUP];
+	int rc, r;
+
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		row->dev = (uint64_t)sqlite3_column_int64(st, 0);
+		row->ino = (uint64_t)sqlite3_column_int64(st, 1);
+		row->size = (uint64_t)sqlite3_column_int64(st, 2);
+		row->mtime_ns = sqlite3_column_int64(st, 3);
+		row->ctime_ns = sqlite3_column_int64(st, 4);
+		row->mode = (unsigned)sqlite3_column_int(st, 5);
+		copy_text(st, 6, row->md5, sizeof(row->md5));
+		copy_text(st, 7, row->okey, sizeof(row->okey));
+		r = 0;
+	} else {
+		r = rc == SQLITE_DONE ? STEP_ENOENT : db_err(rc);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
+int
+files_put(
+    struct files *f, const char *dir, const char *path, const struct files_row *row, int64_t gen)
+{
+	sqlite3_stmt *st = f->st[ST_PUT];
+
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)row->dev);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)row->ino);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)row->size);
+	sqlite3_bind_int64(st, 6, row->mtime_ns);
+	sqlite3_bind_int64(st, 7, row->ctime_ns);
+	sqlite3_bind_int(st, 8, (int)row->mode);
+	sqlite3_bind_text(st, 9, row->md5, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 10, row->okey, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, gen);
+	return run(st);
+}
+
+int
+files_touch(struct files *f, const char *dir, const char *path, int64_t gen)
+{
+	sqlite3_stmt *st = f->st[ST_TOUCH];
+
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, gen);
+	return run(st);
+}
+
+static int
+one_int(sqlite3_stmt *st, int64_t *out)
+{
+	int rc = sqlite3_step(st), r = 0;
+
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	else
+		r = db_err(rc);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
+int
+files_count(struct files *f, const char *dir, uint64_t *np)
+{
+	int64_t n = 0;
+	int r;
+
+	sqlite3_bind_text(f->st[ST_COUNT], 1, dir, -1, SQLITE_STATIC);
+	if ((r = one_int(f->st[ST_COUNT], &n)) == 0)
+		*np = (uint64_t)n;
+	return r;
+}
+
+int
+files_next_gen(struct files *f, const char *dir, int64_t *genp)
+{
+	sqlite3_bind_text(f->st[ST_GEN], 1, dir, -1, SQLITE_STATIC);
+	return one_int(f->st[ST_GEN], genp);
+}
+
+int
+files_drop_unseen(struct files *f, const char *dir, int64_t gen)
+{
+	sqlite3_bind_text(f->st[ST_DROP], 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(f->st[ST_DROP], 2, gen);
+	return run(f->st[ST_DROP]);
+}
+
+int
+files_object_known(struct files *f, const char *okey)
+{
+	sqlite3_stmt *st = f->st[ST_OKNOWN];
+	int rc;
+
+	sqlite3_bind_text(st, 1, okey, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : db_err(rc);
+}
+
+int
+files_object_add(struct files *f, const char *okey, uint64_t size, const char *md5)
+{
+	sqlite3_stmt *st = f->st[ST_OADD];
+
+	sqlite3_bind_text(st, 1, okey, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	sqlite3_bind_text(st, 3, md5, -1, SQLITE_STATIC);
+	return run(st);
+}
+
+int
+files_object_forget(struct files *f, const char *okey)
+{
+	sqlite3_bind_text(f->st[ST_OFORGET], 1, okey, -1, SQLITE_STATIC);
+	return run(f->st[ST_OFORGET]);
+}

@@ -1,0 +1,59 @@
+/*
+ * files.h — the sync engine's file-state tables in the agent's state database:
+ *   files    what each synced path looked like when it was last hashed (quick check:
+ *            size, mtime_ns, inode, ctime_ns) and which content key it had;
+ *   objects  content keys known to be complete and verified on the server.
+ * The files table is only a cache: losing it costs re-hashing, never correctness. An
+ * objects row is written only after the server confirmed the object's MD5.
+ *
+ * Statements are prepared once per struct files (one per run) and reused for every
+ * file, inside the caller's transaction: no per-file commit, no per-file fsync.
+ * Every function returns 0 or a negative STEP_E* (STEP_EIO for SQLite failures).
+ */
+#ifndef STEP_FILES_H
+#define STEP_FILES_H
+
+#include <stdint.h>
+
+struct db;
+struct files;
+
+#define FILES_KEY_MAX 127
+
+struct files_row {
+	uint64_t dev, ino, size;
+	int64_t mtime_ns, ctime_ns;
+	unsigned mode;
+	char md5[33];                 /* lower-case hex */
+	char okey[FILES_KEY_MAX + 1]; /* object key, "" for an empty file */
+};
+
+/* Creates or upgrades the tables (module "files"). */
+int files_migrate(struct db *db);
+
+/* Prepares the statements on db (borrowed; must outlive the struct). Free with files_free(). */
+int files_new(struct db *db, struct files **outp);
+void files_free(struct files *f);
+
+/* Looks up (dir, path): 0 and *row, or STEP_ENOENT. */
+int files_lookup(struct files *f, const char *dir, const char *path, struct files_row *row);
+/* Inserts or replaces (dir, path) with row, marking it seen in generation gen. */
+int files_put(
+    struct files *f, const char *dir, const char *path, const struct files_row *row, int64_t gen);
+/* Marks an unchanged (dir, path) as seen in generation gen. */
+int files_touch(struct files *f, const char *dir, const char *path, int64_t gen);
+/* Number of rows of dir in *np. */
+int files_count(struct files *f, const char *dir, uint64_t *np);
+/* A generation number larger than any stored for dir. */
+int files_next_gen(struct files *f, const char *dir, int64_t *genp);
+/* Deletes dir's rows not seen in generation gen (files gone from the tree). */
+int files_drop_unseen(struct files *f, const char *dir, int64_t gen);
+
+/* 1 when okey is recorded as on the server, 0 when not, or a negative STEP_E*. */
+int files_object_known(struct files *f, const char *okey);
+/* Records okey (size bytes, md5) as complete on the server. */
+int files_object_add(struct files *f, const char *okey, uint64_t size, const char *md5);
+/* Forgets okey (deleted by prune, or found missing on the server). */
+int files_object_forget(struct files *f, const char *okey);
+
+#endif
