@@ -287,12 +287,17 @@ reload_config(struct watcher *wt)
 	char errbuf[512];
 	char host[sizeof(a->host)];
 	int port = STEP_DEFAULT_PORT;
+	const char *file = a->config_path;
+	char defpath[PATH_MAX];
 
-	if (a->config_path == NULL) {
-		log_info("SIGHUP: no --config file to reload");
+	if (file == NULL && config_default_path(defpath, sizeof(defpath)) == 0 &&
+	    access(defpath, F_OK) == 0)
+		file = defpath;
+	if (file == NULL) {
+		log_info("SIGHUP: no configuration file to reload");
 		return;
 	}
-	if (config_load(a->config_path, &c, errbuf, sizeof(errbuf)) != 0) {
+	if (config_load(file, &c, errbuf, sizeof(errbuf)) != 0) {
 		log_warnx("SIGHUP: keeping the old configuration: %s", errbuf);
 		return;
 	}
@@ -309,7 +314,7 @@ reload_config(struct watcher *wt)
 	/* Only the address is taken over: other strings in a may point into the old config. */
 	config_free(c);
 	watch_sync_reset(a);
-	log_info("SIGHUP: configuration reloaded from '%s'", a->config_path);
+	log_info("SIGHUP: configuration reloaded from '%s'", file);
 	wt->retry_at_ms = util_now_ms();
 	wt->backoff_ms = 0;
 }

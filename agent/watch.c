@@ -302,6 +302,10 @@ path_under(const char *path, const char *prefix)
 	return strncmp(path, prefix, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
+static uint64_t fingerprint(const char *path, uint64_t h, int depth);
+
+#define FP_SEED 14695981039346656037ULL
+
 static int
 unwatched_add(struct watch *w, const char *path)
 {
@@ -320,7 +324,8 @@ unwatched_add(struct watch *w, const char *path)
 	}
 	w->unw = nv;
 	w->unw[w->nunw].path = p;
-	w->unw[w->nunw].fp = 0;
+	/* The baseline is taken now, so a change made before the first poll is seen. */
+	w->unw[w->nunw].fp = fingerprint(path, FP_SEED, 0);
 	w->nunw++;
 	return STEP_OK;
 }
@@ -620,9 +625,9 @@ watch_poll_unwatched(struct watch *w)
 
 	for (i = 0; i < w->nunw; i++) {
 		/* readdir order is stable while a directory is unchanged. */
-		uint64_t fp = fingerprint(w->unw[i].path, 14695981039346656037ULL, 0);
+		uint64_t fp = fingerprint(w->unw[i].path, FP_SEED, 0);
 
-		if (w->unw[i].fp != 0 && fp != w->unw[i].fp)
+		if (fp != w->unw[i].fp)
 			w->cb(w->arg, WATCH_EV_RESCAN, w->unw[i].path, NULL);
 		w->unw[i].fp = fp;
 	}
