@@ -47,6 +47,7 @@ struct client_opts {
 	int retries;                  /* attempts after a transient failure; 0 means 5, -1 none */
 	struct bwlimit *bw;           /* shared rate limit (borrowed), NULL: unlimited */
 	const char *state_path;       /* SQLite state for upload resume; NULL: none */
+	int block_md5;                /* 1: send block_md5 to servers advertising it */
 	client_progress_fn *progress; /* NULL: none */
 	void *progress_arg;
 };
@@ -70,6 +71,9 @@ int client_connect(struct client *c);
 
 /* Closes the connection (the next request reconnects and logs in). */
 void client_disconnect(struct client *c);
+
+/* Replaces the progress callback (fn NULL: none). */
+void client_set_progress(struct client *c, client_progress_fn *fn, void *arg);
 
 /* Last error sentence (never NULL, "" when none) and last STEP status (0: no answer). */
 const char *client_error(const struct client *c);

@@ -1,0 +1,22 @@
+/*
+ * progress.h — the terminal progress line of put/get: bytes, rate and ETA on stderr,
+ * redrawn at most ten times a second. Silent unless enabled (stderr is a terminal and
+ * not --quiet/--json), so cron stays quiet. Thread-safe.
+ */
+#ifndef STEP_PROGRESS_H
+#define STEP_PROGRESS_H
+
+#include <stdint.h>
+
+struct progress;
+
+/* 0 and *outp (free with progress_free()), or STEP_ENOMEM. */
+int progress_new(int enabled, struct progress **outp);
+/* Ends a pending line and frees; progress_free(NULL) does nothing. */
+void progress_free(struct progress *p);
+/* A client_progress_fn: arg is the struct progress. */
+void progress_update(void *arg, const char *key, uint64_t done, uint64_t total);
+/* Formats n bytes as "12.3 MiB" into out. */
+void progress_fmt_bytes(uint64_t n, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,1246 @@
+/*
+ * transfer.c — pipelined, verified file transfers of a client session: put (SAVE, a
+ * window of UPLOADs read as they are answered, resume, final MD5 check with GET), get
+ * (a window of DOWNLOADs into a temporary file, MD5 check, rename) and put_many (whole
+ * files over several connections).
+ *
+ * Against servers that break pipelining (an unexpected non-200, or a stall while
+ * several requests are in flight) a transfer reconnects, logs in again and carries on
+ * one request at a time; blocks are idempotent, so whatever was not acknowledged is
+ * simply sent again. The file is read once and hashed while it is sent; nothing here
+ * ever presents a partial or unverified file as good.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blockset.h"
+#include "client_impl.h"
+#include "codec.h"
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "step.h"
+#include "uploads.h"
+#include "util.h"
+
+/* Internal outcomes of one pass of the pipelined loops (never returned to callers). */
+#define XFER_PIPEFAIL (-100) /* pipelining broke: reconnect, one request at a time */
+#define XFER_NOUPLOAD (-101) /* 408: the server has no upload in progress */
+#define XFER_TOKEN    (-102) /* 403: log in again */
+#define XFER_EXISTS   (-103) /* 402: the key is complete already */
+#define XFER_STALLEND (-104) /* every block sent, the last answers never came */
+
+#define XFER_ATTEMPTS     8    /* passes of one transfer before giving up */
+#define STATE_BATCH       64   /* acknowledged blocks between state commits */
+#define STATE_INTERVAL_MS 1000 /* ...or this long */
+#define ZERO_SIZE_WAIT_MS 3000 /* how long an unknown server may think about size 0 */
+
+/* Where an upload's bytes come from. */
+struct source {
+	int fd;             /* -1 for memory */
+	const uint8_t *mem; /* when fd < 0 */
+	uint64_t size;
+};
+
+struct up {
+	struct client *c;
+	struct source src;
+	char key[CLIENT_KEY_MAX + 1];
+	char key_json[CLIENT_KEY_MAX * 6 + 3]; /* the key as a quoted ASCII JSON string */
+	uint32_t bs, total;
+	struct blockset acked;
+	struct hash_ctx *md5;
+	uint32_t hashed; /* blocks 0..hashed-1 are in md5 */
+	uint8_t *blk;    /* read buffer, bs bytes (file sources) */
+	uint32_t *fifo;  /* block indexes awaiting answers, in order */
+	size_t fhead, flen, fcap;
+	int window;
+	char server_md5[HASH_MD5_HEX]; /* from the completing UPLOAD, "" until then */
+	uint64_t sent;
+	/* resume state */
+	struct db *db;
+	char srv[300];
+	uint32_t unsaved;
+	uint64_t saved_ms;
+};
+
+/* ---- small helpers ---- */
+
+static int
+window_for(struct client *c)
+{
+	if (c->degraded)
+		return 1;
+	if (c->window_opt > 0)
+		return c->window_opt;
+	return strncmp(c->server, "stepd", 5) == 0 ? 16 : 4;
+}
+
+static uint32_t
+block_len(uint64_t size, uint32_t bs, uint32_t total, uint32_t i)
+{
+	if (i + 1 < total)
+		return bs;
+	return (uint32_t)(size - (uint64_t)bs * (total - 1));
+}
+
+/* Reads block i: *pp points at its bytes (valid until the next call). */
+static int
+read_block(struct up *u, uint32_t i, const uint8_t **pp, uint32_t *lenp)
+{
+	uint32_t len = block_len(u->src.size, u->bs, u->total, i);
+	off_t off = (off_t)((uint64_t)i * u->bs);
+	size_t got = 0;
+	ssize_t k;
+
+	if (u->src.fd < 0) {
+		*pp = u->src.mem + off;
+		*lenp = len;
+		return STEP_OK;
+	}
+	while (got < len) {
+		k = pread(u->src.fd, u->blk + got, len - got, off + (off_t)got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return client_fail(u->c, STEP_ESYS, "cannot read: %s", strerror(errno));
+		if (k == 0)
+			return client_fail(u->c, STEP_ECHANGED, "file shrank while it was read");
+		got += (size_t)k;
+	}
+	*pp = u->blk;
+	*lenp = len;
+	return STEP_OK;
+}
+
+/* Hashes block i if it is the next one in file order. */
+static void
+hash_in_order(struct up *u, uint32_t i, const uint8_t *p, uint32_t len)
+{
+	if (i == u->hashed) {
+		hash_update(u->md5, p, len);
+		u->hashed++;
+	}
+}
+
+/* Hashes every block not hashed yet (after a pass that did not read them all). */
+static int
+hash_rest(struct up *u)
+{
+	const uint8_t *p;
+	uint32_t len;
+	int r;
+
+	while (u->hashed < u->total) {
+		if ((r = read_block(u, u->hashed, &p, &len)) != 0)
+			return r;
+		hash_update(u->md5, p, len);
+		u->hashed++;
+	}
+	return STEP_OK;
+}
+
+static void
+state_flush(struct up *u, int force)
+{
+	uint64_t now;
+
+	if (u->db == NULL || u->unsaved == 0)
+		return;
+	now = util_now_ms();
+	if (!force && u->unsaved < STATE_BATCH && now - u->saved_ms < STATE_INTERVAL_MS)
+		return;
+	if (uploads_save_bitmap(
+	        u->db, u->srv, u->c->user, u->key, u->acked.bits, blockset_nbytes(u->total)) != 0)
+		log_info("cannot record upload progress: %s", db_errmsg(u->db));
+	u->unsaved = 0;
+	u->saved_ms = now;
+}
+
+static int
+fifo_push(struct up *u, uint32_t i)
+{
+	uint32_t *nf;
+	size_t k;
+
+	if (u->flen == u->fcap) {
+		size_t ncap = u->fcap ? u->fcap * 2 : 64;
+
+		if ((nf = malloc(ncap * sizeof(*nf))) == NULL)
+			return client_fail(u->c, STEP_ENOMEM, "out of memory");
+		for (k = 0; k < u->flen; k++)
+			nf[k] = u->fifo[(u->fhead + k) % (u->fcap ? u->fcap : 1)];
+		free(u->fifo);
+		u->fifo = nf;
+		u->fcap = ncap;
+		u->fhead = 0;
+	}
+	u->fifo[(u->fhead + u->flen) % u->fcap] = i;
+	u->flen++;
+	return STEP_OK;
+}
+
+static uint32_t
+fifo_pop(struct up *u)
+{
+	uint32_t i = u->fifo[u->fhead];
+
+	u->fhead = (u->fhead + 1) % u->fcap;
+	u->flen--;
+	return i;
+}
+
+/* ---- the pipelined UPLOAD loop ---- */
+
+/* One packet being written: header + JSON in hj, then the block. */
+struct outpkt {
+	uint8_t hj[STEP_HDR_LEN + sizeof(((struct up *)0)->key_json) + 600];
+	size_t hjlen;
+	const uint8_t *data;
+	size_t dlen;
+	size_t off; /* bytes of hj+data already written */
+	uint32_t index;
+	int busy;
+};
+
+/* Picks the next block to send (reading acked blocks only to hash them) and encodes
+ * its packet. 0 with pk->busy set, or 0 with nothing left (pk->busy 0), or an error. */
+static int
+next_packet(struct up *u, uint32_t *cursor, struct outpkt *pk)
+{
+	const uint8_t *p;
+	char bmd5[HASH_MD5_HEX + 32] = "";
+	uint32_t i, len;
+	int n, r;
+
+	while (*cursor < u->total) {
+		i = (*cursor)++;
+		if (blockset_test(&u->acked, i)) {
+			if (i == u->hashed) {
+				if ((r = read_block(u, i, &p, &len)) != 0)
+					return r;
+				hash_in_order(u, i, p, len);
+			}
+			continue;
+		}
+		if ((r = read_block(u, i, &p, &len)) != 0)
+			return r;
+		hash_in_order(u, i, p, len);
+		if (u->c->block_md5 && (u->c->ext & CLIENT_EXT_BLOCK_MD5)) {
+			char hex[HASH_MD5_HEX];
+
+			hash_md5_hex(p, len, hex);
+			snprintf(bmd5, sizeof(bmd5), ",\"block_md5\":\"%s\"", hex);
+		}
+		n = snprintf((char *)pk->hj + STEP_HDR_LEN, sizeof(pk->hj) - STEP_HDR_LEN,
+		    "{\"type\":\"FILE\",\"operation\":\"UPLOAD\",\"direction\":\"REQUEST\","
+		    "\"token\":\"%s\",\"key\":%s,\"block_index\":%u,\"block_size\":%u%s}",
+		    u->c->token, u->key_json, i, u->bs, bmd5);
+		if (n < 0 || (size_t)n >= sizeof(pk->hj) - STEP_HDR_LEN)
+			return client_fail(u->c, STEP_ETOOBIG, "request too long");
+		codec_put_header(pk->hj, (uint32_t)n, len);
+		pk->hjlen = STEP_HDR_LEN + (size_t)n;
+		pk->data = p;
+		pk->dlen = len;
+		pk->off = 0;
+		pk->index = i;
+		pk->busy = 1;
+		bwlimit_take(u->c->bw, len);
+		return STEP_OK;
+	}
+	pk->busy = 0;
+	return STEP_OK;
+}
+
+/* Writes as much of pk as the socket takes; on completion queues its index. */
+static int
+write_packet(struct up *u, struct outpkt *pk)
+{
+	struct iovec v[2];
+	size_t put;
+	int n = 0, r;
+
+	if (pk->off < pk->hjlen) {
+		v[n].iov_base = pk->hj + pk->off;
+		v[n++].iov_len = pk->hjlen - pk->off;
+		v[n].iov_base = (void *)(uintptr_t)pk->data;
+		v[n++].iov_len = pk->dlen;
+	} else {
+		v[n].iov_base = (void *)(uintptr_t)(pk->data + (pk->off - pk->hjlen));
+		v[n++].iov_len = pk->dlen - (pk->off - pk->hjlen);
+	}
+	if ((r = conn_writev(u->c->conn, v, n, &put)) != 0)
+		return client_fail(u->c, r, "cannot send to server: %s",
+		    r == STEP_ECLOSED ? "connection closed" : strerror(errno));
+	pk->off += put;
+	if (pk->off < pk->hjlen + pk->dlen)
+		return STEP_OK;
+	pk->busy = 0;
+	u->sent++;
+	return fifo_push(u, pk->index);
+}
+
+/* Handles every complete answer in rx. */
+static int
+read_answers(struct up *u)
+{
+	const uint8_t *bin;
+	uint32_t binlen, i;
+	size_t pktlen;
+	json_t *resp;
+	const char *md5;
+	size_t md5len;
+	int st, r;
+
+	for (;;) {
+		r = client_rx_parse(u->c, &resp, &bin, &binlen, &pktlen);
+		if (r == STEP_EAGAIN)
+			return STEP_OK;
+		if (r != 0)
+			return r;
+		client_rx_consume(u->c, pktlen);
+		st = client_resp_status(resp);
+		u->c->status = st;
+		if (u->flen == 0) {
+			json_decref(resp);
+			return u->window > 1 ? XFER_PIPEFAIL
+			                     : client_fail(u->c, STEP_EPROTO,
+			                           "server answered a request that was not sent");
+		}
+		i = fifo_pop(u);
+		if (st == STEP_ST_OK) {
+			if (codec_get_str(resp, "md5", &md5, &md5len) == 0 &&
+			    md5len == HASH_MD5_HEX - 1) {
+				memcpy(u->server_md5, md5, HASH_MD5_HEX);
+				for (md5len = 0; md5len < HASH_MD5_HEX - 1; md5len++)
+					if (u->server_md5[md5len] >= 'A' &&
+					    u->server_md5[md5len] <= 'F')
+						u->server_md5[md5len] += 'a' - 'A';
+			}
+			json_decref(resp);
+			if (blockset_set(&u->acked, i))
+				u->unsaved++;
+			continue;
+		}
+		json_decref(resp);
+		log_info("UPLOAD of block %u of '%s' answered %d", i, u->key, st);
+		if (st == STEP_ST_TOKEN)
+			return XFER_TOKEN;
+		if (st == STEP_ST_EXISTS)
+			return XFER_EXISTS;
+		if (st == STEP_ST_OPERATION)
+			return XFER_NOUPLOAD;
+		if (u->window > 1)
+			return XFER_PIPEFAIL; /* maybe glued blocks: retry one at a time */
+		return client_fail_status(u->c, STEP_ESTATUS, "server refused block", st);
+	}
+}
+
+/* One pass over the unacknowledged blocks on the current connection. */
+static int
+upload_pass(struct up *u)
+{
+	struct outpkt *pk;
+	struct pollfd pfd;
+	uint32_t cursor = 0;
+	uint64_t last_progress = 0, now;
+	int r, want_write, n;
+
+	if ((pk = calloc(1, sizeof(*pk))) == NULL)
+		return client_fail(u->c, STEP_ENOMEM, "out of memory");
+	u->window = window_for(u->c);
+	u->flen = 0;
+	u->fhead = 0;
+	r = next_packet(u, &cursor, pk);
+	while (r == 0 && (pk->busy || u->flen > 0)) {
+		want_write = pk->busy && u->flen < (size_t)u->window;
+		pfd.fd = conn_fd(u->c->conn);
+		pfd.events = POLLIN | (want_write ? POLLOUT : 0);
+		pfd.revents = 0;
+		n = poll(&pfd, 1, u->c->timeout_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = client_fail(u->c, STEP_ESYS, "poll: %s", strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			if (!pk->busy && u->flen > 0) {
+				r = XFER_STALLEND;
+			} else if (u->window > 1 && u->flen > 0) {
+				log_info("server stalled with %zu requests in flight", u->flen);
+				r = XFER_PIPEFAIL;
+			} else {
+				r = client_fail(u->c, STEP_ETIMEDOUT,
+				    "no answer from server within %d s",
+				    (u->c->timeout_ms + 999) / 1000);
+			}
+			break;
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			if ((r = client_rx_fill(u->c)) != 0)
+				break;
+			if ((r = read_answers(u)) != 0)
+				break;
+			state_flush(u, 0);
+		}
+		if (want_write && (pfd.revents & POLLOUT)) {
+			if ((r = write_packet(u, pk)) != 0)
+				break;
+			if (!pk->busy && (r = next_packet(u, &cursor, pk)) != 0)
+				break;
+		}
+		now = util_now_ms();
+		if (u->c->progress != NULL && now - last_progress >= 100) {
+			last_progress = now;
+			u->c->progress(u->c->progress_arg, u->key,
+			    (uint64_t)u->acked.count * u->bs > u->src.size
+			        ? u->src.size
+			        : (uint64_t)u->acked.count * u->bs,
+			    u->src.size);
+		}
+	}
+	state_flush(u, 1);
+	free(pk);
+	return r;
+}
+
+/* ---- SAVE and the put driver ---- */
+
+/* Sends SAVE; fills the plan and adds "received" ranges. */
+static int
+do_save(struct up *u, int *existsp)
+{
+	json_t *req = NULL, *resp = NULL, *received;
+	const char *k;
+	long long bs, total;
+	int r, timeout = -1;
+
+	*existsp = 0;
+	if ((req = client_req(u->c, "FILE", "SAVE")) == NULL)
+		return client_fail(u->c, STEP_ENOMEM, "out of memory");
+	json_object_set_new(req, "size", json_integer((json_int_t)u->src.size));
+	if (u->key[0] != '\0')
+		json_object_set_new(req, "key", json_string(u->key));
+	if (u->src.size == 0 && !(u->c->ext & CLIENT_EXT_ZERO_SIZE))
+		timeout =
+		    ZERO_SIZE_WAIT_MS < u->c->timeout_ms ? ZERO_SIZE_WAIT_MS : u->c->timeout_ms;
+	r = client_ensure(u->c);
+	if (r == 0) {
+		json_object_set_new(req, "token", json_string(u->c->token));
+		r = client_roundtrip(u->c, req, NULL, 0, timeout, &resp);
+	}
+	if (r == STEP_ETIMEDOUT && u->src.size == 0) {
+		client_disconnect(u->c);
+		r = client_fail(u->c, STEP_ESTATUS, "server does not support empty files");
+		goto out;
+	}
+	if (r == STEP_ESTATUS && u->c->status == STEP_ST_EXISTS) {
+		*existsp = 1;
+		r = client_fail_status(u->c, STEP_EEXIST, "server refused key", u->c->status);
+		goto out;
+	}
+	if (r == STEP_ESTATUS && u->c->status == STEP_ST_TOKEN) {
+		r = XFER_TOKEN;
+		goto out;
+	}
+	if (r == STEP_ESTATUS) {
+		r = client_fail_status(u->c, r, "server refused upload", u->c->status);
+		goto out;
+	}
+	if (r != 0)
+		goto out;
+	if (codec_get_int(resp, "block_size", &bs) != 0 || bs < 1 || bs > STEP_MAX_BIN ||
+	    codec_get_int(resp, "total_block", &total) != 0 ||
+	    (uint64_t)total != (u->src.size + (uint64_t)bs - 1) / (uint64_t)bs) {
+		r = client_fail(u->c, STEP_EPROTO, "server sent an inconsistent upload plan");
+		goto out;
+	}
+	if (u->key[0] == '\0' && codec_get_str(resp, "key", &k, NULL) == 0)
+		snprintf(u->key, sizeof(u->key), "%s", k);
+	if (u->blk == NULL || u->bs != (uint32_t)bs || u->total != (uint32_t)total) {
+		blockset_release(&u->acked);
+		free(u->blk);
+		u->blk = NULL;
+		u->bs = (uint32_t)bs;
+		u->total = (uint32_t)total;
+		if (blockset_init(&u->acked, u->total) != 0 ||
+		    (u->src.fd >= 0 && (u->blk = malloc(u->bs)) == NULL)) {
+			r = client_fail(u->c, STEP_ENOMEM, "out of memory");
+			goto out;
+		}
+		u->hashed = 0;
+		hash_reset(u->md5);
+	} else {
+		blockset_clear(&u->acked);
+	}
+	received = json_object_get(resp, "received");
+	if (received != NULL && blockset_add_ranges(&u->acked, received) != 0)
+		log_info("ignoring a malformed received list for '%s'", u->key);
+	if (u->acked.count > 0)
+		log_info(
+		    "server already has %u of %u blocks of '%s'", u->acked.count, u->total, u->key);
+	r = STEP_OK;
+out:
+	json_decref(req);
+	json_decref(resp);
+	return r;
+}
+
+static void
+key_to_json(struct up *u)
+{
+	json_t *s = json_string(u->key);
+	char *d = s ? json_dumps(s, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+
+	snprintf(u->key_json, sizeof(u->key_json), "%s", d ? d : "\"\"");
+	free(d);
+	json_decref(s);
+}
+
+/* Compares the server's MD5 (GET) with ours. */
+static int
+verify_final(struct up *u, const char *local_md5, struct client_file_info *info)
+{
+	int r, attempt;
+
+	for (attempt = 0;; attempt++) {
+		r = client_file_info(u->c, u->key, info);
+		if (r == 0 || !client_transient(r) || attempt >= 2)
+			break;
+		client_disconnect(u->c);
+		client_backoff(attempt + 1);
+	}
+	if (r != 0)
+		return r;
+	if (info->size != u->src.size || strcmp(info->md5, local_md5) != 0)
+		return client_fail(u->c, STEP_EMISMATCH,
+		    "server has a different file (md5 %s, size %llu; ours %s, %llu)", info->md5,
+		    (unsigned long long)info->size, local_md5, (unsigned long long)u->src.size);
+	if (u->server_md5[0] != '\0' && strcmp(u->server_md5, local_md5) != 0)
+		return client_fail(u->c, STEP_EMISMATCH, "upload answered md5 %s, ours is %s",
+		    u->server_md5, local_md5);
+	return STEP_OK;
+}
+
+/* Stat fields that must not change while a file is read. */
+struct fstamp {
+	uint64_t size, ino;
+	int64_t mtime_ns, ctime_ns;
+};
+
+static void
+stamp_of(const struct stat *st, struct fstamp *f)
+{
+	f->size = (uint64_t)st->st_size;
+	f->ino = (uint64_t)st->st_ino;
+	f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	f->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+/* Loads local resume progress when the record matches the file; drops a stale one. */
+static int
+resume_local(struct up *u, const char *path, const struct fstamp *fs)
+{
+	struct upload_rec *rec = NULL;
+	int ok = 0;
+
+	if (u->db == NULL || uploads_load(u->db, u->srv, u->c->user, u->key, &rec) != 0)
+		return 0;
+	if (rec->size == fs->size && rec->mtime_ns == fs->mtime_ns && rec->ino == fs->ino &&
+	    rec->block_size >= 1 && rec->block_size <= STEP_MAX_BIN &&
+	    (uint64_t)rec->total_block == (fs->size + rec->block_size - 1) / rec->block_size &&
+	    rec->nbitmap == blockset_nbytes(rec->total_block)) {
+		u->bs = rec->block_size;
+		u->total = rec->total_block;
+		if (blockset_init(&u->acked, u->total) == 0 &&
+		    blockset_load(&u->acked, rec->bitmap, rec->nbitmap) == 0 &&
+		    (u->blk = malloc(u->bs)) != NULL)
+			ok = 1;
+	} else {
+		log_info("'%s' changed since its interrupted upload; starting over", path);
+		if (client_file_delete(u->c, u->key) != 0)
+			log_info("could not delete the stale upload of '%s': %s", u->key,
+			    client_error(u->c));
+		uploads_delete(u->db, u->srv, u->c->user, u->key);
+	}
+	uploads_rec_free(rec);
+	return ok;
+}
+
+static void
+record_start(struct up *u, const char *path, const struct fstamp *fs)
+{
+	struct upload_rec rec;
+
+	if (u->db == NULL)
+		return;
+	memset(&rec, 0, sizeof(rec));
+	rec.server = u->srv;
+	rec.user = u->c->user;
+	rec.key = u->key;
+	rec.path = (char *)(uintptr_t)path;
+	rec.size = fs->size;
+	rec.mtime_ns = fs->mtime_ns;
+	rec.ctime_ns = fs->ctime_ns;
+	rec.ino = fs->ino;
+	rec.block_size = u->bs;
+	rec.total_block = u->total;
+	rec.bitmap = u->acked.bits;
+	rec.nbitmap = blockset_nbytes(u->total);
+	if (uploads_save(u->db, &rec) != 0)
+		log_info("cannot record upload progress: %s", db_errmsg(u->db));
+	u->saved_ms = util_now_ms();
+}
+
+/*
+ * The put driver: SAVE (or local resume), passes until every block is acknowledged,
+ * then the final check. path/fs are NULL for memory sources.
+ */
+static int
+put_run(
+    struct up *u, const char *path, const struct fstamp *fs, int flags, struct client_result *res)
+{
+	struct client_file_info info;
+	char local_md5[HASH_MD5_HEX];
+	uint8_t dig[HASH_MD5_LEN];
+	int need_save = 1, did_save = 0, replaced = 0, exists = 0, attempt, r = 0, resumed = 0;
+	int token_retries = 0, was_resuming = 0;
+
+	if (path != NULL && u->db != NULL && u->key[0] != '\0' && resume_local(u, path, fs)) {
+		was_resuming = 1;
+		if (u->c->ext & CLIENT_EXT_RESUME) {
+			need_save = 1; /* stepd keeps the blocks and tells us which */
+		} else {
+			need_save = 0; /* a reference server would throw its blocks away */
+			resumed = 1;
+			log_info("resuming '%s': %u of %u blocks already sent", u->key,
+			    u->acked.count, u->total);
+		}
+	}
+	for (attempt = 0; attempt < XFER_ATTEMPTS; attempt++) {
+		if ((r = client_ensure(u->c)) != 0) {
+			if (client_transient(r) && attempt + 1 < XFER_ATTEMPTS) {
+				client_backoff(attempt + 1);
+				continue;
+			}
+			return r;
+		}
+		if (need_save) {
+			r = do_save(u, &exists);
+			if (r == XFER_TOKEN) {
+				client_disconnect(u->c);
+				continue;
+			}
+			if (exists && (flags & CLIENT_PUT_REPLACE) && !replaced) {
+				replaced = 1;
+				if ((r = client_file_delete(u->c, u->key)) != 0)
+					return r;
+				attempt--;
+				continue;
+			}
+			if (exists && ((flags & CLIENT_PUT_EXIST_OK) || was_resuming)) {
+				/* Resuming: the interrupted run may have completed it. */
+				res->existed = 1;
+				break;
+			}
+			if (r != 0) {
+				if (client_transient(r) && u->src.size > 0) {
+					client_disconnect(u->c);
+					client_backoff(attempt + 1);
+					continue;
+				}
+				return r;
+			}
+			need_save = 0;
+			did_save = 1;
+			if (u->acked.count > 0)
+				resumed = 1;
+			if (path != NULL)
+				record_start(u, path, fs);
+		}
+		if (u->acked.count == u->total)
+			break;
+		r = upload_pass(u);
+		if (r == 0 || r == XFER_EXISTS)
+			break;
+		client_disconnect(u->c);
+		if (r == XFER_STALLEND) {
+			/* The last answers never came: the server may have committed anyway. */
+			struct client_file_info probe;
+
+			log_info("no answer to the last blocks of '%s'; asking the server", u->key);
+			r = client_file_info(u->c, u->key, &probe);
+			if (r == 0)
+				break;
+			if (r != STEP_ENOENT && !client_transient(r))
+				return r;
+			u->c->degraded = 1;
+			continue;
+		}
+		if (r == XFER_PIPEFAIL) {
+			if (!u->c->degraded)
+				log_info("pipelining failed on %s:%d; one request at a time",
+				    u->c->host, u->c->port);
+			u->c->degraded = 1;
+			continue;
+		}
+		if (r == XFER_TOKEN) {
+			if (++token_retries > 3)
+				return client_fail(u->c, STEP_EAUTH, "token refused repeatedly");
+			attempt--;
+			continue;
+		}
+		if (r == XFER_NOUPLOAD) {
+			if (did_save)
+				return client_fail_status(u->c, STEP_ESTATUS,
+				    "server lost the upload", STEP_ST_OPERATION);
+			log_info("server has no upload of '%s' in progress; starting over", u->key);
+			blockset_clear(&u->acked);
+			need_save = 1;
+			resumed = 0;
+			continue;
+		}
+		if (!client_transient(r))
+			return r;
+		log_info("%s; retrying", u->c->err);
+		client_backoff(attempt + 1);
+	}
+	if (attempt == XFER_ATTEMPTS)
+		return r != 0 ? r : client_fail(u->c, STEP_EIO, "upload did not complete");
+	if (res->existed && u->total == 0 && u->blk == NULL) {
+		/* Key existed before any plan: hash the whole source to compare. */
+		struct client_file_info pre;
+
+		if ((r = client_file_info(u->c, u->key, &pre)) != 0)
+			return r;
+		u->bs = pre.block_size;
+		u->total = pre.total_block;
+		if (u->src.fd >= 0 && (u->blk = malloc(u->bs)) == NULL)
+			return client_fail(u->c, STEP_ENOMEM, "out of memory");
+	}
+	if ((r = hash_rest(u)) != 0)
+		return r;
+	hash_final(u->md5, dig);
+	hash_to_hex(dig, HASH_MD5_LEN, local_md5);
+	if ((r = verify_final(u, local_md5, &info)) != 0) {
+		if (res->existed)
+			return client_fail(u->c, STEP_EEXIST,
+			    "server refused key: already exists with different content (402)");
+		return r;
+	}
+	snprintf(res->key, sizeof(res->key), "%s", u->key);
+	res->size = u->src.size;
+	memcpy(res->md5, local_md5, HASH_MD5_HEX);
+	res->blocks_sent = u->sent;
+	res->blocks_total = u->total;
+	res->resumed = resumed;
+	return STEP_OK;
+}
+
+static void
+up_release(struct up *u)
+{
+	blockset_release(&u->acked);
+	hash_free(u->md5);
+	free(u->blk);
+	free(u->fifo);
+}
+
+static int
+up_init(struct up *u, struct client *c, const char *key)
+{
+	memset(u, 0, sizeof(*u));
+	u->c = c;
+	u->src.fd = -1;
+	if (key != NULL && strlen(key) > CLIENT_KEY_MAX)
+		return client_fail(c, STEP_EINVAL, "key longer than %d bytes", CLIENT_KEY_MAX);
+	if (key != NULL)
+		snprintf(u->key, sizeof(u->key), "%s", key);
+	if ((u->md5 = hash_md5_new()) == NULL)
+		return client_fail(c, STEP_ENOMEM, "out of memory");
+	snprintf(u->srv, sizeof(u->srv), "%s:%d", c->host, c->port);
+	return STEP_OK;
+}
+
+int
+client_put_file(
+    struct client *c, const char *path, const char *key, int flags, struct client_result *res)
+{
+	struct client_result dummy;
+	struct up u;
+	struct stat st0, st1, st2;
+	struct fstamp f0, f1, f2;
+	char *tmp = NULL;
+	int fd = -1, r;
+
+	if (res == NULL)
+		res = &dummy;
+	memset(res, 0, sizeof(*res));
+	c->err[0] = '\0';
+	c->status = 0;
+	if (key == NULL) {
+		if ((tmp = strdup(path)) == NULL)
+			return client_fail(c, STEP_ENOMEM, "out of memory");
+		key = basename(tmp);
+	}
+	if ((r = up_init(&u, c, key)) != 0)
+		goto out;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st0) != 0) {
+		r = client_fail(c, STEP_ESYS, "cannot open: %s", strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st0.st_mode)) {
+		r = client_fail(c, STEP_EINVAL, "not a regular file");
+		goto out;
+	}
+	stamp_of(&st0, &f0);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	u.src.fd = fd;
+	u.src.size = f0.size;
+	key_to_json(&u);
+	if (c->state_path != NULL && (u.db = client_state(c)) != NULL && uploads_migrate(u.db) != 0)
+		u.db = NULL;
+	if ((r = client_ensure(c)) != 0)
+		goto out;
+	r = put_run(&u, path, &f0, flags, res);
+	if (r == STEP_OK || r == STEP_EMISMATCH || r == STEP_ECHANGED) {
+		/* The file must not have changed while it was read. */
+		if (fstat(fd, &st1) != 0 || stat(path, &st2) != 0) {
+			r = client_fail(c, STEP_ECHANGED, "file vanished while it was read");
+		} else {
+			stamp_of(&st1, &f1);
+			stamp_of(&st2, &f2);
+			if (memcmp(&f0, &f1, sizeof(f0)) != 0 || memcmp(&f0, &f2, sizeof(f0)) != 0)
+				r = client_fail(c, STEP_ECHANGED, "file changed while it was read");
+		}
+		if (r == STEP_ECHANGED && !res->existed) {
+			/* What the server holds is a torn copy: never leave it as good. */
+			if (client_file_delete(c, u.key) != 0)
+				log_info("could not delete the torn upload of '%s'", u.key);
+		}
+	}
+	if (u.db != NULL &&
+	    (r == STEP_OK || r == STEP_ECHANGED || r == STEP_EEXIST || r == STEP_EMISMATCH))
+		uploads_delete(u.db, u.srv, c->user, u.key);
+out:
+	if (fd >= 0)
+		close(fd);
+	up_release(&u);
+	free(tmp);
+	if (r == STEP_OK && c->progress != NULL)
+		c->progress(c->progress_arg, res->key, res->size, res->size);
+	return r;
+}
+
+int
+client_put_mem(struct client *c, const void *p, size_t n, const char *key, int flags,
+    struct client_result *res)
+{
+	struct client_result dummy;
+	struct up u;
+	int r;
+
+	if (res == NULL)
+		res = &dummy;
+	memset(res, 0, sizeof(*res));
+	c->err[0] = '\0';
+	if ((r = up_init(&u, c, key)) == 0) {
+		u.src.mem = p;
+		u.src.size = n;
+		key_to_json(&u);
+		r = put_run(&u, NULL, NULL, flags, res);
+	}
+	up_release(&u);
+	return r;
+}
+
+/* ---- downloads ---- */
+
+struct down {
+	struct client *c;
+	const char *key;
+	char key_json[CLIENT_KEY_MAX * 6 + 3];
+	struct client_file_info info;
+	int fd;       /* sink file, or -1 */
+	uint8_t *mem; /* sink memory when fd < 0 */
+	struct hash_ctx *md5;
+	uint32_t next_recv; /* blocks 0..next_recv-1 are written and hashed */
+	uint64_t requests;
+};
+
+static int
+sink_write(struct down *d, uint32_t i, const uint8_t *p, uint32_t len)
+{
+	off_t off = (off_t)((uint64_t)i * d->info.block_size);
+	size_t done = 0;
+	ssize_t k;
+
+	if (d->fd < 0) {
+		memcpy(d->mem + off, p, len);
+		return STEP_OK;
+	}
+	while (done < len) {
+		k = pwrite(d->fd, p + done, len - done, off + (off_t)done);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return client_fail(d->c, STEP_ESYS, "cannot write: %s", strerror(errno));
+		done += (size_t)k;
+	}
+	return STEP_OK;
+}
+
+/* One pass: pipelined DOWNLOADs from next_recv on, answers in order. */
+static int
+download_pass(struct down *d)
+{
+	struct client *c = d->c;
+	const uint8_t *bin;
+	uint32_t binlen, want, next_req = d->next_recv, total = d->info.total_block;
+	size_t pktlen, put;
+	struct pollfd pfd;
+	json_t *resp;
+	char js[STEP_HDR_LEN + sizeof(d->key_json) + 600];
+	uint64_t last_progress = 0, now;
+	int window = window_for(c), st, n, r = 0;
+
+	buf_reset(&c->tx);
+	while (d->next_recv < total) {
+		/* Queue requests up to the window. */
+		while (next_req < total && next_req - d->next_recv < (uint32_t)window) {
+			n = snprintf(js + STEP_HDR_LEN, sizeof(js) - STEP_HDR_LEN,
+			    "{\"type\":\"FILE\",\"operation\":\"DOWNLOAD\",\"direction\":"
+			    "\"REQUEST\",\"token\":\"%s\",\"key\":%s,\"block_index\":%u}",
+			    c->token, d->key_json, next_req);
+			if (n < 0 || (size_t)n >= sizeof(js) - STEP_HDR_LEN)
+				return client_fail(c, STEP_ETOOBIG, "request too long");
+			codec_put_header((uint8_t *)js, (uint32_t)n, 0);
+			if ((r = buf_append(&c->tx, js, STEP_HDR_LEN + (size_t)n)) != 0)
+				return client_fail(c, r, "out of memory");
+			next_req++;
+			d->requests++;
+		}
+		pfd.fd = conn_fd(c->conn);
+		pfd.events = POLLIN | (buf_avail(&c->tx) > 0 ? POLLOUT : 0);
+		pfd.revents = 0;
+		n = poll(&pfd, 1, c->timeout_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return client_fail(c, STEP_ESYS, "poll: %s", strerror(errno));
+		if (n == 0) {
+			if (window > 1)
+				return XFER_PIPEFAIL;
+			return client_fail(c, STEP_ETIMEDOUT, "no answer from server within %d s",
+			    (c->timeout_ms + 999) / 1000);
+		}
+		if (pfd.revents & POLLOUT) {
+			struct iovec v = { buf_ptr(&c->tx), buf_avail(&c->tx) };
+
+			if ((r = conn_writev(c->conn, &v, 1, &put)) != 0)
+				return client_fail(c, r, "cannot send to server: %s",
+				    r == STEP_ECLOSED ? "connection closed" : strerror(errno));
+			buf_consume(&c->tx, put);
+		}
+		if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		if ((r = client_rx_fill(c)) != 0)
+			return r;
+		while ((r = client_rx_parse(c, &resp, &bin, &binlen, &pktlen)) == 0) {
+			st = client_resp_status(resp);
+			json_decref(resp);
+			c->status = st;
+			want = block_len(d->info.size, d->info.block_size, total, d->next_recv);
+			if (st == STEP_ST_TOKEN) {
+				client_rx_consume(c, pktlen);
+				return XFER_TOKEN;
+			}
+			if (st != STEP_ST_OK || binlen != want) {
+				client_rx_consume(c, pktlen);
+				if (window > 1)
+					return XFER_PIPEFAIL;
+				if (st != STEP_ST_OK)
+					return client_fail_status(c,
+					    st == STEP_ST_NOTFOUND ? STEP_ENOENT : STEP_ESTATUS,
+					    "download refused", st);
+				return client_fail(c, STEP_EPROTO,
+				    "block %u has %u bytes, expected %u", d->next_recv, binlen,
+				    want);
+			}
+			if (d->next_recv >= next_req) {
+				client_rx_consume(c, pktlen);
+				return XFER_PIPEFAIL; /* an answer nobody asked for */
+			}
+			bwlimit_take(c->bw, binlen);
+			hash_update(d->md5, bin, binlen);
+			r = sink_write(d, d->next_recv, bin, binlen);
+			client_rx_consume(c, pktlen);
+			if (r != 0)
+				return r;
+			d->next_recv++;
+		}
+		if (r != STEP_EAGAIN)
+			return r;
+		now = util_now_ms();
+		if (c->progress != NULL && now - last_progress >= 100) {
+			last_progress = now;
+			c->progress(c->progress_arg, d->key,
+			    (uint64_t)d->next_recv * d->info.block_size > d->info.size
+			        ? d->info.size
+			        : (uint64_t)d->next_recv * d->info.block_size,
+			    d->info.size);
+		}
+	}
+	return STEP_OK;
+}
+
+/* Runs passes until every block is in, then compares MD5s. */
+static int
+download_run(struct down *d, struct client_result *res)
+{
+	struct client *c = d->c;
+	uint8_t dig[HASH_MD5_LEN];
+	char md5[HASH_MD5_HEX];
+	int attempt, r = 0, token_retries = 0;
+	json_t *s;
+	char *js;
+
+	s = json_string(d->key);
+	js = s ? json_dumps(s, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+	snprintf(d->key_json, sizeof(d->key_json), "%s", js ? js : "\"\"");
+	free(js);
+	json_decref(s);
+	for (attempt = 0; attempt < XFER_ATTEMPTS && d->next_recv < d->info.total_block;
+	     attempt++) {
+		if ((r = client_ensure(c)) != 0) {
+			if (client_transient(r) && attempt + 1 < XFER_ATTEMPTS) {
+				client_backoff(attempt + 1);
+				continue;
+			}
+			return r;
+		}
+		r = download_pass(d);
+		if (r == 0)
+			break;
+		client_disconnect(c);
+		if (r == XFER_PIPEFAIL) {
+			c->degraded = 1;
+			continue;
+		}
+		if (r == XFER_TOKEN) {
+			if (++token_retries > 3)
+				return client_fail(c, STEP_EAUTH, "token refused repeatedly");
+			attempt--;
+			continue;
+		}
+		if (!client_transient(r))
+			return r;
+		log_info("%s; retrying", c->err);
+		client_backoff(attempt + 1);
+	}
+	if (d->next_recv < d->info.total_block)
+		return r != 0 ? r : client_fail(c, STEP_EIO, "download did not complete");
+	hash_final(d->md5, dig);
+	hash_to_hex(dig, HASH_MD5_LEN, md5);
+	if (strcmp(md5, d->info.md5) != 0)
+		return client_fail(c, STEP_EMISMATCH,
+		    "downloaded data has md5 %s, the server says %s", md5, d->info.md5);
+	snprintf(res->key, sizeof(res->key), "%s", d->key);
+	res->size = d->info.size;
+	memcpy(res->md5, md5, HASH_MD5_HEX);
+	res->blocks_sent = d->requests;
+	res->blocks_total = d->info.total_block;
+	return STEP_OK;
+}
+
+int
+client_get_file(
+    struct client *c, const char *key, const char *path, int mode, struct client_result *res)
+{
+	struct client_result dummy;
+	struct down d;
+	char *tmpl = NULL, *dcopy = NULL, *bcopy = NULL;
+	size_t tlen;
+	int r, fd = -1;
+
+	if (res == NULL)
+		res = &dummy;
+	memset(res, 0, sizeof(*res));
+	memset(&d, 0, sizeof(d));
+	c->err[0] = '\0';
+	d.c = c;
+	d.key = key;
+	d.fd = -1;
+	if (strlen(key) > CLIENT_KEY_MAX)
+		return client_fail(c, STEP_EINVAL, "key longer than %d bytes", CLIENT_KEY_MAX);
+	if ((r = client_file_info(c, key, &d.info)) != 0)
+		return r;
+	dcopy = strdup(path);
+	bcopy = strdup(path);
+	tlen = strlen(path) + 32;
+	tmpl = malloc(tlen);
+	if ((d.md5 = hash_md5_new()) == NULL || !dcopy || !bcopy || !tmpl) {
+		r = client_fail(c, STEP_ENOMEM, "out of memory");
+		goto out;
+	}
+	snprintf(tmpl, tlen, "%s/.%s.stepsync-XXXXXX", dirname(dcopy), basename(bcopy));
+	if ((fd = mkstemp(tmpl)) < 0) {
+		r = client_fail(
+		    c, STEP_ESYS, "cannot create a file next to '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	d.fd = fd;
+	if (d.info.size > 0 && ftruncate(fd, (off_t)d.info.size) != 0) {
+		r = client_fail(c, STEP_ESYS, "cannot size '%s': %s", tmpl, strerror(errno));
+		goto out;
+	}
+	if ((r = download_run(&d, res)) != 0)
+		goto out;
+	if (fchmod(fd, (mode_t)(mode & 07777)) != 0 || fsync(fd) != 0) {
+		r = client_fail(c, STEP_ESYS, "cannot write '%s': %s", tmpl, strerror(errno));
+		goto out;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		r = client_fail(c, STEP_ESYS, "cannot write '%s': %s", tmpl, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmpl, path) != 0) {
+		r = client_fail(c, STEP_ESYS, "cannot rename to '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	free(tmpl);
+	tmpl = NULL;
+	if (c->progress != NULL)
+		c->progress(c->progress_arg, key, res->size, res->size);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmpl != NULL && d.fd >= 0)
+		unlink(tmpl);
+	free(tmpl);
+	free(dcopy);
+	free(bcopy);
+	hash_free(d.md5);
+	return r;
+}
+
+int
+client_get_mem(struct client *c, const char *key, size_t max, uint8_t **outp, size_t *lenp,
+    struct client_result *res)
+{
+	struct client_result dummy;
+	struct down d;
+	int r;
+
+	if (res == NULL)
+		res = &dummy;
+	memset(res, 0, sizeof(*res));
+	memset(&d, 0, sizeof(d));
+	c->err[0] = '\0';
+	d.c = c;
+	d.key = key;
+	d.fd = -1;
+	if (strlen(key) > CLIENT_KEY_MAX)
+		return client_fail(c, STEP_EINVAL, "key longer than %d bytes", CLIENT_KEY_MAX);
+	if ((r = client_file_info(c, key, &d.info)) != 0)
+		return r;
+	if (d.info.size > max)
+		return client_fail(c, STEP_ETOOBIG, "file is larger than %zu bytes", max);
+	if ((d.mem = malloc((size_t)d.info.size + 1)) == NULL || (d.md5 = hash_md5_new()) == NULL) {
+		r = client_fail(c, STEP_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((r = download_run(&d, res)) != 0)
+		goto out;
+	d.mem[d.info.size] = 0;
+	*outp = d.mem;
+	*lenp = (size_t)d.info.size;
+	d.mem = NULL;
+out:
+	free(d.mem);
+	hash_free(d.md5);
+	return r;
+}
+
+/* ---- several files over several connections ---- */
+
+struct many {
+	pthread_mutex_t mu;
+	const struct client_opts *o;
+	struct client_job *jobs;
+	size_t n, next;
+	int first_err;
+};
+
+static void *
+many_worker(void *arg)
+{
+	struct many *m = arg;
+	struct client *c = NULL;
+	struct client_job *j;
+	int r;
+
+	if ((r = client_new(m->o, &c)) != 0)
+		c = NULL;
+	for (;;) {
+		pthread_mutex_lock(&m->mu);
+		j = m->next < m->n ? &m->jobs[m->next++] : NULL;
+		pthread_mutex_unlock(&m->mu);
+		if (j == NULL)
+			break;
+		if (c == NULL) {
+			j->rc = r;
+			snprintf(j->error, sizeof(j->error), "%s", step_strerror(r));
+		} else {
+			j->rc = client_put_file(c, j->path, j->key, j->flags, &j->res);
+			if (j->rc != 0)
+				snprintf(j->error, sizeof(j->error), "%s", client_error(c));
+		}
+	}
+	client_free(c);
+	return NULL;
+}
+
+int
+client_put_many(const struct client_opts *o, int nconn, struct client_job *jobs, size_t n)
+{
+	struct many m;
+	pthread_t th[64];
+	int i, started = 0;
+	size_t k;
+
+	memset(&m, 0, sizeof(m));
+	pthread_mutex_init(&m.mu, NULL);
+	m.o = o;
+	m.jobs = jobs;
+	m.n = n;
+	if (nconn < 1)
+		nconn = 1;
+	if (nconn > 64)
+		nconn = 64;
+	if ((size_t)nconn > n)
+		nconn = n > 0 ? (int)n : 1;
+	for (i = 0; i < nconn; i++)
+		if (pthread_create(&th[i], NULL, many_worker, &m) == 0)
+			started++;
+	if (started == 0)
+		many_worker(&m);
+	for (i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&m.mu);
+	for (k = 0; k < n; k++)
+		if (jobs[k].rc != 0)
+			return jobs[k].rc;
+	return STEP_OK;
+}
