@@ -39,10 +39,11 @@ t_cleanup() {
 trap t_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ok TITLE BODY — runs BODY (a shell string) in a subshell; prints TAP.
+# ok TITLE BODY — runs BODY (a shell string) in a subshell whose working directory is
+# $T_DIR, so scratch files never land in the source tree; prints TAP.
 ok() {
 	t_count=$((t_count + 1))
-	if (eval "$2") >"$T_DIR/out.$t_count" 2>&1; then
+	if (cd "$T_DIR" && eval "$2") >"$T_DIR/out.$t_count" 2>&1; then
 		echo "ok $t_count - $1"
 	else
 		t_failed=$((t_failed + 1))
