@@ -35,7 +35,7 @@
 #define BATCH_MAX       512
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
-enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE };
+enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
 
 struct store_upload {
 	uint8_t id[HASH_SHA256_LEN]; /* SHA-256(user NUL key) */
@@ -1160,6 +1160,43 @@ commit_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+struct sync_wait {
+	struct store_waiter w;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void
+sync_done(struct store_waiter *w, int err, const char *md5hex)
+{
+	struct sync_wait *sw = (struct sync_wait *)w;
+
+	pthread_mutex_lock(&sw->mu);
+	sw->done = 1;
+	pthread_cond_signal(&sw->cv);
+	pthread_mutex_unlock(&sw->mu);
+}
+
+void
+store_sync(struct store *s)
+{
+	struct sync_wait sw = { { sync_done, NULL }, PTHREAD_MUTEX_INITIALIZER,
+		PTHREAD_COND_INITIALIZER, 0 };
+	struct store_job *j = job_new(JOB_NOP);
+
+	if (j == NULL)
+		return;
+	j->w = &sw.w;
+	queue_push(s, j);
+	pthread_mutex_lock(&sw.mu);
+	while (!sw.done)
+		pthread_cond_wait(&sw.cv, &sw.mu);
+	pthread_mutex_unlock(&sw.mu);
+	pthread_mutex_destroy(&sw.mu);
+	pthread_cond_destroy(&sw.cv);
 }
 
 /* ---- open / restart ---- */

@@ -73,6 +73,9 @@ int store_open(const struct store_opts *o, struct store **out, char *errbuf, siz
 /* Finishes every queued job (calling its waiters), stops the commit thread, frees all. */
 void store_free(struct store *s);
 
+/* Waits until every job queued before the call has been processed (tests, fuzzing). */
+void store_sync(struct store *s);
+
 /* 1 when key is acceptable as a key: 1..STORE_MAX_KEY bytes, no NUL. */
 int store_key_valid(const char *key, size_t keylen);
 /* The file-name stem for (user, key): 64 lower-case hex digits of SHA-256(user NUL key). */

@@ -1,0 +1,172 @@
+/*
+ * test_store.c — key-to-filename encoding and the store over a temporary root: hostile
+ * keys stay inside, an upload commits through the commit thread, restart keeps the blocks.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "hash.h"
+#include "store.h"
+
+static void
+test_key_name(void **state)
+{
+	static const char *keys[] = { "../x", "/abs", "..", ".", "a/b", "" };
+	char big[5000], n1[65], n2[65];
+	size_t i, j;
+
+	memset(big, 'k', sizeof(big));
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		store_key_name("u", keys[i], strlen(keys[i]), n1);
+		assert_int_equal(strlen(n1), 64);
+		for (j = 0; j < 64; j++)
+			assert_non_null(strchr("0123456789abcdef", n1[j]));
+	}
+	store_key_name("u", big, sizeof(big), n1);
+	assert_int_equal(strlen(n1), 64);
+	/* Namespaces: same key, different users; user/key boundary is unambiguous. */
+	store_key_name("alice", "k", 1, n1);
+	store_key_name("bob", "k", 1, n2);
+	assert_string_not_equal(n1, n2);
+	store_key_name("ab", "c", 1, n1);
+	store_key_name("a", "bc", 2, n2);
+	assert_string_not_equal(n1, n2);
+}
+
+static void
+test_key_valid(void **state)
+{
+	char big[STORE_MAX_KEY + 1];
+
+	memset(big, 'x', sizeof(big));
+	assert_true(store_key_valid("../x", 4));
+	assert_true(store_key_valid(big, 4096));
+	assert_true(store_key_valid(big, STORE_MAX_KEY));
+	assert_false(store_key_valid(big, STORE_MAX_KEY + 1));
+	assert_false(store_key_valid("", 0));
+	assert_false(store_key_valid("a\0b", 3));
+}
+
+struct wait {
+	struct store_waiter w;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done, err;
+	char md5[33];
+};
+
+static void
+wait_done(struct store_waiter *sw, int err, const char *md5hex)
+{
+	struct wait *w = (struct wait *)sw;
+
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	w->err = err;
+	if (md5hex != NULL)
+		snprintf(w->md5, sizeof(w->md5), "%s", md5hex);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void
+wait_init(struct wait *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->w.done = wait_done;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+}
+
+static void
+wait_for_done(struct wait *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (!w->done)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static struct store *
+open_store(const char *root)
+{
+	struct store_opts o = { root, 4, 1 << 20, 3600 };
+	struct store *s = NULL;
+	char err[256];
+
+	assert_int_equal(store_open(&o, &s, err, sizeof(err)), 0);
+	return s;
+}
+
+static void
+test_upload_commit_restart(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", want[33], cmd[128];
+	const char *root = mkdtemp(tmpl);
+	const uint8_t data[] = "0123456789"; /* 10 bytes, blocks of 4: 3 blocks */
+	struct store_upload *u = NULL;
+	struct store_plan plan;
+	struct store_obj o;
+	struct store *s;
+	struct wait w;
+	uint8_t back[10];
+
+	assert_non_null(root);
+	s = open_store(root);
+	assert_int_equal(store_file_save(s, "u", "k", 1, 10, &plan, NULL), 0);
+	assert_int_equal(plan.total_block, 3);
+	free(plan.ranges);
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	wait_init(&w);
+	assert_int_equal(store_upload_write(s, u, 2, data + 8, 2, &w.w), 0);
+	assert_int_equal(store_upload_write(s, u, 0, data, 4, &w.w), 0);
+	store_upload_put(s, u);
+	assert_int_equal(store_object_get(s, "u", "k", 1, &o), STEP_EBUSY);
+	store_free(s);
+
+	/* Restart: blocks 0 and 2 are kept. */
+	s = open_store(root);
+	assert_int_equal(store_file_save(s, "u", "k", 1, 10, &plan, NULL), 0);
+	assert_int_equal(plan.nranges, 2);
+	assert_int_equal(plan.ranges[0][0], 0);
+	assert_int_equal(plan.ranges[1][0], 2);
+	free(plan.ranges);
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	assert_int_equal(store_upload_write(s, u, 1, data + 4, 4, &w.w), STORE_PENDING);
+	store_upload_put(s, u);
+	wait_for_done(&w);
+	assert_int_equal(w.err, 0);
+	hash_md5_hex(data, 10, want);
+	assert_string_equal(w.md5, want);
+	assert_int_equal(store_object_get(s, "u", "k", 1, &o), 0);
+	assert_int_equal(o.size, 10);
+	assert_string_equal(o.md5, want);
+	assert_int_equal(store_object_read(s, &o, 0, back, 10), 0);
+	assert_memory_equal(back, data, 10);
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), STEP_EEXIST);
+	assert_int_equal(store_object_get(s, "other", "k", 1, &o), STEP_ENOENT);
+	store_free(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_key_name),
+		cmocka_unit_test(test_key_valid),
+		cmocka_unit_test(test_upload_commit_restart),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
