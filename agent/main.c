@@ -16,6 +16,7 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "snapshot.h"
 #include "step.h"
 #include "util.h"
 
@@ -33,7 +34,10 @@ static const struct command commands[] = {
 	{ "ping", cmd_ping, "check the server and show the round-trip time" },
 	{ "watch", cmd_watch, "keep directories backed up as they change (inotify)" },
 	{ "status", cmd_status, "show pending changes, the last snapshot and the last error" },
-	/* sync, restore, snapshots, prune: add here */
+	{ "sync", cmd_sync, "back up directories and record a snapshot" },
+	{ "restore", cmd_restore, "restore a snapshot into a directory" },
+	{ "snapshots", cmd_snapshots, "list the snapshots of a name" },
+	{ "prune", cmd_prune, "delete old snapshots and unreferenced objects" },
 };
 
 static void

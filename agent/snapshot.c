@@ -3,7 +3,9 @@
  * it, otherwise probing DATA records and manifests with GETs (O(log n) round trips).
  * Never deletes anything.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,9 +13,11 @@
 
 #include "client.h"
 #include "cmd.h"
+#include "config.h"
 #include "err.h"
 #include "manifest.h"
 #include "snapshot.h"
+#include "util.h"
 
 int
 snapshot_exit_code(int err)
@@ -261,4 +265,66 @@ snapshot_info_get(struct client *c, const char *name, uint64_t seq, struct snaps
 	rec->bytes = get_u64(o, "bytes");
 	json_decref(o);
 	return 0;
+}
+
+/* NAME when --name is absent: the config's only [dir]. */
+const char *
+snapshot_default_name(struct agent *a)
+{
+	if (a->cfg != NULL && a->cfg->ndirs == 1)
+		return a->cfg->dirs[0].name;
+	agent_error("which snapshot name? give --name NAME");
+	return NULL;
+}
+
+/* Parses "SEQ" or "NAME#SEQ". */
+int
+snapshot_parse_id(const char *id, uint64_t *seqp)
+{
+	const char *h = strrchr(id, '#');
+	long long v;
+
+	if (util_parse_ll(h ? h + 1 : id, 1, (long long)MANIFEST_SEQ_MAX, &v) != 0)
+		return STEP_EINVAL;
+	*seqp = (uint64_t)v;
+	return 0;
+}
+
+/* Downloads manifest seq of name into an unlinked temporary file, opened for reading. */
+int
+snapshot_fetch_key(struct client *c, const char *key, FILE **outp)
+{
+	const char *tdir = getenv("TMPDIR");
+	char tmp[4200];
+	struct client_result res;
+	FILE *f;
+	int fd, r;
+
+	snprintf(tmp, sizeof(tmp), "%s/stepsync-manifest.XXXXXX",
+	    tdir != NULL && *tdir == '/' ? tdir : "/tmp");
+	if ((fd = mkstemp(tmp)) < 0)
+		return STEP_ESYS;
+	close(fd);
+	r = client_get_file(c, key, tmp, 0600, &res);
+	if (r != 0) {
+		unlink(tmp);
+		return r;
+	}
+	f = fopen(tmp, "r");
+	unlink(tmp);
+	if (f == NULL)
+		return STEP_ESYS;
+	*outp = f;
+	return 0;
+}
+
+int
+snapshot_fetch_manifest(struct client *c, const char *name, uint64_t seq, FILE **outp)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	int r;
+
+	if ((r = manifest_snapshot_key(name, seq, key, sizeof(key))) != 0)
+		return r;
+	return snapshot_fetch_key(c, key, outp);
 }

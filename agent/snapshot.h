@@ -17,6 +17,7 @@
 #define STEP_SNAPSHOT_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "snapshots.h"
 
@@ -54,6 +55,22 @@ int snapshot_exists(struct client *c, const char *name, uint64_t seq);
 int snapshot_info_save(struct client *c, const char *name, const struct snapshots_rec *rec);
 /* Reads it: 0, STEP_ENOENT, or a client error. Missing fields read as 0. */
 int snapshot_info_get(struct client *c, const char *name, uint64_t seq, struct snapshots_rec *rec);
+
+/* The NAME to use when --name is absent: the config file's only [dir]; else prints
+ * an error and returns NULL. Borrowed from a. */
+const char *snapshot_default_name(struct agent *a);
+
+/*
+ * Downloads manifest seq of name (MD5-verified by the client) into an unlinked
+ * temporary file under $TMPDIR and returns it opened for reading (*outp, caller
+ * fclose()s). 0, STEP_ENOENT, STEP_ESYS or a client error.
+ */
+int snapshot_fetch_manifest(struct client *c, const char *name, uint64_t seq, FILE **outp);
+/* The same for any manifest key. */
+int snapshot_fetch_key(struct client *c, const char *key, FILE **outp);
+
+/* Parses a snapshot ID, "SEQ" or "NAME#SEQ": 0 or STEP_EINVAL. */
+int snapshot_parse_id(const char *id, uint64_t *seqp);
 
 /* Command entry points (agent/cmd_*.c). */
 int cmd_sync(struct agent *a, int argc, char **argv);

@@ -1,0 +1,355 @@
+/*
+ * cmd_restore.c — `stepsync restore`: rebuild a snapshot's tree from nothing but the
+ * server and the credentials.
+ *
+ * The manifest is hostile until proven otherwise: manifest.c refuses absolute paths and
+ * ".." components, and here every parent directory is opened component by component
+ * with O_NOFOLLOW, so a symlink restored earlier (or planted in --to) is never written
+ * through. Files are downloaded to a temporary name, MD5-checked and renamed; symlinks
+ * are created as links and never followed; directories get their mode and mtime last,
+ * deepest first, once nothing more is written into them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "cmd.h"
+#include "config.h"
+#include "err.h"
+#include "log.h"
+#include "manifest.h"
+#include "snapshot.h"
+#include "util.h"
+
+struct restore_dir {
+	char *path;
+	unsigned mode;
+	int64_t mtime_ns;
+};
+
+struct restore_run {
+	struct agent *a;
+	struct client *c;
+	const char *to;
+	int rootfd;
+	unsigned long tmpseq;
+	struct restore_dir *dirs;
+	size_t ndirs, capdirs;
+	uint64_t files, dirs_done, symlinks, bytes, failed;
+};
+
+/*
+ * Opens the directory that holds path's last component, creating missing directories
+ * (mode 0700 until the final pass), never following a symlink. Returns the descriptor
+ * (caller closes) and *leafp pointing into path, or -1 with errno set.
+ */
+static int
+open_parent(struct restore_run *r, const char *path, const char **leafp)
+{
+	char comp[MANIFEST_PATH_MAX + 1];
+	const char *p = path, *slash;
+	int fd, nfd;
+	size_t n;
+
+	if ((fd = dup(r->rootfd)) < 0)
+		return -1;
+	while ((slash = strchr(p, '/')) != NULL) {
+		n = (size_t)(slash - p);
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0 && errno == ENOENT) {
+			if (mkdirat(fd, comp, 0700) != 0 && errno != EEXIST) {
+				close(fd);
+				return -1;
+			}
+			nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		close(fd);
+		if (nfd < 0)
+			return -1; /* ELOOP/ENOTDIR: a symlink or file where a directory belongs */
+		fd = nfd;
+		p = slash + 1;
+	}
+	*leafp = p;
+	return fd;
+}
+
+static void
+set_times(int dfd, const char *leaf, int64_t mtime_ns)
+{
+	struct timespec ts[2];
+
+	ts[0].tv_sec = mtime_ns / 1000000000;
+	ts[0].tv_nsec = mtime_ns % 1000000000;
+	if (ts[0].tv_nsec < 0) {
+		ts[0].tv_nsec += 1000000000;
+		ts[0].tv_sec--;
+	}
+	ts[1] = ts[0];
+	if (utimensat(dfd, leaf, ts, AT_SYMLINK_NOFOLLOW) != 0)
+		log_warn("cannot set the time of '%s'", leaf);
+}
+
+static void
+tmp_name(struct restore_run *r, char *out, size_t outlen)
+{
+	snprintf(out, outlen, ".stepsync-restore.%ld.%lu", (long)getpid(), ++r->tmpseq);
+}
+
+static int
+restore_file(struct restore_run *r, const struct manifest_entry *e, int dfd, const char *leaf)
+{
+	struct client_result res;
+	char tmp[64], *full = NULL;
+	size_t n;
+	int fd, rc;
+
+	if (e->size == 0) {
+		tmp_name(r, tmp, sizeof(tmp));
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 || close(fd) != 0 || renameat(dfd, tmp, dfd, leaf) != 0) {
+			agent_error("cannot create '%s': %s", e->path, strerror(errno));
+			unlinkat(dfd, tmp, 0);
+			return -1;
+		}
+	} else {
+		n = strlen(r->to) + strlen(e->path) + 2;
+		full = xmalloc(n);
+		snprintf(full, n, "%s/%s", r->to, e->path);
+		rc = client_get_file(r->c, e->key, full, 0600, &res);
+		free(full);
+		if (rc != 0) {
+			agent_error("cannot restore '%s' (object %s): %s", e->path, e->key,
+			    client_error(r->c));
+			return rc;
+		}
+		if (strcmp(res.md5, e->md5) != 0 || res.size != e->size) {
+			agent_error("'%s': the server's object %s does not match the manifest "
+			            "(MD5 %s, expected %s); removed",
+			    e->path, e->key, res.md5, e->md5);
+			unlinkat(dfd, leaf, 0);
+			return -1;
+		}
+	}
+	if (fchmodat(dfd, leaf, e->mode, 0) != 0)
+		log_warn("cannot set the mode of '%s'", e->path);
+	set_times(dfd, leaf, e->mtime_ns);
+	r->files++;
+	r->bytes += e->size;
+	return 0;
+}
+
+static int
+restore_entry(struct restore_run *r, const struct manifest_entry *e)
+{
+	struct stat st;
+	const char *leaf = NULL;
+	char tmp[64];
+	int dfd, rc = 0;
+
+	if ((dfd = open_parent(r, e->path, &leaf)) < 0) {
+		agent_error(
+		    "refusing '%s': a parent is not a directory (%s)", e->path, strerror(errno));
+		return -1;
+	}
+	switch (e->type) {
+	case MANIFEST_DIR:
+		if (mkdirat(dfd, leaf, 0700) != 0 &&
+		    (errno != EEXIST || fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		        !S_ISDIR(st.st_mode))) {
+			agent_error("cannot create directory '%s': %s", e->path,
+			    errno == EEXIST ? "something else is in the way" : strerror(errno));
+			rc = -1;
+			break;
+		}
+		if (r->ndirs == r->capdirs) {
+			r->capdirs = r->capdirs ? 2 * r->capdirs : 64;
+			r->dirs = xrealloc(r->dirs, r->capdirs * sizeof(*r->dirs));
+		}
+		r->dirs[r->ndirs].path = xstrdup(e->path);
+		r->dirs[r->ndirs].mode = e->mode;
+		r->dirs[r->ndirs].mtime_ns = e->mtime_ns;
+		r->ndirs++;
+		break;
+	case MANIFEST_SYMLINK:
+		tmp_name(r, tmp, sizeof(tmp));
+		if (symlinkat(e->target, dfd, tmp) != 0 || renameat(dfd, tmp, dfd, leaf) != 0) {
+			agent_error("cannot create symlink '%s': %s", e->path, strerror(errno));
+			unlinkat(dfd, tmp, 0);
+			rc = -1;
+			break;
+		}
+		set_times(dfd, leaf, e->mtime_ns);
+		r->symlinks++;
+		break;
+	default:
+		rc = restore_file(r, e, dfd, leaf);
+		break;
+	}
+	close(dfd);
+	return rc;
+}
+
+/* Last pass: directory modes and times, deepest (latest in pre-order) first. */
+static void
+finish_dirs(struct restore_run *r)
+{
+	const char *leaf;
+	size_t i;
+	int dfd;
+
+	for (i = r->ndirs; i-- > 0;) {
+		if ((dfd = open_parent(r, r->dirs[i].path, &leaf)) >= 0) {
+			if (fchmodat(dfd, leaf, r->dirs[i].mode, 0) != 0)
+				log_warn("cannot set the mode of '%s'", r->dirs[i].path);
+			set_times(dfd, leaf, r->dirs[i].mtime_ns);
+			close(dfd);
+		}
+		free(r->dirs[i].path);
+	}
+	r->dirs_done = r->ndirs;
+	free(r->dirs);
+	r->dirs = NULL;
+}
+
+int
+cmd_restore(struct agent *a, int argc, char **argv)
+{
+	static const char usage[] = "restore [--name NAME] [--snapshot ID] --to DIR";
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "snapshot", required_argument, NULL, 's' },
+		{ "to", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct restore_run r;
+	struct manifest_header h;
+	struct manifest_entry *e = NULL;
+	struct manifest_reader *rd = NULL;
+	const char *name = NULL, *id = NULL;
+	uint64_t seq = 0;
+	FILE *f = NULL;
+	int c, rc, ex = AGENT_EXIT_FAIL;
+
+	memset(&r, 0, sizeof(r));
+	r.rootfd = -1;
+	while ((c = getopt_long(argc, argv, "+n:s:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			name = optarg;
+			break;
+		case 's':
+			id = optarg;
+			break;
+		case 't':
+			r.to = optarg;
+			break;
+		case 'h':
+			printf(
+			    "usage: stepsync %s\n\n"
+			    "Restores snapshot ID (default: the latest) of NAME into DIR: files\n"
+			    "(MD5-verified, written to a temporary name and renamed), empty\n"
+			    "directories, symlinks, modes and mtimes. Needs only the server and\n"
+			    "the credentials. ID is SEQ or NAME#SEQ as 'stepsync snapshots' "
+			    "shows.\n"
+			    "exit status: 0 all restored; 1 some entries failed; 2 usage;\n"
+			    "  75 server unreachable; 77 login refused; 78 bad configuration\n",
+			    usage);
+			return AGENT_EXIT_OK;
+		default:
+			return agent_usage(usage);
+		}
+	}
+	if (optind != argc || r.to == NULL)
+		return agent_usage(usage);
+	if (id != NULL && snapshot_parse_id(id, &seq) != 0) {
+		agent_error("bad snapshot id '%s'", id);
+		return AGENT_EXIT_USAGE;
+	}
+	if (name == NULL && (name = snapshot_default_name(a)) == NULL)
+		return AGENT_EXIT_USAGE;
+	if (agent_client(a, &r.c) != 0)
+		return SYNC_EXIT_CONFIG;
+	r.a = a;
+	if (seq == 0) {
+		if ((rc = snapshot_latest(r.c, name, 0, &seq)) != 0) {
+			agent_error(
+			    "cannot find the snapshots of '%s': %s", name, client_error(r.c));
+			return snapshot_exit_code(rc);
+		}
+		if (seq == 0) {
+			agent_error("no snapshot named '%s' on the server", name);
+			return AGENT_EXIT_FAIL;
+		}
+	}
+	if ((rc = snapshot_fetch_manifest(r.c, name, seq, &f)) != 0) {
+		if (rc == STEP_ENOENT)
+			agent_error("no snapshot %s#%" PRIu64 " on the server", name, seq);
+		else
+			agent_error("cannot download snapshot %s#%" PRIu64 ": %s", name, seq,
+			    rc == STEP_ESYS ? strerror(errno) : client_error(r.c));
+		return rc == STEP_ENOENT ? AGENT_EXIT_FAIL : snapshot_exit_code(rc);
+	}
+	if ((rc = manifest_reader_new(f, &h, &rd)) != 0 || h.seq != seq ||
+	    strcmp(h.name, name) != 0) {
+		agent_error("snapshot %s#%" PRIu64 ": not a valid manifest", name, seq);
+		goto out;
+	}
+	if (util_mkdirs(r.to, 0755) != 0 ||
+	    (r.rootfd = open(r.to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		agent_error("cannot open '%s': %s", r.to, strerror(errno));
+		goto out;
+	}
+	e = xmalloc(sizeof(*e));
+	while ((rc = manifest_reader_next(rd, e)) == 1) {
+		if ((rc = restore_entry(&r, e)) != 0) {
+			r.failed++;
+			if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL) {
+				ex = snapshot_exit_code(rc); /* the server is gone: stop */
+				break;
+			}
+		}
+	}
+	if (rc < 0 && ex == AGENT_EXIT_FAIL) {
+		agent_error("snapshot %s#%" PRIu64 ": manifest line %ld: %s", name, seq,
+		    manifest_reader_line(rd),
+		    rc == STEP_EINVAL ? "unsafe or invalid entry (refused)"
+		                      : "truncated or malformed");
+		r.failed++;
+	}
+	finish_dirs(&r);
+	if (a->verbose >= 0)
+		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " files, %" PRIu64
+		       " dirs, %" PRIu64 " symlinks, %" PRIu64 " bytes%s\n",
+		    name, seq, r.to, r.files, r.dirs_done, r.symlinks, r.bytes,
+		    r.failed ? "; some entries FAILED" : "");
+	if (r.failed > 0) {
+		agent_error(
+		    "restore %s#%" PRIu64 ": %" PRIu64 " entries failed", name, seq, r.failed);
+		if (ex == AGENT_EXIT_OK)
+			ex = AGENT_EXIT_FAIL;
+		goto out;
+	}
+	ex = AGENT_EXIT_OK;
+out:
+	if (ex == 0 && r.failed > 0)
+		ex = AGENT_EXIT_FAIL;
+	if (r.dirs != NULL)
+		finish_dirs(&r);
+	free(e);
+	manifest_reader_free(rd);
+	if (f != NULL)
+		fclose(f);
+	if (r.rootfd >= 0)
+		close(r.rootfd);
+	return ex;
+}
