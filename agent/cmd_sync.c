@@ -87,7 +87,8 @@ struct sync_run {
 	uint64_t known, found, hashed, read_errors;
 	uint64_t pending, pending_bytes;
 	uint64_t sent, sent_bytes, existed, upload_failed;
-	int fatal; /* a STEP_E* that ends the run (transport, auth), 0 if none */
+	uint64_t blocks_sent; /* UPLOAD requests, resumed uploads count only what they sent */
+	int fatal;            /* a STEP_E* that ends the run (transport, auth), 0 if none */
 	char fatal_msg[512];
 };
 
@@ -332,6 +333,7 @@ upload_done(
 	}
 	if ((r = files_object_add(s->files, j->key, size, md5)) != 0)
 		return r;
+	s->blocks_sent += j->res.blocks_sent;
 	if (j->res.existed) {
 		s->existed++;
 	} else {
@@ -643,12 +645,13 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		    s->existed);
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
-		        "sync", "name", name, "seq", (json_int_t)h.seq, "files",
+		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		        "command", "sync", "name", name, "seq", (json_int_t)h.seq, "files",
 		        (json_int_t)h.files, "dirs", (json_int_t)h.dirs, "symlinks",
 		        (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes, "sent_files",
 		        (json_int_t)s->sent, "sent_bytes", (json_int_t)s->sent_bytes, "read_errors",
-		        (json_int_t)s->read_errors));
+		        (json_int_t)s->read_errors, "existed", (json_int_t)s->existed,
+		        "blocks_sent", (json_int_t)s->blocks_sent));
 	if (s->read_errors > 0) {
 		agent_error("sync '%s': %" PRIu64 " entries could not be read and are not in "
 		            "snapshot #%" PRIu64,
