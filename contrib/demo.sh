@@ -60,9 +60,11 @@ say "stepsync snapshots --name sample"
 say "stepsync restore --name sample --to $W/restored   (fresh state: the machine was lost)"
 "${SS[@]}" --state "$W/fresh-state.db" restore --name sample --to "$W/restored"
 
-say "diff -r sample restored"
+say "diff -r sample restored; compare types, modes, link targets and file mtimes"
 diff -r --no-dereference "$W/sample" "$W/restored"
-echo "identical: every file, empty directory, symlink and executable bit came back"
+meta() { (cd "$1" && find . -printf '%y %m %l %p\n' , -type f -printf 'mtime %T@ %p\n' | LC_ALL=C sort); }
+diff <(meta "$W/sample") <(meta "$W/restored")
+echo "identical: every file, empty directory, symlink, mode and mtime came back"
 
 say "stepsync put / info / get (one-shot commands)"
 "${SS[@]}" put "$W/sample/photos 2024/big.raw" --key big.raw

@@ -189,13 +189,9 @@ PY
 	rm -rf "$W/tree" "$W/sync.root" "$W/rsync.dst"/*
 fi
 
-if [[ " $PARTS " == *" rss "* ]] && "$BIN/stepsync" debug --help >/dev/null 2>&1; then
-	echo "## agent memory with a state of 1,000,000 files"
-	"$BIN/stepsync" debug fill-state --state "$W/big-state.db" --files 1000000 >/dev/null
-	mkdir -p "$W/empty"
-	/usr/bin/time -f "%M" -o "$W/rss" "$BIN/stepsync" --state "$W/big-state.db" sync --dry-run \
-		--allow-mass-delete --name huge "$W/empty" >/dev/null 2>&1
-	echo "# max RSS: $(($(cat "$W/rss") / 1024)) MiB (target < 100 MiB)"
+if [[ " $PARTS " == *" rss "* ]]; then
+	echo "## agent memory with a state of ${BENCH_RSS_FILES:-1000000} files (target < 100 MiB)"
+	W="$W" "$TOP/contrib/bench/rss.sh"
 fi
 
 if [[ " $PARTS " == *" watch "* ]] && [ -x "$TOP/contrib/bench/watch-latency.sh" ]; then
