@@ -614,6 +614,7 @@ put_run(
 	uint8_t dig[HASH_MD5_LEN];
 	int need_save = 1, did_save = 0, replaced = 0, exists = 0, attempt, r = 0, resumed = 0;
 	int token_retries = 0, was_resuming = 0;
+	uint32_t token_progress = 0;
 
 	if (path != NULL && u->db != NULL && u->key[0] != '\0' && resume_local(u, path, fs)) {
 		was_resuming = 1;
@@ -694,6 +695,11 @@ put_run(
 			continue;
 		}
 		if (r == XFER_TOKEN) {
+			/* Expired token: log in again. Only repeated refusals without any
+			 * progress in between are fatal. */
+			if (u->acked.count != token_progress)
+				token_retries = 0;
+			token_progress = u->acked.count;
 			if (++token_retries > 3)
 				return client_fail(u->c, STEP_EAUTH, "token refused repeatedly");
 			attempt--;
@@ -1011,6 +1017,7 @@ download_run(struct down *d, struct client_result *res)
 	uint8_t dig[HASH_MD5_LEN];
 	char md5[HASH_MD5_HEX];
 	int attempt, r = 0, token_retries = 0;
+	uint32_t token_progress = 0;
 	json_t *s;
 	char *js;
 
@@ -1037,6 +1044,9 @@ download_run(struct down *d, struct client_result *res)
 			continue;
 		}
 		if (r == XFER_TOKEN) {
+			if (d->next_recv != token_progress)
+				token_retries = 0;
+			token_progress = d->next_recv;
 			if (++token_retries > 3)
 				return client_fail(c, STEP_EAUTH, "token refused repeatedly");
 			attempt--;
