@@ -27,7 +27,8 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "put", cmd_put, "upload files" }, { "get", cmd_get, "download a file" },
+	{ "put", cmd_put, "upload files" },
+	{ "get", cmd_get, "download a file" },
 	{ "rm", cmd_rm, "delete a file on the server" },
 	{ "info", cmd_info, "show a file's size, blocks and MD5" },
 	{ "data", cmd_data, "save, show or delete a small JSON record (put/get/rm)" },

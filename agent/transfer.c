@@ -749,6 +749,7 @@ put_run(
 	res->blocks_sent = u->sent;
 	res->blocks_total = u->total;
 	res->resumed = resumed;
+	u->c->err[0] = '\0';
 	return STEP_OK;
 }
 
