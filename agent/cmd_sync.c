@@ -44,7 +44,7 @@
 #include "snapshots.h"
 #include "util.h"
 
-#define SYNC_BATCH     256         /* objects handed to client_put_many() at once */
+#define SYNC_BATCH     2048        /* objects handed to client_put_many() at once */
 #define SYNC_HASH_BUF  (256 << 10) /* read size while hashing */
 #define SYNC_HASH_TRY  3           /* attempts on a file that changes while it is hashed */
 #define SYNC_AUTO_CONN 4           /* connections for many uploads when --connections is 1 */
