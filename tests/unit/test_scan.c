@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "err.h"
+#include "log.h"
 #include "scan.h"
 
 struct seen {
@@ -115,6 +116,7 @@ main(void)
 		cmocka_unit_test(test_walk),
 	};
 
+	log_init("test_scan", LOG_LVL_WARN, false); /* the FIFO skip is info */
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("scan", tests, NULL, NULL);
 }
