@@ -81,7 +81,7 @@ window_for(struct client *c)
 		return 1;
 	if (c->window_opt > 0)
 		return c->window_opt;
-	return strncmp(c->server, "stepd", 5) == 0 ? 16 : 4;
+	return strncmp(c->server, "stepd", 5) == 0 ? 32 : 4;
 }
 
 static uint32_t

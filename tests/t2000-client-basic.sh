@@ -73,13 +73,22 @@ ok "password from the config file" '
 		"$REF_PORT" "$T_DIR" >c.conf &&
 	env -u STEPSYNC_PASSWORD "$S" --config c.conf ping >/dev/null'
 ok "the password never appears in the process arguments" '
-	head -c 400000 /dev/urandom >slow.bin &&
+	head -c 400000 /dev/urandom >slow.bin
 	STEPSYNC_PASSWORD=alice "$S" --server "127.0.0.1:$REF_PORT" --user alice put --bwlimit 200k slow.bin >/dev/null &
 	pid=$! &&
 	wait_for "[ -r /proc/$pid/cmdline ] && grep -q slow.bin /proc/$pid/cmdline" 100 &&
 	! tr "\0" " " </proc/$pid/cmdline | grep -q alice.*alice &&
 	! tr "\0" " " </proc/$pid/cmdline | grep -q 6384e2b2184bcbf58eccf10ca7a6563c &&
 	wait $pid'
+ok "a file that changes while it is read is reported and not kept on the server" '
+	head -c 1000000 /dev/urandom >ch.bin
+	n0=$(grep -c "<- FILE UPLOAD" ref.log)
+	{ ss put --bwlimit 300k ch.bin >out 2>err; echo $? >rc; } &
+	wait_for "[ \$(grep -c \"<- FILE UPLOAD\" ref.log) -gt $((n0 + 2)) ]" 200 &&
+	echo more >>ch.bin &&
+	wait_for "[ -s rc ]" 400 && [ "$(cat rc)" = 1 ] &&
+	grep -q "put '\''ch.bin'\'': file changed while it was read" err &&
+	expect_exit 1 ss info ch.bin'
 ok "--tls is refused clearly rather than sent in plain text" '
 	expect_exit 1 ss --tls ping 2>err && grep -q "TLS not supported yet" err'
 ok "a refused connection fails after bounded retries" '

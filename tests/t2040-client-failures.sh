@@ -43,7 +43,7 @@ kill $BAD_PID
 start_ref_server || exit 1
 head -c 8000000 /dev/urandom >big.bin
 ok "killing the server mid-download leaves no partial file" '
-	"$S" --server "127.0.0.1:$REF_PORT" --user carol put big.bin >/dev/null &&
+	"$S" --server "127.0.0.1:$REF_PORT" --user carol put big.bin >/dev/null || exit 1
 	"$S" --server "127.0.0.1:$REF_PORT" --user carol --timeout 2 get --bwlimit 1M big.bin -o big.out 2>err &
 	pid=$!
 	wait_for "ls -A | grep -q stepsync-" 200 && kill -9 $REF_PID &&
