@@ -26,6 +26,7 @@
 #include "codec.h"
 #include "db.h"
 #include "err.h"
+#include "hasher.h"
 #include "log.h"
 #include "step.h"
 #include "uploads.h"
@@ -877,10 +878,10 @@ struct down {
 	const char *key;
 	char key_json[CLIENT_KEY_MAX * 6 + 3];
 	struct client_file_info info;
-	int fd;       /* sink file, or -1 */
-	uint8_t *mem; /* sink memory when fd < 0 */
-	struct hash_ctx *md5;
-	uint32_t next_recv; /* blocks 0..next_recv-1 are written and hashed */
+	int fd;             /* sink file, or -1 */
+	uint8_t *mem;       /* sink memory when fd < 0 */
+	struct hasher *md5; /* hashes what is written, on its own thread */
+	uint32_t next_recv; /* blocks 0..next_recv-1 are written */
 	uint64_t requests;
 };
 
@@ -988,12 +989,12 @@ download_pass(struct down *d)
 				return XFER_PIPEFAIL; /* an answer nobody asked for */
 			}
 			bwlimit_take(c->bw, binlen);
-			hash_update(d->md5, bin, binlen);
 			r = sink_write(d, d->next_recv, bin, binlen);
 			client_rx_consume(c, pktlen);
 			if (r != 0)
 				return r;
 			d->next_recv++;
+			hasher_advance(d->md5, (uint64_t)d->next_recv * d->info.block_size);
 		}
 		if (r != STEP_EAGAIN)
 			return r;
@@ -1015,7 +1016,6 @@ static int
 download_run(struct down *d, struct client_result *res)
 {
 	struct client *c = d->c;
-	uint8_t dig[HASH_MD5_LEN];
 	char md5[HASH_MD5_HEX];
 	int attempt, r = 0, token_retries = 0;
 	uint32_t token_progress = 0;
@@ -1060,8 +1060,11 @@ download_run(struct down *d, struct client_result *res)
 	}
 	if (d->next_recv < d->info.total_block)
 		return r != 0 ? r : client_fail(c, STEP_EIO, "download did not complete");
-	hash_final(d->md5, dig);
-	hash_to_hex(dig, HASH_MD5_LEN, md5);
+	hasher_advance(d->md5, d->info.size);
+	r = hasher_finish(d->md5, md5);
+	d->md5 = NULL;
+	if (r != 0)
+		return client_fail(c, r, "cannot read back what was written: %s", strerror(errno));
 	if (strcmp(md5, d->info.md5) != 0)
 		return client_fail(c, STEP_EMISMATCH,
 		    "downloaded data has md5 %s, the server says %s", md5, d->info.md5);
@@ -1099,7 +1102,7 @@ client_get_file(
 	bcopy = strdup(path);
 	tlen = strlen(path) + 32;
 	tmpl = malloc(tlen);
-	if ((d.md5 = hash_md5_new()) == NULL || !dcopy || !bcopy || !tmpl) {
+	if (!dcopy || !bcopy || !tmpl) {
 		r = client_fail(c, STEP_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -1110,8 +1113,8 @@ client_get_file(
 		goto out;
 	}
 	d.fd = fd;
-	if (d.info.size > 0 && ftruncate(fd, (off_t)d.info.size) != 0) {
-		r = client_fail(c, STEP_ESYS, "cannot size '%s': %s", tmpl, strerror(errno));
+	if ((r = hasher_start(fd, NULL, d.info.size, &d.md5)) != 0) {
+		r = client_fail(c, r, "cannot start hashing: %s", step_strerror(r));
 		goto out;
 	}
 	if ((r = download_run(&d, res)) != 0)
@@ -1142,7 +1145,7 @@ out:
 	free(tmpl);
 	free(dcopy);
 	free(bcopy);
-	hash_free(d.md5);
+	hasher_free(d.md5);
 	return r;
 }
 
@@ -1168,7 +1171,8 @@ client_get_mem(struct client *c, const char *key, size_t max, uint8_t **outp, si
 		return r;
 	if (d.info.size > max)
 		return client_fail(c, STEP_ETOOBIG, "file is larger than %zu bytes", max);
-	if ((d.mem = malloc((size_t)d.info.size + 1)) == NULL || (d.md5 = hash_md5_new()) == NULL) {
+	if ((d.mem = malloc((size_t)d.info.size + 1)) == NULL ||
+	    hasher_start(-1, d.mem, d.info.size, &d.md5) != 0) {
 		r = client_fail(c, STEP_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -1179,8 +1183,8 @@ client_get_mem(struct client *c, const char *key, size_t max, uint8_t **outp, si
 	*lenp = (size_t)d.info.size;
 	d.mem = NULL;
 out:
+	hasher_free(d.md5);
 	free(d.mem);
-	hash_free(d.md5);
 	return r;
 }
 
