@@ -3,7 +3,10 @@
  * Never trusts json_len or bin_len before checking them against the limits, and never
  * allocates more than one packet's worth of input.
  */
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "codec.h"
 #include "conn_state.h"
@@ -16,19 +19,48 @@
 #define READ_SLACK     (64 * 1024)
 #define OUT_MAX        (256u << 20)
 
+static struct conn_slot *
+slot_new(void)
+{
+	struct conn_slot *sl = calloc(1, sizeof(*sl));
+
+	if (sl != NULL)
+		buf_init(&sl->after, OUT_MAX);
+	return sl;
+}
+
+static void
+slot_free(struct conn_slot *sl)
+{
+	if (sl == NULL)
+		return;
+	json_decref(sl->reply);
+	free(sl->key);
+	buf_release(&sl->after);
+	free(sl);
+}
+
 void
 conn_state_init(struct conn_state *cs, uint32_t max_bin)
 {
+	memset(cs, 0, sizeof(*cs));
 	buf_init(&cs->in, STEP_HDR_LEN + JSON_BYTES_MAX + max_bin + READ_SLACK);
 	buf_init(&cs->out, OUT_MAX);
 	cs->max_bin = max_bin;
-	cs->pending = 0;
-	cs->closing = 0;
 }
 
 void
 conn_state_release(struct conn_state *cs)
 {
+	struct conn_slot *sl, *next;
+
+	for (sl = cs->qhead; sl != NULL; sl = next) {
+		next = sl->next;
+		slot_free(sl);
+	}
+	cs->qhead = cs->qtail = NULL;
+	slot_free(cs->spare);
+	cs->spare = NULL;
 	buf_release(&cs->in);
 	buf_release(&cs->out);
 }
@@ -36,17 +68,69 @@ conn_state_release(struct conn_state *cs)
 static void
 fail_framing(struct conn_state *cs, int status, const char *msg)
 {
-	handler_send_error(&cs->out, status, msg);
+	handler_send_error(cs->qtail != NULL ? &cs->qtail->after : &cs->out, status, msg);
 	buf_reset(&cs->in);
 	cs->closing = 1;
+}
+
+/* 1 when req must wait for a pending reply: it names a pending slot's key, or lists keys. */
+static int
+must_wait(const struct conn_state *cs, const json_t *req)
+{
+	const struct conn_slot *sl;
+	const char *key, *op;
+	size_t keylen, oplen;
+
+	if (cs->npending == 0)
+		return 0;
+	if (codec_get_str(req, "key", &key, &keylen) == 0) {
+		for (sl = cs->qhead; sl != NULL; sl = sl->next)
+			if (!sl->ready &&
+			    (sl->keylen == SIZE_MAX ||
+			        (sl->key != NULL && sl->keylen == keylen &&
+			            memcmp(sl->key, key, keylen) == 0)))
+				return 1;
+		return 0;
+	}
+	return codec_get_str(req, "operation", &op, &oplen) == 0 && strcmp(op, "LIST") == 0;
+}
+
+/* Makes slot the newest pending reply; remembers req's key (none: a server-chosen key that
+ * no later request can name yet; keylen SIZE_MAX when it could not be copied: every keyed
+ * request waits for the slot). */
+static void
+slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req)
+{
+	const char *key;
+	size_t keylen;
+
+	if (codec_get_str(req, "key", &key, &keylen) == 0) {
+		if ((sl->key = malloc(keylen + 1)) != NULL) {
+			memcpy(sl->key, key, keylen);
+			sl->key[keylen] = '\0';
+			sl->keylen = keylen;
+		} else {
+			sl->keylen = SIZE_MAX;
+		}
+	}
+	sl->next = NULL;
+	if (cs->qtail != NULL)
+		cs->qtail->next = sl;
+	else
+		cs->qhead = sl;
+	cs->qtail = sl;
+	cs->npending++;
 }
 
 void
 conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_t out_limit)
 {
-	while (!cs->pending && !cs->closing && buf_avail(&cs->out) < out_limit) {
-		size_t avail = buf_avail(&cs->in), nj = 0, total;
+	while (!cs->blocked && !cs->closing && cs->npending < CONN_MAX_PENDING &&
+	    buf_avail(&cs->out) + cs->queued < out_limit) {
+		size_t avail = buf_avail(&cs->in), nj = 0, total, before;
 		const uint8_t *p = buf_ptr(&cs->in);
+		struct buf *target = cs->qtail != NULL ? &cs->qtail->after : &cs->out;
+		struct conn_slot *sl;
 		struct step_hdr hdr;
 		char errbuf[160];
 		json_t *req = NULL;
@@ -77,33 +161,72 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		total = STEP_HDR_LEN + nj + hdr.bin_len;
 		if (avail < total)
 			return;
+		before = buf_avail(target);
 		if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) != 0) {
 			/* Framing is intact: answer and go on with the next packet. */
-			handler_send_error(&cs->out, STEP_ST_MISSING, errbuf);
-			buf_consume(&cs->in, total);
-			continue;
+			handler_send_error(target, STEP_ST_MISSING, errbuf);
+			goto next;
 		}
-		r = handler_handle(h, req, p + STEP_HDR_LEN + nj, hdr.bin_len, &cs->out, cookie);
-		json_decref(req);
-		buf_consume(&cs->in, total);
-		if (r == HANDLER_PENDING)
-			cs->pending = 1;
-		else if (r == HANDLER_CLOSE)
+		if (must_wait(cs, req)) {
+			json_decref(req);
+			cs->blocked = 1;
+			return;
+		}
+		if (cs->spare == NULL && (cs->spare = slot_new()) == NULL) {
+			handler_send_error(target, STEP_ST_INTERNAL, "Server out of memory.");
+			json_decref(req);
+			goto next;
+		}
+		sl = cs->spare;
+		sl->owner = cookie;
+		r = handler_handle(h, req, p + STEP_HDR_LEN + nj, hdr.bin_len, target, sl);
+		if (r == HANDLER_PENDING) {
+			cs->spare = NULL;
+			slot_link(cs, sl, req);
+		} else if (r == HANDLER_CLOSE) {
 			cs->closing = 1;
+		}
+		json_decref(req);
+	next:
+		if (target != &cs->out)
+			cs->queued += buf_avail(target) - before;
+		buf_consume(&cs->in, total);
 	}
 }
 
 void
-conn_state_deliver(struct conn_state *cs, json_t *reply)
+conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply)
 {
-	handler_send(&cs->out, reply, 0);
-	json_decref(reply);
-	cs->pending = 0;
+	slot->reply = reply;
+	slot->ready = 1;
+	cs->npending--;
+	cs->blocked = 0;
+	while (cs->qhead != NULL && cs->qhead->ready) {
+		struct conn_slot *sl = cs->qhead;
+		size_t n = buf_avail(&sl->after);
+
+		handler_send(&cs->out, sl->reply, 0);
+		if (n > 0) {
+			if (buf_append(&cs->out, buf_ptr(&sl->after), n) != 0)
+				log_error("reply queue overflow: %zu bytes of replies lost", n);
+			cs->queued -= n;
+		}
+		cs->qhead = sl->next;
+		if (cs->qhead == NULL)
+			cs->qtail = NULL;
+		slot_free(sl);
+	}
+}
+
+int
+conn_state_pending(const struct conn_state *cs)
+{
+	return cs->npending > 0;
 }
 
 int
 conn_state_want_read(const struct conn_state *cs, size_t out_limit)
 {
-	return !cs->closing && buf_avail(&cs->out) < out_limit &&
+	return !cs->closing && buf_avail(&cs->out) + cs->queued < out_limit &&
 	    cs->in.max - buf_avail(&cs->in) >= READ_SLACK;
 }

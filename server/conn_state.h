@@ -1,8 +1,12 @@
 /*
  * conn_state.h — one connection's protocol state: bytes in, framing (header -> JSON ->
  * binary), the handler, encoded replies out. No sockets: loop.c moves the bytes, so the
- * state machine is fuzzable. Replies leave in request order: while a deferred reply is
- * pending, no further request of this connection is handled.
+ * state machine is fuzzable. Replies leave in request order, but requests go on being
+ * handled while earlier replies are deferred (waiting for a group commit): each deferred
+ * reply has a slot in an ordered queue, and replies produced behind it wait in that slot's
+ * buffer. A request naming the key of a pending slot (or a LIST while anything is pending)
+ * waits until the slot is answered, so it sees the committed result. At most
+ * CONN_MAX_PENDING slots are outstanding per connection.
  */
 #ifndef STEPD_CONN_STATE_H
 #define STEPD_CONN_STATE_H
@@ -15,12 +19,33 @@
 
 struct handler;
 
+#define CONN_MAX_PENDING 1024
+
+/*
+ * A deferred reply's place in the reply order. It is the cookie handed to the handler;
+ * owner is the cookie given to conn_state_process (the loop's connection). Owned by the
+ * conn_state; freed once its reply has moved to out (or by conn_state_release).
+ */
+struct conn_slot {
+	void *owner;
+	json_t *reply; /* the delivered reply; NULL while pending */
+	int ready;     /* delivered */
+	char *key;     /* the request's key (NULL: none), for ordering */
+	size_t keylen;
+	struct buf after; /* replies of later requests, sent after this one */
+	struct conn_slot *next;
+};
+
 struct conn_state {
-	struct buf in;    /* received bytes not yet handled */
-	struct buf out;   /* encoded replies not yet sent */
-	uint32_t max_bin; /* largest binary part accepted (bytes) */
-	int pending;      /* a deferred reply is outstanding: parsing is paused */
-	int closing;      /* framing lost or BYE: send out, then close */
+	struct buf in;                   /* received bytes not yet handled */
+	struct buf out;                  /* encoded replies ready to be sent */
+	uint32_t max_bin;                /* largest binary part accepted (bytes) */
+	int npending;                    /* slots whose reply is not delivered yet */
+	size_t queued;                   /* bytes held in the slots' after buffers */
+	struct conn_slot *qhead, *qtail; /* reply order queue */
+	struct conn_slot *spare;         /* one preallocated slot */
+	int blocked;                     /* the next request waits for a pending slot */
+	int closing;                     /* framing lost or BYE: send out, then close */
 };
 
 /* Sets up empty buffers with limits derived from max_bin. */
@@ -28,15 +53,20 @@ void conn_state_init(struct conn_state *cs, uint32_t max_bin);
 void conn_state_release(struct conn_state *cs);
 
 /*
- * Handles every complete request in cs->in while nothing is pending, the connection is not
- * closing and fewer than out_limit reply bytes wait. cookie is passed to the handler for
- * deferred replies. Oversized or zero json_len/bin_len: an error reply, then closing.
- * Unparsable JSON with intact framing: a 400 reply and the connection goes on.
+ * Handles every complete request in cs->in while the connection is not closing, fewer
+ * than out_limit reply bytes wait (sendable or queued) and fewer than CONN_MAX_PENDING
+ * replies are deferred. cookie becomes the owner of the slots of deferred replies. Oversized or
+ * zero json_len/bin_len: an error reply, then closing. Unparsable JSON with intact framing: a 400
+ * reply and the connection goes on.
  */
 void conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_t out_limit);
 
-/* Appends the deferred reply (stolen) and resumes parsing. */
-void conn_state_deliver(struct conn_state *cs, json_t *reply);
+/* Stores the deferred reply (stolen) of slot, moves every reply now in order to out and
+ * resumes parsing. */
+void conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply);
+
+/* 1 while a deferred reply is outstanding or queued. */
+int conn_state_pending(const struct conn_state *cs);
 
 /* 1 when more bytes may be read into cs->in now (not closing, room left). */
 int conn_state_want_read(const struct conn_state *cs, size_t out_limit);

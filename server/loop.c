@@ -29,6 +29,7 @@
 
 #define OUT_LIMIT     (1u << 20) /* stop reading a connection with this much unsent */
 #define MAX_EVENTS    256
+#define READ_CHUNK    (256u << 10) /* bytes per recv */
 #define STOP_GRACE_MS 5000
 
 struct worker;
@@ -45,7 +46,7 @@ struct conn {
 };
 
 struct completion {
-	struct conn *c;
+	struct conn_slot *slot; /* its owner is the struct conn */
 	json_t *reply;
 	struct completion *next;
 };
@@ -88,7 +89,7 @@ worker_post(void *post_arg, void *cookie, json_t *reply)
 		json_decref(reply);
 		return;
 	}
-	c->c = cookie;
+	c->slot = cookie;
 	c->reply = reply;
 	c->next = NULL;
 	pthread_mutex_lock(&w->qmu);
@@ -158,7 +159,7 @@ bury(struct worker *w)
 
 	for (; c != NULL; c = next) {
 		next = c->next;
-		if (!c->cs.pending) {
+		if (!conn_state_pending(&c->cs)) {
 			list_unlink(&w->grave, c);
 			conn_free(c);
 		}
@@ -193,7 +194,7 @@ conn_update(struct conn *c)
 
 	if (c->dead)
 		return;
-	if (buf_avail(&c->cs.out) == 0 && !c->cs.pending &&
+	if (buf_avail(&c->cs.out) == 0 && !conn_state_pending(&c->cs) &&
 	    (c->cs.closing || c->peer_closed || c->w->l->stopping)) {
 		/* Everything owed has been sent: BYE, lost framing, EOF or shutdown. */
 		conn_close(c);
@@ -227,12 +228,14 @@ static void
 conn_readable(struct conn *c)
 {
 	for (;;) {
+		size_t room = c->cs.in.max - buf_avail(&c->cs.in);
 		ssize_t n;
 
-		if (!conn_state_want_read(&c->cs, OUT_LIMIT) ||
-		    buf_reserve(&c->cs.in, 64 * 1024) != 0)
+		if (room > READ_CHUNK)
+			room = READ_CHUNK;
+		if (!conn_state_want_read(&c->cs, OUT_LIMIT) || buf_reserve(&c->cs.in, room) != 0)
 			break;
-		n = recv(c->fd, buf_tail(&c->cs.in), 64 * 1024, 0);
+		n = recv(c->fd, buf_tail(&c->cs.in), room, 0);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -249,7 +252,7 @@ conn_readable(struct conn *c)
 		c->last_ms = util_now_ms();
 		/* Handle as we go so one connection cannot pile up unbounded input. */
 		conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
-		if (c->cs.pending || c->cs.closing)
+		if (c->cs.closing)
 			break;
 	}
 	conn_process(c);
@@ -337,16 +340,12 @@ worker_completions(struct worker *w)
 	w->qhead = w->qtail = NULL;
 	pthread_mutex_unlock(&w->qmu);
 	for (; q != NULL; q = next) {
-		struct conn *c = q->c;
+		struct conn *c = q->slot->owner;
 
 		next = q->next;
-		if (c->dead) {
-			json_decref(q->reply);
-			c->cs.pending = 0;
-		} else {
-			conn_state_deliver(&c->cs, q->reply);
+		conn_state_deliver(&c->cs, q->slot, q->reply);
+		if (!c->dead)
 			conn_process(c);
-		}
 		free(q);
 	}
 }
@@ -359,7 +358,7 @@ worker_timeouts(struct worker *w)
 
 	for (c = w->conns; c != NULL; c = next) {
 		next = c->next;
-		if (!c->cs.pending && now - c->last_ms >= limit) {
+		if (!conn_state_pending(&c->cs) && now - c->last_ms >= limit) {
 			log_debug("closing idle connection");
 			conn_close(c);
 		}
@@ -596,8 +595,7 @@ loop_free(struct loop *l)
 		/* Replies posted after the worker stopped: their connections are in the grave. */
 		for (q = w->qhead; q != NULL; q = next) {
 			next = q->next;
-			json_decref(q->reply);
-			q->c->cs.pending = 0;
+			conn_state_deliver(&((struct conn *)q->slot->owner)->cs, q->slot, q->reply);
 			free(q);
 		}
 		while (w->conns != NULL)

@@ -242,21 +242,26 @@ upload_new(const char *user, const char *key, size_t keylen, uint64_t size, uint
 	return u;
 }
 
-/* Opens the temp object and sidecar if needed. Under mu. */
+/*
+ * Opens the temp object if needed (create: it must not exist yet). The sidecar is opened
+ * (created) only with map set: an upload whose blocks all arrived at once never needs it,
+ * because nothing is acknowledged before the commit. Under mu.
+ */
 static int
-upload_open_files(struct store *s, struct store_upload *u, int create)
+upload_open_files(struct store *s, struct store_upload *u, int create, int map)
 {
 	char name[128];
-	int fl = O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0);
+	int fl = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
 
 	if (u->fd < 0) {
 		upload_fname(u, ".part", name, sizeof(name));
-		if ((u->fd = openat(s->tmpfd, name, fl, 0600)) < 0)
+		if ((u->fd = openat(s->tmpfd, name, fl | (create ? O_CREAT | O_EXCL : 0), 0600)) <
+		    0)
 			return err_from_errno(errno);
 	}
-	if (u->mapfd < 0) {
+	if (map && u->mapfd < 0) {
 		upload_fname(u, ".map", name, sizeof(name));
-		if ((u->mapfd = openat(s->tmpfd, name, fl, 0600)) < 0)
+		if ((u->mapfd = openat(s->tmpfd, name, fl | O_CREAT, 0600)) < 0)
 			return err_from_errno(errno);
 	}
 	return STEP_OK;
@@ -434,7 +439,7 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 		goto out;
 	}
 	hash_to_hex(id, 8, u->gen);
-	if ((r = upload_open_files(s, u, 1)) != 0) {
+	if ((r = upload_open_files(s, u, 1, 0)) != 0) {
 		upload_unlink_files(s, u);
 		goto out;
 	}
@@ -523,7 +528,7 @@ int
 store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
     size_t len, struct store_waiter *w)
 {
-	int fd, mapfd, r, fail = 0;
+	int fd, mapfd, r, fail = 0, need_map;
 	ssize_t n;
 
 	pthread_mutex_lock(&s->mu);
@@ -543,12 +548,14 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		pthread_mutex_unlock(&s->mu);
 		return STEP_OK;
 	}
-	if ((r = upload_open_files(s, u, 0)) != 0) {
+	/* The sidecar records blocks of an upload that stays incomplete after this one. */
+	need_map = u->bm.count + 1 < u->total;
+	if ((r = upload_open_files(s, u, 0, need_map)) != 0) {
 		pthread_mutex_unlock(&s->mu);
 		return r;
 	}
 	fd = u->fd;
-	mapfd = u->mapfd;
+	mapfd = need_map ? u->mapfd : -1;
 	u->writers++;
 	if (fault_hit(&s->nwrite, s->fault_write))
 		fail = s->fault_errno;
@@ -565,7 +572,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	if (n == (ssize_t)len) {
 		static const uint8_t one = 1;
 
-		if (pwrite(mapfd, &one, 1, (off_t)index) != 1)
+		if (mapfd >= 0 && pwrite(mapfd, &one, 1, (off_t)index) != 1)
 			n = -1;
 	} else if (n >= 0) {
 		errno = EIO;
@@ -872,7 +879,7 @@ commit_prepare(struct store *s, struct store_job *j)
 	pthread_mutex_lock(&s->mu);
 	while (u->writers > 0)
 		pthread_cond_wait(&s->wcond, &s->mu);
-	if (upload_open_files(s, u, 0) != 0)
+	if (upload_open_files(s, u, 0, 0) != 0)
 		j->err = STEP_EIO;
 	pthread_mutex_unlock(&s->mu);
 	if (j->err != 0)
@@ -1034,17 +1041,16 @@ batch_run(struct store *s, struct store_job *batch)
 		log_warn("commit: directory fsync");
 	batch_apply_sql(s, batch);
 
-	for (j = batch; j != NULL; j = next) {
+	/* Answer first, clean up after: temp files of finished uploads are orphans on restart. */
+	for (j = batch; j != NULL; j = j->next) {
 		struct store_waiter *w, *wn;
 		char name[128];
 
-		next = j->next;
 		switch (j->kind) {
 		case JOB_COMMIT:
 			upload_fname(j->u, "", name, sizeof(name));
 			if (j->err != 0)
 				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
-			upload_unlink_files(s, j->u);
 			pthread_mutex_lock(&s->mu);
 			if (map_find(s, j->u->id) == j->u) {
 				map_remove(s, j->u);
@@ -1060,7 +1066,6 @@ batch_run(struct store *s, struct store_job *batch)
 			}
 			break;
 		case JOB_DROP:
-			upload_unlink_files(s, j->u);
 			break;
 		case JOB_OBJ_DELETE:
 			if (j->err == 0)
@@ -1070,6 +1075,11 @@ batch_run(struct store *s, struct store_job *batch)
 			if (j->w != NULL)
 				j->w->done(j->w, j->err, NULL);
 		}
+	}
+	for (j = batch; j != NULL; j = next) {
+		next = j->next;
+		if (j->kind == JOB_COMMIT || j->kind == JOB_DROP)
+			upload_unlink_files(s, j->u);
 		if (j->u != NULL)
 			upload_unref(s, j->u);
 		job_free(j);
@@ -1253,6 +1263,7 @@ load_upload(struct store *s, sqlite3_stmt *st)
 	const char *file = (const char *)sqlite3_column_text(st, 4);
 	struct store_upload *u;
 	uint8_t *map = NULL;
+	char name[128];
 	struct stat sb;
 	uint64_t i;
 	ssize_t n;
@@ -1262,16 +1273,19 @@ load_upload(struct store *s, sqlite3_stmt *st)
 		return;
 	memcpy(u->gen, file + 65, 16);
 	u->gen[16] = '\0';
-	if (strncmp(file, u->stem, 64) != 0 || upload_open_files(s, u, 0) != 0) {
+	if (strncmp(file, u->stem, 64) != 0 || upload_open_files(s, u, 0, 0) != 0) {
 		log_info("dropping upload '%s': temp files missing", file);
 		u->state = UP_DEAD;
 		queue_upload_job(s, JOB_DROP, u);
 		upload_unref(s, u);
 		return;
 	}
-	if (fstat(u->mapfd, &sb) == 0)
+	/* No sidecar: no block was acknowledged. */
+	upload_fname(u, ".map", name, sizeof(name));
+	u->mapfd = openat(s->tmpfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fstat(u->mapfd >= 0 ? u->mapfd : u->fd, &sb) == 0)
 		u->touched = sb.st_mtime;
-	if (u->total > 0 && (map = calloc(1, (size_t)u->total)) != NULL) {
+	if (u->mapfd >= 0 && u->total > 0 && (map = calloc(1, (size_t)u->total)) != NULL) {
 		n = pread(u->mapfd, map, (size_t)u->total, 0);
 		for (i = 0; n > 0 && i < (uint64_t)n; i++)
 			if (map[i])
