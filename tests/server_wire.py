@@ -621,6 +621,97 @@ def sc_many(port):
         s.close()
 
 
+def pack(o, b=b""):
+    jb = json.dumps(o).encode()
+    return struct.pack(">II", len(jb), len(b)) + jb + b
+
+
+def burst(c, tok, n, prefix):
+    """Pipelines SAVE + UPLOAD of n small objects, then a GET of each, without reading;
+    returns the objects and the replies in order."""
+    objs = [("%s%04d" % (prefix, i), os.urandom(1 + (i * 997) % 8000)) for i in range(n)]
+    blob = [pack(r("FILE", "SAVE", token=tok, key=k, size=len(d))) +
+            pack(r("FILE", "UPLOAD", token=tok, key=k, block_index=0), d) for k, d in objs]
+    blob += [pack(r("FILE", "GET", token=tok, key=k)) for k, _ in objs]
+    t = threading.Thread(target=c.send_raw, args=(b"".join(blob),))
+    t.start()
+    reps = [c.recv()[0] for _ in range(3 * n)]
+    t.join()
+    return objs, reps
+
+
+def sc_pipecommit(port):
+    """Many pipelined SAVE+UPLOAD, then GETs on the same connection without waiting: all
+    answered in order, every GET sees its committed object; DELETE and DATA too."""
+    c, tok = session(port)
+    n = 300
+    objs, reps = burst(c, tok, n, "pc")
+    for i, (k, d) in enumerate(objs):
+        sv, up, gt = reps[2 * i], reps[2 * i + 1], reps[2 * n + i]
+        check(sv["status"] == 200 and sv["operation"] == "SAVE" and sv["key"] == k,
+              "SAVE %s: %r" % (k, sv))
+        check(up["status"] == 200 and up["operation"] == "UPLOAD" and up["key"] == k and
+              up.get("md5") == md5(d), "UPLOAD %s: %r" % (k, up))
+        check(gt["status"] == 200 and gt["operation"] == "GET" and gt["key"] == k and
+              gt["md5"] == md5(d) and gt["size"] == len(d), "GET %s: %r" % (k, gt))
+    # DELETE right behind the completing UPLOAD, then GET, DOWNLOAD, SAVE again, LIST.
+    blob = b""
+    seq = []
+    for i in range(20):
+        k, d = "pd%02d" % i, os.urandom(100 + i)
+        blob += pack(r("FILE", "SAVE", token=tok, key=k, size=len(d)))
+        blob += pack(r("FILE", "UPLOAD", token=tok, key=k, block_index=0), d)
+        blob += pack(r("FILE", "DOWNLOAD", token=tok, key=k, block_index=0))
+        blob += pack(r("FILE", "DELETE", token=tok, key=k))
+        blob += pack(r("FILE", "GET", token=tok, key=k))
+        blob += pack(r("DATA", "SAVE", token=tok, key=k, v=i))
+        blob += pack(r("DATA", "GET", token=tok, key=k))
+        blob += pack(r("DATA", "DELETE", token=tok, key=k))
+        blob += pack(r("DATA", "GET", token=tok, key=k))
+        seq += [("SAVE", 200, None), ("UPLOAD", 200, d), ("DOWNLOAD", 200, d),
+                ("DELETE", 200, None), ("GET", 404, None), ("SAVE", 200, None),
+                ("GET", 200, i), ("DELETE", 200, None), ("GET", 404, None)]
+    blob += pack(r("FILE", "LIST", token=tok, prefix="pd"))
+    seq.append(("LIST", 200, None))
+    c.send_raw(blob)
+    for n, (op, st, extra) in enumerate(seq):
+        rep, b = c.recv()
+        check(rep["status"] == st and rep["operation"] == op,
+              "reply %d: wanted %s %d, got %r" % (n, op, st, rep))
+        if op == "UPLOAD":
+            check(rep.get("md5") == md5(extra), "md5 of %d" % n)
+        if op == "DOWNLOAD":
+            check(b == extra, "DOWNLOAD behind the commit returns the data")
+        if op == "GET" and st == 200:
+            check(rep.get("v") == extra, "DATA GET behind the SAVE")
+        if op == "LIST":
+            check(rep["keys"] == [], "LIST behind the DELETEs: %r" % rep["keys"])
+    still_serving(port)
+
+
+def sc_pipefault(port):
+    """STEP_FAULT=fsync:1: the commits of the failed batch are all answered 507 and none
+    is visible; the others are 200 and complete; the connection goes on."""
+    c, tok = session(port)
+    n = 100
+    objs, reps = burst(c, tok, n, "pf")
+    failed = 0
+    for i, (k, d) in enumerate(objs):
+        up, gt = reps[2 * i + 1], reps[2 * n + i]
+        check(up["status"] in (200, 507), "UPLOAD %s: %r" % (k, up))
+        if up["status"] == 507:
+            failed += 1
+            check("md5" not in up, "no md5 on a failed commit")
+            check(gt["status"] == 404, "failed commit not visible: %r" % gt)
+        else:
+            check(up.get("md5") == md5(d) and gt["status"] == 200 and gt["md5"] == md5(d),
+                  "committed %s: %r %r" % (k, up, gt))
+    check(failed >= 1, "the failing sync was answered 507")
+    last, _, _ = upload(c, tok, "after", b"after the fault")
+    check(last["md5"] == md5(b"after the fault"), "uploads work after the fault")
+    still_serving(port)
+
+
 def main():
     name, port = sys.argv[1], int(sys.argv[2])
     fn = globals().get("sc_" + name)

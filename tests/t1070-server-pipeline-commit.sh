@@ -1,0 +1,35 @@
+#!/bin/sh
+# t1070 — group commit across a pipelining connection: requests go on being handled while
+# earlier commits are pending, replies stay in request order, and a request naming a key
+# whose commit is pending (GET, DOWNLOAD, DELETE, DATA) sees the committed result. A failed
+# batch sync answers every waiter 507 and leaves nothing half-visible.
+. "$TOP/tests/lib.sh"
+
+# start_stepd/stop_stepd must run in this shell (ok bodies run in subshells).
+t_start() {
+	t_title=$1
+	shift
+	STEPD_PORT=0
+	start_stepd "$@"
+	ok "$t_title" "[ $STEPD_PORT != 0 ]"
+}
+t_stop() {
+	stop_stepd
+	t_rc=$?
+	ok "$1" "[ $t_rc -eq 0 ]"
+}
+W="python3 $TOP/tests/server_wire.py"
+
+t_start 'stepd starts' --auth open
+ok 'pipelined SAVE+UPLOAD burst, then GETs of the same keys: all 200, in order, right md5' \
+	"$W pipecommit $STEPD_PORT"
+ok 'no temp files left behind' "[ -z \"\$(ls '$STEPD_ROOT/tmp')\" ]"
+t_stop 'SIGTERM exits 0'
+
+STEPD_NAME=fault
+export STEP_FAULT=fsync:1
+t_start 'stepd starts with a failing commit sync' --auth open
+ok 'failed batch: every waiter 507, nothing visible, the rest committed' \
+	"$W pipefault $STEPD_PORT"
+t_stop 'SIGTERM exits 0'
+done_testing
