@@ -187,6 +187,7 @@ agent_client_opts(struct agent *a, struct client_opts *o, char *errbuf, size_t e
 	o->timeout_ms = a->timeout_s * 1000;
 	o->window = a->window;
 	o->state_path = a->state_path;
+	o->block_md5 = a->block_md5;
 	if (a->bwlimit > 0 && a->bw == NULL && bwlimit_new(a->bwlimit, &a->bw) != 0) {
 		snprintf(errbuf, errlen, "out of memory");
 		return STEP_ENOMEM;

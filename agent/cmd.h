@@ -45,6 +45,7 @@ struct agent {
 	uint64_t bwlimit;          /* --bwlimit bytes/s, 0: unlimited */
 	int connections;           /* --connections, default 1 */
 	int progress;              /* 1 when stderr is a terminal and not quiet */
+	int block_md5;             /* put --block-md5 (hidden): per-block MD5 to stepd */
 
 	/* Lazily created; use the accessors below. */
 	struct client *client;           /* owned */

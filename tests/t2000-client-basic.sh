@@ -89,6 +89,16 @@ ok "a file that changes while it is read is reported and not kept on the server"
 	wait_for "[ -s rc ]" 400 && [ "$(cat rc)" = 1 ] &&
 	grep -q "put '\''ch.bin'\'': file changed while it was read" err &&
 	expect_exit 1 ss info ch.bin'
+ok "no progress output when stderr is not a terminal (cron stays quiet)" '
+	head -c 200000 /dev/urandom >q.bin && ss put q.bin >out 2>err && [ ! -s err ] &&
+	ss get q.bin -o q.out >out 2>err && [ ! -s err ]'
+if command -v script >/dev/null 2>&1; then
+	ok "a terminal gets a progress line with bytes, rate and ETA" '
+		head -c 600000 /dev/urandom >tty.bin &&
+		script -qec "$S --server 127.0.0.1:$REF_PORT --user alice put --bwlimit 400k tty.bin" \
+			/dev/null >tty.out &&
+		grep -q "KiB / 585.9 KiB" tty.out && grep -q "ETA" tty.out && grep -q "/s" tty.out'
+fi
 ok "--tls is refused clearly rather than sent in plain text" '
 	expect_exit 1 ss --tls ping 2>err && grep -q "TLS not supported yet" err'
 ok "a refused connection fails after bounded retries" '

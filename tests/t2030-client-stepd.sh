@@ -40,6 +40,9 @@ ok "an interrupted put resumes from the received list of stepd (no local state)"
 import json; d = json.load(open(\"out\"))
 assert d[\"resumed\"] and d[\"blocks_sent\"] < d[\"blocks_total\"], d" &&
 	ss get r.bin -o r.out >/dev/null && cmp r.bin r.out'
+ok "--block-md5 uploads verify too" '
+	ss put --block-md5 --key bm m3.bin >/dev/null && ss get bm -o bm.out >/dev/null &&
+	cmp m3.bin bm.out'
 ok "a non-ASCII key round trips" '
 	ss put --key "résumé.bin" m1.bin >/dev/null && ss get "résumé.bin" -o u.out >/dev/null &&
 	cmp m1.bin u.out'
