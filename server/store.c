@@ -33,6 +33,7 @@
 #define MAX_TOTAL_BLOCK (1ull << 24) /* bounds bitmap and sidecar sizes */
 #define CATCHUP_BLOCKS  16           /* out-of-order blocks hashed per request at most */
 #define BATCH_MAX       512
+#define WRITEBACK_BYTES (8u << 20) /* start writeback every this much contiguous data */
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
@@ -50,6 +51,7 @@ struct store_upload {
 	struct bitmap bm;
 	struct hash_ctx *md5;
 	uint64_t next_hashed; /* blocks [0, next_hashed) are in md5 */
+	uint64_t flushed;     /* bytes [0, flushed) handed to writeback early */
 	int64_t touched;      /* wall seconds of the last block */
 	int state;
 	int refs;                     /* map + jobs + callers */
@@ -529,6 +531,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
     size_t len, struct store_waiter *w)
 {
 	int fd, mapfd, r, fail = 0, need_map;
+	uint64_t wb_off = 0, wb_len = 0;
 	ssize_t n;
 
 	pthread_mutex_lock(&s->mu);
@@ -604,6 +607,14 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		u->next_hashed++;
 	}
 	upload_catch_up(u, CATCHUP_BLOCKS);
+	if (!bitmap_full(&u->bm) &&
+	    u->next_hashed * u->block_size >= u->flushed + WRITEBACK_BYTES) {
+		/* Start writeback of the contiguous prefix now, so the commit's sync finds little
+		 * left to write. SYNC_FILE_RANGE_WRITE only queues the I/O. */
+		wb_off = u->flushed;
+		wb_len = u->next_hashed * u->block_size - u->flushed;
+		u->flushed += wb_len;
+	}
 	if (bitmap_full(&u->bm)) {
 		u->state = UP_COMMITTING;
 		w->next = u->waiters;
@@ -613,6 +624,9 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		return STORE_PENDING;
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (wb_len > 0 &&
+	    sync_file_range(fd, (off_t)wb_off, (off_t)wb_len, SYNC_FILE_RANGE_WRITE) != 0)
+		log_debug("sync_file_range: %s", strerror(errno));
 	return STEP_OK;
 }
 
