@@ -5,12 +5,12 @@
 #
 #   BENCH_BIG_MIB   size of the large-file test (default 512)
 #   BENCH_SMALL_N   number of small files for the sync test (default 20000)
-#   BENCH_PARTS     which parts to run (default "put server sync rss watch")
+#   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch")
 set -u
 : "${BIN:?}" "${TOP:?}"
 BIG_MIB=${BENCH_BIG_MIB:-512}
 SMALL_N=${BENCH_SMALL_N:-20000}
-PARTS=${BENCH_PARTS:-put server sync rss watch}
+PARTS=${BENCH_PARTS:-put server sync smallobj rss watch}
 W=$(mktemp -d "${TMPDIR:-/tmp}/step-bench.XXXXXX")
 PIDS=""
 cleanup() {
@@ -187,6 +187,14 @@ PY
 	row "stepsync sync, no-change rerun (speedup vs rsync)" "$s2" "" "$(ratio "$r2" "$s2")"
 	stop_pid "$PID_sync"
 	rm -rf "$W/tree" "$W/sync.root" "$W/rsync.dst"/*
+fi
+
+if [[ " $PARTS " == *" smallobj "* ]]; then
+	echo "## small objects: $SMALL_N x SAVE+UPLOAD (1-8 KiB) pipelined over 4 connections"
+	start_stepd small
+	python3 "$TOP/contrib/bench/smallfiles.py" --port "$PORT_small" -n "$SMALL_N" -c 4 || echo "smallfiles failed"
+	stop_pid "$PID_small"
+	rm -rf "$W/small.root"
 fi
 
 if [[ " $PARTS " == *" rss "* ]]; then
