@@ -54,6 +54,10 @@ ok "data put/get/rm" '
 	ss data get rec1 >out && grep -q "\"colour\": \"blue\"" out && ! grep -q token out &&
 	expect_exit 1 ss data put rec1 "{\"a\":1}" &&
 	ss data rm rec1 && expect_exit 1 ss data get rec1'
+ok "non-ASCII keys and fields survive character-counted answers" '
+	ss put --key "résumé.bin" one.bin >/dev/null && ss get "résumé.bin" -o r.out >/dev/null &&
+	cmp one.bin r.out && ss info "résumé.bin" | grep -q "^key: résumé.bin$" &&
+	ss data put "clé" "{\"naïve\":\"ü\"}" && ss data get "clé" | grep -q "\"naïve\": \"ü\""'
 ok "ping shows a round trip" 'ss ping | grep -q "time="'
 ok "--json prints one object per result" '
 	ss --json put one.bin --key j1 >out &&
