@@ -35,7 +35,9 @@ kill $REF_PID
 
 start_bug --bug noanswer-commit || exit 1
 ok "noanswer-commit: the missing final answer is replaced by a GET" '
-	ss put f.bin >out && grep -q "^f.bin $(md5sum <f.bin | cut -d" " -f1)$" out &&
+	"$S" --server "127.0.0.1:$REF_PORT" --user alice -v put f.bin >out 2>err &&
+	grep -q "^f.bin $(md5sum <f.bin | cut -d" " -f1)$" out &&
+	grep -q "the server has it complete" err &&
 	ss get f.bin -o f3.out >/dev/null && cmp f.bin f3.out'
 kill $REF_PID
 
