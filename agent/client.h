@@ -178,6 +178,10 @@ int client_put_mem(struct client *c, const void *p, size_t n, const char *key, i
 int client_get_file(
     struct client *c, const char *key, const char *path, int mode, struct client_result *res);
 
+/* Removes the temporary files of downloads in progress. Async-signal-safe: for a
+ * SIGINT/SIGTERM handler, so an interrupted get leaves nothing behind. */
+void client_remove_temps(void);
+
 /* Downloads key into a new buffer (*outp, caller frees; NUL-terminated for convenience,
  * not counted in *lenp) when its size is at most max bytes, else STEP_ETOOBIG. Verified
  * like client_get_file(). */

@@ -6,6 +6,7 @@
  * (or a header of your own) and add one line to commands[].
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,34 @@ usage_all(FILE *f)
 	    "\nRun 'stepsync COMMAND --help' for a command's options.\n"
 	    "The password comes from --password-file, $STEPSYNC_PASSWORD, the config file's\n"
 	    "password_file, or a prompt on the terminal.\n");
+}
+
+/* An interrupted download leaves no temporary file; then die of the signal as usual.
+ * (Commands that handle signals themselves block them, so this never runs for them.) */
+static void
+on_fatal_signal(int sig)
+{
+	client_remove_temps();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void
+catch_fatal_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fatal_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		/* A signal the caller ignores (nohup, background jobs) stays ignored. */
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
 }
 
 enum {
@@ -253,6 +282,7 @@ main(int argc, char **argv)
 	}
 	if ((r = merge_config(&a, server_arg)) != 0)
 		goto out;
+	catch_fatal_signals();
 	argc -= optind;
 	argv += optind;
 	optind = 0; /* commands run getopt_long() again from scratch */

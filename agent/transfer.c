@@ -13,8 +13,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1123,6 +1125,55 @@ download_run(struct down *d, struct client_result *res)
 	return STEP_OK;
 }
 
+/*
+ * Temporary files of downloads in progress, so a signal handler can remove them
+ * (client_remove_temps()). Fixed storage: the handler must not allocate or lock.
+ */
+#define TEMP_SLOTS 64
+static char temp_path[TEMP_SLOTS][PATH_MAX];
+static volatile sig_atomic_t temp_used[TEMP_SLOTS];
+static pthread_mutex_t temp_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Remembers path; returns its slot, or -1 when it cannot be remembered. */
+static int
+temp_register(const char *path)
+{
+	int i, slot = -1;
+
+	if (strlen(path) >= PATH_MAX)
+		return -1;
+	pthread_mutex_lock(&temp_mu);
+	for (i = 0; i < TEMP_SLOTS && slot < 0; i++) {
+		if (!temp_used[i]) {
+			memcpy(temp_path[i], path, strlen(path) + 1);
+			temp_used[i] = 1;
+			slot = i;
+		}
+	}
+	pthread_mutex_unlock(&temp_mu);
+	return slot;
+}
+
+static void
+temp_unregister(int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&temp_mu);
+	temp_used[slot] = 0;
+	pthread_mutex_unlock(&temp_mu);
+}
+
+void
+client_remove_temps(void)
+{
+	int i;
+
+	for (i = 0; i < TEMP_SLOTS; i++)
+		if (temp_used[i])
+			unlink(temp_path[i]);
+}
+
 int
 client_get_file(
     struct client *c, const char *key, const char *path, int mode, struct client_result *res)
@@ -1131,7 +1182,7 @@ client_get_file(
 	struct down d;
 	char *tmpl = NULL, *dcopy = NULL, *bcopy = NULL;
 	size_t tlen;
-	int r, fd = -1;
+	int r, fd = -1, slot = -1;
 
 	if (res == NULL)
 		res = &dummy;
@@ -1160,6 +1211,7 @@ client_get_file(
 		goto out;
 	}
 	d.fd = fd;
+	slot = temp_register(tmpl);
 	if ((r = hasher_start(fd, NULL, d.info.size, &d.md5)) != 0) {
 		r = client_fail(c, r, "cannot start hashing: %s", step_strerror(r));
 		goto out;
@@ -1189,6 +1241,7 @@ out:
 		close(fd);
 	if (tmpl != NULL && d.fd >= 0)
 		unlink(tmpl);
+	temp_unregister(slot);
 	free(tmpl);
 	free(dcopy);
 	free(bcopy);

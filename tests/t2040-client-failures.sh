@@ -48,4 +48,14 @@ ok "killing the server mid-download leaves no partial file" '
 	pid=$!
 	wait_for "ls -A | grep -q stepsync-" 200 && kill -9 $REF_PID &&
 	wait $pid; rc=$?; [ $rc -eq 1 ] && [ ! -e big.out ] && [ -z "$(ls -A | grep stepsync-)" ]'
+start_ref_server || exit 1
+ok "SIGTERM or SIGHUP during get removes the temporary file" '
+	"$S" --server "127.0.0.1:$REF_PORT" --user carol put --key sig big.bin >/dev/null || exit 1
+	for sig in TERM HUP; do
+		"$S" --server "127.0.0.1:$REF_PORT" --user carol get --bwlimit 500k sig -o sig.out &
+		pid=$!
+		wait_for "ls -A | grep -q stepsync-" 200 || exit 1
+		kill -$sig $pid; wait $pid; rc=$?
+		[ $rc -gt 128 ] && [ ! -e sig.out ] && [ -z "$(ls -A | grep stepsync-)" ] || exit 1
+	done'
 done_testing
