@@ -3,6 +3,7 @@
  * (framing, tolerant JSON, validation, every handler) over a temporary store root with a
  * fixed all-zero token secret, so seeds can carry valid tokens (see corpus/handler).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +23,42 @@ static struct store *fz_store;
 static struct auth *fz_auth;
 static char fz_root[] = "/tmp/fuzz_handler.XXXXXX";
 
+/* Deferred replies arrive on the commit thread; they are handed to the conn_state on the
+ * fuzzing thread after store_sync(), as the event loop would do. */
+struct fz_done {
+	void *slot;
+	json_t *reply;
+};
+static struct fz_done fz_done[CONN_MAX_PENDING];
+static size_t fz_ndone;
+static pthread_mutex_t fz_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void
 fz_post(void *post_arg, void *cookie, json_t *reply)
 {
-	json_decref(reply);
+	pthread_mutex_lock(&fz_lock);
+	if (fz_ndone < CONN_MAX_PENDING) {
+		fz_done[fz_ndone].slot = cookie;
+		fz_done[fz_ndone].reply = reply;
+		fz_ndone++;
+	} else {
+		json_decref(reply);
+	}
+	pthread_mutex_unlock(&fz_lock);
+}
+
+static void
+fz_deliver(struct conn_state *cs)
+{
+	size_t i, n;
+
+	store_sync(fz_store);
+	pthread_mutex_lock(&fz_lock);
+	n = fz_ndone;
+	fz_ndone = 0;
+	pthread_mutex_unlock(&fz_lock);
+	for (i = 0; i < n; i++)
+		conn_state_deliver(cs, fz_done[i].slot, fz_done[i].reply);
 }
 
 static void
@@ -78,16 +111,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		off += n;
 		conn_state_process(&cs, &h, NULL, 1u << 20);
-		if (cs.pending) {
-			store_sync(fz_store); /* the deferred reply has been posted and freed */
-			cs.pending = 0;
+		while (conn_state_pending(&cs) && !cs.closing) {
+			fz_deliver(&cs);
 			conn_state_process(&cs, &h, NULL, 1u << 20);
 		}
 		if (cs.closing)
 			break;
 		buf_reset(&cs.out);
 	}
-	store_sync(fz_store);
+	fz_deliver(&cs);
 	conn_state_release(&cs);
 	return 0;
 }
