@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "step.h"
+#include "stepd_conf.h"
 #include "store.h"
 #include "util.h"
 
@@ -32,6 +33,9 @@ usage(FILE *f)
 	    "       stepd --root DIR user list\n"
 	    "\n"
 	    "options:\n"
+	    "  --config FILE          read settings from FILE: 'key = value' lines (optionally\n"
+	    "                         under [stepd]), keys are the long options below;\n"
+	    "                         flags on the command line override the file\n"
 	    "  --bind ADDR            address to listen on (default 0.0.0.0)\n"
 	    "  --port N               TCP port (default %d; 0 picks a free port)\n"
 	    "  --port-file FILE       write the chosen port to FILE (atomically)\n"
@@ -221,10 +225,19 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", STEP_DEFAULT_PORT, STEP_SPEC_MAX_BLOCK,
 		86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0 };
+	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
+		"block-size", "token-ttl", "upload-ttl", "idle-timeout", "max-connections",
+		"threads", "max-object-size", NULL };
 	unsigned long long sz;
+	char cerr[512];
 	int c;
 
 	umask(077);
+	atexit(stepd_conf_free);
+	if (stepd_conf_expand(&argc, &argv, conf_keys, cerr, sizeof(cerr)) != 0) {
+		fprintf(stderr, "stepd: %s\n", cerr);
+		return 2;
+	}
 	while ((c = getopt_long(argc, argv, "+vq", lopts, NULL)) != -1) {
 		int bad = 0;
 
