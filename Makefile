@@ -109,7 +109,9 @@ fuzz-smoke:
 	$(MAKE) fuzz-build B=build-fuzz CC=clang CFLAGS='$(FUZZ_CFLAGS)'
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); c=tests/fuzz/corpus/$${n#fuzz_}; \
 	    echo "fuzz: $$n ($(FUZZ_RUNS) runs)"; \
-	    build-fuzz/fuzz/$$n -runs=$(FUZZ_RUNS) -seed=1 -rss_limit_mb=1024 $$c >build-fuzz/$$n.log 2>&1 \
+	    rm -rf build-fuzz/new-$$n && mkdir -p build-fuzz/new-$$n && \
+	    build-fuzz/fuzz/$$n -runs=$(FUZZ_RUNS) -seed=1 -rss_limit_mb=1024 build-fuzz/new-$$n $$c \
+	      >build-fuzz/$$n.log 2>&1 \
 	      || { tail -40 build-fuzz/$$n.log; exit 1; }; done
 
 FUZZ_TIME ?= 300
