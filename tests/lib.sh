@@ -137,6 +137,22 @@ stop_stepd() {
 	wait "$pid"
 }
 
+# t_start TITLE [ARGS...] / t_stop TITLE — start_stepd / stop_stepd reported as TAP tests.
+# They run in the script's own shell (ok bodies run in subshells), so STEPD_PORT and
+# STEPD_PID stay set for the tests that follow.
+t_start() {
+	t_title=$1
+	shift
+	STEPD_PORT=0
+	start_stepd "$@"
+	ok "$t_title" "[ $STEPD_PORT != 0 ]"
+}
+t_stop() {
+	stop_stepd
+	t_rc=$?
+	ok "$1" "[ $t_rc -eq 0 ]"
+}
+
 # start_ref_server [ARGS...] — the Python replica of the reference server.
 # Sets REF_PORT and REF_PID.
 start_ref_server() {

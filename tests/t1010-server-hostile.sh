@@ -4,19 +4,6 @@
 # non-ASCII; nothing escapes the root and the server keeps serving.
 . "$TOP/tests/lib.sh"
 
-# start_stepd/stop_stepd must run in this shell (ok bodies run in subshells).
-t_start() {
-	t_title=$1
-	shift
-	STEPD_PORT=0
-	start_stepd "$@"
-	ok "$t_title" "[ $STEPD_PORT != 0 ]"
-}
-t_stop() {
-	stop_stepd
-	t_rc=$?
-	ok "$1" "[ $t_rc -eq 0 ]"
-}
 W="python3 $TOP/tests/server_wire.py"
 
 t_start 'stepd starts' --auth open

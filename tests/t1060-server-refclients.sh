@@ -4,19 +4,6 @@
 # json_len with a non-ASCII key, downloads and DATA records.
 . "$TOP/tests/lib.sh"
 
-# start_stepd/stop_stepd must run in this shell (ok bodies run in subshells).
-t_start() {
-	t_title=$1
-	shift
-	STEPD_PORT=0
-	start_stepd "$@"
-	ok "$t_title" "[ $STEPD_PORT != 0 ]"
-}
-t_stop() {
-	stop_stepd
-	t_rc=$?
-	ok "$1" "[ $t_rc -eq 0 ]"
-}
 RC="python3 $PEERS/ref_client.py --host 127.0.0.1 --timeout 30 -q"
 
 t_start 'stepd starts like the reference (block size 20480, open auth)' --auth open --block-size 20480

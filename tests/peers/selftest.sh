@@ -26,12 +26,7 @@ cleanup() {
 		kill -TERM "$p" 2>/dev/null
 	done
 	for p in $pids; do
-		i=0
-		while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do
-			sleep 0.05 # bounded wait for the server to exit
-			i=$((i + 1))
-		done
-		kill -KILL "$p" 2>/dev/null
+		wait_for "! kill -0 $p" 100 || kill -KILL "$p" 2>/dev/null
 	done
 	if [ -n "${KEEP:-}" ]; then
 		echo "# kept $T"
@@ -71,7 +66,7 @@ wait_for() {
 	while ! eval "$1" 2>/dev/null; do
 		i=$((i + 1))
 		[ $i -ge "${2:-200}" ] && return 1
-		sleep 0.05 # polling interval, not a readiness delay
+		sleep 0.05 # wait_for's polling interval
 	done
 	return 0
 }
