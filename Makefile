@@ -122,7 +122,7 @@ fuzz:
 	    build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_TIME) -rss_limit_mb=1024 $$c || exit 1; done
 
 bench: all
-	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) sh contrib/bench/bench.sh
+	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) bash contrib/bench/bench.sh
 
 demo: deps all
 	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) sh contrib/demo.sh

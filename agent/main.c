@@ -124,7 +124,9 @@ static const struct option global_opts[] = {
 };
 
 /* Reads the config file (explicit or default) and fills what the command line left
- * unset. Returns 0 or AGENT_EXIT_FAIL after printing. */
+ * unset. Returns 0, or after printing: SYNC_EXIT_CONFIG (78, EX_CONFIG) for a config file
+ * that cannot be read or parsed or holds a bad address, AGENT_EXIT_USAGE for a bad
+ * --server, AGENT_EXIT_FAIL when out of memory. */
 static int
 merge_config(struct agent *a, const char *server_arg)
 {
@@ -139,15 +141,20 @@ merge_config(struct agent *a, const char *server_arg)
 		r = config_load(file, &cfg, errbuf, sizeof(errbuf));
 		if (r != 0) {
 			agent_error("%s", errbuf);
-			return AGENT_EXIT_FAIL;
+			return SYNC_EXIT_CONFIG;
 		}
 	} else if (config_new(&cfg) != 0) {
 		agent_error("out of memory");
 		return AGENT_EXIT_FAIL;
 	}
 	a->cfg = cfg;
-	if (server_arg == NULL)
-		server_arg = cfg->server;
+	if (server_arg == NULL && cfg->server != NULL &&
+	    config_parse_address(
+	        cfg->server, STEP_DEFAULT_PORT, a->host, sizeof(a->host), &a->port) != 0) {
+		agent_error("%s: bad server address '%s'", cfg->file ? cfg->file : "config",
+		    cfg->server);
+		return SYNC_EXIT_CONFIG;
+	}
 	if (server_arg != NULL &&
 	    config_parse_address(
 	        server_arg, STEP_DEFAULT_PORT, a->host, sizeof(a->host), &a->port) != 0) {

@@ -52,10 +52,26 @@ ok "an unknown --name and a config without [dir] are configuration errors (78)" 
 	expect_exit 78 $BIN/stepsync --config "$T_DIR/empty.conf" sync
 '
 
-ok "a config error names the file and line" '
+ok "a config error names the file and line and exits 78 (EX_CONFIG), for any command" '
 	printf "[server]\nadress = x\n" >"$T_DIR/bad.conf" &&
-	expect_fail $BIN/stepsync --config "$T_DIR/bad.conf" sync 2>"$T_DIR/err" &&
-	grep -q "bad.conf:2: unknown key .adress." "$T_DIR/err"
+	expect_exit 78 $BIN/stepsync --config "$T_DIR/bad.conf" sync 2>"$T_DIR/err" &&
+	grep -q "bad.conf:2: unknown key .adress." "$T_DIR/err" &&
+	expect_exit 78 $BIN/stepsync --config "$T_DIR/bad.conf" snapshots &&
+	expect_exit 78 $BIN/stepsync --config "$T_DIR/no-such.conf" sync &&
+	printf "[server]\naddress = 127.0.0.1:notaport\n" >"$T_DIR/badaddr.conf" &&
+	expect_exit 78 $BIN/stepsync --config "$T_DIR/badaddr.conf" sync "$T_DIR/pics" &&
+	expect_exit 2 $BIN/stepsync --server 127.0.0.1:notaport sync "$T_DIR/pics"
+'
+
+ok "retryable (75) and fatal (77, 78) failures of a configured sync are told apart" '
+	sed "s/^address = .*/address = 127.0.0.1:1/" "$T_DIR/stepsync.conf" >"$T_DIR/down.conf" &&
+	expect_exit 75 $BIN/stepsync --config "$T_DIR/down.conf" sync --name pics &&
+	echo wrong >"$T_DIR/badpw" &&
+	sed "s/^password_file = .*/password_file = badpw/" "$T_DIR/stepsync.conf" >"$T_DIR/pw.conf" &&
+	expect_exit 77 $BIN/stepsync --config "$T_DIR/pw.conf" sync --name pics &&
+	grep -v "^user = " "$T_DIR/stepsync.conf" >"$T_DIR/nouser.conf" &&
+	expect_exit 78 $BIN/stepsync --config "$T_DIR/nouser.conf" sync --name pics 2>"$T_DIR/nouser.err" &&
+	grep -q user "$T_DIR/nouser.err"
 '
 
 done_testing
