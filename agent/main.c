@@ -151,8 +151,8 @@ merge_config(struct agent *a, const char *server_arg)
 	if (server_arg == NULL && cfg->server != NULL &&
 	    config_parse_address(
 	        cfg->server, STEP_DEFAULT_PORT, a->host, sizeof(a->host), &a->port) != 0) {
-		agent_error("%s: bad server address '%s'", cfg->file ? cfg->file : "config",
-		    cfg->server);
+		agent_error(
+		    "%s: bad server address '%s'", cfg->file ? cfg->file : "config", cfg->server);
 		return SYNC_EXIT_CONFIG;
 	}
 	if (server_arg != NULL &&
