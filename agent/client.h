@@ -206,6 +206,28 @@ struct client_job {
  */
 int client_put_many(const struct client_opts *o, int nconn, struct client_job *jobs, size_t n);
 
+/*
+ * A pool of nconn worker threads, each with its own long-lived session from o (copied;
+ * the strings it points to must outlive the pool): a connection logs in once and is
+ * reused by every client_pool_put(). Returns 0 and *outp (free with client_pool_free()),
+ * STEP_EINVAL (bad options), STEP_ENOMEM.
+ */
+struct client_pool;
+int client_pool_new(const struct client_opts *o, int nconn, struct client_pool **outp);
+
+/*
+ * Uploads every job like client_put_many() (rc, error and res filled for each), but files
+ * that fit in one block are pipelined many deep per connection (SAVE + UPLOAD, the
+ * completing UPLOAD's MD5 checked; an existing key is checked with GET) and leave no
+ * resume rows; other files, and everything after a pipelining failure, go through
+ * client_put_file(). A transport or login failure fails every job left with that code.
+ * Returns 0 when all succeeded, else the first failing job's code. One call at a time.
+ */
+int client_pool_put(struct client_pool *p, struct client_job *jobs, size_t n);
+
+/* Stops the workers (sending BYE) and frees p. client_pool_free(NULL) does nothing. */
+void client_pool_free(struct client_pool *p);
+
 /* ---- shared rate limit (token bucket) ---- */
 
 /* New limit of rate bytes per second (thread-safe, shared by every client that borrows

@@ -1,6 +1,6 @@
 /*
- * client_impl.h — what client.c (session, simple requests) and transfer.c (pipelined
- * put/get) share. Private to those two files: nobody else includes it.
+ * client_impl.h — what client.c (session, simple requests), transfer.c (pipelined
+ * put/get) and client_pool.c (many small files) share. Private to those files.
  */
 #ifndef STEP_CLIENT_IMPL_H
 #define STEP_CLIENT_IMPL_H
@@ -41,6 +41,7 @@ struct client {
 	char server[64];   /* LOGIN's "server" field, "" for a reference server */
 	unsigned ext;      /* CLIENT_EXT_* from LOGIN */
 	int degraded;      /* 1 after a pipelining failure: one request at a time */
+	uint32_t plan_bs;  /* block size of the last upload plan, 0 until one was seen */
 
 	struct buf rx; /* received, unparsed bytes */
 	struct buf tx; /* encoded request being built */

@@ -44,7 +44,7 @@
 #include "snapshots.h"
 #include "util.h"
 
-#define SYNC_BATCH     2048        /* objects handed to client_put_many() at once */
+#define SYNC_BATCH     2048        /* objects handed to client_pool_put() at once */
 #define SYNC_HASH_BUF  (256 << 10) /* read size while hashing */
 #define SYNC_HASH_TRY  3           /* attempts on a file that changes while it is hashed */
 #define SYNC_AUTO_CONN 4           /* connections for many uploads when --connections is 1 */
@@ -348,6 +348,7 @@ static int
 upload_pending(struct sync_run *s, struct client *c)
 {
 	struct client_opts o;
+	struct client_pool *pool = NULL;
 	struct client_job *jobs = NULL;
 	char **paths = NULL, **keys = NULL, (*md5s)[HASH_MD5_HEX] = NULL;
 	uint64_t *sizes = NULL;
@@ -364,6 +365,12 @@ upload_pending(struct sync_run *s, struct client *c)
 	nconn = s->a->connections;
 	if (nconn <= 1 && s->pending >= 16)
 		nconn = SYNC_AUTO_CONN;
+	if ((uint64_t)nconn > s->pending)
+		nconn = (int)s->pending;
+	if ((r = client_pool_new(&o, nconn, &pool)) != 0) {
+		set_fatal(s, r, "cannot connect", step_strerror(r));
+		return r;
+	}
 	jobs = xcalloc(SYNC_BATCH, sizeof(*jobs));
 	paths = xcalloc(SYNC_BATCH, sizeof(*paths));
 	keys = xcalloc(SYNC_BATCH, sizeof(*keys));
@@ -399,7 +406,7 @@ upload_pending(struct sync_run *s, struct client *c)
 		sqlite3_reset(st);
 		if (n == 0)
 			break;
-		(void)client_put_many(&o, nconn, jobs, n);
+		(void)client_pool_put(pool, jobs, n);
 		if ((r = db_begin(s->db)) != 0)
 			goto out;
 		for (i = 0; i < n && r == 0; i++)
@@ -416,6 +423,7 @@ upload_pending(struct sync_run *s, struct client *c)
 	}
 	r = 0;
 out:
+	client_pool_free(pool);
 	sqlite3_finalize(st);
 	for (i = 0; i < SYNC_BATCH; i++) {
 		free(paths[i]);

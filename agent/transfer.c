@@ -516,6 +516,7 @@ do_save(struct up *u, int *existsp)
 	}
 	if (u->key[0] == '\0' && codec_get_str(resp, "key", &k, NULL) == 0)
 		snprintf(u->key, sizeof(u->key), "%s", k);
+	u->c->plan_bs = (uint32_t)bs;
 	if (u->blk == NULL || u->bs != (uint32_t)bs || u->total != (uint32_t)total) {
 		blockset_release(&u->acked);
 		free(u->blk);
