@@ -182,8 +182,7 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	if (have && row.size == (uint64_t)st->st_size && row.mtime_ns == scan_mtime_ns(st) &&
 	    row.ino == (uint64_t)st->st_ino && row.dev == (uint64_t)st->st_dev &&
 	    row.ctime_ns == scan_ctime_ns(st)) {
-		if ((r = files_touch(s->files, s->name, se->path, s->gen)) != 0)
-			return r;
+		/* Unchanged: nothing is written (see mark_seen()). */
 	} else {
 		memset(&row, 0, sizeof(row));
 		if (st->st_size == 0) {
@@ -529,6 +528,46 @@ exit_for(struct sync_run *s, int r)
 	return AGENT_EXIT_OK;
 }
 
+/* Rows of files that vanished must go, and the scan writes nothing for unchanged files
+ * (so a no-change run writes nothing at all). Only when fewer known files were found
+ * than the table holds are this scan's files marked with the run's gen — read back from
+ * the manifest being built — and the others dropped. */
+static int
+mark_seen(struct sync_run *s)
+{
+	struct manifest_header h;
+	struct manifest_reader *rd = NULL;
+	struct manifest_entry *e = xmalloc(sizeof(*e));
+	FILE *f = NULL;
+	int r;
+
+	memset(&h, 0, sizeof(h));
+	snprintf(h.name, sizeof(h.name), "%s", s->name);
+	h.seq = 1;
+	h.time = util_wall_s();
+	if ((f = tmpfile()) == NULL) {
+		r = STEP_ESYS;
+		goto out;
+	}
+	if ((r = manifest_writer_finish(s->mw, &h, f)) != 0 || fseek(f, 0, SEEK_SET) != 0 ||
+	    (r = manifest_reader_new(f, &h, &rd)) != 0) {
+		r = r != 0 ? r : STEP_ESYS;
+		goto out;
+	}
+	while ((r = manifest_reader_next(rd, e)) == 1)
+		if (e->type == MANIFEST_FILE &&
+		    (r = files_touch(s->files, s->name, e->path, s->gen)) != 0)
+			goto out;
+	if (r == 0)
+		r = files_drop_unseen(s->files, s->name, s->gen);
+out:
+	manifest_reader_free(rd);
+	if (f != NULL)
+		fclose(f);
+	free(e);
+	return r;
+}
+
 /* Steps 2 and 3: the scan in one transaction. Returns 0, an error, or 1 for "stop here,
  * *exitp says how" (dry run, mass deletion). */
 static int
@@ -582,7 +621,7 @@ scan_phase(struct sync_run *s, int *exitp)
 		*exitp = r == 0 ? AGENT_EXIT_OK : AGENT_EXIT_FAIL;
 		return 1;
 	}
-	if ((r = files_drop_unseen(s->files, s->name, s->gen)) != 0)
+	if (s->found < s->known && (r = mark_seen(s)) != 0)
 		goto fail;
 	return db_commit(s->db);
 fail:
@@ -598,6 +637,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	struct sync_run *s = xcalloc(1, sizeof(*s));
 	struct manifest_header h;
 	struct client *c = NULL;
+	double t0;
 	int r, ex = AGENT_EXIT_FAIL;
 
 	s->a = a;
@@ -617,11 +657,15 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		agent_error("state database: %s", step_strerror(r));
 		goto done;
 	}
+	t0 = util_now_s();
 	if ((r = scan_phase(s, &ex)) != 0) {
 		if (r < 0)
 			ex = exit_for(s, r);
 		goto done;
 	}
+	log_info("scanned '%s' in %.3f s: %" PRIu64 " files hashed, %" PRIu64 " to send", root,
+	    util_now_s() - t0, s->hashed, s->pending);
+	t0 = util_now_s();
 	if (agent_client(a, &c) != 0) {
 		ex = SYNC_EXIT_CONFIG;
 		goto done;
@@ -635,6 +679,8 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		ex = exit_for(s, r);
 		goto done;
 	}
+	log_info("sent %" PRIu64 " files in %.3f s (login included)", s->sent, util_now_s() - t0);
+	t0 = util_now_s();
 	if (s->upload_failed > 0) {
 		agent_error("sync '%s': %" PRIu64 " of %" PRIu64 " files could not be sent; "
 		            "no snapshot recorded (the previous one stays the latest)",
@@ -645,6 +691,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		ex = exit_for(s, r);
 		goto done;
 	}
+	log_info("recorded snapshot #%" PRIu64 " in %.3f s", h.seq, util_now_s() - t0);
 	if (a->verbose >= 0)
 		printf("snapshot %s#%" PRIu64 ": %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64
 		       " symlinks, %" PRIu64 " bytes; sent %" PRIu64 " files (%" PRIu64
