@@ -1,0 +1,55 @@
+#!/bin/sh
+# t2540-sync-many-small.sh — many one-block files take the pipelined path (SAVE+UPLOAD
+# many deep over long-lived connections): against stepd, and against reference servers
+# that break pipelining (glued packets) or never answer the completing UPLOAD; every
+# time the restore must be identical, and a rerun after that must send nothing.
+. "$TOP/tests/lib.sh"
+. "$TOP/tests/sync_lib.sh"
+
+make_small_tree() {
+	for d in 0 1 2 3; do
+		mkdir -p "$1/d$d"
+		for f in 0 1 2 3 4 5 6 7 8 9 10 11; do
+			head -c $((100 + d * 997 + f * 131)) /dev/urandom >"$1/d$d/f$f.bin"
+		done
+	done
+	head -c 70000 /dev/urandom >"$1/d0/two-blocks.bin" # not one block: the careful way
+	printf same >"$1/d1/copy-a" && printf same >"$1/d2/copy-b"
+}
+SRC=$T_DIR/tree
+make_small_tree "$SRC"
+
+start_stepd --auth open || exit 1
+echo demo >"$T_DIR/pw"
+SS="$BIN/stepsync --server 127.0.0.1:$STEPD_PORT --user demo --password-file $T_DIR/pw"
+
+ok "stepd: 51 files over 4 pipelined connections, restored identical, nothing left half-done" '
+	$SS --state "$T_DIR/st.db" --json sync --name small "$SRC" >"$T_DIR/out.json" &&
+	grep -q "\"sent_files\":50" "$T_DIR/out.json" &&
+	$SS --state "$T_DIR/fresh.db" restore --name small --to "$T_DIR/r1" &&
+	same_tree "$SRC" "$T_DIR/r1" &&
+	[ "$(sqlite3 "$T_DIR/st.db" "SELECT count(*) FROM uploads")" = 0 ]
+'
+
+ok "stepd: a fresh state finds every object on the server (checked with GET), sends none" '
+	$SS --state "$T_DIR/fresh2.db" --json sync --name small "$SRC" >"$T_DIR/out2.json" &&
+	grep -q "\"sent_files\":0" "$T_DIR/out2.json" &&
+	grep -q "\"existed\":50" "$T_DIR/out2.json"
+'
+
+printf 12345678 >"$T_DIR/refpw"
+for bug in glue noanswer-commit; do
+	start_ref_server --bug $bug || exit 1
+	ok "reference server with the $bug bug: sync (13 files) and restore still identical" '
+		$BIN/stepsync --server 127.0.0.1:$REF_PORT --user 12345678 --password-file "$T_DIR/refpw" \
+			--state "$T_DIR/$bug.db" --timeout 20 sync --name small "$SRC/d0" &&
+		$BIN/stepsync --server 127.0.0.1:$REF_PORT --user 12345678 --password-file "$T_DIR/refpw" \
+			--state "$T_DIR/$bug-fresh.db" restore --name small --to "$T_DIR/r-$bug" &&
+		same_tree "$SRC/d0" "$T_DIR/r-$bug"
+	'
+	kill $REF_PID 2>/dev/null
+	wait $REF_PID 2>/dev/null
+	rm -rf "$T_DIR/ref.root"
+done
+
+done_testing
