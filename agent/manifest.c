@@ -140,6 +140,44 @@ dump_line(json_t *obj, struct buf *out)
 	return r;
 }
 
+/* 1 when s goes into JSON as it is: printable ASCII without quote or backslash. */
+static int
+json_plain(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
+			return 0;
+	return 1;
+}
+
+/* The common case (plain names) without building a JSON object: the same bytes
+ * dump_line() would write. 1 when done, 0 when jansson must do it, or an error. */
+static int
+encode_plain(const struct manifest_entry *e, struct buf *out)
+{
+	char line[MANIFEST_MAX_LINE];
+	int n;
+
+	if (!json_plain(e->path) || (e->type == MANIFEST_SYMLINK && !json_plain(e->target)) ||
+	    (e->type == MANIFEST_FILE && (!json_plain(e->key) || !json_plain(e->md5))))
+		return 0;
+	n = snprintf(line, sizeof(line),
+	    "{\"path\":\"%s\",\"type\":\"%s\",\"mode\":%u,\"mtime_ns\":%lld", e->path,
+	    type_names[e->type], (unsigned)(e->mode & 07777), (long long)e->mtime_ns);
+	if (n > 0 && (size_t)n < sizeof(line) && e->type == MANIFEST_FILE)
+		n += snprintf(line + n, sizeof(line) - (size_t)n,
+		    ",\"size\":%llu%s%s%s,\"md5\":\"%s\"}\n", (unsigned long long)e->size,
+		    e->key[0] ? ",\"key\":\"" : "", e->key, e->key[0] ? "\"" : "", e->md5);
+	else if (n > 0 && (size_t)n < sizeof(line) && e->type == MANIFEST_SYMLINK)
+		n += snprintf(
+		    line + n, sizeof(line) - (size_t)n, ",\"target\":\"%s\"}\n", e->target);
+	else if (n > 0 && (size_t)n < sizeof(line))
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "}\n");
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return 0; /* too long here: jansson says so properly */
+	return buf_append(out, line, (size_t)n) == 0 ? 1 : STEP_ENOMEM;
+}
+
 int
 manifest_entry_encode(const struct manifest_entry *e, struct buf *out)
 {
@@ -148,6 +186,9 @@ manifest_entry_encode(const struct manifest_entry *e, struct buf *out)
 
 	if (e->type < MANIFEST_FILE || e->type > MANIFEST_SYMLINK || !manifest_path_safe(e->path))
 		return STEP_EINVAL;
+	if ((r = encode_plain(e, out)) != 0)
+		return r < 0 ? r : 0;
+	r = STEP_ENOMEM;
 	if ((o = json_object()) == NULL)
 		return STEP_ENOMEM;
 	if ((r = set_bytes(o, "path", e->path)) != 0)

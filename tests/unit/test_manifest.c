@@ -56,6 +56,34 @@ roundtrip(const struct manifest_entry *in)
 	buf_release(&b);
 }
 
+/* Plain names take a fast path that must write exactly what jansson writes. */
+static void
+test_plain_bytes(void **state)
+{
+	struct manifest_entry *e;
+	struct buf b;
+
+	(void)state;
+	buf_init(&b, MANIFEST_MAX_LINE);
+	e = entry(MANIFEST_FILE, "docs/a b.txt");
+	assert_int_equal(manifest_entry_encode(e, &b), 0);
+	e = entry(MANIFEST_DIR, "docs");
+	assert_int_equal(manifest_entry_encode(e, &b), 0);
+	e = entry(MANIFEST_SYMLINK, "link");
+	snprintf(e->target, sizeof(e->target), "%s", "../x/y");
+	assert_int_equal(manifest_entry_encode(e, &b), 0);
+	assert_int_equal(buf_append(&b, "", 1), 0);
+	assert_string_equal((const char *)buf_ptr(&b),
+	    "{\"path\":\"docs/a b.txt\",\"type\":\"file\",\"mode\":493,"
+	    "\"mtime_ns\":1700000000123456789,\"size\":20481,\"key\":\"o."
+	    "0000000000000000000000000000000000000000000000000000000000000007\","
+	    "\"md5\":\"0123456789abcdef0123456789abcdef\"}\n"
+	    "{\"path\":\"docs\",\"type\":\"dir\",\"mode\":493,\"mtime_ns\":1700000000123456789}\n"
+	    "{\"path\":\"link\",\"type\":\"symlink\",\"mode\":493,"
+	    "\"mtime_ns\":1700000000123456789,\"target\":\"../x/y\"}\n");
+	buf_release(&b);
+}
+
 static void
 test_roundtrip(void **state)
 {
@@ -231,6 +259,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plain_bytes),
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_hostile_entries),
 		cmocka_unit_test(test_stream),
