@@ -171,7 +171,7 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	struct files_row row;
 	struct stat hst;
 	uint8_t sha[HASH_SHA256_LEN];
-	int r, have, i;
+	int r, have, unchanged, i;
 
 	r = files_lookup(s->files, s->name, se->path, &row);
 	if (r != 0 && r != STEP_ENOENT)
@@ -179,11 +179,10 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	have = r == 0;
 	if (have)
 		s->found++;
-	if (have && row.size == (uint64_t)st->st_size && row.mtime_ns == scan_mtime_ns(st) &&
-	    row.ino == (uint64_t)st->st_ino && row.dev == (uint64_t)st->st_dev &&
-	    row.ctime_ns == scan_ctime_ns(st)) {
-		/* Unchanged: nothing is written (see mark_seen()). */
-	} else {
+	unchanged = have && row.size == (uint64_t)st->st_size &&
+	    row.mtime_ns == scan_mtime_ns(st) && row.ino == (uint64_t)st->st_ino &&
+	    row.dev == (uint64_t)st->st_dev && row.ctime_ns == scan_ctime_ns(st);
+	if (!unchanged) {
 		memset(&row, 0, sizeof(row));
 		if (st->st_size == 0) {
 			memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
@@ -219,12 +218,14 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 		e->mode = hst.st_mode & 07777;
 		e->mtime_ns = row.mtime_ns;
 	}
+	/* Unchanged files write nothing (see mark_seen()). */
 	e->size = row.size;
 	memcpy(e->md5, row.md5, sizeof(e->md5));
 	memcpy(e->key, row.okey,
 	    sizeof(row.okey) < sizeof(e->key) ? sizeof(row.okey) : sizeof(e->key));
 	if (e->key[0] != '\0') {
-		r = files_object_known(s->files, e->key);
+		/* An unchanged file's lookup said whether its object is known already. */
+		r = unchanged ? row.known : files_object_known(s->files, e->key);
 		if (r < 0)
 			return r;
 		if (r == 0 && (r = queue_object(s, se->path, e->size, e->key, e->md5)) != 0)

@@ -38,8 +38,9 @@ enum {
 };
 
 static const char *const files_sql[ST_N] = {
-	[ST_LOOKUP] = "SELECT dev, ino, size, mtime_ns, ctime_ns, mode, md5, okey FROM files"
-	              " WHERE dir = ?1 AND path = ?2",
+	[ST_LOOKUP] = "SELECT f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, f.mode, f.md5, f.okey,"
+	              " o.okey IS NOT NULL FROM files f LEFT JOIN objects o ON o.okey = f.okey"
+	              " WHERE f.dir = ?1 AND f.path = ?2",
 	[ST_PUT] = "INSERT OR REPLACE INTO files(dir, path, dev, ino, size, mtime_ns, ctime_ns,"
 	           " mode, md5, okey, gen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_TOUCH] = "UPDATE files SET gen = ?3 WHERE dir = ?1 AND path = ?2",
@@ -137,6 +138,7 @@ files_lookup(struct files *f, const char *dir, const char *path, struct files_ro
 		row->mode = (unsigned)sqlite3_column_int(st, 5);
 		copy_text(st, 6, row->md5, sizeof(row->md5));
 		copy_text(st, 7, row->okey, sizeof(row->okey));
+		row->known = sqlite3_column_int(st, 8);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? STEP_ENOENT : db_err(rc);

@@ -26,6 +26,7 @@ struct files_row {
 	unsigned mode;
 	char md5[33];                 /* lower-case hex */
 	char okey[FILES_KEY_MAX + 1]; /* object key, "" for an empty file */
+	int known;                    /* files_lookup(): 1 when okey is in the objects table */
 };
 
 /* Creates or upgrades the tables (module "files"). */
