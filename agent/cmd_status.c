@@ -14,6 +14,7 @@
 #include "db.h"
 #include "err.h"
 #include "queue.h"
+#include "uploads.h"
 
 #define STATUS_USAGE "status [--json]"
 
@@ -52,6 +53,45 @@ json_str_key(json_t *obj, sqlite3 *sq, const char *key, const char *field)
 	free(v);
 }
 
+/* Whole per cent of blocks acknowledged (a finished plan of 0 blocks is 100). */
+static int
+percent(const struct upload_progress *p)
+{
+	return p->total_block == 0 ? 100 : (int)((uint64_t)p->acked * 100 / p->total_block);
+}
+
+static int
+upload_json(const struct upload_progress *p, void *arg)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:i, s:I}", "path", p->path, "key", p->key,
+	    "size", (json_int_t)p->size, "blocks_total", (json_int_t)p->total_block, "blocks_done",
+	    (json_int_t)p->acked, "percent", percent(p), "updated", (json_int_t)p->updated);
+
+	if (o == NULL || json_array_append_new(arg, o) != 0)
+		return STEP_ENOMEM;
+	return 0;
+}
+
+static int
+upload_text(const struct upload_progress *p, void *arg)
+{
+	char when[64];
+
+	(void)arg;
+	fmt_time(p->updated, when, sizeof(when));
+	printf("  %s: %d%% (%u of %u blocks, %llu bytes; last progress %s)\n", p->path, percent(p),
+	    p->acked, p->total_block, (unsigned long long)p->size, when);
+	return 0;
+}
+
+static int
+count_upload(const struct upload_progress *p, void *arg)
+{
+	(void)p;
+	++*(long long *)arg;
+	return 0;
+}
+
 static int
 watch_running(sqlite3 *sq, long long *pidp)
 {
@@ -64,13 +104,18 @@ watch_running(sqlite3 *sq, long long *pidp)
 }
 
 static int
-print_json(const struct agent *a, sqlite3 *sq, long long pending)
+print_json(const struct agent *a, struct db *db, long long pending)
 {
-	json_t *o = json_object();
+	sqlite3 *sq = db_handle(db);
+	json_t *o = json_object(), *uploads = json_array();
 	long long pid = 0;
 
-	if (o == NULL)
+	if (o == NULL || uploads == NULL || uploads_each(db, upload_json, uploads) != 0) {
+		json_decref(o);
+		json_decref(uploads);
+		agent_error("cannot read the state database: %s", db_errmsg(db));
 		return AGENT_EXIT_FAIL;
+	}
 	json_object_set_new(o, "pending", json_integer(pending));
 	json_object_set_new(
 	    o, "watch_pid", watch_running(sq, &pid) ? json_integer(pid) : json_null());
@@ -81,8 +126,7 @@ print_json(const struct agent *a, sqlite3 *sq, long long pending)
 	json_int_key(o, sq, "last_error_time", "last_error_time");
 	json_int_key(o, sq, "bytes_sent", "bytes_sent");
 	json_int_key(o, sq, "errors", "errors");
-	/* XXX uploads in progress: needs the upload module's table; not reported yet. */
-	json_object_set_new(o, "uploads", json_array());
+	json_object_set_new(o, "uploads", uploads);
 	if (a->json) {
 		agent_json(a, o);
 	} else {
@@ -97,12 +141,16 @@ print_json(const struct agent *a, sqlite3 *sq, long long pending)
 }
 
 static void
-print_text(sqlite3 *sq, long long pending)
+print_text(struct db *db, long long pending)
 {
+	sqlite3 *sq = db_handle(db);
 	char when[64], *s = NULL;
-	long long v = 0, pid = 0;
+	long long v = 0, pid = 0, nuploads = 0;
 
 	printf("pending changes: %lld\n", pending);
+	uploads_each(db, count_upload, &nuploads);
+	printf("uploads in progress: %lld\n", nuploads);
+	uploads_each(db, upload_text, NULL);
 	if (watch_running(sq, &pid))
 		printf("watch: running (pid %lld)\n", pid);
 	else
@@ -165,12 +213,13 @@ cmd_status(struct agent *a, int argc, char **argv)
 	if (agent_db(a, &db) != 0)
 		return AGENT_EXIT_FAIL;
 	sq = db_handle(db);
-	if (queue_migrate(sq) != 0 || queue_count(sq, NULL, &pending) != 0) {
+	if (queue_migrate(sq) != 0 || uploads_migrate(db) != 0 ||
+	    queue_count(sq, NULL, &pending) != 0) {
 		agent_error("cannot read the state database: %s", db_errmsg(db));
 		return AGENT_EXIT_FAIL;
 	}
 	if (json)
-		return print_json(a, sq, pending);
-	print_text(sq, pending);
+		return print_json(a, db, pending);
+	print_text(db, pending);
 	return AGENT_EXIT_OK;
 }

@@ -182,3 +182,48 @@ uploads_delete(struct db *db, const char *server, const char *user, const char *
 	sqlite3_finalize(st);
 	return r;
 }
+
+static uint32_t
+bits_set(const uint8_t *p, size_t n, uint32_t limit)
+{
+	uint32_t count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		count += (uint32_t)__builtin_popcount(p[i]);
+	return count < limit ? count : limit;
+}
+
+int
+uploads_each(struct db *db, int (*fn)(const struct upload_progress *p, void *arg), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	if ((r = prepare(db,
+	         "SELECT path, key, size, total_block, bitmap, updated FROM uploads"
+	         " ORDER BY updated, rowid",
+	         &st)) != 0)
+		return r;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct upload_progress p;
+		const uint8_t *bitmap = sqlite3_column_blob(st, 4);
+		size_t nbitmap = (size_t)sqlite3_column_bytes(st, 4);
+
+		p.path = (const char *)sqlite3_column_text(st, 0);
+		p.key = (const char *)sqlite3_column_text(st, 1);
+		p.size = (uint64_t)sqlite3_column_int64(st, 2);
+		p.total_block = (uint32_t)sqlite3_column_int64(st, 3);
+		p.acked = bitmap != NULL ? bits_set(bitmap, nbitmap, p.total_block) : 0;
+		p.updated = sqlite3_column_int64(st, 5);
+		if (p.path == NULL)
+			p.path = "";
+		if (p.key == NULL)
+			p.key = "";
+		if ((r = fn(&p, arg)) != 0)
+			break;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		r = db_err(rc);
+	sqlite3_finalize(st);
+	return r;
+}

@@ -48,6 +48,22 @@ int uploads_save_bitmap(struct db *db, const char *server, const char *user, con
 /* Forgets (server, user, key); no record is not an error. */
 int uploads_delete(struct db *db, const char *server, const char *user, const char *key);
 
+/* One upload in progress, as `stepsync status` shows it (strings borrowed for the call). */
+struct upload_progress {
+	const char *path;
+	const char *key;
+	uint64_t size;        /* bytes */
+	uint32_t total_block; /* blocks in the server's plan */
+	uint32_t acked;       /* blocks acknowledged, as last committed */
+	int64_t updated;      /* Unix time of the last commit */
+};
+
+/*
+ * Calls fn for every upload in progress, oldest first; stops early and returns fn's
+ * value when it is non-zero. 0 or a STEP_E* from SQLite.
+ */
+int uploads_each(struct db *db, int (*fn)(const struct upload_progress *p, void *arg), void *arg);
+
 void uploads_rec_free(struct upload_rec *rec);
 
 #endif

@@ -43,6 +43,13 @@ interrupt() {
 ok "a put killed with SIGKILL leaves its progress in the state database" '
 	interrupt st.db f.bin k1 && n=$(acked st.db) && [ "$n" -ge 20 ] && [ "$n" -lt 100 ]'
 n_db=$(acked st.db)
+ok "status lists the interrupted upload with its percentage" '
+	ss --state st.db status >st &&
+	grep -q "^uploads in progress: 1$" st && grep -q "^  f.bin: $n_db% ($n_db of 100 blocks" st &&
+	ss --state st.db status --json | python3 -c "
+import json, sys
+u = json.load(sys.stdin)[\"uploads\"]
+assert len(u) == 1 and u[0][\"key\"] == \"k1\" and u[0][\"percent\"] == $n_db, u"'
 c1=$(lastconn)
 ok "the resumed put sends no SAVE and only the missing blocks" '
 	ss --state st.db --json put --key k1 f.bin >out &&
@@ -53,6 +60,8 @@ ok "the resumed put sends no SAVE and only the missing blocks" '
 	[ $sent -le $((100 - n_db)) ] && [ $sent -ge $((100 - n_db - 16)) ]'
 ok "the resumed object is byte-identical" 'ss get k1 -o k1.out >/dev/null && cmp f.bin k1.out'
 ok "the state database forgets a finished upload" '[ $(acked st.db) -eq 0 ]'
+ok "status then shows no upload in progress" '
+	ss --state st.db status | grep -q "^uploads in progress: 0$"'
 
 ok "a file changed since the interruption is uploaded from scratch" '
 	interrupt st2.db f.bin k2 &&
