@@ -46,6 +46,8 @@ struct agent {
 	int connections;           /* --connections, default 1 */
 	int progress;              /* 1 when stderr is a terminal and not quiet */
 	int block_md5;             /* put --block-md5 (hidden): per-block MD5 to stepd */
+	int server_cli;            /* the server address came from --server */
+	int tls_cli;               /* TLS was asked for by --tls */
 
 	/* Lazily created; use the accessors below. */
 	struct client *client;           /* owned */

@@ -41,6 +41,7 @@
 #include "manifest.h"
 #include "scan.h"
 #include "snapshot.h"
+#include "server_id.h"
 #include "snapshots.h"
 #include "util.h"
 
@@ -630,6 +631,22 @@ fail:
 	return r;
 }
 
+/* Ties the state to this server and user; another one makes every object unknown. */
+static int
+bind_server(const struct agent *a, struct db *db)
+{
+	char id[sizeof(a->host) + 300];
+	int changed = 0, r;
+
+	snprintf(id, sizeof(id), "%.255s@%s:%d", a->user != NULL ? a->user : "", a->host, a->port);
+	r = server_id_bind(db, id, &changed);
+	if (r == 0 && changed)
+		log_info("the state was used with another server or user: every object is "
+		         "checked again on %s",
+		    id);
+	return r;
+}
+
 /* One tree, one snapshot. */
 static int
 sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
@@ -654,7 +671,8 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		goto done;
 	}
 	if ((r = files_migrate(s->db)) != 0 || (r = snapshots_migrate(s->db)) != 0 ||
-	    (r = files_new(s->db, &s->files)) != 0 || (r = manifest_writer_new(&s->mw)) != 0) {
+	    (r = bind_server(a, s->db)) != 0 || (r = files_new(s->db, &s->files)) != 0 ||
+	    (r = manifest_writer_new(&s->mw)) != 0) {
 		agent_error("state database: %s", step_strerror(r));
 		goto done;
 	}

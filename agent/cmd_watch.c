@@ -20,6 +20,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "cmd.h"
 #include "cmd_watch.h"
 #include "config.h"
@@ -41,9 +43,10 @@
 
 /* One watched tree. */
 struct wdir {
-	char *name; /* owned; snapshot NAME, or NULL for the sync engine's default */
-	char *path; /* owned; absolute, resolved */
-	char *qkey; /* owned; the queue's dir column: name, else path */
+	char *name;  /* owned; snapshot NAME, or NULL for the sync engine's default */
+	char *path;  /* owned; absolute, resolved */
+	char *qkey;  /* owned; the queue's dir column: name, else path */
+	int removed; /* its [dir] section went away at a SIGHUP: no longer synced */
 };
 
 struct watcher {
@@ -60,6 +63,8 @@ struct watcher {
 	int max_watches;
 	const char *prometheus; /* borrowed from argv; NULL when off */
 	int queue_error;        /* a queue write failed: rescan everything on the next sync */
+	int from_config;  /* the trees are the config's [dir] sections (SIGHUP updates them) */
+	char *state_path; /* owned copy once a SIGHUP retired the config it pointed into */
 	long long errors;
 };
 
@@ -105,6 +110,7 @@ wdir_add(struct watcher *wt, const char *name, const char *path)
 	d->name = name != NULL ? xstrdup(name) : NULL;
 	d->path = xstrdup(real);
 	d->qkey = xstrdup(name != NULL ? name : real);
+	d->removed = 0;
 	return 0;
 }
 
@@ -135,7 +141,7 @@ queue_one(struct watcher *wt, const char *abs, int kind)
 	const char *rel = NULL;
 	struct wdir *d = wdir_find(wt, abs, &rel);
 
-	if (d == NULL)
+	if (d == NULL || d->removed)
 		return;
 	if (queue_push(wt->sq, d->qkey, rel, kind, util_wall_s()) != 0) {
 		log_warnx("cannot queue change of '%s': %s", abs, db_errmsg(wt->db));
@@ -228,7 +234,7 @@ sync_pending(struct watcher *wt)
 		struct watch_sync_result res;
 		long long mark = 0, n = 0;
 
-		if (queue_count(wt->sq, d->qkey, &n) != 0 || n == 0)
+		if (d->removed || queue_count(wt->sq, d->qkey, &n) != 0 || n == 0)
 			continue;
 		if (queue_mark(wt->sq, d->qkey, &mark) != 0)
 			continue;
@@ -278,6 +284,79 @@ until(uint64_t at, uint64_t now)
 	return at <= now ? 0 : (long long)(at - now);
 }
 
+/*
+ * Takes over new as the agent's configuration: what the command line set stays, the rest
+ * (server, user, password file, tls, ca, each directory's excludes) comes from new from
+ * the next sync on. Returns 0, or -1 with the old configuration kept.
+ */
+static int
+adopt_config(struct watcher *wt, struct config *new, char *errbuf, size_t errlen)
+{
+	struct agent *a = wt->a;
+	struct config *old = a->cfg;
+	char host[sizeof(a->host)];
+	int port = STEP_DEFAULT_PORT;
+
+	if (!a->server_cli && new->server != NULL &&
+	    config_parse_address(new->server, STEP_DEFAULT_PORT, host, sizeof(host), &port)) {
+		snprintf(errbuf, errlen, "bad server '%s'", new->server);
+		return -1;
+	}
+	if (a->state_path != NULL && old != NULL && a->state_path == old->state_path) {
+		if (new->state_path == NULL || strcmp(new->state_path, old->state_path) != 0)
+			log_warnx("SIGHUP: the state database stays '%s' until a restart",
+			    old->state_path);
+		free(wt->state_path);
+		wt->state_path = xstrdup(old->state_path);
+		a->state_path = wt->state_path;
+	}
+	if (!a->server_cli && new->server != NULL) {
+		memcpy(a->host, host, sizeof(host));
+		a->port = port;
+	}
+	if (old != NULL && a->user == old->user)
+		a->user = new->user;
+	if (old != NULL && a->ca == old->ca)
+		a->ca = new->ca;
+	if (!a->tls_cli)
+		a->tls = new->tls == 1;
+	/* A password read from a file is read again (it may have been rotated); one from the
+	 * environment or a prompt is kept. */
+	if (a->password_file != NULL ||
+	    (getenv("STEPSYNC_PASSWORD") == NULL && new->password_file != NULL))
+		OPENSSL_cleanse(a->password_md5, sizeof(a->password_md5));
+	a->cfg = new;
+	config_free(old);
+	return 0;
+}
+
+/* A [dir] section found at a SIGHUP: kept when already watched, else watched and queued
+ * for a full scan (changes made before its watches existed are found that way). */
+static void
+wdir_adopt(struct watcher *wt, const char *name, const char *path)
+{
+	char real[PATH_MAX];
+	size_t i, n = wt->ndirs;
+
+	if (realpath(path, real) == NULL) {
+		log_warnx("SIGHUP: cannot watch '%s': %s", path, strerror(errno));
+		return;
+	}
+	for (i = 0; i < wt->ndirs; i++) {
+		if (strcmp(wt->dirs[i].path, real) == 0) {
+			wt->dirs[i].removed = 0;
+			return;
+		}
+	}
+	if (wdir_add(wt, name, real) != 0 || wt->ndirs == n)
+		return;
+	if (watch_add_tree(wt->w, real) != 0)
+		log_warn("SIGHUP: cannot watch '%s'", real);
+	queue_one(wt, real, QUEUE_RESCAN);
+	watch_debounce_note(&wt->deb, util_now_ms() - wt->debounce_ms);
+	log_info("SIGHUP: now watching '%s'", real);
+}
+
 /* SIGHUP: read the config file again; the next sync connects with what it says now. */
 static void
 reload_config(struct watcher *wt)
@@ -285,10 +364,9 @@ reload_config(struct watcher *wt)
 	struct agent *a = wt->a;
 	struct config *c = NULL;
 	char errbuf[512];
-	char host[sizeof(a->host)];
-	int port = STEP_DEFAULT_PORT;
 	const char *file = a->config_path;
 	char defpath[PATH_MAX];
+	size_t i;
 
 	if (file == NULL && config_default_path(defpath, sizeof(defpath)) == 0 &&
 	    access(defpath, F_OK) == 0)
@@ -297,23 +375,20 @@ reload_config(struct watcher *wt)
 		log_info("SIGHUP: no configuration file to reload");
 		return;
 	}
-	if (config_load(file, &c, errbuf, sizeof(errbuf)) != 0) {
+	if (config_load(file, &c, errbuf, sizeof(errbuf)) != 0 ||
+	    adopt_config(wt, c, errbuf, sizeof(errbuf)) != 0) {
 		log_warnx("SIGHUP: keeping the old configuration: %s", errbuf);
+		config_free(c);
 		return;
 	}
-	if (c->server != NULL) {
-		if (config_parse_address(c->server, STEP_DEFAULT_PORT, host, sizeof(host), &port)) {
-			log_warnx(
-			    "SIGHUP: keeping the old configuration: bad server '%s'", c->server);
-			config_free(c);
-			return;
-		}
-		memcpy(a->host, host, sizeof(host));
-		a->port = port;
-	}
-	/* Only the address is taken over: other strings in a may point into the old config. */
-	config_free(c);
 	watch_sync_reset(a);
+	if (wt->from_config) {
+		/* New [dir] sections are watched and scanned; removed ones are no longer synced. */
+		for (i = 0; i < wt->ndirs; i++)
+			wt->dirs[i].removed = 1;
+		for (i = 0; i < a->cfg->ndirs; i++)
+			wdir_adopt(wt, a->cfg->dirs[i].name, a->cfg->dirs[i].path);
+	}
 	log_info("SIGHUP: configuration reloaded from '%s'", file);
 	wt->retry_at_ms = util_now_ms();
 	wt->backoff_ms = 0;
@@ -519,6 +594,7 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	}
 	if (use_syslog)
 		log_init("stepsync", log_get_level(), true);
+	wt.from_config = optind == argc && name == NULL;
 	if ((r = pick_dirs(&wt, argc, argv, name)) != 0)
 		goto out;
 	r = AGENT_EXIT_FAIL;
@@ -560,6 +636,9 @@ cmd_watch(struct agent *a, int argc, char **argv)
 out:
 	watch_free(wt.w);
 	wdirs_free(wt.dirs, wt.ndirs);
+	if (wt.state_path != NULL && a->state_path == wt.state_path)
+		a->state_path = NULL;
+	free(wt.state_path);
 	if (sfd >= 0)
 		close(sfd);
 	return r;

@@ -148,6 +148,7 @@ merge_config(struct agent *a, const char *server_arg)
 		return AGENT_EXIT_FAIL;
 	}
 	a->cfg = cfg;
+	a->server_cli = server_arg != NULL;
 	if (server_arg == NULL && cfg->server != NULL &&
 	    config_parse_address(
 	        cfg->server, STEP_DEFAULT_PORT, a->host, sizeof(a->host), &a->port) != 0) {
@@ -241,6 +242,7 @@ main(int argc, char **argv)
 			break;
 		case OPT_TLS:
 			a.tls = 1;
+			a.tls_cli = 1;
 			break;
 		case OPT_CA:
 			a.ca = optarg;
