@@ -41,8 +41,8 @@ static const char *const files_sql[ST_N] = {
 	[ST_LOOKUP] = "SELECT f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, f.mode, f.md5, f.okey,"
 	              " o.okey IS NOT NULL FROM files f LEFT JOIN objects o ON o.okey = f.okey"
 	              " WHERE f.dir = ?1 AND f.path = ?2",
-	[ST_PUT] = "INSERT OR REPLACE INTO files(dir, path, dev, ino, size, mtime_ns, ctime_ns,"
-	           " mode, md5, okey, gen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_PUT] = ("INSERT OR REPLACE INTO files(dir, path, dev, ino, size, mtime_ns, ctime_ns,"
+	            " mode, md5, okey, gen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
 	[ST_TOUCH] = "UPDATE files SET gen = ?3 WHERE dir = ?1 AND path = ?2",
 	[ST_COUNT] = "SELECT count(*) FROM files WHERE dir = ?1",
 	[ST_GEN] = "SELECT coalesce(max(gen), 0) + 1 FROM files WHERE dir = ?1",
