@@ -1091,6 +1091,9 @@ download_run(struct down *d, struct client_result *res)
 			break;
 		client_disconnect(c);
 		if (r == XFER_PIPEFAIL) {
+			if (!c->degraded)
+				log_info("pipelining failed on %s:%d; one request at a time",
+				    c->host, c->port);
 			c->degraded = 1;
 			continue;
 		}

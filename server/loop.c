@@ -215,12 +215,25 @@ conn_update(struct conn *c)
 static void
 conn_process(struct conn *c)
 {
-	if (!c->w->l->stopping)
-		conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
-	if (conn_flush(c) != 0) {
-		conn_close(c);
-		return;
-	}
+	size_t before;
+	int full, again;
+
+	/* Requests already read may be waiting for room in the output: when a flush makes
+	 * room, handle them now. No epoll event comes for bytes already read, so a pipelining
+	 * client that has sent everything would otherwise wait forever. */
+	do {
+		before = buf_avail(&c->cs.in);
+		full = buf_avail(&c->cs.out) + c->cs.queued >= OUT_LIMIT;
+		if (!c->w->l->stopping)
+			conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
+		if (conn_flush(c) != 0) {
+			conn_close(c);
+			return;
+		}
+		again = !c->w->l->stopping && buf_avail(&c->cs.out) == 0 &&
+		    c->cs.queued < OUT_LIMIT && buf_avail(&c->cs.in) > 0 &&
+		    (buf_avail(&c->cs.in) < before || full);
+	} while (again);
 	conn_update(c);
 }
 

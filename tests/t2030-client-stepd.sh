@@ -14,6 +14,11 @@ ok "a 20 MB pipelined round trip is byte-identical" '
 	head -c 20000000 /dev/urandom >big.bin && ss put big.bin >out &&
 	grep -q "^big.bin $(md5sum <big.bin | cut -d" " -f1)$" out &&
 	ss get big.bin -o big.out >/dev/null && cmp big.bin big.out'
+ok "pipelined downloads never stall on stepd (no fallback to one request at a time)" '
+	for i in 1 2 3; do
+		rm -f big.out && ss -v get --window 64 big.bin -o big.out >/dev/null 2>err &&
+		cmp big.bin big.out && ! grep -q "pipelining failed" err || exit 1
+	done'
 ok "an empty file round trips" '
 	: >empty && ss put empty >/dev/null && ss get empty -o empty.out >/dev/null &&
 	[ -f empty.out ] && [ ! -s empty.out ]'
