@@ -80,6 +80,7 @@ struct store {
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];
 	sqlite3 *rdb; /* readers, under rlock */
+	sqlite3_stmt *obj_get; /* rdb's object lookup, prepared once (every DOWNLOAD runs it) */
 	pthread_mutex_t rlock;
 	sqlite3 *wdb; /* commit thread only */
 	pthread_mutex_t qmu;
@@ -647,12 +648,15 @@ store_object_get(
 	if (busy)
 		return STEP_EBUSY;
 	pthread_mutex_lock(&s->rlock);
-	if (sqlite3_prepare_v2(s->rdb,
+	if (s->obj_get == NULL &&
+	    sqlite3_prepare_v3(s->rdb,
 	        "SELECT size, block_size, md5, file FROM objects WHERE user = ?1 AND key = ?2", -1,
-	        &st, NULL) != SQLITE_OK) {
+	        SQLITE_PREPARE_PERSISTENT, &s->obj_get, NULL) != SQLITE_OK) {
+		s->obj_get = NULL;
 		r = STEP_EIO;
 		goto out;
 	}
+	st = s->obj_get;
 	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
 	r = sqlite3_step(st);
@@ -666,7 +670,10 @@ store_object_get(
 		r = r == SQLITE_DONE ? STEP_ENOENT : STEP_EIO;
 	}
 out:
-	sqlite3_finalize(st);
+	if (st != NULL) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+	}
 	pthread_mutex_unlock(&s->rlock);
 	return r;
 }
@@ -1449,6 +1456,7 @@ store_free(struct store *s)
 			upload_free(u);
 		}
 	}
+	sqlite3_finalize(s->obj_get);
 	sqlite3_close(s->rdb);
 	sqlite3_close(s->wdb);
 	if (s->objfd >= 0)
