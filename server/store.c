@@ -79,7 +79,7 @@ struct store {
 	pthread_mutex_t mu;
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];
-	sqlite3 *rdb; /* readers, under rlock */
+	sqlite3 *rdb;          /* readers, under rlock */
 	sqlite3_stmt *obj_get; /* rdb's object lookup, prepared once (every DOWNLOAD runs it) */
 	pthread_mutex_t rlock;
 	sqlite3 *wdb; /* commit thread only */

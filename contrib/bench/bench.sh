@@ -6,6 +6,8 @@
 #   BENCH_BIG_MIB   size of the large-file test (default 512)
 #   BENCH_SMALL_N   number of small files for the sync test (default 20000)
 #   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch")
+#   BENCH_ROUNDS    rounds of the large-file measurements (default 1; ratios are per round,
+#                   the summary prints their median)
 set -u
 : "${BIN:?}" "${TOP:?}"
 BIG_MIB=${BENCH_BIG_MIB:-512}
@@ -69,45 +71,69 @@ echo bench >"$W/pw"
 echo "# stepsync benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)"
 row "measurement" "seconds" "MiB/s" "ratio"
 
+# median of the arguments
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# timed LABEL CMD... — runs CMD, prints a row with its rate and ratio to the MD5 rate of this
+# round ($md5r), sets $rate
+timed() {
+	label=$1
+	shift
+	t0=$(now)
+	"$@" >/dev/null || echo "# $label: FAILED"
+	t1=$(now)
+	s=$(secs "$t0" "$t1")
+	rate=$(rate "$BIG_MIB" "$s")
+	row "$label" "$s" "$rate" "$(ratio "$rate" "$md5r")"
+}
+
 if [[ " $PARTS " == *" put "* ]]; then
-	echo "## large file: ${BIG_MIB} MiB, loopback"
+	ROUNDS=${BENCH_ROUNDS:-1}
+	echo "## large file: ${BIG_MIB} MiB, loopback, $ROUNDS round(s); ratio = rate / openssl MD5 rate of the same round"
 	head -c $((BIG_MIB << 20)) /dev/urandom >"$W/big"
 	cat "$W/big" >/dev/null
-	t0=$(now); openssl dgst -md5 "$W/big" >/dev/null; t1=$(now)
-	md5s=$(secs "$t0" "$t1"); md5r=$(rate "$BIG_MIB" "$md5s")
-	row "openssl dgst -md5 (one core, the ceiling)" "$md5s" "$md5r" "1.00"
-
 	start_stepd big
-	t0=$(now); SS "$PORT_big" put "$W/big" --key big1 >/dev/null || echo "put failed"; t1=$(now)
-	s=$(secs "$t0" "$t1"); put_rate=$(rate "$BIG_MIB" "$s")
-	row "stepsync put -> stepd, default block size" "$s" "$put_rate" "$(ratio "$put_rate" "$md5r")"
-	t0=$(now); SS "$PORT_big" put "$W/big" --key big1w1 --window 1 >/dev/null || echo "put failed"; t1=$(now)
-	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
-	row "stepsync put --window 1 (no pipelining)" "$s" "$r" "$(ratio "$r" "$md5r")"
-	rm -f "$W/big.out"
-	t0=$(now); SS "$PORT_big" get big1 -o "$W/big.out" >/dev/null || echo "get failed"; t1=$(now)
-	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
-	row "stepsync get <- stepd" "$s" "$r" "$(ratio "$r" "$md5r")"
-	cmp -s "$W/big" "$W/big.out" || echo "# WARNING: get output differs"
-	rm -f "$W/big.out"
-	stop_pid "$PID_big"
-
 	start_stepd b20k --block-size 20480
-	t0=$(now); SS "$PORT_b20k" put "$W/big" --key big2 >/dev/null || echo "put failed"; t1=$(now)
-	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
-	row "stepsync put -> stepd --block-size 20480" "$s" "$r" "$(ratio "$r" "$md5r")"
-	stop_pid "$PID_b20k"
-	rm -rf "$W/big.root" "$W/b20k.root"
-
 	start_rsyncd
-	t0=$(now); rsync -a --whole-file --cc=md5 "$W/big" "rsync://127.0.0.1:$RSYNC_PORT/bench/big.md5"; t1=$(now)
-	s=$(secs "$t0" "$t1"); rs_md5=$(rate "$BIG_MIB" "$s")
-	row "rsync -a --whole-file --cc=md5 -> rsyncd" "$s" "$rs_md5" "$(ratio "$rs_md5" "$md5r")"
-	t0=$(now); rsync -a --whole-file "$W/big" "rsync://127.0.0.1:$RSYNC_PORT/bench/big.def"; t1=$(now)
-	s=$(secs "$t0" "$t1"); r=$(rate "$BIG_MIB" "$s")
-	row "rsync -a --whole-file (default checksum) -> rsyncd" "$s" "$r" "$(ratio "$r" "$md5r")"
-	echo "# put vs rsync --cc=md5: $(ratio "$put_rate" "$rs_md5")x"
-	rm -rf "$W/rsync.dst"/* "$W/big"
+	R_PUT="" R_B20K="" R_W1="" R_GET="" R_RS="" R_RSD=""
+	for round in $(seq 1 "$ROUNDS"); do
+		[ "$ROUNDS" -gt 1 ] && echo "# round $round"
+		t0=$(now); openssl dgst -md5 "$W/big" >/dev/null; t1=$(now)
+		md5s=$(secs "$t0" "$t1"); md5r=$(rate "$BIG_MIB" "$md5s")
+		row "openssl dgst -md5 (one core, the ceiling)" "$md5s" "$md5r" "1.00"
+		timed "stepsync put -> stepd, default block size" SS "$PORT_big" put "$W/big" --key "big$round"
+		put_rate=$rate
+		R_PUT="$R_PUT $(ratio "$rate" "$md5r")"
+		timed "stepsync put -> stepd --block-size 20480" SS "$PORT_b20k" put "$W/big" --key "big$round"
+		R_B20K="$R_B20K $(ratio "$rate" "$md5r")"
+		timed "stepsync put --window 1 (no pipelining)" SS "$PORT_big" put "$W/big" --key "w1.$round" --window 1
+		R_W1="$R_W1 $(ratio "$rate" "$put_rate")"
+		rm -f "$W/big.out"
+		timed "stepsync get <- stepd (pipelined, MD5-verified)" SS "$PORT_big" get "big$round" -o "$W/big.out"
+		R_GET="$R_GET $(ratio "$rate" "$md5r")"
+		cmp -s "$W/big" "$W/big.out" || echo "# WARNING: get output differs"
+		rm -f "$W/big.out"
+		SS "$PORT_big" rm "big$round" >/dev/null
+		SS "$PORT_big" rm "w1.$round" >/dev/null
+		SS "$PORT_b20k" rm "big$round" >/dev/null
+		timed "rsync -a --whole-file --cc=md5 -> rsyncd" \
+			rsync -a --whole-file --cc=md5 "$W/big" "rsync://127.0.0.1:$RSYNC_PORT/bench/big.md5"
+		R_RS="$R_RS $(ratio "$put_rate" "$rate")"
+		timed "rsync -a --whole-file (default checksum) -> rsyncd" \
+			rsync -a --whole-file "$W/big" "rsync://127.0.0.1:$RSYNC_PORT/bench/big.def"
+		R_RSD="$R_RSD $(ratio "$put_rate" "$rate")"
+		rm -rf "$W/rsync.dst"/*
+	done
+	stop_pid "$PID_big"
+	stop_pid "$PID_b20k"
+	rm -rf "$W/big.root" "$W/b20k.root" "$W/big"
+	echo "# ratios (median of $ROUNDS round(s); each round's values in brackets) against the issue's targets:"
+	printf '#   %-44s %5s  (target %s)  [%s ]\n' \
+		"put / MD5, default block size" "$(median $R_PUT)" ">= 0.65" "$R_PUT" \
+		"put / MD5, 20480-byte blocks" "$(median $R_B20K)" ">= 0.50" "$R_B20K" \
+		"get / MD5" "$(median $R_GET)" ">= 0.80" "$R_GET" \
+		"put / rsync --cc=md5" "$(median $R_RS)" ">= 1.20" "$R_RS" \
+		"put / rsync (default checksum)" "$(median $R_RSD)" "none" "$R_RSD" \
+		"put --window 1 / put (the window's effect)" "$(median $R_W1)" "shown" "$R_W1"
 fi
 
 if [[ " $PARTS " == *" server "* ]]; then
