@@ -30,14 +30,19 @@ uploads_after() {
 }
 
 # interrupt DB FILE KEY — starts a slow put and kills it with SIGKILL after progress
-# of at least 20 blocks was committed to DB.
+# of at least 20 blocks was committed to DB, then waits until the server has handled
+# what the killed client had queued (else those old blocks could land in a new upload).
 interrupt() {
-	ss --state "$1" put --bwlimit 100k --key "$3" "$2" >/dev/null 2>&1 &
+	# stepsync itself, not the ss function: $! of a backgrounded function is a subshell,
+	# and killing that would leave the upload running.
+	"$S" --server "127.0.0.1:$REF_PORT" --user alice --timeout 5 --state "$1" \
+		put --bwlimit 100k --key "$3" "$2" >/dev/null 2>&1 &
 	pid=$!
 	wait_for "[ \$(acked $1) -ge 20 ]" 400 || { kill -9 $pid; return 1; }
 	kill -9 $pid
 	wait $pid 2>/dev/null
-	return 0
+	ic=$(lastconn)
+	wait_for "grep -q '^ref_server: conn $ic: closed' ref.log" 200
 }
 
 ok "a put killed with SIGKILL leaves its progress in the state database" '

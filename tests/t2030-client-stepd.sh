@@ -37,7 +37,8 @@ ok "--bwlimit completes and verifies" '
 	ss get --bwlimit 1M bw.bin -o bw.out >/dev/null && cmp bw.bin bw.out'
 ok "an interrupted put resumes from the received list of stepd (no local state)" '
 	head -c 4000000 /dev/urandom >r.bin
-	ss --state st.db put --bwlimit 400k r.bin >/dev/null 2>&1 & pid=$!
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user bob --state st.db put --bwlimit 400k r.bin \
+		>/dev/null 2>&1 & pid=$!
 	wait_for "python3 -c \"import sqlite3,sys; r=sqlite3.connect(\\\"st.db\\\").execute(\\\"select bitmap from uploads\\\").fetchone(); sys.exit(0 if r and sum(bin(b).count(\\\"1\\\") for b in r[0]) >= 10 else 1)\"" 400 &&
 	kill -9 $pid; wait $pid 2>/dev/null
 	ss --json put r.bin >out &&

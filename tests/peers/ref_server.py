@@ -173,6 +173,7 @@ class Handler:
                 self.sock.close()
             except OSError:
                 pass
+            self.srv.vlog(f"conn {self.conn_id}: closed")
 
     def _loop(self):
         while True:
