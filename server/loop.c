@@ -263,10 +263,15 @@ conn_readable(struct conn *c)
 		}
 		buf_commit(&c->cs.in, (size_t)n);
 		c->last_ms = util_now_ms();
-		/* Handle as we go so one connection cannot pile up unbounded input. */
+		/* Handle as we go so one connection cannot pile up unbounded input, and send the
+		 * answers as we go: a pipelining client waits for them to keep its window open. */
 		conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
 		if (c->cs.closing)
 			break;
+		if (buf_avail(&c->cs.out) > 0 && conn_flush(c) != 0) {
+			conn_close(c);
+			return;
+		}
 	}
 	conn_process(c);
 }
