@@ -1,10 +1,12 @@
 /*
  * hasher.c — a background MD5 over an in-order growing file or buffer. The only
- * shared state is two byte counts under one mutex.
+ * shared state is two byte counts under one mutex. A file is mapped when it can be, so
+ * the hasher reads the written pages in place instead of copying them out with pread.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -25,6 +27,7 @@ struct hasher {
 	int err;        /* STEP_ESYS when a read failed */
 	struct hash_ctx *md5;
 	uint8_t *buf; /* HASHER_CHUNK bytes, file mode only */
+	void *map;    /* the file mapped read-only (mem points into it), or NULL */
 };
 
 static int
@@ -86,9 +89,23 @@ hasher_start(int fd, const uint8_t *mem, uint64_t total, struct hasher **outp)
 	h->fd = fd;
 	h->mem = mem;
 	h->total = total;
+	if (fd >= 0 && total > 0 && total <= SIZE_MAX) {
+		/* Only bytes already written are read, so no page past the end of the file is
+		 * touched; the file is our own temporary file, nobody truncates it. */
+		h->map = mmap(NULL, (size_t)total, PROT_READ, MAP_SHARED, fd, 0);
+		if (h->map == MAP_FAILED) {
+			h->map = NULL;
+		} else {
+			madvise(h->map, (size_t)total, MADV_SEQUENTIAL);
+			h->mem = h->map;
+			h->fd = -1;
+		}
+	}
 	if ((h->md5 = hash_md5_new()) == NULL ||
-	    (fd >= 0 && (h->buf = malloc(HASHER_CHUNK)) == NULL)) {
+	    (h->fd >= 0 && (h->buf = malloc(HASHER_CHUNK)) == NULL)) {
 		hash_free(h->md5);
+		if (h->map != NULL)
+			munmap(h->map, (size_t)total);
 		free(h);
 		return STEP_ENOMEM;
 	}
@@ -99,6 +116,8 @@ hasher_start(int fd, const uint8_t *mem, uint64_t total, struct hasher **outp)
 		pthread_cond_destroy(&h->cv);
 		hash_free(h->md5);
 		free(h->buf);
+		if (h->map != NULL)
+			munmap(h->map, (size_t)total);
 		free(h);
 		return STEP_ESYS;
 	}
@@ -117,14 +136,16 @@ hasher_advance(struct hasher *h, uint64_t n)
 	pthread_mutex_unlock(&h->mu);
 }
 
+/* Frees h after its thread has been joined. */
 static void
-hasher_release(struct hasher *h)
+hasher_free_joined(struct hasher *h)
 {
-	pthread_join(h->th, NULL);
 	pthread_mutex_destroy(&h->mu);
 	pthread_cond_destroy(&h->cv);
 	hash_free(h->md5);
 	free(h->buf);
+	if (h->map != NULL)
+		munmap(h->map, (size_t)h->total);
 	free(h);
 }
 
@@ -142,11 +163,7 @@ hasher_finish(struct hasher *h, char out[HASH_MD5_HEX])
 	} else if (r == 0) {
 		r = STEP_EIO;
 	}
-	pthread_mutex_destroy(&h->mu);
-	pthread_cond_destroy(&h->cv);
-	hash_free(h->md5);
-	free(h->buf);
-	free(h);
+	hasher_free_joined(h);
 	return r;
 }
 
@@ -159,5 +176,6 @@ hasher_free(struct hasher *h)
 	h->stop = 1;
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
-	hasher_release(h);
+	pthread_join(h->th, NULL);
+	hasher_free_joined(h);
 }
