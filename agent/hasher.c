@@ -4,6 +4,7 @@
  * the hasher reads the written pages in place instead of copying them out with pread.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -12,7 +13,9 @@
 #include "err.h"
 #include "hasher.h"
 
-#define HASHER_CHUNK (1u << 20) /* bytes read back and hashed at a time */
+#define HASHER_CHUNK (1u << 20)  /* bytes read back and hashed at a time */
+#define DROP_STEP    (8u << 20)  /* page-cache drop-behind granularity */
+#define DROP_LAG     (32u << 20) /* hashed bytes kept cached behind the hasher */
 
 struct hasher {
 	pthread_t th;
@@ -26,9 +29,32 @@ struct hasher {
 	int stop;       /* writer gave up */
 	int err;        /* STEP_ESYS when a read failed */
 	struct hash_ctx *md5;
-	uint8_t *buf; /* HASHER_CHUNK bytes, file mode only */
-	void *map;    /* the file mapped read-only (mem points into it), or NULL */
+	uint8_t *buf;     /* HASHER_CHUNK bytes, file mode only */
+	void *map;        /* the file mapped read-only (mem points into it), or NULL */
+	int file_fd;      /* the file (also when mapped), -1 for memory */
+	uint64_t dropped; /* bytes [0, dropped) dropped from the page cache */
 };
+
+/*
+ * Drop-behind: hashed bytes well behind the hasher were handed to writeback by the
+ * writer (every few MiB) and are not needed again: drop them from the page cache, so a
+ * download cycles through a few warm MiB of cache instead of claiming fresh pages for
+ * every byte (on a VM, first touching a page costs several times the copy into it).
+ * Pages still dirty are skipped; nothing here waits for the disk.
+ */
+static void
+drop_behind(struct hasher *h, uint64_t hashed)
+{
+	uint64_t to;
+
+	if (h->file_fd < 0 || hashed < h->dropped + DROP_LAG + DROP_STEP)
+		return;
+	to = (hashed - DROP_LAG) / DROP_STEP * DROP_STEP;
+	if (h->map != NULL)
+		madvise((uint8_t *)h->map + h->dropped, (size_t)(to - h->dropped), MADV_DONTNEED);
+	posix_fadvise(h->file_fd, (off_t)h->dropped, (off_t)(to - h->dropped), POSIX_FADV_DONTNEED);
+	h->dropped = to;
+}
 
 static int
 read_back(struct hasher *h, uint64_t off, size_t n)
@@ -70,6 +96,8 @@ hasher_main(void *arg)
 		} else {
 			hash_update(h->md5, h->mem + off, n);
 		}
+		if (r == 0)
+			drop_behind(h, off + n);
 		pthread_mutex_lock(&h->mu);
 		h->done += n;
 	}
@@ -87,6 +115,7 @@ hasher_start(int fd, const uint8_t *mem, uint64_t total, struct hasher **outp)
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return STEP_ENOMEM;
 	h->fd = fd;
+	h->file_fd = fd;
 	h->mem = mem;
 	h->total = total;
 	if (fd >= 0 && total > 0 && total <= SIZE_MAX) {

@@ -1,5 +1,6 @@
 /* test_client_hasher.c — the download hasher: the MD5 of a file written in pieces while
- * the hasher thread reads it (mapped), of a memory buffer, and giving up midway. */
+ * the hasher thread reads it (mapped, dropping what it hashed from the page cache), of a
+ * memory buffer, and giving up midway. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,7 +15,7 @@
 #include "hash.h"
 #include "hasher.h"
 
-#define SIZE (3 * 1048576 + 12345) /* several hasher chunks and a partial page */
+#define SIZE (40 * 1048576 + 12345) /* past the drop-behind distance, a partial page */
 
 static uint8_t *
 pattern(void)
