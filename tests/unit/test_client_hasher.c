@@ -101,5 +101,6 @@ main(void)
 		cmocka_unit_test(test_give_up_midway),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests_name("client_hasher", tests, NULL, NULL);
 }
