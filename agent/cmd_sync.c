@@ -51,7 +51,7 @@
 #define SYNC_AUTO_CONN 4           /* connections for many uploads when --connections is 1 */
 
 static const char sync_usage[] =
-    "sync [--name NAME] [--dry-run] [--allow-mass-delete] [DIR]\n"
+    "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
     "\n"
     "Backs up DIR (or, without DIR, every [dir] of the config file, or the one\n"
     "named by --name) and records a snapshot NAME#SEQ on the server. NAME defaults\n"
@@ -61,6 +61,9 @@ static const char sync_usage[] =
     "  --name NAME          snapshot name (also selects a [dir \"NAME\"] section)\n"
     "  --dry-run            list what would be sent; send and record nothing\n"
     "  --allow-mass-delete  record a snapshot even when most known files vanished\n"
+    "  --skip-unchanged     record no new snapshot when the tree is exactly the\n"
+    "                       latest snapshot (and that is still the latest on the\n"
+    "                       server): the summary says \"unchanged\" and names it\n"
     "\n"
     "exit status: 0 every file of the snapshot is verified on the server;\n"
     "  1 some files failed (summary on stderr); 2 usage;\n"
@@ -76,6 +79,7 @@ struct sync_run {
 	size_t nexclude;
 	int dry_run;
 	int allow_mass_delete;
+	int skip_unchanged;
 
 	struct db *db;
 	struct files *files;
@@ -447,6 +451,45 @@ write_manifest(struct sync_run *s, FILE *f, struct manifest_header *h)
 	return manifest_writer_finish(s->mw, h, f);
 }
 
+/*
+ * With --skip-unchanged, a run whose tree is exactly the latest snapshot's (same
+ * manifest entries, by digest) records no new one: that snapshot, still on the server
+ * and still the latest there, is the backup of this tree. 1 and *h (that snapshot) when so, 0 when
+ * a snapshot must be recorded, or an error.
+ */
+static int
+snapshot_unchanged(struct sync_run *s, struct client *c, struct manifest_header *h)
+{
+	struct snapshots_rec rec;
+	uint64_t local = 0, latest = 0;
+	int r;
+
+	if (!s->skip_unchanged || s->upload_failed > 0 || s->read_errors > 0)
+		return 0;
+	if ((r = snapshots_latest(s->db, s->name, &local)) != 0)
+		return r;
+	if (local == 0 || snapshots_get(s->db, s->name, local, &rec) != 0 ||
+	    strcmp(rec.digest, manifest_writer_digest(s->mw)) != 0)
+		return 0;
+	if ((r = snapshot_latest(c, s->name, local, &latest)) != 0) {
+		set_fatal(s, r, "cannot find the latest snapshot", client_error(c));
+		return r;
+	}
+	if (latest != local)
+		return 0; /* pruned away, or another machine recorded one since */
+	if ((r = snapshot_exists(c, s->name, local)) != 1) {
+		if (r < 0)
+			set_fatal(s, r, "cannot find the latest snapshot", client_error(c));
+		return r;
+	}
+	memset(h, 0, sizeof(*h));
+	snprintf(h->name, sizeof(h->name), "%s", s->name);
+	h->seq = local;
+	h->time = rec.time;
+	manifest_writer_counts(s->mw, h);
+	return 1;
+}
+
 /* Step 5: manifest under a new seq, then its DATA record, then the local record. */
 static int
 record_snapshot(struct sync_run *s, struct client *c, struct manifest_header *h)
@@ -498,6 +541,7 @@ record_snapshot(struct sync_run *s, struct client *c, struct manifest_header *h)
 		goto out;
 	}
 	memset(&rec, 0, sizeof(rec));
+	snprintf(rec.digest, sizeof(rec.digest), "%s", manifest_writer_digest(s->mw));
 	rec.seq = h->seq;
 	rec.time = h->time;
 	rec.files = h->files;
@@ -650,13 +694,13 @@ bind_server(const struct agent *a, struct db *db)
 /* One tree, one snapshot. */
 static int
 sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
-    int dry_run, int allow_mass_delete)
+    int dry_run, int allow_mass_delete, int skip_unchanged)
 {
 	struct sync_run *s = xcalloc(1, sizeof(*s));
 	struct manifest_header h;
 	struct client *c = NULL;
 	double t0;
-	int r, ex = AGENT_EXIT_FAIL;
+	int r, unchanged, ex = AGENT_EXIT_FAIL;
 
 	s->a = a;
 	s->name = name;
@@ -665,6 +709,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	s->nexclude = nexclude;
 	s->dry_run = dry_run;
 	s->allow_mass_delete = allow_mass_delete;
+	s->skip_unchanged = skip_unchanged;
 	s->hbuf = xmalloc(SYNC_HASH_BUF);
 	if (agent_db(a, &s->db) != 0) {
 		ex = SYNC_EXIT_CONFIG;
@@ -706,26 +751,31 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		    name, s->upload_failed, s->pending);
 		goto done;
 	}
-	if ((r = record_snapshot(s, c, &h)) != 0) {
+	if ((unchanged = snapshot_unchanged(s, c, &h)) < 0) {
+		ex = exit_for(s, unchanged);
+		goto done;
+	}
+	if (!unchanged && (r = record_snapshot(s, c, &h)) != 0) {
 		ex = exit_for(s, r);
 		goto done;
 	}
-	log_info("recorded snapshot #%" PRIu64 " in %.3f s", h.seq, util_now_s() - t0);
+	log_info("%s snapshot #%" PRIu64 " in %.3f s", unchanged ? "kept" : "recorded", h.seq,
+	    util_now_s() - t0);
 	if (a->verbose >= 0)
-		printf("snapshot %s#%" PRIu64 ": %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64
+		printf("snapshot %s#%" PRIu64 "%s: %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64
 		       " symlinks, %" PRIu64 " bytes; sent %" PRIu64 " files (%" PRIu64
 		       " bytes), %" PRIu64 " already on the server\n",
-		    name, h.seq, h.files, h.dirs, h.symlinks, h.bytes, s->sent, s->sent_bytes,
-		    s->existed);
+		    name, h.seq, unchanged ? " unchanged (no new snapshot recorded)" : "", h.files,
+		    h.dirs, h.symlinks, h.bytes, s->sent, s->sent_bytes, s->existed);
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-		        "command", "sync", "name", name, "seq", (json_int_t)h.seq, "files",
-		        (json_int_t)h.files, "dirs", (json_int_t)h.dirs, "symlinks",
-		        (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes, "sent_files",
-		        (json_int_t)s->sent, "sent_bytes", (json_int_t)s->sent_bytes, "read_errors",
-		        (json_int_t)s->read_errors, "existed", (json_int_t)s->existed,
-		        "blocks_sent", (json_int_t)s->blocks_sent));
+		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		        "command", "sync", "name", name, "seq", (json_int_t)h.seq, "unchanged",
+		        unchanged, "files", (json_int_t)h.files, "dirs", (json_int_t)h.dirs,
+		        "symlinks", (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes,
+		        "sent_files", (json_int_t)s->sent, "sent_bytes", (json_int_t)s->sent_bytes,
+		        "read_errors", (json_int_t)s->read_errors, "existed",
+		        (json_int_t)s->existed, "blocks_sent", (json_int_t)s->blocks_sent));
 	if (s->read_errors > 0) {
 		agent_error("sync '%s': %" PRIu64 " entries could not be read and are not in "
 		            "snapshot #%" PRIu64,
@@ -775,13 +825,14 @@ cmd_sync(struct agent *a, int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "dry-run", no_argument, NULL, 'd' },
 		{ "allow-mass-delete", no_argument, NULL, 'm' },
+		{ "skip-unchanged", no_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *name = NULL;
 	const struct config_dir *cd;
 	char root[PATH_MAX], sp[4096], base[PATH_MAX];
-	int c, dry = 0, mass = 0, lockfd = -1, ex = AGENT_EXIT_OK, r;
+	int c, dry = 0, mass = 0, skip = 0, lockfd = -1, ex = AGENT_EXIT_OK, r;
 	pid_t holder = 0;
 	size_t i;
 
@@ -796,16 +847,20 @@ cmd_sync(struct agent *a, int argc, char **argv)
 		case 'm':
 			mass = 1;
 			break;
+		case 's':
+			skip = 1;
+			break;
 		case 'h':
 			printf("usage: stepsync %s\n", sync_usage);
 			return AGENT_EXIT_OK;
 		default:
-			return agent_usage(
-			    "sync [--name NAME] [--dry-run] [--allow-mass-delete] [DIR]");
+			return agent_usage("sync [--name NAME] [--dry-run] [--allow-mass-delete] "
+			                   "[--skip-unchanged] [DIR]");
 		}
 	}
 	if (argc - optind > 1)
-		return agent_usage("sync [--name NAME] [--dry-run] [--allow-mass-delete] [DIR]");
+		return agent_usage("sync [--name NAME] [--dry-run] [--allow-mass-delete] "
+		                   "[--skip-unchanged] [DIR]");
 	if (name != NULL && !name_ok(name)) {
 		agent_error(
 		    "bad snapshot name '%s' (1 to %d printable bytes)", name, MANIFEST_NAME_MAX);
@@ -856,7 +911,7 @@ cmd_sync(struct agent *a, int argc, char **argv)
 		}
 		cd = config_find_dir(a->cfg, name);
 		ex = sync_one(
-		    a, name, root, cd ? cd->exclude : NULL, cd ? cd->nexclude : 0, dry, mass);
+		    a, name, root, cd ? cd->exclude : NULL, cd ? cd->nexclude : 0, dry, mass, skip);
 		goto out;
 	}
 	for (i = 0; i < a->cfg->ndirs; i++) {
@@ -868,7 +923,7 @@ cmd_sync(struct agent *a, int argc, char **argv)
 			ex = ex ? ex : SYNC_EXIT_CONFIG;
 			continue;
 		}
-		r = sync_one(a, cd->name, cd->path, cd->exclude, cd->nexclude, dry, mass);
+		r = sync_one(a, cd->name, cd->path, cd->exclude, cd->nexclude, dry, mass, skip);
 		if (r != 0 && (ex == 0 || ex == AGENT_EXIT_FAIL))
 			ex = r;
 		if (r == SYNC_EXIT_TEMPFAIL || r == SYNC_EXIT_NOPERM)

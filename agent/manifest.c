@@ -381,6 +381,8 @@ struct manifest_writer {
 	struct buf line;
 	struct manifest_header counts;
 	uint64_t entries;
+	struct hash_ctx *md5;      /* over the entry lines, for manifest_writer_digest() */
+	char digest[HASH_MD5_HEX]; /* "" until computed */
 };
 
 int
@@ -390,7 +392,12 @@ manifest_writer_new(struct manifest_writer **outp)
 
 	if (w == NULL)
 		return STEP_ENOMEM;
+	if ((w->md5 = hash_md5_new()) == NULL) {
+		free(w);
+		return STEP_ENOMEM;
+	}
 	if ((w->body = tmpfile()) == NULL) {
+		hash_free(w->md5);
 		free(w);
 		return STEP_ESYS;
 	}
@@ -409,6 +416,9 @@ manifest_writer_add(struct manifest_writer *w, const struct manifest_entry *e)
 		return r;
 	if (fwrite(buf_ptr(&w->line), 1, buf_avail(&w->line), w->body) != buf_avail(&w->line))
 		return STEP_ESYS;
+	if (w->digest[0] != '\0')
+		return STEP_EINVAL; /* no entries after the digest was taken */
+	hash_update(w->md5, buf_ptr(&w->line), buf_avail(&w->line));
 	w->entries++;
 	if (e->type == MANIFEST_FILE) {
 		w->counts.files++;
@@ -419,6 +429,18 @@ manifest_writer_add(struct manifest_writer *w, const struct manifest_entry *e)
 		w->counts.symlinks++;
 	}
 	return 0;
+}
+
+const char *
+manifest_writer_digest(struct manifest_writer *w)
+{
+	uint8_t d[HASH_MD5_LEN];
+
+	if (w->digest[0] == '\0') {
+		hash_final(w->md5, d);
+		hash_to_hex(d, HASH_MD5_LEN, w->digest);
+	}
+	return w->digest;
 }
 
 void
@@ -462,6 +484,7 @@ manifest_writer_free(struct manifest_writer *w)
 		return;
 	if (w->body != NULL)
 		fclose(w->body);
+	hash_free(w->md5);
 	buf_release(&w->line);
 	free(w);
 }

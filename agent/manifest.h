@@ -79,6 +79,9 @@ int manifest_path_safe(const char *path);
 struct manifest_writer;
 int manifest_writer_new(struct manifest_writer **outp);
 int manifest_writer_add(struct manifest_writer *w, const struct manifest_entry *e);
+/* MD5 (lower-case hex) of the entry lines, header excluded: equal digests mean the same
+ * tree. No entry may be added after it was taken. Borrowed from w. */
+const char *manifest_writer_digest(struct manifest_writer *w);
 /* Counts so far (files, bytes); valid before finish. */
 void manifest_writer_counts(const struct manifest_writer *w, struct manifest_header *h);
 int manifest_writer_finish(struct manifest_writer *w, struct manifest_header *h, FILE *out);

@@ -14,6 +14,8 @@ static const char *const snap_steps[] = {
 	" name TEXT NOT NULL, seq INTEGER NOT NULL, time INTEGER NOT NULL,"
 	" files INTEGER NOT NULL, dirs INTEGER NOT NULL, symlinks INTEGER NOT NULL,"
 	" bytes INTEGER NOT NULL, PRIMARY KEY(name, seq));",
+	/* MD5 of the manifest's entry lines: a run whose tree is the same records nothing. */
+	"ALTER TABLE snapshots ADD COLUMN digest TEXT NOT NULL DEFAULT '';",
 };
 
 int
@@ -37,8 +39,8 @@ snapshots_put(struct db *db, const char *name, const struct snapshots_rec *rec)
 	int r, rc;
 
 	if ((r = prep(db,
-	         "INSERT OR REPLACE INTO snapshots(name, seq, time, files, dirs, symlinks, bytes)"
-	         " VALUES(?, ?, ?, ?, ?, ?, ?)",
+	         "INSERT OR REPLACE INTO snapshots(name, seq, time, files, dirs, symlinks, bytes,"
+	         " digest) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
 	         &st)) != 0)
 		return r;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -48,6 +50,7 @@ snapshots_put(struct db *db, const char *name, const struct snapshots_rec *rec)
 	sqlite3_bind_int64(st, 5, (sqlite3_int64)rec->dirs);
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)rec->symlinks);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)rec->bytes);
+	sqlite3_bind_text(st, 8, rec->digest, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : db_err(rc);
@@ -95,7 +98,7 @@ snapshots_get(struct db *db, const char *name, uint64_t seq, struct snapshots_re
 	int r, rc;
 
 	if ((r = prep(db,
-	         "SELECT time, files, dirs, symlinks, bytes FROM snapshots"
+	         "SELECT time, files, dirs, symlinks, bytes, digest FROM snapshots"
 	         " WHERE name = ? AND seq = ?",
 	         &st)) != 0)
 		return r;
@@ -110,6 +113,8 @@ snapshots_get(struct db *db, const char *name, uint64_t seq, struct snapshots_re
 		rec->dirs = (uint64_t)sqlite3_column_int64(st, 2);
 		rec->symlinks = (uint64_t)sqlite3_column_int64(st, 3);
 		rec->bytes = (uint64_t)sqlite3_column_int64(st, 4);
+		if (sqlite3_column_bytes(st, 5) == (int)sizeof(rec->digest) - 1)
+			memcpy(rec->digest, sqlite3_column_text(st, 5), sizeof(rec->digest));
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? STEP_ENOENT : db_err(rc);

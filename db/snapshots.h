@@ -15,6 +15,7 @@ struct snapshots_rec {
 	uint64_t seq;
 	int64_t time; /* wall-clock seconds */
 	uint64_t files, dirs, symlinks, bytes;
+	char digest[33]; /* MD5 hex of the manifest's entry lines, "" when unknown */
 };
 
 /* Creates or upgrades the table (module "snapshots"). */

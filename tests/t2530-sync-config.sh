@@ -71,7 +71,7 @@ ok "retryable (75) and fatal (77, 78) failures of a configured sync are told apa
 	expect_exit 77 $BIN/stepsync --config "$T_DIR/pw.conf" sync --name pics &&
 	grep -v "^user = " "$T_DIR/stepsync.conf" >"$T_DIR/nouser.conf" &&
 	expect_exit 78 $BIN/stepsync --config "$T_DIR/nouser.conf" sync --name pics 2>"$T_DIR/nouser.err" &&
-	grep -q user "$T_DIR/nouser.err"
+	{ grep -q user "$T_DIR/nouser.err" || { cat "$T_DIR/nouser.err"; false; }; }
 '
 
 done_testing

@@ -37,6 +37,26 @@ ok "stepd: a fresh state finds every object on the server (checked with GET), se
 	grep -q "\"existed\":50" "$T_DIR/out2.json"
 '
 
+ok "--skip-unchanged: a no-change rerun keeps the latest snapshot, a change or a newer one does not" '
+	$SS --state "$T_DIR/st.db" sync --skip-unchanged --name small "$SRC" >"$T_DIR/skip1" &&
+	grep -q "^snapshot small#3:" "$T_DIR/skip1" &&
+	$SS --state "$T_DIR/st.db" sync --skip-unchanged --name small "$SRC" >"$T_DIR/skip2" &&
+	grep -q "^snapshot small#3 unchanged" "$T_DIR/skip2" &&
+	[ $($SS snapshots --name small | grep -c "^[0-9]") -eq 3 ] &&
+	$SS --state "$T_DIR/st.db" sync --name small "$SRC" >"$T_DIR/skip3" &&
+	grep -q "^snapshot small#4:" "$T_DIR/skip3" &&
+	echo changed >"$SRC/d3/f0.bin" &&
+	$SS --state "$T_DIR/st.db" sync --skip-unchanged --name small "$SRC" >"$T_DIR/skip4" &&
+	grep -q "^snapshot small#5:" "$T_DIR/skip4" &&
+	$SS --state "$T_DIR/st.db" sync --skip-unchanged --name small "$SRC" >"$T_DIR/skip5" &&
+	grep -q "^snapshot small#5 unchanged" "$T_DIR/skip5" &&
+	$SS --state "$T_DIR/fresh3.db" sync --name small "$SRC" >/dev/null &&
+	$SS --state "$T_DIR/st.db" sync --skip-unchanged --name small "$SRC" >"$T_DIR/skip6" &&
+	grep -q "^snapshot small#7:" "$T_DIR/skip6" &&
+	$SS --state "$T_DIR/fresh4.db" restore --name small --to "$T_DIR/r7" &&
+	same_tree "$SRC" "$T_DIR/r7"
+'
+
 printf 12345678 >"$T_DIR/refpw"
 for bug in glue noanswer-commit; do
 	start_ref_server --bug $bug || exit 1

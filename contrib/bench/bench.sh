@@ -207,10 +207,13 @@ PY
 	s2=$(secs "$t0" "$t1")
 	t0=$(now); rsync -a "$W/tree/" "rsync://127.0.0.1:$RSYNC_PORT/bench/tree/"; t1=$(now)
 	r2=$(secs "$t0" "$t1")
+	t0=$(now); SS "$PORT_sync" --state "$W/state.db" sync --skip-unchanged --name tree "$W/tree" >/dev/null || echo "sync failed"; t1=$(now)
+	s3=$(secs "$t0" "$t1")
 	row "rsync -a -> rsyncd, first run" "$r1" "$(rate "$mib" "$r1")" "1.00"
 	row "stepsync sync, first run (speedup vs rsync)" "$s1" "$(rate "$mib" "$s1")" "$(ratio "$r1" "$s1")"
 	row "rsync -a -> rsyncd, no-change rerun" "$r2" "" "1.00"
 	row "stepsync sync, no-change rerun (speedup vs rsync)" "$s2" "" "$(ratio "$r2" "$s2")"
+	row "  same, --skip-unchanged (no new snapshot recorded)" "$s3" "" "$(ratio "$r2" "$s3")"
 	stop_pid "$PID_sync"
 	rm -rf "$W/tree" "$W/sync.root" "$W/rsync.dst"/*
 fi
