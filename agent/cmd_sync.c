@@ -83,6 +83,8 @@ struct sync_run {
 
 	struct db *db;
 	struct files *files;
+	struct db *rdb;           /* a second connection for the sorted walk, NULL if none */
+	struct files_cursor *cur; /* the sorted walk over the files table (see visit_file) */
 	sqlite3_stmt *pend_ins;
 	struct manifest_writer *mw;
 	int64_t gen;
@@ -178,7 +180,9 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	uint8_t sha[HASH_SHA256_LEN];
 	int r, have, unchanged, i;
 
-	r = files_lookup(s->files, s->name, se->path, &row);
+	/* The scan comes in path order: one sorted pass over the table, no lookups. */
+	r = s->cur != NULL ? files_cursor_find(s->cur, se->path, &row)
+	                   : files_lookup(s->files, s->name, se->path, &row);
 	if (r != 0 && r != STEP_ENOENT)
 		return r;
 	have = r == 0;
@@ -614,6 +618,33 @@ out:
 	return r;
 }
 
+static int state_path(struct agent *a, char *out, size_t outlen);
+static void cursor_close(struct sync_run *s);
+
+/* Opens the sorted walk on a connection of its own, whose read transaction keeps seeing
+ * the table as it was while this run's transaction writes. Without it (cannot open),
+ * visit_file() looks every file up instead. */
+static void
+cursor_open(struct sync_run *s)
+{
+	char path[4096];
+
+	if (state_path(s->a, path, sizeof(path)) != 0 || db_open(path, &s->rdb, NULL, 0) != 0 ||
+	    files_cursor_open(s->rdb, s->name, &s->cur) != 0) {
+		log_info("state database: no sorted walk; looking files up one by one");
+		cursor_close(s);
+	}
+}
+
+static void
+cursor_close(struct sync_run *s)
+{
+	files_cursor_free(s->cur);
+	s->cur = NULL;
+	db_close(s->rdb);
+	s->rdb = NULL;
+}
+
 /* Steps 2 and 3: the scan in one transaction. Returns 0, an error, or 1 for "stop here,
  * *exitp says how" (dry run, mass deletion). */
 static int
@@ -637,7 +668,9 @@ scan_phase(struct sync_run *s, int *exitp)
 	if ((r = files_count(s->files, s->name, &s->known)) != 0 ||
 	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
 		goto fail;
+	cursor_open(s);
 	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
+	cursor_close(s);
 	if (r == STEP_ESYS) {
 		e = errno;
 		db_rollback(s->db);

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -53,14 +54,27 @@ free_names(char **names, size_t n)
 	free(names);
 }
 
-/* Reads dfd's entry names (without . and ..), sorted. Takes ownership of dfd's DIR. */
+/* 1 when dfd's entry de is a directory (d_type, or lstat when the filesystem does not say). */
+static int
+entry_is_dir(int dfd, const struct dirent *de)
+{
+	struct stat st;
+
+	if (de->d_type != DT_UNKNOWN)
+		return de->d_type == DT_DIR;
+	return fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Reads dfd's entry names (without . and ..), directories with a '/' appended, sorted:
+ * so siblings sort as their subtrees' full paths do, and the walk visits paths in
+ * ascending byte order. Takes ownership of dfd's DIR. */
 static int
 read_names(int dfd, char ***namesp, size_t *np)
 {
 	DIR *d = NULL;
 	struct dirent *de;
 	char **names = NULL, **nn;
-	size_t n = 0, cap = 0;
+	size_t n = 0, cap = 0, len;
 	int fd, r = STEP_ESYS;
 
 	if ((fd = dup(dfd)) < 0)
@@ -86,9 +100,15 @@ read_names(int dfd, char ***namesp, size_t *np)
 			}
 			names = nn;
 		}
-		if ((names[n] = strdup(de->d_name)) == NULL) {
+		len = strlen(de->d_name);
+		if ((names[n] = malloc(len + 2)) == NULL) {
 			r = STEP_ENOMEM;
 			goto out;
+		}
+		memcpy(names[n], de->d_name, len + 1);
+		if (entry_is_dir(dfd, de)) {
+			names[n][len] = '/';
+			names[n][len + 1] = '\0';
 		}
 		n++;
 	}
@@ -200,6 +220,10 @@ walk_dir(struct scan_walk *w, int dfd, size_t plen)
 		return 0;
 	}
 	for (i = 0; i < n; i++) {
+		size_t len = strlen(names[i]);
+
+		if (len > 1 && names[i][len - 1] == '/')
+			names[i][len - 1] = '\0'; /* the sort key's mark, not part of the name */
 		if ((r = walk_one(w, dfd, plen, names[i])) != 0)
 			break;
 	}

@@ -2,12 +2,13 @@
  * scan.h — walks a folder tree in a stable order and hands each entry to a callback.
  *
  * The walk is depth-first, pre-order (a directory before what it contains), entries of
- * one directory sorted bytewise by name, so two scans of the same tree give the same
- * sequence. Nothing is followed: symlinks are reported as symlinks (with their target),
- * directories are opened with O_NOFOLLOW relative to their parent's descriptor. Only
- * regular files, directories and symlinks are reported; sockets, FIFOs and devices are
- * skipped and counted. Exclude patterns follow config_exclude_match(). Memory is one
- * sorted name list per directory level on the current path, never the whole tree.
+ * one directory sorted bytewise by name with a '/' after directory names, so the paths
+ * come in ascending byte (memcmp) order, as in an index on the path, and two scans of
+ * the same tree give the same sequence. Nothing is followed: symlinks are reported as symlinks
+ * (with their target), directories are opened with O_NOFOLLOW relative to their parent's
+ * descriptor. Only regular files, directories and symlinks are reported; sockets, FIFOs and devices
+ * are skipped and counted. Exclude patterns follow config_exclude_match(). Memory is one sorted
+ * name list per directory level on the current path, never the whole tree.
  */
 #ifndef STEP_SCAN_H
 #define STEP_SCAN_H

@@ -120,6 +120,21 @@ copy_text(sqlite3_stmt *st, int col, char *out, size_t outlen)
 	out[n] = '\0';
 }
 
+/* Columns c0.. are dev, ino, size, mtime_ns, ctime_ns, mode, md5, okey, known. */
+static void
+row_from(sqlite3_stmt *st, int c0, struct files_row *row)
+{
+	row->dev = (uint64_t)sqlite3_column_int64(st, c0);
+	row->ino = (uint64_t)sqlite3_column_int64(st, c0 + 1);
+	row->size = (uint64_t)sqlite3_column_int64(st, c0 + 2);
+	row->mtime_ns = sqlite3_column_int64(st, c0 + 3);
+	row->ctime_ns = sqlite3_column_int64(st, c0 + 4);
+	row->mode = (unsigned)sqlite3_column_int(st, c0 + 5);
+	copy_text(st, c0 + 6, row->md5, sizeof(row->md5));
+	copy_text(st, c0 + 7, row->okey, sizeof(row->okey));
+	row->known = sqlite3_column_int(st, c0 + 8);
+}
+
 int
 files_lookup(struct files *f, const char *dir, const char *path, struct files_row *row)
 {
@@ -130,15 +145,7 @@ files_lookup(struct files *f, const char *dir, const char *path, struct files_ro
 	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		row->dev = (uint64_t)sqlite3_column_int64(st, 0);
-		row->ino = (uint64_t)sqlite3_column_int64(st, 1);
-		row->size = (uint64_t)sqlite3_column_int64(st, 2);
-		row->mtime_ns = sqlite3_column_int64(st, 3);
-		row->ctime_ns = sqlite3_column_int64(st, 4);
-		row->mode = (unsigned)sqlite3_column_int(st, 5);
-		copy_text(st, 6, row->md5, sizeof(row->md5));
-		copy_text(st, 7, row->okey, sizeof(row->okey));
-		row->known = sqlite3_column_int(st, 8);
+		row_from(st, 0, row);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? STEP_ENOENT : db_err(rc);
@@ -251,4 +258,66 @@ files_object_forget(struct files *f, const char *okey)
 {
 	sqlite3_bind_text(f->st[ST_OFORGET], 1, okey, -1, SQLITE_STATIC);
 	return run(f->st[ST_OFORGET]);
+}
+
+struct files_cursor {
+	sqlite3_stmt *st;
+	int state; /* SQLITE_ROW: positioned on a row; SQLITE_DONE: past the end */
+};
+
+int
+files_cursor_open(struct db *db, const char *dir, struct files_cursor **outp)
+{
+	struct files_cursor *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (c == NULL)
+		return STEP_ENOMEM;
+	rc = sqlite3_prepare_v2(db_handle(db),
+	    "SELECT f.path, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, f.mode, f.md5, f.okey,"
+	    " o.okey IS NOT NULL FROM files f LEFT JOIN objects o ON o.okey = f.okey"
+	    " WHERE f.dir = ?1 ORDER BY f.path",
+	    -1, &c->st, NULL);
+	if (rc != SQLITE_OK) {
+		files_cursor_free(c);
+		return db_err(rc);
+	}
+	sqlite3_bind_text(c->st, 1, dir, -1, SQLITE_TRANSIENT);
+	c->state = sqlite3_step(c->st);
+	if (c->state != SQLITE_ROW && c->state != SQLITE_DONE) {
+		rc = c->state;
+		files_cursor_free(c);
+		return db_err(rc);
+	}
+	*outp = c;
+	return 0;
+}
+
+int
+files_cursor_find(struct files_cursor *c, const char *path, struct files_row *row)
+{
+	const char *p;
+	int cmp = 1;
+
+	while (c->state == SQLITE_ROW) {
+		p = (const char *)sqlite3_column_text(c->st, 0);
+		if (p != NULL && (cmp = strcmp(p, path)) >= 0)
+			break;
+		c->state = sqlite3_step(c->st);
+	}
+	if (c->state != SQLITE_ROW && c->state != SQLITE_DONE)
+		return db_err(c->state);
+	if (c->state != SQLITE_ROW || cmp != 0)
+		return STEP_ENOENT;
+	row_from(c->st, 1, row);
+	return 0;
+}
+
+void
+files_cursor_free(struct files_cursor *c)
+{
+	if (c == NULL)
+		return;
+	sqlite3_finalize(c->st);
+	free(c);
 }

@@ -50,6 +50,19 @@ int files_next_gen(struct files *f, const char *dir, int64_t *genp);
 /* Deletes dir's rows not seen in generation gen (files gone from the tree). */
 int files_drop_unseen(struct files *f, const char *dir, int64_t gen);
 
+/*
+ * A sorted walk over dir's rows for a scan that visits paths in ascending byte order
+ * (memcmp, as SQLite's BINARY collation): one B-tree pass instead of one lookup per file.
+ * db should be a connection of its own (its read transaction then sees the table as it
+ * was when the walk began, whatever the scan writes meanwhile on another connection).
+ * files_cursor_find() fills *row (known included) and returns 0 when path has a row,
+ * STEP_ENOENT when not (also for a path that comes out of order), or a database error.
+ */
+struct files_cursor;
+int files_cursor_open(struct db *db, const char *dir, struct files_cursor **outp);
+int files_cursor_find(struct files_cursor *c, const char *path, struct files_row *row);
+void files_cursor_free(struct files_cursor *c);
+
 /* 1 when okey is recorded as on the server, 0 when not, or a negative STEP_E*. */
 int files_object_known(struct files *f, const char *okey);
 /* Records okey (size bytes, md5) as complete on the server. */

@@ -109,11 +109,38 @@ test_walk(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Paths come in ascending byte order of the whole path (what the sync engine's sorted
+ * walk over its table relies on): a directory sorts as "name/". */
+static void
+test_path_order(void **state)
+{
+	char root[] = "/tmp/test_scan.XXXXXX";
+	char cmd[600];
+	struct scan_stats st;
+	struct seen s;
+
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	mk(root, "a", NULL);
+	mk(root, "a/x", "x");
+	mk(root, "a b", "1");
+	mk(root, "a.txt", "2");
+	mk(root, "a0", "3");
+	mk(root, "a-", NULL);
+	mk(root, "a-/y", "y");
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(scan_tree(root, NULL, 0, collect, &s, &st), 0);
+	assert_string_equal(s.out, "f:a b;d:a-;f:a-/y;f:a.txt;d:a;f:a/x;f:a0;");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_path_order),
 	};
 
 	log_init("test_scan", LOG_LVL_WARN, false); /* the FIFO skip is info */
