@@ -215,7 +215,15 @@ PY
 	row "stepsync sync, no-change rerun (speedup vs rsync)" "$s2" "" "$(ratio "$r2" "$s2")"
 	row "  same, --skip-unchanged (no new snapshot recorded)" "$s3" "" "$(ratio "$r2" "$s3")"
 	stop_pid "$PID_sync"
-	rm -rf "$W/tree" "$W/sync.root" "$W/rsync.dst"/*
+	# The server's own ceiling for this many small objects (no scan, no hashing, no
+	# state): what a perfect client could reach against this stepd on this disk.
+	start_stepd ceil
+	c=$(python3 "$TOP/contrib/bench/smallfiles.py" --port "$PORT_ceil" -n "$SMALL_N" -c 4 |
+		awk '/objects\/s/ { for (i = 1; i <= NF; i++) if ($i == "s:") print $(i - 1) }')
+	stop_pid "$PID_ceil"
+	[ -n "$c" ] && row "  stepd ceiling: smallfiles.py SAVE+UPLOAD x${SMALL_N}" "$c" \
+		"$(rate "$mib" "$c")" "$(ratio "$r1" "$c")"
+	rm -rf "$W/tree" "$W/sync.root" "$W/ceil.root" "$W/rsync.dst"/*
 fi
 
 if [[ " $PARTS " == *" smallobj "* ]]; then
