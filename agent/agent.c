@@ -207,10 +207,6 @@ agent_client(struct agent *a, struct client **outp)
 		*outp = a->client;
 		return STEP_OK;
 	}
-	if (a->tls) {
-		agent_error("TLS not supported yet (--tls)");
-		return STEP_ETLS;
-	}
 	if (a->host[0] == '\0' || a->user == NULL) {
 		agent_client_opts(a, &o, errbuf, sizeof(errbuf));
 		agent_error("%s", errbuf);

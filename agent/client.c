@@ -253,9 +253,13 @@ client_rx_parse(
 
 	if (avail < STEP_HDR_LEN)
 		return STEP_EAGAIN;
-	if ((r = codec_get_header(p, STEP_MAX_JSON, STEP_MAX_BIN, &h)) != 0)
+	if ((r = codec_get_header(p, STEP_MAX_JSON, STEP_MAX_BIN, &h)) != 0) {
+		/* A TLS record (alert 21 or handshake 22, version 3.x) where STEP was expected. */
+		if ((p[0] == 21 || p[0] == 22) && p[1] == 3)
+			return client_fail(c, STEP_EPROTO, "the server speaks TLS (use --tls)");
 		return client_fail(c, r, "bad packet from server (json_len %u, bin_len %u)",
 		    h.json_len, h.bin_len);
+	}
 	r = codec_json_extent(
 	    p + STEP_HDR_LEN, avail - STEP_HDR_LEN, h.json_len, STEP_MAX_JSON * 4, &jn);
 	if (r == STEP_EAGAIN)

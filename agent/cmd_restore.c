@@ -262,7 +262,8 @@ cmd_restore(struct agent *a, int argc, char **argv)
 			    "the credentials. ID is SEQ or NAME#SEQ as 'stepsync snapshots' "
 			    "shows.\n"
 			    "exit status: 0 all restored; 1 some entries failed; 2 usage;\n"
-			    "  75 server unreachable; 77 login refused; 78 bad configuration\n",
+			    "  75 server unreachable; 76 TLS failed; 77 login refused;\n"
+			    "  78 bad configuration\n",
 			    usage);
 			return AGENT_EXIT_OK;
 		default:

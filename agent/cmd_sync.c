@@ -69,6 +69,7 @@ static const char sync_usage[] =
     "  1 some files failed (summary on stderr); 2 usage;\n"
     "  65 most of the tree vanished, no snapshot (see --allow-mass-delete);\n"
     "  75 temporary: server unreachable, connection lost, or another run holds the lock;\n"
+    "  76 TLS failed (certificate not trusted, wrong host name, not a TLS server);\n"
     "  77 the server refused the login; 78 bad or missing configuration";
 
 struct sync_run {
@@ -959,7 +960,7 @@ cmd_sync(struct agent *a, int argc, char **argv)
 		r = sync_one(a, cd->name, cd->path, cd->exclude, cd->nexclude, dry, mass, skip);
 		if (r != 0 && (ex == 0 || ex == AGENT_EXIT_FAIL))
 			ex = r;
-		if (r == SYNC_EXIT_TEMPFAIL || r == SYNC_EXIT_NOPERM)
+		if (r == SYNC_EXIT_TEMPFAIL || r == SYNC_EXIT_NOPERM || r == SYNC_EXIT_TLS)
 			break; /* the next directory would meet the same server */
 	}
 out:

@@ -30,6 +30,8 @@ snapshot_exit_code(int err)
 		return SYNC_EXIT_TEMPFAIL;
 	case STEP_EAUTH:
 		return SYNC_EXIT_NOPERM;
+	case STEP_ETLS:
+		return SYNC_EXIT_TLS;
 	}
 	return AGENT_EXIT_FAIL;
 }

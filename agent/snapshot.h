@@ -28,11 +28,13 @@ struct client;
  * so cron wrappers can tell "try again later" from "a human must look". */
 #define SYNC_EXIT_MASSDEL  65 /* EX_DATAERR: most of the tree vanished, no snapshot */
 #define SYNC_EXIT_TEMPFAIL 75 /* EX_TEMPFAIL: server unreachable, connection lost, locked */
+#define SYNC_EXIT_TLS      76 /* EX_PROTOCOL: TLS handshake or certificate check failed */
 #define SYNC_EXIT_NOPERM   77 /* EX_NOPERM: login refused */
 #define SYNC_EXIT_CONFIG   78 /* EX_CONFIG: bad or missing configuration */
 
 /* The exit code for a failed client call: TEMPFAIL for transport trouble, NOPERM for
- * STEP_EAUTH, else AGENT_EXIT_FAIL. */
+ * STEP_EAUTH, TLS for STEP_ETLS (not retried: a wrong CA or name stays wrong), else
+ * AGENT_EXIT_FAIL. */
 int snapshot_exit_code(int err);
 
 /*

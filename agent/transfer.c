@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -379,10 +378,9 @@ static int
 upload_pass(struct up *u)
 {
 	struct outpkt *pk;
-	struct pollfd pfd;
 	uint32_t cursor = 0;
 	uint64_t last_progress = 0, now, active, idle, wait;
-	int r, want_write, n, final_wait, probed = 0;
+	int r, want_write, n, final_wait, probed = 0, rd = 0, wr = 0;
 
 	if ((pk = calloc(1, sizeof(*pk))) == NULL)
 		return client_fail(u->c, STEP_ENOMEM, "out of memory");
@@ -394,22 +392,19 @@ upload_pass(struct up *u)
 	while (r == 0 && (pk->busy || u->flen > 0)) {
 		want_write = pk->busy && u->flen < (size_t)u->window;
 		final_wait = !pk->busy && u->flen > 0;
-		pfd.fd = conn_fd(u->c->conn);
-		pfd.events = POLLIN | (want_write ? POLLOUT : 0);
-		pfd.revents = 0;
 		now = util_now_ms();
 		idle = now - active;
 		wait = (uint64_t)u->c->timeout_ms;
 		if (final_wait && !probed && wait > FINAL_PROBE_MS)
 			wait = FINAL_PROBE_MS;
-		n = poll(&pfd, 1, idle >= wait ? 0 : (int)(wait - idle));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
+		/* conn_wait, not poll: TLS may hold decrypted answers the socket does not show. */
+		n = conn_wait(
+		    u->c->conn, want_write, idle >= wait ? 0 : (int)(wait - idle), &rd, &wr);
+		if (n != 0 && n != STEP_ETIMEDOUT) {
 			r = client_fail(u->c, STEP_ESYS, "poll: %s", strerror(errno));
 			break;
 		}
-		if (n == 0 && final_wait && !probed &&
+		if (n == STEP_ETIMEDOUT && final_wait && !probed &&
 		    util_now_ms() - active < (uint64_t)u->c->timeout_ms) {
 			/* Only the last answers are missing: servers exist that never send them
 			 * (STEP-PROTOCOL.md §8). Ask on a second connection rather than wait out
@@ -421,7 +416,7 @@ upload_pass(struct up *u)
 			}
 			continue;
 		}
-		if (n == 0) {
+		if (n == STEP_ETIMEDOUT) {
 			if (!pk->busy && u->flen > 0) {
 				r = XFER_STALLEND;
 			} else if (u->window > 1 && u->flen > 0) {
@@ -435,14 +430,14 @@ upload_pass(struct up *u)
 			break;
 		}
 		active = util_now_ms();
-		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+		if (rd) {
 			if ((r = client_rx_fill(u->c)) != 0)
 				break;
 			if ((r = read_answers(u)) != 0)
 				break;
 			state_flush(u, 0);
 		}
-		if (want_write && (pfd.revents & POLLOUT)) {
+		if (want_write && wr) {
 			if ((r = write_packet(u, pk)) != 0)
 				break;
 			if (!pk->busy && (r = next_packet(u, &cursor, pk)) != 0)
@@ -990,11 +985,10 @@ download_pass(struct down *d)
 	const uint8_t *bin;
 	uint32_t binlen, want, next_req = d->next_recv, total = d->info.total_block;
 	size_t pktlen, put;
-	struct pollfd pfd;
 	json_t *resp;
 	char js[STEP_HDR_LEN + sizeof(d->key_json) + 600];
 	uint64_t last_progress = 0, now;
-	int window = window_for(c), st, n, r = 0;
+	int window = window_for(c), st, n, r = 0, rd = 0, wr = 0;
 
 	buf_reset(&c->tx);
 	while (d->next_recv < total) {
@@ -1012,21 +1006,16 @@ download_pass(struct down *d)
 			next_req++;
 			d->requests++;
 		}
-		pfd.fd = conn_fd(c->conn);
-		pfd.events = POLLIN | (buf_avail(&c->tx) > 0 ? POLLOUT : 0);
-		pfd.revents = 0;
-		n = poll(&pfd, 1, c->timeout_ms);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
+		n = conn_wait(c->conn, buf_avail(&c->tx) > 0, c->timeout_ms, &rd, &wr);
+		if (n != 0 && n != STEP_ETIMEDOUT)
 			return client_fail(c, STEP_ESYS, "poll: %s", strerror(errno));
-		if (n == 0) {
+		if (n == STEP_ETIMEDOUT) {
 			if (window > 1)
 				return XFER_PIPEFAIL;
 			return client_fail(c, STEP_ETIMEDOUT, "no answer from server within %d s",
 			    (c->timeout_ms + 999) / 1000);
 		}
-		if (pfd.revents & POLLOUT) {
+		if (wr) {
 			struct iovec v = { buf_ptr(&c->tx), buf_avail(&c->tx) };
 
 			if ((r = conn_writev(c->conn, &v, 1, &put)) != 0)
@@ -1034,7 +1023,7 @@ download_pass(struct down *d)
 				    r == STEP_ECLOSED ? "connection closed" : strerror(errno));
 			buf_consume(&c->tx, put);
 		}
-		if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+		if (!rd)
 			continue;
 		if ((r = client_rx_fill(c)) != 0)
 			return r;

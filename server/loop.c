@@ -1,7 +1,12 @@
 /*
- * loop.c — epoll workers, accept, per-connection I/O, deferred replies from the commit
- * thread, idle timeouts, the connection limit and graceful stop. Never blocks on a socket:
- * a slow reader only stops its own connection from being read (backpressure).
+ * loop.c — epoll workers, accept, per-connection I/O (plain or TLS), deferred replies from
+ * the commit thread, idle timeouts, the connection limit and graceful stop. Never blocks
+ * on a socket: a slow reader only stops its own connection from being read (backpressure).
+ *
+ * TLS connections run the same state machine behind SSL_read/SSL_write. The handshake is
+ * driven by the events it asks for and bounded by the idle timeout (which only data
+ * resets). Decrypted bytes held by OpenSSL wake no epoll, so they are read as soon as the
+ * connection may read again; a write waiting for the peer's records waits on EPOLLIN.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +23,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "codec.h"
 #include "conn_state.h"
 #include "err.h"
@@ -25,6 +33,7 @@
 #include "log.h"
 #include "loop.h"
 #include "step.h"
+#include "tls.h"
 #include "util.h"
 
 #define OUT_LIMIT     (1u << 20) /* stop reading a connection with this much unsent */
@@ -38,10 +47,15 @@ struct conn {
 	int fd;
 	struct worker *w;
 	struct conn_state cs;
-	uint64_t last_ms; /* last activity, monotonic */
-	uint32_t events;  /* registered epoll mask */
-	int dead;         /* fd closed; freed when no reply is pending */
-	int peer_closed;  /* EOF seen */
+	uint64_t last_ms;   /* last activity, monotonic */
+	uint32_t events;    /* registered epoll mask */
+	int dead;           /* fd closed; freed when no reply is pending */
+	int peer_closed;    /* EOF seen */
+	SSL *ssl;           /* TLS connections only; owned */
+	uint32_t hs_want;   /* TLS handshake in progress: the event it waits for, else 0 */
+	int rd_wants_write; /* the last SSL_read needs EPOLLOUT */
+	int wr_wants_read;  /* the last SSL_write needs EPOLLIN */
+	int tls_failed;     /* fatal TLS error: no close_notify */
 	struct conn *prev, *next;
 };
 
@@ -66,6 +80,8 @@ struct worker {
 struct loop {
 	struct loop_opts o;
 	int lfd;
+	int tls_lfd;      /* -1: no TLS listener */
+	SSL_CTX *tls_ctx; /* shared by the workers (thread-safe for SSL_new) */
 	int nworkers;
 	struct worker *workers;
 	volatile int stopping;
@@ -74,7 +90,7 @@ struct loop {
 	sigset_t sigs;
 };
 
-static char tag_listen, tag_event;
+static char tag_listen, tag_listen_tls, tag_event;
 
 static void
 worker_post(void *post_arg, void *cookie, json_t *reply)
@@ -141,6 +157,13 @@ conn_close(struct conn *c)
 	if (c->dead)
 		return;
 	epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	if (c->ssl != NULL) {
+		if (c->hs_want == 0 && !c->tls_failed)
+			SSL_shutdown(c->ssl); /* close_notify, best effort (non-blocking) */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		ERR_clear_error();
+	}
 	close(c->fd);
 	c->fd = -1;
 	c->dead = 1;
@@ -166,11 +189,87 @@ bury(struct worker *w)
 	}
 }
 
+/* recv() or SSL_read(): like recv(), with -1/EAGAIN when TLS needs to wait (either way). */
+static ssize_t
+conn_recv(struct conn *c, void *p, size_t n)
+{
+	int k, e;
+
+	if (c->ssl == NULL)
+		return recv(c->fd, p, n, 0);
+	c->rd_wants_write = 0;
+	ERR_clear_error();
+	if ((k = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n)) > 0)
+		return k;
+	e = SSL_get_error(c->ssl, k);
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		c->rd_wants_write = e == SSL_ERROR_WANT_WRITE;
+		errno = EAGAIN;
+		return -1;
+	}
+	log_debug("TLS read: %s", tls_reason("connection reset"));
+	c->tls_failed = 1;
+	errno = EPROTO;
+	return -1;
+}
+
+/* send() or SSL_write(), like send(). */
+static ssize_t
+conn_send(struct conn *c, const void *p, size_t n)
+{
+	int k, e;
+
+	if (c->ssl == NULL)
+		return send(c->fd, p, n, MSG_NOSIGNAL);
+	c->wr_wants_read = 0;
+	ERR_clear_error();
+	if ((k = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n)) > 0)
+		return k;
+	e = SSL_get_error(c->ssl, k);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		c->wr_wants_read = e == SSL_ERROR_WANT_READ;
+		errno = EAGAIN;
+		return -1;
+	}
+	c->tls_failed = 1;
+	errno = EPIPE;
+	return -1;
+}
+
+/* Moves the handshake on. 0: done or waiting (hs_want says for what); -1: failed, closed. */
+static int
+conn_handshake(struct conn *c)
+{
+	int k, e;
+
+	ERR_clear_error();
+	if ((k = SSL_do_handshake(c->ssl)) == 1) {
+		c->hs_want = 0;
+		log_debug("TLS %s %s", SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+		return 0;
+	}
+	e = SSL_get_error(c->ssl, k);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		c->hs_want = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+		return 0;
+	}
+	/* A client mistake (plain STEP on the TLS port, an untrusted certificate): info. */
+	log_info("TLS handshake failed: %s",
+	    e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN
+	        ? "the client closed the connection"
+	        : tls_reason("protocol error"));
+	c->tls_failed = 1;
+	conn_close(c);
+	return -1;
+}
+
 static int
 conn_flush(struct conn *c)
 {
 	while (buf_avail(&c->cs.out) > 0) {
-		ssize_t n = send(c->fd, buf_ptr(&c->cs.out), buf_avail(&c->cs.out), MSG_NOSIGNAL);
+		ssize_t n = conn_send(c, buf_ptr(&c->cs.out), buf_avail(&c->cs.out));
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -204,6 +303,15 @@ conn_update(struct conn *c)
 		want |= EPOLLIN;
 	if (buf_avail(&c->cs.out) > 0)
 		want |= EPOLLOUT;
+	if (c->ssl != NULL) {
+		/* A write waiting for the peer's records must not spin on EPOLLOUT. */
+		if (c->wr_wants_read && buf_avail(&c->cs.out) > 0)
+			want = (want & ~(uint32_t)EPOLLOUT) | EPOLLIN;
+		if (c->rd_wants_write)
+			want |= EPOLLOUT;
+		if (c->hs_want != 0)
+			want = c->hs_want;
+	}
 	if (want == c->events)
 		return;
 	ev.events = want;
@@ -212,34 +320,23 @@ conn_update(struct conn *c)
 		c->events = want;
 }
 
-static void
-conn_process(struct conn *c)
+/* 1 when OpenSSL holds decrypted bytes that the connection may read now: epoll will not
+ * report them. */
+static int
+conn_tls_more(struct conn *c)
 {
-	size_t before;
-	int full, again;
-
-	/* Requests already read may be waiting for room in the output: when a flush makes
-	 * room, handle them now. No epoll event comes for bytes already read, so a pipelining
-	 * client that has sent everything would otherwise wait forever. */
-	do {
-		before = buf_avail(&c->cs.in);
-		full = buf_avail(&c->cs.out) + c->cs.queued >= OUT_LIMIT;
-		if (!c->w->l->stopping)
-			conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
-		if (conn_flush(c) != 0) {
-			conn_close(c);
-			return;
-		}
-		again = !c->w->l->stopping && buf_avail(&c->cs.out) == 0 &&
-		    c->cs.queued < OUT_LIMIT && buf_avail(&c->cs.in) > 0 &&
-		    (buf_avail(&c->cs.in) < before || full);
-	} while (again);
-	conn_update(c);
+	return c->ssl != NULL && !c->dead && c->hs_want == 0 && !c->peer_closed &&
+	    !c->w->l->stopping && SSL_pending(c->ssl) > 0 &&
+	    conn_state_want_read(&c->cs, OUT_LIMIT);
 }
 
-static void
-conn_readable(struct conn *c)
+/* Reads what the socket (through TLS) has, handling requests as it goes. 0, or -1 when
+ * the connection was closed. */
+static int
+conn_read_some(struct conn *c)
 {
+	if (c->ssl != NULL && c->hs_want != 0 && (conn_handshake(c) != 0 || c->hs_want != 0))
+		return c->dead ? -1 : 0;
 	for (;;) {
 		size_t room = c->cs.in.max - buf_avail(&c->cs.in);
 		ssize_t n;
@@ -248,14 +345,14 @@ conn_readable(struct conn *c)
 			room = READ_CHUNK;
 		if (!conn_state_want_read(&c->cs, OUT_LIMIT) || buf_reserve(&c->cs.in, room) != 0)
 			break;
-		n = recv(c->fd, buf_tail(&c->cs.in), room, 0);
+		n = conn_recv(c, buf_tail(&c->cs.in), room);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
 			conn_close(c);
-			return;
+			return -1;
 		}
 		if (n == 0) {
 			c->peer_closed = 1;
@@ -270,17 +367,62 @@ conn_readable(struct conn *c)
 			break;
 		if (buf_avail(&c->cs.out) > 0 && conn_flush(c) != 0) {
 			conn_close(c);
-			return;
+			return -1;
 		}
 	}
-	conn_process(c);
+	return 0;
 }
 
+static void
+conn_process(struct conn *c)
+{
+	size_t before;
+	int full, again;
+
+	/* Requests already read may be waiting for room in the output: when a flush makes
+	 * room, handle them now. No epoll event comes for bytes already read, so a pipelining
+	 * client that has sent everything would otherwise wait forever. The same holds for
+	 * bytes OpenSSL has decrypted but not handed over yet: read them now. Each round
+	 * handles or reads something, so this ends. */
+	do {
+		before = buf_avail(&c->cs.in);
+		full = buf_avail(&c->cs.out) + c->cs.queued >= OUT_LIMIT;
+		if (!c->w->l->stopping)
+			conn_state_process(&c->cs, &c->w->h, c, OUT_LIMIT);
+		if (conn_flush(c) != 0) {
+			conn_close(c);
+			return;
+		}
+		again = !c->w->l->stopping && buf_avail(&c->cs.out) == 0 &&
+		    c->cs.queued < OUT_LIMIT && buf_avail(&c->cs.in) > 0 &&
+		    (buf_avail(&c->cs.in) < before || full);
+		if (!again && conn_tls_more(c)) {
+			if (conn_read_some(c) != 0)
+				return;
+			again = 1;
+		}
+	} while (again);
+	conn_update(c);
+}
+
+static void
+conn_readable(struct conn *c)
+{
+	if (conn_read_some(c) == 0 && !c->dead)
+		conn_process(c);
+}
+
+/* Answers msg (NULL: nothing, as on the TLS port, where no STEP can be spoken before the
+ * handshake) and closes. */
 static void
 refuse(int fd, const char *msg)
 {
 	struct buf b;
 
+	if (msg == NULL) {
+		close(fd);
+		return;
+	}
 	buf_init(&b, 4096);
 	if (handler_send_error(&b, STEP_ST_UNAVAILABLE, msg) == 0)
 		if (send(fd, buf_ptr(&b), buf_avail(&b), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
@@ -289,8 +431,9 @@ refuse(int fd, const char *msg)
 	close(fd);
 }
 
+/* Accepts from the plain (tls 0) or the TLS listener. */
 static void
-worker_accept(struct worker *w)
+worker_accept(struct worker *w, int tls)
 {
 	struct loop *l = w->l;
 
@@ -299,7 +442,7 @@ worker_accept(struct worker *w)
 		struct conn *c;
 		int fd, one = 1, full;
 
-		fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(tls ? l->tls_lfd : l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -314,12 +457,14 @@ worker_accept(struct worker *w)
 		pthread_mutex_unlock(&l->cmu);
 		if (full) {
 			log_info("connection refused: limit of %d reached", l->o.max_connections);
-			refuse(fd, "Too many connections.");
+			refuse(fd, tls ? NULL : "Too many connections.");
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if ((c = calloc(1, sizeof(*c))) == NULL) {
-			refuse(fd, "Server out of memory.");
+		if ((c = calloc(1, sizeof(*c))) == NULL ||
+		    (tls && (c->ssl = SSL_new(l->tls_ctx)) == NULL)) {
+			free(c);
+			refuse(fd, tls ? NULL : "Server out of memory.");
 			pthread_mutex_lock(&l->cmu);
 			l->nconns--;
 			pthread_mutex_unlock(&l->cmu);
@@ -329,11 +474,18 @@ worker_accept(struct worker *w)
 		c->w = w;
 		c->last_ms = util_now_ms();
 		conn_state_init(&c->cs, l->o.max_bin);
+		if (c->ssl != NULL) {
+			/* The default socket BIO; stepd ignores SIGPIPE. */
+			SSL_set_fd(c->ssl, fd);
+			SSL_set_accept_state(c->ssl);
+			c->hs_want = EPOLLIN;
+		}
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
 		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			SSL_free(c->ssl);
 			conn_free(c);
-			refuse(fd, "Server busy.");
+			refuse(fd, tls ? NULL : "Server busy.");
 			pthread_mutex_lock(&l->cmu);
 			l->nconns--;
 			pthread_mutex_unlock(&l->cmu);
@@ -405,6 +557,8 @@ worker_main(void *arg)
 
 			if (listening) {
 				epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
+				if (l->tls_lfd >= 0)
+					epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->tls_lfd, NULL);
 				listening = 0;
 				stop_deadline = util_now_ms() + STOP_GRACE_MS;
 				for (c = w->conns; c != NULL; c = next) {
@@ -424,9 +578,9 @@ worker_main(void *arg)
 		for (i = 0; i < n; i++) {
 			struct conn *c;
 
-			if (evs[i].data.ptr == &tag_listen) {
+			if (evs[i].data.ptr == &tag_listen || evs[i].data.ptr == &tag_listen_tls) {
 				if (!l->stopping)
-					worker_accept(w);
+					worker_accept(w, evs[i].data.ptr == &tag_listen_tls);
 				continue;
 			}
 			if (evs[i].data.ptr == &tag_event) {
@@ -436,7 +590,8 @@ worker_main(void *arg)
 			c = evs[i].data.ptr;
 			if (c->dead)
 				continue;
-			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) ||
+			    (c->ssl != NULL && (c->hs_want != 0 || c->rd_wants_write)))
 				conn_readable(c);
 			else if (evs[i].events & EPOLLOUT)
 				conn_process(c);
@@ -454,8 +609,9 @@ worker_main(void *arg)
 	return NULL;
 }
 
+/* Listens on the bind address at *port (0: any); *port becomes the real one. */
 static int
-listen_on(struct loop *l, char *errbuf, size_t errlen, int *port)
+listen_on(struct loop *l, int *fdp, int *port, char *errbuf, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
@@ -466,11 +622,11 @@ listen_on(struct loop *l, char *errbuf, size_t errlen, int *port)
 	memset(&ss, 0, sizeof(ss));
 	if (inet_pton(AF_INET, l->o.bind, &s4->sin_addr) == 1) {
 		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)l->o.port);
+		s4->sin_port = htons((uint16_t)*port);
 		slen = sizeof(*s4);
 	} else if (inet_pton(AF_INET6, l->o.bind, &s6->sin6_addr) == 1) {
 		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)l->o.port);
+		s6->sin6_port = htons((uint16_t)*port);
 		slen = sizeof(*s6);
 	} else {
 		snprintf(errbuf, errlen, "invalid bind address '%s'", l->o.bind);
@@ -484,14 +640,27 @@ listen_on(struct loop *l, char *errbuf, size_t errlen, int *port)
 	if (getsockname(fd, (struct sockaddr *)&ss, &slen) != 0)
 		goto fail;
 	*port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
-	l->lfd = fd;
+	*fdp = fd;
 	return STEP_OK;
 fail:
-	snprintf(
-	    errbuf, errlen, "cannot listen on %s:%d: %s", l->o.bind, l->o.port, strerror(errno));
+	snprintf(errbuf, errlen, "cannot listen on %s:%d: %s", l->o.bind, *port, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return STEP_ESYS;
+}
+
+/* Writes port to file atomically (0644). */
+static int
+write_port_file(const char *file, int port, char *errbuf, size_t errlen)
+{
+	char txt[16];
+	int n = snprintf(txt, sizeof(txt), "%d\n", port);
+
+	if (util_write_file_atomic(file, txt, (size_t)n, 0644) != 0) {
+		snprintf(errbuf, errlen, "cannot write '%s': %s", file, strerror(errno));
+		return STEP_ESYS;
+	}
+	return STEP_OK;
 }
 
 int
@@ -499,12 +668,13 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
     char *errbuf, size_t errlen)
 {
 	struct loop *l;
-	int i, port = 0, r;
+	int i, port = o->port, tls_port = o->tls_port, r;
 
 	if ((l = calloc(1, sizeof(*l))) == NULL)
 		return STEP_ENOMEM;
 	l->o = *o;
 	l->lfd = -1;
+	l->tls_lfd = -1;
 	pthread_mutex_init(&l->cmu, NULL);
 	sigemptyset(&l->sigs);
 	sigaddset(&l->sigs, SIGTERM);
@@ -516,7 +686,13 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
 
 		l->o.threads = n > 0 && n < 256 ? (int)n : 2;
 	}
-	if ((r = listen_on(l, errbuf, errlen, &port)) != 0)
+	/* Certificate problems are reported before anything listens. */
+	if (o->tls_cert != NULL &&
+	    (r = tls_ctx_new(o->tls_cert, o->tls_key, &l->tls_ctx, errbuf, errlen)) != 0)
+		goto out;
+	if ((r = listen_on(l, &l->lfd, &port, errbuf, errlen)) != 0)
+		goto out;
+	if (o->tls_cert != NULL && (r = listen_on(l, &l->tls_lfd, &tls_port, errbuf, errlen)) != 0)
 		goto out;
 	l->nworkers = l->o.threads;
 	if ((l->workers = calloc((size_t)l->nworkers, sizeof(*l->workers))) == NULL) {
@@ -548,24 +724,30 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
 			r = STEP_ESYS;
 			goto out;
 		}
+		ev.data.ptr = &tag_listen_tls;
+		if (l->tls_lfd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->tls_lfd, &ev) != 0) {
+			snprintf(errbuf, errlen, "epoll_ctl: %s", strerror(errno));
+			r = STEP_ESYS;
+			goto out;
+		}
 		ev.events = EPOLLIN;
 		ev.data.ptr = &tag_event;
 		epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev);
 	}
-	if (o->port_file != NULL) {
-		char txt[16];
-		int n = snprintf(txt, sizeof(txt), "%d\n", port);
-
-		if (util_write_file_atomic(o->port_file, txt, (size_t)n, 0644) != 0) {
-			snprintf(
-			    errbuf, errlen, "cannot write '%s': %s", o->port_file, strerror(errno));
-			r = STEP_ESYS;
-			goto out;
-		}
-	}
+	/* The TLS port file first: whoever waits for the plain one finds both. */
+	if (l->tls_lfd >= 0 && o->tls_port_file != NULL &&
+	    (r = write_port_file(o->tls_port_file, tls_port, errbuf, errlen)) != 0)
+		goto out;
+	if (o->port_file != NULL && (r = write_port_file(o->port_file, port, errbuf, errlen)) != 0)
+		goto out;
+	if (l->tls_lfd >= 0)
+		printf("listening on %s:%d (TLS)\n", o->bind, tls_port);
 	printf("listening on %s:%d\n", o->bind, port);
 	fflush(stdout);
-	log_info("listening on %s:%d with %d workers", o->bind, port, l->nworkers);
+	log_info("listening on %s:%d%s with %d workers", o->bind, port,
+	    l->tls_lfd >= 0 ? " (and TLS on another port)" : "", l->nworkers);
+	if (l->tls_lfd >= 0)
+		log_info("TLS on %s:%d", o->bind, tls_port);
 	*out = l;
 	l = NULL;
 	r = STEP_OK;
@@ -633,6 +815,9 @@ loop_free(struct loop *l)
 	free(l->workers);
 	if (l->lfd >= 0)
 		close(l->lfd);
+	if (l->tls_lfd >= 0)
+		close(l->tls_lfd);
+	SSL_CTX_free(l->tls_ctx);
 	pthread_mutex_destroy(&l->cmu);
 	free(l);
 }

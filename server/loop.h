@@ -1,7 +1,8 @@
 /*
  * loop.h — stepd's network side: a listening socket, one epoll worker thread per core
- * (the listener added to each with EPOLLEXCLUSIVE), non-blocking connections driven
- * through conn_state, idle timeouts, a connection limit, and SIGTERM/SIGINT handling.
+ * (the listener added to each with EPOLLEXCLUSIVE), optionally a TLS listener beside it,
+ * non-blocking connections driven through conn_state, idle timeouts, a connection limit,
+ * and SIGTERM/SIGINT handling.
  */
 #ifndef STEPD_LOOP_H
 #define STEPD_LOOP_H
@@ -17,15 +18,22 @@ struct loop_opts {
 	int port;              /* 0: any free port */
 	const char *port_file; /* may be NULL; written atomically once listening */
 	int threads;           /* workers; 0: one per online CPU */
-	int idle_timeout;      /* seconds */
+	int idle_timeout;      /* seconds; also bounds a TLS handshake */
 	int max_connections;
-	uint32_t max_bin; /* largest binary part accepted */
+	uint32_t max_bin;          /* largest binary part accepted */
+	const char *tls_cert;      /* PEM chain; NULL: no TLS listener */
+	const char *tls_key;       /* PEM private key, with tls_cert */
+	int tls_port;              /* with tls_cert; 0: any free port */
+	const char *tls_port_file; /* may be NULL; written before port_file */
 };
 
 /*
- * Binds, listens, writes the port file and prints "listening on ADDR:PORT" on stdout.
+ * Loads the TLS certificate and key (when tls_cert is set), binds, listens (plain, and TLS
+ * beside it), writes the port files and prints "listening on ADDR:PORT" on stdout (after
+ * "listening on ADDR:PORT (TLS)").
  * Blocks SIGTERM/SIGINT in the calling thread (call before starting any other thread).
- * Returns 0 and *out, or STEP_ESYS with errbuf filled.
+ * Returns 0 and *out, or STEP_ESYS / STEP_EINVAL (bad certificate or key) with errbuf
+ * filled.
  */
 int loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct loop **out,
     char *errbuf, size_t errlen);

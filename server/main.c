@@ -39,6 +39,11 @@ usage(FILE *f)
 	    "  --bind ADDR            address to listen on (default 0.0.0.0)\n"
 	    "  --port N               TCP port (default %d; 0 picks a free port)\n"
 	    "  --port-file FILE       write the chosen port to FILE (atomically)\n"
+	    "  --tls-port N           also listen for STEP over TLS (1.2 or newer) on port N\n"
+	    "                         (0 picks a free port); needs --tls-cert and --tls-key\n"
+	    "  --tls-cert FILE        PEM certificate chain for the TLS port (leaf first)\n"
+	    "  --tls-key FILE         PEM private key of that certificate\n"
+	    "  --tls-port-file FILE   write the chosen TLS port to FILE (before --port-file)\n"
 	    "  --root DIR             storage root (objects, uploads, metadata, secret)\n"
 	    "  --auth users|open      user database (default) or the course rule\n"
 	    "                         password == md5(username)\n"
@@ -60,6 +65,8 @@ usage(FILE *f)
 
 struct opts {
 	const char *bind, *port_file, *root, *auth;
+	const char *tls_cert, *tls_key, *tls_port_file;
+	long long tls_port; /* -1: no TLS listener */
 	long long port, block_size, token_ttl, upload_ttl, idle_timeout, max_conns, threads;
 	unsigned long long max_object;
 	int verbosity;
@@ -173,6 +180,12 @@ serve(const struct opts *o)
 	lo.bind = o->bind;
 	lo.port = (int)o->port;
 	lo.port_file = o->port_file;
+	if (o->tls_port >= 0) {
+		lo.tls_cert = o->tls_cert;
+		lo.tls_key = o->tls_key;
+		lo.tls_port = (int)o->tls_port;
+		lo.tls_port_file = o->tls_port_file;
+	}
 	lo.threads = (int)o->threads;
 	lo.idle_timeout = (int)o->idle_timeout;
 	lo.max_connections = (int)o->max_conns;
@@ -208,6 +221,10 @@ main(int argc, char **argv)
 		O_MAXC,
 		O_THR,
 		O_MAXO,
+		O_TLSPORT,
+		O_TLSCERT,
+		O_TLSKEY,
+		O_TLSPORTFILE,
 		O_HELP
 	};
 	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
@@ -222,12 +239,17 @@ main(int argc, char **argv)
 		{ "max-connections", required_argument, NULL, O_MAXC },
 		{ "threads", required_argument, NULL, O_THR },
 		{ "max-object-size", required_argument, NULL, O_MAXO },
+		{ "tls-port", required_argument, NULL, O_TLSPORT },
+		{ "tls-cert", required_argument, NULL, O_TLSCERT },
+		{ "tls-key", required_argument, NULL, O_TLSKEY },
+		{ "tls-port-file", required_argument, NULL, O_TLSPORTFILE },
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
-	struct opts o = { "0.0.0.0", NULL, NULL, "users", STEP_DEFAULT_PORT, STEP_SPEC_MAX_BLOCK,
-		86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0 };
+	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
+		STEP_SPEC_MAX_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0 };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "token-ttl", "upload-ttl", "idle-timeout", "max-connections",
-		"threads", "max-object-size", NULL };
+		"threads", "max-object-size", "tls-port", "tls-cert", "tls-key", "tls-port-file",
+		NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -250,6 +272,18 @@ main(int argc, char **argv)
 			break;
 		case O_PORTFILE:
 			o.port_file = optarg;
+			break;
+		case O_TLSPORT:
+			bad = num_opt("tls-port", optarg, 0, 65535, &o.tls_port);
+			break;
+		case O_TLSCERT:
+			o.tls_cert = optarg;
+			break;
+		case O_TLSKEY:
+			o.tls_key = optarg;
+			break;
+		case O_TLSPORTFILE:
+			o.tls_port_file = optarg;
 			break;
 		case O_ROOT:
 			o.root = optarg;
@@ -310,6 +344,15 @@ main(int argc, char **argv)
 	if (o.root == NULL) {
 		fprintf(stderr, "stepd: --root DIR is required\n");
 		usage(stderr);
+		return 2;
+	}
+	if (o.tls_port >= 0 && (o.tls_cert == NULL || o.tls_key == NULL)) {
+		fprintf(stderr, "stepd: --tls-port needs --tls-cert FILE and --tls-key FILE\n");
+		return 2;
+	}
+	if (o.tls_port < 0 && (o.tls_cert != NULL || o.tls_key != NULL || o.tls_port_file)) {
+		fprintf(
+		    stderr, "stepd: --tls-cert, --tls-key and --tls-port-file need --tls-port\n");
 		return 2;
 	}
 	if (optind < argc && strcmp(argv[optind], "user") == 0)
