@@ -9,6 +9,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "conn.h"
 #include "err.h"
@@ -58,7 +59,8 @@ tls_ctx_new(const char *cert, const char *key, SSL_CTX **outp, char *errbuf, siz
 		    conn_tls_reason("not a PEM certificate"));
 		goto out;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 &&
+	    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
 		snprintf(errbuf, errlen, "cannot load TLS key '%s': %s", key,
 		    conn_tls_reason("not a PEM private key"));
 		goto out;
