@@ -103,8 +103,8 @@ if command -v script >/dev/null 2>&1; then
 			/dev/null >tty.out &&
 		grep -q "KiB / 585.9 KiB" tty.out && grep -q "ETA" tty.out && grep -q "/s" tty.out'
 fi
-ok "--tls is refused clearly rather than sent in plain text" '
-	expect_exit 1 ss --tls ping 2>err && grep -q "TLS not supported yet" err'
+ok "--tls to a plain server fails clearly (bounded) rather than falling back to plain text" '
+	expect_exit 1 ss --tls --timeout 2 ping 2>err && grep -q "TLS handshake with" err'
 ok "a refused connection fails after bounded retries" '
 	expect_exit 1 "$S" --server 127.0.0.1:1 --user alice --timeout 2 ping 2>err &&
 	grep -q "cannot connect" err'
