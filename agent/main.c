@@ -57,7 +57,9 @@ usage_all(FILE *f)
 	fprintf(f,
 	    "\nRun 'stepsync COMMAND --help' for a command's options.\n"
 	    "The password comes from --password-file, $STEPSYNC_PASSWORD, the config file's\n"
-	    "password_file, or a prompt on the terminal.\n");
+	    "password_file, or a prompt on the terminal.\n"
+	    "--tls connects with TLS 1.2+ and verifies the server's certificate and host name\n"
+	    "against the system trust store or the PEM bundle given by --ca.\n");
 }
 
 /* An interrupted download leaves no temporary file; then die of the signal as usual.

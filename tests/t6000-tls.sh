@@ -148,6 +148,8 @@ ok "restore against it exits 76 too and writes nothing" '
 		restore --name tree --to r3 2>err && [ ! -e r3/a ]
 '
 stop_stepd "$STEPD_PID"
+rc=$?
+ok "the second stepd stops cleanly (exit 0: no leak under ASan)" "[ $rc -eq 0 ]"
 STEPD_PID=$MAIN_PID STEPD_PORT=$MAIN_PORT TLS_PORT=$MAIN_TLS STEPD_LOG=$MAIN_LOG
 
 # ---- the wrong protocol on either port ----

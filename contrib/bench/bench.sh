@@ -93,8 +93,22 @@ if [[ " $PARTS " == *" put "* ]]; then
 	cat "$W/big" >/dev/null
 	start_stepd big
 	start_stepd b20k --block-size 20480
+	# TLS: a CA and a certificate for 127.0.0.1 made here; a stepd with a TLS port.
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+		-keyout "$W/ca.key" -out "$W/ca.pem" -subj "/CN=bench CA" \
+		-addext "basicConstraints=critical,CA:TRUE" 2>/dev/null &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout "$W/tls.key" -out "$W/tls.csr" -subj "/CN=127.0.0.1" 2>/dev/null &&
+		printf 'subjectAltName=IP:127.0.0.1\n' >"$W/tls.ext" &&
+		openssl x509 -req -in "$W/tls.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" \
+			-CAcreateserial -days 1 -out "$W/tls.pem" -extfile "$W/tls.ext" 2>/dev/null ||
+		echo "# WARNING: cannot make a test certificate"
+	start_stepd tls --tls-port 0 --tls-port-file "$W/tlsonly.port" --tls-cert "$W/tls.pem" \
+		--tls-key "$W/tls.key"
+	TLS_PORT=$(cat "$W/tlsonly.port")
+	TLS="--tls --ca $W/ca.pem"
 	start_rsyncd
-	R_PUT="" R_B20K="" R_W1="" R_GET="" R_RS="" R_RSD=""
+	R_PUT="" R_B20K="" R_W1="" R_GET="" R_RS="" R_RSD="" R_TLS="" R_TLSGET=""
 	for round in $(seq 1 "$ROUNDS"); do
 		[ "$ROUNDS" -gt 1 ] && echo "# round $round"
 		t0=$(now); openssl dgst -md5 "$W/big" >/dev/null; t1=$(now)
@@ -110,8 +124,16 @@ if [[ " $PARTS " == *" put "* ]]; then
 		rm -f "$W/big.out"
 		timed "stepsync get <- stepd (pipelined, MD5-verified)" SS "$PORT_big" get "big$round" -o "$W/big.out"
 		R_GET="$R_GET $(ratio "$rate" "$md5r")"
+		get_rate=$rate
 		cmp -s "$W/big" "$W/big.out" || echo "# WARNING: get output differs"
 		rm -f "$W/big.out"
+		timed "stepsync --tls put -> stepd --tls-port" SS "$TLS_PORT" $TLS put "$W/big" --key "tls$round"
+		R_TLS="$R_TLS $(ratio "$rate" "$put_rate")"
+		timed "stepsync --tls get <- stepd --tls-port" SS "$TLS_PORT" $TLS get "tls$round" -o "$W/big.out"
+		R_TLSGET="$R_TLSGET $(ratio "$rate" "$get_rate")"
+		cmp -s "$W/big" "$W/big.out" || echo "# WARNING: TLS get output differs"
+		rm -f "$W/big.out"
+		SS "$TLS_PORT" $TLS rm "tls$round" >/dev/null
 		SS "$PORT_big" rm "big$round" >/dev/null
 		SS "$PORT_big" rm "w1.$round" >/dev/null
 		SS "$PORT_b20k" rm "big$round" >/dev/null
@@ -125,7 +147,8 @@ if [[ " $PARTS " == *" put "* ]]; then
 	done
 	stop_pid "$PID_big"
 	stop_pid "$PID_b20k"
-	rm -rf "$W/big.root" "$W/b20k.root" "$W/big"
+	stop_pid "$PID_tls"
+	rm -rf "$W/big.root" "$W/b20k.root" "$W/tls.root" "$W/big"
 	echo "# ratios (median of $ROUNDS round(s); each round's values in brackets) against the issue's targets:"
 	printf '#   %-44s %5s  (target %s)  [%s ]\n' \
 		"put / MD5, default block size" "$(median $R_PUT)" ">= 0.65" "$R_PUT" \
@@ -133,7 +156,9 @@ if [[ " $PARTS " == *" put "* ]]; then
 		"get / MD5" "$(median $R_GET)" ">= 0.80" "$R_GET" \
 		"put / rsync --cc=md5" "$(median $R_RS)" ">= 1.20" "$R_RS" \
 		"put / rsync (default checksum)" "$(median $R_RSD)" "none" "$R_RSD" \
-		"put --window 1 / put (the window's effect)" "$(median $R_W1)" "shown" "$R_W1"
+		"put --window 1 / put (the window's effect)" "$(median $R_W1)" "shown" "$R_W1" \
+		"TLS put / plain put (the price of TLS)" "$(median $R_TLS)" "shown" "$R_TLS" \
+		"TLS get / plain get" "$(median $R_TLSGET)" "shown" "$R_TLSGET"
 fi
 
 if [[ " $PARTS " == *" server "* ]]; then
