@@ -104,6 +104,12 @@ ok "sync and restore over TLS" '
 	SS $TS --state st.db sync --name tree "$T_DIR/tree" >out && grep -q "^snapshot tree#1:" out &&
 	SS $TS restore --name tree --to restored && diff -r "$T_DIR/tree" restored
 '
+ok "sync of many files over 4 TLS connections at once, then restore" '
+	mkdir -p many && for i in $(seq 1 40); do head -c $((i * 3000)) /dev/urandom >many/f$i; done &&
+	SS $TS --connections 4 --state st3.db sync --name many many >out &&
+	grep -q "^snapshot many#1: 40 files" out &&
+	SS $TS restore --name many --to many.r && diff -r many many.r
+'
 ok "the config file keys [server] tls and ca reach every command" '
 	printf "[server]\naddress = 127.0.0.1:%s\nuser = tls\npassword_file = %s\ntls = yes\nca = %s\n[state]\npath = cst.db\n" \
 		"$TLS_PORT" "$T_DIR/pw" "$C/ca.pem" >c.conf &&
