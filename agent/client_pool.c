@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,9 +410,8 @@ pipe_run(struct pool_worker *w)
 {
 	struct client *c = w->c;
 	struct client_job *j;
-	struct pollfd pfd;
 	uint64_t active, now, stall;
-	int r, n, more = 1, stepd;
+	int r, n, more = 1, stepd, rd = 0, wr = 0;
 	size_t put;
 	const uint8_t *bin;
 	uint32_t binlen;
@@ -446,19 +444,17 @@ pipe_run(struct pool_worker *w)
 		}
 		if (w->flen == 0 && buf_avail(&w->txq) == 0)
 			return;
-		pfd.fd = conn_fd(c->conn);
-		pfd.events = POLLIN | (buf_avail(&w->txq) > 0 ? POLLOUT : 0);
-		pfd.revents = 0;
 		now = util_now_ms();
-		n = poll(&pfd, 1, now - active >= stall ? 0 : (int)(stall - (now - active)));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			fail_inflight(w, !stepd, n == 0 ? "server stalled" : "poll failed");
+		/* conn_wait, not poll: TLS may hold decrypted answers the socket does not show. */
+		n = conn_wait(c->conn, buf_avail(&w->txq) > 0,
+		    now - active >= stall ? 0 : (int)(stall - (now - active)), &rd, &wr);
+		if (n != 0) {
+			fail_inflight(
+			    w, !stepd, n == STEP_ETIMEDOUT ? "server stalled" : "poll failed");
 			return;
 		}
 		active = util_now_ms();
-		if (pfd.revents & POLLOUT) {
+		if (wr) {
 			struct iovec v = { buf_ptr(&w->txq), buf_avail(&w->txq) };
 
 			if (conn_writev(c->conn, &v, 1, &put) != 0) {
@@ -467,7 +463,7 @@ pipe_run(struct pool_worker *w)
 			}
 			buf_consume(&w->txq, put);
 		}
-		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+		if (rd) {
 			if (client_rx_fill(c) != 0) {
 				fail_inflight(w, 0, client_error(c));
 				return;

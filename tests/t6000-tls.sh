@@ -176,6 +176,16 @@ ok "stepd logs the failed handshakes and goes on serving" '
 	grep -q "TLS handshake failed" "$STEPD_LOG" &&
 	SS $TS get small -o again && cmp "$T_DIR/small" again
 '
+ok "TLS 1.2 is accepted (verified chain), TLS 1.1 is refused by the server" '
+	echo | timeout 20 openssl s_client -connect 127.0.0.1:$TLS_PORT -tls1_2 \
+		-CAfile "$C/ca.pem" -verify_ip 127.0.0.1 >s12 2>&1 &&
+	grep -q "Protocol *: TLSv1.2" s12 && grep -q "Verify return code: 0 (ok)" s12 &&
+	n=$(grep -c "unsupported protocol" "$STEPD_LOG"; true) &&
+	expect_fail timeout 20 openssl s_client -connect 127.0.0.1:$TLS_PORT -tls1_1 \
+		-cipher "DEFAULT@SECLEVEL=0" -CAfile "$C/ca.pem" </dev/null >s11 2>&1 &&
+	grep -q "Cipher is (NONE)" s11 &&
+	wait_for "[ \$(grep -c \"unsupported protocol\" \"$STEPD_LOG\") -gt $n ]" 100
+'
 ok "a TLS client on the plain port fails clearly" '
 	expect_exit 1 SS --server 127.0.0.1:$STEPD_PORT --tls --ca "$C/ca.pem" ping 2>err &&
 	grep -q "TLS handshake with 127.0.0.1 port $STEPD_PORT failed" err
