@@ -110,6 +110,18 @@ ok "sync of many files over 4 TLS connections at once, then restore" '
 	grep -q "^snapshot many#1: 40 files" out &&
 	SS $TS restore --name many --to many.r && diff -r many many.r
 '
+ok "watch over TLS backs up a new file, and stops with exit 0 on SIGTERM" '
+	mkdir -p w && echo seed >w/a || exit 1
+	"$BIN/stepsync" --user tls --password-file "$T_DIR/pw" $TS --state w.db \
+		watch --name WT w >w.out 2>w.err &
+	wp=$!
+	wait_for "grep -q \"^watching \" w.out || ! kill -0 $wp" 400 && kill -0 $wp &&
+	head -c 150000 /dev/urandom >w/new &&
+	wait_for "rm -rf wr; SS $TS restore --name WT --to wr >/dev/null 2>&1 && cmp w/new wr/new" 600
+	r=$?
+	kill -TERM $wp; wait $wp; rc=$?
+	echo "wait_for $r, watch exit $rc"; cat w.err; [ $r -eq 0 ] && [ $rc -eq 0 ]
+'
 ok "the config file keys [server] tls and ca reach every command" '
 	printf "[server]\naddress = 127.0.0.1:%s\nuser = tls\npassword_file = %s\ntls = yes\nca = %s\n[state]\npath = cst.db\n" \
 		"$TLS_PORT" "$T_DIR/pw" "$C/ca.pem" >c.conf &&
