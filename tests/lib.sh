@@ -18,17 +18,25 @@ t_count=0
 t_failed=0
 t_pids=""
 
+# t_alive PID — PID is still a running child of this script. A daemon stopped and reaped
+# earlier (stop_stepd) leaves its number in t_pids, and PIDs wrap within seconds on a busy
+# machine: signalling that number could kill another script's process.
+t_alive() {
+	set -- $(ps -o ppid=,stat= -p "$1" 2>/dev/null)
+	[ "${1:-}" = "$$" ] && [ "${2#Z}" = "${2:-}" ]
+}
+
 t_cleanup() {
 	for p in $t_pids; do
-		kill -TERM "$p" 2>/dev/null
+		t_alive "$p" && kill -TERM "$p" 2>/dev/null
 	done
 	for p in $t_pids; do
 		n=0
-		while kill -0 "$p" 2>/dev/null && [ $n -lt 100 ]; do
+		while t_alive "$p" && [ $n -lt 100 ]; do
 			sleep 0.05 # wait_for-style bounded polling for the daemon to exit
 			n=$((n + 1))
 		done
-		kill -KILL "$p" 2>/dev/null
+		t_alive "$p" && kill -KILL "$p" 2>/dev/null
 	done
 	if [ -n "${KEEP_TEST_DIR:-}" ]; then
 		echo "# kept $T_DIR"
