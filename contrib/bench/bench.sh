@@ -73,6 +73,8 @@ row "measurement" "seconds" "MiB/s" "ratio"
 
 # median of the arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# the largest of the arguments (on a shared machine noise only ever slows a run down)
+best() { printf '%s\n' "$@" | sort -g | tail -1; }
 # timed LABEL CMD... — runs CMD, prints a row with its rate and ratio to the MD5 rate of this
 # round ($md5r), sets $rate
 timed() {
@@ -149,16 +151,16 @@ if [[ " $PARTS " == *" put "* ]]; then
 	stop_pid "$PID_b20k"
 	stop_pid "$PID_tls"
 	rm -rf "$W/big.root" "$W/b20k.root" "$W/tls.root" "$W/big"
-	echo "# ratios (median of $ROUNDS round(s); each round's values in brackets) against the issue's targets:"
-	printf '#   %-44s %5s  (target %s)  [%s ]\n' \
-		"put / MD5, default block size" "$(median $R_PUT)" ">= 0.65" "$R_PUT" \
-		"put / MD5, 20480-byte blocks" "$(median $R_B20K)" ">= 0.50" "$R_B20K" \
-		"get / MD5" "$(median $R_GET)" ">= 0.80" "$R_GET" \
-		"put / rsync --cc=md5" "$(median $R_RS)" ">= 1.20" "$R_RS" \
-		"put / rsync (default checksum)" "$(median $R_RSD)" "none" "$R_RSD" \
-		"put --window 1 / put (the window's effect)" "$(median $R_W1)" "shown" "$R_W1" \
-		"TLS put / plain put (the price of TLS)" "$(median $R_TLS)" "shown" "$R_TLS" \
-		"TLS get / plain get" "$(median $R_TLSGET)" "shown" "$R_TLSGET"
+	echo "# ratios against the issue's targets: median and best of $ROUNDS round(s), each round in brackets"
+	printf '#   %-44s %6s %6s  %-9s [%s ]\n' "ratio" "median" "best" "target" " rounds" \
+		"put / MD5, default block size" "$(median $R_PUT)" "$(best $R_PUT)" ">= 0.65" "$R_PUT" \
+		"put / MD5, 20480-byte blocks" "$(median $R_B20K)" "$(best $R_B20K)" ">= 0.50" "$R_B20K" \
+		"get / MD5" "$(median $R_GET)" "$(best $R_GET)" ">= 0.80" "$R_GET" \
+		"put / rsync --cc=md5" "$(median $R_RS)" "$(best $R_RS)" ">= 1.20" "$R_RS" \
+		"put / rsync (default checksum)" "$(median $R_RSD)" "$(best $R_RSD)" "none" "$R_RSD" \
+		"put --window 1 / put (the window's effect)" "$(median $R_W1)" "$(best $R_W1)" "shown" "$R_W1" \
+		"TLS put / plain put (the price of TLS)" "$(median $R_TLS)" "$(best $R_TLS)" "shown" "$R_TLS" \
+		"TLS get / plain get" "$(median $R_TLSGET)" "$(best $R_TLSGET)" "shown" "$R_TLSGET"
 fi
 
 if [[ " $PARTS " == *" server "* ]]; then
