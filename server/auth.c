@@ -1,11 +1,13 @@
 /*
  * auth.c — logins (user table with PBKDF2, or the course's open rule), HMAC tokens with
- * expiry, the per-server secret, and a small cache of verified logins so that clients
- * which log in once per block do not pay PBKDF2 every time. Never logs secrets.
+ * expiry, the per-server secret, a small cache of verified logins so that clients
+ * which log in once per block do not pay PBKDF2 every time, and the bounded table that
+ * throttles failed logins per user name and per address. Never logs secrets.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,23 @@ struct auth_cache_slot {
 	int64_t when;                 /* wall seconds of the verification */
 };
 
+struct auth_throttle_entry {
+	uint8_t id[16];    /* keyed hash of the user name or the address */
+	int used;          /* 0: free slot */
+	unsigned fails;    /* failures counted since first_ms */
+	uint64_t first_ms; /* monotonic ms of the window's first failure */
+	uint64_t last_ms;  /* monotonic ms of the latest failure */
+	uint64_t until_ms; /* locked until this monotonic ms; 0: not locked */
+};
+
+struct auth_throttle {
+	unsigned limit;     /* failures that lock */
+	uint64_t window_ms; /* counting window, and the lock's length */
+	uint8_t key[AUTH_SECRET_LEN];
+	pthread_mutex_t lock;
+	struct auth_throttle_entry e[AUTH_THROTTLE_SETS][AUTH_THROTTLE_WAYS];
+};
+
 struct auth {
 	int mode;
 	int64_t token_ttl; /* seconds */
@@ -43,6 +62,7 @@ struct auth {
 	sqlite3 *db; /* AUTH_USERS only; guarded by lock */
 	pthread_mutex_t lock;
 	struct auth_cache_slot cache[AUTH_CACHE_SLOTS];
+	struct auth_throttle *thr; /* owned; NULL: throttling off */
 };
 
 int
@@ -58,12 +78,48 @@ auth_user_valid(const char *user, size_t ulen)
 	return 1;
 }
 
+/* Reads the secret without following a symlink; STEP_EINVAL when it is not a regular file
+ * of exactly AUTH_SECRET_LEN bytes, STEP_ESYS (errno set) when it cannot be read. */
+static int
+auth_read_secret(const char *path, uint8_t secret[AUTH_SECRET_LEN])
+{
+	uint8_t data[AUTH_SECRET_LEN + 1];
+	struct stat sb;
+	ssize_t n;
+	size_t got = 0;
+	int fd, r = STEP_EINVAL;
+
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return STEP_ESYS;
+	if (fstat(fd, &sb) != 0) {
+		r = STEP_ESYS;
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size != AUTH_SECRET_LEN)
+		goto out;
+	while (got < sizeof(data) && (n = read(fd, data + got, sizeof(data) - got)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = STEP_ESYS;
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	if (got != AUTH_SECRET_LEN)
+		goto out;
+	memcpy(secret, data, AUTH_SECRET_LEN);
+	r = STEP_OK;
+out:
+	OPENSSL_cleanse(data, sizeof(data));
+	close(fd);
+	return r;
+}
+
 static int
 auth_load_secret(const char *root, uint8_t secret[AUTH_SECRET_LEN], char *errbuf, size_t errlen)
 {
 	char path[PATH_MAX];
-	char *data = NULL;
-	size_t len = 0;
 	int fd, r;
 
 	if (snprintf(path, sizeof(path), "%s/secret", root) >= (int)sizeof(path))
@@ -87,19 +143,14 @@ auth_load_secret(const char *root, uint8_t secret[AUTH_SECRET_LEN], char *errbuf
 		snprintf(errbuf, errlen, "cannot create '%s': %s", path, strerror(errno));
 		return STEP_ESYS;
 	}
-	if ((r = util_read_file(path, 4096, &data, &len)) != 0) {
-		snprintf(errbuf, errlen, "cannot read '%s': %s", path, strerror(errno));
+	if ((r = auth_read_secret(path, secret)) != 0) {
+		if (r == STEP_EINVAL)
+			snprintf(errbuf, errlen, "'%s' is not a %d-byte regular file", path,
+			    AUTH_SECRET_LEN);
+		else
+			snprintf(errbuf, errlen, "cannot read '%s': %s", path, strerror(errno));
 		return r;
 	}
-	if (len != AUTH_SECRET_LEN) {
-		snprintf(errbuf, errlen, "'%s' is not a %d-byte secret", path, AUTH_SECRET_LEN);
-		OPENSSL_cleanse(data, len);
-		free(data);
-		return STEP_EINVAL;
-	}
-	memcpy(secret, data, AUTH_SECRET_LEN);
-	OPENSSL_cleanse(data, len);
-	free(data);
 	return STEP_OK;
 }
 
@@ -117,6 +168,10 @@ auth_open(
 	pthread_mutex_init(&a->lock, NULL);
 	if ((r = auth_load_secret(root, a->secret, errbuf, errlen)) != 0)
 		goto out;
+	if ((r = auth_set_throttle(a, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW)) != 0) {
+		snprintf(errbuf, errlen, "out of memory");
+		goto out;
+	}
 	if (mode == AUTH_USERS && (r = meta_open(root, &a->db)) != 0) {
 		snprintf(errbuf, errlen, "cannot open the user database in '%s'", root);
 		goto out;
@@ -138,6 +193,7 @@ auth_free(struct auth *a)
 		return;
 	for (i = 0; i < AUTH_CACHE_SLOTS; i++)
 		free(a->cache[i].user);
+	auth_throttle_free(a->thr);
 	sqlite3_close(a->db);
 	pthread_mutex_destroy(&a->lock);
 	OPENSSL_cleanse(a, sizeof(*a));
@@ -304,18 +360,265 @@ auth_check_users(struct auth *a, const char *user, size_t ulen, const char *pass
 	return r;
 }
 
+/* ---- failed-login throttle ---- */
+
 int
-auth_login(
-    struct auth *a, const char *user, size_t ulen, const char *pass, size_t plen, char **token)
+auth_throttle_new(
+    unsigned limit, unsigned window, const uint8_t key[AUTH_SECRET_LEN], struct auth_throttle **out)
+{
+	struct auth_throttle *t;
+
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return STEP_ENOMEM;
+	t->limit = limit;
+	t->window_ms = (uint64_t)window * 1000;
+	memcpy(t->key, key, AUTH_SECRET_LEN);
+	pthread_mutex_init(&t->lock, NULL);
+	*out = t;
+	return STEP_OK;
+}
+
+void
+auth_throttle_free(struct auth_throttle *t)
+{
+	if (t == NULL)
+		return;
+	pthread_mutex_destroy(&t->lock);
+	OPENSSL_cleanse(t->key, sizeof(t->key));
+	free(t);
+}
+
+/*
+ * The entry id of a user name ('u' + name) or an address ('a' + its bytes: 4 for IPv4 and
+ * IPv4-mapped IPv6, the /64 prefix for other IPv6, the text for anything else).
+ */
+static void
+throttle_id(const struct auth_throttle *t, char kind, const char *s, size_t n, uint8_t id[16])
+{
+	uint8_t msg[1 + AUTH_MAX_USER], mac[HASH_SHA256_LEN], a6[16];
+	size_t len = 0;
+
+	msg[len++] = (uint8_t)kind;
+	if (kind == 'a' && inet_pton(AF_INET, s, msg + 1) == 1) {
+		len += 4;
+	} else if (kind == 'a' && inet_pton(AF_INET6, s, a6) == 1) {
+		static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+		if (memcmp(a6, mapped, sizeof(mapped)) == 0) {
+			memcpy(msg + 1, a6 + 12, 4);
+			len += 4;
+		} else {
+			msg[0] = '6';
+			memcpy(msg + 1, a6, 8);
+			len += 8;
+		}
+	} else {
+		if (n > AUTH_MAX_USER)
+			n = AUTH_MAX_USER;
+		memcpy(msg + 1, s, n);
+		len += n;
+	}
+	hash_hmac_sha256(t->key, AUTH_SECRET_LEN, msg, len, mac);
+	memcpy(id, mac, 16);
+}
+
+/* 1 when e holds nothing that still counts at now. */
+static int
+throttle_expired(const struct auth_throttle *t, const struct auth_throttle_entry *e, uint64_t now)
+{
+	if (!e->used)
+		return 1;
+	if (e->until_ms != 0)
+		return now >= e->until_ms;
+	return now - e->first_ms >= t->window_ms;
+}
+
+static struct auth_throttle_entry *
+throttle_set(struct auth_throttle *t, const uint8_t id[16])
+{
+	uint32_t h;
+
+	memcpy(&h, id, sizeof(h));
+	return t->e[h % AUTH_THROTTLE_SETS];
+}
+
+/* The entry holding id, expired or not, or NULL. Called with t->lock. */
+static struct auth_throttle_entry *
+throttle_find(struct auth_throttle *t, const uint8_t id[16])
+{
+	struct auth_throttle_entry *set = throttle_set(t, id);
+	size_t i;
+
+	for (i = 0; i < AUTH_THROTTLE_WAYS; i++)
+		if (set[i].used && memcmp(set[i].id, id, 16) == 0)
+			return &set[i];
+	return NULL;
+}
+
+/* The slot of set to reuse: a free or expired one, else the unlocked one whose last
+ * failure is oldest, else the locked one that unlocks first. */
+static struct auth_throttle_entry *
+throttle_victim(struct auth_throttle *t, struct auth_throttle_entry *set, uint64_t now)
+{
+	struct auth_throttle_entry *best = NULL;
+	size_t i;
+
+	for (i = 0; i < AUTH_THROTTLE_WAYS; i++)
+		if (throttle_expired(t, &set[i], now))
+			return &set[i];
+	for (i = 0; i < AUTH_THROTTLE_WAYS; i++)
+		if (set[i].until_ms == 0 && (best == NULL || set[i].last_ms < best->last_ms))
+			best = &set[i];
+	if (best != NULL)
+		return best;
+	for (i = 0; i < AUTH_THROTTLE_WAYS; i++)
+		if (best == NULL || set[i].until_ms < best->until_ms)
+			best = &set[i];
+	return best;
+}
+
+/*
+ * The live entry for id, or NULL. With create, a missing or expired one is (re)started
+ * empty, evicting within id's set (throttle_victim). Called with t->lock.
+ */
+static struct auth_throttle_entry *
+throttle_get(struct auth_throttle *t, const uint8_t id[16], uint64_t now, int create)
+{
+	struct auth_throttle_entry *e = throttle_find(t, id);
+
+	if (e != NULL && !throttle_expired(t, e, now))
+		return e;
+	if (!create)
+		return NULL;
+	if (e == NULL)
+		e = throttle_victim(t, throttle_set(t, id), now);
+	memset(e, 0, sizeof(*e));
+	memcpy(e->id, id, 16);
+	e->used = 1;
+	e->first_ms = now;
+	return e;
+}
+
+static int
+throttle_locked_id(struct auth_throttle *t, char kind, const char *s, size_t n, uint64_t now)
+{
+	struct auth_throttle_entry *e;
+	uint8_t id[16];
+
+	throttle_id(t, kind, s, n, id);
+	e = throttle_get(t, id, now, 0);
+	return e != NULL && e->until_ms > now;
+}
+
+int
+auth_throttle_locked(
+    struct auth_throttle *t, const char *user, size_t ulen, const char *peer, uint64_t now_ms)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&t->lock);
+	if (ulen > 0 && throttle_locked_id(t, 'u', user, ulen, now_ms))
+		r = 1;
+	if (!r && peer != NULL && peer[0] != '\0' &&
+	    throttle_locked_id(t, 'a', peer, strlen(peer), now_ms))
+		r = 1;
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+/* Counts one failure for the id; returns 1 when it has just become locked. */
+static int
+throttle_fail_id(struct auth_throttle *t, char kind, const char *s, size_t n, uint64_t now)
+{
+	struct auth_throttle_entry *e;
+	uint8_t id[16];
+
+	throttle_id(t, kind, s, n, id);
+	e = throttle_get(t, id, now, 1);
+	if (e->until_ms != 0)
+		return 0; /* already locked (a concurrent login): the lock is not extended */
+	e->fails++;
+	e->last_ms = now;
+	if (e->fails < t->limit)
+		return 0;
+	e->until_ms = now + t->window_ms;
+	if (e->until_ms == 0)
+		e->until_ms = 1;
+	return 1;
+}
+
+void
+auth_throttle_fail(
+    struct auth_throttle *t, const char *user, size_t ulen, const char *peer, uint64_t now_ms)
+{
+	int lu = 0, la = 0;
+
+	pthread_mutex_lock(&t->lock);
+	if (ulen > 0)
+		lu = throttle_fail_id(t, 'u', user, ulen, now_ms);
+	if (peer != NULL && peer[0] != '\0')
+		la = throttle_fail_id(t, 'a', peer, strlen(peer), now_ms);
+	pthread_mutex_unlock(&t->lock);
+	/* Logged once per lock, not per attempt. */
+	if (lu)
+		log_info("login: user '%.*s' locked for %llu s after %u failures", (int)ulen, user,
+		    (unsigned long long)(t->window_ms / 1000), t->limit);
+	if (la)
+		log_info("login: address %s locked for %llu s after %u failures", peer,
+		    (unsigned long long)(t->window_ms / 1000), t->limit);
+}
+
+void
+auth_throttle_success(struct auth_throttle *t, const char *user, size_t ulen)
+{
+	struct auth_throttle_entry *e;
+	uint8_t id[16];
+
+	if (ulen == 0)
+		return;
+	throttle_id(t, 'u', user, ulen, id);
+	pthread_mutex_lock(&t->lock);
+	e = throttle_find(t, id);
+	if (e != NULL)
+		memset(e, 0, sizeof(*e));
+	pthread_mutex_unlock(&t->lock);
+}
+
+size_t
+auth_throttle_count(struct auth_throttle *t, uint64_t now_ms)
+{
+	size_t i, j, n = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < AUTH_THROTTLE_SETS; i++)
+		for (j = 0; j < AUTH_THROTTLE_WAYS; j++)
+			n += !throttle_expired(t, &t->e[i][j], now_ms);
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+int
+auth_set_throttle(struct auth *a, unsigned limit, unsigned window)
+{
+	struct auth_throttle *t = NULL;
+	int r;
+
+	if (limit > 0 && (r = auth_throttle_new(limit, window, a->secret, &t)) != 0)
+		return r;
+	auth_throttle_free(a->thr);
+	a->thr = t;
+	return STEP_OK;
+}
+
+/* The password check proper, without the throttle: 0, STEP_EAUTH, STEP_ENOMEM, STEP_EIO. */
+static int
+auth_check(struct auth *a, const char *user, size_t ulen, const char *pass, size_t plen,
+    int64_t now, char **token)
 {
 	uint8_t mac[HASH_SHA256_LEN];
 	struct auth_cache_slot *s;
-	int64_t now = util_wall_s();
 	int r;
 
-	if (!auth_user_valid(user, ulen) || plen == 0 || plen > 256 ||
-	    memchr(pass, '\0', plen) != NULL)
-		return STEP_EAUTH;
 	if (a->mode == AUTH_OPEN) {
 		char want[HASH_MD5_HEX];
 
@@ -347,6 +650,31 @@ auth_login(
 		}
 	}
 	return auth_token_make(a->secret, user, ulen, now + a->token_ttl, token);
+}
+
+int
+auth_login(struct auth *a, const char *user, size_t ulen, const char *pass, size_t plen,
+    const char *peer, char **token)
+{
+	uint64_t mono = util_now_ms();
+	int valid = auth_user_valid(user, ulen), r;
+
+	/* A locked name or address fails before any password work: the same 401 as a wrong
+	 * password, so the lock reveals nothing about the account either. */
+	if (a->thr != NULL &&
+	    auth_throttle_locked(a->thr, valid ? user : NULL, valid ? ulen : 0, peer, mono)) {
+		log_debug("login: throttled");
+		return STEP_EAUTH;
+	}
+	if (!valid || plen == 0 || plen > 256 || memchr(pass, '\0', plen) != NULL)
+		r = STEP_EAUTH;
+	else
+		r = auth_check(a, user, ulen, pass, plen, util_wall_s(), token);
+	if (a->thr != NULL && r == STEP_EAUTH)
+		auth_throttle_fail(a->thr, valid ? user : NULL, valid ? ulen : 0, peer, mono);
+	else if (a->thr != NULL && r == STEP_OK)
+		auth_throttle_success(a->thr, user, ulen);
+	return r;
 }
 
 int

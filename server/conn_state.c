@@ -3,6 +3,8 @@
  * Never trusts json_len or bin_len before checking them against the limits, and never
  * allocates more than one packet's worth of input.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +49,20 @@ conn_state_init(struct conn_state *cs, uint32_t max_bin)
 	buf_init(&cs->in, STEP_HDR_LEN + JSON_BYTES_MAX + max_bin + READ_SLACK);
 	buf_init(&cs->out, OUT_MAX);
 	cs->max_bin = max_bin;
+}
+
+void
+conn_state_set_peer(struct conn_state *cs, const struct sockaddr *sa)
+{
+	const void *a = NULL;
+
+	cs->peer[0] = '\0';
+	if (sa != NULL && sa->sa_family == AF_INET)
+		a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	else if (sa != NULL && sa->sa_family == AF_INET6)
+		a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+	if (a == NULL || inet_ntop(sa->sa_family, a, cs->peer, sizeof(cs->peer)) == NULL)
+		cs->peer[0] = '\0';
 }
 
 void
@@ -179,7 +195,8 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		}
 		sl = cs->spare;
 		sl->owner = cookie;
-		r = handler_handle(h, req, p + STEP_HDR_LEN + nj, hdr.bin_len, target, sl);
+		r = handler_handle(h, req, p + STEP_HDR_LEN + nj, hdr.bin_len, target, sl,
+		    cs->peer[0] != '\0' ? cs->peer : NULL);
 		if (r == HANDLER_PENDING) {
 			cs->spare = NULL;
 			slot_link(cs, sl, req);

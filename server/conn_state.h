@@ -18,6 +18,7 @@
 #include "buf.h"
 
 struct handler;
+struct sockaddr;
 
 #define CONN_MAX_PENDING 1024
 
@@ -46,11 +47,14 @@ struct conn_state {
 	struct conn_slot *spare;         /* one preallocated slot */
 	int blocked;                     /* the next request waits for a pending slot */
 	int closing;                     /* framing lost or BYE: send out, then close */
+	char peer[48];                   /* client's numeric address; "" when unknown */
 };
 
 /* Sets up empty buffers with limits derived from max_bin. */
 void conn_state_init(struct conn_state *cs, uint32_t max_bin);
 void conn_state_release(struct conn_state *cs);
+/* Records the client's address (from accept) as text for the handler; NULL: unknown. */
+void conn_state_set_peer(struct conn_state *cs, const struct sockaddr *sa);
 
 /*
  * Handles every complete request in cs->in while the connection is not closing, fewer

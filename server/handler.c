@@ -239,7 +239,8 @@ handle_login(struct hreq *r)
 		return hreq_fail(r, STEP_ST_FIELD,
 		    e == STEP_ENOENT ? "Field \"password\" is missing."
 		                     : "Field \"password\" must be a string.");
-	e = auth_login(r->h->au, user, ulen, pass, plen, &token);
+	/* Wrong password, unknown user and a throttled name or address: one answer. */
+	e = auth_login(r->h->au, user, ulen, pass, plen, r->peer, &token);
 	if (e == STEP_EAUTH)
 		return hreq_fail(r, STEP_ST_BADPASS, "Wrong username or password.");
 	if (e != 0)
@@ -281,13 +282,13 @@ field_str(const json_t *req, const char *name)
 
 int
 handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, size_t binlen,
-    struct buf *out, void *cookie)
+    struct buf *out, void *cookie, const char *peer)
 {
 	static const char *const ops[] = { "LOGIN", "SAVE", "GET", "UPLOAD", "DOWNLOAD", "DELETE",
 		"BYE", "LIST", NULL };
 	static const char *const types[] = { "AUTH", "DATA", "FILE", NULL };
 	static const char *const fields[] = { "operation", "direction", "type" };
-	struct hreq r = { h, req, "ERROR", "ERROR", NULL, bin, binlen, out, cookie };
+	struct hreq r = { h, req, "ERROR", "ERROR", NULL, bin, binlen, out, cookie, peer };
 	const char *op, *dir, *type, *token;
 	char *user = NULL;
 	size_t toklen, i;

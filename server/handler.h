@@ -37,12 +37,13 @@ enum {
 };
 
 /*
- * Handles one request (req: decoded JSON object; bin/binlen: the binary part). Appends a
+ * Handles one request (req: decoded JSON object; bin/binlen: the binary part) from the
+ * client at peer (numeric address, for the LOGIN throttle; NULL: unknown). Appends a
  * complete reply packet to out, or returns HANDLER_PENDING. Never fails: every error
  * becomes a status code in the reply.
  */
 int handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, size_t binlen,
-    struct buf *out, void *cookie);
+    struct buf *out, void *cookie, const char *peer);
 
 /* Maps an internal STEP_E* (or 0) to a STEP status code; the one table of the server. */
 int handler_status(int err);

@@ -17,6 +17,7 @@ struct hreq {
 	size_t binlen;
 	struct buf *out;
 	void *cookie;
+	const char *peer; /* client address or NULL; borrowed */
 };
 
 /* A reply that waits for the commit thread. */

@@ -439,10 +439,13 @@ worker_accept(struct worker *w, int tls)
 
 	for (;;) {
 		struct epoll_event ev;
+		struct sockaddr_storage peer;
+		socklen_t peerlen = sizeof(peer);
 		struct conn *c;
 		int fd, one = 1, full;
 
-		fd = accept4(tls ? l->tls_lfd : l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(tls ? l->tls_lfd : l->lfd, (struct sockaddr *)&peer, &peerlen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -474,6 +477,7 @@ worker_accept(struct worker *w, int tls)
 		c->w = w;
 		c->last_ms = util_now_ms();
 		conn_state_init(&c->cs, l->o.max_bin);
+		conn_state_set_peer(&c->cs, (struct sockaddr *)&peer);
 		if (c->ssl != NULL) {
 			/* The default socket BIO; stepd ignores SIGPIPE. */
 			SSL_set_fd(c->ssl, fd);

@@ -1,14 +1,22 @@
-/* test_auth.c — token make/verify (altered, forged, expired, malformed) and user names. */
+/*
+ * test_auth.c — token make/verify (altered, forged, expired, malformed), user names, the
+ * failed-login throttle table (per user, per address, window, eviction, bounded size) and
+ * auth_login over a temporary root (unknown user and wrong password alike, in result and
+ * in PBKDF2 work; a locked user or address refused even with the right password).
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "auth.h"
 #include "err.h"
+#include "hash.h"
 #include "util.h"
 
 static const uint8_t key1[AUTH_SECRET_LEN] = { 1, 2, 3 };
@@ -85,6 +93,228 @@ test_user_names(void **state)
 	assert_int_equal(auth_token_make(key1, "a\nb", 3, 10, &tok), STEP_EINVAL);
 }
 
+#define U(s) (s), strlen(s)
+
+static void
+test_throttle_user(void **state)
+{
+	struct auth_throttle *t = NULL;
+	uint64_t now = 1000000;
+	int i;
+
+	assert_int_equal(auth_throttle_new(3, 60, key1, &t), 0);
+	for (i = 0; i < 2; i++) {
+		auth_throttle_fail(t, U("alice"), "10.0.0.1", now + (uint64_t)i);
+		assert_false(auth_throttle_locked(t, U("alice"), NULL, now + (uint64_t)i));
+	}
+	/* The third failure (from another address) locks the name everywhere. */
+	auth_throttle_fail(t, U("alice"), "10.0.0.2", now + 2);
+	assert_true(auth_throttle_locked(t, U("alice"), NULL, now + 3));
+	assert_true(auth_throttle_locked(t, U("alice"), "10.0.0.9", now + 3));
+	/* Other names, and the addresses (one and two failures), are not locked. */
+	assert_false(auth_throttle_locked(t, U("bob"), "10.0.0.1", now + 3));
+	assert_false(auth_throttle_locked(t, U("alicf"), "10.0.0.2", now + 3));
+	/* Until the window (from the locking failure) has passed. */
+	assert_true(auth_throttle_locked(t, U("alice"), NULL, now + 2 + 59999));
+	assert_false(auth_throttle_locked(t, U("alice"), NULL, now + 2 + 60000));
+	/* Then it counts from zero again. */
+	auth_throttle_fail(t, U("alice"), NULL, now + 70000);
+	assert_false(auth_throttle_locked(t, U("alice"), NULL, now + 70001));
+	auth_throttle_free(t);
+}
+
+static void
+test_throttle_window(void **state)
+{
+	struct auth_throttle *t = NULL;
+	uint64_t now = 5000;
+	int i;
+
+	assert_int_equal(auth_throttle_new(3, 10, key1, &t), 0);
+	/* Failures further apart than the window never add up. */
+	for (i = 0; i < 20; i++) {
+		auth_throttle_fail(t, U("carol"), NULL, now);
+		assert_false(auth_throttle_locked(t, U("carol"), NULL, now));
+		now += 5001;
+	}
+	/* A success forgets the name's failures. */
+	auth_throttle_fail(t, U("carol"), NULL, now);
+	auth_throttle_fail(t, U("carol"), NULL, now);
+	auth_throttle_success(t, U("carol"));
+	auth_throttle_fail(t, U("carol"), NULL, now);
+	assert_false(auth_throttle_locked(t, U("carol"), NULL, now));
+	auth_throttle_fail(t, U("carol"), NULL, now);
+	auth_throttle_fail(t, U("carol"), NULL, now);
+	assert_true(auth_throttle_locked(t, U("carol"), NULL, now));
+	/* Failures while locked do not extend the lock. */
+	auth_throttle_fail(t, U("carol"), NULL, now + 9000);
+	assert_false(auth_throttle_locked(t, U("carol"), NULL, now + 10000));
+	auth_throttle_free(t);
+}
+
+static void
+test_throttle_address(void **state)
+{
+	struct auth_throttle *t = NULL;
+	char name[32];
+	int i;
+
+	assert_int_equal(auth_throttle_new(4, 60, key1, &t), 0);
+	/* Four names from one address: the address is locked, not the names. */
+	for (i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "user%d", i);
+		auth_throttle_fail(t, U(name), "192.0.2.7", 100);
+	}
+	assert_true(auth_throttle_locked(t, U("anyone"), "192.0.2.7", 101));
+	assert_true(auth_throttle_locked(t, NULL, 0, "192.0.2.7", 101));
+	assert_false(auth_throttle_locked(t, U("user0"), "192.0.2.8", 101));
+	/* IPv4-mapped IPv6 is the IPv4 address. */
+	assert_true(auth_throttle_locked(t, NULL, 0, "::ffff:192.0.2.7", 101));
+	/* IPv6 counts by /64. */
+	for (i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "2001:db8:1:2::%x", i + 1);
+		auth_throttle_fail(t, NULL, 0, name, 100);
+	}
+	assert_true(auth_throttle_locked(t, NULL, 0, "2001:db8:1:2:ffff::1", 101));
+	assert_false(auth_throttle_locked(t, NULL, 0, "2001:db8:1:3::1", 101));
+	/* The address of one (IPv4) is not the name of another. */
+	assert_false(auth_throttle_locked(t, U("192.0.2.7"), NULL, 101));
+	auth_throttle_free(t);
+}
+
+static void
+test_throttle_bounded(void **state)
+{
+	const size_t cap = (size_t)AUTH_THROTTLE_SETS * AUTH_THROTTLE_WAYS;
+	struct auth_throttle *t = NULL;
+	char name[32];
+	int i;
+
+	assert_int_equal(auth_throttle_new(2, 60, key1, &t), 0);
+	auth_throttle_fail(t, U("victim"), NULL, 10);
+	auth_throttle_fail(t, U("victim"), NULL, 10);
+	assert_true(auth_throttle_locked(t, U("victim"), NULL, 11));
+	/* A flood of single failures under fresh names (and addresses) fills the table but
+	 * never grows it, and evicts unlocked entries before a locked one. */
+	for (i = 0; i < 200000; i++) {
+		snprintf(name, sizeof(name), "flood%d", i);
+		auth_throttle_fail(t, U(name), NULL, 20);
+		snprintf(
+		    name, sizeof(name), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+		auth_throttle_fail(t, NULL, 0, name, 20);
+	}
+	assert_int_equal(auth_throttle_count(t, 21), cap);
+	assert_true(auth_throttle_locked(t, U("victim"), NULL, 21));
+	/* Everything expires with the window. */
+	assert_int_equal(auth_throttle_count(t, 20 + 60000), 0);
+	auth_throttle_free(t);
+}
+
+static char test_root[64];
+
+static int
+root_setup(void **state)
+{
+	snprintf(test_root, sizeof(test_root), "/tmp/test_auth.XXXXXX");
+	if (mkdtemp(test_root) == NULL)
+		return -1;
+	return auth_user_add(test_root, "alice", "right") == 0 &&
+	        auth_user_add(test_root, "bob", "right") == 0
+	    ? 0
+	    : -1;
+}
+
+static int
+root_teardown(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_root);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Seconds one auth_login takes (best of n: the least disturbed by other load). */
+static double
+login_time(struct auth *a, const char *user, const char *plain, int want, int n)
+{
+	char md5hex[HASH_MD5_HEX], *tok = NULL;
+	double best = 1e9;
+	int i;
+
+	hash_md5_hex(plain, strlen(plain), md5hex);
+	for (i = 0; i < n; i++) {
+		double t0 = util_now_s(), dt;
+
+		assert_int_equal(auth_login(a, U(user), md5hex, 32, NULL, &tok), want);
+		dt = util_now_s() - t0;
+		if (dt < best)
+			best = dt;
+		free(tok);
+		tok = NULL;
+	}
+	return best;
+}
+
+static void
+test_login_unknown_user(void **state)
+{
+	struct auth *a = NULL;
+	char err[256];
+	double wrong, unknown;
+
+	assert_int_equal(auth_open(test_root, AUTH_USERS, 3600, &a, err, sizeof(err)), 0);
+	assert_int_equal(auth_set_throttle(a, 0, 60), 0);
+	/* Same result, and the unknown name pays the same PBKDF2 (best of 5 each: within a
+	 * factor of two, where skipping the derivation would be a factor of a thousand). */
+	wrong = login_time(a, "alice", "wrong", STEP_EAUTH, 5);
+	unknown = login_time(a, "mallory", "wrong", STEP_EAUTH, 5);
+	print_message(
+	    "# wrong password %.2f ms, unknown user %.2f ms\n", wrong * 1e3, unknown * 1e3);
+	assert_true(wrong > 0.001);
+	assert_true(unknown > wrong / 2 && unknown < wrong * 2);
+	login_time(a, "alice", "right", 0, 1);
+	auth_free(a);
+}
+
+static void
+test_login_throttled(void **state)
+{
+	char good[HASH_MD5_HEX], bad[HASH_MD5_HEX], *tok = NULL;
+	struct auth *a = NULL;
+	char err[256];
+	int i;
+
+	hash_md5_hex("right", 5, good);
+	hash_md5_hex("wrong", 5, bad);
+	assert_int_equal(auth_open(test_root, AUTH_USERS, 3600, &a, err, sizeof(err)), 0);
+	assert_int_equal(auth_set_throttle(a, 3, 60), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(auth_login(a, U("alice"), bad, 32, "10.1.1.1", &tok), STEP_EAUTH);
+	/* Locked: the right password from a fresh address is refused too... */
+	assert_int_equal(auth_login(a, U("alice"), good, 32, "10.1.1.2", &tok), STEP_EAUTH);
+	assert_null(tok);
+	/* ...and the address that failed is locked for every name (3 failures). */
+	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.1", &tok), STEP_EAUTH);
+	/* Invalid names count against the address. */
+	assert_int_equal(auth_login(a, "a\nb", 3, bad, 32, "10.1.1.3", &tok), STEP_EAUTH);
+	assert_int_equal(auth_login(a, "", 0, bad, 32, "10.1.1.3", &tok), STEP_EAUTH);
+	assert_int_equal(auth_login(a, "a\nb", 3, bad, 32, "10.1.1.3", &tok), STEP_EAUTH);
+	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.3", &tok), STEP_EAUTH);
+	/* Another name from another address is unaffected. */
+	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.4", &tok), 0);
+	free(tok);
+	tok = NULL;
+	auth_free(a);
+	/* Throttling off: the right password works after any number of failures. */
+	assert_int_equal(auth_open(test_root, AUTH_USERS, 3600, &a, err, sizeof(err)), 0);
+	assert_int_equal(auth_set_throttle(a, 0, 60), 0);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(auth_login(a, U("alice"), bad, 32, "10.1.1.1", &tok), STEP_EAUTH);
+	assert_int_equal(auth_login(a, U("alice"), good, 32, "10.1.1.1", &tok), 0);
+	free(tok);
+	auth_free(a);
+}
+
 int
 main(void)
 {
@@ -93,6 +323,12 @@ main(void)
 		cmocka_unit_test(test_user_with_separators),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_user_names),
+		cmocka_unit_test(test_throttle_user),
+		cmocka_unit_test(test_throttle_window),
+		cmocka_unit_test(test_throttle_address),
+		cmocka_unit_test(test_throttle_bounded),
+		cmocka_unit_test_setup_teardown(test_login_unknown_user, root_setup, root_teardown),
+		cmocka_unit_test_setup_teardown(test_login_throttled, root_setup, root_teardown),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
