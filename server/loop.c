@@ -760,6 +760,17 @@ out:
 	return r;
 }
 
+void
+loop_set_backend(struct loop *l, struct store *st, struct auth *au)
+{
+	int i;
+
+	for (i = 0; i < l->nworkers; i++) {
+		l->workers[i].h.st = st;
+		l->workers[i].h.au = au;
+	}
+}
+
 int
 loop_run(struct loop *l)
 {

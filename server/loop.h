@@ -37,6 +37,9 @@ struct loop_opts {
  */
 int loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct loop **out,
     char *errbuf, size_t errlen);
+/* Sets the store and authenticator of a loop made with NULL ones (stepd --setuid opens the
+ * root only after binding and dropping privileges); call before loop_run. */
+void loop_set_backend(struct loop *l, struct store *st, struct auth *au);
 /* Runs the workers until SIGTERM or SIGINT; then lets in-flight replies finish (bounded)
  * and joins the workers. Returns 0. */
 int loop_run(struct loop *l);

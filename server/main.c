@@ -1,9 +1,14 @@
 /*
  * main.c — stepd: options, user administration, then store + auth + event loop.
- * Only parses options and dispatches; all work is done by the modules.
+ * Parses options and dispatches; the one piece of work of its own is the start-up order
+ * (bind, drop privileges, then open the root), which belongs to nobody else.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,12 +60,21 @@ usage(FILE *f)
 	    "  --idle-timeout SECONDS close idle connections (default 300)\n"
 	    "  --max-connections N    refuse connections beyond N with 503 (default 4096)\n"
 	    "  --threads N            event-loop workers (default: one per CPU)\n"
+	    "  --login-fail-limit N   failed logins for one user name, or from one client\n"
+	    "                         address, that lock it out (default %d; 0: off);\n"
+	    "                         a locked name or address gets the wrong-password\n"
+	    "                         answer without a password check\n"
+	    "  --login-fail-window SECONDS  window counting those failures, and how long\n"
+	    "                         the lock lasts (default %d)\n"
+	    "  --setuid USER          after binding the ports and reading the TLS key,\n"
+	    "                         switch to USER's uid and gid (start as root), then\n"
+	    "                         open or create the root as that user; also for 'user'\n"
 	    "  -v, -q                 more / less logging\n"
 	    "  --help                 this text\n"
 	    "\n"
 	    "Test-only: STEP_FAULT=write:N[,fsync:M][,eio] makes the N-th block write (M-th\n"
 	    "commit sync) fail with ENOSPC (or EIO).\n",
-	    STEP_DEFAULT_PORT);
+	    STEP_DEFAULT_PORT, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
 }
 
 struct opts {
@@ -70,7 +84,125 @@ struct opts {
 	long long port, block_size, token_ttl, upload_ttl, idle_timeout, max_conns, threads;
 	unsigned long long max_object;
 	int verbosity;
+	long long fail_limit, fail_window; /* failed-login throttle: count, seconds */
+	const char *setuid;                /* NULL: keep the starting user */
+	uid_t uid;                         /* of setuid, looked up before binding */
+	gid_t gid;
 };
+
+/*
+ * Looks up the --setuid user: 0 with o->uid/o->gid, or -1 after printing why (no such
+ * user, not started as root, or the user is root itself).
+ */
+static int
+setuid_lookup(struct opts *o)
+{
+	struct passwd *pw;
+
+	errno = 0;
+	if ((pw = getpwnam(o->setuid)) == NULL) {
+		fprintf(stderr, "stepd: --setuid: no user '%s'%s%s\n", o->setuid,
+		    errno != 0 ? ": " : "", errno != 0 ? strerror(errno) : "");
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		fprintf(stderr, "stepd: --setuid: '%s' is root; name an unprivileged user\n",
+		    o->setuid);
+		return -1;
+	}
+	if (geteuid() != 0) {
+		fprintf(
+		    stderr, "stepd: --setuid %s needs stepd to be started as root\n", o->setuid);
+		return -1;
+	}
+	o->uid = pw->pw_uid;
+	o->gid = pw->pw_gid;
+	return 0;
+}
+
+/*
+ * Becomes o->uid/o->gid for good (real, effective and saved IDs; the only supplementary
+ * group is gid), then checks that root cannot be regained. 0, or -1 with errbuf filled.
+ * Call before any thread exists.
+ */
+static int
+drop_privileges(const struct opts *o, char *errbuf, size_t errlen)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg, groups[2];
+
+	if (setgroups(1, &o->gid) != 0 || setresgid(o->gid, o->gid, o->gid) != 0 ||
+	    setresuid(o->uid, o->uid, o->uid) != 0) {
+		snprintf(
+		    errbuf, errlen, "cannot switch to user '%s': %s", o->setuid, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0 || getresuid(&ru, &eu, &su) != 0 ||
+	    getresgid(&rg, &eg, &sg) != 0 || ru != o->uid || eu != o->uid || su != o->uid ||
+	    rg != o->gid || eg != o->gid || sg != o->gid || getgroups(2, groups) != 1 ||
+	    groups[0] != o->gid) {
+		snprintf(errbuf, errlen, "privileges not dropped to '%s'", o->setuid);
+		return -1;
+	}
+	log_info("running as user '%s' (uid %ld, gid %ld)", o->setuid, (long)o->uid, (long)o->gid);
+	return 0;
+}
+
+/* Sets the directory fd (or its entry name, not followed, when it exists) to 0700. */
+static void
+tighten_dir(int dirfd, const char *name, const char *path)
+{
+	struct stat sb;
+	int fd = name == NULL
+	    ? dirfd
+	    : openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return; /* absent (created 0700 later), or a symlink the store will refuse */
+	if (fstat(fd, &sb) == 0 && (sb.st_mode & 07077) != 0) {
+		if (fchmod(fd, 0700) != 0)
+			log_warn("cannot set '%s%s%s' to mode 0700", path, name ? "/" : "",
+			    name ? name : "");
+		else
+			log_info("'%s%s%s' was mode %04o, now 0700", path, name ? "/" : "",
+			    name ? name : "", (unsigned)(sb.st_mode & 07777));
+	}
+	if (fd != dirfd)
+		close(fd);
+}
+
+/*
+ * Creates the root if needed (0700) and writes its real path (symlinks in the given path
+ * resolved: the root itself may be a symlink, nothing inside it may) to out. The root,
+ * obj/ and tmp/ of ours with group or other permissions are tightened to 0700. 0, or -1
+ * after printing why.
+ */
+static int
+prepare_root(const struct opts *o, char *out)
+{
+	struct stat sb;
+	int fd;
+
+	if (util_mkdirs(o->root, 0700) != 0 || realpath(o->root, out) == NULL) {
+		fprintf(stderr, "stepd: cannot create '%s': %s\n", o->root, strerror(errno));
+		return -1;
+	}
+	if (stat(out, &sb) == 0 && sb.st_uid != geteuid()) {
+		fprintf(stderr, "stepd: the root '%s' belongs to uid %ld, not to %s (uid %ld)\n",
+		    out, (long)sb.st_uid, o->setuid != NULL ? o->setuid : "this user",
+		    (long)geteuid());
+		return -1;
+	}
+	if ((fd = open(out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "stepd: cannot open '%s': %s\n", out, strerror(errno));
+		return -1;
+	}
+	tighten_dir(fd, NULL, out);
+	tighten_dir(fd, "obj", out);
+	tighten_dir(fd, "tmp", out);
+	close(fd);
+	return 0;
+}
 
 static int
 num_opt(const char *name, const char *s, long long min, long long max, long long *out)
@@ -93,14 +225,17 @@ print_user(void *arg, const char *name)
 static int
 cmd_user(const struct opts *o, int argc, char **argv)
 {
+	char root[PATH_MAX], err[512];
 	int r;
 
-	if (util_mkdirs(o->root, 0700) != 0) {
-		fprintf(stderr, "stepd: cannot create '%s': %s\n", o->root, strerror(errno));
+	if (o->setuid != NULL && drop_privileges(o, err, sizeof(err)) != 0) {
+		fprintf(stderr, "stepd: %s\n", err);
 		return 1;
 	}
+	if (prepare_root(o, root) != 0)
+		return 1;
 	if (argc == 2 && strcmp(argv[1], "list") == 0) {
-		r = auth_user_list(o->root, print_user, NULL);
+		r = auth_user_list(root, print_user, NULL);
 	} else if (argc == 3 && strcmp(argv[1], "add") == 0) {
 		char line[1024];
 		size_t n;
@@ -115,10 +250,10 @@ cmd_user(const struct opts *o, int argc, char **argv)
 			fprintf(stderr, "stepd: empty password\n");
 			return 1;
 		}
-		r = auth_user_add(o->root, argv[2], line);
+		r = auth_user_add(root, argv[2], line);
 		OPENSSL_cleanse(line, sizeof(line));
 	} else if (argc == 3 && strcmp(argv[1], "del") == 0) {
-		r = auth_user_del(o->root, argv[2]);
+		r = auth_user_del(root, argv[2]);
 	} else {
 		usage(stderr);
 		return 2;
@@ -130,7 +265,7 @@ cmd_user(const struct opts *o, int argc, char **argv)
 	else if (r == STEP_EINVAL)
 		fprintf(stderr, "stepd: invalid user name '%s'\n", argv[2]);
 	else if (r != 0)
-		fprintf(stderr, "stepd: user database error in '%s'\n", o->root);
+		fprintf(stderr, "stepd: user database error in '%s'\n", root);
 	return r == 0 ? 0 : 1;
 }
 
@@ -146,15 +281,37 @@ raise_nofile(void)
 	}
 }
 
+/* Opens the authenticator and the store over the root (already prepared). */
+static int
+open_backend(const struct opts *o, const char *root, struct auth **au, struct store **st, char *err,
+    size_t errlen)
+{
+	struct store_opts so = { 0 };
+
+	if (auth_open(root, strcmp(o->auth, "open") == 0 ? AUTH_OPEN : AUTH_USERS, o->token_ttl, au,
+	        err, errlen) != 0)
+		return -1;
+	if (auth_set_throttle(*au, (unsigned)o->fail_limit, (unsigned)o->fail_window) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	so.root = root;
+	so.block_size = (uint32_t)o->block_size;
+	so.max_object_size = o->max_object;
+	so.upload_ttl = o->upload_ttl;
+	if (store_open(&so, st, err, errlen) != 0)
+		return -1;
+	return 0;
+}
+
 static int
 serve(const struct opts *o)
 {
-	struct store_opts so = { 0 };
 	struct loop_opts lo = { 0 };
 	struct store *st = NULL;
 	struct auth *au = NULL;
 	struct loop *l = NULL;
-	char err[512] = "";
+	char err[512] = "", root[PATH_MAX];
 	sigset_t sigs;
 	int r = 1;
 
@@ -164,18 +321,11 @@ serve(const struct opts *o)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	raise_nofile();
-	if (util_mkdirs(o->root, 0700) != 0) {
-		fprintf(stderr, "stepd: cannot create '%s': %s\n", o->root, strerror(errno));
-		return 1;
-	}
-	if (auth_open(o->root, strcmp(o->auth, "open") == 0 ? AUTH_OPEN : AUTH_USERS, o->token_ttl,
-	        &au, err, sizeof(err)) != 0)
-		goto out;
-	so.root = o->root;
-	so.block_size = (uint32_t)o->block_size;
-	so.max_object_size = o->max_object;
-	so.upload_ttl = o->upload_ttl;
-	if (store_open(&so, &st, err, sizeof(err)) != 0)
+	/* Without --setuid the root is opened first, so a bad root fails before listening.
+	 * With it, the ports are bound and the TLS key read as root, then the root is opened
+	 * (and created) only as the unprivileged user. */
+	if (o->setuid == NULL &&
+	    (prepare_root(o, root) != 0 || open_backend(o, root, &au, &st, err, sizeof(err)) != 0))
 		goto out;
 	lo.bind = o->bind;
 	lo.port = (int)o->port;
@@ -193,6 +343,12 @@ serve(const struct opts *o)
 	    o->block_size > STEP_SPEC_MAX_BLOCK ? (uint32_t)o->block_size : STEP_SPEC_MAX_BLOCK;
 	if (loop_new(&lo, st, au, &l, err, sizeof(err)) != 0)
 		goto out;
+	if (o->setuid != NULL) {
+		if (drop_privileges(o, err, sizeof(err)) != 0 || prepare_root(o, root) != 0 ||
+		    open_backend(o, root, &au, &st, err, sizeof(err)) != 0)
+			goto out;
+		loop_set_backend(l, st, au);
+	}
 	r = loop_run(l) == 0 ? 0 : 1;
 out:
 	if (err[0] != '\0')
@@ -225,6 +381,9 @@ main(int argc, char **argv)
 		O_TLSCERT,
 		O_TLSKEY,
 		O_TLSPORTFILE,
+		O_FAILLIMIT,
+		O_FAILWINDOW,
+		O_SETUID,
 		O_HELP
 	};
 	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
@@ -243,13 +402,17 @@ main(int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, O_TLSCERT },
 		{ "tls-key", required_argument, NULL, O_TLSKEY },
 		{ "tls-port-file", required_argument, NULL, O_TLSPORTFILE },
+		{ "login-fail-limit", required_argument, NULL, O_FAILLIMIT },
+		{ "login-fail-window", required_argument, NULL, O_FAILWINDOW },
+		{ "setuid", required_argument, NULL, O_SETUID },
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
-		STEP_SPEC_MAX_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0 };
+		STEP_SPEC_MAX_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
+		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0 };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "token-ttl", "upload-ttl", "idle-timeout", "max-connections",
 		"threads", "max-object-size", "tls-port", "tls-cert", "tls-key", "tls-port-file",
-		NULL };
+		"login-fail-limit", "login-fail-window", "setuid", NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -324,6 +487,15 @@ main(int argc, char **argv)
 		case O_THR:
 			bad = num_opt("threads", optarg, 1, 256, &o.threads);
 			break;
+		case O_FAILLIMIT:
+			bad = num_opt("login-fail-limit", optarg, 0, 1000000, &o.fail_limit);
+			break;
+		case O_FAILWINDOW:
+			bad = num_opt("login-fail-window", optarg, 1, 86400 * 30, &o.fail_window);
+			break;
+		case O_SETUID:
+			o.setuid = optarg;
+			break;
 		case 'v':
 			o.verbosity++;
 			break;
@@ -355,6 +527,8 @@ main(int argc, char **argv)
 		    stderr, "stepd: --tls-cert, --tls-key and --tls-port-file need --tls-port\n");
 		return 2;
 	}
+	if (o.setuid != NULL && setuid_lookup(&o) != 0)
+		return 1;
 	if (optind < argc && strcmp(argv[optind], "user") == 0)
 		return cmd_user(&o, argc - optind, argv + optind);
 	if (optind < argc) {

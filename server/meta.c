@@ -41,7 +41,8 @@ meta_open(const char *root, sqlite3 **out)
 	if (snprintf(path, sizeof(path), "%s/meta.db", root) >= (int)sizeof(path))
 		return STEP_EINVAL;
 	if (sqlite3_open_v2(path, &db,
-	        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+	            SQLITE_OPEN_NOFOLLOW,
 	        NULL) != SQLITE_OK) {
 		log_warnx("cannot open '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
 		goto out;
