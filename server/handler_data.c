@@ -39,7 +39,7 @@ data_save(struct hreq *r)
 
 	if (hreq_key(r, 1, uuid, &key, &keylen) != 0)
 		return HANDLER_DONE;
-	if ((rec = json_object()) == NULL)
+	if (step_fault_alloc() || (rec = json_object()) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	json_object_foreach((json_t *)r->req, name, v)
 	{
@@ -50,8 +50,8 @@ data_save(struct hreq *r)
 	json_decref(rec);
 	if (text == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	if ((reply = hreq_ok(r, "The record is saved.")) == NULL ||
-	    (p = hpending_new(r, reply, STEP_ST_NOTFOUND, 0)) == NULL) {
+	if ((reply = hreq_ok_alloc(r, "The record is saved.")) == NULL ||
+	    (p = hpending_alloc(r, reply, STEP_ST_NOTFOUND, 0)) == NULL) {
 		free(text);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}
@@ -86,7 +86,7 @@ data_get(struct hreq *r)
 	if (e != 0)
 		return hreq_fail(
 		    r, handler_status(e == STEP_EPROTO ? STEP_EIO : e), "Cannot read the record.");
-	if ((reply = hreq_ok(r, "OK")) == NULL) {
+	if ((reply = hreq_ok_alloc(r, "OK")) == NULL) {
 		json_decref(rec);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}
@@ -111,8 +111,8 @@ data_delete(struct hreq *r)
 
 	if (hreq_key(r, 0, NULL, &key, &keylen) != 0)
 		return HANDLER_DONE;
-	if ((reply = hreq_ok(r, "The record is deleted.")) == NULL ||
-	    (p = hpending_new(r, reply, STEP_ST_NOTFOUND, 0)) == NULL)
+	if ((reply = hreq_ok_alloc(r, "The record is deleted.")) == NULL ||
+	    (p = hpending_alloc(r, reply, STEP_ST_NOTFOUND, 0)) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	json_object_set_new(p->reply, "key", json_stringn(key, keylen));
 	e = store_data_delete(r->h->st, r->user, key, keylen, &p->w);

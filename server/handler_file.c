@@ -43,9 +43,9 @@ file_save(struct hreq *r)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"size\" must not be negative.");
 	if (hreq_key(r, 1, uuid, &key, &keylen) != 0)
 		return HANDLER_DONE;
-	if ((reply = hreq_ok(r, "Upload plan created.")) == NULL)
+	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	if (size == 0 && (p = hpending_new(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
+	if (size == 0 && (p = hpending_alloc(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
 		json_decref(reply);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}
@@ -150,8 +150,8 @@ file_upload(struct hreq *r)
 			goto out;
 		}
 	}
-	if ((reply = hreq_ok(r, "The block is uploaded.")) == NULL ||
-	    (p = hpending_new(r, reply, STEP_ST_OPERATION, 1)) == NULL) {
+	if ((reply = hreq_ok_alloc(r, "The block is uploaded.")) == NULL ||
+	    (p = hpending_alloc(r, reply, STEP_ST_OPERATION, 1)) == NULL) {
 		ret = hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 		goto out;
 	}
@@ -203,7 +203,7 @@ file_get(struct hreq *r)
 
 	if (hreq_key(r, 0, NULL, &key, &keylen) != 0 || lookup(r, key, keylen, &o) != 0)
 		return HANDLER_DONE;
-	if ((reply = hreq_ok(r, "OK")) == NULL)
+	if ((reply = hreq_ok_alloc(r, "OK")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	put_plan(
 	    reply, key, keylen, o.size, o.block_size, (o.size + o.block_size - 1) / o.block_size);
@@ -230,7 +230,7 @@ file_download(struct hreq *r)
 		return hreq_fail(r, STEP_ST_FIELD, "The block_index is out of range.");
 	len = (uint64_t)idx + 1 < total ? o.block_size
 	                                : o.size - (uint64_t)o.block_size * (total - 1);
-	if ((reply = hreq_ok(r, "OK")) == NULL)
+	if ((reply = hreq_ok_alloc(r, "OK")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	json_object_set_new(reply, "key", json_stringn(key, keylen));
 	json_object_set_new(reply, "block_index", json_integer(idx));
@@ -239,7 +239,7 @@ file_download(struct hreq *r)
 	e = codec_encode(reply, (uint32_t)len, r->out);
 	json_decref(reply);
 	if (e == 0)
-		e = buf_reserve(r->out, (size_t)len);
+		e = step_fault_alloc() ? STEP_ENOMEM : buf_reserve(r->out, (size_t)len);
 	if (e == 0)
 		e = store_object_read(
 		    r->h->st, &o, (uint64_t)idx * o.block_size, buf_tail(r->out), (size_t)len);
@@ -265,8 +265,8 @@ file_delete(struct hreq *r)
 
 	if (hreq_key(r, 0, NULL, &key, &keylen) != 0)
 		return HANDLER_DONE;
-	if ((reply = hreq_ok(r, "The file is deleted.")) == NULL ||
-	    (p = hpending_new(r, reply, STEP_ST_NOTFOUND, 0)) == NULL)
+	if ((reply = hreq_ok_alloc(r, "The file is deleted.")) == NULL ||
+	    (p = hpending_alloc(r, reply, STEP_ST_NOTFOUND, 0)) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	json_object_set_new(p->reply, "key", json_stringn(key, keylen));
 	e = store_file_delete(r->h->st, r->user, key, keylen, &p->w);
@@ -313,7 +313,7 @@ handler_list(struct hreq *r, int data)
 		json_decref(keys);
 		return hreq_fail(r, handler_status(e), "Cannot list keys.");
 	}
-	if ((reply = hreq_ok(r, "OK")) == NULL) {
+	if ((reply = hreq_ok_alloc(r, "OK")) == NULL) {
 		json_decref(keys);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}

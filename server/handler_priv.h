@@ -45,6 +45,25 @@ int hreq_key(struct hreq *r, int optional, char uuidbuf[37], const char **key, s
 struct hpending *hpending_new(struct hreq *r, json_t *reply, int notfound, int want_md5);
 void hpending_free(struct hpending *p);
 
+/*
+ * hreq_ok() and hpending_new() behind the alloc:K fault hook of store.h, for the FILE and
+ * DATA handlers: the hook fails them as an allocation failure would (reply freed).
+ */
+static inline json_t *
+hreq_ok_alloc(struct hreq *r, const char *msg)
+{
+	return step_fault_alloc() ? NULL : hreq_ok(r, msg);
+}
+static inline struct hpending *
+hpending_alloc(struct hreq *r, json_t *reply, int notfound, int want_md5)
+{
+	if (step_fault_alloc()) {
+		json_decref(reply);
+		return NULL;
+	}
+	return hpending_new(r, reply, notfound, want_md5);
+}
+
 int handler_file(struct hreq *r);
 int handler_data(struct hreq *r);
 /* LIST extension for FILE (data 0) and DATA (data 1). */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@
 #define CATCHUP_BLOCKS  16           /* out-of-order blocks hashed per request at most */
 #define BATCH_MAX       512
 #define WRITEBACK_BYTES (8u << 20) /* start writeback every this much contiguous data */
+#define SPACE_RESERVE   (2u << 20) /* bytes block writes leave free for SQLite */
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
@@ -91,11 +93,23 @@ struct store {
 	int stop;
 	pthread_t thread;
 	int thread_started;
-	/* Fault hook (tests): fail the n-th block pwrite / commit sync. */
+	/* Fault hook (tests): fail the n-th block pwrite / commit sync (alloc: a global). */
 	long fault_write, fault_fsync;
 	int fault_errno;
 	long nwrite, nfsync; /* counted under mu / by the commit thread */
 };
+
+long store_fault_alloc_at;
+static long fault_nalloc; /* allocations counted so far (atomic: every worker counts) */
+
+int
+store_fault_alloc_hit(void)
+{
+	if (__atomic_add_fetch(&fault_nalloc, 1, __ATOMIC_RELAXED) != store_fault_alloc_at)
+		return 0;
+	log_warnx("test fault hook: allocation %ld fails", store_fault_alloc_at);
+	return 1;
+}
 
 static int
 err_from_errno(int e)
@@ -223,7 +237,7 @@ upload_new(const char *user, const char *key, size_t keylen, uint64_t size, uint
 {
 	struct store_upload *u;
 
-	if ((u = calloc(1, sizeof(*u))) == NULL)
+	if (step_fault_alloc() || (u = calloc(1, sizeof(*u))) == NULL)
 		return NULL;
 	u->fd = u->mapfd = -1;
 	u->size = size;
@@ -288,9 +302,11 @@ upload_unlink_files(struct store *s, struct store_upload *u)
 static struct store_job *
 job_new(int kind)
 {
-	struct store_job *j = calloc(1, sizeof(*j));
+	struct store_job *j;
 
-	if (j != NULL)
+	if (step_fault_alloc())
+		return NULL;
+	if ((j = calloc(1, sizeof(*j))) != NULL)
 		j->kind = kind;
 	return j;
 }
@@ -336,9 +352,50 @@ queue_upload_job(struct store *s, int kind, struct store_upload *u)
 }
 
 static int
-fault_hit(long *counter, long at)
+fault_hit(long *counter, long at, const char *what)
 {
-	return at > 0 && ++*counter == at;
+	if (at <= 0 || ++*counter != at)
+		return 0;
+	log_warnx("test fault hook: %s %ld fails", what, at);
+	return 1;
+}
+
+/*
+ * 1 when writing len more bytes would eat into the space kept free for the metadata
+ * database. Without that reserve a full disk also fails SQLite's transactions, and then
+ * not even a DELETE can free space again.
+ */
+static int
+space_low(int dirfd, size_t len)
+{
+	struct statvfs v;
+
+	if (fstatvfs(dirfd, &v) != 0)
+		return 0;
+	return (uint64_t)v.f_bavail * v.f_frsize < (uint64_t)len + SPACE_RESERVE;
+}
+
+/* pwrite() of all len bytes: a short write (a disk that just filled up) is continued, so
+ * the error that ends it is the real one (ENOSPC), not a guess. */
+static ssize_t
+pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, data + done, len - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			errno = ENOSPC;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)len;
 }
 
 /* ---- SAVE / UPLOAD ---- */
@@ -391,7 +448,7 @@ plan_fill(struct store_upload *u, struct store_plan *plan)
 		plan->ranges_cut = 1;
 		n = STORE_MAX_RANGES;
 	}
-	if ((plan->ranges = calloc(n, sizeof(*plan->ranges))) == NULL)
+	if (step_fault_alloc() || (plan->ranges = calloc(n, sizeof(*plan->ranges))) == NULL)
 		return STEP_ENOMEM;
 	plan->nranges = n;
 	bitmap_ranges(&u->bm, plan->ranges, n);
@@ -403,6 +460,7 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
     struct store_plan *plan, struct store_waiter *w)
 {
 	struct store_upload *u = NULL, *old;
+	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
 	int r;
 
@@ -435,7 +493,11 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 			goto out;
 		}
 	}
-	if ((u = upload_new(user, key, keylen, size, s->o.block_size)) == NULL) {
+	/* An empty upload commits at once: its commit job is allocated before anything
+	 * changes, so an allocation failure cannot leave it committing with nobody to
+	 * finish it. */
+	if ((u = upload_new(user, key, keylen, size, s->o.block_size)) == NULL ||
+	    (size == 0 && (cj = job_new(JOB_COMMIT)) == NULL)) {
 		r = STEP_ENOMEM;
 		goto out;
 	}
@@ -454,7 +516,10 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 		u->state = UP_COMMITTING;
 		w->next = NULL;
 		u->waiters = w;
-		queue_upload_job(s, JOB_COMMIT, u);
+		u->refs++;
+		cj->u = u;
+		queue_push(s, cj);
+		cj = NULL;
 		memset(plan, 0, sizeof(*plan));
 		plan->block_size = u->block_size;
 		u = NULL;
@@ -466,6 +531,7 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 out:
 	pthread_mutex_unlock(&s->mu);
 	upload_free(u);
+	job_free(cj);
 	return r;
 }
 
@@ -533,6 +599,7 @@ int
 store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
     size_t len, struct store_waiter *w)
 {
+	struct store_job *cj = NULL;
 	int fd, mapfd, r, fail = 0, need_map;
 	uint64_t wb_off = 0, wb_len = 0, dr_off = 0, dr_len = 0;
 	ssize_t n;
@@ -563,17 +630,18 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	fd = u->fd;
 	mapfd = need_map ? u->mapfd : -1;
 	u->writers++;
-	if (fault_hit(&s->nwrite, s->fault_write))
+	if (fault_hit(&s->nwrite, s->fault_write, "block write"))
 		fail = s->fault_errno;
 	pthread_mutex_unlock(&s->mu);
 
 	if (fail) {
 		errno = fail;
 		n = -1;
+	} else if (space_low(s->tmpfd, len)) {
+		errno = ENOSPC;
+		n = -1;
 	} else {
-		do
-			n = pwrite(fd, data, len, (off_t)(index * u->block_size));
-		while (n < 0 && errno == EINTR);
+		n = pwrite_all(fd, data, len, (off_t)(index * u->block_size));
 	}
 	if (n == (ssize_t)len) {
 		static const uint8_t one = 1;
@@ -600,10 +668,18 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		pthread_mutex_unlock(&s->mu);
 		return STORE_PENDING;
 	}
-	if (!bitmap_set(&u->bm, index)) {
+	if (bitmap_test(&u->bm, index)) {
 		pthread_mutex_unlock(&s->mu);
 		return STEP_OK;
 	}
+	/* The block that completes the set needs its commit job: allocated before the bit is
+	 * set, so that on failure the block is simply not received (the client sends it
+	 * again) instead of an upload that is complete but never committed. */
+	if (u->bm.count + 1 == u->total && (cj = job_new(JOB_COMMIT)) == NULL) {
+		pthread_mutex_unlock(&s->mu);
+		return STEP_ENOMEM;
+	}
+	bitmap_set(&u->bm, index);
 	u->touched = util_wall_s();
 	if (index == u->next_hashed) {
 		hash_update(u->md5, data, len);
@@ -631,7 +707,9 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		u->state = UP_COMMITTING;
 		w->next = u->waiters;
 		u->waiters = w;
-		queue_upload_job(s, JOB_COMMIT, u);
+		u->refs++;
+		cj->u = u;
+		queue_push(s, cj);
 		pthread_mutex_unlock(&s->mu);
 		return STORE_PENDING;
 	}
@@ -875,6 +953,13 @@ out:
 
 /* ---- the commit thread ---- */
 
+/* The writer connection's last failure: 507 material when the disk is full. */
+static int
+wdb_err(struct store *s)
+{
+	return (sqlite3_errcode(s->wdb) & 0xff) == SQLITE_FULL ? STEP_ENOSPC : STEP_EIO;
+}
+
 static int
 wexec(struct store *s, const char *sql, const char *user, const char *key, size_t keylen,
     const char *t3, sqlite3_int64 i4, sqlite3_int64 i5, const char *t6, sqlite3_int64 i7)
@@ -900,7 +985,7 @@ wexec(struct store *s, const char *sql, const char *user, const char *key, size_
 	else if (r == SQLITE_CONSTRAINT)
 		r = STEP_EEXIST;
 	else
-		r = STEP_EIO;
+		r = wdb_err(s);
 	sqlite3_finalize(st);
 	return r;
 }
@@ -935,7 +1020,7 @@ commit_sync(struct store *s, struct store_job *batch, int ncommit)
 	struct store_job *j;
 	int r = 0;
 
-	if (fault_hit(&s->nfsync, s->fault_fsync)) {
+	if (fault_hit(&s->nfsync, s->fault_fsync, "commit sync")) {
 		errno = s->fault_errno;
 		return -1;
 	}
@@ -957,9 +1042,10 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 	int r;
 
 	if (meta_exec(s->wdb, "BEGIN IMMEDIATE") != 0) {
+		r = wdb_err(s);
 		for (j = batch; j != NULL; j = j->next)
 			if (j->err == 0)
-				j->err = STEP_EIO;
+				j->err = r;
 		return;
 	}
 	for (j = batch; j != NULL; j = j->next) {
@@ -1031,10 +1117,11 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 		}
 	}
 	if (meta_exec(s->wdb, "COMMIT") != 0) {
+		r = wdb_err(s);
 		meta_exec(s->wdb, "ROLLBACK");
 		for (j = batch; j != NULL; j = j->next)
 			if (j->err == 0 || j->kind == JOB_OBJ_DELETE)
-				j->err = STEP_EIO;
+				j->err = r;
 	}
 }
 
@@ -1265,12 +1352,15 @@ parse_fault(struct store *s)
 		else if (strncmp(p, "fsync:", 6) == 0 &&
 		    util_parse_ll(p + 6, 1, 1LL << 40, &n) == 0)
 			s->fault_fsync = (long)n;
+		else if (strncmp(p, "alloc:", 6) == 0 &&
+		    util_parse_ll(p + 6, 1, 1LL << 40, &n) == 0)
+			store_fault_alloc_at = (long)n;
 		else if (strcmp(p, "eio") == 0)
 			s->fault_errno = EIO;
 		else if (strcmp(p, "enospc") == 0)
 			s->fault_errno = ENOSPC;
 	}
-	if (s->fault_write || s->fault_fsync)
+	if (s->fault_write || s->fault_fsync || store_fault_alloc_at)
 		log_warnx("test fault hook active: STEP_FAULT=%s", f);
 }
 

@@ -13,8 +13,11 @@
  * calls the waiting requests' completion functions from that thread. Functions that queue
  * such work return STORE_PENDING and call the waiter exactly once later.
  *
- * Test-only fault hook: STEP_FAULT="write:N[,fsync:M][,enospc|eio]" makes the N-th block
- * pwrite (and/or the M-th commit sync) fail with ENOSPC (default) or EIO.
+ * Test-only fault hook: STEP_FAULT="write:N[,fsync:M][,alloc:K][,enospc|eio]" makes the
+ * N-th block pwrite (and/or the M-th commit sync) fail with ENOSPC (default) or EIO, and
+ * the K-th allocation on the request path (handler replies and pending replies, DATA
+ * records, DOWNLOAD buffers, uploads, commit jobs, resume plans) fail as if malloc had
+ * returned NULL: that request is answered 500, the server goes on. Each fault fires once.
  */
 #ifndef STEPD_STORE_H
 #define STEPD_STORE_H
@@ -28,6 +31,12 @@
 
 struct store;
 struct store_upload; /* an upload in progress; refcounted */
+
+/* The alloc:K fault hook: K, or 0 when unset (then step_fault_alloc() is one branch). */
+extern long store_fault_alloc_at;
+/* Counts one allocation; 1 when it is the K-th (the one that must fail). */
+int store_fault_alloc_hit(void);
+#define step_fault_alloc() (store_fault_alloc_at != 0 && store_fault_alloc_hit())
 
 /*
  * A request waiting for the commit thread. done() is called exactly once, from the commit
