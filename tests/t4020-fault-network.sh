@@ -111,6 +111,7 @@ else
 		$SN --state nfresh.db restore --name n --to nout && same_tree "$SRC" nout'
 fi
 
-diag "faults: connections_faulted=$faults netem=${netem_skip:+skipped ($netem_skip)}${netem_skip:-ran} files_lost=0"
+netem_state=${netem_skip:+skipped ($netem_skip)}
+diag "faults: connections_faulted=$faults netem=${netem_state:-ran} files_lost=0"
 t_stop 'stepd exits 0 on SIGTERM'
 done_testing
