@@ -259,8 +259,9 @@ ok '--setuid with an unknown user: a clear error, exit 1' '
 	expect_exit 1 $BIN/stepd --root "$R" --port 0 --setuid no-such-user-t1090 2>err &&
 	grep -q "no user .no-such-user-t1090." err'
 if [ "$(id -u)" != 0 ]; then
-	for t in 'not root: refused' 'drops to nobody' 'files owned by nobody' 'root owned by another' \
-		'user add as nobody' 'TLS key and low port read and bound before the drop'; do
+	for t in 'root and not-root refused' 'starts as nobody' 'uid, gid, groups, capabilities' \
+		'files owned by nobody' 'exits 0' 'root owned by another' 'user add as nobody' \
+		'TLS key and low port read and bound before the drop'; do
 		skip "--setuid: $t" 'not running as root'
 	done
 	done_testing
@@ -301,10 +302,12 @@ unset STEPD_ROOT_DIR STEPD_NAME
 ok '--setuid nobody over a root owned by root: refused, named' '
 	expect_exit 1 $BIN/stepd --bind 127.0.0.1 --port 0 --root "$R" --setuid $DU 2>err &&
 	cat err && grep -q "belongs to uid 0" err'
-ok '--setuid also for user add: the database is created by nobody' '
+ok '--setuid also for user add: the database is created by nobody (setuid = in --config)' '
 	echo pw | $BIN/stepd --root "$D/home/root2" --setuid $DU user add dave 2>err &&
 	[ -z "$(find "$D/home/root2" ! -user $DU)" ] &&
-	$BIN/stepd --root "$D/home/root2" --setuid $DU user list | grep -q dave'
+	printf "setuid = $DU\n" >su.conf &&
+	$BIN/stepd --config su.conf --root "$D/home/root2" user list | grep -q dave &&
+	[ -z "$(find "$D/home/root2" ! -user $DU)" ]'
 # A TLS key only root can read, and a port below 1024: both before the drop.
 LOW=$(python3 -c '
 import socket

@@ -17,6 +17,7 @@
 #include "auth.h"
 #include "err.h"
 #include "hash.h"
+#include "log.h"
 #include "util.h"
 
 static const uint8_t key1[AUTH_SECRET_LEN] = { 1, 2, 3 };
@@ -341,6 +342,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_login_throttled, root_setup, root_teardown),
 	};
 
+	log_init("test_auth", LOG_LVL_WARN, false); /* the lock messages are info */
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("auth", tests, NULL, NULL);
 }
