@@ -98,6 +98,7 @@ worker_post(void *post_arg, void *cookie, json_t *reply)
 	struct worker *w = post_arg;
 	struct completion *c = malloc(sizeof(*c));
 	uint64_t one = 1;
+	int was_empty;
 
 	if (c == NULL) {
 		/* Cannot deliver: the connection will time out; better than a crash. */
@@ -109,13 +110,16 @@ worker_post(void *post_arg, void *cookie, json_t *reply)
 	c->reply = reply;
 	c->next = NULL;
 	pthread_mutex_lock(&w->qmu);
+	was_empty = w->qhead == NULL;
 	if (w->qtail != NULL)
 		w->qtail->next = c;
 	else
 		w->qhead = c;
 	w->qtail = c;
 	pthread_mutex_unlock(&w->qmu);
-	if (write(w->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	/* One wake-up per batch of replies: a non-empty queue has been signalled already, and
+	 * the worker reads the eventfd before it takes the queue, so nothing is left behind. */
+	if (was_empty && write(w->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("eventfd write");
 }
 

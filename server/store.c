@@ -7,6 +7,7 @@
  * commit thread owns the writer connection. Lock order: mu, then rlock. Never does network
  * I/O and never blocks on another request.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,9 +37,27 @@
 #define BATCH_MAX       512
 #define WRITEBACK_BYTES (8u << 20) /* start writeback every this much contiguous data */
 #define SPACE_RESERVE   (2u << 20) /* bytes block writes leave free for SQLite */
+/* One-block objects up to this size live in SQLite (table blobs), not in files of their
+ * own: no temp file, rename, directory entry or separate sync per object, and the commit's
+ * SQLite transaction is what makes them durable. A backup of many small files is bounded by
+ * exactly those per-file costs; below a few tens of KiB a blob in SQLite is also cheaper to
+ * read back than a file (sqlite.org/fasterthanfs.html). */
+#define INLINE_MAX      (16u << 10)
+#define BLOB_PREFIX     "blob:" /* objects.file of an inline object: "blob:<rowid>" */
+#define WSTMT_CACHE     16      /* prepared statements the commit thread keeps */
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
+
+/* Prepared statements of one connection, prepared on first use and then reused: a batch
+ * of a few hundred small objects would otherwise spend much of its time in the SQL parser. */
+struct stmt_cache {
+	sqlite3 *db;
+	struct {
+		const char *sql; /* a string literal: the cache is keyed by its address */
+		sqlite3_stmt *st;
+	} e[WSTMT_CACHE];
+};
 
 struct store_upload {
 	uint8_t id[HASH_SHA256_LEN]; /* SHA-256(user NUL key) */
@@ -50,6 +69,9 @@ struct store_upload {
 	uint32_t block_size; /* bytes */
 	uint64_t total;      /* blocks */
 	int fd, mapfd;       /* temp object and sidecar; -1 until opened */
+	int inl;             /* inline (one block, <= INLINE_MAX): no files, kept in mem */
+	uint8_t *mem;        /* inline: the block once received (size bytes), owned */
+	char mem_md5[33];    /* inline: MD5 (hex) of mem */
 	struct bitmap bm;
 	struct hash_ctx *md5;
 	uint64_t next_hashed; /* blocks [0, next_hashed) are in md5 */
@@ -83,10 +105,11 @@ struct store {
 	pthread_mutex_t mu;
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];
-	sqlite3 *rdb;          /* readers, under rlock */
-	sqlite3_stmt *obj_get; /* rdb's object lookup, prepared once (every DOWNLOAD runs it) */
+	sqlite3 *rdb; /* readers, under rlock */
 	pthread_mutex_t rlock;
-	sqlite3 *wdb; /* commit thread only */
+	struct stmt_cache rstmt; /* rdb's statements, under rlock */
+	sqlite3 *wdb;            /* commit thread only */
+	struct stmt_cache wstmt; /* wdb's statements */
 	pthread_mutex_t qmu;
 	pthread_cond_t qcond;
 	struct store_job *qhead, *qtail;
@@ -109,6 +132,49 @@ store_fault_alloc_hit(void)
 		return 0;
 	log_warnx("test fault hook: allocation %ld fails", store_fault_alloc_at);
 	return 1;
+}
+
+/* The cached statement for sql (a string literal); NULL when it cannot be prepared. The
+ * caller holds the connection's lock and gives it back with stmt_done(). */
+static sqlite3_stmt *
+stmt_get(struct stmt_cache *c, const char *sql)
+{
+	size_t i;
+
+	for (i = 0; i < WSTMT_CACHE && c->e[i].sql != NULL; i++)
+		if (c->e[i].sql == sql)
+			return c->e[i].st;
+	if (i == WSTMT_CACHE) {
+		assert(!"WSTMT_CACHE too small");
+		return NULL;
+	}
+	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->e[i].st, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_finalize(c->e[i].st);
+		c->e[i].st = NULL;
+		return NULL;
+	}
+	c->e[i].sql = sql;
+	return c->e[i].st;
+}
+
+static void
+stmt_done(sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+static void
+stmt_cache_release(struct stmt_cache *c)
+{
+	size_t i;
+
+	for (i = 0; i < WSTMT_CACHE; i++)
+		sqlite3_finalize(c->e[i].st);
+	memset(c, 0, sizeof(*c));
 }
 
 static int
@@ -202,6 +268,7 @@ upload_free(struct store_upload *u)
 		close(u->mapfd);
 	bitmap_release(&u->bm);
 	hash_free(u->md5);
+	free(u->mem);
 	free(u->user);
 	free(u->key);
 	free(u);
@@ -291,6 +358,8 @@ upload_unlink_files(struct store *s, struct store_upload *u)
 {
 	char name[128];
 
+	if (u->inl)
+		return;
 	upload_fname(u, ".part", name, sizeof(name));
 	unlinkat(s->tmpfd, name, 0);
 	upload_fname(u, ".map", name, sizeof(name));
@@ -403,14 +472,13 @@ pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
 static int
 object_exists(struct store *s, const char *user, const char *key, size_t keylen, int data)
 {
+	static const char q_data[] = "SELECT 1 FROM data WHERE user = ?1 AND key = ?2";
+	static const char q_obj[] = "SELECT 1 FROM objects WHERE user = ?1 AND key = ?2";
 	sqlite3_stmt *st = NULL;
 	int r;
 
 	pthread_mutex_lock(&s->rlock);
-	if (sqlite3_prepare_v2(s->rdb,
-	        data ? "SELECT 1 FROM data WHERE user = ?1 AND key = ?2"
-	             : "SELECT 1 FROM objects WHERE user = ?1 AND key = ?2",
-	        -1, &st, NULL) != SQLITE_OK) {
+	if ((st = stmt_get(&s->rstmt, data ? q_data : q_obj)) == NULL) {
 		r = STEP_EIO;
 		goto out;
 	}
@@ -427,7 +495,7 @@ object_exists(struct store *s, const char *user, const char *key, size_t keylen,
 		r = STEP_EIO;
 	}
 out:
-	sqlite3_finalize(st);
+	stmt_done(st);
 	pthread_mutex_unlock(&s->rlock);
 	return r;
 }
@@ -501,17 +569,24 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 		r = STEP_ENOMEM;
 		goto out;
 	}
-	if (hash_random(id, 8) != 0) {
-		r = STEP_EIO;
-		goto out;
-	}
-	hash_to_hex(id, 8, u->gen);
-	if ((r = upload_open_files(s, u, 1, 0)) != 0) {
-		upload_unlink_files(s, u);
-		goto out;
+	/* An inline upload has neither files nor an uploads row: its one block is held in
+	 * memory from its UPLOAD to its commit, and a restart simply forgets the plan (the
+	 * client sends the block again). */
+	u->inl = size > 0 && size <= INLINE_MAX && u->total == 1;
+	if (!u->inl) {
+		if (hash_random(id, 8) != 0) {
+			r = STEP_EIO;
+			goto out;
+		}
+		hash_to_hex(id, 8, u->gen);
+		if ((r = upload_open_files(s, u, 1, 0)) != 0) {
+			upload_unlink_files(s, u);
+			goto out;
+		}
 	}
 	map_insert(s, u); /* the caller's reference becomes the map's */
-	queue_upload_job(s, JOB_ROW, u);
+	if (!u->inl)
+		queue_upload_job(s, JOB_ROW, u);
 	if (size == 0) {
 		u->state = UP_COMMITTING;
 		w->next = NULL;
@@ -595,6 +670,75 @@ upload_catch_up(struct store_upload *u, uint64_t max_blocks)
 	return r;
 }
 
+/*
+ * Keeps the one block of an inline upload and queues its commit. The copy and its MD5 are
+ * made before taking mu (u->inl never changes), so the lock every request and the commit
+ * thread share is held only for the bookkeeping; a block sent twice at once costs one
+ * wasted copy. Returns 0 (a repeat), STORE_PENDING (w is answered by the commit),
+ * STEP_ENOENT (the upload is gone), STEP_ENOSPC or STEP_EIO (fault hook), STEP_ENOMEM; on
+ * failure nothing changed.
+ */
+static int
+inline_write(struct store *s, struct store_upload *u, const uint8_t *data, size_t len,
+    struct store_waiter *w)
+{
+	struct store_job *cj = NULL;
+	uint8_t *mem = NULL;
+	char md5[33];
+	int r, low;
+
+	if ((cj = job_new(JOB_COMMIT)) == NULL || (mem = malloc(len)) == NULL) {
+		job_free(cj);
+		return STEP_ENOMEM;
+	}
+	memcpy(mem, data, len);
+	hash_md5_hex(mem, len, md5);
+	low = space_low(s->tmpfd, len); /* the blob goes to SQLite: the same reserve */
+	pthread_mutex_lock(&s->mu);
+	if (u->state == UP_DEAD) {
+		r = STEP_ENOENT;
+		goto out;
+	}
+	if (u->state == UP_COMMITTING) {
+		/* A repeated block during the commit: answer when it is durable. */
+		w->next = u->waiters;
+		u->waiters = w;
+		r = STORE_PENDING;
+		goto out;
+	}
+	if (bitmap_test(&u->bm, 0)) {
+		r = STEP_OK;
+		goto out;
+	}
+	if (fault_hit(&s->nwrite, s->fault_write, "block write")) {
+		r = err_from_errno(s->fault_errno);
+		goto out;
+	}
+	if (low) {
+		r = STEP_ENOSPC;
+		goto out;
+	}
+	u->mem = mem;
+	mem = NULL;
+	memcpy(u->mem_md5, md5, sizeof(md5));
+	bitmap_set(&u->bm, 0);
+	u->next_hashed = 1;
+	u->touched = util_wall_s();
+	u->state = UP_COMMITTING;
+	w->next = u->waiters;
+	u->waiters = w;
+	u->refs++;
+	cj->u = u;
+	queue_push(s, cj);
+	cj = NULL;
+	r = STORE_PENDING;
+out:
+	pthread_mutex_unlock(&s->mu);
+	job_free(cj);
+	free(mem);
+	return r;
+}
+
 int
 store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
     size_t len, struct store_waiter *w)
@@ -604,6 +748,8 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	uint64_t wb_off = 0, wb_len = 0, dr_off = 0, dr_len = 0;
 	ssize_t n;
 
+	if (u->inl)
+		return inline_write(s, u, data, len, w);
 	pthread_mutex_lock(&s->mu);
 	if (u->state == UP_DEAD) {
 		pthread_mutex_unlock(&s->mu);
@@ -741,15 +887,12 @@ store_object_get(
 	if (busy)
 		return STEP_EBUSY;
 	pthread_mutex_lock(&s->rlock);
-	if (s->obj_get == NULL &&
-	    sqlite3_prepare_v3(s->rdb,
-	        "SELECT size, block_size, md5, file FROM objects WHERE user = ?1 AND key = ?2", -1,
-	        SQLITE_PREPARE_PERSISTENT, &s->obj_get, NULL) != SQLITE_OK) {
-		s->obj_get = NULL;
+	if ((st = stmt_get(&s->rstmt,
+	         "SELECT size, block_size, md5, file FROM objects"
+	         " WHERE user = ?1 AND key = ?2")) == NULL) {
 		r = STEP_EIO;
 		goto out;
 	}
-	st = s->obj_get;
 	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
 	r = sqlite3_step(st);
@@ -763,10 +906,36 @@ store_object_get(
 		r = r == SQLITE_DONE ? STEP_ENOENT : STEP_EIO;
 	}
 out:
-	if (st != NULL) {
-		sqlite3_reset(st);
-		sqlite3_clear_bindings(st);
-	}
+	stmt_done(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+/* The rowid of an inline object's name, or 0 when the object is a file of its own. */
+static sqlite3_int64
+blob_rowid(const char *file)
+{
+	if (strncmp(file, BLOB_PREFIX, strlen(BLOB_PREFIX)) != 0)
+		return 0;
+	return strtoll(file + strlen(BLOB_PREFIX), NULL, 10);
+}
+
+/* Reads len bytes at off of an inline object; 0, STEP_ENOENT, STEP_EIO. */
+static int
+blob_read(struct store *s, sqlite3_int64 rowid, uint64_t off, uint8_t *dst, size_t len)
+{
+	sqlite3_blob *b = NULL;
+	int r;
+
+	if (off > INLINE_MAX || len > INLINE_MAX)
+		return STEP_EIO;
+	pthread_mutex_lock(&s->rlock);
+	r = sqlite3_blob_open(s->rdb, "main", "blobs", "data", rowid, 0, &b);
+	if (r == SQLITE_OK)
+		r = sqlite3_blob_read(b, dst, (int)len, (int)off) == SQLITE_OK ? STEP_OK : STEP_EIO;
+	else
+		r = r == SQLITE_ERROR ? STEP_ENOENT : STEP_EIO;
+	sqlite3_blob_close(b);
 	pthread_mutex_unlock(&s->rlock);
 	return r;
 }
@@ -778,6 +947,8 @@ store_object_read(
 	size_t done = 0;
 	int fd, r = STEP_OK;
 
+	if (blob_rowid(o->file) > 0)
+		return blob_read(s, blob_rowid(o->file), off, dst, len);
 	if ((fd = openat(s->objfd, o->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return errno == ENOENT ? STEP_ENOENT : STEP_EIO;
 	while (done < len) {
@@ -964,11 +1135,11 @@ static int
 wexec(struct store *s, const char *sql, const char *user, const char *key, size_t keylen,
     const char *t3, sqlite3_int64 i4, sqlite3_int64 i5, const char *t6, sqlite3_int64 i7)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st;
 	int r;
 
 	/* Parameters the statement does not use are simply not bound (SQLITE_RANGE). */
-	if (sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL) != SQLITE_OK)
+	if ((st = stmt_get(&s->wstmt, sql)) == NULL)
 		return STEP_EIO;
 	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
@@ -986,8 +1157,37 @@ wexec(struct store *s, const char *sql, const char *user, const char *key, size_
 		r = STEP_EEXIST;
 	else
 		r = wdb_err(s);
-	sqlite3_finalize(st);
+	stmt_done(st);
 	return r;
+}
+
+/* Inserts an inline object's bytes; 0 and the "blob:<rowid>" name in file, or STEP_EIO. */
+static int
+blob_insert(struct store *s, const struct store_upload *u, char *file, size_t n)
+{
+	sqlite3_stmt *st = stmt_get(&s->wstmt, "INSERT INTO blobs(data) VALUES(?1)");
+	int r;
+
+	if (st == NULL)
+		return STEP_EIO;
+	sqlite3_bind_blob(st, 1, u->mem, (int)u->size, SQLITE_STATIC);
+	r = sqlite3_step(st) == SQLITE_DONE ? STEP_OK : STEP_EIO;
+	stmt_done(st);
+	if (r == STEP_OK)
+		snprintf(file, n, BLOB_PREFIX "%lld", (long long)sqlite3_last_insert_rowid(s->wdb));
+	return r;
+}
+
+static void
+blob_delete(struct store *s, sqlite3_int64 rowid)
+{
+	sqlite3_stmt *st = stmt_get(&s->wstmt, "DELETE FROM blobs WHERE id = ?1");
+
+	if (st == NULL)
+		return;
+	sqlite3_bind_int64(st, 1, rowid);
+	sqlite3_step(st);
+	stmt_done(st);
 }
 
 /* Finishes the MD5 of a complete upload (reading back what was not hashed in order). */
@@ -997,6 +1197,11 @@ commit_prepare(struct store *s, struct store_job *j)
 	struct store_upload *u = j->u;
 	uint8_t md[HASH_MD5_LEN];
 
+	if (u->inl) {
+		/* Nobody writes an inline upload once it is committing. */
+		memcpy(j->md5, u->mem_md5, sizeof(j->md5));
+		return;
+	}
 	pthread_mutex_lock(&s->mu);
 	while (u->writers > 0)
 		pthread_cond_wait(&s->wcond, &s->mu);
@@ -1014,22 +1219,27 @@ commit_prepare(struct store *s, struct store_job *j)
 	hash_to_hex(md, sizeof(md), j->md5);
 }
 
+/* Makes the batch's object files durable (inline objects need nothing: the SQLite commit
+ * syncs them). 0, or -1 with errno. */
 static int
-commit_sync(struct store *s, struct store_job *batch, int ncommit)
+commit_sync(struct store *s, struct store_job *batch)
 {
-	struct store_job *j;
-	int r = 0;
+	struct store_job *j, *one = NULL;
+	int nfile = 0;
 
 	if (fault_hit(&s->nfsync, s->fault_fsync, "commit sync")) {
 		errno = s->fault_errno;
 		return -1;
 	}
-	if (ncommit == 1) {
-		for (j = batch; j != NULL; j = j->next)
-			if (j->kind == JOB_COMMIT && j->err == 0)
-				r = fdatasync(j->u->fd);
-		return r;
-	}
+	for (j = batch; j != NULL; j = j->next)
+		if (j->kind == JOB_COMMIT && j->err == 0 && !j->u->inl) {
+			one = j;
+			nfile++;
+		}
+	if (nfile == 0)
+		return 0;
+	if (nfile == 1)
+		return fdatasync(one->u->fd);
 	/* Many files: one filesystem-wide sync instead of one fsync each. */
 	return syncfs(s->tmpfd);
 }
@@ -1063,30 +1273,42 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			    NULL, now);
 			break;
 		case JOB_DROP:
+			if (u->inl)
+				break;
 			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
 			wexec(s, "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = ?3",
 			    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
 			break;
 		case JOB_COMMIT:
-			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
-			wexec(s, "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = ?3",
-			    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
-			if (j->err != 0)
+			if (j->err != 0 && u->inl)
 				break;
+			if (!u->inl) {
+				snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+				wexec(s,
+				    "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = "
+				    "?3",
+				    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
+				if (j->err != 0)
+					break;
+			} else if ((j->err = blob_insert(s, u, file, sizeof(file))) != 0) {
+				break;
+			}
 			r = wexec(s,
 			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
 			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
 			    j->md5, now);
+			if (r != 0 && u->inl)
+				blob_delete(s, blob_rowid(file));
 			j->err = r;
 			break;
 		case JOB_OBJ_DELETE: {
-			sqlite3_stmt *st = NULL;
+			sqlite3_stmt *st;
 
 			j->err = STEP_ENOENT;
-			if (sqlite3_prepare_v2(s->wdb,
-			        "DELETE FROM objects WHERE user = ?1 AND key = ?2 RETURNING file",
-			        -1, &st, NULL) != SQLITE_OK) {
+			if ((st = stmt_get(&s->wstmt,
+			         "DELETE FROM objects WHERE user = ?1 AND key = ?2"
+			         " RETURNING file")) == NULL) {
 				j->err = STEP_EIO;
 				break;
 			}
@@ -1099,7 +1321,9 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 				while (sqlite3_step(st) == SQLITE_ROW)
 					;
 			}
-			sqlite3_finalize(st);
+			stmt_done(st);
+			if (j->err == STEP_OK && blob_rowid(j->file) > 0)
+				blob_delete(s, blob_rowid(j->file));
 			break;
 		}
 		case JOB_DATA_SAVE:
@@ -1138,7 +1362,7 @@ batch_run(struct store *s, struct store_job *batch)
 		if (j->err == 0)
 			ncommit++;
 	}
-	if (ncommit > 0 && commit_sync(s, batch, ncommit) != 0) {
+	if (ncommit > 0 && commit_sync(s, batch) != 0) {
 		int e = err_from_errno(errno);
 
 		log_warn("commit: sync failed");
@@ -1149,7 +1373,7 @@ batch_run(struct store *s, struct store_job *batch)
 	for (j = batch; j != NULL; j = j->next) {
 		char from[128], to[128];
 
-		if (j->kind != JOB_COMMIT || j->err != 0)
+		if (j->kind != JOB_COMMIT || j->err != 0 || j->u->inl)
 			continue;
 		upload_fname(j->u, ".part", from, sizeof(from));
 		upload_fname(j->u, "", to, sizeof(to));
@@ -1164,6 +1388,22 @@ batch_run(struct store *s, struct store_job *batch)
 		log_warn("commit: directory fsync");
 	batch_apply_sql(s, batch);
 
+	/* Finished uploads leave the map under one lock for the whole batch (the lock every
+	 * request takes); their waiters move to the job. */
+	pthread_mutex_lock(&s->mu);
+	for (j = batch; j != NULL; j = j->next) {
+		if (j->kind != JOB_COMMIT)
+			continue;
+		if (map_find(s, j->u->id) == j->u) {
+			map_remove(s, j->u);
+			j->u->refs--;
+		}
+		j->u->state = UP_DEAD;
+		j->w = j->u->waiters;
+		j->u->waiters = NULL;
+	}
+	pthread_mutex_unlock(&s->mu);
+
 	/* Answer first, clean up after: temp files of finished uploads are orphans on restart. */
 	for (j = batch; j != NULL; j = j->next) {
 		struct store_waiter *w, *wn;
@@ -1172,18 +1412,9 @@ batch_run(struct store *s, struct store_job *batch)
 		switch (j->kind) {
 		case JOB_COMMIT:
 			upload_fname(j->u, "", name, sizeof(name));
-			if (j->err != 0)
+			if (j->err != 0 && !j->u->inl)
 				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
-			pthread_mutex_lock(&s->mu);
-			if (map_find(s, j->u->id) == j->u) {
-				map_remove(s, j->u);
-				j->u->refs--;
-			}
-			j->u->state = UP_DEAD;
-			w = j->u->waiters;
-			j->u->waiters = NULL;
-			pthread_mutex_unlock(&s->mu);
-			for (; w != NULL; w = wn) {
+			for (w = j->w; w != NULL; w = wn) {
 				wn = w->next;
 				w->done(w, j->err, j->err == 0 ? j->md5 : NULL);
 			}
@@ -1191,7 +1422,7 @@ batch_run(struct store *s, struct store_job *batch)
 		case JOB_DROP:
 			break;
 		case JOB_OBJ_DELETE:
-			if (j->err == 0)
+			if (j->err == 0 && blob_rowid(j->file) == 0)
 				unlinkat(s->objfd, j->file, 0);
 			/* fall through */
 		default:
@@ -1199,12 +1430,17 @@ batch_run(struct store *s, struct store_job *batch)
 				j->w->done(j->w, j->err, NULL);
 		}
 	}
-	for (j = batch; j != NULL; j = next) {
-		next = j->next;
+	for (j = batch; j != NULL; j = j->next)
 		if (j->kind == JOB_COMMIT || j->kind == JOB_DROP)
 			upload_unlink_files(s, j->u);
-		if (j->u != NULL)
-			upload_unref(s, j->u);
+	pthread_mutex_lock(&s->mu);
+	for (j = batch; j != NULL; j = j->next)
+		if (j->u != NULL && --j->u->refs > 0)
+			j->u = NULL; /* still referenced elsewhere */
+	pthread_mutex_unlock(&s->mu);
+	for (j = batch; j != NULL; j = next) {
+		next = j->next;
+		upload_free(j->u); /* the last reference, or NULL */
 		job_free(j);
 	}
 }
@@ -1500,6 +1736,11 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		snprintf(errbuf, errlen, "cannot open '%s/meta.db'", o->root);
 		goto out;
 	}
+	/* Readers map the database: every commit invalidates their page cache, and re-reading
+	 * the pages an object lookup needs would otherwise be a pread each. */
+	meta_exec(s->rdb, "PRAGMA mmap_size=1073741824");
+	s->rstmt.db = s->rdb;
+	s->wstmt.db = s->wdb;
 	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file FROM uploads", -1,
 	        &st, NULL) == SQLITE_OK) {
 		while (sqlite3_step(st) == SQLITE_ROW)
@@ -1561,7 +1802,8 @@ store_free(struct store *s)
 			upload_free(u);
 		}
 	}
-	sqlite3_finalize(s->obj_get);
+	stmt_cache_release(&s->rstmt);
+	stmt_cache_release(&s->wstmt);
 	sqlite3_close(s->rdb);
 	sqlite3_close(s->wdb);
 	if (s->objfd >= 0)

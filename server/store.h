@@ -4,7 +4,9 @@
  *
  * Layout under ROOT: obj/<sha256hex(user NUL key)>.<gen> (committed objects),
  * tmp/<same>.<gen>.part (an upload's blocks, pwrite'd in place) and tmp/<...>.map (one byte
- * per block: the received-block bitmap, so a restart keeps partial uploads). The key never
+ * per block: the received-block bitmap, so a restart keeps partial uploads). Objects of one
+ * block up to 16 KiB are rows of the blobs table in meta.db instead (objects.file is then
+ * "blob:<rowid>"), held in memory between their UPLOAD and their commit. The key never
  * reaches the filesystem, so no key can produce '/', '..' or an over-long name. Files are
  * 0600, directories 0700, and nothing inside the root is opened through a symlink.
  *

@@ -158,6 +158,64 @@ test_upload_commit_restart(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* A one-block object small enough to live in SQLite: no file anywhere under the root, read
+ * back at an offset after a restart, gone (with its bytes) after a delete; a SAVE whose block
+ * never came is forgotten by a restart. */
+static void
+test_inline_object(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", want[33], cmd[256];
+	const char *root = mkdtemp(tmpl);
+	struct store_opts opts = { root, 65536, 1 << 20, 3600 };
+	uint8_t data[3000], back[3000];
+	struct store_upload *u = NULL;
+	struct store_plan plan;
+	struct store_obj o;
+	struct store *s = NULL;
+	struct wait w;
+	char err[256];
+	size_t i;
+
+	assert_non_null(root);
+	for (i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	assert_int_equal(store_file_save(s, "u", "small", 5, sizeof(data), &plan, NULL), 0);
+	assert_int_equal(plan.total_block, 1);
+	assert_int_equal(store_file_save(s, "u", "never", 5, 10, &plan, NULL), 0);
+	assert_int_equal(store_upload_get(s, "u", "small", 5, &u), 0);
+	wait_init(&w);
+	assert_int_equal(store_upload_write(s, u, 0, data, sizeof(data), &w.w), STORE_PENDING);
+	store_upload_put(s, u);
+	wait_for_done(&w);
+	assert_int_equal(w.err, 0);
+	hash_md5_hex(data, sizeof(data), want);
+	assert_string_equal(w.md5, want);
+	store_free(s);
+	/* Nothing but directories in obj/ and tmp/. */
+	snprintf(cmd, sizeof(cmd), "test -z \"$(find '%s/obj' '%s/tmp' -type f)\"", root, root);
+	assert_int_equal(system(cmd), 0);
+
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	assert_int_equal(store_upload_get(s, "u", "never", 5, &u), STEP_ENOENT);
+	assert_int_equal(store_object_get(s, "u", "small", 5, &o), 0);
+	assert_int_equal(o.size, sizeof(data));
+	assert_string_equal(o.md5, want);
+	assert_int_equal(store_object_read(s, &o, 1000, back, 2000), 0);
+	assert_memory_equal(back, data + 1000, 2000);
+	wait_init(&w);
+	assert_int_equal(store_file_delete(s, "u", "small", 5, &w.w), STORE_PENDING);
+	wait_for_done(&w);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(store_object_get(s, "u", "small", 5, &o), STEP_ENOENT);
+	store_free(s);
+	snprintf(cmd, sizeof(cmd),
+	    "test \"$(sqlite3 '%s/meta.db' 'SELECT count(*) FROM blobs' 2>&1)\" = 0", root);
+	assert_int_equal(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -165,6 +223,7 @@ main(void)
 		cmocka_unit_test(test_key_name),
 		cmocka_unit_test(test_key_valid),
 		cmocka_unit_test(test_upload_commit_restart),
+		cmocka_unit_test(test_inline_object),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
