@@ -341,6 +341,11 @@ read_answers(struct up *u)
 			return XFER_EXISTS;
 		if (st == STEP_ST_OPERATION)
 			return XFER_NOUPLOAD;
+		/* 5xx (only servers with our extensions send them): the server failed, e.g. its
+		 * disk is full; the upload is gone there, and one request at a time cannot help. */
+		if (st >= 500)
+			return client_fail_status(
+			    u->c, STEP_ESTATUS, "server failed to store block", st);
 		if (u->window > 1)
 			return XFER_PIPEFAIL; /* maybe glued blocks: retry one at a time */
 		return client_fail_status(u->c, STEP_ESTATUS, "server refused block", st);
@@ -659,7 +664,7 @@ put_run(
 	char local_md5[HASH_MD5_HEX];
 	uint8_t dig[HASH_MD5_LEN];
 	int need_save = 1, did_save = 0, replaced = 0, exists = 0, attempt, r = 0, resumed = 0;
-	int token_retries = 0, was_resuming = 0;
+	int token_retries = 0, was_resuming = 0, lost = 0;
 	uint32_t token_progress = 0;
 
 	if (path != NULL && u->db != NULL && u->key[0] != '\0' && resume_local(u, path, fs)) {
@@ -752,7 +757,10 @@ put_run(
 			continue;
 		}
 		if (r == XFER_NOUPLOAD) {
-			if (did_save)
+			/* After our own SAVE this is a server that restarted and forgot an upload
+			 * it had not yet made durable (or a one-block upload it keeps in memory):
+			 * start over, but not forever against a server that always says 408. */
+			if (did_save && ++lost > 2)
 				return client_fail_status(u->c, STEP_ESTATUS,
 				    "server lost the upload", STEP_ST_OPERATION);
 			log_info("server has no upload of '%s' in progress; starting over", u->key);

@@ -1161,7 +1161,8 @@ wexec(struct store *s, const char *sql, const char *user, const char *key, size_
 	return r;
 }
 
-/* Inserts an inline object's bytes; 0 and the "blob:<rowid>" name in file, or STEP_EIO. */
+/* Inserts an inline object's bytes; 0 and the "blob:<rowid>" name in file, STEP_ENOSPC,
+ * STEP_EIO. */
 static int
 blob_insert(struct store *s, const struct store_upload *u, char *file, size_t n)
 {
@@ -1171,7 +1172,7 @@ blob_insert(struct store *s, const struct store_upload *u, char *file, size_t n)
 	if (st == NULL)
 		return STEP_EIO;
 	sqlite3_bind_blob(st, 1, u->mem, (int)u->size, SQLITE_STATIC);
-	r = sqlite3_step(st) == SQLITE_DONE ? STEP_OK : STEP_EIO;
+	r = sqlite3_step(st) == SQLITE_DONE ? STEP_OK : wdb_err(s);
 	stmt_done(st);
 	if (r == STEP_OK)
 		snprintf(file, n, BLOB_PREFIX "%lld", (long long)sqlite3_last_insert_rowid(s->wdb));
@@ -1342,7 +1343,8 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 	}
 	if (meta_exec(s->wdb, "COMMIT") != 0) {
 		r = wdb_err(s);
-		meta_exec(s->wdb, "ROLLBACK");
+		if (!sqlite3_get_autocommit(s->wdb)) /* SQLite may have rolled back already */
+			meta_exec(s->wdb, "ROLLBACK");
 		for (j = batch; j != NULL; j = j->next)
 			if (j->err == 0 || j->kind == JOB_OBJ_DELETE)
 				j->err = r;

@@ -33,7 +33,6 @@ server_bytes() {
 
 rode=0
 exited=0
-lostup=0
 verified=0
 k=0
 while [ $k -lt "$KILLS" ]; do
@@ -63,15 +62,12 @@ while [ $k -lt "$KILLS" ]; do
 	wait_for "! kill -0 $pid" 1200
 	wait $pid
 	rc=$?
-	# XXX exit 1 with "server lost the upload" is a known agent weakness: an upload whose
-	# SAVE was answered but whose row was not yet durable is gone after the crash, and
-	# transfer.c gives up on a 408 after its own SAVE instead of starting over once more
-	# after a reconnect. Nothing is lost: the rerun sends it.
-	ok "kill $k: the interrupted sync completed, exited 75, or lost an upload (got $rc)" \
-		"[ $rc -eq 0 ] || [ $rc -eq 75 ] || { [ $rc -eq 1 ] && grep -q 'server lost the upload' run.$k; }"
+	# An upload the restarted server forgot (its SAVE row was not durable yet, or a small
+	# one kept in memory) is started over by the agent: the run completes or exits 75.
+	ok "kill $k: the interrupted sync completed or exited 75 (got $rc)" \
+		"[ $rc -eq 0 ] || [ $rc -eq 75 ]"
 	[ $rc -eq 0 ] && rode=$((rode + 1))
 	[ $rc -eq 75 ] && exited=$((exited + 1))
-	[ $rc -eq 1 ] && lostup=$((lostup + 1))
 done
 
 ok 'the rerun completes' '$S --state "$ST" --json sync --name big "$SRC" >final.json'
@@ -80,7 +76,7 @@ ok 'restore with a fresh state is identical' '
 	$S --state "$T_DIR/fresh.db" restore --name big --to "$T_DIR/out" &&
 	diff -r "$SRC" "$T_DIR/out" && same_tree "$SRC" "$T_DIR/out"'
 lost=$(cd "$SRC" && find . -type f | while read -r f; do cmp -s "$f" "$T_DIR/out/$f" || echo "$f"; done | wc -l)
-diag "faults: stepd_kills=$KILLS syncs_rode_through=$rode syncs_exited_75=$exited syncs_lost_an_upload=$lostup objects_checked_after_restarts=$verified corrupt=0 files_lost=$lost"
+diag "faults: stepd_kills=$KILLS syncs_rode_through=$rode syncs_exited_75=$exited objects_checked_after_restarts=$verified corrupt=0 files_lost=$lost"
 ok 'no file lost' "[ $lost -eq 0 ]"
 t_stop 'stepd exits 0 on SIGTERM'
 done_testing
