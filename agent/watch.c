@@ -237,6 +237,12 @@ watch_count(const struct watch *w)
 	return w->nwatches;
 }
 
+size_t
+watch_unwatched_count(const struct watch *w)
+{
+	return w->nunw;
+}
+
 static int
 join_path(char *out, size_t outlen, const char *dir, const char *name)
 {
@@ -330,13 +336,25 @@ unwatched_add(struct watch *w, const char *path)
 	return STEP_OK;
 }
 
+/* 1 when path has a watch (a linear search: only the --max-watches test hook uses it). */
+static int
+watched(const struct watch *w, const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < w->wdcap; i++)
+		if (w->wdpath[i] != NULL && strcmp(w->wdpath[i], path) == 0)
+			return 1;
+	return 0;
+}
+
 /* Watches one directory; 1 when the watch limit stopped it, 0 on success, <0 on error. */
 static int
 watch_one(struct watch *w, const char *path)
 {
 	int wd;
 
-	if (w->max_watches > 0 && w->nwatches >= (size_t)w->max_watches) {
+	if (w->max_watches > 0 && w->nwatches >= (size_t)w->max_watches && !watched(w, path)) {
 		errno = ENOSPC;
 		wd = -1;
 	} else {
@@ -495,6 +513,30 @@ on_moved_to(struct watch *w, const struct inotify_event *ev, const char *path)
 	}
 }
 
+/*
+ * After a queue overflow the lost events may have created directories (not watched yet)
+ * and removed some (their IN_IGNORED is lost too): drop the mappings of directories that
+ * are gone and walk every tree again. inotify_add_watch() on a directory already watched
+ * returns its existing descriptor, so this adds only what is missing.
+ */
+static void
+rewatch_all(struct watch *w)
+{
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < w->wdcap; i++) {
+		if (w->wdpath[i] != NULL &&
+		    (lstat(w->wdpath[i], &st) != 0 || !S_ISDIR(st.st_mode))) {
+			inotify_rm_watch(w->fd, (int)i);
+			wd_drop(w, (int)i);
+		}
+	}
+	for (i = 0; i < w->nroots; i++)
+		if (add_tree_rec(w, w->roots[i], 0) == STEP_ENOMEM)
+			log_error("out of memory watching '%s'", w->roots[i]);
+}
+
 static void
 dispatch(struct watch *w, const struct inotify_event *ev, uint64_t now_ms)
 {
@@ -504,6 +546,7 @@ dispatch(struct watch *w, const struct inotify_event *ev, uint64_t now_ms)
 
 	if (ev->mask & IN_Q_OVERFLOW) {
 		log_warnx("inotify queue overflowed; rescanning everything");
+		rewatch_all(w);
 		for (i = 0; i < w->nroots; i++)
 			w->cb(w->arg, WATCH_EV_RESCAN, w->roots[i], NULL);
 		return;

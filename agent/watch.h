@@ -95,6 +95,8 @@ void watch_free(struct watch *w);
 int watch_fd(const struct watch *w);
 /* Number of directories currently watched. */
 size_t watch_count(const struct watch *w);
+/* Number of subtrees the watch limit left to watch_poll_unwatched(). */
+size_t watch_unwatched_count(const struct watch *w);
 
 /*
  * Watches dir and every directory below it (symbolic links are not followed).
