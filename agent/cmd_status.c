@@ -202,7 +202,20 @@ cmd_status(struct agent *a, int argc, char **argv)
 			json = 1;
 			break;
 		case 'h':
-			printf("usage: stepsync %s\n", STATUS_USAGE);
+			printf(
+			    "usage: stepsync %s\n\n"
+			    "Shows what 'stepsync watch' is doing, read from the state database\n"
+			    "(--state, or the config file's; readable while watch runs, never\n"
+			    "contacts the server): queued changes, uploads in progress with the\n"
+			    "percentage of blocks the server acknowledged, whether a watcher\n"
+			    "runs, the last snapshot and its time, the last successful sync, the\n"
+			    "bytes sent and the last error.\n"
+			    "  --json   the same as one JSON object (pending, watch_pid,\n"
+			    "           last_snapshot, last_snapshot_time, last_success, "
+			    "last_error,\n"
+			    "           last_error_time, bytes_sent, errors, uploads)\n"
+			    "exit status: 0 shown; 1 the state database cannot be read; 2 usage\n",
+			    STATUS_USAGE);
 			return AGENT_EXIT_OK;
 		default:
 			return agent_usage(STATUS_USAGE);

@@ -221,9 +221,13 @@ static void
 sync_pending(struct watcher *wt)
 {
 	char errbuf[512];
+	/* The delay before the next attempt if one of these syncs fails. */
+	uint64_t next_backoff = wt->backoff_ms ? wt->backoff_ms * 2 : BACKOFF_MIN_MS;
 	int failed = 0;
 	size_t i;
 
+	if (next_backoff > BACKOFF_MAX_MS)
+		next_backoff = BACKOFF_MAX_MS;
 	watch_debounce_reset(&wt->deb);
 	if (wt->queue_error) {
 		wt->queue_error = 0;
@@ -241,8 +245,10 @@ sync_pending(struct watcher *wt)
 		errbuf[0] = '\0';
 		memset(&res, 0, sizeof(res));
 		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
-			log_warnx("sync of '%s' failed: %s; %lld changes stay queued", d->path,
-			    errbuf[0] ? errbuf : "see above", n);
+			log_warnx("sync of '%s' failed: %s; %lld changes stay queued, next try in "
+			          "%llu ms",
+			    d->path, errbuf[0] ? errbuf : "see above", n,
+			    (unsigned long long)next_backoff);
 			queue_status_set(wt->sq, "last_error", errbuf[0] ? errbuf : "sync failed");
 			queue_status_set_int(wt->sq, "last_error_time", util_wall_s());
 			queue_status_add(wt->sq, "errors", 1);
@@ -260,9 +266,7 @@ sync_pending(struct watcher *wt)
 		    res.snapshot[0] ? ": snapshot " : "", res.snapshot);
 	}
 	if (failed) {
-		wt->backoff_ms = wt->backoff_ms ? wt->backoff_ms * 2 : BACKOFF_MIN_MS;
-		if (wt->backoff_ms > BACKOFF_MAX_MS)
-			wt->backoff_ms = BACKOFF_MAX_MS;
+		wt->backoff_ms = next_backoff;
 		wt->retry_at_ms = util_now_ms() + wt->backoff_ms;
 	} else {
 		wt->backoff_ms = 0;
@@ -429,6 +433,23 @@ handle_signals(struct watcher *wt, int sfd)
 	return stop;
 }
 
+/*
+ * Milliseconds until the queued changes are synced (0: now), or -1 when nothing waits.
+ * A batch waits until it has settled and, after a failed sync, until the backoff delay
+ * has passed: new changes do not cut the delay short, so a server that is down is tried
+ * once per delay however busy the tree is.
+ */
+static long long
+sync_timeout(const struct watcher *wt, uint64_t now)
+{
+	long long t = watch_debounce_timeout(&wt->deb, now), r;
+
+	if (wt->retry_at_ms == 0)
+		return t;
+	r = until(wt->retry_at_ms, now);
+	return t > r ? t : r;
+}
+
 static int
 watch_loop(struct watcher *wt, int sfd)
 {
@@ -436,14 +457,13 @@ watch_loop(struct watcher *wt, int sfd)
 		struct pollfd pfd[2];
 		uint64_t now = util_now_ms();
 		long long t = -1;
-		int pending;
 
-		min_timeout(&t, watch_debounce_timeout(&wt->deb, now));
+		min_timeout(&t, sync_timeout(wt, now));
 		min_timeout(&t, watch_next_timeout(wt->w, now));
-		if (wt->retry_at_ms)
-			min_timeout(&t, until(wt->retry_at_ms, now));
 		min_timeout(&t, until(wt->next_rescan_ms, now));
-		min_timeout(&t, until(wt->next_poll_ms, now));
+		/* Idle with every directory watched, nothing wakes the loop but the rescan. */
+		if (watch_unwatched_count(wt->w) > 0)
+			min_timeout(&t, until(wt->next_poll_ms, now));
 		pfd[0].fd = watch_fd(wt->w);
 		pfd[0].events = POLLIN;
 		pfd[1].fd = sfd;
@@ -459,7 +479,7 @@ watch_loop(struct watcher *wt, int sfd)
 		db_begin(wt->db);
 		if (watch_process(wt->w, now) != 0)
 			log_warn("reading inotify events");
-		if (now >= wt->next_poll_ms) {
+		if (now >= wt->next_poll_ms && watch_unwatched_count(wt->w) > 0) {
 			watch_poll_unwatched(wt->w);
 			wt->next_poll_ms = now + POLL_UNWATCHED_MS;
 		}
@@ -474,12 +494,44 @@ watch_loop(struct watcher *wt, int sfd)
 			db_rollback(wt->db);
 			wt->queue_error = 1;
 		}
-		pending = watch_debounce_due(&wt->deb, now);
-		if (!pending && wt->retry_at_ms && now >= wt->retry_at_ms)
-			pending = 1;
-		if (pending)
+		if (sync_timeout(wt, now) == 0)
 			sync_pending(wt);
 	}
+}
+
+static void
+watch_help(void)
+{
+	printf("usage: stepsync %s\n\n"
+	       "Backs up each DIR (or, without DIR, every [dir] of the config file, or the\n"
+	       "one named by --name) whenever it changes: recursive inotify watches, every\n"
+	       "change queued in the state database first, then one sync per settled batch,\n"
+	       "which records a new snapshot NAME#SEQ. A rename uploads nothing; a file\n"
+	       "moved out of the tree counts as deleted. On start, queued changes and a full\n"
+	       "scan of every directory are synced. Prints \"watching N directories\" once\n"
+	       "every watch is in place.\n"
+	       "\n"
+	       "  --name NAME        snapshot name of a single DIR (default: its base name),\n"
+	       "                     or the [dir \"NAME\"] section to watch\n"
+	       "  --debounce MS      sync a batch once no event came for MS milliseconds\n"
+	       "                     (default 1000; 0..3600000); a batch that keeps getting\n"
+	       "                     events is synced after max(10 * MS, 10 s) anyway\n"
+	       "  --rescan SECONDS   full rescan of every directory this often, the safety\n"
+	       "                     net for anything inotify missed (default 3600)\n"
+	       "  --prometheus FILE  after every sync write node_exporter textfile metrics\n"
+	       "                     (last success time, bytes sent, files pending, errors)\n"
+	       "                     to FILE, atomically (default: none)\n"
+	       "  --syslog           log to syslog instead of standard error\n"
+	       "\n"
+	       "Server unreachable: changes stay queued and the sync is retried after 0.5 s,\n"
+	       "doubling up to 60 s. inotify queue overflow: every directory is rescanned.\n"
+	       "Out of inotify watches: a warning naming\n"
+	       "/proc/sys/fs/inotify/max_user_watches, and the directories left unwatched\n"
+	       "are checked every 2 s. SIGTERM or SIGINT: stop, exit 0, changes stay queued.\n"
+	       "SIGHUP: re-read the config file. 'stepsync status' shows the queue.\n"
+	       "exit status: 0 stopped by a signal; 1 cannot watch or open the state;\n"
+	       "  2 usage\n",
+	    WATCH_USAGE);
 }
 
 static int
@@ -533,7 +585,7 @@ parse_opts(struct watcher *wt, int argc, char **argv, const char **namep, int *s
 			wt->max_watches = (int)v;
 			break;
 		case 'h':
-			printf("usage: stepsync %s\n", WATCH_USAGE);
+			watch_help();
 			return -1;
 		default:
 			return agent_usage(WATCH_USAGE);

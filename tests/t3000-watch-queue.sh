@@ -21,6 +21,25 @@ start_watch() {
 		grep -q '^watching ' "$T_DIR/watch.out"
 }
 
+# queued PATH [KIND] — PATH (relative to the watched dir) has a queue row (of KIND).
+queued() {
+	python3 - "$ST" "$1" "${2:-0}" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+k = int(sys.argv[3])
+n = db.execute("SELECT count(*) FROM watch_queue WHERE path = ? AND (? = 0 OR kind = ?)",
+               (sys.argv[2], k, k)).fetchone()[0]
+sys.exit(0 if n else 1)
+PY
+}
+
+clear_queue() {
+	python3 - "$ST" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute("DELETE FROM watch_queue"); db.commit()
+PY
+}
+
 pending() {
 	$SS status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending"])'
 }
@@ -28,6 +47,16 @@ pending() {
 ok "watch of a missing directory fails with a message" '
 	expect_exit 1 $SS watch "$T_DIR/missing" 2>err &&
 	grep -q "cannot watch" err
+'
+ok "watch --help describes every option with its default" '
+	$SS watch --help >h && for o in --name --debounce --rescan --prometheus --syslog; do
+		grep -q -- "^  $o " h || { echo "missing $o"; exit 1; }; done &&
+	grep -q "default 1000" h && grep -q "default 3600" h &&
+	grep -q "max_user_watches" h && grep -q "exit status" h &&
+	! grep -q -- "--max-watches" h
+'
+ok "status --help describes --json" '
+	$SS status --help >h && grep -q -- "^  --json " h && grep -q "readable while watch runs" h
 '
 ok "watch rejects a bad --debounce" '
 	expect_exit 2 $SS watch --debounce soon "$D" 2>/dev/null
@@ -43,6 +72,11 @@ ok "changes are queued durably while the server is unreachable" '
 	echo a >"$D/new.txt" && mkdir -p "$D/deep/er" && echo b >"$D/deep/er/f.txt" &&
 	mv "$D/sub/seed.txt" "$D/moved.txt" && rm "$D/new.txt" &&
 	wait_for "[ \$(pending) -ge 5 ]" 200
+'
+ok "the unreachable server is retried with a doubling delay" '
+	wait_for "grep -q \"next try in 2000 ms\" \"$T_DIR/watch.err\"" 200 &&
+	grep -o "next try in [0-9]* ms" "$T_DIR/watch.err" | head -n 3 >tries &&
+	printf "next try in %s ms\n" 500 1000 2000 | cmp - tries
 '
 ok "the failed sync is reported as the last error" '
 	wait_for "$SS status | grep -q \"^last error: .*at \"" 200
@@ -66,6 +100,24 @@ ok "the queue survives the stop" '
 n=$(pending)
 start_watch "$D"
 ok "a restarted watcher keeps the queued changes" '[ $(pending) -ge $n ]'
+ok "a change queued by the restarted watcher is in the database at once" '
+	echo k >"$D/killed.txt" && wait_for "queued killed.txt" 200
+'
+kill -KILL $WATCH_PID
+{ wait $WATCH_PID; } 2>/dev/null # the shell would report "Killed"
+ok "SIGKILL of the watcher loses no queued change" '
+	queued killed.txt && queued deep/er/g.txt && [ $(pending) -ge $((n + 1)) ]
+'
+start_watch "$D"
+ok "the watcher restarted after SIGKILL keeps them" '
+	queued killed.txt && queued deep/er/g.txt && $SS status | grep -q "watch: running"
+'
+kill -TERM $WATCH_PID
+wait $WATCH_PID
+start_watch --rescan 1 "$D"
+ok "--rescan: the periodic full rescan queues every directory again" '
+	clear_queue && wait_for "queued \"\" 4" 100
+'
 kill -TERM $WATCH_PID
 wait $WATCH_PID
 start_watch --max-watches 2 "$D"
@@ -74,10 +126,7 @@ ok "running out of watches warns, names max_user_watches and keeps running" '
 	grep -q "(2 inotify watches)" "$T_DIR/watch.out" && kill -0 $WATCH_PID
 '
 ok "changes in an unwatched directory are found by the fallback scan" '
-	python3 - "$ST" <<PY &&
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1]); db.execute("DELETE FROM watch_queue"); db.commit()
-PY
+	clear_queue &&
 	echo late >"$D/deep/er/late.txt" &&
 	wait_for "[ \$(pending) -ge 1 ]" 200
 '
