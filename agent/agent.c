@@ -23,6 +23,10 @@
 
 #define PASSWORD_MAX 4096
 
+/* agent_set_error_sink(): like the logger's destination, one per process. */
+static agent_error_fn *error_sink;
+static void *error_sink_arg;
+
 void
 agent_error(const char *fmt, ...)
 {
@@ -32,7 +36,17 @@ agent_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "stepsync: %s\n", msg);
+	if (error_sink != NULL)
+		error_sink(error_sink_arg, msg);
+	else
+		fprintf(stderr, "stepsync: %s\n", msg);
+}
+
+void
+agent_set_error_sink(agent_error_fn *fn, void *arg)
+{
+	error_sink = fn;
+	error_sink_arg = arg;
 }
 
 int

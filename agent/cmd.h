@@ -59,6 +59,15 @@ struct agent {
 /* Prints "stepsync: MESSAGE\n" on stderr (git style: lower case, no full stop). */
 void agent_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * While set, agent_error() hands each message (without the "stepsync: " prefix, borrowed
+ * for the call) to fn instead of printing it: `stepsync watch` sends the sync engine's
+ * errors to its log (syslog with --syslog) and keeps the last one for `stepsync status`.
+ * fn NULL restores stderr. Main thread only, like agent_error().
+ */
+typedef void agent_error_fn(void *arg, const char *msg);
+void agent_set_error_sink(agent_error_fn *fn, void *arg);
+
 /* Prints "usage: stepsync USAGE" plus a hint on stderr and returns AGENT_EXIT_USAGE. */
 int agent_usage(const char *usage);
 

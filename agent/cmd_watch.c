@@ -66,6 +66,7 @@ struct watcher {
 	int from_config;  /* the trees are the config's [dir] sections (SIGHUP updates them) */
 	char *state_path; /* owned copy once a SIGHUP retired the config it pointed into */
 	long long errors;
+	char sync_error[512]; /* the sync engine's last agent_error() message, "" if none */
 };
 
 static void
@@ -216,6 +217,17 @@ write_prometheus(struct watcher *wt)
 		log_warn("cannot write '%s'", wt->prometheus);
 }
 
+/* agent_error() while watching: to the log (stderr or syslog), and kept as the reason of a
+ * failed sync for the warning and `stepsync status`. */
+static void
+on_agent_error(void *arg, const char *msg)
+{
+	struct watcher *wt = arg;
+
+	log_error("%s", msg);
+	snprintf(wt->sync_error, sizeof(wt->sync_error), "%s", msg);
+}
+
 /* Syncs every tree with pending entries; acknowledges what each successful sync covered. */
 static void
 sync_pending(struct watcher *wt)
@@ -243,8 +255,17 @@ sync_pending(struct watcher *wt)
 		if (queue_mark(wt->sq, d->qkey, &mark) != 0)
 			continue;
 		errbuf[0] = '\0';
+		wt->sync_error[0] = '\0';
 		memset(&res, 0, sizeof(res));
 		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
+			if (wt->sync_error[0] != '\0') {
+				char why[sizeof(errbuf)];
+
+				/* The sync engine's own words say why; the exit status adds little.
+				 */
+				snprintf(why, sizeof(why), "%s (%s)", wt->sync_error, errbuf);
+				memcpy(errbuf, why, sizeof(errbuf));
+			}
 			log_warnx("sync of '%s' failed: %s; %lld changes stay queued, next try in "
 			          "%llu ms",
 			    d->path, errbuf[0] ? errbuf : "see above", n,
@@ -680,12 +701,16 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	fflush(stdout);
 	wt.next_rescan_ms = util_now_ms() + wt.rescan_ms;
 	wt.next_poll_ms = util_now_ms() + POLL_UNWATCHED_MS;
+	/* From here on the sync engine's messages go to the log (start-up errors above are
+	 * printed plainly). */
+	agent_set_error_sink(on_agent_error, &wt);
 	r = watch_loop(&wt, sfd);
 	log_info("stopping; %s", "pending changes stay queued");
 	queue_status_set(wt.sq, "watch_pid", NULL);
 	write_prometheus(&wt);
 	sqlite3_wal_checkpoint_v2(wt.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 out:
+	agent_set_error_sink(NULL, NULL);
 	watch_free(wt.w);
 	wdirs_free(wt.dirs, wt.ndirs);
 	if (wt.state_path != NULL && a->state_path == wt.state_path)

@@ -78,8 +78,9 @@ ok "the unreachable server is retried with a doubling delay" '
 	grep -o "next try in [0-9]* ms" "$T_DIR/watch.err" | head -n 3 >tries &&
 	printf "next try in %s ms\n" 500 1000 2000 | cmp - tries
 '
-ok "the failed sync is reported as the last error" '
-	wait_for "$SS status | grep -q \"^last error: .*at \"" 200
+ok "the failed sync is reported as the last error, with the sync engine's reason" '
+	wait_for "$SS status | grep -q \"^last error: .*at \"" 200 &&
+	$SS status | grep -q "^last error: sync '"'"'data'"'"': .* (sync exited with status [0-9]*) (at "
 '
 ok "the prometheus textfile reports pending changes and errors" '
 	wait_for "grep -q \"^stepsync_errors_total [1-9]\" \"$T_DIR/metrics.prom\"" 200 &&
