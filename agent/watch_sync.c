@@ -67,9 +67,9 @@ int
 watch_sync_dir(struct agent *a, const char *name, const char *path, struct watch_sync_result *res,
     char *errbuf, size_t errlen)
 {
-	char arg0[] = "sync", opt[] = "--name";
+	char arg0[] = "sync", opt[] = "--name", skip[] = "--skip-unchanged";
 	char namebuf[256], pathbuf[4096];
-	char *argv[5];
+	char *argv[6];
 	uint64_t before, after;
 	int argc = 0, rc;
 
@@ -85,6 +85,9 @@ watch_sync_dir(struct agent *a, const char *name, const char *path, struct watch
 		return STEP_EINVAL;
 	}
 	argv[argc++] = arg0;
+	/* The start-up sync and the periodic rescan mostly find nothing new: they keep the
+	 * latest snapshot instead of recording an identical one (a whole manifest each time). */
+	argv[argc++] = skip;
 	if (name != NULL) {
 		argv[argc++] = opt;
 		argv[argc++] = namebuf;

@@ -18,8 +18,9 @@ struct watch_sync_result {
 
 /*
  * Syncs the tree at path (absolute) as snapshot name (NULL: the sync engine's default
- * for that path). Returns 0 and fills *res, or a negative STEP_E* code with errbuf
- * saying why (the sync engine may also have printed its own message).
+ * for that path); a tree identical to the latest snapshot records no new one (sync
+ * --skip-unchanged), res->snapshot then names the latest. Returns 0 and fills *res, or a negative
+ * STEP_E* code with errbuf saying why (the sync engine may also have printed its own message).
  */
 int watch_sync_dir(struct agent *a, const char *name, const char *path,
     struct watch_sync_result *res, char *errbuf, size_t errlen);

@@ -122,7 +122,11 @@ rc=$?
 ok "SIGTERM exits 0" '[ $rc -eq 0 ]'
 
 start_watch --bwlimit 256K
-ok "a rate-limited watcher restarts" 'kill -0 $WATCH_PID && arrives'
+ok "a restarted watcher that finds nothing new records no new snapshot" '
+	kill -0 $WATCH_PID && wait_for "status_json \"sys.exit(o[\\\"pending\\\"] != 0)\"" 400 &&
+	wait_for "tail -n 1 \"$T_DIR/watch.out\" | grep -q unchanged" 200 &&
+	[ "$(latest)" -eq "$(cat "$T_DIR/seen")" ]
+'
 ok "status shows an upload in progress with its percentage while watch runs" '
 	head -c 2000000 /dev/urandom >"$D/large.bin" &&
 	wait_for "status_json \"u=o[\\\"uploads\\\"]; sys.exit(not (len(u) == 1 and 0 < u[0][\\\"percent\\\"] < 100))\"" 400 &&
