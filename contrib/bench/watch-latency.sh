@@ -9,6 +9,8 @@
 #   2. the agent's CPU time and RSS while idly watching WATCH_IDLE_N files (default
 #      100000, in 1,000 directories) after the initial sync, over WATCH_IDLE_S seconds
 #      (default 10), from /proc/PID/stat and /proc/PID/status.
+#   3. latency from a change to its snapshot in that large tree, p50 and max over
+#      WATCH_BIG_N changes (default 10): each settled batch is a sync of the whole tree.
 # Run by bench.sh with BIN, TOP, W (a scratch directory) and SSPW (a password file whose
 # content is the user name; stepd runs with --auth open). Nothing is asserted.
 set -u
@@ -16,6 +18,7 @@ set -u
 N=${WATCH_BENCH_N:-100}
 IDLE_N=${WATCH_IDLE_N:-100000}
 IDLE_S=${WATCH_IDLE_S:-10}
+BIG_N=${WATCH_BIG_N:-10}
 X=$W/watch-bench
 rm -rf "$X"
 mkdir -p "$X"
@@ -141,6 +144,25 @@ row "watch idle on $IDLE_N files: CPU seconds over ${wall} s" "$cpu" "" \
 rss=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$WPID/status")
 hwm=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$WPID/status")
 row "watch idle on $IDLE_N files: VmRSS $rss MiB (peak $hwm MiB)" "" "" ""
+
+# --- 3. latency in the large tree: every batch is a sync of the whole tree ---
+: >"$X/big.s"
+for ((i = 1; i <= BIG_N; i++)); do
+	t0=$EPOCHREALTIME
+	echo "change $i" >"$X/idle/d0000/c$i.txt"
+	if ! TIMEOUT=600 next_snapshot $((IDLE_N + i)); then
+		echo "# watch-latency: change $i in the large tree never reached a snapshot"
+		break
+	fi
+	secs "$t0" "$EPOCHREALTIME" >>"$X/big.s"
+	echo >>"$X/big.s"
+done
+if [ -s "$X/big.s" ]; then
+	row "watch: change -> snapshot in the $IDLE_N-file tree, p50" "$(percentile 50 "$X/big.s")" "" ""
+	row "watch: change -> snapshot in the $IDLE_N-file tree, max ($BIG_N)" "$(percentile 100 "$X/big.s")" "" ""
+fi
+rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$WPID/status")
+row "watch on $IDLE_N files after these syncs: peak RSS $rss MiB" "" "" ""
 kill "$WPID"
 wait "$WPID"
 rm -rf "$X"
