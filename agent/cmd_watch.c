@@ -232,7 +232,7 @@ on_agent_error(void *arg, const char *msg)
 static void
 sync_pending(struct watcher *wt)
 {
-	char errbuf[512];
+	char errbuf[512], why[sizeof(errbuf) + sizeof(wt->sync_error) + 4];
 	/* The delay before the next attempt if one of these syncs fails. */
 	uint64_t next_backoff = wt->backoff_ms ? wt->backoff_ms * 2 : BACKOFF_MIN_MS;
 	int failed = 0;
@@ -258,19 +258,15 @@ sync_pending(struct watcher *wt)
 		wt->sync_error[0] = '\0';
 		memset(&res, 0, sizeof(res));
 		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
-			if (wt->sync_error[0] != '\0') {
-				char why[sizeof(errbuf)];
-
-				/* The sync engine's own words say why; the exit status adds little.
-				 */
-				snprintf(why, sizeof(why), "%s (%s)", wt->sync_error, errbuf);
-				memcpy(errbuf, why, sizeof(errbuf));
-			}
+			/* The sync engine's own words say why; the exit status adds little. */
+			snprintf(why, sizeof(why), "%s%s%s%s", wt->sync_error,
+			    wt->sync_error[0] && errbuf[0] ? " (" : "",
+			    errbuf[0] ? errbuf : (wt->sync_error[0] ? "" : "sync failed"),
+			    wt->sync_error[0] && errbuf[0] ? ")" : "");
 			log_warnx("sync of '%s' failed: %s; %lld changes stay queued, next try in "
 			          "%llu ms",
-			    d->path, errbuf[0] ? errbuf : "see above", n,
-			    (unsigned long long)next_backoff);
-			queue_status_set(wt->sq, "last_error", errbuf[0] ? errbuf : "sync failed");
+			    d->path, why, n, (unsigned long long)next_backoff);
+			queue_status_set(wt->sq, "last_error", why);
 			queue_status_set_int(wt->sq, "last_error_time", util_wall_s());
 			queue_status_add(wt->sq, "errors", 1);
 			failed = 1;
