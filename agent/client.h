@@ -139,6 +139,9 @@ void client_keys_free(char **keys, size_t n);
 #define CLIENT_PUT_EXIST_OK                                                                        \
 	0x2 /* an existing key with the same MD5 is success (content-                              \
 	       addressed keys); with a different MD5 STEP_EEXIST */
+/* No resume rows in the state database for this transfer (small files sent while another
+ * connection holds the state's write lock: a sync's scan). */
+#define CLIENT_PUT_NO_STATE 0x4
 
 /* What a transfer did. */
 struct client_result {
@@ -224,6 +227,13 @@ int client_pool_new(const struct client_opts *o, int nconn, struct client_pool *
  * Returns 0 when all succeeded, else the first failing job's code. One call at a time.
  */
 int client_pool_put(struct client_pool *p, struct client_job *jobs, size_t n);
+/*
+ * client_pool_put() in two halves: start hands jobs to the workers and returns at once (the
+ * jobs must stay valid and untouched until wait returns); wait blocks until they are done
+ * and returns what client_pool_put() would. wait without a start returns 0.
+ */
+void client_pool_start(struct client_pool *p, struct client_job *jobs, size_t n);
+int client_pool_wait(struct client_pool *p);
 
 /* Stops the workers (sending BYE) and frees p. client_pool_free(NULL) does nothing. */
 void client_pool_free(struct client_pool *p);

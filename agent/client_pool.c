@@ -11,6 +11,7 @@
  * every server quirk (it degrades to one request at a time when pipelining broke, and
  * keeps resume rows for big files). Never presents an unverified upload as good.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -629,8 +630,8 @@ client_pool_new(const struct client_opts *o, int nconn, struct client_pool **out
 	return STEP_OK;
 }
 
-int
-client_pool_put(struct client_pool *p, struct client_job *jobs, size_t n)
+void
+client_pool_start(struct client_pool *p, struct client_job *jobs, size_t n)
 {
 	size_t k;
 
@@ -639,14 +640,27 @@ client_pool_put(struct client_pool *p, struct client_job *jobs, size_t n)
 		jobs[k].error[0] = '\0';
 	}
 	pthread_mutex_lock(&p->mu);
+	assert(p->jobs == NULL); /* one call at a time */
 	p->jobs = jobs;
 	p->n = n;
 	p->next = 0;
 	p->running = p->nconn;
 	p->gen++;
 	pthread_cond_broadcast(&p->go);
+	pthread_mutex_unlock(&p->mu);
+}
+
+int
+client_pool_wait(struct client_pool *p)
+{
+	struct client_job *jobs;
+	size_t k, n;
+
+	pthread_mutex_lock(&p->mu);
 	while (p->running > 0)
 		pthread_cond_wait(&p->done, &p->mu);
+	jobs = p->jobs;
+	n = p->n;
 	p->jobs = NULL;
 	p->n = p->next = 0;
 	pthread_mutex_unlock(&p->mu);
@@ -654,6 +668,13 @@ client_pool_put(struct client_pool *p, struct client_job *jobs, size_t n)
 		if (jobs[k].rc != 0)
 			return jobs[k].rc;
 	return STEP_OK;
+}
+
+int
+client_pool_put(struct client_pool *p, struct client_job *jobs, size_t n)
+{
+	client_pool_start(p, jobs, n);
+	return client_pool_wait(p);
 }
 
 void

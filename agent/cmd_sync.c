@@ -45,10 +45,16 @@
 #include "snapshots.h"
 #include "util.h"
 
-#define SYNC_BATCH     2048        /* objects handed to client_pool_put() at once */
-#define SYNC_HASH_BUF  (256 << 10) /* read size while hashing */
-#define SYNC_HASH_TRY  3           /* attempts on a file that changes while it is hashed */
-#define SYNC_AUTO_CONN 4           /* connections for many uploads when --connections is 1 */
+#define STR_(x)         #x
+#define STR(x)          STR_(x)
+#define SYNC_BATCH      2048        /* objects handed to client_pool_put() at once */
+#define SYNC_HASH_BUF   (256 << 10) /* read size while hashing */
+#define SYNC_HASH_TRY   3           /* attempts on a file that changes while it is hashed */
+#define SYNC_AUTO_CONN  4           /* connections for many uploads when --connections is 1 */
+/* Files up to this size are sent while the scan goes on: one block on every STEP server
+ * seen (the reference plans 20480-byte blocks), so they need no resume rows, which could
+ * not be written while the scan holds the state's write lock. */
+#define SYNC_SCAN_SMALL 20480
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
@@ -87,6 +93,8 @@ struct sync_run {
 	struct db *rdb;           /* a second connection for the sorted walk, NULL if none */
 	struct files_cursor *cur; /* the sorted walk over the files table (see visit_file) */
 	sqlite3_stmt *pend_ins;
+	struct uploader *up;   /* NULL in a dry run */
+	struct client *scan_c; /* the run's session, for uploads during the scan */
 	struct manifest_writer *mw;
 	int64_t gen;
 	uint8_t *hbuf;
@@ -94,6 +102,7 @@ struct sync_run {
 
 	uint64_t known, found, hashed, read_errors;
 	uint64_t pending, pending_bytes;
+	uint64_t pending_small; /* pending files of at most SYNC_SCAN_SMALL bytes */
 	uint64_t sent, sent_bytes, existed, upload_failed;
 	uint64_t blocks_sent; /* UPLOAD requests, resumed uploads count only what they sent */
 	int fatal;            /* a STEP_E* that ends the run (transport, auth), 0 if none */
@@ -150,6 +159,8 @@ out:
 	return r;
 }
 
+static int uploader_scan_step(struct sync_run *s, struct client *c);
+
 static int
 queue_object(struct sync_run *s, const char *path, uint64_t size, const char *okey, const char *md5)
 {
@@ -166,8 +177,9 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 	if (sqlite3_changes(db_handle(s->db)) > 0) {
 		s->pending++;
 		s->pending_bytes += size;
+		s->pending_small += size <= SYNC_SCAN_SMALL;
 	}
-	return 0;
+	return uploader_scan_step(s, s->scan_c);
 }
 
 /* A regular file: quick check, hash when needed, queue unknown content. Fills s->ent. */
@@ -353,98 +365,203 @@ upload_done(
 	return 0;
 }
 
-/* Uploads everything in temp.sync_pending, SYNC_BATCH objects at a time. */
+/*
+ * The uploads of a run: rows of temp.sync_pending handed to a client pool SYNC_BATCH at a
+ * time, one batch in flight while the scan goes on finding more (the scan's hashing and
+ * the network then overlap), the rest after the scan.
+ */
+struct uploader {
+	struct client_pool *pool; /* made with the first batch */
+	sqlite3_stmt *next;       /* after the scan: the next rows after a rowid */
+	sqlite3_stmt *next_small; /* during the scan: the next small rows after a rowid */
+	int64_t last;             /* rowid of the last row handed out */
+	int64_t scan_last;        /* ...of the last one handed out during the scan */
+	uint64_t taken;           /* rows handed out */
+	int scan_done;
+	size_t n; /* jobs of the batch in flight, 0 when none */
+	struct client_job *jobs;
+	char **paths, **keys;
+	char (*md5s)[HASH_MD5_HEX];
+	uint64_t *sizes;
+};
+
+static void
+uploader_free(struct uploader *u)
+{
+	size_t i;
+
+	if (u == NULL)
+		return;
+	client_pool_free(u->pool);
+	sqlite3_finalize(u->next);
+	sqlite3_finalize(u->next_small);
+	for (i = 0; u->paths != NULL && i < SYNC_BATCH; i++) {
+		free(u->paths[i]);
+		free(u->keys[i]);
+	}
+	free(u->jobs);
+	free(u->paths);
+	free(u->keys);
+	free(u->md5s);
+	free(u->sizes);
+	free(u);
+}
+
+/* Waits for the batch in flight and records its results (in the caller's transaction). */
+static int
+uploader_collect(struct sync_run *s, struct client *c)
+{
+	struct uploader *u = s->up;
+	size_t i;
+	int r = 0;
+
+	if (u->n == 0)
+		return 0;
+	(void)client_pool_wait(u->pool);
+	for (i = 0; i < u->n && r == 0; i++)
+		r = upload_done(s, c, &u->jobs[i], u->md5s[i], u->sizes[i]);
+	for (i = 0; i < u->n; i++) {
+		free(u->paths[i]);
+		free(u->keys[i]);
+		u->paths[i] = u->keys[i] = NULL;
+	}
+	u->n = 0;
+	return r;
+}
+
+/* Hands the next rows (at most SYNC_BATCH) to the pool without waiting; *startedp is the
+ * number handed out (0: nothing pending). */
+static int
+uploader_start(struct sync_run *s, size_t *startedp)
+{
+	struct uploader *u = s->up;
+	struct client_opts o;
+	sqlite3_stmt *st;
+	char errbuf[256];
+	size_t n;
+	int r, rc, nconn;
+
+	*startedp = 0;
+	if (u->pool == NULL) {
+		if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
+			set_fatal(s, r, "cannot connect", errbuf);
+			return r;
+		}
+		nconn = s->a->connections;
+		if (nconn <= 1 && s->pending >= 16)
+			nconn = SYNC_AUTO_CONN;
+		if ((uint64_t)nconn > s->pending)
+			nconn = (int)s->pending;
+		if ((r = client_pool_new(&o, nconn, &u->pool)) != 0) {
+			set_fatal(s, r, "cannot connect", step_strerror(r));
+			return r;
+		}
+	}
+	if (!u->scan_done) {
+		st = u->next_small;
+		sqlite3_bind_int64(st, 1, u->last);
+	} else {
+		/* Rows after the scan's last, and the larger ones the scan left behind. */
+		st = u->next;
+		sqlite3_bind_int64(st, 1, u->last);
+		sqlite3_bind_int64(st, 3, u->scan_last);
+	}
+	sqlite3_bind_int(st, 2, SYNC_BATCH);
+	for (n = 0; n < SYNC_BATCH && (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+		const char *path = (const char *)sqlite3_column_text(st, 2);
+		size_t len = strlen(s->root) + 2 + strlen(path);
+
+		u->last = sqlite3_column_int64(st, 0);
+		u->keys[n] = xstrdup((const char *)sqlite3_column_text(st, 1));
+		u->paths[n] = xmalloc(len);
+		snprintf(u->paths[n], len, "%s/%s", s->root, path);
+		u->sizes[n] = (uint64_t)sqlite3_column_int64(st, 3);
+		snprintf(u->md5s[n], HASH_MD5_HEX, "%s", (const char *)sqlite3_column_text(st, 4));
+		memset(&u->jobs[n], 0, sizeof(u->jobs[n]));
+		u->jobs[n].path = u->paths[n];
+		u->jobs[n].key = u->keys[n];
+		u->jobs[n].flags = CLIENT_PUT_EXIST_OK | (u->scan_done ? 0 : CLIENT_PUT_NO_STATE);
+	}
+	sqlite3_reset(st);
+	if (!u->scan_done)
+		u->scan_last = u->last;
+	if (n > 0 && !u->scan_done)
+		log_info("sending %zu files while scanning", n);
+	if (n > 0)
+		client_pool_start(u->pool, u->jobs, n);
+	u->n = n;
+	u->taken += n;
+	*startedp = n;
+	return 0;
+}
+
+static int
+uploader_new(struct sync_run *s)
+{
+	struct uploader *u = xcalloc(1, sizeof(*u));
+	int rc;
+
+	rc = sqlite3_prepare_v2(db_handle(s->db),
+	    "SELECT rowid, okey, path, size, md5 FROM temp.sync_pending WHERE rowid > ?1"
+	    " AND (rowid > ?3 OR size > " STR(SYNC_SCAN_SMALL) ") ORDER BY rowid LIMIT ?2",
+	    -1, &u->next, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db_handle(s->db),
+		    "SELECT rowid, okey, path, size, md5 FROM temp.sync_pending WHERE rowid > ?1"
+		    " AND size <= " STR(SYNC_SCAN_SMALL) " ORDER BY rowid LIMIT ?2",
+		    -1, &u->next_small, NULL);
+	if (rc != SQLITE_OK) {
+		uploader_free(u);
+		return db_err(rc);
+	}
+	u->jobs = xcalloc(SYNC_BATCH, sizeof(*u->jobs));
+	u->paths = xcalloc(SYNC_BATCH, sizeof(*u->paths));
+	u->keys = xcalloc(SYNC_BATCH, sizeof(*u->keys));
+	u->md5s = xcalloc(SYNC_BATCH, sizeof(*u->md5s));
+	u->sizes = xcalloc(SYNC_BATCH, sizeof(*u->sizes));
+	s->up = u;
+	return 0;
+}
+
+/* During the scan: once a whole batch is waiting, collect the one in flight and start it. */
+static int
+uploader_scan_step(struct sync_run *s, struct client *c)
+{
+	size_t started;
+	int r;
+
+	if (s->up == NULL || s->pending_small - s->up->taken < SYNC_BATCH)
+		return 0;
+	if ((r = uploader_collect(s, c)) != 0)
+		return r;
+	return uploader_start(s, &started);
+}
+
+/* After the scan: everything not handed out yet. The results of a batch are recorded in a
+ * transaction of their own, never held while the batch runs: the pool's connections write
+ * resume rows of large files into the same state database. */
 static int
 upload_pending(struct sync_run *s, struct client *c)
 {
-	struct client_opts o;
-	struct client_pool *pool = NULL;
-	struct client_job *jobs = NULL;
-	char **paths = NULL, **keys = NULL, (*md5s)[HASH_MD5_HEX] = NULL;
-	uint64_t *sizes = NULL;
-	sqlite3_stmt *st = NULL;
-	int64_t last = 0;
-	char errbuf[256];
-	size_t n, i;
-	int r, rc, nconn;
+	size_t started;
+	int r;
 
-	if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
-		set_fatal(s, r, "cannot connect", errbuf);
-		return r;
-	}
-	nconn = s->a->connections;
-	if (nconn <= 1 && s->pending >= 16)
-		nconn = SYNC_AUTO_CONN;
-	if ((uint64_t)nconn > s->pending)
-		nconn = (int)s->pending;
-	if ((r = client_pool_new(&o, nconn, &pool)) != 0) {
-		set_fatal(s, r, "cannot connect", step_strerror(r));
-		return r;
-	}
-	jobs = xcalloc(SYNC_BATCH, sizeof(*jobs));
-	paths = xcalloc(SYNC_BATCH, sizeof(*paths));
-	keys = xcalloc(SYNC_BATCH, sizeof(*keys));
-	md5s = xcalloc(SYNC_BATCH, sizeof(*md5s));
-	sizes = xcalloc(SYNC_BATCH, sizeof(*sizes));
-	rc = sqlite3_prepare_v2(db_handle(s->db),
-	    "SELECT rowid, okey, path, size, md5 FROM temp.sync_pending WHERE rowid > ?"
-	    " ORDER BY rowid LIMIT ?",
-	    -1, &st, NULL);
-	if (rc != SQLITE_OK) {
-		r = db_err(rc);
-		goto out;
-	}
-	for (;;) {
-		sqlite3_bind_int64(st, 1, last);
-		sqlite3_bind_int(st, 2, SYNC_BATCH);
-		for (n = 0; n < SYNC_BATCH && (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
-			last = sqlite3_column_int64(st, 0);
-			keys[n] = xstrdup((const char *)sqlite3_column_text(st, 1));
-			paths[n] =
-			    xmalloc(strlen(s->root) + 2 + (size_t)sqlite3_column_bytes(st, 2));
-			snprintf(paths[n],
-			    strlen(s->root) + 2 + (size_t)sqlite3_column_bytes(st, 2), "%s/%s",
-			    s->root, (const char *)sqlite3_column_text(st, 2));
-			sizes[n] = (uint64_t)sqlite3_column_int64(st, 3);
-			snprintf(
-			    md5s[n], HASH_MD5_HEX, "%s", (const char *)sqlite3_column_text(st, 4));
-			memset(&jobs[n], 0, sizeof(jobs[n]));
-			jobs[n].path = paths[n];
-			jobs[n].key = keys[n];
-			jobs[n].flags = CLIENT_PUT_EXIST_OK;
-		}
-		sqlite3_reset(st);
-		if (n == 0)
-			break;
-		(void)client_pool_put(pool, jobs, n);
+	s->up->scan_done = 1;
+	s->up->last = 0;
+	do {
+		if (s->up->n > 0)
+			(void)client_pool_wait(s->up->pool);
 		if ((r = db_begin(s->db)) != 0)
-			goto out;
-		for (i = 0; i < n && r == 0; i++)
-			r = upload_done(s, c, &jobs[i], md5s[i], sizes[i]);
+			return r;
+		r = uploader_collect(s, c);
 		if (db_commit(s->db) != 0 && r == 0)
 			r = STEP_EIO;
-		for (i = 0; i < n; i++) {
-			free(paths[i]);
-			free(keys[i]);
-			paths[i] = keys[i] = NULL;
-		}
+		if (r == 0)
+			r = uploader_start(s, &started);
 		if (r != 0)
-			goto out;
-	}
-	r = 0;
-out:
-	client_pool_free(pool);
-	sqlite3_finalize(st);
-	for (i = 0; i < SYNC_BATCH; i++) {
-		free(paths[i]);
-		free(keys[i]);
-	}
-	free(jobs);
-	free(paths);
-	free(keys);
-	free(md5s);
-	free(sizes);
-	return r;
+			return r;
+	} while (started > 0);
+	return 0;
 }
 
 /* Writes the manifest with seq into fd's file (truncating it first). */
@@ -666,6 +783,8 @@ scan_phase(struct sync_run *s, int *exitp)
 	         "INSERT OR IGNORE INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)",
 	         -1, &s->pend_ins, NULL))) != 0)
 		goto fail;
+	if (!s->dry_run && s->up == NULL && (r = uploader_new(s)) != 0)
+		goto fail;
 	if ((r = files_count(s->files, s->name, &s->known)) != 0 ||
 	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
 		goto fail;
@@ -755,6 +874,11 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		agent_error("state database: %s", step_strerror(r));
 		goto done;
 	}
+	if (agent_client(a, &c) != 0) {
+		ex = SYNC_EXIT_CONFIG;
+		goto done;
+	}
+	s->scan_c = c;
 	t0 = util_now_s();
 	if ((r = scan_phase(s, &ex)) != 0) {
 		if (r < 0)
@@ -764,10 +888,6 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	log_info("scanned '%s' in %.3f s: %" PRIu64 " files hashed, %" PRIu64 " to send", root,
 	    util_now_s() - t0, s->hashed, s->pending);
 	t0 = util_now_s();
-	if (agent_client(a, &c) != 0) {
-		ex = SYNC_EXIT_CONFIG;
-		goto done;
-	}
 	if ((r = client_connect(c)) != 0) {
 		set_fatal(s, r, "cannot log in", client_error(c));
 		ex = exit_for(s, r);
@@ -818,6 +938,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	ex = AGENT_EXIT_OK;
 done:
+	uploader_free(s->up); /* waits for a batch still in flight */
 	sqlite3_finalize(s->pend_ins);
 	files_free(s->files);
 	manifest_writer_free(s->mw);

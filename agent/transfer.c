@@ -868,7 +868,8 @@ client_put_file(
 	u.src.fd = fd;
 	u.src.size = f0.size;
 	key_to_json(&u);
-	if (c->state_path != NULL && (u.db = client_state(c)) != NULL && uploads_migrate(u.db) != 0)
+	if (!(flags & CLIENT_PUT_NO_STATE) && c->state_path != NULL &&
+	    (u.db = client_state(c)) != NULL && uploads_migrate(u.db) != 0)
 		u.db = NULL;
 	if ((r = client_ensure(c)) != 0)
 		goto out;

@@ -57,6 +57,33 @@ ok "--skip-unchanged: a no-change rerun keeps the latest snapshot, a change or a
 	same_tree "$SRC" "$T_DIR/r7"
 '
 
+# More small files than one batch: the first batches go out while the scan is still
+# hashing; larger files (one of several blocks, one just over the scan's limit) follow it.
+BIG=$T_DIR/bigtree
+python3 - "$BIG" <<'PY'
+import os, sys
+root = sys.argv[1]
+for i in range(4500):
+    d = os.path.join(root, "d%02d" % (i % 30))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%04d" % i), "wb") as f:
+        f.write(os.urandom(50 + i % 400))
+with open(os.path.join(root, "d00", "medium"), "wb") as f:
+    f.write(os.urandom(20481))
+with open(os.path.join(root, "d01", "large"), "wb") as f:
+    f.write(os.urandom(300000))
+PY
+ok "stepd: 4,502 files, batches sent while the scan runs, restored identical" '
+	$SS --state "$T_DIR/big.db" -v --json sync --name big "$BIG" >"$T_DIR/big.json" 2>"$T_DIR/big.err" &&
+	grep -q "\"sent_files\":4502" "$T_DIR/big.json" &&
+	grep -q "while scanning" "$T_DIR/big.err" &&
+	[ "$(sqlite3 "$T_DIR/big.db" "SELECT count(*) FROM uploads")" = 0 ] &&
+	$SS --state "$T_DIR/big-fresh.db" restore --name big --to "$T_DIR/rbig" &&
+	same_tree "$BIG" "$T_DIR/rbig" &&
+	$SS --state "$T_DIR/big.db" --json sync --name big "$BIG" >"$T_DIR/big2.json" &&
+	grep -q "\"sent_files\":0" "$T_DIR/big2.json"
+'
+
 printf 12345678 >"$T_DIR/refpw"
 for bug in glue noanswer-commit; do
 	start_ref_server --bug $bug || exit 1
