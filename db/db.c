@@ -82,6 +82,10 @@ db_open(const char *path, struct db **outp, char *errbuf, size_t errlen)
 	if ((r = db_exec(db,
 	         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	         "PRAGMA foreign_keys=ON;"
+	         /* Reads through a map of the first 32 MiB (the whole state up to ~100,000
+	          * files): a no-change sync reads every page of the files table, often
+	          * more than once, and a pread for each was a quarter of its time. */
+	         "PRAGMA mmap_size=33554432;"
 	         "CREATE TABLE IF NOT EXISTS schema_version("
 	         " module TEXT PRIMARY KEY, version INTEGER NOT NULL)")) != 0) {
 		if (errbuf != NULL)
