@@ -125,7 +125,7 @@ bench: all
 	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) bash contrib/bench/bench.sh
 
 demo: deps all
-	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) sh contrib/demo.sh
+	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) bash contrib/demo.sh
 
 C_FILES = $(wildcard common/*.[ch] db/*.[ch] config/*.[ch] server/*.[ch] agent/*.[ch] \
           tests/unit/*.[ch] tests/fuzz/*.[ch])
