@@ -100,7 +100,7 @@ struct sync_run {
 	uint8_t *hbuf;
 	struct manifest_entry ent;
 
-	uint64_t known, found, hashed, read_errors;
+	uint64_t known, found, hashed, read_errors, visited;
 	uint64_t pending, pending_bytes;
 	uint64_t pending_small; /* pending files of at most SYNC_SCAN_SMALL bytes */
 	uint64_t sent, sent_bytes, existed, upload_failed;
@@ -109,8 +109,10 @@ struct sync_run {
 	char fatal_msg[512];
 };
 
+static void set_fatal(struct sync_run *s, int r, const char *what, const char *detail);
+
 /* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
- * while read. Returns 0, STEP_ECHANGED, STEP_ESYS. */
+ * while read. Returns 0, STEP_ECHANGED, STEP_ESYS, STEP_ESTOPPED. */
 static int
 hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0,
     uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
@@ -130,6 +132,11 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		goto out;
 	}
 	for (;;) {
+		if (util_stop_pending()) {
+			set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
+			r = STEP_ESTOPPED;
+			goto out;
+		}
 		n = read(fd, s->hbuf, SYNC_HASH_BUF);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -213,7 +220,7 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 			r = STEP_ECHANGED;
 			for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
 				r = hash_once(s, se->dirfd, se->name, st, sha, row.md5, &hst);
-			if (r == STEP_ENOMEM)
+			if (r == STEP_ENOMEM || r == STEP_ESTOPPED)
 				return r;
 			if (r != 0) {
 				if (r == STEP_ECHANGED)
@@ -265,6 +272,10 @@ sync_visit(void *ctx, const struct scan_entry *se)
 
 	if (n > MANIFEST_PATH_MAX)
 		return 0; /* the scanner already refuses these */
+	if ((++s->visited & 1023) == 0 && util_stop_pending()) {
+		set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
+		return STEP_ESTOPPED;
+	}
 	memcpy(e->path, se->path, n + 1);
 	e->mode = se->st->st_mode & 07777;
 	e->mtime_ns = scan_mtime_ns(se->st);
@@ -317,7 +328,7 @@ static int
 is_transport(int r)
 {
 	return r == STEP_ECONNECT || r == STEP_ETIMEDOUT || r == STEP_ECLOSED || r == STEP_EAUTH ||
-	    r == STEP_ETLS || r == STEP_EPROTO;
+	    r == STEP_ETLS || r == STEP_EPROTO || r == STEP_ESTOPPED;
 }
 
 /* Handles one finished upload job. */
@@ -442,6 +453,10 @@ uploader_start(struct sync_run *s, size_t *startedp)
 	int r, rc, nconn;
 
 	*startedp = 0;
+	if (util_stop_pending()) {
+		set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
+		return STEP_ESTOPPED;
+	}
 	if (u->pool == NULL) {
 		if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
 			set_fatal(s, r, "cannot connect", errbuf);

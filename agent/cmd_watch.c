@@ -258,6 +258,14 @@ sync_pending(struct watcher *wt)
 		wt->sync_error[0] = '\0';
 		memset(&res, 0, sizeof(res));
 		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
+			if (util_stop_pending()) {
+				/* SIGTERM/SIGINT cut the sync short: not an error, and the
+				 * changes stay queued for the next start. */
+				log_info(
+				    "sync of '%s' stopped by a signal; %lld changes stay queued",
+				    d->path, n);
+				break;
+			}
 			/* The sync engine's own words say why; the exit status adds little. */
 			snprintf(why, sizeof(why), "%s%s%s%s", wt->sync_error,
 			    wt->sync_error[0] && errbuf[0] ? " (" : "",

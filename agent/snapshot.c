@@ -27,6 +27,7 @@ snapshot_exit_code(int err)
 	case STEP_ETIMEDOUT:
 	case STEP_ECLOSED:
 	case STEP_EBUSY:
+	case STEP_ESTOPPED:
 		return SYNC_EXIT_TEMPFAIL;
 	case STEP_EAUTH:
 		return SYNC_EXIT_NOPERM;

@@ -395,6 +395,12 @@ upload_pass(struct up *u)
 	r = next_packet(u, &cursor, pk);
 	active = util_now_ms();
 	while (r == 0 && (pk->busy || u->flen > 0)) {
+		if (util_stop_pending()) {
+			/* stepsync watch was asked to stop: acknowledged blocks are recorded
+			 * below, so the next run resumes here. */
+			r = client_fail(u->c, STEP_ESTOPPED, "stopped by a signal");
+			break;
+		}
 		want_write = pk->busy && u->flen < (size_t)u->window;
 		final_wait = !pk->busy && u->flen > 0;
 		now = util_now_ms();

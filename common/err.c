@@ -45,6 +45,8 @@ step_strerror(int err)
 		return "cannot connect";
 	case STEP_ETLS:
 		return "TLS failure";
+	case STEP_ESTOPPED:
+		return "stopped by a signal";
 	}
 	return "unknown error";
 }

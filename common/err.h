@@ -26,6 +26,7 @@ enum step_err {
 	STEP_EMISMATCH = -17, /* a checksum did not match */
 	STEP_ECONNECT = -18,  /* could not connect */
 	STEP_ETLS = -19,      /* TLS handshake or verification failed */
+	STEP_ESTOPPED = -20,  /* a pending SIGTERM/SIGINT asked long work to stop */
 };
 
 /* Returns a static, human-readable string for an STEP_E* code. */

@@ -1,5 +1,6 @@
 /* util.c — checked parsing, aborting allocators, clocks, whole-file I/O, base64. */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -130,6 +131,16 @@ util_now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+util_stop_pending(void)
+{
+	sigset_t p;
+
+	if (sigpending(&p) != 0)
+		return 0;
+	return sigismember(&p, SIGTERM) == 1 || sigismember(&p, SIGINT) == 1;
 }
 
 int64_t

@@ -23,6 +23,9 @@ char *xstrdup(const char *s);
 uint64_t util_now_ms(void);
 double util_now_s(void);
 int64_t util_wall_s(void);
+/* 1 when SIGTERM or SIGINT is pending: a program that blocks them (stepsync watch reads
+ * them from a signalfd) asks long work to stop between steps this way. */
+int util_stop_pending(void);
 
 /* Writes all of p to fd (retrying on EINTR / short writes); 0 or STEP_ESYS. */
 int util_write_all(int fd, const void *p, size_t n);
