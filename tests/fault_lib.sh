@@ -2,6 +2,9 @@
 #
 #   fault_rand N              a seeded pseudo-random number 0..N-1 (FAULT_SEED, default 1)
 #   fault_iter DEFAULT SAN    FAULT_ITER, else DEFAULT (plain build) or SAN (sanitizer build)
+#   fault_tree DIR BIG N STEP MAX
+#                             a tree to sync: DIR/big.bin of BIG random bytes and N small
+#                             files DIR/small/fI of 1 + (I * STEP) % MAX random bytes
 #   start_proxy NAME ARGS...  tests/peers/faultproxy.py --to 127.0.0.1:$STEPD_PORT ARGS;
 #                             sets PROXY_PORT, PROXY_PID; its log is $T_DIR/NAME.log
 #   proxy_idle NAME           every connection the proxy accepted has ended (for wait_for)
@@ -30,6 +33,16 @@ fault_iter() {
 	else
 		echo "$1"
 	fi
+}
+
+fault_tree() {
+	mkdir -p "$1/small"
+	head -c "$2" /dev/urandom >"$1/big.bin"
+	i=0
+	while [ $i -lt "$3" ]; do
+		head -c $((1 + (i * $4) % $5)) /dev/urandom >"$1/small/f$i"
+		i=$((i + 1))
+	done
 }
 
 start_proxy() {

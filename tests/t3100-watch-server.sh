@@ -5,21 +5,14 @@
 # server stopped and started again on the same port is caught up with; SIGTERM exits 0;
 # a change queued while the server was down survives a restart of the watcher.
 . "$TOP/tests/lib.sh"
+. "$TOP/tests/watch_lib.sh"
 
 start_stepd --auth open || exit 1
 PORT=$STEPD_PORT
-echo w >"$T_DIR/pw"
-export STEPSYNC_CONFIG=$T_DIR/none.conf
-D=$T_DIR/data
-mkdir -p "$D"
+watch_init
 echo seed >"$D/seed.txt"
-# The watcher's state, and a separate one for the test's own snapshots/restore calls.
-SS="$BIN/stepsync --server 127.0.0.1:$PORT --user w --password-file $T_DIR/pw --timeout 5"
+# The watcher's state ($SR has the test's own, for its snapshots/restore calls).
 SW="$SS --state $T_DIR/watch.db"
-SR="$SS --state $T_DIR/reader.db"
-# Polls of a sync result: 50 ms each, generous for sanitizer builds.
-TRIES=600
-echo 0 >"$T_DIR/seen"
 
 start_watch() {
 	$SW watch --name W "$D" >>"$T_DIR/watch.out" 2>>"$T_DIR/watch.err" &
@@ -28,31 +21,6 @@ start_watch() {
 	n0=$1
 	wait_for "[ \$(grep -c '^watching ' '$T_DIR/watch.out') -gt $n0 ] || ! kill -0 $WATCH_PID" 400 &&
 		kill -0 $WATCH_PID
-}
-
-# latest — the newest snapshot seq of W on the server (0 when none).
-latest() {
-	$SR snapshots --name W 2>/dev/null | awk 'NR > 1 { s = $1 } END { print s + 0 }'
-}
-
-# restored_matches — the newest snapshot, newer than the last one checked, restores to a
-# tree identical to $D (content, names, directories). Remembers it in $T_DIR/seen.
-restored_matches() {
-	s=$(latest)
-	[ "$s" -gt "$(cat "$T_DIR/seen")" ] || return 1
-	R=$T_DIR/restore.$s
-	[ -d "$R" ] || $SR restore --name W --snapshot "$s" --to "$R" >/dev/null 2>&1 || return 1
-	diff -r "$D" "$R" >/dev/null || return 1
-	echo "$s" >"$T_DIR/seen"
-}
-
-# The change must arrive: newer snapshots that do not hold it yet are skipped.
-arrives() {
-	wait_for restored_matches $TRIES || {
-		diff -r "$D" "$T_DIR/restore.$(latest)"
-		tail -n 5 "$T_DIR/watch.err"
-		false
-	}
 }
 
 pending() {
@@ -111,14 +79,14 @@ stop_stepd
 ok "with the server stopped, a change is queued and the failure reported" '
 	errs=$(status_field errors) &&
 	echo "while down" >"$D/down.txt" &&
-	wait_for "[ \$(status_field errors) != \"$errs\" ]" $TRIES &&
+	wait_for "[ \$(status_field errors) != \"$errs\" ]" $WATCH_TRIES &&
 	[ $(pending) -ge 1 ] && kill -0 $WATCH_PID
 '
 
 start_stepd --auth open --port $PORT
 ok "stepd restarts on the same port and root" '[ "$STEPD_PORT" = "$PORT" ]'
 ok "the watcher catches up once the server is back" '
-	arrives && wait_for "[ \$(pending) -eq 0 ]" $TRIES
+	arrives && wait_for "[ \$(pending) -eq 0 ]" $WATCH_TRIES
 '
 
 kill -TERM $WATCH_PID
@@ -133,7 +101,7 @@ start_watch 1
 ok "a change made while the server is down is queued" '
 	errs=$(status_field errors) &&
 	echo "queued" >"$D/queued.txt" &&
-	wait_for "[ \$(status_field errors) != \"$errs\" ]" $TRIES &&
+	wait_for "[ \$(status_field errors) != \"$errs\" ]" $WATCH_TRIES &&
 	[ $(pending) -ge 1 ]
 '
 kill -TERM $WATCH_PID
@@ -145,7 +113,7 @@ ok "the watcher stops (exit 0) with the change still queued" '
 start_stepd --auth open --port $PORT
 start_watch 2
 ok "after restarting server and watcher the queued change arrives" '
-	arrives && wait_for "[ \$(pending) -eq 0 ]" $TRIES
+	arrives && wait_for "[ \$(pending) -eq 0 ]" $WATCH_TRIES
 '
 
 kill -TERM $WATCH_PID

@@ -9,21 +9,18 @@
 # progress with its percentage while a (rate-limited) watcher sends a large file.
 . "$TOP/tests/lib.sh"
 . "$TOP/tests/fault_lib.sh"
+. "$TOP/tests/watch_lib.sh"
 
 start_stepd --auth open || exit 1
 start_proxy count --count --fault-rate 0 || exit 1
-echo w >"$T_DIR/pw"
-export STEPSYNC_CONFIG=$T_DIR/none.conf
-D=$T_DIR/data
+watch_init
 O=$T_DIR/outside
 mkdir -p "$D/docs" "$O/incoming/deeper"
 echo seed >"$D/seed.txt"
 echo in >"$O/incoming/deeper/in.txt"
-# The watcher goes through the proxy; the test's own reads go to stepd directly.
+# The watcher goes through the proxy; the test's own reads ($SR) go to stepd directly.
 SW="$BIN/stepsync --server 127.0.0.1:$PROXY_PORT --user w --password-file $T_DIR/pw --timeout 5 --state $T_DIR/watch.db"
-SR="$BIN/stepsync --server 127.0.0.1:$STEPD_PORT --user w --password-file $T_DIR/pw --timeout 5 --state $T_DIR/reader.db"
 PROM=$T_DIR/metrics.prom
-echo 0 >"$T_DIR/seen"
 
 start_watch() {
 	$SW "$@" watch --name W --debounce 200 --prometheus "$PROM" "$D" \
@@ -32,25 +29,6 @@ start_watch() {
 	track_pid $WATCH_PID
 	n0=$(grep -c '^watching ' "$T_DIR/watch.out" 2>/dev/null)
 	wait_for "[ \$(grep -c '^watching ' '$T_DIR/watch.out') -gt ${n0:-0} ] || ! kill -0 $WATCH_PID" 400
-}
-latest() {
-	$SR snapshots --name W 2>/dev/null | awk 'NR > 1 { s = $1 } END { print s + 0 }'
-}
-# restored_matches — a snapshot newer than the last one checked restores to exactly $D.
-restored_matches() {
-	s=$(latest)
-	[ "$s" -gt "$(cat "$T_DIR/seen")" ] || return 1
-	R=$T_DIR/restore.$s
-	[ -d "$R" ] || $SR restore --name W --snapshot "$s" --to "$R" >/dev/null 2>&1 || return 1
-	diff -r "$D" "$R" >/dev/null || return 1
-	echo "$s" >"$T_DIR/seen"
-}
-arrives() {
-	wait_for restored_matches 600 || {
-		diff -r "$D" "$T_DIR/restore.$(latest)"
-		tail -n 5 "$T_DIR/watch.err"
-		false
-	}
 }
 # uploads — UPLOAD packets of file content ("o." keys; a snapshot's manifest is "s.NAME.SEQ")
 # the watcher sent through the proxy so far.

@@ -6,6 +6,7 @@
 # in a snapshot, and the directory created during the overflow must be watched afterwards.
 # Needs root to write the sysctl; skipped otherwise.
 . "$TOP/tests/lib.sh"
+. "$TOP/tests/watch_lib.sh"
 
 Q=/proc/sys/fs/inotify/max_queued_events
 if ! old_q=$(cat "$Q" 2>/dev/null) || ! { echo "$old_q" >"$Q"; } 2>/dev/null; then
@@ -15,35 +16,10 @@ fi
 trap 'echo "$old_q" >"$Q"; t_cleanup' EXIT
 
 start_stepd --auth open || exit 1
-echo w >"$T_DIR/pw"
-export STEPSYNC_CONFIG=$T_DIR/none.conf
-D=$T_DIR/data
+watch_init
 mkdir -p "$D/sub"
 echo seed >"$D/sub/seed.txt"
-SS="$BIN/stepsync --server 127.0.0.1:$STEPD_PORT --user w --password-file $T_DIR/pw --timeout 5"
 SW="$SS --state $T_DIR/watch.db"
-SR="$SS --state $T_DIR/reader.db"
-echo 0 >"$T_DIR/seen"
-
-latest() {
-	$SR snapshots --name W 2>/dev/null | awk 'NR > 1 { s = $1 } END { print s + 0 }'
-}
-# restored_matches — a snapshot newer than the last one checked restores to exactly $D.
-restored_matches() {
-	s=$(latest)
-	[ "$s" -gt "$(cat "$T_DIR/seen")" ] || return 1
-	R=$T_DIR/restore.$s
-	[ -d "$R" ] || $SR restore --name W --snapshot "$s" --to "$R" >/dev/null 2>&1 || return 1
-	diff -r "$D" "$R" >/dev/null || return 1
-	echo "$s" >"$T_DIR/seen"
-}
-arrives() {
-	wait_for restored_matches 600 || {
-		diff -r "$D" "$T_DIR/restore.$(latest)"
-		tail -n 5 "$T_DIR/watch.err"
-		false
-	}
-}
 
 echo 16 >"$Q"
 $SW -v watch --name W --debounce 100 "$D" >"$T_DIR/watch.out" 2>"$T_DIR/watch.err" &

@@ -6,6 +6,7 @@
 # directories it could not watch (existing and created later) through its periodic scan.
 # Skipped where unprivileged user namespaces are not available.
 . "$TOP/tests/lib.sh"
+. "$TOP/tests/watch_lib.sh"
 
 if ! unshare -U -r sh -c 'echo 3 >/proc/sys/user/max_inotify_watches' 2>/dev/null; then
 	echo "1..0 # SKIP no user namespace with its own max_inotify_watches"
@@ -13,34 +14,9 @@ if ! unshare -U -r sh -c 'echo 3 >/proc/sys/user/max_inotify_watches' 2>/dev/nul
 fi
 
 start_stepd --auth open || exit 1
-echo w >"$T_DIR/pw"
-export STEPSYNC_CONFIG=$T_DIR/none.conf
-D=$T_DIR/data
+watch_init
 mkdir -p "$D/a/b/c/d"
 echo seed >"$D/seed.txt"
-SS="$BIN/stepsync --server 127.0.0.1:$STEPD_PORT --user w --password-file $T_DIR/pw --timeout 5"
-SR="$SS --state $T_DIR/reader.db"
-echo 0 >"$T_DIR/seen"
-
-latest() {
-	$SR snapshots --name W 2>/dev/null | awk 'NR > 1 { s = $1 } END { print s + 0 }'
-}
-# restored_matches — a snapshot newer than the last one checked restores to exactly $D.
-restored_matches() {
-	s=$(latest)
-	[ "$s" -gt "$(cat "$T_DIR/seen")" ] || return 1
-	R=$T_DIR/restore.$s
-	[ -d "$R" ] || $SR restore --name W --snapshot "$s" --to "$R" >/dev/null 2>&1 || return 1
-	diff -r "$D" "$R" >/dev/null || return 1
-	echo "$s" >"$T_DIR/seen"
-}
-arrives() {
-	wait_for restored_matches 600 || {
-		diff -r "$D" "$T_DIR/restore.$(latest)"
-		tail -n 5 "$T_DIR/watch.err"
-		false
-	}
-}
 
 export SS T_DIR D
 # unshare and sh exec: $! is the watcher itself.

@@ -16,14 +16,9 @@
 
 KILLS=$(fault_iter 15 8)
 SRC=$T_DIR/tree
-mkdir -p "$SRC/small" "$SRC/deep/er"
-head -c 33554432 /dev/urandom >"$SRC/big.bin"
+fault_tree "$SRC" 33554432 300 7919 16384
+mkdir -p "$SRC/deep/er"
 head -c 3145728 /dev/urandom >"$SRC/deep/medium.bin"
-i=0
-while [ $i -lt 300 ]; do
-	head -c $((1 + (i * 7919) % 16384)) /dev/urandom >"$SRC/small/f$i"
-	i=$((i + 1))
-done
 echo leaf >"$SRC/deep/er/leaf.txt"
 
 echo demo >"$T_DIR/pw"

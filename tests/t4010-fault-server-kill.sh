@@ -11,14 +11,8 @@
 
 KILLS=$(fault_iter 5 3)
 SRC=$T_DIR/tree
-mkdir -p "$SRC/small"
-head -c 16777216 /dev/urandom >"$SRC/big.bin"
+fault_tree "$SRC" 16777216 100 4099 30000
 head -c 2097152 /dev/urandom >"$SRC/two.bin"
-i=0
-while [ $i -lt 100 ]; do
-	head -c $((1 + (i * 4099) % 30000)) /dev/urandom >"$SRC/small/f$i"
-	i=$((i + 1))
-done
 
 echo demo >"$T_DIR/pw"
 t_start 'stepd starts' --auth open

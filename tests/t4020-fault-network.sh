@@ -50,13 +50,7 @@ for f in latency throttle rst stall split; do
 done
 
 SRC=$T_DIR/tree
-mkdir -p "$SRC/small"
-head -c 6291456 /dev/urandom >"$SRC/big.bin"
-i=0
-while [ $i -lt 60 ]; do
-	head -c $((1 + (i * 3301) % 20000)) /dev/urandom >"$SRC/small/f$i"
-	i=$((i + 1))
-done
+fault_tree "$SRC" 6291456 60 3301 20000
 through mix latency,throttle,rst,stall,split 0.5 "$(fault_iter 12 8)" || exit 1
 ok 'sync + restore through a random mix of faults' '
 	n=0
