@@ -478,14 +478,18 @@ throttle_victim(struct auth_throttle *t, struct auth_throttle_entry *set, uint64
 }
 
 /*
- * The live entry for id, or NULL. With create, a missing or expired one is (re)started
- * empty, evicting within id's set (throttle_victim). Called with t->lock.
+ * The live entry for the name or address s of kind (throttle_id), or NULL. With create,
+ * a missing or expired one is (re)started empty, evicting within its set
+ * (throttle_victim). Called with t->lock.
  */
 static struct auth_throttle_entry *
-throttle_get(struct auth_throttle *t, const uint8_t id[16], uint64_t now, int create)
+throttle_get(struct auth_throttle *t, char kind, const char *s, size_t n, uint64_t now, int create)
 {
-	struct auth_throttle_entry *e = throttle_find(t, id);
+	struct auth_throttle_entry *e;
+	uint8_t id[16];
 
+	throttle_id(t, kind, s, n, id);
+	e = throttle_find(t, id);
 	if (e != NULL && !throttle_expired(t, e, now))
 		return e;
 	if (!create)
@@ -502,11 +506,8 @@ throttle_get(struct auth_throttle *t, const uint8_t id[16], uint64_t now, int cr
 static int
 throttle_locked_id(struct auth_throttle *t, char kind, const char *s, size_t n, uint64_t now)
 {
-	struct auth_throttle_entry *e;
-	uint8_t id[16];
+	struct auth_throttle_entry *e = throttle_get(t, kind, s, n, now, 0);
 
-	throttle_id(t, kind, s, n, id);
-	e = throttle_get(t, id, now, 0);
 	return e != NULL && e->until_ms > now;
 }
 
@@ -530,11 +531,8 @@ auth_throttle_locked(
 static int
 throttle_fail_id(struct auth_throttle *t, char kind, const char *s, size_t n, uint64_t now)
 {
-	struct auth_throttle_entry *e;
-	uint8_t id[16];
+	struct auth_throttle_entry *e = throttle_get(t, kind, s, n, now, 1);
 
-	throttle_id(t, kind, s, n, id);
-	e = throttle_get(t, id, now, 1);
 	if (e->until_ms != 0)
 		return 0; /* already locked (a concurrent login): the lock is not extended */
 	e->fails++;
