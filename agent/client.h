@@ -195,6 +195,9 @@ int client_get_mem(struct client *c, const char *key, size_t max, uint8_t **outp
 
 struct client_job {
 	const char *path;         /* local file (borrowed) */
+	const uint8_t *mem;       /* NULL, or path's content already read (borrowed) ... */
+	size_t memlen;            /* ...memlen bytes of it... */
+	const char *md5;          /* ...with this MD5 (hex): small files are sent from it */
 	const char *key;          /* NULL: basename of path */
 	int flags;                /* CLIENT_PUT_* */
 	int rc;                   /* out: 0 or STEP_E* */

@@ -29,7 +29,7 @@
 #include "util.h"
 
 #define POOL_MAX_CONN    64
-#define POOL_FILES_STEPD 64          /* files in flight per connection to stepd */
+#define POOL_FILES_STEPD 256          /* files in flight per connection to stepd */
 #define POOL_FILES_OTHER 2           /* ...to other servers: 4 requests, like transfer.c */
 #define POOL_MAX_SMALL   (64u << 10) /* bigger files use the block-pipelined path */
 #define POOL_STALL_MS    2000        /* silence from a non-stepd server: pipelining broke */
@@ -282,6 +282,7 @@ static int
 queue_file(struct pool_worker *w, struct client_job *j)
 {
 	char js[CLIENT_KEY_MAX + 512];
+	const uint8_t *data;
 	struct pool_slot *s;
 	uint32_t si;
 	size_t size;
@@ -291,8 +292,17 @@ queue_file(struct pool_worker *w, struct client_job *j)
 		return 0;
 	for (si = 0; si < w->nslots && w->slots[si].j != NULL; si++)
 		;
-	if (si == w->nslots || !read_small(w, j, &size))
+	if (si == w->nslots)
 		return 0;
+	if (j->mem != NULL && j->md5 != NULL && j->memlen > 0 && j->memlen <= w->bs &&
+	    j->memlen <= POOL_MAX_SMALL) {
+		data = j->mem; /* read (and hashed) by the caller already */
+		size = j->memlen;
+	} else if (read_small(w, j, &size)) {
+		data = w->scratch;
+	} else {
+		return 0;
+	}
 	s = &w->slots[si];
 	n = snprintf(js, sizeof(js),
 	    "{\"type\":\"FILE\",\"operation\":\"SAVE\",\"direction\":\"REQUEST\","
@@ -304,10 +314,12 @@ queue_file(struct pool_worker *w, struct client_job *j)
 	    "{\"type\":\"FILE\",\"operation\":\"UPLOAD\",\"direction\":\"REQUEST\","
 	    "\"token\":\"%s\",\"key\":\"%s\",\"block_index\":0,\"block_size\":%u}",
 	    w->c->token, j->key, w->bs);
-	if ((r = txq_put(w, js, n, (uint32_t)size)) != 0 ||
-	    buf_append(&w->txq, w->scratch, size) != 0)
+	if ((r = txq_put(w, js, n, (uint32_t)size)) != 0 || buf_append(&w->txq, data, size) != 0)
 		return r != 0 ? r : STEP_ENOMEM;
-	hash_md5_hex(w->scratch, size, s->md5);
+	if (data == j->mem)
+		snprintf(s->md5, sizeof(s->md5), "%s", j->md5);
+	else
+		hash_md5_hex(data, size, s->md5);
 	bwlimit_take(w->c->bw, size);
 	s->j = j;
 	s->size = size;

@@ -55,6 +55,7 @@
  * seen (the reference plans 20480-byte blocks), so they need no resume rows, which could
  * not be written while the scan holds the state's write lock. */
 #define SYNC_SCAN_SMALL 20480
+#define SYNC_HELD_MAX   (32u << 20) /* bytes of small files' content kept for sending */
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
@@ -78,6 +79,15 @@ static const char sync_usage[] =
     "  76 TLS failed (certificate not trusted, wrong host name, not a TLS server);\n"
     "  77 the server refused the login; 78 bad or missing configuration";
 
+/* The content of a small pending file, read by the scan and sent from memory (the file is
+ * not read again; its MD5 is the scan's). */
+struct held {
+	int64_t rowid; /* its row in temp.sync_pending */
+	size_t len;
+	struct held *next;
+	uint8_t data[];
+};
+
 struct sync_run {
 	struct agent *a;
 	const char *name;
@@ -98,6 +108,10 @@ struct sync_run {
 	struct manifest_writer *mw;
 	int64_t gen;
 	uint8_t *hbuf;
+	size_t hdata_len; /* > 0: hbuf holds the whole content the last hash_once read */
+	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
+	struct held *inflight;                /* content the batch in flight sends */
+	size_t cache_bytes;                   /* content held in the cache and in batches */
 	struct manifest_entry ent;
 
 	uint64_t known, found, hashed, read_errors, visited;
@@ -120,9 +134,12 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 	struct hash_ctx *hs = NULL, *hm = NULL;
 	struct stat a, b;
 	uint8_t d[HASH_MD5_LEN];
+	uint64_t got = 0;
+	size_t off;
 	ssize_t n;
 	int fd, r = STEP_ESYS;
 
+	s->hdata_len = 0;
 	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return STEP_ESYS;
 	if (fstat(fd, &a) != 0 || !S_ISREG(a.st_mode))
@@ -137,15 +154,21 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 			r = STEP_ESTOPPED;
 			goto out;
 		}
-		n = read(fd, s->hbuf, SYNC_HASH_BUF);
+		/* The first SYNC_SCAN_SMALL bytes stay where they were read, so a small file
+		 * ends up whole in hbuf however the reads were cut. */
+		off = got < SYNC_SCAN_SMALL ? (size_t)got : 0;
+		n = read(fd, s->hbuf + off, SYNC_HASH_BUF - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			goto out;
 		if (n == 0)
 			break;
-		hash_update(hs, s->hbuf, (size_t)n);
-		hash_update(hm, s->hbuf, (size_t)n);
+		hash_update(hs, s->hbuf + off, (size_t)n);
+		hash_update(hm, s->hbuf + off, (size_t)n);
+		got += (uint64_t)n;
+		if (got == (uint64_t)a.st_size && got <= SYNC_SCAN_SMALL)
+			break; /* all of it (a file that grows shows in the fstat below) */
 	}
 	if (fstat(fd, &b) != 0)
 		goto out;
@@ -158,6 +181,8 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 	hash_final(hm, d);
 	hash_to_hex(d, HASH_MD5_LEN, md5);
 	*stp = b;
+	if (got == (uint64_t)b.st_size && got > 0 && got <= SYNC_SCAN_SMALL)
+		s->hdata_len = (size_t)got; /* the whole content is in s->hbuf */
 	r = 0;
 out:
 	hash_free(hs);
@@ -185,7 +210,23 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 		s->pending++;
 		s->pending_bytes += size;
 		s->pending_small += size <= SYNC_SCAN_SMALL;
+		if (s->up != NULL && s->hdata_len == size && size > 0 &&
+		    s->cache_bytes + size <= SYNC_HELD_MAX) {
+			struct held *h = xmalloc(sizeof(*h) + size);
+
+			h->rowid = sqlite3_last_insert_rowid(db_handle(s->db));
+			h->len = size;
+			h->next = NULL;
+			memcpy(h->data, s->hbuf, size);
+			if (s->cache_tail != NULL)
+				s->cache_tail->next = h;
+			else
+				s->cache_head = h;
+			s->cache_tail = h;
+			s->cache_bytes += size;
+		}
 	}
+	s->hdata_len = 0;
 	return uploader_scan_step(s, s->scan_c);
 }
 
@@ -199,6 +240,8 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	struct stat hst;
 	uint8_t sha[HASH_SHA256_LEN];
 	int r, have, unchanged, i;
+
+	s->hdata_len = 0; /* only a hash_once of this very file may fill it */
 
 	/* The scan comes in path order: one sorted pass over the table, no lookups. */
 	r = s->cur != NULL ? files_cursor_find(s->cur, se->path, &row)
@@ -396,6 +439,46 @@ struct uploader {
 	uint64_t *sizes;
 };
 
+/* Frees a list of held contents and takes them off the budget. */
+static void
+held_free(struct sync_run *s, struct held **list)
+{
+	struct held *h, *next;
+
+	for (h = *list; h != NULL; h = next) {
+		next = h->next;
+		s->cache_bytes -= h->len;
+		free(h);
+	}
+	*list = NULL;
+}
+
+/* Gives job j (row rowid, content MD5 md5) the content the scan kept for it, if any: the
+ * held entry moves to the batch in flight. Rows come in rowid order, the cache too; what
+ * is skipped over (rows another pass hands out) is dropped. */
+static void
+held_attach(struct sync_run *s, int64_t rowid, struct client_job *j, const char *md5)
+{
+	struct held *h;
+
+	while ((h = s->cache_head) != NULL && h->rowid <= rowid) {
+		s->cache_head = h->next;
+		if (s->cache_head == NULL)
+			s->cache_tail = NULL;
+		if (h->rowid < rowid) {
+			s->cache_bytes -= h->len;
+			free(h);
+			continue;
+		}
+		h->next = s->inflight;
+		s->inflight = h;
+		j->mem = h->data;
+		j->memlen = h->len;
+		j->md5 = md5;
+		return;
+	}
+}
+
 static void
 uploader_free(struct uploader *u)
 {
@@ -437,6 +520,7 @@ uploader_collect(struct sync_run *s, struct client *c)
 		u->paths[i] = u->keys[i] = NULL;
 	}
 	u->n = 0;
+	held_free(s, &s->inflight);
 	return r;
 }
 
@@ -495,6 +579,7 @@ uploader_start(struct sync_run *s, size_t *startedp)
 		memset(&u->jobs[n], 0, sizeof(u->jobs[n]));
 		u->jobs[n].path = u->paths[n];
 		u->jobs[n].key = u->keys[n];
+		held_attach(s, u->last, &u->jobs[n], u->md5s[n]);
 		u->jobs[n].flags = CLIENT_PUT_EXIST_OK | (u->scan_done ? 0 : CLIENT_PUT_NO_STATE);
 	}
 	sqlite3_reset(st);
@@ -954,6 +1039,9 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	ex = AGENT_EXIT_OK;
 done:
 	uploader_free(s->up); /* waits for a batch still in flight */
+	held_free(s, &s->inflight);
+	held_free(s, &s->cache_head);
+	s->cache_tail = NULL;
 	sqlite3_finalize(s->pend_ins);
 	files_free(s->files);
 	manifest_writer_free(s->mw);
