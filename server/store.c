@@ -31,20 +31,22 @@
 #include "store.h"
 #include "util.h"
 
-#define MAP_BUCKETS     16384
-#define MAX_TOTAL_BLOCK (1ull << 24) /* bounds bitmap and sidecar sizes */
-#define CATCHUP_BLOCKS  16           /* out-of-order blocks hashed per request at most */
-#define BATCH_MAX       512
-#define WRITEBACK_BYTES (8u << 20) /* start writeback every this much contiguous data */
-#define SPACE_RESERVE   (2u << 20) /* bytes block writes leave free for SQLite */
+#define MAP_BUCKETS      16384
+#define MAX_TOTAL_BLOCK  (1ull << 24) /* bounds bitmap and sidecar sizes */
+#define CATCHUP_BLOCKS   16           /* out-of-order blocks hashed per request at most */
+#define BATCH_MAX        512
+#define WRITEBACK_BYTES  (8u << 20) /* start writeback every this much contiguous data */
+#define SPACE_RESERVE    (2u << 20) /* bytes block writes leave free for SQLite */
 /* One-block objects up to this size live in SQLite (table blobs), not in files of their
  * own: no temp file, rename, directory entry or separate sync per object, and the commit's
  * SQLite transaction is what makes them durable. A backup of many small files is bounded by
  * exactly those per-file costs; below a few tens of KiB a blob in SQLite is also cheaper to
  * read back than a file (sqlite.org/fasterthanfs.html). */
-#define INLINE_MAX      (16u << 10)
-#define BLOB_PREFIX     "blob:" /* objects.file of an inline object: "blob:<rowid>" */
-#define WSTMT_CACHE     16      /* prepared statements the commit thread keeps */
+#define INLINE_MAX       (16u << 10)
+#define BLOB_PREFIX      "blob:" /* objects.file of an inline object: "blob:<rowid>" */
+#define CHECKPOINT_IDLE  1000    /* WAL frames worth a checkpoint when no job waits */
+#define CHECKPOINT_FORCE 16384   /* ...and at this many even when jobs wait (64 MiB) */
+#define WSTMT_CACHE      16      /* prepared statements the commit thread keeps */
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
@@ -110,6 +112,7 @@ struct store {
 	struct stmt_cache rstmt; /* rdb's statements, under rlock */
 	sqlite3 *wdb;            /* commit thread only */
 	struct stmt_cache wstmt; /* wdb's statements */
+	int wal_frames;          /* frames in the WAL after wdb's last commit */
 	pthread_mutex_t qmu;
 	pthread_cond_t qcond;
 	struct store_job *qhead, *qtail;
@@ -1479,6 +1482,40 @@ sweep_expired(struct store *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Counts the WAL's frames after each commit of the writer connection (sqlite3_wal_hook). */
+static int
+wal_counted(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	struct store *s = arg;
+
+	s->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+/*
+ * The WAL is copied back into the database here rather than by SQLite's automatic
+ * checkpoint inside a commit: while requests keep coming (a backup of many small files
+ * puts every blob through the WAL), commits only append and sync the WAL, and the copy
+ * waits for a quiet moment, or for CHECKPOINT_FORCE frames at most.
+ */
+static void
+checkpoint_maybe(struct store *s)
+{
+	int busy;
+
+	if (s->wal_frames < CHECKPOINT_IDLE)
+		return;
+	pthread_mutex_lock(&s->qmu);
+	busy = s->qhead != NULL;
+	pthread_mutex_unlock(&s->qmu);
+	if (busy && s->wal_frames < CHECKPOINT_FORCE)
+		return;
+	if (sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) !=
+	    SQLITE_OK)
+		log_info("checkpoint: %s", sqlite3_errmsg(s->wdb));
+	s->wal_frames = 0;
+}
+
 static void *
 commit_main(void *arg)
 {
@@ -1525,6 +1562,7 @@ commit_main(void *arg)
 		pthread_mutex_unlock(&s->qmu);
 		if (batch != NULL)
 			batch_run(s, batch);
+		checkpoint_maybe(s);
 		if (util_now_ms() >= next_sweep) {
 			sweep_expired(s);
 			next_sweep = util_now_ms() + (uint64_t)interval_ms;
@@ -1743,6 +1781,10 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	meta_exec(s->rdb, "PRAGMA mmap_size=1073741824");
 	s->rstmt.db = s->rdb;
 	s->wstmt.db = s->wdb;
+	/* Checkpoints are the commit thread's (checkpoint_maybe), not every commit's. */
+	sqlite3_wal_autocheckpoint(s->wdb, 0);
+	meta_exec(s->wdb, "PRAGMA journal_size_limit=4194304"); /* a grown WAL shrinks back */
+	sqlite3_wal_hook(s->wdb, wal_counted, s);
 	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file FROM uploads", -1,
 	        &st, NULL) == SQLITE_OK) {
 		while (sqlite3_step(st) == SQLITE_ROW)
