@@ -553,7 +553,8 @@ watch_help(void)
 	       "doubling up to 60 s. inotify queue overflow: every directory is rescanned.\n"
 	       "Out of inotify watches: a warning naming\n"
 	       "/proc/sys/fs/inotify/max_user_watches, and the directories left unwatched\n"
-	       "are checked every 2 s. SIGTERM or SIGINT: stop, exit 0, changes stay queued.\n"
+	       "are checked every 2 s. SIGTERM or SIGINT: stop, exit 0, changes stay queued\n"
+	       "(a sync in progress stops between blocks; the next start resumes it).\n"
 	       "SIGHUP: re-read the config file. 'stepsync status' shows the queue.\n"
 	       "exit status: 0 stopped by a signal; 1 cannot watch or open the state;\n"
 	       "  2 usage\n",
