@@ -63,7 +63,25 @@ struct auth {
 	pthread_mutex_t lock;
 	struct auth_cache_slot cache[AUTH_CACHE_SLOTS];
 	struct auth_throttle *thr; /* owned; NULL: throttling off */
+	uint64_t id;               /* unique per auth_open: keys the token cache */
 };
+
+#define TCACHE_TOKEN_MAX 512 /* longer tokens are always verified */
+
+/*
+ * The last token each worker thread verified. A client sends the same token with every
+ * request, and verifying it (base64, HMAC-SHA256, a copy) was 5% of the server's time
+ * for a backup of many small files. The same bytes under the same secret, before the
+ * expiry they carry, get the same answer; tokens are not revocable anyway.
+ */
+static _Thread_local struct {
+	uint64_t auth_id; /* 0: empty */
+	size_t len;
+	int64_t expiry;
+	char tok[TCACHE_TOKEN_MAX];
+	char user[AUTH_MAX_USER + 1];
+} tcache;
+static uint64_t auth_ids;
 
 int
 auth_user_valid(const char *user, size_t ulen)
@@ -165,6 +183,7 @@ auth_open(
 		return STEP_ENOMEM;
 	a->mode = mode;
 	a->token_ttl = token_ttl;
+	a->id = __atomic_add_fetch(&auth_ids, 1, __ATOMIC_RELAXED);
 	pthread_mutex_init(&a->lock, NULL);
 	if ((r = auth_load_secret(root, a->secret, errbuf, errlen)) != 0)
 		goto out;
@@ -232,9 +251,9 @@ auth_token_make(const uint8_t secret[AUTH_SECRET_LEN], const char *user, size_t 
 	return STEP_OK;
 }
 
-int
-auth_token_check(
-    const uint8_t secret[AUTH_SECRET_LEN], const char *token, size_t len, int64_t now, char **user)
+static int
+token_check(const uint8_t secret[AUTH_SECRET_LEN], const char *token, size_t len, int64_t now,
+    char **user, int64_t *expiryp)
 {
 	uint8_t *raw = NULL;
 	uint8_t mac[HASH_SHA256_LEN];
@@ -284,6 +303,7 @@ auth_token_check(
 	memcpy(u, raw, ulen);
 	u[ulen] = '\0';
 	*user = u;
+	*expiryp = (int64_t)expiry;
 	r = STEP_OK;
 out:
 	free(raw);
@@ -291,9 +311,38 @@ out:
 }
 
 int
+auth_token_check(
+    const uint8_t secret[AUTH_SECRET_LEN], const char *token, size_t len, int64_t now, char **user)
+{
+	int64_t expiry;
+
+	return token_check(secret, token, len, now, user, &expiry);
+}
+
+int
 auth_verify(struct auth *a, const char *token, size_t len, char **user)
 {
-	return auth_token_check(a->secret, token, len, util_wall_s(), user);
+	int64_t now = util_wall_s(), expiry;
+	char *u;
+	int r;
+
+	if (tcache.auth_id == a->id && tcache.len == len && now < tcache.expiry &&
+	    memcmp(tcache.tok, token, len) == 0) {
+		if ((u = strdup(tcache.user)) == NULL)
+			return STEP_ENOMEM;
+		*user = u;
+		return STEP_OK;
+	}
+	if ((r = token_check(a->secret, token, len, now, user, &expiry)) != 0)
+		return r;
+	if (len <= sizeof(tcache.tok) && strlen(*user) < sizeof(tcache.user)) {
+		tcache.auth_id = a->id;
+		tcache.len = len;
+		tcache.expiry = expiry;
+		memcpy(tcache.tok, token, len);
+		memcpy(tcache.user, *user, strlen(*user) + 1);
+	}
+	return STEP_OK;
 }
 
 static int

@@ -326,6 +326,53 @@ test_login_throttled(void **state)
 	auth_free(a);
 }
 
+/* The per-thread cache of the last verified token answers only for the very same bytes
+ * under the same secret: a token changed in one character, or the same token shown to a
+ * server with another secret, is refused even right after the good one was cached. */
+static void
+test_token_cache(void **state)
+{
+	char good[HASH_MD5_HEX], other[] = "/tmp/test_auth2.XXXXXX", cmd[128], *tok = NULL;
+	char *forged, *user = NULL;
+	struct auth *a = NULL, *b = NULL;
+	char err[256];
+	size_t i;
+
+	hash_md5_hex("right", 5, good);
+	assert_non_null(mkdtemp(other));
+	assert_int_equal(auth_open(test_root, AUTH_USERS, 3600, &a, err, sizeof(err)), 0);
+	assert_int_equal(auth_open(other, AUTH_OPEN, 3600, &b, err, sizeof(err)), 0);
+	assert_int_equal(auth_login(a, U("alice"), good, 32, NULL, &tok), 0);
+	for (i = 0; i < 2; i++) { /* the first fills the cache, the second is answered by it */
+		assert_int_equal(auth_verify(a, U(tok), &user), 0);
+		assert_string_equal(user, "alice");
+		free(user);
+		user = NULL;
+	}
+	forged = strdup(tok);
+	assert_non_null(forged);
+	for (i = 0; forged[i] != '\0'; i++) {
+		/* Change one base64 character of the MAC part (near the end) to another. */
+		if (i == strlen(forged) - 6) {
+			forged[i] = forged[i] == 'A' ? 'B' : 'A';
+			break;
+		}
+	}
+	assert_int_equal(auth_verify(a, U(forged), &user), STEP_EAUTH);
+	assert_int_equal(auth_verify(a, U(tok), &user), 0);
+	free(user);
+	user = NULL;
+	assert_int_equal(auth_verify(b, U(tok), &user), STEP_EAUTH); /* another secret */
+	assert_int_equal(auth_verify(a, U(tok), &user), 0);
+	free(user);
+	free(forged);
+	free(tok);
+	auth_free(a);
+	auth_free(b);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", other);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -340,6 +387,7 @@ main(void)
 		cmocka_unit_test(test_throttle_bounded),
 		cmocka_unit_test_setup_teardown(test_login_unknown_user, root_setup, root_teardown),
 		cmocka_unit_test_setup_teardown(test_login_throttled, root_setup, root_teardown),
+		cmocka_unit_test_setup_teardown(test_token_cache, root_setup, root_teardown),
 	};
 
 	log_init("test_auth", LOG_LVL_WARN, false); /* the lock messages are info */
