@@ -786,6 +786,12 @@ loop_run(struct loop *l)
 			log_warn("cannot start worker %d", i);
 			break;
 		}
+		{
+			char name[16]; /* top -H, ps -L and perf tell the threads apart */
+
+			snprintf(name, sizeof(name), "stepd-w%d", i % 1000);
+			pthread_setname_np(l->workers[i].thread, name);
+		}
 		started++;
 	}
 	if (started > 0)

@@ -1798,6 +1798,7 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		goto out;
 	}
 	s->thread_started = 1;
+	pthread_setname_np(s->thread, "stepd-commit");
 	*out = s;
 	s = NULL;
 	r = STEP_OK;
