@@ -571,7 +571,9 @@ verify_final(struct up *u, const char *local_md5, struct client_file_info *info)
 
 	for (attempt = 0;; attempt++) {
 		r = client_file_info(u->c, u->key, info);
-		if (r == 0 || !client_transient(r) || attempt >= 2)
+		/* Not complete (404) although every block was acknowledged: another client's
+		 * upload of the same key may be finishing it; look again after a pause. */
+		if (r == 0 || (!client_transient(r) && r != STEP_ENOENT) || attempt >= 2)
 			break;
 		client_disconnect(u->c);
 		client_backoff(attempt + 1);
@@ -684,6 +686,7 @@ put_run(
 			    u->acked.count, u->total);
 		}
 	}
+again:
 	for (attempt = 0; attempt < XFER_ATTEMPTS; attempt++) {
 		if ((r = client_ensure(u->c)) != 0) {
 			if (client_transient(r) && attempt + 1 < XFER_ATTEMPTS) {
@@ -798,6 +801,19 @@ put_run(
 	hash_final(u->md5, dig);
 	hash_to_hex(dig, HASH_MD5_LEN, local_md5);
 	if ((r = verify_final(u, local_md5, &info)) != 0) {
+		if (r == STEP_ENOENT && !res->existed && ++lost <= 2) {
+			/* Every block was acknowledged, yet the object is not there: the server
+			 * threw blocks away (a reference server restarts an upload when another
+			 * client SAVEs the same key). Send it all again. */
+			log_info("the server does not hold all of '%s'; sending it again", u->key);
+			blockset_clear(&u->acked);
+			hash_reset(u->md5);
+			u->hashed = 0;
+			u->server_md5[0] = '\0';
+			need_save = 1;
+			resumed = 0;
+			goto again;
+		}
 		if (res->existed)
 			return client_fail(u->c, STEP_EEXIST,
 			    "server refused key: already exists with different content (402)");
