@@ -29,7 +29,7 @@
 #include "util.h"
 
 #define POOL_MAX_CONN    64
-#define POOL_FILES_STEPD 256          /* files in flight per connection to stepd */
+#define POOL_FILES_STEPD 256         /* files in flight per connection to stepd */
 #define POOL_FILES_OTHER 2           /* ...to other servers: 4 requests, like transfer.c */
 #define POOL_MAX_SMALL   (64u << 10) /* bigger files use the block-pipelined path */
 #define POOL_STALL_MS    2000        /* silence from a non-stepd server: pipelining broke */
