@@ -42,7 +42,7 @@
  * SQLite transaction is what makes them durable. A backup of many small files is bounded by
  * exactly those per-file costs; below a few tens of KiB a blob in SQLite is also cheaper to
  * read back than a file (sqlite.org/fasterthanfs.html). */
-#define INLINE_MAX       (16u << 10)
+#define INLINE_MAX       STORE_INLINE_MAX
 #define BLOB_PREFIX      "blob:" /* objects.file of an inline object: "blob:<rowid>" */
 #define CHECKPOINT_IDLE  1000    /* WAL frames worth a checkpoint when no job waits */
 #define CHECKPOINT_FORCE 16384   /* ...and at this many even when jobs wait (64 MiB) */
@@ -874,6 +874,114 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 }
 
 /* ---- GET / DOWNLOAD / DELETE ---- */
+
+/* ---- PUTMANY ---- */
+
+/* A committing inline upload for one PUTMANY item, or NULL (ENOMEM). */
+static struct store_upload *
+put_upload_new(struct store *s, const char *user, const struct store_put_item *it)
+{
+	struct store_upload *u;
+
+	if (step_fault_alloc() || (u = calloc(1, sizeof(*u))) == NULL)
+		return NULL;
+	u->fd = u->mapfd = -1;
+	u->size = it->len;
+	u->block_size = s->o.block_size;
+	u->total = 1;
+	u->inl = 1;
+	u->user = strdup(user);
+	u->key = malloc(it->keylen + 1);
+	u->mem = malloc(it->len);
+	if (u->user == NULL || u->key == NULL || u->mem == NULL) {
+		upload_free(u);
+		return NULL;
+	}
+	memcpy(u->key, it->key, it->keylen);
+	u->key[it->keylen] = '\0';
+	u->keylen = it->keylen;
+	memcpy(u->mem, it->data, it->len);
+	memcpy(u->mem_md5, it->md5, sizeof(u->mem_md5));
+	key_id(user, it->key, it->keylen, u->id);
+	hash_to_hex(u->id, sizeof(u->id), u->stem);
+	u->next_hashed = 1;
+	u->touched = util_wall_s();
+	u->state = UP_COMMITTING;
+	u->refs = 1;
+	return u;
+}
+
+void
+store_put_many(struct store *s, const char *user, struct store_put_item *items, size_t n)
+{
+	struct store_job *head = NULL, **tail = &head, *last = NULL;
+	size_t i, total = 0;
+	int low;
+
+	for (i = 0; i < n; i++)
+		total += items[i].len;
+	low = space_low(s->tmpfd, total);
+	for (i = 0; i < n; i++) {
+		struct store_put_item *it = &items[i];
+		struct store_upload *u = NULL;
+		struct store_job *cj = NULL;
+		uint8_t id[HASH_SHA256_LEN];
+		struct store_upload *old;
+		int r;
+
+		if (it->len == 0 || it->len > INLINE_MAX) {
+			it->status = STEP_ETOOBIG;
+			continue;
+		}
+		if (low) {
+			it->status = STEP_ENOSPC;
+			continue;
+		}
+		/* Allocated before the lock: nothing changes when an allocation fails. */
+		if ((cj = job_new(JOB_COMMIT)) == NULL ||
+		    (u = put_upload_new(s, user, it)) == NULL) {
+			job_free(cj);
+			it->status = STEP_ENOMEM;
+			continue;
+		}
+		memcpy(id, u->id, sizeof(id));
+		pthread_mutex_lock(&s->mu);
+		if ((old = map_find(s, id)) != NULL)
+			r = old->state == UP_COMMITTING ? STEP_EEXIST : STEP_EBUSY;
+		else if ((r = object_exists(s, user, it->key, it->keylen, 0)) > 0)
+			r = STEP_EEXIST;
+		else if (r == 0 && fault_hit(&s->nwrite, s->fault_write, "block write"))
+			r = err_from_errno(s->fault_errno);
+		if (r == 0) {
+			it->w->next = NULL;
+			u->waiters = it->w;
+			map_insert(s, u); /* the map's reference */
+			u->refs++;        /* the job's */
+			cj->u = u;
+			*tail = cj;
+			tail = &cj->next;
+			last = cj;
+			u = NULL;
+			cj = NULL;
+			r = STORE_PENDING;
+		}
+		pthread_mutex_unlock(&s->mu);
+		it->status = r;
+		upload_free(u);
+		job_free(cj);
+	}
+	if (head == NULL)
+		return;
+	/* One hand-over for the whole request: the commit thread takes it as one batch. */
+	pthread_mutex_lock(&s->qmu);
+	if (s->qtail != NULL)
+		s->qtail->next = head;
+	else
+		s->qhead = head;
+	s->qtail = last;
+	pthread_cond_signal(&s->qcond);
+	pthread_mutex_unlock(&s->qmu);
+}
 
 int
 store_object_get(

@@ -121,6 +121,29 @@ void store_upload_plan(
 int store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
     size_t len, struct store_waiter *w);
 
+/* Largest object PUTMANY may carry (one block, stored inline). */
+#define STORE_INLINE_MAX (16u << 10)
+
+/*
+ * One object of a PUTMANY request: a complete one-block object given whole, with the MD5
+ * the caller computed over data. store_put_many sets status: STORE_PENDING (w->done is
+ * called once from the commit thread, with 0 and the MD5 when the object is durable, or
+ * an error), STEP_EEXIST (a complete object, or a commit in progress, has the key),
+ * STEP_EBUSY (an upload in progress has the key: use SAVE/UPLOAD), STEP_ETOOBIG (len is 0
+ * or over STORE_INLINE_MAX), STEP_ENOSPC, STEP_ENOMEM, STEP_EIO. data is copied.
+ */
+struct store_put_item {
+	const char *key;
+	size_t keylen;
+	const uint8_t *data;
+	size_t len;
+	char md5[33];
+	int status;
+	struct store_waiter *w;
+};
+/* Stores n objects of user's; the pending ones are committed together. */
+void store_put_many(struct store *s, const char *user, struct store_put_item *items, size_t n);
+
 /* FILE GET / DOWNLOAD: 0 and *o; STEP_ENOENT; STEP_EBUSY when only an upload exists. */
 int store_object_get(
     struct store *s, const char *user, const char *key, size_t keylen, struct store_obj *o);
