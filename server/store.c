@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,9 +45,17 @@
  * read back than a file (sqlite.org/fasterthanfs.html). */
 #define INLINE_MAX       STORE_INLINE_MAX
 #define BLOB_PREFIX      "blob:" /* objects.file of an inline object: "blob:<rowid>" */
-#define CHECKPOINT_IDLE  1000    /* WAL frames worth a checkpoint when no job waits */
-#define CHECKPOINT_FORCE 16384   /* ...and at this many even when jobs wait (64 MiB) */
-#define WSTMT_CACHE      16      /* prepared statements the commit thread keeps */
+/* Inline objects committed since packs exist are appended to pack/NNNNNNNN.pack instead:
+ * objects.file is "pack:<number>:<offset>" and the length is objects.size. A batch of them
+ * is one pwritev and one fdatasync, where SQLite wrote each blob twice (WAL, then the
+ * checkpoint) a page at a time. Packs are append-only; a deleted object's range is
+ * punched out (FALLOC_FL_PUNCH_HOLE), so its space returns to the filesystem. Bytes
+ * written by a batch whose transaction never committed are unreferenced garbage. */
+#define PACK_PREFIX      "pack:"
+#define PACK_MAX         (1ull << 30) /* bytes per pack before the next one starts */
+#define CHECKPOINT_IDLE  1000         /* WAL frames worth a checkpoint when no job waits */
+#define CHECKPOINT_FORCE 16384        /* ...and at this many even when jobs wait (64 MiB) */
+#define WSTMT_CACHE      16           /* prepared statements the commit thread keeps */
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
@@ -93,7 +102,9 @@ struct store_job {
 	struct store_upload *u; /* referenced (ROW, COMMIT, DROP) */
 	char *user, *key, *json;
 	size_t keylen;
-	char file[160]; /* OBJ_DELETE: the file to unlink after the transaction */
+	char file[160]; /* OBJ_DELETE: the file to unlink after the transaction; inline
+	                 * COMMIT: the pack range its bytes were written to */
+	uint64_t size;  /* OBJ_DELETE: the object's size */
 	struct store_waiter *w;
 	int err;
 	char md5[33];
@@ -103,7 +114,13 @@ struct store_job {
 struct store {
 	char *root;
 	struct store_opts o;
-	int objfd, tmpfd; /* directory fds */
+	int objfd, tmpfd, packdir; /* directory fds */
+	pthread_mutex_t pmu;       /* packfd */
+	int *packfd;               /* by pack number: O_RDWR fds opened on first use, or -1 */
+	unsigned npackfd;
+	unsigned pack_no;  /* the pack inline commits append to (commit thread) */
+	uint64_t pack_end; /* its size: where the next batch goes */
+	int pack_dirty;    /* written since the last sync (commit thread) */
 	pthread_mutex_t mu;
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];
@@ -468,6 +485,219 @@ pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
 		done += (size_t)n;
 	}
 	return (ssize_t)len;
+}
+
+/* ---- packs ---- */
+
+/* The fd of pack n, opened (created when create is set) on first use; -1 with errno. */
+static int
+pack_fd(struct store *s, unsigned n, int create)
+{
+	char name[32];
+	int fd = -1, created = 0;
+
+	pthread_mutex_lock(&s->pmu);
+	if (n < s->npackfd && s->packfd[n] >= 0) {
+		fd = s->packfd[n];
+		goto out;
+	}
+	if (n >= s->npackfd) {
+		unsigned want = n + 16, i;
+		int *grown = realloc(s->packfd, want * sizeof(*grown));
+
+		if (grown == NULL) {
+			errno = ENOMEM;
+			goto out;
+		}
+		for (i = s->npackfd; i < want; i++)
+			grown[i] = -1;
+		s->packfd = grown;
+		s->npackfd = want;
+	}
+	snprintf(name, sizeof(name), "%08u.pack", n);
+	fd = openat(s->packdir, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && create) {
+		fd = openat(
+		    s->packdir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		created = fd >= 0;
+	}
+	if (fd >= 0)
+		s->packfd[n] = fd;
+out:
+	pthread_mutex_unlock(&s->pmu);
+	if (created && fsync(s->packdir) != 0) /* the new name must survive a crash */
+		log_warn("pack: directory fsync");
+	return fd;
+}
+
+/* Parses "pack:<n>:<off>"; 1 when file names a pack range. */
+static int
+pack_parse(const char *file, unsigned *n, uint64_t *off)
+{
+	unsigned long long o;
+	char tail;
+
+	if (strncmp(file, PACK_PREFIX, strlen(PACK_PREFIX)) != 0)
+		return 0;
+	return sscanf(file + strlen(PACK_PREFIX), "%u:%llu%c", n, &o, &tail) == 2 &&
+	    ((*off = o), 1);
+}
+
+/* Writes iov[0..cnt) at off, however many calls it takes; 0, or -1 with errno. */
+static int
+pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
+{
+	while (cnt > 0) {
+		ssize_t n = pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		off += n;
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Appends the bytes of the batch's inline commits to the current pack (the next one when it
+ * would grow past PACK_MAX) and names each job's range in j->file. On failure those jobs
+ * get the error and the pack is cut back to where it was: nothing references the range.
+ */
+static void
+pack_write_batch(struct store *s, struct store_job *batch)
+{
+	struct store_job *j;
+	struct iovec *iov;
+	uint64_t total = 0, off;
+	int cnt = 0, fd, e = 0;
+
+	for (j = batch; j != NULL; j = j->next)
+		if (j->kind == JOB_COMMIT && j->err == 0 && j->u->inl) {
+			total += j->u->size;
+			cnt++;
+		}
+	if (cnt == 0)
+		return;
+	if (s->pack_end > 0 && s->pack_end + total > PACK_MAX) {
+		s->pack_no++;
+		s->pack_end = 0;
+	}
+	if ((iov = calloc((size_t)cnt, sizeof(*iov))) == NULL)
+		e = STEP_ENOMEM;
+	else if ((fd = pack_fd(s, s->pack_no, 1)) < 0)
+		e = err_from_errno(errno);
+	if (e == 0) {
+		cnt = 0;
+		off = s->pack_end;
+		for (j = batch; j != NULL; j = j->next) {
+			if (j->kind != JOB_COMMIT || j->err != 0 || !j->u->inl)
+				continue;
+			iov[cnt].iov_base = j->u->mem;
+			iov[cnt++].iov_len = j->u->size;
+			snprintf(j->file, sizeof(j->file), PACK_PREFIX "%u:%llu", s->pack_no,
+			    (unsigned long long)off);
+			off += j->u->size;
+		}
+		if (pwritev_all(fd, iov, cnt, (off_t)s->pack_end) != 0) {
+			e = err_from_errno(errno);
+			log_warn("pack %u: write", s->pack_no);
+			if (ftruncate(fd, (off_t)s->pack_end) != 0)
+				log_warn("pack %u: truncate", s->pack_no);
+		} else {
+			s->pack_end = off;
+			s->pack_dirty = 1;
+		}
+	}
+	free(iov);
+	if (e != 0)
+		for (j = batch; j != NULL; j = j->next)
+			if (j->kind == JOB_COMMIT && j->err == 0 && j->u->inl)
+				j->err = e;
+}
+
+/* Gives a deleted (or never committed) pack range back to the filesystem. */
+static void
+pack_punch(struct store *s, const char *file, uint64_t len)
+{
+	uint64_t off;
+	unsigned n;
+	int fd;
+
+	if (len == 0 || !pack_parse(file, &n, &off) || (fd = pack_fd(s, n, 0)) < 0)
+		return;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) !=
+	        0 &&
+	    errno != EOPNOTSUPP)
+		log_warn("pack %u: cannot free %llu bytes at %llu", n, (unsigned long long)len,
+		    (unsigned long long)off);
+}
+
+/* Reads len bytes at off of the pack object o; 0, STEP_EIO. */
+static int
+pack_read(struct store *s, const struct store_obj *o, uint64_t off, uint8_t *dst, size_t len)
+{
+	uint64_t base;
+	size_t done = 0;
+	unsigned n;
+	int fd;
+
+	if (!pack_parse(o->file, &n, &base) || off > o->size || len > o->size - off ||
+	    (fd = pack_fd(s, n, 0)) < 0)
+		return STEP_EIO;
+	while (done < len) {
+		ssize_t r = pread(fd, dst + done, len - done, (off_t)(base + off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return STEP_EIO;
+		done += (size_t)r;
+	}
+	return STEP_OK;
+}
+
+/* Finds the newest pack and its size (where appending goes on). 0, or -1 with errno. */
+static int
+pack_open_last(struct store *s)
+{
+	DIR *d;
+	struct dirent *e;
+	struct stat sb;
+	int fd = dup(s->packdir);
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	s->pack_no = 1;
+	while ((e = readdir(d)) != NULL) {
+		unsigned n;
+		char tail;
+
+		if (strlen(e->d_name) == 13 && sscanf(e->d_name, "%8u.pac%c", &n, &tail) == 2 &&
+		    tail == 'k' && n > s->pack_no)
+			s->pack_no = n;
+	}
+	closedir(d);
+	if ((fd = pack_fd(s, s->pack_no, 1)) < 0 || fstat(fd, &sb) != 0)
+		return -1;
+	s->pack_end = (uint64_t)sb.st_size;
+	return 0;
 }
 
 /* ---- SAVE / UPLOAD ---- */
@@ -1058,6 +1288,8 @@ store_object_read(
 	size_t done = 0;
 	int fd, r = STEP_OK;
 
+	if (strncmp(o->file, PACK_PREFIX, strlen(PACK_PREFIX)) == 0)
+		return pack_read(s, o, off, dst, len);
 	if (blob_rowid(o->file) > 0)
 		return blob_read(s, blob_rowid(o->file), off, dst, len);
 	if ((fd = openat(s->objfd, o->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
@@ -1272,24 +1504,6 @@ wexec(struct store *s, const char *sql, const char *user, const char *key, size_
 	return r;
 }
 
-/* Inserts an inline object's bytes; 0 and the "blob:<rowid>" name in file, STEP_ENOSPC,
- * STEP_EIO. */
-static int
-blob_insert(struct store *s, const struct store_upload *u, char *file, size_t n)
-{
-	sqlite3_stmt *st = stmt_get(&s->wstmt, "INSERT INTO blobs(data) VALUES(?1)");
-	int r;
-
-	if (st == NULL)
-		return STEP_EIO;
-	sqlite3_bind_blob(st, 1, u->mem, (int)u->size, SQLITE_STATIC);
-	r = sqlite3_step(st) == SQLITE_DONE ? STEP_OK : wdb_err(s);
-	stmt_done(st);
-	if (r == STEP_OK)
-		snprintf(file, n, BLOB_PREFIX "%lld", (long long)sqlite3_last_insert_rowid(s->wdb));
-	return r;
-}
-
 static void
 blob_delete(struct store *s, sqlite3_int64 rowid)
 {
@@ -1331,8 +1545,7 @@ commit_prepare(struct store *s, struct store_job *j)
 	hash_to_hex(md, sizeof(md), j->md5);
 }
 
-/* Makes the batch's object files durable (inline objects need nothing: the SQLite commit
- * syncs them). 0, or -1 with errno. */
+/* Makes the batch's object files and pack bytes durable. 0, or -1 with errno. */
 static int
 commit_sync(struct store *s, struct store_job *batch)
 {
@@ -1348,6 +1561,12 @@ commit_sync(struct store *s, struct store_job *batch)
 			one = j;
 			nfile++;
 		}
+	if (s->pack_dirty) {
+		s->pack_dirty = 0;
+		if (nfile == 0)
+			return fdatasync(pack_fd(s, s->pack_no, 0));
+		nfile += 2; /* the pack as well: one sync for all */
+	}
 	if (nfile == 0)
 		return 0;
 	if (nfile == 1)
@@ -1372,7 +1591,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 	}
 	for (j = batch; j != NULL; j = j->next) {
 		struct store_upload *u = j->u;
-		char file[128];
+		char file[160];
 
 		switch (j->kind) {
 		case JOB_ROW:
@@ -1402,8 +1621,9 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 				    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
 				if (j->err != 0)
 					break;
-			} else if ((j->err = blob_insert(s, u, file, sizeof(file))) != 0) {
-				break;
+			} else {
+				snprintf(
+				    file, sizeof(file), "%s", j->file); /* pack_write_batch's */
 			}
 			r = wexec(s,
 			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
@@ -1411,7 +1631,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
 			    j->md5, now);
 			if (r != 0 && u->inl)
-				blob_delete(s, blob_rowid(file));
+				pack_punch(s, file, u->size);
 			j->err = r;
 			break;
 		case JOB_OBJ_DELETE: {
@@ -1420,7 +1640,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			j->err = STEP_ENOENT;
 			if ((st = stmt_get(&s->wstmt,
 			         "DELETE FROM objects WHERE user = ?1 AND key = ?2"
-			         " RETURNING file")) == NULL) {
+			         " RETURNING file, size")) == NULL) {
 				j->err = STEP_EIO;
 				break;
 			}
@@ -1429,6 +1649,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			if (sqlite3_step(st) == SQLITE_ROW) {
 				snprintf(j->file, sizeof(j->file), "%s",
 				    (const char *)sqlite3_column_text(st, 0));
+				j->size = (uint64_t)sqlite3_column_int64(st, 1);
 				j->err = STEP_OK;
 				while (sqlite3_step(st) == SQLITE_ROW)
 					;
@@ -1475,6 +1696,8 @@ batch_run(struct store *s, struct store_job *batch)
 		if (j->err == 0)
 			ncommit++;
 	}
+	if (ncommit > 0)
+		pack_write_batch(s, batch);
 	if (ncommit > 0 && commit_sync(s, batch) != 0) {
 		int e = err_from_errno(errno);
 
@@ -1534,9 +1757,15 @@ batch_run(struct store *s, struct store_job *batch)
 			break;
 		case JOB_DROP:
 			break;
-		case JOB_OBJ_DELETE:
-			if (j->err == 0 && blob_rowid(j->file) == 0)
+		case JOB_OBJ_DELETE: {
+			uint64_t off;
+			unsigned n;
+
+			if (j->err == 0 && pack_parse(j->file, &n, &off))
+				pack_punch(s, j->file, j->size);
+			else if (j->err == 0 && blob_rowid(j->file) == 0)
 				unlinkat(s->objfd, j->file, 0);
+		}
 			/* fall through */
 		default:
 			if (j->w != NULL)
@@ -1862,7 +2091,8 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return STEP_ENOMEM;
 	s->o = *o;
-	s->objfd = s->tmpfd = -1;
+	s->objfd = s->tmpfd = s->packdir = -1;
+	pthread_mutex_init(&s->pmu, NULL);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->rlock, NULL);
 	pthread_mutex_init(&s->qmu, NULL);
@@ -1875,7 +2105,8 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	}
 	s->o.root = s->root;
 	if ((r = open_dir(o->root, "obj", &s->objfd)) != 0 ||
-	    (r = open_dir(o->root, "tmp", &s->tmpfd)) != 0) {
+	    (r = open_dir(o->root, "tmp", &s->tmpfd)) != 0 ||
+	    (r = open_dir(o->root, "pack", &s->packdir)) != 0) {
 		snprintf(errbuf, errlen, "cannot create directories in '%s': %s", o->root,
 		    strerror(errno));
 		goto out;
@@ -1900,6 +2131,12 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	}
 	sqlite3_finalize(st);
 	remove_orphans(s);
+	if (pack_open_last(s) != 0) {
+		snprintf(errbuf, errlen, "cannot open a pack in '%s/pack': %s", o->root,
+		    strerror(errno));
+		r = STEP_ESYS;
+		goto out;
+	}
 	if (pthread_create(&s->thread, NULL, commit_main, s) != 0) {
 		snprintf(errbuf, errlen, "cannot start the commit thread");
 		r = STEP_ESYS;
@@ -1963,6 +2200,13 @@ store_free(struct store *s)
 		close(s->objfd);
 	if (s->tmpfd >= 0)
 		close(s->tmpfd);
+	if (s->packdir >= 0)
+		close(s->packdir);
+	for (b = 0; b < s->npackfd; b++)
+		if (s->packfd[b] >= 0)
+			close(s->packfd[b]);
+	free(s->packfd);
+	pthread_mutex_destroy(&s->pmu);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->rlock);
 	pthread_mutex_destroy(&s->qmu);

@@ -212,6 +212,99 @@ test_inline_object(void **state)
 	snprintf(cmd, sizeof(cmd),
 	    "test \"$(sqlite3 '%s/meta.db' 'SELECT count(*) FROM blobs' 2>&1)\" = 0", root);
 	assert_int_equal(system(cmd), 0);
+	/* Its bytes were in a pack, and the delete punched them out. */
+	snprintf(cmd, sizeof(cmd), "test $(du -k '%s/pack' | cut -f1) -lt 12", root);
+	assert_int_equal(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
+#define NPUT 64
+
+/* PUTMANY's store side: 64 objects of 16 KiB in one call land in a pack; a key twice in one
+ * call, a key with an upload in progress, an existing key and sizes out of range are each
+ * refused on their own; everything reads back after a restart; deleting every object gives
+ * the pack's space back to the filesystem. */
+static void
+test_put_many(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", cmd[256], err[256];
+	const char *root = mkdtemp(tmpl);
+	struct store_opts opts = { root, 65536, 1 << 20, 3600 };
+	static uint8_t data[NPUT][STORE_INLINE_MAX];
+	struct store_put_item it[NPUT + 4];
+	static struct wait w[NPUT + 4];
+	char keys[NPUT + 4][16];
+	uint8_t back[STORE_INLINE_MAX];
+	struct store_plan plan;
+	struct store_obj o;
+	struct store *s = NULL;
+	size_t i, j;
+
+	assert_non_null(root);
+	for (i = 0; i < NPUT; i++)
+		for (j = 0; j < STORE_INLINE_MAX; j++)
+			data[i][j] = (uint8_t)(i * 31 + j * 7 + (j >> 8));
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	assert_int_equal(store_file_save(s, "u", "busy", 4, 100, &plan, NULL), 0);
+	memset(it, 0, sizeof(it));
+	for (i = 0; i < NPUT + 4; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "k%zu", i);
+		it[i].key = keys[i];
+		it[i].keylen = strlen(keys[i]);
+		it[i].data = data[i % NPUT];
+		it[i].len = STORE_INLINE_MAX;
+		hash_md5_hex(it[i].data, it[i].len, it[i].md5);
+		wait_init(&w[i]);
+		it[i].w = &w[i].w;
+	}
+	it[NPUT].key = "k0"; /* the same key again in the same call */
+	it[NPUT].keylen = 2;
+	it[NPUT + 1].key = "busy";
+	it[NPUT + 1].keylen = 4;
+	it[NPUT + 2].len = 0;
+	it[NPUT + 3].len = STORE_INLINE_MAX + 1;
+	store_put_many(s, "u", it, NPUT + 4);
+	for (i = 0; i < NPUT; i++) {
+		assert_int_equal(it[i].status, STORE_PENDING);
+		wait_for_done(&w[i]);
+		assert_int_equal(w[i].err, 0);
+		assert_string_equal(w[i].md5, it[i].md5);
+	}
+	assert_int_equal(it[NPUT].status, STEP_EEXIST);
+	assert_int_equal(it[NPUT + 1].status, STEP_EBUSY);
+	assert_int_equal(it[NPUT + 2].status, STEP_ETOOBIG);
+	assert_int_equal(it[NPUT + 3].status, STEP_ETOOBIG);
+	/* Committed: the key exists now. */
+	it[0].w = &w[NPUT].w;
+	store_put_many(s, "u", it, 1);
+	assert_int_equal(it[0].status, STEP_EEXIST);
+	store_free(s);
+
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	for (i = 0; i < NPUT; i++) {
+		assert_int_equal(store_object_get(s, "u", keys[i], strlen(keys[i]), &o), 0);
+		assert_int_equal(o.size, STORE_INLINE_MAX);
+		assert_string_equal(o.md5, it[i].md5);
+		assert_int_equal(store_object_read(s, &o, 100, back, STORE_INLINE_MAX - 100), 0);
+		assert_memory_equal(back, data[i] + 100, STORE_INLINE_MAX - 100);
+	}
+	assert_int_not_equal(store_object_read(s, &o, 1, back, STORE_INLINE_MAX), 0);
+	snprintf(cmd, sizeof(cmd), "test $(du -k '%s/pack' | cut -f1) -ge 1024", root);
+	assert_int_equal(system(cmd), 0);
+	for (i = 0; i < NPUT; i++) {
+		wait_init(&w[i]);
+		assert_int_equal(
+		    store_file_delete(s, "u", keys[i], strlen(keys[i]), &w[i].w), STORE_PENDING);
+	}
+	for (i = 0; i < NPUT; i++) {
+		wait_for_done(&w[i]);
+		assert_int_equal(w[i].err, 0);
+	}
+	assert_int_equal(store_object_get(s, "u", "k1", 2, &o), STEP_ENOENT);
+	store_free(s);
+	snprintf(cmd, sizeof(cmd), "test $(du -k '%s/pack' | cut -f1) -lt 64", root);
+	assert_int_equal(system(cmd), 0);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	assert_int_equal(system(cmd), 0);
 }
@@ -224,6 +317,7 @@ main(void)
 		cmocka_unit_test(test_key_valid),
 		cmocka_unit_test(test_upload_commit_restart),
 		cmocka_unit_test(test_inline_object),
+		cmocka_unit_test(test_put_many),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
