@@ -24,6 +24,7 @@ enum step_status {
 	STEP_ST_TYPE = 409,
 	STEP_ST_FIELD = 410,
 	STEP_ST_TOOLARGE = 413,
+	STEP_ST_LOCKED = 423, /* PUTMANY: an upload of the key is in progress */
 	STEP_ST_THROTTLE = 429,
 	STEP_ST_INTERNAL = 500,
 	STEP_ST_UNAVAILABLE = 503,

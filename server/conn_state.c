@@ -46,7 +46,10 @@ void
 conn_state_init(struct conn_state *cs, uint32_t max_bin)
 {
 	memset(cs, 0, sizeof(*cs));
-	buf_init(&cs->in, STEP_HDR_LEN + JSON_BYTES_MAX + max_bin + READ_SLACK);
+	buf_init(&cs->in,
+	    STEP_HDR_LEN + JSON_BYTES_MAX +
+	        (max_bin > HANDLER_PUTMANY_MAX_BIN ? max_bin : HANDLER_PUTMANY_MAX_BIN) +
+	        READ_SLACK);
 	buf_init(&cs->out, OUT_MAX);
 	cs->max_bin = max_bin;
 }
@@ -77,6 +80,8 @@ conn_state_release(struct conn_state *cs)
 	cs->qhead = cs->qtail = NULL;
 	slot_free(cs->spare);
 	cs->spare = NULL;
+	json_decref(cs->head_req);
+	cs->head_req = NULL;
 	buf_release(&cs->in);
 	buf_release(&cs->out);
 }
@@ -86,7 +91,26 @@ fail_framing(struct conn_state *cs, int status, const char *msg)
 {
 	handler_send_error(cs->qtail != NULL ? &cs->qtail->after : &cs->out, status, msg);
 	buf_reset(&cs->in);
+	json_decref(cs->head_req);
+	cs->head_req = NULL;
 	cs->closing = 1;
+}
+
+/* The largest binary part the header may announce: one block, or a PUTMANY's content. */
+static uint32_t
+bin_limit(const struct conn_state *cs)
+{
+	return cs->max_bin > HANDLER_PUTMANY_MAX_BIN ? cs->max_bin : HANDLER_PUTMANY_MAX_BIN;
+}
+
+static void
+too_large(struct conn_state *cs, const struct step_hdr *hdr)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "Packet too large (json_len %u, bin_len %u; limits %u and %u).",
+	    hdr->json_len, hdr->bin_len, STEP_MAX_JSON, cs->max_bin);
+	fail_framing(cs, STEP_ST_TOOLARGE, msg);
 }
 
 /* 1 when req must wait for a pending reply: it names a pending slot's key, or lists keys. */
@@ -112,15 +136,17 @@ must_wait(const struct conn_state *cs, const json_t *req)
 }
 
 /* Makes slot the newest pending reply; remembers req's key (none: a server-chosen key that
- * no later request can name yet; keylen SIZE_MAX when it could not be copied: every keyed
- * request waits for the slot). */
+ * no later request can name yet; keylen SIZE_MAX when it could not be copied, or for a
+ * PUTMANY, which names many keys: every keyed request waits for the slot). */
 static void
 slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req)
 {
-	const char *key;
-	size_t keylen;
+	const char *key, *op;
+	size_t keylen, oplen;
 
-	if (codec_get_str(req, "key", &key, &keylen) == 0) {
+	if (codec_get_str(req, "operation", &op, &oplen) == 0 && strcmp(op, "PUTMANY") == 0) {
+		sl->keylen = SIZE_MAX;
+	} else if (codec_get_str(req, "key", &key, &keylen) == 0) {
 		if ((sl->key = malloc(keylen + 1)) != NULL) {
 			memcpy(sl->key, key, keylen);
 			sl->key[keylen] = '\0';
@@ -154,12 +180,9 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 
 		if (avail < STEP_HDR_LEN)
 			return;
-		r = codec_get_header(p, STEP_MAX_JSON, cs->max_bin, &hdr);
+		r = codec_get_header(p, STEP_MAX_JSON, bin_limit(cs), &hdr);
 		if (r == STEP_ETOOBIG) {
-			snprintf(errbuf, sizeof(errbuf),
-			    "Packet too large (json_len %u, bin_len %u; limits %u and %u).",
-			    hdr.json_len, hdr.bin_len, STEP_MAX_JSON, cs->max_bin);
-			fail_framing(cs, STEP_ST_TOOLARGE, errbuf);
+			too_large(cs, &hdr);
 			return;
 		}
 		if (r != 0) {
@@ -174,17 +197,34 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 			fail_framing(cs, STEP_ST_TOOLARGE, "JSON part too large.");
 			return;
 		}
+		if (hdr.bin_len > cs->max_bin && cs->head_req == NULL) {
+			/* Over one block: only a PUTMANY may be that big, so look at the JSON
+			 * before waiting for the binary part (and keep it parsed). */
+			if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) !=
+			        0 ||
+			    !handler_big_bin_ok(req)) {
+				json_decref(req);
+				too_large(cs, &hdr);
+				return;
+			}
+			cs->head_req = req;
+			req = NULL;
+		}
 		total = STEP_HDR_LEN + nj + hdr.bin_len;
 		if (avail < total)
 			return;
 		before = buf_avail(target);
-		if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) != 0) {
+		if (cs->head_req != NULL) {
+			req = cs->head_req;
+			cs->head_req = NULL;
+		} else if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) !=
+		    0) {
 			/* Framing is intact: answer and go on with the next packet. */
 			handler_send_error(target, STEP_ST_MISSING, errbuf);
 			goto next;
 		}
 		if (must_wait(cs, req)) {
-			json_decref(req);
+			cs->head_req = req; /* still the packet at the head of in */
 			cs->blocked = 1;
 			return;
 		}

@@ -40,7 +40,10 @@ struct conn_slot {
 struct conn_state {
 	struct buf in;                   /* received bytes not yet handled */
 	struct buf out;                  /* encoded replies ready to be sent */
-	uint32_t max_bin;                /* largest binary part accepted (bytes) */
+	uint32_t max_bin;                /* largest binary part accepted (bytes), but a
+	                                    PUTMANY's (HANDLER_PUTMANY_MAX_BIN) */
+	json_t *head_req;                /* the packet at the head of in, already parsed
+	                                    (a PUTMANY waiting for its binary part) */
 	int npending;                    /* slots whose reply is not delivered yet */
 	size_t queued;                   /* bytes held in the slots' after buffers */
 	struct conn_slot *qhead, *qtail; /* reply order queue */
@@ -60,8 +63,9 @@ void conn_state_set_peer(struct conn_state *cs, const struct sockaddr *sa);
  * Handles every complete request in cs->in while the connection is not closing, fewer
  * than out_limit reply bytes wait (sendable or queued) and fewer than CONN_MAX_PENDING
  * replies are deferred. cookie becomes the owner of the slots of deferred replies. Oversized or
- * zero json_len/bin_len: an error reply, then closing. Unparsable JSON with intact framing: a 400
- * reply and the connection goes on.
+ * zero json_len/bin_len: an error reply, then closing (a binary part over max_bin is
+ * refused once the JSON part is in, unless the request is a FILE PUTMANY). Unparsable
+ * JSON with intact framing: a 400 reply and the connection goes on.
  */
 void conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_t out_limit);
 

@@ -246,7 +246,7 @@ handle_login(struct hreq *r)
 	if (e != 0)
 		return hreq_fail(r, handler_status(e), status_text(e));
 	reply = hreq_ok(r, "Login succeeded.");
-	ext = json_pack("[sssss]", "resume", "block_md5", "list", "zero_size", "bye");
+	ext = json_pack("[ssssss]", "resume", "block_md5", "list", "zero_size", "bye", "putmany");
 	if (reply != NULL) {
 		json_object_set_new(reply, "token", json_string(token));
 		json_object_set_new(reply, "server", json_string("stepd/0.1"));
@@ -281,11 +281,20 @@ field_str(const json_t *req, const char *name)
 }
 
 int
+handler_big_bin_ok(const json_t *req)
+{
+	const char *op = field_str(req, "operation"), *type = field_str(req, "type");
+
+	return op != NULL && type != NULL && strcmp(op, "PUTMANY") == 0 &&
+	    strcmp(type, "FILE") == 0;
+}
+
+int
 handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, size_t binlen,
     struct buf *out, void *cookie, const char *peer)
 {
 	static const char *const ops[] = { "LOGIN", "SAVE", "GET", "UPLOAD", "DOWNLOAD", "DELETE",
-		"BYE", "LIST", NULL };
+		"BYE", "LIST", "PUTMANY", NULL };
 	static const char *const types[] = { "AUTH", "DATA", "FILE", NULL };
 	static const char *const fields[] = { "operation", "direction", "type" };
 	struct hreq r = { h, req, "ERROR", "ERROR", NULL, bin, binlen, out, cookie, peer };

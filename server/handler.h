@@ -45,6 +45,17 @@ enum {
 int handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, size_t binlen,
     struct buf *out, void *cookie, const char *peer);
 
+/*
+ * The PUTMANY extension: at most HANDLER_PUTMANY_MAX objects per request and
+ * HANDLER_PUTMANY_MAX_BIN bytes of content, the only binary part allowed beyond one block.
+ */
+#define HANDLER_PUTMANY_MAX     1024
+#define HANDLER_PUTMANY_MAX_BIN (4u << 20)
+
+/* 1 when req (decoded, not yet validated) may carry a binary part larger than one block:
+ * a FILE PUTMANY. The framing layer asks before it waits for such a binary part. */
+int handler_big_bin_ok(const json_t *req);
+
 /* Maps an internal STEP_E* (or 0) to a STEP status code; the one table of the server. */
 int handler_status(int err);
 

@@ -337,5 +337,7 @@ handler_file(struct hreq *r)
 		return file_delete(r);
 	if (strcmp(r->op, "LIST") == 0)
 		return handler_list(r, 0);
+	if (strcmp(r->op, "PUTMANY") == 0)
+		return handler_putmany(r);
 	return hreq_fail(r, STEP_ST_OPERATION, "Operation is not allowed for type FILE.");
 }

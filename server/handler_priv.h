@@ -68,5 +68,7 @@ int handler_file(struct hreq *r);
 int handler_data(struct hreq *r);
 /* LIST extension for FILE (data 0) and DATA (data 1). */
 int handler_list(struct hreq *r, int data);
+/* PUTMANY extension (FILE): many one-block objects in one request (handler_putmany.c). */
+int handler_putmany(struct hreq *r);
 
 #endif

@@ -9,8 +9,8 @@
       KEY is neither readable (GET 404) nor listed.
   fault_check.py loop STEPD ROOTBASE KIND MAX [STRIDE]
       For N = 1, 1+STRIDE, ... up to MAX: a fresh stepd with STEP_FAULT=KIND:N runs a fixed
-      workload (multi-block uploads, an empty object, a resumed upload, DATA records,
-      downloads, LIST, DELETE). Every request must be answered; a failure must be a clean
+      workload (multi-block uploads, an empty object, a resumed upload, a PUTMANY, DATA
+      records, downloads, LIST, DELETE). Every request must be answered; a failure must be a clean
       5xx; a failed upload must stay invisible until retried; afterwards every committed
       object verifies and stepd exits 0 on SIGTERM (no sanitizer report, no leak).
       The loop ends early after the first N whose run saw no fault (the workload has fewer
@@ -147,6 +147,27 @@ class Run:
             raise Fail("upload of %r: all blocks acknowledged, never committed" % key)
         raise Fail("upload of %r failed %d times" % (key, attempt + 1))
 
+    def putmany(self, objs):
+        """PUTMANY of objs (a dict); a failed request or entry (a clean 5xx) leaves its
+        objects invisible, and they are then uploaded the ordinary way (put)."""
+        ents = [{"key": k, "size": len(d), "md5": md5(d)} for k, d in objs.items()]
+        rep, _ = self.req(r("FILE", "PUTMANY", token=self.tok, objects=ents),
+                          b"".join(objs.values()))
+        if rep is None:
+            res = [{"status": 500}] * len(objs)
+        else:
+            res = rep.get("results")
+            check(isinstance(res, list) and len(res) == len(objs), "PUTMANY results: %r" % rep)
+        for (k, d), e in zip(objs.items(), res):
+            if e["status"] == 200:
+                check(e.get("md5") == md5(d), "PUTMANY stored %r with MD5 %r" % (k, e))
+                continue
+            check(e["status"] in (500, 507), "PUTMANY %r: not a clean failure: %r" % (k, e))
+            if rep is not None:
+                self.failures += 1
+            invisible(self.c, self.tok, k)
+            self.put(k, d)
+
     def get(self, key, data):
         for _ in range(4):
             rep, _ = self.req(r("FILE", "GET", token=self.tok, key=key))
@@ -200,6 +221,10 @@ def workload(port, seed):
         invisible(w.c, w.tok, "m8")
     for k, d in objs.items():
         w.put(k, d)
+    # Small objects in one PUTMANY (one of more than a block of 1000 bytes).
+    batch = {"pm0": rnd.randbytes(300), "pm1": rnd.randbytes(1500), "pm2": rnd.randbytes(999)}
+    w.putmany(batch)
+    objs.update(batch)
     for i in range(3):
         w.data_save("rec%d" % i, i)
     for k, d in objs.items():

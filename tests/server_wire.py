@@ -712,6 +712,169 @@ def sc_pipefault(port):
     still_serving(port)
 
 
+def putmany(tok, objs, binary=None, typ="FILE", **kw):
+    """A PUTMANY request for objs [(key, data)] (or entries given as dicts), and its
+    binary part (the data concatenated unless given)."""
+    ents, blob = [], b""
+    for o in objs:
+        if not isinstance(o, tuple):  # an entry given as it is sent
+            ents.append(o)
+            continue
+        k, d = o
+        ents.append({"key": k, "size": len(d), "md5": md5(d)})
+        blob += d
+    req = r(typ, "PUTMANY", token=tok, objects=ents)
+    req.update(kw)
+    return req, blob if binary is None else binary
+
+
+def pm_expect(c, tok, objs, statuses, binary=None, what="PUTMANY"):
+    """Sends a PUTMANY; the reply must be 200 with exactly these entry statuses (and the
+    md5 of the bytes on every 200). Returns the results."""
+    req, blob = putmany(tok, objs, binary)
+    rep, _ = expect(c, req, 200, blob, what=what)
+    res = rep.get("results")
+    check(isinstance(res, list) and [e.get("status") for e in res] == statuses,
+          "%s: wanted %r, got %r" % (what, statuses, res))
+    for o, e in zip(objs, res):
+        if e["status"] == 200:
+            check(isinstance(o, tuple) and e.get("md5") == md5(o[1]),
+                  "%s: md5 of %r: %r" % (what, o[0], e))
+        else:
+            check("md5" not in e, "%s: no md5 on a failed entry %r" % (what, e))
+    return res
+
+
+def pm_ping(c):
+    rep, _ = c.req({"direction": "EARTH"})
+    check(rep.get("status") == 333, "connection still answers after the error")
+
+
+def sc_putmany(port):
+    """PUTMANY: batches of one-block objects; per-entry statuses; whole-request errors;
+    the connection goes on after each; only PUTMANY may carry more than one block."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check(rep["status"] == 200 and "putmany" in rep.get("extensions", []),
+          "LOGIN advertises putmany: %r" % rep)
+    tok = rep["token"]
+    # A good batch: every object stored, visible to GET and DOWNLOAD with its md5.
+    good = [("pm/%03d" % i, os.urandom(1 + (i * 7919) % 16384)) for i in range(60)]
+    good.append(("pm/max", os.urandom(16384)))
+    pm_expect(c, tok, good, [200] * len(good), what="good batch")
+    for k, d in good:
+        rep, _ = expect(c, r("FILE", "GET", token=tok, key=k), 200, what="GET " + k)
+        check(rep["size"] == len(d) and rep["md5"] == md5(d), "GET %s: %r" % (k, rep))
+        check(download(c, tok, k) == d, "DOWNLOAD of %s gives the bytes" % k)
+    # Duplicates: within one batch (the second is 402), against a stored object (402),
+    # against an object uploaded the ordinary way (402); the stored content is the first.
+    a, b = os.urandom(3000), os.urandom(3001)
+    upload(c, tok, "pm/ordinary", b"ordinary")
+    pm_expect(c, tok, [("pm/dup", a), ("pm/dup", b), ("pm/000", b), ("pm/ordinary", a),
+                       ("pm/after-dup", b)], [200, 402, 402, 402, 200], what="duplicates")
+    check(download(c, tok, "pm/dup") == a and download(c, tok, "pm/000") == good[0][1] and
+          download(c, tok, "pm/ordinary") == b"ordinary", "duplicates changed nothing")
+    # Per-entry refusals; the bytes of a refused entry are skipped, the next is right.
+    big, x, y = os.urandom(16385), os.urandom(500), os.urandom(600)
+    ents = [{"key": "pm/zero", "size": 0, "md5": md5(b"")},
+            {"key": "pm/big", "size": len(big), "md5": md5(big)},
+            ("pm/x", x),
+            {"key": "pm/badmd5", "size": len(y), "md5": md5(x)},
+            {"key": "pm/upper", "size": len(y), "md5": md5(y).upper()},
+            {"key": "pm/short", "size": len(y), "md5": md5(y)[:31]},
+            {"key": 5, "size": len(y), "md5": md5(y)},
+            {"key": "", "size": len(y), "md5": md5(y)},
+            {"key": "a\u0000b", "size": len(y), "md5": md5(y)},
+            {"size": len(y), "md5": md5(y)},
+            {"key": "pm/nomd5", "size": len(y)},
+            ("pm/y", y)]
+    blob = big + x + y * 8 + y
+    pm_expect(c, tok, ents, [413, 413, 200, 406, 410, 410, 410, 410, 410, 410, 410, 200],
+              binary=blob, what="per-entry refusals")
+    check(download(c, tok, "pm/x") == x and download(c, tok, "pm/y") == y,
+          "entries around refused ones stored right")
+    for k in ("pm/zero", "pm/big", "pm/badmd5", "pm/upper", "pm/short", "pm/nomd5"):
+        expect(c, r("FILE", "GET", token=tok, key=k), 404, what="refused %s not stored" % k)
+    # An upload in progress: 423; it can still be finished the ordinary way.
+    part = os.urandom(2000)
+    expect(c, r("FILE", "SAVE", token=tok, key="pm/inprogress", size=len(part)), 200)
+    pm_expect(c, tok, [("pm/inprogress", part), ("pm/beside", part)], [423, 200],
+              what="upload in progress")
+    last, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="pm/inprogress", block_index=0),
+                     200, part)
+    check(last.get("md5") == md5(part), "the upload in progress completes as before")
+    # Whole-request errors: no results, nothing stored, the connection goes on.
+    z = os.urandom(100)
+    cases = [
+        ("sizes under the binary part", putmany(tok, [("pm/w1", z)], z + b"!"), 406),
+        ("sizes over the binary part", putmany(tok, [("pm/w1", z)], z[:-1]), 406),
+        ("no binary part", putmany(tok, [("pm/w1", z)], b""), 406),
+        ("huge size", putmany(tok, [{"key": "pm/w1", "size": 1 << 62, "md5": md5(z)}], z), 406),
+        ("missing objects", (r("FILE", "PUTMANY", token=tok), z), 410),
+        ("objects not an array", (r("FILE", "PUTMANY", token=tok, objects={"a": 1}), z), 410),
+        ("empty objects", putmany(tok, [], b""), 410),
+        ("1025 objects", putmany(tok, [("pm/n%d" % i, b"n") for i in range(1025)]), 410),
+        ("size not an integer",
+         putmany(tok, [("pm/w1", z), {"key": "pm/w2", "size": "100", "md5": md5(z)}], z + z),
+         410),
+        ("negative size",
+         putmany(tok, [("pm/w1", z), {"key": "pm/w2", "size": -100, "md5": md5(z)}], z + z),
+         410),
+        ("entry not an object", putmany(tok, [("pm/w1", z), 7], z), 410),
+    ]
+    for what, (req, blob), st in cases:
+        rep, _ = expect(c, req, st, blob, what=what)
+        check("results" not in rep, "%s: no results" % what)
+        pm_ping(c)
+    for k in ["pm/w1", "pm/w2"] + ["pm/n%d" % i for i in (0, 1024)]:
+        expect(c, r("FILE", "GET", token=tok, key=k), 404, what="%s not stored" % k)
+    # 1024 objects is allowed; so is 4 MiB of content (more than one block).
+    many = [("pm/m%04d" % i, os.urandom(1 + i % 50)) for i in range(1024)]
+    pm_expect(c, tok, many, [200] * 1024, what="1024 objects")
+    full = [("pm/f%03d" % i, os.urandom(16384)) for i in range(256)]
+    pm_expect(c, tok, full, [200] * 256, what="4 MiB")
+    check(download(c, tok, "pm/f255") == full[255][1], "the last of 4 MiB")
+    # Other types, and no token.
+    expect(c, putmany(tok, [("pm/d", z)], typ="DATA")[0], 408, z, what="DATA PUTMANY")
+    expect(c, putmany(tok, [("pm/d", z)], typ="AUTH")[0], 408, z, what="AUTH PUTMANY")
+    expect(c, putmany("nope", [("pm/d", z)])[0], 403, z, what="PUTMANY bad token")
+    expect(c, r("FILE", "GET", token=tok, key="pm/d"), 404)
+    # Pipelined: two PUTMANYs, then GET and DOWNLOAD of their keys without waiting; the
+    # replies come in order and the GETs see the committed objects.
+    p1 = [("pm/p1-%02d" % i, os.urandom(200 + i)) for i in range(30)]
+    p2 = [("pm/p2-%02d" % i, os.urandom(300 + i)) for i in range(30)] + [p1[0]]
+    blob = pack(*putmany(tok, p1)) + pack(*putmany(tok, p2))
+    blob += pack(r("FILE", "GET", token=tok, key="pm/p2-29"))
+    blob += pack(r("FILE", "DOWNLOAD", token=tok, key="pm/p1-00", block_index=0))
+    c.send_raw(blob)
+    rep1, _ = c.recv()
+    rep2, _ = c.recv()
+    gt, _ = c.recv()
+    dl, b = c.recv()
+    check(rep1["status"] == 200 and [e["status"] for e in rep1["results"]] == [200] * 30,
+          "first pipelined PUTMANY: %r" % rep1)
+    check(rep2["status"] == 200 and [e["status"] for e in rep2["results"]] == [200] * 30 + [402],
+          "second pipelined PUTMANY: %r" % rep2)
+    check(gt["status"] == 200 and gt["md5"] == md5(p2[29][1]), "GET behind PUTMANY: %r" % gt)
+    check(dl["status"] == 200 and b == p1[0][1], "DOWNLOAD behind PUTMANY")
+    # Only PUTMANY may carry more than one block: a header announcing more for an UPLOAD
+    # is answered 413 as soon as its JSON is in (no binary sent) and the connection is
+    # closed, as before; so is a PUTMANY over 4 MiB.
+    for what, req, blen in (
+            ("UPLOAD of 100 KB", r("FILE", "UPLOAD", token=tok, key="pm/b", block_index=0),
+             100000),
+            ("bad JSON with 100 KB", None, 100000),
+            ("PUTMANY over 4 MiB", putmany(tok, [("pm/o", b"o")])[0], (4 << 20) + 1)):
+        jb = json.dumps(req).encode() if req is not None else b"{nope"
+        c.send_raw(struct.pack(">II", len(jb), blen) + jb)
+        rep, _ = c.recv()
+        check(rep["status"] == 413, "%s: %r" % (what, rep))
+        check(c.is_closed(), "connection closed after: " + what)
+        c, tok = session(port)
+    expect(c, r("FILE", "GET", token=tok, key="pm/o"), 404)
+    still_serving(port)
+
+
 def main():
     name, port = sys.argv[1], int(sys.argv[2])
     fn = globals().get("sc_" + name)

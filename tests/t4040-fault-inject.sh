@@ -2,7 +2,7 @@
 # t4040-fault-inject.sh — injected failures of block writes, commit syncs and allocations
 # (STEP_FAULT=write:N, fsync:N, alloc:N: the N-th such call of a fresh stepd fails). For
 # N = 1, 2, ... a fixed workload (multi-block uploads, an empty object, a resumed upload,
-# DATA records, downloads, LIST, DELETE) runs against a fresh stepd: every request must be
+# a PUTMANY, DATA records, downloads, LIST, DELETE) runs against a fresh stepd: every request must be
 # answered, a failure must be a clean 5xx, a failed upload invisible until it is resumed,
 # and afterwards every committed object verifies, also after a restart on the same root,
 # and stepd exits 0 on SIGTERM (under the sanitizer build: no leak, no report). The loop
