@@ -5,8 +5,10 @@
  * Layout under ROOT: obj/<sha256hex(user NUL key)>.<gen> (committed objects),
  * tmp/<same>.<gen>.part (an upload's blocks, pwrite'd in place) and tmp/<...>.map (one byte
  * per block: the received-block bitmap, so a restart keeps partial uploads). Objects of one
- * block up to 16 KiB are rows of the blobs table in meta.db instead (objects.file is then
- * "blob:<rowid>"), held in memory between their UPLOAD and their commit. The key never
+ * block up to 16 KiB are appended to pack/NNNNNNNN.pack instead (objects.file is then
+ * "pack:<number>:<offset>"; a delete punches the range out), held in memory between their
+ * UPLOAD (or PUTMANY) and their commit; older stores' "blob:<rowid>" rows of the blobs
+ * table in meta.db are still read. The key never
  * reaches the filesystem, so no key can produce '/', '..' or an over-long name. Files are
  * 0600, directories 0700, and nothing inside the root is opened through a symlink.
  *
