@@ -80,7 +80,7 @@ const char *client_error(const struct client *c);
 int client_status(const struct client *c);
 
 /* 1 when the server advertised extension name ("resume", "block_md5", "list",
- * "zero_size", "bye") at login, else 0. Connects first if needed (0 on failure). */
+ * "zero_size", "bye", "putmany") at login, else 0. Connects first if needed (0 on failure). */
 int client_has_ext(struct client *c, const char *name);
 
 /* The server's "server" string from LOGIN (e.g. "stepd/0.1"), or "" for a reference
@@ -225,7 +225,10 @@ int client_pool_new(const struct client_opts *o, int nconn, struct client_pool *
  * Uploads every job like client_put_many() (rc, error and res filled for each), but files
  * that fit in one block are pipelined many deep per connection (SAVE + UPLOAD, the
  * completing UPLOAD's MD5 checked; an existing key is checked with GET) and leave no
- * resume rows; other files, and everything after a pipelining failure, go through
+ * resume rows; to a server with the putmany extension, jobs whose content is given (mem,
+ * md5; at most 16 KiB) go hundreds to a PUTMANY request instead, with the same checks;
+ * any of them not answered 200 (or 402 and found with the same MD5) is sent again with
+ * SAVE + UPLOAD; other files, and everything after a pipelining failure, go through
  * client_put_file(). A transport or login failure fails every job left with that code.
  * Returns 0 when all succeeded, else the first failing job's code. One call at a time.
  */

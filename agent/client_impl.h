@@ -17,6 +17,7 @@
 #define CLIENT_EXT_LIST      0x04
 #define CLIENT_EXT_ZERO_SIZE 0x08
 #define CLIENT_EXT_BYE       0x10
+#define CLIENT_EXT_PUTMANY   0x20
 
 #define CLIENT_RX_CHUNK (256u << 10) /* bytes asked of recv() at a time */
 

@@ -10,6 +10,13 @@
  * unexpected status, a stall, a lost connection — goes to client_put_file(), which knows
  * every server quirk (it degrades to one request at a time when pipelining broke, and
  * keeps resume rows for big files). Never presents an unverified upload as good.
+ *
+ * To a server that advertises putmany, files whose content the caller holds (the sync's
+ * scan read and hashed them) go up to POOL_PM_OBJECTS to a PUTMANY request, a few
+ * requests in flight; each file's entry in the answer counts exactly as a completing
+ * UPLOAD's answer would (200 and our MD5: done; 402: checked with GET). Any other entry,
+ * and every file of a request refused as a whole, is sent again with SAVE + UPLOAD, so
+ * correctness never rests on PUTMANY.
  */
 #include <assert.h>
 #include <errno.h>
@@ -29,13 +36,20 @@
 #include "util.h"
 
 #define POOL_MAX_CONN    64
-#define POOL_FILES_STEPD 256         /* files in flight per connection to stepd */
-#define POOL_FILES_OTHER 2           /* ...to other servers: 4 requests, like transfer.c */
-#define POOL_MAX_SMALL   (64u << 10) /* bigger files use the block-pipelined path */
-#define POOL_STALL_MS    2000        /* silence from a non-stepd server: pipelining broke */
-#define POOL_TXQ_MAX     (16u << 20) /* bound on queued request bytes per connection */
+#define POOL_FILES_STEPD 256          /* files in flight per connection to stepd */
+#define POOL_FILES_OTHER 2            /* ...to other servers: 4 requests, like transfer.c */
+#define POOL_MAX_SMALL   (64u << 10)  /* bigger files use the block-pipelined path */
+#define POOL_STALL_MS    2000         /* silence from a non-stepd server: pipelining broke */
+#define POOL_TXQ_MAX     (16u << 20)  /* bound on queued request bytes per connection */
+#define POOL_PM_OBJECTS  512          /* files per PUTMANY request, at most */
+#define POOL_PM_MIN      64           /* ...and at least, while the call has that many left */
+#define POOL_PM_BYTES    (2u << 20)   /* content bytes per PUTMANY request */
+#define POOL_PM_JSON     (512u << 10) /* JSON text per PUTMANY request (the server takes 1 MiB) */
+#define POOL_PM_MAX_OBJ  16384        /* largest file PUTMANY takes (the extension's limit) */
+#define POOL_PM_DEPTH    3            /* PUTMANY requests in flight per connection */
+#define POOL_SLOTS       (POOL_PM_DEPTH * POOL_PM_OBJECTS + POOL_FILES_STEPD)
 
-enum { OP_SAVE = 1, OP_UPLOAD, OP_GET };
+enum { OP_SAVE = 1, OP_UPLOAD, OP_GET, OP_PUTMANY };
 
 struct pool_slot {
 	struct client_job *j;   /* NULL when free */
@@ -47,8 +61,16 @@ struct pool_slot {
 };
 
 struct pool_req {
-	uint32_t slot;
+	uint32_t slot; /* OP_PUTMANY: the request's index in pm[] */
 	int op;
+};
+
+/* A PUTMANY request: its files' slots, in the order of its objects. */
+struct pool_batch {
+	uint32_t *slots; /* POOL_PM_OBJECTS of them */
+	uint32_t n;
+	size_t bytes; /* content */
+	size_t jlen;  /* bound on the JSON text of the objects */
 };
 
 struct pool_worker {
@@ -65,7 +87,19 @@ struct pool_worker {
 	uint8_t *scratch;         /* POOL_MAX_SMALL bytes: the file being queued */
 	struct client_job **slow; /* jobs for client_put_file() */
 	size_t nslow, slowcap;
+	struct client_job **redo; /* jobs PUTMANY did not store: SAVE + UPLOAD them */
+	size_t nredo, redocap;
+	uint32_t *freel; /* free slots (a stack) */
+	uint32_t nfree;
 	int broken; /* pipelining failed on this server: one file at a time */
+	/* PUTMANY: requests sent and unanswered are pm[pmhead..pmhead+pmsent) (mod
+	 * POOL_PM_DEPTH + 1); the one being filled follows them. */
+	int pm;             /* this call uses PUTMANY */
+	int pm_off;         /* a PUTMANY was refused as a whole: not again on this worker */
+	uint32_t pm_target; /* files per request in this call */
+	struct pool_batch pm_b[POOL_PM_DEPTH + 1];
+	uint32_t pmhead, pmsent;
+	char *pmjs; /* POOL_PM_JSON + slack: the JSON text being built */
 };
 
 struct client_pool {
@@ -155,10 +189,37 @@ slow_push(struct pool_worker *w, struct client_job *j)
 }
 
 static void
+redo_push(struct pool_worker *w, struct client_job *j)
+{
+	if (w->nredo == w->redocap) {
+		w->redocap = w->redocap ? w->redocap * 2 : 64;
+		w->redo = xrealloc(w->redo, w->redocap * sizeof(*w->redo));
+	}
+	w->redo[w->nredo++] = j;
+}
+
+/* A free slot's index, or -1 when all are in use. */
+static int64_t
+slot_take(struct pool_worker *w)
+{
+	if (w->nfree == 0 || w->inuse >= w->nslots)
+		return -1;
+	w->inuse++;
+	return w->freel[--w->nfree];
+}
+
+static void
 slot_release(struct pool_worker *w, struct pool_slot *s)
 {
 	s->j = NULL;
 	w->inuse--;
+	w->freel[w->nfree++] = (uint32_t)(s - w->slots);
+}
+
+static struct pool_batch *
+pm_open(struct pool_worker *w)
+{
+	return &w->pm_b[(w->pmhead + w->pmsent) % (POOL_PM_DEPTH + 1)];
 }
 
 static void
@@ -186,12 +247,19 @@ fail_inflight(struct pool_worker *w, int broken, const char *why)
 {
 	uint32_t i;
 
-	log_info("%s; %u files in flight go the careful way", why, w->inuse);
+	log_info("%s; %u files in flight go the careful way", why, w->inuse + (uint32_t)w->nredo);
 	for (i = 0; i < w->nslots; i++)
 		if (w->slots[i].j != NULL) {
 			slow_push(w, w->slots[i].j);
 			slot_release(w, &w->slots[i]);
 		}
+	while (w->nredo > 0)
+		slow_push(w, w->redo[--w->nredo]);
+	for (i = 0; i <= POOL_PM_DEPTH; i++) {
+		w->pm_b[i].n = 0;
+		w->pm_b[i].bytes = w->pm_b[i].jlen = 0;
+	}
+	w->pmhead = w->pmsent = 0;
 	w->flen = w->fhead = 0;
 	buf_reset(&w->txq);
 	client_disconnect(w->c);
@@ -285,14 +353,11 @@ queue_file(struct pool_worker *w, struct client_job *j)
 	const uint8_t *data;
 	struct pool_slot *s;
 	uint32_t si;
+	int64_t got;
 	size_t size;
 	int n, r;
 
 	if (j->key == NULL || !key_plain(j->key) || (j->flags & CLIENT_PUT_REPLACE) || w->bs == 0)
-		return 0;
-	for (si = 0; si < w->nslots && w->slots[si].j != NULL; si++)
-		;
-	if (si == w->nslots)
 		return 0;
 	if (j->mem != NULL && j->md5 != NULL && j->memlen > 0 && j->memlen <= w->bs &&
 	    j->memlen <= POOL_MAX_SMALL) {
@@ -303,19 +368,27 @@ queue_file(struct pool_worker *w, struct client_job *j)
 	} else {
 		return 0;
 	}
+	if ((got = slot_take(w)) < 0)
+		return 0;
+	si = (uint32_t)got;
 	s = &w->slots[si];
 	n = snprintf(js, sizeof(js),
 	    "{\"type\":\"FILE\",\"operation\":\"SAVE\",\"direction\":\"REQUEST\","
 	    "\"token\":\"%s\",\"key\":\"%s\",\"size\":%zu}",
 	    w->c->token, j->key, size);
-	if ((r = txq_put(w, js, n, 0)) != 0)
+	if ((r = txq_put(w, js, n, 0)) == 0) {
+		n = snprintf(js, sizeof(js),
+		    "{\"type\":\"FILE\",\"operation\":\"UPLOAD\",\"direction\":\"REQUEST\","
+		    "\"token\":\"%s\",\"key\":\"%s\",\"block_index\":0,\"block_size\":%u}",
+		    w->c->token, j->key, w->bs);
+		r = txq_put(w, js, n, (uint32_t)size);
+	}
+	if (r == 0 && buf_append(&w->txq, data, size) != 0)
+		r = STEP_ENOMEM;
+	if (r != 0) {
+		slot_release(w, s);
 		return r;
-	n = snprintf(js, sizeof(js),
-	    "{\"type\":\"FILE\",\"operation\":\"UPLOAD\",\"direction\":\"REQUEST\","
-	    "\"token\":\"%s\",\"key\":\"%s\",\"block_index\":0,\"block_size\":%u}",
-	    w->c->token, j->key, w->bs);
-	if ((r = txq_put(w, js, n, (uint32_t)size)) != 0 || buf_append(&w->txq, data, size) != 0)
-		return r != 0 ? r : STEP_ENOMEM;
+	}
 	if (data == j->mem)
 		snprintf(s->md5, sizeof(s->md5), "%s", j->md5);
 	else
@@ -326,9 +399,86 @@ queue_file(struct pool_worker *w, struct client_job *j)
 	s->save_st = 0;
 	s->odd = 0;
 	s->getting = 0;
-	w->inuse++;
 	fifo_push(w, si, OP_SAVE);
 	fifo_push(w, si, OP_UPLOAD);
+	return 1;
+}
+
+/* Sends the PUTMANY being filled: its objects' JSON, then their contents. 0 or
+ * STEP_ENOMEM. */
+static int
+pm_flush(struct pool_worker *w)
+{
+	struct pool_batch *b = pm_open(w);
+	size_t len, cap = POOL_PM_JSON + CLIENT_KEY_MAX + 512;
+	uint32_t i;
+	int n, r;
+
+	if (b->n == 0)
+		return 0;
+	n = snprintf(w->pmjs, cap,
+	    "{\"type\":\"FILE\",\"operation\":\"PUTMANY\",\"direction\":\"REQUEST\","
+	    "\"token\":\"%s\",\"objects\":[",
+	    w->c->token);
+	if (n < 0 || (size_t)n >= cap)
+		return STEP_ENOMEM;
+	len = (size_t)n;
+	for (i = 0; i < b->n; i++) {
+		const struct pool_slot *s = &w->slots[b->slots[i]];
+
+		n = snprintf(w->pmjs + len, cap - len,
+		    "%s{\"key\":\"%s\",\"size\":%llu,\"md5\":\"%s\"}", i > 0 ? "," : "", s->j->key,
+		    (unsigned long long)s->size, s->md5);
+		if (n < 0 || (size_t)n >= cap - len - 2)
+			return STEP_ENOMEM; /* cannot happen: jlen bounds the text */
+		len += (size_t)n;
+	}
+	memcpy(w->pmjs + len, "]}", 2);
+	len += 2;
+	if ((r = txq_put(w, w->pmjs, (int)len, (uint32_t)b->bytes)) != 0)
+		return r;
+	for (i = 0; i < b->n; i++) {
+		const struct pool_slot *s = &w->slots[b->slots[i]];
+
+		if (buf_append(&w->txq, s->j->mem, s->size) != 0)
+			return STEP_ENOMEM;
+	}
+	fifo_push(w, (uint32_t)(b - w->pm_b), OP_PUTMANY);
+	w->pmsent++;
+	pm_open(w)->n = 0;
+	pm_open(w)->bytes = pm_open(w)->jlen = 0;
+	return 0;
+}
+
+/* Adds j to the PUTMANY being filled, sending it once full. 1: added; 0: not a PUTMANY
+ * file (or no slot free); <0: out of memory. */
+static int
+pm_add(struct pool_worker *w, struct client_job *j)
+{
+	struct pool_batch *b = pm_open(w);
+	struct pool_slot *s;
+	int64_t si;
+
+	if (j->key == NULL || !key_plain(j->key) || (j->flags & CLIENT_PUT_REPLACE) ||
+	    j->mem == NULL || j->md5 == NULL || j->memlen == 0 || j->memlen > POOL_PM_MAX_OBJ)
+		return 0;
+	if ((si = slot_take(w)) < 0)
+		return 0;
+	s = &w->slots[si];
+	s->j = j;
+	s->size = j->memlen;
+	snprintf(s->md5, sizeof(s->md5), "%s", j->md5);
+	s->save_st = 0;
+	s->odd = 0;
+	s->getting = 0;
+	b->slots[b->n++] = (uint32_t)si;
+	b->bytes += j->memlen;
+	b->jlen += strlen(j->key) + 80;
+	bwlimit_take(w->c->bw, j->memlen);
+	/* Full when the next file might not fit: never over a limit. */
+	if (b->n >= w->pm_target || b->bytes > POOL_PM_BYTES - POOL_PM_MAX_OBJ ||
+	    b->jlen > POOL_PM_JSON - (CLIENT_KEY_MAX + 80))
+		return pm_flush(w) == 0 ? 1 : STEP_ENOMEM;
 	return 1;
 }
 
@@ -348,6 +498,67 @@ md5_equal(const json_t *resp, const char *want)
 	return want[0] != '\0' && strcmp(got, want) == 0;
 }
 
+/* An existing key (402) for slot si, as on SAVE: checked with a GET when the job allows
+ * it, else the job fails. 0, or 1 when the pipeline was given up. */
+static int
+on_exists(struct pool_worker *w, uint32_t si)
+{
+	struct pool_slot *s = &w->slots[si];
+
+	if (s->j->flags & CLIENT_PUT_EXIST_OK) {
+		if (queue_get(w, si) == 0)
+			return 0;
+		fail_inflight(w, 0, "out of memory");
+		return 1;
+	}
+	job_fail(s->j, STEP_EEXIST, "server refused key: already exists (402)");
+	slot_release(w, s);
+	return 0;
+}
+
+/* The answer to the oldest PUTMANY in flight. 0, or 1 when the pipeline was given up. */
+static int
+on_putmany(struct pool_worker *w, const json_t *resp)
+{
+	struct pool_batch *b = &w->pm_b[w->pmhead];
+	const json_t *res = json_object_get(resp, "results");
+	int st = client_resp_status(resp), whole;
+	uint32_t i, nredo = 0;
+
+	w->pmhead = (w->pmhead + 1) % (POOL_PM_DEPTH + 1);
+	w->pmsent--;
+	whole = st != STEP_ST_OK || !json_is_array(res) || json_array_size(res) != b->n;
+	if (whole) {
+		log_info("PUTMANY refused (%d): %u files go with SAVE and UPLOAD, and the rest too",
+		    st, b->n);
+		w->pm_off = 1;
+		w->pm = 0;
+	}
+	for (i = 0; i < b->n; i++) {
+		struct pool_slot *s = &w->slots[b->slots[i]];
+		const json_t *e = whole ? NULL : json_array_get(res, i);
+		int est = e != NULL ? client_resp_status(e) : 0;
+
+		if (est == STEP_ST_OK && md5_equal(e, s->md5)) {
+			job_ok(w, s, 0);
+			slot_release(w, s);
+		} else if (est == STEP_ST_EXISTS) {
+			if (on_exists(w, b->slots[i]) != 0)
+				return 1;
+		} else {
+			redo_push(w, s->j);
+			slot_release(w, s);
+			nredo++;
+		}
+	}
+	if (nredo > 0 && !whole)
+		log_info("PUTMANY: %u of %u files not stored, sending them with SAVE and UPLOAD",
+		    nredo, b->n);
+	b->n = 0;
+	b->bytes = b->jlen = 0;
+	return 0;
+}
+
 /* One answer. 0, or 1 when the pipeline was given up (fail_inflight ran). */
 static int
 on_answer(struct pool_worker *w, const json_t *resp)
@@ -364,11 +575,13 @@ on_answer(struct pool_worker *w, const json_t *resp)
 	q = w->fifo[w->fhead];
 	w->fhead = (w->fhead + 1) % w->fcap;
 	w->flen--;
-	s = &w->slots[q.slot];
 	if (st == STEP_ST_TOKEN) {
 		fail_inflight(w, 0, "token refused");
 		return 1;
 	}
+	if (q.op == OP_PUTMANY)
+		return on_putmany(w, resp);
+	s = &w->slots[q.slot];
 	switch (q.op) {
 	case OP_SAVE:
 		s->save_st = st;
@@ -383,15 +596,8 @@ on_answer(struct pool_worker *w, const json_t *resp)
 			slot_release(w, s);
 			return 0;
 		}
-		if (s->save_st == STEP_ST_EXISTS && (s->j->flags & CLIENT_PUT_EXIST_OK))
-			return queue_get(w, q.slot) == 0
-			    ? 0
-			    : (fail_inflight(w, 0, "out of memory"), 1);
-		if (s->save_st == STEP_ST_EXISTS) {
-			job_fail(s->j, STEP_EEXIST, "server refused key: already exists (402)");
-			slot_release(w, s);
-			return 0;
-		}
+		if (s->save_st == STEP_ST_EXISTS)
+			return on_exists(w, q.slot);
 		if (s->save_st == STEP_ST_OK && !s->odd && st == STEP_ST_LENGTH) {
 			/* A one-block plan and the right length refused: the server read our
 			 * next request into this block (STEP-PROTOCOL.md §8). */
@@ -417,14 +623,71 @@ on_answer(struct pool_worker *w, const json_t *resp)
 	return 0;
 }
 
+/*
+ * Queues requests while there is room: the jobs PUTMANY did not store first (SAVE +
+ * UPLOAD), then new jobs of the call (*more becomes 0 when none is left). A PUTMANY
+ * being filled is sent when the loop stops, so nothing waits for a request never sent.
+ * 0, or -1 when the pipeline was given up (fail_inflight ran).
+ */
+static int
+feed(struct pool_worker *w, int *more)
+{
+	struct client_job *j;
+	int r, redo, inpm;
+
+	while ((*more || w->nredo > 0) && w->inuse < w->nslots &&
+	    buf_avail(&w->txq) < POOL_TXQ_MAX && w->pmsent < POOL_PM_DEPTH) {
+		redo = w->nredo > 0;
+		if (redo) {
+			j = w->redo[--w->nredo];
+		} else if ((j = take_job(w->p)) == NULL) {
+			*more = 0;
+			break;
+		}
+		r = !redo && w->pm ? pm_add(w, j) : 0;
+		inpm = r != 0; /* in a slot already, even when sending failed */
+		if (r == 0)
+			r = queue_file(w, j);
+		if (r == 0)
+			slow_push(w, j);
+		if (r < 0) {
+			if (!inpm)
+				slow_push(w, j);
+			fail_inflight(w, 0, "out of memory");
+			return -1;
+		}
+	}
+	if (pm_flush(w) != 0) {
+		fail_inflight(w, 0, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* Files per PUTMANY for this call: the call's jobs spread over every connection, two
+ * requests each, within POOL_PM_MIN..POOL_PM_OBJECTS. */
+static uint32_t
+pm_target(struct client_pool *p)
+{
+	size_t n, per;
+
+	pthread_mutex_lock(&p->mu);
+	n = p->n - p->next;
+	pthread_mutex_unlock(&p->mu);
+	per = (n + 2 * (size_t)p->nconn - 1) / (2 * (size_t)p->nconn);
+	return per < POOL_PM_MIN    ? POOL_PM_MIN
+	    : per > POOL_PM_OBJECTS ? POOL_PM_OBJECTS
+	                            : (uint32_t)per;
+}
+
 /* Pipelines small files until the call's jobs are taken and every answer is in. */
 static void
 pipe_run(struct pool_worker *w)
 {
 	struct client *c = w->c;
-	struct client_job *j;
 	uint64_t active, now, stall;
 	int r, n, more = 1, stepd, rd = 0, wr = 0;
+	uint32_t i;
 	size_t put;
 	const uint8_t *bin;
 	uint32_t binlen;
@@ -437,24 +700,17 @@ pipe_run(struct pool_worker *w)
 		return;
 	}
 	stepd = strncmp(c->server, "stepd", 5) == 0;
-	w->nslots = stepd ? POOL_FILES_STEPD : POOL_FILES_OTHER;
+	w->pm = !w->pm_off && (c->ext & CLIENT_EXT_PUTMANY) != 0;
+	w->pm_target = pm_target(w->p);
+	w->nslots = w->pm ? POOL_SLOTS : stepd ? POOL_FILES_STEPD : POOL_FILES_OTHER;
+	assert(w->inuse == 0);
+	for (w->nfree = 0, i = w->nslots; i > 0; i--)
+		w->freel[w->nfree++] = i - 1;
 	stall = stepd ? (uint64_t)c->timeout_ms : POOL_STALL_MS;
 	active = util_now_ms();
 	for (;;) {
-		while (more && w->inuse < w->nslots && buf_avail(&w->txq) < POOL_TXQ_MAX) {
-			if ((j = take_job(w->p)) == NULL) {
-				more = 0;
-				break;
-			}
-			r = queue_file(w, j);
-			if (r == 0)
-				slow_push(w, j);
-			else if (r < 0) {
-				slow_push(w, j);
-				fail_inflight(w, 0, "out of memory");
-				return;
-			}
-		}
+		if (feed(w, &more) != 0)
+			return;
 		if (w->flen == 0 && buf_avail(&w->txq) == 0)
 			return;
 		now = util_now_ms();
@@ -518,6 +774,13 @@ put_slow(struct pool_worker *w, struct client_job *j)
 		w->bs = w->c->plan_bs;
 }
 
+/* 1 when this worker's server takes PUTMANY (logging in first if needed). */
+static int
+pm_usable(struct pool_worker *w)
+{
+	return !w->pm_off && client_ensure(w->c) == 0 && (w->c->ext & CLIENT_EXT_PUTMANY) != 0;
+}
+
 /* 1 when the current call's jobs are all taken. */
 static int
 all_taken(struct client_pool *p)
@@ -552,8 +815,9 @@ run_call(struct pool_worker *w)
 	int rc;
 
 	for (;;) {
-		/* Until a plan told us the block size, one file the careful way. */
-		while (w->bs == 0 && !w->broken && (j = take_job(w->p)) != NULL)
+		/* Until a plan told us the block size, one file the careful way (PUTMANY
+		 * needs none: the first SAVE + UPLOAD learns it). */
+		while (w->bs == 0 && !w->broken && !pm_usable(w) && (j = take_job(w->p)) != NULL)
 			put_slow(w, j);
 		if (!w->broken)
 			pipe_run(w);
@@ -598,11 +862,29 @@ worker_main(void *arg)
 	return NULL;
 }
 
+/* Frees what a worker holds but its session. */
+static void
+worker_release(struct pool_worker *w)
+{
+	int k;
+
+	free(w->slots);
+	free(w->freel);
+	for (k = 0; k <= POOL_PM_DEPTH; k++)
+		free(w->pm_b[k].slots);
+	free(w->pmjs);
+	free(w->scratch);
+	free(w->fifo);
+	free(w->slow);
+	free(w->redo);
+	buf_release(&w->txq);
+}
+
 int
 client_pool_new(const struct client_opts *o, int nconn, struct client_pool **outp)
 {
 	struct client_pool *p = xcalloc(1, sizeof(*p));
-	int i, r;
+	int i, k, r;
 
 	if (nconn < 1)
 		nconn = 1;
@@ -619,14 +901,17 @@ client_pool_new(const struct client_opts *o, int nconn, struct client_pool **out
 		w->p = p;
 		if ((r = client_new(o, &w->c)) != 0)
 			break;
-		w->slots = xcalloc(POOL_FILES_STEPD, sizeof(*w->slots));
+		w->slots = xcalloc(POOL_SLOTS, sizeof(*w->slots));
+		w->freel = xcalloc(POOL_SLOTS, sizeof(*w->freel));
+		for (k = 0; k <= POOL_PM_DEPTH; k++)
+			w->pm_b[k].slots = xcalloc(POOL_PM_OBJECTS, sizeof(*w->pm_b[k].slots));
+		w->pmjs = xmalloc(POOL_PM_JSON + CLIENT_KEY_MAX + 512);
 		w->scratch = xmalloc(POOL_MAX_SMALL);
 		buf_init(
 		    &w->txq, POOL_TXQ_MAX + POOL_MAX_SMALL + 2 * (STEP_MAX_JSON + STEP_HDR_LEN));
 		if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
 			client_free(w->c);
-			free(w->slots);
-			free(w->scratch);
+			worker_release(w);
 			memset(w, 0, sizeof(*w));
 			r = STEP_ENOMEM;
 			break;
@@ -706,11 +991,7 @@ client_pool_free(struct client_pool *p)
 		if (w->started)
 			pthread_join(w->th, NULL);
 		client_free(w->c);
-		free(w->slots);
-		free(w->scratch);
-		free(w->fifo);
-		free(w->slow);
-		buf_release(&w->txq);
+		worker_release(w);
 	}
 	free(p->w);
 	pthread_mutex_destroy(&p->mu);

@@ -185,7 +185,7 @@ handler_putmany(struct hreq *r)
 	struct putmany *pm = NULL;
 	const json_t *objs;
 	json_t *reply;
-	size_t n, i, k = 0, off = 0;
+	size_t n, i, k = 0, off = 0, npending = 0;
 
 	if (check_request(r, &objs, &n) != 0)
 		return HANDLER_DONE;
@@ -224,12 +224,14 @@ handler_putmany(struct hreq *r)
 	for (i = 0; i < k; i++) {
 		struct pm_entry *e = (struct pm_entry *)items[i].w;
 
-		if (items[i].status == STORE_PENDING)
+		if (items[i].status == STORE_PENDING) {
+			npending++;
 			continue;
+		}
 		e->status = item_status(items[i].status);
 		pm_release(pm); /* never the last: the handler's count is still held */
 	}
-	log_debug("PUTMANY: %zu objects, %zu queued for commit", n, k);
+	log_debug("PUTMANY: %zu objects, %zu to commit", n, npending);
 	free(items);
 	if (!pm_release(pm))
 		return HANDLER_PENDING; /* the commit thread sends the reply */

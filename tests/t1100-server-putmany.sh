@@ -10,7 +10,7 @@ W="python3 $TOP/tests/server_wire.py"
 
 t_start 'stepd starts' --auth open -v
 ok 'PUTMANY: statuses, whole-request errors, pipelining, limits' "$W putmany $STEPD_PORT"
-ok 'stepd logged each PUTMANY at -v' "grep -q 'PUTMANY: 61 objects, 61 queued' '$STEPD_LOG'"
+ok 'stepd logged each PUTMANY at -v' "grep -q 'PUTMANY: 61 objects, 61 to commit' '$STEPD_LOG'"
 ok 'no temp files left behind' "[ -z \"\$(ls '$STEPD_ROOT/tmp')\" ]"
 t_stop 'SIGTERM exits 0'
 done_testing

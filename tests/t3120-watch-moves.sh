@@ -31,9 +31,9 @@ start_watch() {
 	wait_for "[ \$(grep -c '^watching ' '$T_DIR/watch.out') -gt ${n0:-0} ] || ! kill -0 $WATCH_PID" 400
 }
 # uploads — UPLOAD packets of file content ("o." keys; a snapshot's manifest is "s.NAME.SEQ")
-# the watcher sent through the proxy so far.
+# and PUTMANY packets (content objects only) the watcher sent through the proxy so far.
 uploads() {
-	grep -c '^UP "o\.' "$T_DIR/count.log"
+	awk '/^UP "o\./ || /^PKT PUTMANY / { n++ } END { print n + 0 }' "$T_DIR/count.log"
 }
 status_json() {
 	$SW status --json | python3 -c "import json,sys; o=json.load(sys.stdin); $1"

@@ -34,9 +34,9 @@ print(u[0]["percent"] if u else 0)'
 }
 
 start_watch --bwlimit 1M
-# content UPLOADs sent so far ("o." keys; the snapshot manifest is "s.NAME.SEQ")
+# content UPLOADs (and PUTMANYs) sent so far ("o." keys; the snapshot manifest is "s.NAME.SEQ")
 uploads() {
-	grep -c '^UP "o\.' "$T_DIR/count.log"
+	awk '/^UP "o\./ || /^PKT PUTMANY / { n++ } END { print n + 0 }' "$T_DIR/count.log"
 }
 
 ok 'the watcher is a quarter into the large file' '
