@@ -108,7 +108,8 @@ struct sync_run {
 	struct manifest_writer *mw;
 	int64_t gen;
 	uint8_t *hbuf;
-	size_t hdata_len; /* > 0: hbuf holds the whole content the last hash_once read */
+	size_t hdata_len;       /* > 0: hbuf holds the whole content the last hash_once read */
+	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
 	struct held *inflight;                /* content the batch in flight sends */
 	size_t cache_bytes;                   /* content held in the cache and in batches */
@@ -126,9 +127,11 @@ struct sync_run {
 static void set_fatal(struct sync_run *s, int r, const char *what, const char *detail);
 
 /* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
- * while read. Returns 0, STEP_ECHANGED, STEP_ESYS, STEP_ESTOPPED. */
+ * while read: its fstat after the read must match st0 (the scan's lstat, taken before the
+ * open; on a retry, try > 0, an fstat after the open instead). Returns 0, STEP_ECHANGED,
+ * STEP_ESYS, STEP_ESTOPPED. */
 static int
-hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0,
+hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0, int try,
     uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
 {
 	struct hash_ctx *hs = NULL, *hm = NULL;
@@ -140,16 +143,23 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 	int fd, r = STEP_ESYS;
 
 	s->hdata_len = 0;
-	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+	/* O_NONBLOCK: a FIFO put in the file's place since the scan must not block the open;
+	 * it is no regular file and fails the check below. */
+	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
 		return STEP_ESYS;
-	if (fstat(fd, &a) != 0 || !S_ISREG(a.st_mode))
+	if (try == 0)
+		a = *st0;
+	else if (fstat(fd, &a) != 0)
+		goto out;
+	if (!S_ISREG(a.st_mode))
 		goto out;
 	if ((hs = hash_sha256_new()) == NULL || (hm = hash_md5_new()) == NULL) {
 		r = STEP_ENOMEM;
 		goto out;
 	}
 	for (;;) {
-		if (util_stop_pending()) {
+		/* sigpending is a system call: once per 16 small files is often enough. */
+		if ((got > 0 || (s->nhashed_calls++ & 15) == 0) && util_stop_pending()) {
 			set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
 			r = STEP_ESTOPPED;
 			goto out;
@@ -172,7 +182,8 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 	}
 	if (fstat(fd, &b) != 0)
 		goto out;
-	if (a.st_size != b.st_size || scan_mtime_ns(&a) != scan_mtime_ns(&b) ||
+	if (!S_ISREG(b.st_mode) || a.st_ino != b.st_ino || a.st_dev != b.st_dev ||
+	    a.st_size != b.st_size || scan_mtime_ns(&a) != scan_mtime_ns(&b) ||
 	    scan_ctime_ns(&a) != scan_ctime_ns(&b) || a.st_ino != st0->st_ino) {
 		r = STEP_ECHANGED;
 		goto out;
@@ -262,7 +273,7 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 		} else {
 			r = STEP_ECHANGED;
 			for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
-				r = hash_once(s, se->dirfd, se->name, st, sha, row.md5, &hst);
+				r = hash_once(s, se->dirfd, se->name, st, i, sha, row.md5, &hst);
 			if (r == STEP_ENOMEM || r == STEP_ESTOPPED)
 				return r;
 			if (r != 0) {
