@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -48,7 +49,9 @@ static const char *const files_sql[ST_N] = {
 	[ST_GEN] = "SELECT coalesce(max(gen), 0) + 1 FROM files WHERE dir = ?1",
 	[ST_DROP] = "DELETE FROM files WHERE dir = ?1 AND gen <> ?2",
 	[ST_OKNOWN] = "SELECT 1 FROM objects WHERE okey = ?1",
-	[ST_OADD] = "INSERT OR REPLACE INTO objects(okey, size, md5) VALUES(?1, ?2, ?3)",
+	/* t is bound, not left to the column's strftime() default: SQLite formats and parses
+	 * a date string for every row that way, a good part of the insert. */
+	[ST_OADD] = "INSERT OR REPLACE INTO objects(okey, size, md5, t) VALUES(?1, ?2, ?3, ?4)",
 	[ST_OFORGET] = "DELETE FROM objects WHERE okey = ?1",
 };
 
@@ -250,6 +253,7 @@ files_object_add(struct files *f, const char *okey, uint64_t size, const char *m
 	sqlite3_bind_text(st, 1, okey, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
 	sqlite3_bind_text(st, 3, md5, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
 	return run(st);
 }
 
