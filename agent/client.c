@@ -380,6 +380,8 @@ learn_server(struct client *c, const json_t *resp)
 			c->ext |= CLIENT_EXT_ZERO_SIZE;
 		else if (strcmp(s, "bye") == 0)
 			c->ext |= CLIENT_EXT_BYE;
+		else if (strcmp(s, "big_blocks") == 0)
+			c->ext |= CLIENT_EXT_BIG_BLOCKS;
 	}
 }
 
@@ -477,6 +479,8 @@ client_has_ext(struct client *c, const char *name)
 		bit = CLIENT_EXT_ZERO_SIZE;
 	else if (strcmp(name, "bye") == 0)
 		bit = CLIENT_EXT_BYE;
+	else if (strcmp(name, "big_blocks") == 0)
+		bit = CLIENT_EXT_BIG_BLOCKS;
 	return (c->ext & bit) != 0;
 }
 

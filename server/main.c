@@ -339,8 +339,9 @@ serve(const struct opts *o)
 	lo.threads = (int)o->threads;
 	lo.idle_timeout = (int)o->idle_timeout;
 	lo.max_connections = (int)o->max_conns;
+	/* Binary parts up to the big_blocks extension's blocks (store_file_save_bs). */
 	lo.max_bin =
-	    o->block_size > STEP_SPEC_MAX_BLOCK ? (uint32_t)o->block_size : STEP_SPEC_MAX_BLOCK;
+	    o->block_size > STORE_BIG_BLOCK_MAX ? (uint32_t)o->block_size : STORE_BIG_BLOCK_MAX;
 	if (loop_new(&lo, st, au, &l, err, sizeof(err)) != 0)
 		goto out;
 	if (o->setuid != NULL) {
