@@ -103,7 +103,8 @@ struct store_job {
 struct store {
 	char *root;
 	struct store_opts o;
-	int objfd, tmpfd; /* directory fds */
+	uint32_t max_block; /* largest big_blocks plan, 0: STORE_BIG_BLOCK_MAX */
+	int objfd, tmpfd;   /* directory fds */
 	pthread_mutex_t mu;
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];
@@ -533,6 +534,12 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 	return store_file_save_bs(s, user, key, keylen, size, 0, plan, w);
 }
 
+void
+store_set_max_block_size(struct store *s, uint32_t max)
+{
+	s->max_block = max;
+}
+
 int
 store_file_save_bs(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
     uint32_t want_bs, struct store_plan *plan, struct store_waiter *w)
@@ -540,13 +547,11 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
-	uint32_t bs = s->o.block_size;
+	uint32_t bs = s->o.block_size, max = s->max_block ? s->max_block : STORE_BIG_BLOCK_MAX;
 	int r;
 
-	if (want_bs > bs)
-		bs = want_bs < STORE_BIG_BLOCK_MAX ? want_bs : STORE_BIG_BLOCK_MAX;
-	if (bs < s->o.block_size)
-		bs = s->o.block_size; /* configured above the big-block limit */
+	if (want_bs > bs && max > bs)
+		bs = want_bs < max ? want_bs : max;
 	if (size > s->o.max_object_size || (size + bs - 1) / bs > MAX_TOTAL_BLOCK)
 		return STEP_ETOOBIG;
 	key_id(user, key, keylen, id);
