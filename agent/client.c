@@ -382,6 +382,8 @@ learn_server(struct client *c, const json_t *resp)
 			c->ext |= CLIENT_EXT_BYE;
 		else if (strcmp(s, "putmany") == 0)
 			c->ext |= CLIENT_EXT_PUTMANY;
+		else if (strcmp(s, "big_blocks") == 0)
+			c->ext |= CLIENT_EXT_BIG_BLOCKS;
 	}
 }
 
@@ -481,6 +483,8 @@ client_has_ext(struct client *c, const char *name)
 		bit = CLIENT_EXT_BYE;
 	else if (strcmp(name, "putmany") == 0)
 		bit = CLIENT_EXT_PUTMANY;
+	else if (strcmp(name, "big_blocks") == 0)
+		bit = CLIENT_EXT_BIG_BLOCKS;
 	return (c->ext & bit) != 0;
 }
 

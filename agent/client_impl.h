@@ -12,12 +12,13 @@
 #include "client.h"
 #include "conn.h"
 
-#define CLIENT_EXT_RESUME    0x01
-#define CLIENT_EXT_BLOCK_MD5 0x02
-#define CLIENT_EXT_LIST      0x04
-#define CLIENT_EXT_ZERO_SIZE 0x08
-#define CLIENT_EXT_BYE       0x10
-#define CLIENT_EXT_PUTMANY   0x20
+#define CLIENT_EXT_RESUME     0x01
+#define CLIENT_EXT_BLOCK_MD5  0x02
+#define CLIENT_EXT_LIST       0x04
+#define CLIENT_EXT_ZERO_SIZE  0x08
+#define CLIENT_EXT_BYE        0x10
+#define CLIENT_EXT_PUTMANY    0x20
+#define CLIENT_EXT_BIG_BLOCKS 0x40
 
 #define CLIENT_RX_CHUNK (256u << 10) /* bytes asked of recv() at a time */
 

@@ -41,10 +41,15 @@
 #define XFER_STALLEND (-104) /* every block sent, the last answers never came */
 
 #define XFER_ATTEMPTS     8    /* passes of one transfer before giving up */
-#define STATE_BATCH       64   /* acknowledged blocks between state commits */
+#define STATE_BATCH       64   /* acknowledged blocks between state commits (64 KiB ones) */
 #define STATE_INTERVAL_MS 1000 /* ...or this long */
 #define ZERO_SIZE_WAIT_MS 3000 /* how long an unknown server may think about size 0 */
 #define FINAL_PROBE_MS    2000 /* silence before asking whether the last answers were lost */
+/* big_blocks: a file of at least BIG_MIN_BLOCKS blocks of the specification's largest size
+ * asks stepd for blocks of up to BIG_BLOCK_MAX bytes, keeping BIG_MIN_BLOCKS blocks or more
+ * (resume and progress stay fine-grained); every request then carries more bytes. */
+#define BIG_BLOCK_MAX     (1u << 20)
+#define BIG_MIN_BLOCKS    512
 
 /* Where an upload's bytes come from. */
 struct source {
@@ -77,14 +82,47 @@ struct up {
 
 /* ---- small helpers ---- */
 
+/* Requests in flight. Against stepd the automatic window holds 32 blocks of 64 KiB, fewer
+ * of larger blocks (at least 4): the bytes in flight, and sent again after a broken
+ * connection, stay about the same. */
 static int
-window_for(struct client *c)
+window_for(struct client *c, uint32_t bs)
 {
+	uint32_t w = 32;
+
 	if (c->degraded)
 		return 1;
 	if (c->window_opt > 0)
 		return c->window_opt;
-	return strncmp(c->server, "stepd", 5) == 0 ? 32 : 4;
+	if (strncmp(c->server, "stepd", 5) != 0)
+		return 4;
+	if (bs > STEP_SPEC_MAX_BLOCK)
+		w = (uint32_t)((uint64_t)w * STEP_SPEC_MAX_BLOCK / bs);
+	return w < 4 ? 4 : (int)w;
+}
+
+/* Acknowledged blocks between state commits: STATE_BATCH, fewer of blocks over 64 KiB. */
+static uint32_t
+state_batch(uint32_t bs)
+{
+	uint64_t n = STATE_BATCH;
+
+	if (bs > STEP_SPEC_MAX_BLOCK)
+		n = n * STEP_SPEC_MAX_BLOCK / bs;
+	return n < 1 ? 1 : (uint32_t)n;
+}
+
+/* The block size to ask stepd for (big_blocks), 0 for the server's own plan. */
+static uint32_t
+want_block_size(const struct client *c, uint64_t size)
+{
+	uint32_t bs = STEP_SPEC_MAX_BLOCK;
+
+	if (!(c->ext & CLIENT_EXT_BIG_BLOCKS))
+		return 0;
+	while (bs < BIG_BLOCK_MAX && size / (2 * (uint64_t)bs) >= BIG_MIN_BLOCKS)
+		bs *= 2;
+	return bs > STEP_SPEC_MAX_BLOCK ? bs : 0;
 }
 
 static uint32_t
@@ -159,7 +197,7 @@ state_flush(struct up *u, int force)
 	if (u->db == NULL || u->unsaved == 0)
 		return;
 	now = util_now_ms();
-	if (!force && u->unsaved < STATE_BATCH && now - u->saved_ms < STATE_INTERVAL_MS)
+	if (!force && u->unsaved < state_batch(u->bs) && now - u->saved_ms < STATE_INTERVAL_MS)
 		return;
 	if (uploads_save_bitmap(
 	        u->db, u->srv, u->c->user, u->key, u->acked.bits, blockset_nbytes(u->total)) != 0)
@@ -389,7 +427,7 @@ upload_pass(struct up *u)
 
 	if ((pk = calloc(1, sizeof(*pk))) == NULL)
 		return client_fail(u->c, STEP_ENOMEM, "out of memory");
-	u->window = window_for(u->c);
+	u->window = window_for(u->c, u->bs);
 	u->flen = 0;
 	u->fhead = 0;
 	r = next_packet(u, &cursor, pk);
@@ -478,6 +516,7 @@ do_save(struct up *u, int *existsp)
 	json_t *req = NULL, *resp = NULL, *received;
 	const char *k;
 	long long bs, total;
+	uint32_t want;
 	int r, timeout = -1;
 
 	*existsp = 0;
@@ -486,6 +525,8 @@ do_save(struct up *u, int *existsp)
 	json_object_set_new(req, "size", json_integer((json_int_t)u->src.size));
 	if (u->key[0] != '\0')
 		json_object_set_new(req, "key", json_string(u->key));
+	if ((want = want_block_size(u->c, u->src.size)) > 0)
+		json_object_set_new(req, "want_block_size", json_integer(want));
 	if (u->src.size == 0 && !(u->c->ext & CLIENT_EXT_ZERO_SIZE))
 		timeout =
 		    ZERO_SIZE_WAIT_MS < u->c->timeout_ms ? ZERO_SIZE_WAIT_MS : u->c->timeout_ms;
@@ -522,7 +563,8 @@ do_save(struct up *u, int *existsp)
 	}
 	if (u->key[0] == '\0' && codec_get_str(resp, "key", &k, NULL) == 0)
 		snprintf(u->key, sizeof(u->key), "%s", k);
-	u->c->plan_bs = (uint32_t)bs;
+	if (want == 0)
+		u->c->plan_bs = (uint32_t)bs; /* the server's own plan (client_pool relies on it) */
 	if (u->blk == NULL || u->bs != (uint32_t)bs || u->total != (uint32_t)total) {
 		blockset_release(&u->acked);
 		free(u->blk);
@@ -1019,7 +1061,7 @@ download_pass(struct down *d)
 	json_t *resp;
 	char js[STEP_HDR_LEN + sizeof(d->key_json) + 600];
 	uint64_t last_progress = 0, now;
-	int window = window_for(c), st, n, r = 0, rd = 0, wr = 0;
+	int window = window_for(c, 0), st, n, r = 0, rd = 0, wr = 0;
 
 	buf_reset(&c->tx);
 	while (d->next_recv < total) {

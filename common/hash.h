@@ -1,5 +1,5 @@
 /*
- * hash.h — MD5, SHA-256 and HMAC-SHA256 through OpenSSL's EVP interface, streaming.
+ * hash.h — MD5 (md5.c), SHA-256 and HMAC-SHA256 (OpenSSL's EVP interface), streaming.
  */
 #ifndef STEP_HASH_H
 #define STEP_HASH_H
@@ -12,7 +12,7 @@
 #define HASH_SHA256_LEN 32
 #define HASH_SHA256_HEX 65
 
-struct hash_ctx; /* opaque; an EVP_MD_CTX */
+struct hash_ctx; /* opaque; an EVP_MD_CTX or an MD5 state */
 
 /* New streaming MD5 / SHA-256 context; NULL on allocation failure. */
 struct hash_ctx *hash_md5_new(void);

@@ -250,8 +250,10 @@ handle_login(struct hreq *r)
 	if (reply != NULL) {
 		json_object_set_new(reply, "token", json_string(token));
 		json_object_set_new(reply, "server", json_string("stepd/0.1"));
-		if (ext != NULL)
+		if (ext != NULL) {
+			json_array_append_new(ext, json_string("big_blocks"));
 			json_object_set_new(reply, "extensions", ext);
+		}
 	} else {
 		json_decref(ext);
 	}

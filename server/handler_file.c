@@ -31,7 +31,7 @@ file_save(struct hreq *r)
 	const char *key;
 	char uuid[37];
 	size_t keylen, i;
-	long long size;
+	long long size, want = 0;
 	json_t *reply, *ranges;
 	int e;
 
@@ -43,6 +43,9 @@ file_save(struct hreq *r)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"size\" must not be negative.");
 	if (hreq_key(r, 1, uuid, &key, &keylen) != 0)
 		return HANDLER_DONE;
+	/* big_blocks extension: the largest block the client takes; anything else is ignored. */
+	if (codec_get_int(r->req, "want_block_size", &want) != 0 || want < 0 || want > UINT32_MAX)
+		want = 0;
 	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	if (size == 0 && (p = hpending_alloc(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
@@ -51,8 +54,8 @@ file_save(struct hreq *r)
 	}
 	if (p != NULL)
 		put_plan(p->reply, key, keylen, 0, 0, 0);
-	e = store_file_save(
-	    r->h->st, r->user, key, keylen, (uint64_t)size, &plan, p != NULL ? &p->w : NULL);
+	e = store_file_save_bs(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want,
+	    &plan, p != NULL ? &p->w : NULL);
 	if (e == STORE_PENDING) {
 		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
 		json_object_set_new(p->reply, "received", json_array());

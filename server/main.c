@@ -54,6 +54,8 @@ usage(FILE *f)
 	    "                         password == md5(username)\n"
 	    "  --block-size BYTES     block size of new upload plans (default 65536;\n"
 	    "                         20480 reproduces the reference server)\n"
+	    "  --max-block-size BYTES largest block a client may ask for (big_blocks\n"
+	    "                         extension; default 1M, at most --block-size: off)\n"
 	    "  --max-object-size BYTES  largest accepted object (default 64G)\n"
 	    "  --token-ttl SECONDS    token lifetime (default 86400)\n"
 	    "  --upload-ttl SECONDS   drop uploads idle this long (default 604800)\n"
@@ -88,6 +90,7 @@ struct opts {
 	const char *setuid;                /* NULL: keep the starting user */
 	uid_t uid;                         /* of setuid, looked up before binding */
 	gid_t gid;
+	long long max_block; /* --max-block-size (default STORE_BIG_BLOCK_MAX) */
 };
 
 /*
@@ -301,6 +304,7 @@ open_backend(const struct opts *o, const char *root, struct auth **au, struct st
 	so.upload_ttl = o->upload_ttl;
 	if (store_open(&so, st, err, errlen) != 0)
 		return -1;
+	store_set_max_block_size(*st, (uint32_t)o->max_block);
 	return 0;
 }
 
@@ -339,8 +343,10 @@ serve(const struct opts *o)
 	lo.threads = (int)o->threads;
 	lo.idle_timeout = (int)o->idle_timeout;
 	lo.max_connections = (int)o->max_conns;
-	lo.max_bin =
-	    o->block_size > STEP_SPEC_MAX_BLOCK ? (uint32_t)o->block_size : STEP_SPEC_MAX_BLOCK;
+	/* Binary parts up to the big_blocks extension's blocks (store_file_save_bs). */
+	lo.max_bin = (uint32_t)(o->block_size > o->max_block ? o->block_size : o->max_block);
+	if (lo.max_bin < STEP_SPEC_MAX_BLOCK)
+		lo.max_bin = STEP_SPEC_MAX_BLOCK;
 	if (loop_new(&lo, st, au, &l, err, sizeof(err)) != 0)
 		goto out;
 	if (o->setuid != NULL) {
@@ -371,6 +377,7 @@ main(int argc, char **argv)
 		O_ROOT,
 		O_AUTH,
 		O_BS,
+		O_MAXBS,
 		O_TTTL,
 		O_UTTL,
 		O_IDLE,
@@ -392,6 +399,7 @@ main(int argc, char **argv)
 		{ "root", required_argument, NULL, O_ROOT },
 		{ "auth", required_argument, NULL, O_AUTH },
 		{ "block-size", required_argument, NULL, O_BS },
+		{ "max-block-size", required_argument, NULL, O_MAXBS },
 		{ "token-ttl", required_argument, NULL, O_TTTL },
 		{ "upload-ttl", required_argument, NULL, O_UTTL },
 		{ "idle-timeout", required_argument, NULL, O_IDLE },
@@ -408,11 +416,11 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
 		STEP_SPEC_MAX_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
-		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0 };
+		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
-		"block-size", "token-ttl", "upload-ttl", "idle-timeout", "max-connections",
-		"threads", "max-object-size", "tls-port", "tls-cert", "tls-key", "tls-port-file",
-		"login-fail-limit", "login-fail-window", "setuid", NULL };
+		"block-size", "max-block-size", "token-ttl", "upload-ttl", "idle-timeout",
+		"max-connections", "threads", "max-object-size", "tls-port", "tls-cert", "tls-key",
+		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -465,6 +473,14 @@ main(int argc, char **argv)
 				bad = 1;
 			}
 			o.block_size = (long long)sz;
+			break;
+		case O_MAXBS:
+			if (util_parse_size(optarg, &sz) != 0 || sz < 1 || sz > (16u << 20)) {
+				fprintf(stderr, "stepd: invalid --max-block-size '%s' (1..16M)\n",
+				    optarg);
+				bad = 1;
+			}
+			o.max_block = (long long)sz;
 			break;
 		case O_MAXO:
 			if (util_parse_size(optarg, &o.max_object) != 0) {

@@ -114,6 +114,7 @@ struct store_job {
 struct store {
 	char *root;
 	struct store_opts o;
+	uint32_t max_block;        /* largest big_blocks plan, 0: STORE_BIG_BLOCK_MAX */
 	int objfd, tmpfd, packdir; /* directory fds */
 	pthread_mutex_t pmu;       /* packfd */
 	int *packfd;               /* by pack number: O_RDWR fds opened on first use, or -1 */
@@ -760,13 +761,28 @@ int
 store_file_save(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
     struct store_plan *plan, struct store_waiter *w)
 {
+	return store_file_save_bs(s, user, key, keylen, size, 0, plan, w);
+}
+
+void
+store_set_max_block_size(struct store *s, uint32_t max)
+{
+	s->max_block = max;
+}
+
+int
+store_file_save_bs(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
+    uint32_t want_bs, struct store_plan *plan, struct store_waiter *w)
+{
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
+	uint32_t bs = s->o.block_size, max = s->max_block ? s->max_block : STORE_BIG_BLOCK_MAX;
 	int r;
 
-	if (size > s->o.max_object_size ||
-	    (size + s->o.block_size - 1) / s->o.block_size > MAX_TOTAL_BLOCK)
+	if (want_bs > bs && max > bs)
+		bs = want_bs < max ? want_bs : max;
+	if (size > s->o.max_object_size || (size + bs - 1) / bs > MAX_TOTAL_BLOCK)
 		return STEP_ETOOBIG;
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
@@ -797,7 +813,7 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 	/* An empty upload commits at once: its commit job is allocated before anything
 	 * changes, so an allocation failure cannot leave it committing with nobody to
 	 * finish it. */
-	if ((u = upload_new(user, key, keylen, size, s->o.block_size)) == NULL ||
+	if ((u = upload_new(user, key, keylen, size, bs)) == NULL ||
 	    (size == 0 && (cj = job_new(JOB_COMMIT)) == NULL)) {
 		r = STEP_ENOMEM;
 		goto out;
@@ -1628,7 +1644,8 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			r = wexec(s,
 			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
 			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
+			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size,
+			    u->block_size < s->o.block_size ? u->block_size : s->o.block_size,
 			    j->md5, now);
 			if (r != 0 && u->inl)
 				pack_punch(s, file, u->size);

@@ -102,6 +102,18 @@ void store_key_name(const char *user, const char *key, size_t keylen, char out[6
  */
 int store_file_save(struct store *s, const char *user, const char *key, size_t keylen,
     uint64_t size, struct store_plan *plan, struct store_waiter *w);
+/*
+ * The same, for a client that can take blocks of up to want_bs bytes (the big_blocks
+ * extension): a new plan then has blocks of min(want_bs, store_set_max_block_size's limit)
+ * bytes when that is more than the configured size. Fewer, larger blocks cost both ends less per
+ * byte. The committed object keeps the configured size as its download plan, so clients
+ * that size their buffers for the specification's 65536 can still read it.
+ */
+#define STORE_BIG_BLOCK_MAX (1u << 20) /* the default limit */
+int store_file_save_bs(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, uint32_t want_bs, struct store_plan *plan, struct store_waiter *w);
+/* Sets that limit (bytes; at most the configured block size turns the extension off). */
+void store_set_max_block_size(struct store *s, uint32_t max);
 
 /*
  * Finds the upload in progress for (user, key). Returns 0 and a reference in *up (release

@@ -468,6 +468,40 @@ def sc_bye(port):
     check(c.is_closed(), "closed after BYE")
 
 
+def sc_big_blocks(port):
+    """big_blocks: SAVE's want_block_size enlarges the plan (up to 1 MiB), GET keeps 65536."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check("big_blocks" in rep.get("extensions", []), "LOGIN advertises big_blocks: %r" % rep)
+    tok = rep["token"]
+    data = os.urandom(3 * (1 << 20) + 5)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="bb", size=len(data),
+                         want_block_size=1 << 20), 200)
+    check(rep["block_size"] == 1 << 20 and rep["total_block"] == 4, "1 MiB plan: %r" % rep)
+    for i in (1, 0):
+        expect(c, r("FILE", "UPLOAD", token=tok, key="bb", block_index=i), 200,
+               data[i << 20:(i + 1) << 20])
+    expect(c, r("FILE", "UPLOAD", token=tok, key="bb", block_index=2), 406, data[:65536])
+    rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="bb", size=len(data)), 200)
+    check(rep["block_size"] == 1 << 20 and rep["received"] == [[0, 1]],
+          "a SAVE without want_block_size resumes the 1 MiB plan: %r" % rep)
+    for i in (2, 3):
+        last, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="bb", block_index=i), 200,
+                         data[i << 20:(i + 1) << 20])
+    check(last.get("md5") == md5(data), "md5 of the big-block upload")
+    rep, _ = expect(c, r("FILE", "GET", token=tok, key="bb"), 200)
+    check(rep["block_size"] == 65536 and rep["total_block"] == (len(data) + 65535) // 65536,
+          "the object's download plan keeps the default block size: %r" % rep)
+    check(download(c, tok, "bb") == data, "content")
+    for want, bs in ((262144, 262144), (64 << 20, 1 << 20), (1000, 65536), (-5, 65536),
+                     ("x", 65536), (None, 65536)):
+        key = "bbw%r" % (want,)
+        rep, _ = expect(c, r("FILE", "SAVE", token=tok, key=key, size=len(data),
+                             want_block_size=want), 200)
+        check(rep["block_size"] == bs, "want_block_size %r: plan %r" % (want, rep))
+        expect(c, r("FILE", "DELETE", token=tok, key=key), 404)
+
+
 def sc_charcount(port):
     """A reference-style client counts json_len in characters."""
     c = Conn(port)

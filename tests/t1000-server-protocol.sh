@@ -12,6 +12,7 @@ for s in status data pipeline ooo conn_per_block resume block_md5 list zero bye 
 	isolation; do
 	ok "protocol: $s" "$W $s $STEPD_PORT"
 done
+ok 'protocol: big_blocks' "$W big_blocks $STEPD_PORT"
 ok 'still serving after all of it' "$W bye $STEPD_PORT"
 ok 'stepd prints its address on stdout' "grep -q '^listening on 127.0.0.1:$STEPD_PORT\$' '$STEPD_LOG'"
 ok 'store files are 0600, directories 0700' "

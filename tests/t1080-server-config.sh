@@ -19,6 +19,15 @@ ok "a command-line flag overrides the config file" '
 	SS $STEPD_PORT info f >info && grep -q "blocks: 1 x 65536 bytes" info
 '
 
+ok "max-block-size at the block size turns big_blocks off: a 64 MiB put keeps 64 KiB blocks" '
+	printf "auth = open\nmax-block-size = 64K\n" >nobig.conf &&
+	STEPD_NAME=third start_stepd --config nobig.conf &&
+	head -c $((64 << 20)) /dev/urandom >"$T_DIR/h" &&
+	SS $STEPD_PORT -q --json put "$T_DIR/h" --key h >out &&
+	python3 -c "import json; d = json.load(open(\"out\")); assert d[\"blocks_total\"] == 1024, d" &&
+	rm -f "$T_DIR/h"
+'
+
 ok "an unknown setting is refused with file and line, exit 2" '
 	printf "auth = open\nbogus = 1\n" >bad.conf &&
 	expect_exit 2 "$BIN/stepd" --config bad.conf --root r 2>err &&

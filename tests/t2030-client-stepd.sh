@@ -14,6 +14,22 @@ ok "a 20 MB pipelined round trip is byte-identical" '
 	head -c 20000000 /dev/urandom >big.bin && ss put big.bin >out &&
 	grep -q "^big.bin $(md5sum <big.bin | cut -d" " -f1)$" out &&
 	ss get big.bin -o big.out >/dev/null && cmp big.bin big.out'
+ok "a 64 MiB file goes up in 128 KiB blocks (big_blocks) and comes back in 64 KiB ones" '
+	head -c $((64 << 20)) /dev/urandom >huge.bin && echo x >>huge.bin &&
+	ss --json put huge.bin >out &&
+	python3 -c "import json; d = json.load(open(\"out\")); assert d[\"blocks_total\"] == 513, d" &&
+	ss info huge.bin | grep -q "^blocks: 1025 x 65536 bytes$" &&
+	ss get huge.bin -o huge.out >/dev/null && cmp huge.bin huge.out'
+ok "an interrupted big-block put resumes in its own block size" '
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user bob --state hs.db put --bwlimit 8M \
+		--key huge2 huge.bin >/dev/null 2>&1 & pid=$!
+	wait_for "python3 -c \"import sqlite3,sys; r=sqlite3.connect(\\\"hs.db\\\").execute(\\\"select bitmap from uploads\\\").fetchone(); sys.exit(0 if r and sum(bin(b).count(\\\"1\\\") for b in r[0]) >= 8 else 1)\"" 400 &&
+	kill -9 $pid; wait $pid 2>/dev/null
+	ss --state hs.db --json put --key huge2 huge.bin >out &&
+	python3 -c "
+import json; d = json.load(open(\"out\"))
+assert d[\"resumed\"] and d[\"blocks_total\"] == 513 and d[\"blocks_sent\"] < 513, d" &&
+	ss get huge2 -o huge.out >/dev/null && cmp huge.bin huge.out && rm -f huge.out'
 ok "pipelined downloads never stall on stepd (no fallback to one request at a time)" '
 	for i in 1 2 3; do
 		rm -f big.out && ss -v get --window 64 big.bin -o big.out >/dev/null 2>err &&

@@ -94,7 +94,8 @@ if [[ " $PARTS " == *" put "* ]]; then
 	head -c $((BIG_MIB << 20)) /dev/urandom >"$W/big"
 	cat "$W/big" >/dev/null
 	start_stepd big
-	start_stepd b20k --block-size 20480
+	# --max-block-size: this line measures 20480-byte blocks, so no big_blocks plans here.
+	start_stepd b20k --block-size 20480 --max-block-size 20480
 	# TLS: a CA and a certificate for 127.0.0.1 made here; a stepd with a TLS port.
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
 		-keyout "$W/ca.key" -out "$W/ca.pem" -subj "/CN=bench CA" \

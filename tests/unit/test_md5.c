@@ -1,0 +1,149 @@
+/* test_md5.c — md5.c against RFC 1321's test suite and against OpenSSL's MD5 over many
+ * lengths, split points and the hash.c interface (dup, reset, one-shot hex). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+
+#include "hash.h"
+#include "md5.h"
+
+static void
+hex_of(const uint8_t *d, char out[HASH_MD5_HEX])
+{
+	hash_to_hex(d, HASH_MD5_LEN, out);
+}
+
+static void
+openssl_md5_hex(const void *p, size_t n, char out[HASH_MD5_HEX])
+{
+	uint8_t d[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	assert_int_equal(EVP_Digest(p, n, d, &len, EVP_md5(), NULL), 1);
+	assert_int_equal(len, HASH_MD5_LEN);
+	hex_of(d, out);
+}
+
+static void
+test_rfc1321(void **state)
+{
+	static const char *const v[][2] = {
+		{ "", "d41d8cd98f00b204e9800998ecf8427e" },
+		{ "a", "0cc175b9c0f1b6a831c399e269772661" },
+		{ "abc", "900150983cd24fb0d6963f7d28e17f72" },
+		{ "message digest", "f96b697d7cb7938d525a2f31aaf161d0" },
+		{ "abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b" },
+		{ "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+		    "d174ab98d277d9f5a5611c2c9f419d9f" },
+		{ "1234567890123456789012345678901234567890123456789012345678901234567890123456"
+		  "7890",
+		    "57edf4a22be3c955ac49da2e2107b67a" },
+	};
+	char got[HASH_MD5_HEX];
+	size_t i;
+
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		hash_md5_hex(v[i][0], strlen(v[i][0]), got);
+		assert_string_equal(got, v[i][1]);
+	}
+}
+
+static uint8_t *
+noise(size_t n)
+{
+	uint8_t *p = malloc(n ? n : 1);
+	uint32_t x = 2463534242u;
+	size_t i;
+
+	assert_non_null(p);
+	for (i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		p[i] = (uint8_t)x;
+	}
+	return p;
+}
+
+/* Every length up to a few blocks (all padding cases), each fed in two uneven pieces. */
+static void
+test_lengths_and_splits(void **state)
+{
+	uint8_t *p = noise(400), d[HASH_MD5_LEN];
+	char want[HASH_MD5_HEX], got[HASH_MD5_HEX];
+	size_t n, cut;
+
+	for (n = 0; n <= 400; n++) {
+		openssl_md5_hex(p, n, want);
+		hash_md5_hex(p, n, got);
+		assert_string_equal(got, want);
+		for (cut = 0; cut <= n; cut += 1 + n / 7) {
+			struct md5 m;
+
+			md5_init(&m);
+			md5_update(&m, p, cut);
+			md5_update(&m, p + cut, n - cut);
+			md5_final(&m, d);
+			hex_of(d, got);
+			assert_string_equal(got, want);
+		}
+	}
+	free(p);
+}
+
+/* A large buffer in odd-sized pieces through hash.c, a dup midway, and reset + reuse. */
+static void
+test_stream_dup_reset(void **state)
+{
+	size_t n = 3 * 1048576 + 77, off, k, step = 1;
+	uint8_t *p = noise(n), d[HASH_MD5_LEN];
+	char want[HASH_MD5_HEX], half[HASH_MD5_HEX], got[HASH_MD5_HEX];
+	struct hash_ctx *c = hash_md5_new(), *dup = NULL;
+
+	assert_non_null(c);
+	openssl_md5_hex(p, n, want);
+	openssl_md5_hex(p, n / 2, half);
+	for (off = 0; off < n; off += k, step = step * 3 % 65537 + 1) {
+		k = n - off < step ? n - off : step;
+		if (off < n / 2 && off + k > n / 2)
+			k = n / 2 - off;
+		assert_int_equal(hash_update(c, p + off, k), 0);
+		if (off + k == n / 2) {
+			assert_non_null(dup = hash_dup(c));
+			assert_int_equal(hash_final(dup, d), HASH_MD5_LEN);
+			hex_of(d, got);
+			assert_string_equal(got, half);
+		}
+	}
+	assert_non_null(dup);
+	assert_int_equal(hash_final(c, d), HASH_MD5_LEN);
+	hex_of(d, got);
+	assert_string_equal(got, want);
+	assert_int_equal(hash_reset(c), 0);
+	assert_int_equal(hash_update(c, p, n / 2), 0);
+	assert_int_equal(hash_final(c, d), HASH_MD5_LEN);
+	hex_of(d, got);
+	assert_string_equal(got, half);
+	hash_free(dup);
+	hash_free(c);
+	free(p);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rfc1321),
+		cmocka_unit_test(test_lengths_and_splits),
+		cmocka_unit_test(test_stream_dup_reset),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
