@@ -891,13 +891,14 @@ def sc_putmany(port):
           "second pipelined PUTMANY: %r" % rep2)
     check(gt["status"] == 200 and gt["md5"] == md5(p2[29][1]), "GET behind PUTMANY: %r" % gt)
     check(dl["status"] == 200 and b == p1[0][1], "DOWNLOAD behind PUTMANY")
-    # Only PUTMANY may carry more than one block: a header announcing more for an UPLOAD
-    # is answered 413 as soon as its JSON is in (no binary sent) and the connection is
-    # closed, as before; so is a PUTMANY over 4 MiB.
+    # Only PUTMANY may carry more than the largest block (1 MiB, big_blocks' default
+    # --max-block-size): a header announcing more for an UPLOAD is answered 413 as soon as
+    # its JSON is in (no binary sent) and the connection is closed, as before; so is a
+    # PUTMANY over 4 MiB.
     for what, req, blen in (
-            ("UPLOAD of 100 KB", r("FILE", "UPLOAD", token=tok, key="pm/b", block_index=0),
-             100000),
-            ("bad JSON with 100 KB", None, 100000),
+            ("UPLOAD of 2 MiB", r("FILE", "UPLOAD", token=tok, key="pm/b", block_index=0),
+             2 << 20),
+            ("bad JSON with 2 MiB", None, 2 << 20),
             ("PUTMANY over 4 MiB", putmany(tok, [("pm/o", b"o")])[0], (4 << 20) + 1)):
         jb = json.dumps(req).encode() if req is not None else b"{nope"
         c.send_raw(struct.pack(">II", len(jb), blen) + jb)
