@@ -123,6 +123,7 @@ struct store {
 	uint64_t pack_end;      /* its size: where the next batch goes */
 	int pack_dirty;         /* written since the last sync (commit thread) */
 	uint64_t pack_wrote[2]; /* offset and length the last batch wrote (commit thread) */
+	uint64_t pack_max;      /* PACK_MAX, or STEP_PACK_MAX (tests) */
 	pthread_mutex_t mu;
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];
@@ -594,7 +595,7 @@ pack_write_batch(struct store *s, struct store_job *batch)
 		}
 	if (cnt == 0)
 		return;
-	if (s->pack_end > 0 && s->pack_end + total > PACK_MAX) {
+	if (s->pack_end > 0 && s->pack_end + total > s->pack_max) {
 		s->pack_no++;
 		s->pack_end = 0;
 	}
@@ -2127,6 +2128,14 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	pthread_cond_init(&s->wcond, NULL);
 	pthread_cond_init(&s->qcond, NULL);
 	parse_fault(s);
+	s->pack_max = PACK_MAX;
+	if (getenv("STEP_PACK_MAX") != NULL) {
+		long long v;
+
+		if (util_parse_ll(getenv("STEP_PACK_MAX"), 1, PACK_MAX, &v) == 0)
+			s->pack_max = (uint64_t)v;
+		log_warnx("test hook active: STEP_PACK_MAX=%llu", (unsigned long long)s->pack_max);
+	}
 	if ((s->root = strdup(o->root)) == NULL) {
 		r = STEP_ENOMEM;
 		goto out;

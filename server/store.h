@@ -22,6 +22,7 @@
  * the K-th allocation on the request path (handler replies and pending replies, DATA
  * records, DOWNLOAD buffers, uploads, commit jobs, resume plans) fail as if malloc had
  * returned NULL: that request is answered 500, the server goes on. Each fault fires once.
+ * STEP_PACK_MAX=BYTES (tests) starts a new pack file once one would grow past BYTES.
  */
 #ifndef STEPD_STORE_H
 #define STEPD_STORE_H

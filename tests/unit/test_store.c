@@ -309,6 +309,83 @@ test_put_many(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Packs roll over: with STEP_PACK_MAX at 40 KiB, 64 objects of 16 KiB sent in batches of
+ * 8 spread over many pack files; every object reads back after a restart (which appends to
+ * the newest pack), and an object stored after the restart is readable too. */
+static void
+test_pack_rollover(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", cmd[256], err[256], key[16];
+	const char *root = mkdtemp(tmpl);
+	struct store_opts opts = { root, 65536, 1 << 20, 3600 };
+	static uint8_t data[NPUT][STORE_INLINE_MAX];
+	uint8_t back[STORE_INLINE_MAX];
+	struct store_put_item it[8];
+	static struct wait w[8];
+	char keys[8][16];
+	struct store_obj o;
+	struct store *s = NULL;
+	size_t i, j, b;
+
+	assert_non_null(root);
+	setenv("STEP_PACK_MAX", "40960", 1);
+	for (i = 0; i < NPUT; i++)
+		for (j = 0; j < STORE_INLINE_MAX; j++)
+			data[i][j] = (uint8_t)(i * 13 + j * 3 + (j >> 9));
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	for (b = 0; b < NPUT / 8; b++) {
+		memset(it, 0, sizeof(it));
+		for (i = 0; i < 8; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "r%zu", b * 8 + i);
+			it[i].key = keys[i];
+			it[i].keylen = strlen(keys[i]);
+			it[i].data = data[b * 8 + i];
+			it[i].len = STORE_INLINE_MAX - i; /* sizes that leave packs unaligned */
+			hash_md5_hex(it[i].data, it[i].len, it[i].md5);
+			wait_init(&w[i]);
+			it[i].w = &w[i].w;
+		}
+		store_put_many(s, "u", it, 8);
+		for (i = 0; i < 8; i++) {
+			assert_int_equal(it[i].status, STORE_PENDING);
+			wait_for_done(&w[i]);
+			assert_int_equal(w[i].err, 0);
+		}
+	}
+	store_free(s);
+	snprintf(cmd, sizeof(cmd), "test $(ls '%s/pack' | wc -l) -ge 8", root);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	memset(it, 0, sizeof(it));
+	it[0].key = "after";
+	it[0].keylen = 5;
+	it[0].data = data[0];
+	it[0].len = 100;
+	hash_md5_hex(data[0], 100, it[0].md5);
+	wait_init(&w[0]);
+	it[0].w = &w[0].w;
+	store_put_many(s, "u", it, 1);
+	assert_int_equal(it[0].status, STORE_PENDING);
+	wait_for_done(&w[0]);
+	assert_int_equal(w[0].err, 0);
+	for (i = 0; i < NPUT; i++) {
+		size_t len = STORE_INLINE_MAX - i % 8;
+
+		snprintf(key, sizeof(key), "r%zu", i);
+		assert_int_equal(store_object_get(s, "u", key, strlen(key), &o), 0);
+		assert_int_equal(o.size, len);
+		assert_int_equal(store_object_read(s, &o, 0, back, len), 0);
+		assert_memory_equal(back, data[i], len);
+	}
+	assert_int_equal(store_object_get(s, "u", "after", 5, &o), 0);
+	assert_int_equal(store_object_read(s, &o, 0, back, 100), 0);
+	assert_memory_equal(back, data[0], 100);
+	store_free(s);
+	unsetenv("STEP_PACK_MAX");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -318,6 +395,7 @@ main(void)
 		cmocka_unit_test(test_upload_commit_restart),
 		cmocka_unit_test(test_inline_object),
 		cmocka_unit_test(test_put_many),
+		cmocka_unit_test(test_pack_rollover),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
