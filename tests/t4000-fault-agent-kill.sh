@@ -31,6 +31,9 @@ LOG=$T_DIR/count.log
 ups() {
 	grep -c '^UP ' "$LOG"
 }
+pkts() {
+	grep -c '^PKT ' "$LOG"
+}
 
 # kill_runs — KILLS runs, each killed at a seeded random moment; RUN lines in the proxy
 # log separate them (written once the proxy has ended every connection of the run).
@@ -43,13 +46,11 @@ kill_runs() {
 		$S --state "$ST" --bwlimit 24M sync --name big "$SRC" >"$T_DIR/run.$k" 2>&1 &
 		pid=$!
 		if [ "$(fault_rand 4)" -eq 0 ]; then
-			# A random instant: 0..1.5 s into the run, whatever it is doing.
-			polls=$(fault_rand 30)
-			n=0
-			while [ $n -lt "$polls" ] && kill -0 $pid 2>/dev/null; do
-				sleep 0.05 # the random delay itself, not a synchronisation
-				n=$((n + 1))
-			done
+			# Anywhere else in the run: at once (starting, scanning) or after 1..11 more
+			# packets other than blocks (LOGIN, SAVE, GET, LIST, DATA, PUTMANY: the plan,
+			# the checks and the snapshot's recording).
+			want=$(($(pkts) + $(fault_rand 12)))
+			wait_for "[ \$(pkts) -ge $want ] || ! kill -0 $pid" 600 || return 1
 		else
 			# After 1..60 more blocks have left the client.
 			want=$((base + 1 + $(fault_rand 60)))
