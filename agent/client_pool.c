@@ -178,24 +178,27 @@ job_ok(struct pool_worker *w, struct pool_slot *s, int existed)
 		w->c->progress(w->c->progress_arg, j->key, s->size, s->size);
 }
 
+/* Appends j to a growing list of jobs (*v, *n used of *cap). */
+static void
+jobs_push(struct client_job ***v, size_t *n, size_t *cap, struct client_job *j)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		*v = xrealloc(*v, *cap * sizeof(**v));
+	}
+	(*v)[(*n)++] = j;
+}
+
 static void
 slow_push(struct pool_worker *w, struct client_job *j)
 {
-	if (w->nslow == w->slowcap) {
-		w->slowcap = w->slowcap ? w->slowcap * 2 : 64;
-		w->slow = xrealloc(w->slow, w->slowcap * sizeof(*w->slow));
-	}
-	w->slow[w->nslow++] = j;
+	jobs_push(&w->slow, &w->nslow, &w->slowcap, j);
 }
 
 static void
 redo_push(struct pool_worker *w, struct client_job *j)
 {
-	if (w->nredo == w->redocap) {
-		w->redocap = w->redocap ? w->redocap * 2 : 64;
-		w->redo = xrealloc(w->redo, w->redocap * sizeof(*w->redo));
-	}
-	w->redo[w->nredo++] = j;
+	jobs_push(&w->redo, &w->nredo, &w->redocap, j);
 }
 
 /* A free slot's index, or -1 when all are in use. */

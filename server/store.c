@@ -467,27 +467,69 @@ space_low(int dirfd, size_t len)
 	return (uint64_t)v.f_bavail * v.f_frsize < (uint64_t)len + SPACE_RESERVE;
 }
 
-/* pwrite() of all len bytes: a short write (a disk that just filled up) is continued, so
- * the error that ends it is the real one (ENOSPC), not a guess. */
-static ssize_t
-pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
+/* Writes iov[0..cnt) at off, however many calls it takes; 0, or -1 with errno. */
+static int
+pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
 {
-	size_t done = 0;
+	for (;;) {
+		ssize_t n;
 
-	while (done < len) {
-		ssize_t n = pwrite(fd, data + done, len - done, off + (off_t)done);
+		while (cnt > 0 && iov->iov_len == 0) { /* nothing to write there */
+			iov++;
+			cnt--;
+		}
+		if (cnt == 0)
+			break;
+		n = pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -1;
 		if (n == 0) {
-			errno = ENOSPC;
+			errno = ENOSPC; /* nothing written and no error: no room */
 			return -1;
 		}
+		off += n;
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/* pwrite() of all len bytes: a short write (a disk that just filled up) is continued, so
+ * the error that ends it is the real one (ENOSPC), not a guess. */
+static ssize_t
+pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
+{
+	struct iovec v = { (void *)data, len };
+
+	return pwritev_all(fd, &v, 1, off) == 0 ? (ssize_t)len : -1;
+}
+
+/* Reads exactly len bytes at off; STEP_OK, or STEP_EIO (an error or end of file). */
+static int
+pread_all(int fd, uint8_t *dst, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, dst + done, len - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return STEP_EIO;
 		done += (size_t)n;
 	}
-	return (ssize_t)len;
+	return STEP_OK;
 }
 
 /* ---- packs ---- */
@@ -544,35 +586,6 @@ pack_parse(const char *file, unsigned *n, uint64_t *off)
 		return 0;
 	return sscanf(file + strlen(PACK_PREFIX), "%u:%llu%c", n, &o, &tail) == 2 &&
 	    ((*off = o), 1);
-}
-
-/* Writes iov[0..cnt) at off, however many calls it takes; 0, or -1 with errno. */
-static int
-pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
-{
-	while (cnt > 0) {
-		ssize_t n = pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		off += n;
-		while (cnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
 }
 
 /*
@@ -656,23 +669,13 @@ static int
 pack_read(struct store *s, const struct store_obj *o, uint64_t off, uint8_t *dst, size_t len)
 {
 	uint64_t base;
-	size_t done = 0;
 	unsigned n;
 	int fd;
 
 	if (!pack_parse(o->file, &n, &base) || off > o->size || len > o->size - off ||
 	    (fd = pack_fd(s, n, 0)) < 0)
 		return STEP_EIO;
-	while (done < len) {
-		ssize_t r = pread(fd, dst + done, len - done, (off_t)(base + off + done));
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return STEP_EIO;
-		done += (size_t)r;
-	}
-	return STEP_OK;
+	return pread_all(fd, dst, len, (off_t)(base + off));
 }
 
 /* Finds the newest pack and its size (where appending goes on). 0, or -1 with errno. */
@@ -1305,8 +1308,7 @@ int
 store_object_read(
     struct store *s, const struct store_obj *o, uint64_t off, uint8_t *dst, size_t len)
 {
-	size_t done = 0;
-	int fd, r = STEP_OK;
+	int fd, r;
 
 	if (strncmp(o->file, PACK_PREFIX, strlen(PACK_PREFIX)) == 0)
 		return pack_read(s, o, off, dst, len);
@@ -1314,17 +1316,7 @@ store_object_read(
 		return blob_read(s, blob_rowid(o->file), off, dst, len);
 	if ((fd = openat(s->objfd, o->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return errno == ENOENT ? STEP_ENOENT : STEP_EIO;
-	while (done < len) {
-		ssize_t n = pread(fd, dst + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = STEP_EIO;
-			break;
-		}
-		done += (size_t)n;
-	}
+	r = pread_all(fd, dst, len, (off_t)off);
 	close(fd);
 	return r;
 }
