@@ -52,6 +52,74 @@
 		a = ROL(a, s) + b;                                                                 \
 	} while (0)
 
+/* The 64 steps of one block over a, b, c, d and the message words x[0..15], given the
+ * four step functions: shared by the one-message and the many-lane code. */
+#define MD5_STEPS(F, G, H, I, x)                                                                   \
+	F(a, b, c, d, x[0], 0xd76aa478, 7);                                                        \
+	F(d, a, b, c, x[1], 0xe8c7b756, 12);                                                       \
+	F(c, d, a, b, x[2], 0x242070db, 17);                                                       \
+	F(b, c, d, a, x[3], 0xc1bdceee, 22);                                                       \
+	F(a, b, c, d, x[4], 0xf57c0faf, 7);                                                        \
+	F(d, a, b, c, x[5], 0x4787c62a, 12);                                                       \
+	F(c, d, a, b, x[6], 0xa8304613, 17);                                                       \
+	F(b, c, d, a, x[7], 0xfd469501, 22);                                                       \
+	F(a, b, c, d, x[8], 0x698098d8, 7);                                                        \
+	F(d, a, b, c, x[9], 0x8b44f7af, 12);                                                       \
+	F(c, d, a, b, x[10], 0xffff5bb1, 17);                                                      \
+	F(b, c, d, a, x[11], 0x895cd7be, 22);                                                      \
+	F(a, b, c, d, x[12], 0x6b901122, 7);                                                       \
+	F(d, a, b, c, x[13], 0xfd987193, 12);                                                      \
+	F(c, d, a, b, x[14], 0xa679438e, 17);                                                      \
+	F(b, c, d, a, x[15], 0x49b40821, 22);                                                      \
+	G(a, b, c, d, x[1], 0xf61e2562, 5);                                                        \
+	G(d, a, b, c, x[6], 0xc040b340, 9);                                                        \
+	G(c, d, a, b, x[11], 0x265e5a51, 14);                                                      \
+	G(b, c, d, a, x[0], 0xe9b6c7aa, 20);                                                       \
+	G(a, b, c, d, x[5], 0xd62f105d, 5);                                                        \
+	G(d, a, b, c, x[10], 0x02441453, 9);                                                       \
+	G(c, d, a, b, x[15], 0xd8a1e681, 14);                                                      \
+	G(b, c, d, a, x[4], 0xe7d3fbc8, 20);                                                       \
+	G(a, b, c, d, x[9], 0x21e1cde6, 5);                                                        \
+	G(d, a, b, c, x[14], 0xc33707d6, 9);                                                       \
+	G(c, d, a, b, x[3], 0xf4d50d87, 14);                                                       \
+	G(b, c, d, a, x[8], 0x455a14ed, 20);                                                       \
+	G(a, b, c, d, x[13], 0xa9e3e905, 5);                                                       \
+	G(d, a, b, c, x[2], 0xfcefa3f8, 9);                                                        \
+	G(c, d, a, b, x[7], 0x676f02d9, 14);                                                       \
+	G(b, c, d, a, x[12], 0x8d2a4c8a, 20);                                                      \
+	H(a, b, c, d, x[5], 0xfffa3942, 4);                                                        \
+	H(d, a, b, c, x[8], 0x8771f681, 11);                                                       \
+	H(c, d, a, b, x[11], 0x6d9d6122, 16);                                                      \
+	H(b, c, d, a, x[14], 0xfde5380c, 23);                                                      \
+	H(a, b, c, d, x[1], 0xa4beea44, 4);                                                        \
+	H(d, a, b, c, x[4], 0x4bdecfa9, 11);                                                       \
+	H(c, d, a, b, x[7], 0xf6bb4b60, 16);                                                       \
+	H(b, c, d, a, x[10], 0xbebfbc70, 23);                                                      \
+	H(a, b, c, d, x[13], 0x289b7ec6, 4);                                                       \
+	H(d, a, b, c, x[0], 0xeaa127fa, 11);                                                       \
+	H(c, d, a, b, x[3], 0xd4ef3085, 16);                                                       \
+	H(b, c, d, a, x[6], 0x04881d05, 23);                                                       \
+	H(a, b, c, d, x[9], 0xd9d4d039, 4);                                                        \
+	H(d, a, b, c, x[12], 0xe6db99e5, 11);                                                      \
+	H(c, d, a, b, x[15], 0x1fa27cf8, 16);                                                      \
+	H(b, c, d, a, x[2], 0xc4ac5665, 23);                                                       \
+	I(a, b, c, d, x[0], 0xf4292244, 6);                                                        \
+	I(d, a, b, c, x[7], 0x432aff97, 10);                                                       \
+	I(c, d, a, b, x[14], 0xab9423a7, 15);                                                      \
+	I(b, c, d, a, x[5], 0xfc93a039, 21);                                                       \
+	I(a, b, c, d, x[12], 0x655b59c3, 6);                                                       \
+	I(d, a, b, c, x[3], 0x8f0ccc92, 10);                                                       \
+	I(c, d, a, b, x[10], 0xffeff47d, 15);                                                      \
+	I(b, c, d, a, x[1], 0x85845dd1, 21);                                                       \
+	I(a, b, c, d, x[8], 0x6fa87e4f, 6);                                                        \
+	I(d, a, b, c, x[15], 0xfe2ce6e0, 10);                                                      \
+	I(c, d, a, b, x[6], 0xa3014314, 15);                                                       \
+	I(b, c, d, a, x[13], 0x4e0811a1, 21);                                                      \
+	I(a, b, c, d, x[4], 0xf7537e82, 6);                                                        \
+	I(d, a, b, c, x[11], 0xbd3af235, 10);                                                      \
+	I(c, d, a, b, x[2], 0x2ad7d2bb, 15);                                                       \
+	I(b, c, d, a, x[9], 0xeb86d391, 21)
+
 static uint32_t
 le32(const uint8_t *p)
 {
@@ -71,73 +139,7 @@ md5_blocks(uint32_t st[4], const uint8_t *p, size_t n)
 
 		for (i = 0; i < 16; i++)
 			x[i] = le32(p + 4 * i); /* one load on little-endian hosts */
-		STEP_F(a, b, c, d, x[0], 0xd76aa478, 7);
-		STEP_F(d, a, b, c, x[1], 0xe8c7b756, 12);
-		STEP_F(c, d, a, b, x[2], 0x242070db, 17);
-		STEP_F(b, c, d, a, x[3], 0xc1bdceee, 22);
-		STEP_F(a, b, c, d, x[4], 0xf57c0faf, 7);
-		STEP_F(d, a, b, c, x[5], 0x4787c62a, 12);
-		STEP_F(c, d, a, b, x[6], 0xa8304613, 17);
-		STEP_F(b, c, d, a, x[7], 0xfd469501, 22);
-		STEP_F(a, b, c, d, x[8], 0x698098d8, 7);
-		STEP_F(d, a, b, c, x[9], 0x8b44f7af, 12);
-		STEP_F(c, d, a, b, x[10], 0xffff5bb1, 17);
-		STEP_F(b, c, d, a, x[11], 0x895cd7be, 22);
-		STEP_F(a, b, c, d, x[12], 0x6b901122, 7);
-		STEP_F(d, a, b, c, x[13], 0xfd987193, 12);
-		STEP_F(c, d, a, b, x[14], 0xa679438e, 17);
-		STEP_F(b, c, d, a, x[15], 0x49b40821, 22);
-
-		STEP_G(a, b, c, d, x[1], 0xf61e2562, 5);
-		STEP_G(d, a, b, c, x[6], 0xc040b340, 9);
-		STEP_G(c, d, a, b, x[11], 0x265e5a51, 14);
-		STEP_G(b, c, d, a, x[0], 0xe9b6c7aa, 20);
-		STEP_G(a, b, c, d, x[5], 0xd62f105d, 5);
-		STEP_G(d, a, b, c, x[10], 0x02441453, 9);
-		STEP_G(c, d, a, b, x[15], 0xd8a1e681, 14);
-		STEP_G(b, c, d, a, x[4], 0xe7d3fbc8, 20);
-		STEP_G(a, b, c, d, x[9], 0x21e1cde6, 5);
-		STEP_G(d, a, b, c, x[14], 0xc33707d6, 9);
-		STEP_G(c, d, a, b, x[3], 0xf4d50d87, 14);
-		STEP_G(b, c, d, a, x[8], 0x455a14ed, 20);
-		STEP_G(a, b, c, d, x[13], 0xa9e3e905, 5);
-		STEP_G(d, a, b, c, x[2], 0xfcefa3f8, 9);
-		STEP_G(c, d, a, b, x[7], 0x676f02d9, 14);
-		STEP_G(b, c, d, a, x[12], 0x8d2a4c8a, 20);
-
-		STEP_H(a, b, c, d, x[5], 0xfffa3942, 4);
-		STEP_H(d, a, b, c, x[8], 0x8771f681, 11);
-		STEP_H(c, d, a, b, x[11], 0x6d9d6122, 16);
-		STEP_H(b, c, d, a, x[14], 0xfde5380c, 23);
-		STEP_H(a, b, c, d, x[1], 0xa4beea44, 4);
-		STEP_H(d, a, b, c, x[4], 0x4bdecfa9, 11);
-		STEP_H(c, d, a, b, x[7], 0xf6bb4b60, 16);
-		STEP_H(b, c, d, a, x[10], 0xbebfbc70, 23);
-		STEP_H(a, b, c, d, x[13], 0x289b7ec6, 4);
-		STEP_H(d, a, b, c, x[0], 0xeaa127fa, 11);
-		STEP_H(c, d, a, b, x[3], 0xd4ef3085, 16);
-		STEP_H(b, c, d, a, x[6], 0x04881d05, 23);
-		STEP_H(a, b, c, d, x[9], 0xd9d4d039, 4);
-		STEP_H(d, a, b, c, x[12], 0xe6db99e5, 11);
-		STEP_H(c, d, a, b, x[15], 0x1fa27cf8, 16);
-		STEP_H(b, c, d, a, x[2], 0xc4ac5665, 23);
-
-		STEP_I(a, b, c, d, x[0], 0xf4292244, 6);
-		STEP_I(d, a, b, c, x[7], 0x432aff97, 10);
-		STEP_I(c, d, a, b, x[14], 0xab9423a7, 15);
-		STEP_I(b, c, d, a, x[5], 0xfc93a039, 21);
-		STEP_I(a, b, c, d, x[12], 0x655b59c3, 6);
-		STEP_I(d, a, b, c, x[3], 0x8f0ccc92, 10);
-		STEP_I(c, d, a, b, x[10], 0xffeff47d, 15);
-		STEP_I(b, c, d, a, x[1], 0x85845dd1, 21);
-		STEP_I(a, b, c, d, x[8], 0x6fa87e4f, 6);
-		STEP_I(d, a, b, c, x[15], 0xfe2ce6e0, 10);
-		STEP_I(c, d, a, b, x[6], 0xa3014314, 15);
-		STEP_I(b, c, d, a, x[13], 0x4e0811a1, 21);
-		STEP_I(a, b, c, d, x[4], 0xf7537e82, 6);
-		STEP_I(d, a, b, c, x[11], 0xbd3af235, 10);
-		STEP_I(c, d, a, b, x[2], 0x2ad7d2bb, 15);
-		STEP_I(b, c, d, a, x[9], 0xeb86d391, 21);
+		MD5_STEPS(STEP_F, STEP_G, STEP_H, STEP_I, x);
 
 		a += aa;
 		b += bb;
@@ -150,13 +152,21 @@ md5_blocks(uint32_t st[4], const uint8_t *p, size_t n)
 	st[3] = d;
 }
 
+static void
+md5_digest(const uint32_t st[4], uint8_t out[MD5_DIGEST_LEN])
+{
+	int i;
+
+	for (i = 0; i < 16; i++)
+		out[i] = (uint8_t)(st[i / 4] >> (8 * (i % 4)));
+}
+
+static const uint32_t md5_iv[4] = { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476 };
+
 void
 md5_init(struct md5 *m)
 {
-	m->st[0] = 0x67452301;
-	m->st[1] = 0xefcdab89;
-	m->st[2] = 0x98badcfe;
-	m->st[3] = 0x10325476;
+	memcpy(m->st, md5_iv, sizeof(m->st));
 	m->len = 0;
 	m->nbuf = 0;
 }
@@ -206,6 +216,286 @@ md5_final(struct md5 *m, uint8_t out[MD5_DIGEST_LEN])
 	for (i = 0; i < 8; i++)
 		m->buf[56 + i] = (uint8_t)(bits >> (8 * i));
 	md5_blocks(m->st, m->buf, 1);
+	md5_digest(m->st, out);
+}
+
+/*
+ * Many messages at once. One message's MD5 is a single chain, but separate messages are
+ * independent: with a vector register of 16 32-bit lanes, one pass of the 64 steps
+ * hashes a block of each of 16 messages. Each lane takes the next message as soon as its
+ * own is done, so messages of different lengths keep the lanes full; when only a few are
+ * left, they are finished one at a time, which is cheaper than a mostly empty pass.
+ * The same source is compiled for AVX-512 (one instruction per operation), AVX2 (two)
+ * and the x86-64 baseline; md5_many() picks by what the CPU has, once.
+ */
+#define MB_LANES 16
+#define MB_MIN   3 /* fewer lanes busy than this: finish them one at a time */
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define MB_VECTOR 1
+#include <immintrin.h>
+
+typedef uint32_t mb_vec __attribute__((vector_size(4 * MB_LANES)));
+
+#define VSTEP(a, b, m, k, s, f)                                                                    \
+	do {                                                                                       \
+		a += (m) + (k) + (f);                                                              \
+		a = ((a << s) | (a >> (32 - s))) + b;                                              \
+	} while (0)
+#define VSTEP_F(a, b, c, d, m, k, s) VSTEP(a, b, m, k, s, ((c ^ d) & b) ^ d)
+#define VSTEP_G(a, b, c, d, m, k, s) VSTEP(a, b, m, k, s, (b & d) | (c & ~d))
+#define VSTEP_H(a, b, c, d, m, k, s) VSTEP(a, b, m, k, s, b ^ c ^ d)
+#define VSTEP_I(a, b, c, d, m, k, s) VSTEP(a, b, m, k, s, c ^ (b | ~d))
+
+/* One block of each lane: x[w] holds word w of every lane's block. */
+static inline __attribute__((always_inline)) void
+mb_block(mb_vec st[4], const mb_vec x[16])
+{
+	mb_vec a = st[0], b = st[1], c = st[2], d = st[3];
+
+	MD5_STEPS(VSTEP_F, VSTEP_G, VSTEP_H, VSTEP_I, x);
+	st[0] += a;
+	st[1] += b;
+	st[2] += c;
+	st[3] += d;
+}
+
+/* Lane l's block is the 64 bytes at bp[l]: transposed word by word. */
+static inline __attribute__((always_inline)) void
+mb_block_gather(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+{
+	uint32_t xw[16][MB_LANES];
+	mb_vec x[16];
+	int w, l;
+
+	for (w = 0; w < 16; w++)
+		for (l = 0; l < MB_LANES; l++)
+			xw[w][l] = le32(bp[l] + 4 * w);
+	memcpy(x, xw, sizeof(x));
+	mb_block(st, x);
+}
+
+/* The 16 blocks loaded whole and transposed in registers: four rounds of 16 shuffles. */
+__attribute__((target("avx512f"))) static void
+mb_block_avx512(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+{
+	__m512i r[16], t[16];
+	mb_vec x[16];
+	int i, j;
+
 	for (i = 0; i < 16; i++)
-		out[i] = (uint8_t)(m->st[i / 4] >> (8 * (i % 4)));
+		r[i] = _mm512_loadu_si512(bp[i]);
+	for (i = 0; i < 16; i += 2) { /* pairs of rows, word by word */
+		t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+	}
+	for (i = 0; i < 16; i += 4) { /* r[i + j]: rows i..i+3, word 4c + j of each chunk c */
+		r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+		r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+		r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+		r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+	}
+	for (j = 0; j < 4; j++) {
+		__m512i a0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);
+		__m512i a1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);
+		__m512i b0 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+		__m512i b1 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
+
+		x[j] = (mb_vec)_mm512_shuffle_i32x4(a0, b0, 0x88);
+		x[8 + j] = (mb_vec)_mm512_shuffle_i32x4(a0, b0, 0xdd);
+		x[4 + j] = (mb_vec)_mm512_shuffle_i32x4(a1, b1, 0x88);
+		x[12 + j] = (mb_vec)_mm512_shuffle_i32x4(a1, b1, 0xdd);
+	}
+	mb_block(st, x);
+}
+
+__attribute__((target("avx2"))) static void
+mb_block_avx2(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+{
+	mb_block_gather(st, bp);
+}
+
+static void
+mb_block_base(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+{
+	mb_block_gather(st, bp);
+}
+
+typedef void mb_block_fn(mb_vec st[4], const uint8_t *const bp[MB_LANES]);
+
+static const struct {
+	const char *name;
+	mb_block_fn *fn;
+} mb_impl[] = {
+	{ "avx512", mb_block_avx512 },
+	{ "avx2", mb_block_avx2 },
+	{ "sse2", mb_block_base },
+};
+#define MB_NIMPL (sizeof(mb_impl) / sizeof(mb_impl[0]))
+
+/* __builtin_cpu_supports wants a literal, hence the switch. */
+static int
+mb_supported(size_t i)
+{
+	__builtin_cpu_init();
+	switch (i) {
+	case 0:
+		return __builtin_cpu_supports("avx512f");
+	case 1:
+		return __builtin_cpu_supports("avx2");
+	default:
+		return 1;
+	}
+}
+#else
+#define MB_NIMPL 0
+#endif
+
+/* The implementation md5_many uses: an index into mb_impl, MB_NIMPL for one message at a
+ * time, -1 until chosen. The same in every thread. */
+static int mb_chosen = -1;
+
+const char *
+md5_many_isa(const char *want)
+{
+	size_t i;
+
+#ifdef MB_VECTOR
+	for (i = 0; i < MB_NIMPL; i++)
+		if (mb_supported(i) && (want == NULL || strcmp(want, mb_impl[i].name) == 0)) {
+			__atomic_store_n(&mb_chosen, (int)i, __ATOMIC_RELAXED);
+			return mb_impl[i].name;
+		}
+#endif
+	i = MB_NIMPL;
+	if (want != NULL && strcmp(want, "scalar") != 0)
+		return NULL;
+	__atomic_store_n(&mb_chosen, (int)i, __ATOMIC_RELAXED);
+	return "scalar";
+}
+
+/* A message in a lane: its full blocks still to hash, then its padded tail. */
+struct mb_lane {
+	const uint8_t *p;  /* the next full block */
+	size_t nfull;      /* full blocks left at p */
+	size_t msg;        /* which message */
+	unsigned ntail;    /* tail blocks (1 or 2) */
+	unsigned itail;    /* tail blocks hashed */
+	uint8_t tail[128]; /* the last partial block, 0x80, zeros, the length in bits */
+};
+
+static void
+mb_lane_load(struct mb_lane *l, size_t msg, const uint8_t *p, size_t n)
+{
+	uint64_t bits = (uint64_t)n * 8;
+	size_t r = n % 64;
+	int i;
+
+	l->p = p;
+	l->nfull = n / 64;
+	l->msg = msg;
+	l->ntail = r < 56 ? 1 : 2;
+	l->itail = 0;
+	memcpy(l->tail, p + n - r, r);
+	l->tail[r] = 0x80;
+	memset(l->tail + r + 1, 0, 64 * l->ntail - r - 1);
+	for (i = 0; i < 8; i++)
+		l->tail[64 * l->ntail - 8 + i] = (uint8_t)(bits >> (8 * i));
+}
+
+/* Finishes a lane's message from state st, one block at a time. */
+static void
+mb_lane_finish(struct mb_lane *l, uint32_t st[4], uint8_t out[MD5_DIGEST_LEN])
+{
+	md5_blocks(st, l->p, l->nfull);
+	md5_blocks(st, l->tail + 64 * l->itail, l->ntail - l->itail);
+	md5_digest(st, out);
+}
+
+#ifdef MB_VECTOR
+/* Hashes messages next.. side by side while at least MB_MIN lanes are busy, then finishes
+ * the ones still in lanes; returns the first message not started. */
+static size_t
+mb_run(mb_block_fn *block, size_t n, const void *const data[], const size_t len[],
+    uint8_t out[][MD5_DIGEST_LEN])
+{
+	static const uint8_t zero[64];
+	struct mb_lane lane[MB_LANES];
+	const uint8_t *bp[MB_LANES];
+	int busy[MB_LANES] = { 0 }, active = 0, l, w;
+	uint32_t s1[4];
+	mb_vec st[4];
+	size_t next = 0;
+
+	for (l = 0; l < MB_LANES && next < n; l++, next++, active++) {
+		mb_lane_load(&lane[l], next, data[next], len[next]);
+		busy[l] = 1;
+	}
+	for (w = 0; w < 4; w++)
+		for (l = 0; l < MB_LANES; l++)
+			st[w][l] = md5_iv[w];
+	while (active >= MB_MIN) {
+		for (l = 0; l < MB_LANES; l++)
+			bp[l] = !busy[l]        ? zero
+			    : lane[l].nfull > 0 ? lane[l].p
+			                        : lane[l].tail + 64 * lane[l].itail;
+		block(st, bp);
+		for (l = 0; l < MB_LANES; l++) {
+			struct mb_lane *ln = &lane[l];
+
+			if (!busy[l])
+				continue;
+			if (ln->nfull > 0) {
+				ln->p += 64;
+				ln->nfull--;
+				continue;
+			}
+			if (++ln->itail < ln->ntail)
+				continue;
+			for (w = 0; w < 4; w++)
+				s1[w] = st[w][l];
+			md5_digest(s1, out[ln->msg]);
+			if (next < n) {
+				mb_lane_load(ln, next, data[next], len[next]);
+				next++;
+				for (w = 0; w < 4; w++)
+					st[w][l] = md5_iv[w];
+			} else {
+				busy[l] = 0;
+				active--;
+			}
+		}
+	}
+	for (l = 0; l < MB_LANES; l++) {
+		if (!busy[l])
+			continue;
+		for (w = 0; w < 4; w++)
+			s1[w] = st[w][l];
+		mb_lane_finish(&lane[l], s1, out[lane[l].msg]);
+	}
+	return next;
+}
+#endif
+
+void
+md5_many(size_t n, const void *const data[], const size_t len[], uint8_t out[][MD5_DIGEST_LEN])
+{
+	int isa = __atomic_load_n(&mb_chosen, __ATOMIC_RELAXED);
+	struct mb_lane one;
+	uint32_t st[4];
+	size_t i = 0;
+
+	if (isa < 0) {
+		md5_many_isa(NULL);
+		isa = __atomic_load_n(&mb_chosen, __ATOMIC_RELAXED);
+	}
+#ifdef MB_VECTOR
+	if (n >= MB_MIN && isa < (int)MB_NIMPL)
+		i = mb_run(mb_impl[isa].fn, n, data, len, out);
+#endif
+	for (; i < n; i++) {
+		memcpy(st, md5_iv, sizeof(st));
+		mb_lane_load(&one, i, data[i], len[i]);
+		mb_lane_finish(&one, st, out[i]);
+	}
 }

@@ -16,6 +16,7 @@
 #include "handler_priv.h"
 #include "hash.h"
 #include "log.h"
+#include "md5.h"
 #include "step.h"
 
 struct putmany;
@@ -157,11 +158,11 @@ check_request(struct hreq *r, const json_t **objsp, size_t *np)
 	return 0;
 }
 
-/* Checks one entry (bytes at data, of its announced size) and computes its MD5. Returns
- * 0 (storable: *key, *keylen set, e->md5 filled) or the entry's STEP status. */
+/* Checks one entry of its announced size whose bytes have the MD5 d. Returns 0
+ * (storable: *key, *keylen set, e->md5 filled) or the entry's STEP status. */
 static int
-check_entry(const json_t *o, const uint8_t *data, size_t size, struct pm_entry *e, const char **key,
-    size_t *keylen)
+check_entry(const json_t *o, size_t size, const uint8_t d[HASH_MD5_LEN], struct pm_entry *e,
+    const char **key, size_t *keylen)
 {
 	const char *md5;
 	size_t mlen;
@@ -172,15 +173,46 @@ check_entry(const json_t *o, const uint8_t *data, size_t size, struct pm_entry *
 		return STEP_ST_TOOLARGE;
 	if (codec_get_str(o, "md5", &md5, &mlen) != 0 || !md5_valid(md5, mlen))
 		return STEP_ST_FIELD;
-	hash_md5_hex(data, size, e->md5);
+	hash_to_hex(d, HASH_MD5_LEN, e->md5);
 	if (memcmp(e->md5, md5, HASH_MD5_HEX - 1) != 0)
 		return STEP_ST_LENGTH;
 	return 0;
 }
 
+/* The MD5s of a request's objects, computed side by side (md5_many). */
+struct pm_hash {
+	const void *data[HANDLER_PUTMANY_MAX];
+	size_t len[HANDLER_PUTMANY_MAX];
+	size_t idx[HANDLER_PUTMANY_MAX]; /* data[j] is object idx[j] */
+	uint8_t out[HANDLER_PUTMANY_MAX][HASH_MD5_LEN];
+	uint8_t d[HANDLER_PUTMANY_MAX][HASH_MD5_LEN]; /* object i's */
+};
+
+/* Fills hs->d for every object of a storable size; the others get none, check_entry
+ * refuses them before it looks. */
+static void
+hash_entries(struct hreq *r, const json_t *objs, size_t n, struct pm_hash *hs)
+{
+	size_t i, m = 0, off = 0;
+	long long size;
+
+	for (i = 0; i < n; i++, off += (size_t)size) {
+		codec_get_int(json_array_get(objs, i), "size", &size); /* checked */
+		if (size < 1 || size > STORE_INLINE_MAX)
+			continue;
+		hs->data[m] = r->bin + off;
+		hs->len[m] = (size_t)size;
+		hs->idx[m++] = i;
+	}
+	md5_many(m, hs->data, hs->len, hs->out);
+	for (i = 0; i < m; i++)
+		memcpy(hs->d[hs->idx[i]], hs->out[i], HASH_MD5_LEN);
+}
+
 int
 handler_putmany(struct hreq *r)
 {
+	struct pm_hash *hs = NULL;
 	struct store_put_item *items = NULL;
 	struct putmany *pm = NULL;
 	const json_t *objs;
@@ -191,15 +223,17 @@ handler_putmany(struct hreq *r)
 		return HANDLER_DONE;
 	if (step_fault_alloc() || (pm = calloc(1, sizeof(*pm) + n * sizeof(pm->e[0]))) == NULL ||
 	    (pm->reply = hreq_ok_alloc(r, "OK")) == NULL || step_fault_alloc() ||
-	    (items = calloc(n, sizeof(*items))) == NULL) {
+	    (items = calloc(n, sizeof(*items))) == NULL || (hs = malloc(sizeof(*hs))) == NULL) {
 		if (pm != NULL)
 			json_decref(pm->reply);
 		free(pm);
+		free(items);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}
 	pm->h = r->h;
 	pm->cookie = r->cookie;
 	pm->n = n;
+	hash_entries(r, objs, n, hs);
 	for (i = 0; i < n; i++) {
 		const json_t *o = json_array_get(objs, i);
 		struct pm_entry *e = &pm->e[i];
@@ -209,7 +243,7 @@ handler_putmany(struct hreq *r)
 		codec_get_int(o, "size", &size); /* checked by check_request */
 		e->pm = pm;
 		e->w.done = pm_done;
-		e->status = check_entry(o, r->bin + off, (size_t)size, e, &it->key, &it->keylen);
+		e->status = check_entry(o, (size_t)size, hs->d[i], e, &it->key, &it->keylen);
 		if (e->status == 0) {
 			it->data = r->bin + off;
 			it->len = (size_t)size;
@@ -233,6 +267,7 @@ handler_putmany(struct hreq *r)
 	}
 	log_debug("PUTMANY: %zu objects, %zu to commit", n, npending);
 	free(items);
+	free(hs);
 	if (!pm_release(pm))
 		return HANDLER_PENDING; /* the commit thread sends the reply */
 	reply = pm_finish(pm);
