@@ -39,6 +39,7 @@
 #include "lock.h"
 #include "log.h"
 #include "manifest.h"
+#include "md5.h"
 #include "scan.h"
 #include "snapshot.h"
 #include "server_id.h"
@@ -56,6 +57,9 @@
  * not be written while the scan holds the state's write lock. */
 #define SYNC_SCAN_SMALL 20480
 #define SYNC_HELD_MAX   (32u << 20) /* bytes of small files' content kept for sending */
+/* Small files whose MD5s are computed together (md5_many), several times faster than one
+ * at a time; the rest of their visit waits for the batch (see defer_file). */
+#define SYNC_MD5_BATCH  64
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
@@ -88,6 +92,13 @@ struct held {
 	uint8_t data[];
 };
 
+/* A small file read and keyed, waiting for its MD5 (see defer_file). */
+struct deferred {
+	struct files_row row; /* complete but for md5 */
+	char *path;
+	struct held *h; /* its content */
+};
+
 struct sync_run {
 	struct agent *a;
 	const char *name;
@@ -112,7 +123,9 @@ struct sync_run {
 	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
 	struct held *inflight;                /* content the batch in flight sends */
-	size_t cache_bytes;                   /* content held in the cache and in batches */
+	struct deferred dq[SYNC_MD5_BATCH];   /* files waiting for their MD5, in scan order */
+	size_t ndq;
+	size_t cache_bytes; /* content held in the cache and in batches */
 	struct manifest_entry ent;
 
 	uint64_t known, found, hashed, read_errors, visited;
@@ -129,12 +142,13 @@ static void set_fatal(struct sync_run *s, int r, const char *what, const char *d
 /* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
  * while read: its fstat after the read must match st0 (the scan's lstat, taken before the
  * open; on a retry, try > 0, an fstat after the open instead). Returns 0, STEP_ECHANGED,
- * STEP_ESYS, STEP_ESTOPPED. */
+ * STEP_ESYS, STEP_ESTOPPED. A file of at most SYNC_SCAN_SMALL bytes ends up whole in
+ * s->hbuf (s->hdata_len) and gets no MD5 here, md5 is "": the caller hashes many at once. */
 static int
 hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0, int try,
     uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
 {
-	struct hash_ctx *hs = NULL, *hm = NULL;
+	struct hash_ctx *hs = NULL, *hm = NULL; /* hm: only for files beyond SYNC_SCAN_SMALL */
 	struct stat a, b;
 	uint8_t d[HASH_MD5_LEN];
 	uint64_t got = 0;
@@ -153,7 +167,8 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		goto out;
 	if (!S_ISREG(a.st_mode))
 		goto out;
-	if ((hs = hash_sha256_new()) == NULL || (hm = hash_md5_new()) == NULL) {
+	if ((hs = hash_sha256_new()) == NULL ||
+	    (a.st_size > SYNC_SCAN_SMALL && (hm = hash_md5_new()) == NULL)) {
 		r = STEP_ENOMEM;
 		goto out;
 	}
@@ -175,7 +190,8 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		if (n == 0)
 			break;
 		hash_update(hs, s->hbuf + off, (size_t)n);
-		hash_update(hm, s->hbuf + off, (size_t)n);
+		if (hm != NULL)
+			hash_update(hm, s->hbuf + off, (size_t)n);
 		got += (uint64_t)n;
 		if (got == (uint64_t)a.st_size && got <= SYNC_SCAN_SMALL)
 			break; /* all of it (a file that grows shows in the fstat below) */
@@ -188,12 +204,21 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		r = STEP_ECHANGED;
 		goto out;
 	}
+	if (hm == NULL && got != (uint64_t)b.st_size) {
+		r = STEP_ECHANGED; /* grew and shrank back: hbuf does not hold it */
+		goto out;
+	}
 	hash_final(hs, sha);
-	hash_final(hm, d);
-	hash_to_hex(d, HASH_MD5_LEN, md5);
-	*stp = b;
-	if (got == (uint64_t)b.st_size && got > 0 && got <= SYNC_SCAN_SMALL)
+	md5[0] = '\0';
+	if (hm != NULL) {
+		hash_final(hm, d);
+		hash_to_hex(d, HASH_MD5_LEN, md5);
+	} else if (got > 0) {
 		s->hdata_len = (size_t)got; /* the whole content is in s->hbuf */
+	} else {
+		hash_md5_hex(s->hbuf, 0, md5); /* emptied since the scan saw it */
+	}
+	*stp = b;
 	r = 0;
 out:
 	hash_free(hs);
@@ -204,8 +229,11 @@ out:
 
 static int uploader_scan_step(struct sync_run *s, struct client *c);
 
+/* Queues an object for upload unless queued already; h (NULL if none) is its content,
+ * kept for sending while the budget allows, freed otherwise. */
 static int
-queue_object(struct sync_run *s, const char *path, uint64_t size, const char *okey, const char *md5)
+queue_object(struct sync_run *s, const char *path, uint64_t size, const char *okey, const char *md5,
+    struct held *h)
 {
 	int rc;
 
@@ -215,37 +243,138 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 	sqlite3_bind_text(s->pend_ins, 4, md5, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s->pend_ins);
 	sqlite3_reset(s->pend_ins);
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE) {
+		free(h);
 		return db_err(rc);
+	}
 	if (sqlite3_changes(db_handle(s->db)) > 0) {
 		s->pending++;
 		s->pending_bytes += size;
 		s->pending_small += size <= SYNC_SCAN_SMALL;
-		if (s->up != NULL && s->hdata_len == size && size > 0 &&
+		if (h != NULL && s->up != NULL && h->len == size &&
 		    s->cache_bytes + size <= SYNC_HELD_MAX) {
-			struct held *h = xmalloc(sizeof(*h) + size);
-
 			h->rowid = sqlite3_last_insert_rowid(db_handle(s->db));
-			h->len = size;
 			h->next = NULL;
-			memcpy(h->data, s->hbuf, size);
 			if (s->cache_tail != NULL)
 				s->cache_tail->next = h;
 			else
 				s->cache_head = h;
 			s->cache_tail = h;
 			s->cache_bytes += size;
+			h = NULL;
 		}
 	}
-	s->hdata_len = 0;
+	free(h);
 	return uploader_scan_step(s, s->scan_c);
+}
+
+/* The rest of a file's visit once its row is complete: records it, queues its content
+ * when the server may lack it (h: the content if held, else NULL; taken), and adds it to
+ * the manifest. unchanged: the row is the state's, as found. */
+static int
+finish_file(
+    struct sync_run *s, const char *path, struct files_row *row, int unchanged, struct held *h)
+{
+	struct manifest_entry *e = &s->ent;
+	size_t n = strlen(path);
+	int r;
+
+	/* Unchanged files write nothing (see mark_seen()). */
+	if (!unchanged && (r = files_put(s->files, s->name, path, row, s->gen)) != 0) {
+		free(h);
+		return r;
+	}
+	memcpy(e->path, path, n + 1); /* n <= MANIFEST_PATH_MAX: see sync_visit */
+	e->type = MANIFEST_FILE;
+	e->target[0] = '\0';
+	/* An unchanged file's mode is the row's: a chmod would have changed its ctime. */
+	e->mode = row->mode & 07777;
+	e->mtime_ns = row->mtime_ns;
+	e->size = row->size;
+	memcpy(e->md5, row->md5, sizeof(e->md5));
+	memcpy(e->key, row->okey,
+	    sizeof(row->okey) < sizeof(e->key) ? sizeof(row->okey) : sizeof(e->key));
+	if (e->key[0] != '\0') {
+		/* An unchanged file's lookup said whether its object is known already. */
+		r = unchanged ? row->known : files_object_known(s->files, e->key);
+		if (r < 0) {
+			free(h);
+			return r;
+		}
+		if (r == 0)
+			return (r = queue_object(s, path, e->size, e->key, e->md5, h)) != 0
+			    ? r
+			    : manifest_writer_add(s->mw, e);
+	}
+	free(h);
+	return manifest_writer_add(s->mw, e);
+}
+
+/* Computes the MD5s of the deferred files, side by side, and finishes their visits in
+ * scan order. Every entry that does not wait for an MD5 comes after this, so the
+ * manifest stays in scan order. */
+static int
+flush_deferred(struct sync_run *s)
+{
+	const void *data[SYNC_MD5_BATCH];
+	size_t len[SYNC_MD5_BATCH], i, n = s->ndq;
+	uint8_t d[SYNC_MD5_BATCH][HASH_MD5_LEN];
+	int r = 0;
+
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		data[i] = s->dq[i].h->data;
+		len[i] = s->dq[i].h->len;
+	}
+	md5_many(n, data, len, d);
+	s->ndq = 0;
+	for (i = 0; i < n; i++) {
+		struct deferred *q = &s->dq[i];
+
+		hash_to_hex(d[i], HASH_MD5_LEN, q->row.md5);
+		if (r == 0)
+			r = finish_file(s, q->path, &q->row, 0, q->h);
+		else
+			free(q->h);
+		free(q->path);
+	}
+	return r;
+}
+
+/* Drops deferred visits unfinished (the run failed). */
+static void
+drop_deferred(struct sync_run *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->ndq; i++) {
+		free(s->dq[i].h);
+		free(s->dq[i].path);
+	}
+	s->ndq = 0;
+}
+
+/* Keeps a small file whose content hash_once left in hbuf until its MD5 is computed
+ * with others' (flush_deferred). */
+static int
+defer_file(struct sync_run *s, const char *path, const struct files_row *row)
+{
+	struct deferred *q = &s->dq[s->ndq++];
+
+	q->row = *row;
+	q->path = xstrdup(path);
+	q->h = xmalloc(sizeof(*q->h) + s->hdata_len);
+	q->h->len = s->hdata_len;
+	memcpy(q->h->data, s->hbuf, s->hdata_len);
+	s->hdata_len = 0;
+	return s->ndq == SYNC_MD5_BATCH ? flush_deferred(s) : 0;
 }
 
 /* A regular file: quick check, hash when needed, queue unknown content. Fills s->ent. */
 static int
 visit_file(struct sync_run *s, const struct scan_entry *se)
 {
-	struct manifest_entry *e = &s->ent;
 	const struct stat *st = se->st;
 	struct files_row row;
 	struct stat hst;
@@ -265,56 +394,40 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	unchanged = have && row.size == (uint64_t)st->st_size &&
 	    row.mtime_ns == scan_mtime_ns(st) && row.ino == (uint64_t)st->st_ino &&
 	    row.dev == (uint64_t)st->st_dev && row.ctime_ns == scan_ctime_ns(st);
-	if (!unchanged) {
-		memset(&row, 0, sizeof(row));
-		if (st->st_size == 0) {
-			memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
-			hst = *st;
-		} else {
-			r = STEP_ECHANGED;
-			for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
-				r = hash_once(s, se->dirfd, se->name, st, i, sha, row.md5, &hst);
-			if (r == STEP_ENOMEM || r == STEP_ESTOPPED)
-				return r;
-			if (r != 0) {
-				if (r == STEP_ECHANGED)
-					log_warnx("'%s' keeps changing while read; left out of "
-					          "this snapshot",
-					    se->path);
-				else
-					log_warn("cannot read '%s'; left out of this snapshot",
-					    se->path);
-				s->read_errors++;
-				return 0;
-			}
-			manifest_object_key(sha, row.okey, sizeof(row.okey));
-			s->hashed++;
+	if (unchanged)
+		return (r = flush_deferred(s)) != 0 ? r : finish_file(s, se->path, &row, 1, NULL);
+	memset(&row, 0, sizeof(row));
+	if (st->st_size == 0) {
+		memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
+		hst = *st;
+	} else {
+		r = STEP_ECHANGED;
+		for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
+			r = hash_once(s, se->dirfd, se->name, st, i, sha, row.md5, &hst);
+		if (r == STEP_ENOMEM || r == STEP_ESTOPPED)
+			return r;
+		if (r != 0) {
+			if (r == STEP_ECHANGED)
+				log_warnx("'%s' keeps changing while read; left out of "
+				          "this snapshot",
+				    se->path);
+			else
+				log_warn("cannot read '%s'; left out of this snapshot", se->path);
+			s->read_errors++;
+			return 0;
 		}
-		row.dev = (uint64_t)hst.st_dev;
-		row.ino = (uint64_t)hst.st_ino;
-		row.size = (uint64_t)hst.st_size;
-		row.mtime_ns = scan_mtime_ns(&hst);
-		row.ctime_ns = scan_ctime_ns(&hst);
-		row.mode = hst.st_mode;
-		if ((r = files_put(s->files, s->name, se->path, &row, s->gen)) != 0)
-			return r;
-		e->mode = hst.st_mode & 07777;
-		e->mtime_ns = row.mtime_ns;
+		manifest_object_key(sha, row.okey, sizeof(row.okey));
+		s->hashed++;
 	}
-	/* Unchanged files write nothing (see mark_seen()). */
-	e->size = row.size;
-	memcpy(e->md5, row.md5, sizeof(e->md5));
-	memcpy(e->key, row.okey,
-	    sizeof(row.okey) < sizeof(e->key) ? sizeof(row.okey) : sizeof(e->key));
-	if (e->key[0] != '\0') {
-		/* An unchanged file's lookup said whether its object is known already. */
-		r = unchanged ? row.known : files_object_known(s->files, e->key);
-		if (r < 0)
-			return r;
-		if (r == 0 && (r = queue_object(s, se->path, e->size, e->key, e->md5)) != 0)
-			return r;
-	}
-	return manifest_writer_add(s->mw, e);
+	row.dev = (uint64_t)hst.st_dev;
+	row.ino = (uint64_t)hst.st_ino;
+	row.size = (uint64_t)hst.st_size;
+	row.mtime_ns = scan_mtime_ns(&hst);
+	row.ctime_ns = scan_ctime_ns(&hst);
+	row.mode = hst.st_mode;
+	if (s->hdata_len > 0)
+		return defer_file(s, se->path, &row);
+	return (r = flush_deferred(s)) != 0 ? r : finish_file(s, se->path, &row, 0, NULL);
 }
 
 static int
@@ -323,6 +436,7 @@ sync_visit(void *ctx, const struct scan_entry *se)
 	struct sync_run *s = ctx;
 	struct manifest_entry *e = &s->ent;
 	size_t n = strlen(se->path);
+	int r;
 
 	if (n > MANIFEST_PATH_MAX)
 		return 0; /* the scanner already refuses these */
@@ -330,6 +444,11 @@ sync_visit(void *ctx, const struct scan_entry *se)
 		set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
 		return STEP_ESTOPPED;
 	}
+	if (S_ISREG(se->st->st_mode))
+		return visit_file(s, se); /* fills s->ent itself, maybe later */
+	/* The deferred files come first in the manifest, and they use s->ent too. */
+	if ((r = flush_deferred(s)) != 0)
+		return r;
 	memcpy(e->path, se->path, n + 1);
 	e->mode = se->st->st_mode & 07777;
 	e->mtime_ns = scan_mtime_ns(se->st);
@@ -346,8 +465,7 @@ sync_visit(void *ctx, const struct scan_entry *se)
 		memcpy(e->target, se->target, strlen(se->target) + 1);
 		return manifest_writer_add(s->mw, e);
 	}
-	e->type = MANIFEST_FILE;
-	return visit_file(s, se);
+	return 0; /* the scanner only hands out directories, symlinks and files */
 }
 
 /* Prints what a dry run would send. */
@@ -901,6 +1019,9 @@ scan_phase(struct sync_run *s, int *exitp)
 		goto fail;
 	cursor_open(s);
 	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
+	if (r == 0)
+		r = flush_deferred(s);
+	drop_deferred(s);
 	cursor_close(s);
 	if (r == STEP_ESYS) {
 		e = errno;
