@@ -92,6 +92,18 @@ struct held {
 	uint8_t data[];
 };
 
+/*
+ * The objects queued this run, so that each content is sent once: a multiset of 32-bit
+ * fingerprints of their keys, each with its row in temp.sync_pending, where a match is
+ * checked against the row's key. Cheaper than a unique index on the table, whose random
+ * keys made every insert a B-tree search. Open addressing, at most half full; a slot is
+ * fingerprint << 32 | rowid, 0 when empty (rowids start at 1).
+ */
+struct pend_set {
+	uint64_t *slot;
+	size_t cap, n; /* cap: a power of two, or 0 */
+};
+
 /* A small file read and keyed, waiting for its MD5 (see defer_file). */
 struct deferred {
 	struct files_row row; /* complete but for md5 */
@@ -114,6 +126,8 @@ struct sync_run {
 	struct db *rdb;           /* a second connection for the sorted walk, NULL if none */
 	struct files_cursor *cur; /* the sorted walk over the files table (see visit_file) */
 	sqlite3_stmt *pend_ins;
+	sqlite3_stmt *pend_key; /* a row's key, for a fingerprint that matches */
+	struct pend_set pend;
 	struct uploader *up;   /* NULL in a dry run */
 	struct client *scan_c; /* the run's session, for uploads during the scan */
 	struct manifest_writer *mw;
@@ -229,14 +243,89 @@ out:
 
 static int uploader_scan_step(struct sync_run *s, struct client *c);
 
+/* A key's fingerprint (FNV-1a). */
+static uint32_t
+pend_fp(const char *okey)
+{
+	uint32_t h = 2166136261u;
+	size_t i;
+
+	for (i = 0; okey[i] != '\0'; i++)
+		h = (h ^ (uint8_t)okey[i]) * 16777619u;
+	return h;
+}
+
+static void
+pend_insert(struct pend_set *p, uint64_t v)
+{
+	size_t i = (size_t)(v >> 32) & (p->cap - 1);
+
+	while (p->slot[i] != 0)
+		i = (i + 1) & (p->cap - 1);
+	p->slot[i] = v;
+	p->n++;
+}
+
+/* Records that okey (fingerprint fp) is queued in row rowid. */
+static int
+pend_add(struct pend_set *p, uint32_t fp, int64_t rowid)
+{
+	if (rowid <= 0 || rowid > UINT32_MAX)
+		return STEP_ETOOBIG; /* 4 billion objects in one run */
+	if (2 * (p->n + 1) > p->cap) {
+		struct pend_set q = { xcalloc(p->cap ? 2 * p->cap : 1024, sizeof(uint64_t)),
+			p->cap ? 2 * p->cap : 1024, 0 };
+		size_t i;
+
+		for (i = 0; i < p->cap; i++)
+			if (p->slot[i] != 0)
+				pend_insert(&q, p->slot[i]);
+		free(p->slot);
+		*p = q;
+	}
+	pend_insert(p, (uint64_t)fp << 32 | (uint64_t)rowid);
+	return 0;
+}
+
+/* 1 when okey is queued already, 0 if not, or a STEP_E*. */
+static int
+pend_has(struct sync_run *s, const char *okey, uint32_t fp)
+{
+	struct pend_set *p = &s->pend;
+	size_t i;
+	int rc, same;
+
+	if (p->cap == 0)
+		return 0;
+	for (i = fp & (p->cap - 1); p->slot[i] != 0; i = (i + 1) & (p->cap - 1)) {
+		if ((uint32_t)(p->slot[i] >> 32) != fp)
+			continue;
+		sqlite3_bind_int64(s->pend_key, 1, (sqlite3_int64)(p->slot[i] & UINT32_MAX));
+		rc = sqlite3_step(s->pend_key);
+		same = rc == SQLITE_ROW &&
+		    strcmp((const char *)sqlite3_column_text(s->pend_key, 0), okey) == 0;
+		sqlite3_reset(s->pend_key);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return db_err(rc);
+		if (same)
+			return 1;
+	}
+	return 0;
+}
+
 /* Queues an object for upload unless queued already; h (NULL if none) is its content,
  * kept for sending while the budget allows, freed otherwise. */
 static int
 queue_object(struct sync_run *s, const char *path, uint64_t size, const char *okey, const char *md5,
     struct held *h)
 {
-	int rc;
+	uint32_t fp = pend_fp(okey);
+	int rc, r;
 
+	if ((r = pend_has(s, okey, fp)) != 0) {
+		free(h);
+		return r < 0 ? r : uploader_scan_step(s, s->scan_c);
+	}
 	sqlite3_bind_text(s->pend_ins, 1, okey, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s->pend_ins, 2, path, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s->pend_ins, 3, (sqlite3_int64)size);
@@ -247,22 +336,24 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 		free(h);
 		return db_err(rc);
 	}
-	if (sqlite3_changes(db_handle(s->db)) > 0) {
-		s->pending++;
-		s->pending_bytes += size;
-		s->pending_small += size <= SYNC_SCAN_SMALL;
-		if (h != NULL && s->up != NULL && h->len == size &&
-		    s->cache_bytes + size <= SYNC_HELD_MAX) {
-			h->rowid = sqlite3_last_insert_rowid(db_handle(s->db));
-			h->next = NULL;
-			if (s->cache_tail != NULL)
-				s->cache_tail->next = h;
-			else
-				s->cache_head = h;
-			s->cache_tail = h;
-			s->cache_bytes += size;
-			h = NULL;
-		}
+	if ((r = pend_add(&s->pend, fp, sqlite3_last_insert_rowid(db_handle(s->db)))) != 0) {
+		free(h);
+		return r;
+	}
+	s->pending++;
+	s->pending_bytes += size;
+	s->pending_small += size <= SYNC_SCAN_SMALL;
+	if (h != NULL && s->up != NULL && h->len == size &&
+	    s->cache_bytes + size <= SYNC_HELD_MAX) {
+		h->rowid = sqlite3_last_insert_rowid(db_handle(s->db));
+		h->next = NULL;
+		if (s->cache_tail != NULL)
+			s->cache_tail->next = h;
+		else
+			s->cache_head = h;
+		s->cache_tail = h;
+		s->cache_bytes += size;
+		h = NULL;
 	}
 	free(h);
 	return uploader_scan_step(s, s->scan_c);
@@ -1004,13 +1095,17 @@ scan_phase(struct sync_run *s, int *exitp)
 	if ((r = db_begin(s->db)) != 0)
 		return r;
 	if ((r = db_exec(s->db,
-	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT PRIMARY KEY,"
+	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT NOT NULL,"
 	         " path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL);"
 	         "DELETE FROM temp.sync_pending;")) != 0)
 		goto fail;
+	/* Each key at most once: see struct pend_set. */
 	if ((r = db_err(sqlite3_prepare_v2(db_handle(s->db),
-	         "INSERT OR IGNORE INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)",
-	         -1, &s->pend_ins, NULL))) != 0)
+	         "INSERT INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)", -1,
+	         &s->pend_ins, NULL))) != 0 ||
+	    (r = db_err(sqlite3_prepare_v2(db_handle(s->db),
+	         "SELECT okey FROM temp.sync_pending WHERE rowid = ?", -1, &s->pend_key, NULL))) !=
+	        0)
 		goto fail;
 	if (!s->dry_run && s->up == NULL && (r = uploader_new(s)) != 0)
 		goto fail;
@@ -1175,6 +1270,8 @@ done:
 	held_free(s, &s->cache_head);
 	s->cache_tail = NULL;
 	sqlite3_finalize(s->pend_ins);
+	sqlite3_finalize(s->pend_key);
+	free(s->pend.slot);
 	files_free(s->files);
 	manifest_writer_free(s->mw);
 	free(s->hbuf);
