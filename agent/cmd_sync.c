@@ -133,6 +133,7 @@ struct sync_run {
 	struct manifest_writer *mw;
 	int64_t gen;
 	uint8_t *hbuf;
+	struct hash_ctx *sha;   /* hash_once's SHA-256, reused */
 	size_t hdata_len;       /* > 0: hbuf holds the whole content the last hash_once read */
 	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
@@ -162,7 +163,7 @@ static int
 hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0, int try,
     uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
 {
-	struct hash_ctx *hs = NULL, *hm = NULL; /* hm: only for files beyond SYNC_SCAN_SMALL */
+	struct hash_ctx *hs, *hm = NULL; /* hm: only for files beyond SYNC_SCAN_SMALL */
 	struct stat a, b;
 	uint8_t d[HASH_MD5_LEN];
 	uint64_t got = 0;
@@ -181,7 +182,9 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		goto out;
 	if (!S_ISREG(a.st_mode))
 		goto out;
-	if ((hs = hash_sha256_new()) == NULL ||
+	if (s->sha == NULL)
+		s->sha = hash_sha256_new();
+	if ((hs = s->sha) == NULL || hash_reset(hs) != 0 ||
 	    (a.st_size > SYNC_SCAN_SMALL && (hm = hash_md5_new()) == NULL)) {
 		r = STEP_ENOMEM;
 		goto out;
@@ -235,7 +238,6 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 	*stp = b;
 	r = 0;
 out:
-	hash_free(hs);
 	hash_free(hm);
 	close(fd);
 	return r;
@@ -753,7 +755,7 @@ uploader_start(struct sync_run *s, size_t *startedp)
 	struct client_opts o;
 	sqlite3_stmt *st;
 	char errbuf[256];
-	size_t n;
+	size_t n, rootlen = strlen(s->root);
 	int r, rc, nconn;
 
 	*startedp = 0;
@@ -788,14 +790,19 @@ uploader_start(struct sync_run *s, size_t *startedp)
 	sqlite3_bind_int(st, 2, SYNC_BATCH);
 	for (n = 0; n < SYNC_BATCH && (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
 		const char *path = (const char *)sqlite3_column_text(st, 2);
-		size_t len = strlen(s->root) + 2 + strlen(path);
+		const char *md5 = (const char *)sqlite3_column_text(st, 4);
+		size_t plen = strlen(path), mlen = strlen(md5);
 
 		u->last = sqlite3_column_int64(st, 0);
 		u->keys[n] = xstrdup((const char *)sqlite3_column_text(st, 1));
-		u->paths[n] = xmalloc(len);
-		snprintf(u->paths[n], len, "%s/%s", s->root, path);
+		u->paths[n] = xmalloc(rootlen + 2 + plen);
+		memcpy(u->paths[n], s->root, rootlen);
+		u->paths[n][rootlen] = '/';
+		memcpy(u->paths[n] + rootlen + 1, path, plen + 1);
 		u->sizes[n] = (uint64_t)sqlite3_column_int64(st, 3);
-		snprintf(u->md5s[n], HASH_MD5_HEX, "%s", (const char *)sqlite3_column_text(st, 4));
+		mlen = mlen < HASH_MD5_HEX - 1 ? mlen : HASH_MD5_HEX - 1;
+		memcpy(u->md5s[n], md5, mlen);
+		u->md5s[n][mlen] = '\0';
 		memset(&u->jobs[n], 0, sizeof(u->jobs[n]));
 		u->jobs[n].path = u->paths[n];
 		u->jobs[n].key = u->keys[n];
@@ -1275,6 +1282,7 @@ done:
 	files_free(s->files);
 	manifest_writer_free(s->mw);
 	free(s->hbuf);
+	hash_free(s->sha);
 	free(s);
 	return ex;
 }
