@@ -15,6 +15,7 @@
  * at any point is simply rerun (uploads resume; content already there is not resent).
  * Never follows symlinks, never deletes anything on the server.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -48,7 +49,7 @@
 
 #define STR_(x)         #x
 #define STR(x)          STR_(x)
-#define SYNC_BATCH      2048        /* objects handed to client_pool_put() at once */
+#define SYNC_BATCH      1024        /* objects handed to client_pool_put() at once */
 #define SYNC_HASH_BUF   (256 << 10) /* read size while hashing */
 #define SYNC_HASH_TRY   3           /* attempts on a file that changes while it is hashed */
 #define SYNC_AUTO_CONN  4           /* connections for many uploads when --connections is 1 */
@@ -137,7 +138,6 @@ struct sync_run {
 	size_t hdata_len;       /* > 0: hbuf holds the whole content the last hash_once read */
 	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
-	struct held *inflight;                /* content the batch in flight sends */
 	struct deferred dq[SYNC_MD5_BATCH];   /* files waiting for their MD5, in scan order */
 	size_t ndq;
 	size_t cache_bytes; /* content held in the cache and in batches */
@@ -643,22 +643,33 @@ upload_done(
 
 /*
  * The uploads of a run: rows of temp.sync_pending handed to a client pool SYNC_BATCH at a
- * time, one batch in flight while the scan goes on finding more (the scan's hashing and
- * the network then overlap), the rest after the scan.
+ * time. While the scan goes on finding more, two batches are in flight, each on a pool of
+ * its own (the scan's hashing, the network and the server's work then overlap, and a
+ * batch's last answers do not hold up the next one); the rest goes after the scan, one
+ * batch at a time.
  */
+#define SYNC_INFLIGHT 2
+
+/* One batch of jobs and what they borrow until it is collected. */
+struct upbatch {
+	struct client_pool *pool; /* made with the slot's first batch */
+	size_t n;                 /* jobs in flight, 0 when none */
+	struct client_job *jobs;
+	char **paths, **keys;
+	char (*md5s)[HASH_MD5_HEX];
+	uint64_t *sizes;
+	struct held *held; /* the content the batch sends */
+};
+
 struct uploader {
-	struct client_pool *pool; /* made with the first batch */
 	sqlite3_stmt *next;       /* after the scan: the next rows after a rowid */
 	sqlite3_stmt *next_small; /* during the scan: the next small rows after a rowid */
 	int64_t last;             /* rowid of the last row handed out */
 	int64_t scan_last;        /* ...of the last one handed out during the scan */
 	uint64_t taken;           /* rows handed out */
 	int scan_done;
-	size_t n; /* jobs of the batch in flight, 0 when none */
-	struct client_job *jobs;
-	char **paths, **keys;
-	char (*md5s)[HASH_MD5_HEX];
-	uint64_t *sizes;
+	struct upbatch b[SYNC_INFLIGHT];
+	unsigned cur; /* the slot the next batch goes to; the others are older */
 };
 
 /* Frees a list of held contents and takes them off the budget. */
@@ -676,10 +687,11 @@ held_free(struct sync_run *s, struct held **list)
 }
 
 /* Gives job j (row rowid, content MD5 md5) the content the scan kept for it, if any: the
- * held entry moves to the batch in flight. Rows come in rowid order, the cache too; what
- * is skipped over (rows another pass hands out) is dropped. */
+ * held entry moves to batch b. Rows come in rowid order, the cache too; what is skipped
+ * over (rows another pass hands out) is dropped. */
 static void
-held_attach(struct sync_run *s, int64_t rowid, struct client_job *j, const char *md5)
+held_attach(
+    struct sync_run *s, struct upbatch *b, int64_t rowid, struct client_job *j, const char *md5)
 {
 	struct held *h;
 
@@ -692,8 +704,8 @@ held_attach(struct sync_run *s, int64_t rowid, struct client_job *j, const char 
 			free(h);
 			continue;
 		}
-		h->next = s->inflight;
-		s->inflight = h;
+		h->next = b->held;
+		b->held = h;
 		j->mem = h->data;
 		j->memlen = h->len;
 		j->md5 = md5;
@@ -702,56 +714,87 @@ held_attach(struct sync_run *s, int64_t rowid, struct client_job *j, const char 
 }
 
 static void
-uploader_free(struct uploader *u)
+uploader_free(struct sync_run *s, struct uploader *u)
 {
 	size_t i;
+	unsigned k;
 
 	if (u == NULL)
 		return;
-	client_pool_free(u->pool);
+	for (k = 0; k < SYNC_INFLIGHT; k++) {
+		struct upbatch *b = &u->b[k];
+
+		client_pool_free(b->pool); /* waits for a batch still in flight */
+		for (i = 0; b->paths != NULL && i < SYNC_BATCH; i++) {
+			free(b->paths[i]);
+			free(b->keys[i]);
+		}
+		free(b->jobs);
+		free(b->paths);
+		free(b->keys);
+		free(b->md5s);
+		free(b->sizes);
+		held_free(s, &b->held);
+	}
 	sqlite3_finalize(u->next);
 	sqlite3_finalize(u->next_small);
-	for (i = 0; u->paths != NULL && i < SYNC_BATCH; i++) {
-		free(u->paths[i]);
-		free(u->keys[i]);
-	}
-	free(u->jobs);
-	free(u->paths);
-	free(u->keys);
-	free(u->md5s);
-	free(u->sizes);
 	free(u);
 }
 
-/* Waits for the batch in flight and records its results (in the caller's transaction). */
+/* Waits for batch b and records its results (in the caller's transaction). */
+static int
+batch_collect(struct sync_run *s, struct client *c, struct upbatch *b)
+{
+	size_t i;
+	int r = 0;
+
+	if (b->n == 0)
+		return 0;
+	(void)client_pool_wait(b->pool);
+	for (i = 0; i < b->n && r == 0; i++)
+		r = upload_done(s, c, &b->jobs[i], b->md5s[i], b->sizes[i]);
+	for (i = 0; i < b->n; i++) {
+		free(b->paths[i]);
+		free(b->keys[i]);
+		b->paths[i] = b->keys[i] = NULL;
+	}
+	b->n = 0;
+	held_free(s, &b->held);
+	return r;
+}
+
+/* Collects every batch in flight, oldest first. */
 static int
 uploader_collect(struct sync_run *s, struct client *c)
 {
 	struct uploader *u = s->up;
-	size_t i;
-	int r = 0;
+	unsigned k;
+	int r = 0, r1;
 
-	if (u->n == 0)
-		return 0;
-	(void)client_pool_wait(u->pool);
-	for (i = 0; i < u->n && r == 0; i++)
-		r = upload_done(s, c, &u->jobs[i], u->md5s[i], u->sizes[i]);
-	for (i = 0; i < u->n; i++) {
-		free(u->paths[i]);
-		free(u->keys[i]);
-		u->paths[i] = u->keys[i] = NULL;
-	}
-	u->n = 0;
-	held_free(s, &s->inflight);
+	for (k = 0; k < SYNC_INFLIGHT; k++)
+		if ((r1 = batch_collect(s, c, &u->b[(u->cur + k) % SYNC_INFLIGHT])) != 0 && r == 0)
+			r = r1;
 	return r;
 }
 
-/* Hands the next rows (at most SYNC_BATCH) to the pool without waiting; *startedp is the
- * number handed out (0: nothing pending). */
+/* Waits for every batch in flight without recording anything. */
+static void
+uploader_wait(struct uploader *u)
+{
+	unsigned k;
+
+	for (k = 0; k < SYNC_INFLIGHT; k++)
+		if (u->b[k].n > 0)
+			(void)client_pool_wait(u->b[k].pool);
+}
+
+/* Hands the next rows (at most SYNC_BATCH) to the current slot's pool without waiting
+ * (the slot must be free); *startedp is the number handed out (0: nothing pending). */
 static int
 uploader_start(struct sync_run *s, size_t *startedp)
 {
 	struct uploader *u = s->up;
+	struct upbatch *b = &u->b[u->cur];
 	struct client_opts o;
 	sqlite3_stmt *st;
 	char errbuf[256];
@@ -763,7 +806,8 @@ uploader_start(struct sync_run *s, size_t *startedp)
 		set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
 		return STEP_ESTOPPED;
 	}
-	if (u->pool == NULL) {
+	assert(b->n == 0);
+	if (b->pool == NULL) {
 		if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
 			set_fatal(s, r, "cannot connect", errbuf);
 			return r;
@@ -773,7 +817,7 @@ uploader_start(struct sync_run *s, size_t *startedp)
 			nconn = SYNC_AUTO_CONN;
 		if ((uint64_t)nconn > s->pending)
 			nconn = (int)s->pending;
-		if ((r = client_pool_new(&o, nconn, &u->pool)) != 0) {
+		if ((r = client_pool_new(&o, nconn, &b->pool)) != 0) {
 			set_fatal(s, r, "cannot connect", step_strerror(r));
 			return r;
 		}
@@ -794,29 +838,31 @@ uploader_start(struct sync_run *s, size_t *startedp)
 		size_t plen = strlen(path), mlen = strlen(md5);
 
 		u->last = sqlite3_column_int64(st, 0);
-		u->keys[n] = xstrdup((const char *)sqlite3_column_text(st, 1));
-		u->paths[n] = xmalloc(rootlen + 2 + plen);
-		memcpy(u->paths[n], s->root, rootlen);
-		u->paths[n][rootlen] = '/';
-		memcpy(u->paths[n] + rootlen + 1, path, plen + 1);
-		u->sizes[n] = (uint64_t)sqlite3_column_int64(st, 3);
+		b->keys[n] = xstrdup((const char *)sqlite3_column_text(st, 1));
+		b->paths[n] = xmalloc(rootlen + 2 + plen);
+		memcpy(b->paths[n], s->root, rootlen);
+		b->paths[n][rootlen] = '/';
+		memcpy(b->paths[n] + rootlen + 1, path, plen + 1);
+		b->sizes[n] = (uint64_t)sqlite3_column_int64(st, 3);
 		mlen = mlen < HASH_MD5_HEX - 1 ? mlen : HASH_MD5_HEX - 1;
-		memcpy(u->md5s[n], md5, mlen);
-		u->md5s[n][mlen] = '\0';
-		memset(&u->jobs[n], 0, sizeof(u->jobs[n]));
-		u->jobs[n].path = u->paths[n];
-		u->jobs[n].key = u->keys[n];
-		held_attach(s, u->last, &u->jobs[n], u->md5s[n]);
-		u->jobs[n].flags = CLIENT_PUT_EXIST_OK | (u->scan_done ? 0 : CLIENT_PUT_NO_STATE);
+		memcpy(b->md5s[n], md5, mlen);
+		b->md5s[n][mlen] = '\0';
+		memset(&b->jobs[n], 0, sizeof(b->jobs[n]));
+		b->jobs[n].path = b->paths[n];
+		b->jobs[n].key = b->keys[n];
+		held_attach(s, b, u->last, &b->jobs[n], b->md5s[n]);
+		b->jobs[n].flags = CLIENT_PUT_EXIST_OK | (u->scan_done ? 0 : CLIENT_PUT_NO_STATE);
 	}
 	sqlite3_reset(st);
 	if (!u->scan_done)
 		u->scan_last = u->last;
 	if (n > 0 && !u->scan_done)
 		log_info("sending %zu files while scanning", n);
-	if (n > 0)
-		client_pool_start(u->pool, u->jobs, n);
-	u->n = n;
+	if (n > 0) {
+		client_pool_start(b->pool, b->jobs, n);
+		u->cur = (u->cur + 1) % SYNC_INFLIGHT;
+	}
+	b->n = n;
 	u->taken += n;
 	*startedp = n;
 	return 0;
@@ -826,6 +872,7 @@ static int
 uploader_new(struct sync_run *s)
 {
 	struct uploader *u = xcalloc(1, sizeof(*u));
+	unsigned k;
 	int rc;
 
 	rc = sqlite3_prepare_v2(db_handle(s->db),
@@ -838,19 +885,24 @@ uploader_new(struct sync_run *s)
 		    " AND size <= " STR(SYNC_SCAN_SMALL) " ORDER BY rowid LIMIT ?2",
 		    -1, &u->next_small, NULL);
 	if (rc != SQLITE_OK) {
-		uploader_free(u);
+		uploader_free(s, u);
 		return db_err(rc);
 	}
-	u->jobs = xcalloc(SYNC_BATCH, sizeof(*u->jobs));
-	u->paths = xcalloc(SYNC_BATCH, sizeof(*u->paths));
-	u->keys = xcalloc(SYNC_BATCH, sizeof(*u->keys));
-	u->md5s = xcalloc(SYNC_BATCH, sizeof(*u->md5s));
-	u->sizes = xcalloc(SYNC_BATCH, sizeof(*u->sizes));
+	for (k = 0; k < SYNC_INFLIGHT; k++) {
+		struct upbatch *b = &u->b[k];
+
+		b->jobs = xcalloc(SYNC_BATCH, sizeof(*b->jobs));
+		b->paths = xcalloc(SYNC_BATCH, sizeof(*b->paths));
+		b->keys = xcalloc(SYNC_BATCH, sizeof(*b->keys));
+		b->md5s = xcalloc(SYNC_BATCH, sizeof(*b->md5s));
+		b->sizes = xcalloc(SYNC_BATCH, sizeof(*b->sizes));
+	}
 	s->up = u;
 	return 0;
 }
 
-/* During the scan: once a whole batch is waiting, collect the one in flight and start it. */
+/* During the scan: once a whole batch is waiting, start it, after collecting the oldest
+ * batch in flight if every slot is busy. */
 static int
 uploader_scan_step(struct sync_run *s, struct client *c)
 {
@@ -859,7 +911,7 @@ uploader_scan_step(struct sync_run *s, struct client *c)
 
 	if (s->up == NULL || s->pending_small - s->up->taken < SYNC_BATCH)
 		return 0;
-	if ((r = uploader_collect(s, c)) != 0)
+	if ((r = batch_collect(s, c, &s->up->b[s->up->cur])) != 0)
 		return r;
 	return uploader_start(s, &started);
 }
@@ -876,8 +928,7 @@ upload_pending(struct sync_run *s, struct client *c)
 	s->up->scan_done = 1;
 	s->up->last = 0;
 	do {
-		if (s->up->n > 0)
-			(void)client_pool_wait(s->up->pool);
+		uploader_wait(s->up);
 		if ((r = db_begin(s->db)) != 0)
 			return r;
 		r = uploader_collect(s, c);
@@ -1272,8 +1323,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	ex = AGENT_EXIT_OK;
 done:
-	uploader_free(s->up); /* waits for a batch still in flight */
-	held_free(s, &s->inflight);
+	uploader_free(s, s->up); /* waits for batches still in flight */
 	held_free(s, &s->cache_head);
 	s->cache_tail = NULL;
 	sqlite3_finalize(s->pend_ins);
