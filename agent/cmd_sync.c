@@ -135,7 +135,7 @@ struct sync_run {
 	int64_t gen;
 	uint8_t *hbuf;
 	struct hash_ctx *sha;   /* hash_once's SHA-256, reused */
-	size_t hdata_len;       /* > 0: hbuf holds the whole content the last hash_once read */
+	struct held *hheld;     /* a small file's whole content, as the last hash_once read it */
 	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
 	struct deferred dq[SYNC_MD5_BATCH];   /* files waiting for their MD5, in scan order */
@@ -157,21 +157,24 @@ static void set_fatal(struct sync_run *s, int r, const char *what, const char *d
 /* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
  * while read: its fstat after the read must match st0 (the scan's lstat, taken before the
  * open; on a retry, try > 0, an fstat after the open instead). Returns 0, STEP_ECHANGED,
- * STEP_ESYS, STEP_ESTOPPED. A file of at most SYNC_SCAN_SMALL bytes ends up whole in
- * s->hbuf (s->hdata_len) and gets no MD5 here, md5 is "": the caller hashes many at once. */
+ * STEP_ESYS, STEP_ESTOPPED. A file of at most SYNC_SCAN_SMALL bytes is read into a buffer
+ * of its own, s->hheld (the caller takes it), and gets no MD5 here, md5 is "": the
+ * caller hashes many at once. */
 static int
 hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0, int try,
     uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
 {
 	struct hash_ctx *hs, *hm = NULL; /* hm: only for files beyond SYNC_SCAN_SMALL */
 	struct stat a, b;
-	uint8_t d[HASH_MD5_LEN];
+	struct held *h = NULL;
+	uint8_t d[HASH_MD5_LEN], *p = s->hbuf;
 	uint64_t got = 0;
-	size_t off;
+	size_t cap = SYNC_HASH_BUF;
 	ssize_t n;
 	int fd, r = STEP_ESYS;
 
-	s->hdata_len = 0;
+	free(s->hheld);
+	s->hheld = NULL;
 	/* O_NONBLOCK: a FIFO put in the file's place since the scan must not block the open;
 	 * it is no regular file and fails the check below. */
 	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
@@ -189,6 +192,12 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		r = STEP_ENOMEM;
 		goto out;
 	}
+	if (hm == NULL) {
+		/* One byte to spare: a file that grew fills it. */
+		cap = (size_t)a.st_size + 1;
+		h = xmalloc(sizeof(*h) + cap);
+		p = h->data;
+	}
 	for (;;) {
 		/* sigpending is a system call: once per 16 small files is often enough. */
 		if ((got > 0 || (s->nhashed_calls++ & 15) == 0) && util_stop_pending()) {
@@ -196,21 +205,21 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 			r = STEP_ESTOPPED;
 			goto out;
 		}
-		/* The first SYNC_SCAN_SMALL bytes stay where they were read, so a small file
-		 * ends up whole in hbuf however the reads were cut. */
-		off = got < SYNC_SCAN_SMALL ? (size_t)got : 0;
-		n = read(fd, s->hbuf + off, SYNC_HASH_BUF - off);
+		/* A small file's reads follow each other in h; a large one's reuse hbuf. */
+		if (h != NULL && got == cap)
+			break; /* more than it had */
+		n = read(fd, h != NULL ? p + got : p, h != NULL ? cap - (size_t)got : cap);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			goto out;
 		if (n == 0)
 			break;
-		hash_update(hs, s->hbuf + off, (size_t)n);
+		hash_update(hs, h != NULL ? p + got : p, (size_t)n);
 		if (hm != NULL)
-			hash_update(hm, s->hbuf + off, (size_t)n);
+			hash_update(hm, p, (size_t)n);
 		got += (uint64_t)n;
-		if (got == (uint64_t)a.st_size && got <= SYNC_SCAN_SMALL)
+		if (h != NULL && got == (uint64_t)a.st_size)
 			break; /* all of it (a file that grows shows in the fstat below) */
 	}
 	if (fstat(fd, &b) != 0)
@@ -221,8 +230,8 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		r = STEP_ECHANGED;
 		goto out;
 	}
-	if (hm == NULL && got != (uint64_t)b.st_size) {
-		r = STEP_ECHANGED; /* grew and shrank back: hbuf does not hold it */
+	if (h != NULL && got != (uint64_t)b.st_size) {
+		r = STEP_ECHANGED; /* grew and shrank back: h does not hold it */
 		goto out;
 	}
 	hash_final(hs, sha);
@@ -231,13 +240,16 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		hash_final(hm, d);
 		hash_to_hex(d, HASH_MD5_LEN, md5);
 	} else if (got > 0) {
-		s->hdata_len = (size_t)got; /* the whole content is in s->hbuf */
+		h->len = (size_t)got;
+		s->hheld = h; /* the whole content */
+		h = NULL;
 	} else {
-		hash_md5_hex(s->hbuf, 0, md5); /* emptied since the scan saw it */
+		hash_md5_hex(p, 0, md5); /* emptied since the scan saw it */
 	}
 	*stp = b;
 	r = 0;
 out:
+	free(h);
 	hash_free(hm);
 	close(fd);
 	return r;
@@ -448,7 +460,7 @@ drop_deferred(struct sync_run *s)
 	s->ndq = 0;
 }
 
-/* Keeps a small file whose content hash_once left in hbuf until its MD5 is computed
+/* Keeps a small file whose content hash_once read (s->hheld) until its MD5 is computed
  * with others' (flush_deferred). */
 static int
 defer_file(struct sync_run *s, const char *path, const struct files_row *row)
@@ -457,10 +469,8 @@ defer_file(struct sync_run *s, const char *path, const struct files_row *row)
 
 	q->row = *row;
 	q->path = xstrdup(path);
-	q->h = xmalloc(sizeof(*q->h) + s->hdata_len);
-	q->h->len = s->hdata_len;
-	memcpy(q->h->data, s->hbuf, s->hdata_len);
-	s->hdata_len = 0;
+	q->h = s->hheld;
+	s->hheld = NULL;
 	return s->ndq == SYNC_MD5_BATCH ? flush_deferred(s) : 0;
 }
 
@@ -474,7 +484,8 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	uint8_t sha[HASH_SHA256_LEN];
 	int r, have, unchanged, i;
 
-	s->hdata_len = 0; /* only a hash_once of this very file may fill it */
+	free(s->hheld); /* only a hash_once of this very file may fill it */
+	s->hheld = NULL;
 
 	/* The scan comes in path order: one sorted pass over the table, no lookups. */
 	r = s->cur != NULL ? files_cursor_find(s->cur, se->path, &row)
@@ -518,7 +529,7 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	row.mtime_ns = scan_mtime_ns(&hst);
 	row.ctime_ns = scan_ctime_ns(&hst);
 	row.mode = hst.st_mode;
-	if (s->hdata_len > 0)
+	if (s->hheld != NULL)
 		return defer_file(s, se->path, &row);
 	return (r = flush_deferred(s)) != 0 ? r : finish_file(s, se->path, &row, 0, NULL);
 }
@@ -1332,6 +1343,7 @@ done:
 	files_free(s->files);
 	manifest_writer_free(s->mw);
 	free(s->hbuf);
+	free(s->hheld);
 	hash_free(s->sha);
 	free(s);
 	return ex;
