@@ -37,6 +37,7 @@ slot_free(struct conn_slot *sl)
 	if (sl == NULL)
 		return;
 	json_decref(sl->reply);
+	free(sl->pkt);
 	free(sl->key);
 	buf_release(&sl->after);
 	free(sl);
@@ -252,9 +253,11 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 }
 
 void
-conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply)
+conn_state_deliver(
+    struct conn_state *cs, struct conn_slot *slot, json_t *reply, struct handler_pkt *pkt)
 {
 	slot->reply = reply;
+	slot->pkt = pkt;
 	slot->ready = 1;
 	cs->npending--;
 	cs->blocked = 0;
@@ -262,7 +265,10 @@ conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply)
 		struct conn_slot *sl = cs->qhead;
 		size_t n = buf_avail(&sl->after);
 
-		handler_send(&cs->out, sl->reply, 0);
+		if (sl->pkt != NULL)
+			handler_send_pkt(&cs->out, sl->pkt);
+		else
+			handler_send(&cs->out, sl->reply, 0);
 		if (n > 0) {
 			if (buf_append(&cs->out, buf_ptr(&sl->after), n) != 0)
 				log_error("reply queue overflow: %zu bytes of replies lost", n);
