@@ -609,6 +609,34 @@ pack_parse(const char *file, unsigned *n, uint64_t *off)
 	    ((*off = o), 1);
 }
 
+/* Writes v in decimal at p; returns the end. */
+static char *
+put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* "pack:<n>:<off>", what pack_parse reads (snprintf's text, without its cost per object). */
+static void
+pack_name(char out[160], unsigned n, uint64_t off)
+{
+	char *p = out;
+
+	memcpy(p, PACK_PREFIX, sizeof(PACK_PREFIX) - 1);
+	p = put_u64(p + sizeof(PACK_PREFIX) - 1, n);
+	*p++ = ':';
+	p = put_u64(p, off);
+	*p = '\0';
+}
+
 /*
  * Appends the bytes of the batch's inline commits to the current pack (the next one when it
  * would grow past PACK_MAX) and names each job's range in j->file. On failure those jobs
@@ -645,8 +673,7 @@ pack_write_batch(struct store *s, struct store_job *batch)
 				continue;
 			iov[cnt].iov_base = j->u->mem;
 			iov[cnt++].iov_len = j->u->size;
-			snprintf(j->file, sizeof(j->file), PACK_PREFIX "%u:%llu", s->pack_no,
-			    (unsigned long long)off);
+			pack_name(j->file, s->pack_no, off);
 			off += j->u->size;
 		}
 		if (pwritev_all(fd, iov, cnt, (off_t)s->pack_end) != 0) {
@@ -1702,18 +1729,17 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 				    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
 				if (j->err != 0)
 					break;
-			} else {
-				snprintf(
-				    file, sizeof(file), "%s", j->file); /* pack_write_batch's */
 			}
+			/* An inline object's file is the pack range pack_write_batch named. */
 			r = wexec(s,
 			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
 			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size,
+			    u->user, u->key, u->keylen, u->inl ? j->file : file,
+			    (sqlite3_int64)u->size,
 			    u->block_size < s->o.block_size ? u->block_size : s->o.block_size,
 			    j->md5, now);
 			if (r != 0 && u->inl)
-				pack_punch(s, file, u->size);
+				pack_punch(s, j->file, u->size);
 			j->err = r;
 			break;
 		case JOB_OBJ_DELETE: {
