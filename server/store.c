@@ -1863,9 +1863,10 @@ batch_run(struct store *s, struct store_job *batch)
 
 		switch (j->kind) {
 		case JOB_COMMIT:
-			upload_fname(j->u, "", name, sizeof(name));
-			if (j->err != 0 && !j->u->inl)
+			if (j->err != 0 && !j->u->inl) {
+				upload_fname(j->u, "", name, sizeof(name));
 				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
+			}
 			for (w = j->w; w != NULL; w = wn) {
 				wn = w->next;
 				w->done(w, j->err, j->err == 0 ? j->md5 : NULL);
