@@ -94,6 +94,7 @@ fail_framing(struct conn_state *cs, int status, const char *msg)
 	buf_reset(&cs->in);
 	json_decref(cs->head_req);
 	cs->head_req = NULL;
+	cs->head_nj = 0;
 	cs->closing = 1;
 }
 
@@ -190,13 +191,18 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 			fail_framing(cs, STEP_ST_MISSING, "Empty JSON part.");
 			return;
 		}
-		r = codec_json_extent(
-		    p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len, JSON_BYTES_MAX, &nj);
-		if (r == STEP_EAGAIN)
-			return;
-		if (r != 0) {
-			fail_framing(cs, STEP_ST_TOOLARGE, "JSON part too large.");
-			return;
+		/* The extent of a packet's JSON depends on its bytes only: found once, while the
+		 * rest of a large binary part comes in over many reads. */
+		if ((nj = cs->head_nj) == 0) {
+			r = codec_json_extent(p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len,
+			    JSON_BYTES_MAX, &nj);
+			if (r == STEP_EAGAIN)
+				return;
+			if (r != 0) {
+				fail_framing(cs, STEP_ST_TOOLARGE, "JSON part too large.");
+				return;
+			}
+			cs->head_nj = nj;
 		}
 		if (hdr.bin_len > cs->max_bin && cs->head_req == NULL) {
 			/* Over one block: only a PUTMANY may be that big, so look at the JSON
@@ -249,6 +255,7 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		if (target != &cs->out)
 			cs->queued += buf_avail(target) - before;
 		buf_consume(&cs->in, total);
+		cs->head_nj = 0;
 	}
 }
 

@@ -46,6 +46,8 @@ struct conn_state {
 	                                    PUTMANY's (HANDLER_PUTMANY_MAX_BIN) */
 	json_t *head_req;                /* the packet at the head of in, already parsed
 	                                    (a PUTMANY waiting for its binary part) */
+	size_t head_nj;                  /* byte length of that packet's JSON text once
+	                                    known, else 0 (not found again per read) */
 	int npending;                    /* slots whose reply is not delivered yet */
 	size_t queued;                   /* bytes held in the slots' after buffers */
 	struct conn_slot *qhead, *qtail; /* reply order queue */
