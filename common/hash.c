@@ -116,7 +116,9 @@ hash_reset(struct hash_ctx *c)
 		md5_init(&c->m5);
 		return STEP_OK;
 	}
-	return EVP_DigestInit_ex(c->md, c->type, NULL) == 1 ? STEP_OK : STEP_ENOMEM;
+	/* The digest the context has: no new fetch of the implementation (EVP_sha256() is
+	 * only a name for one, looked up again by every init that is given it). */
+	return EVP_DigestInit_ex2(c->md, NULL, NULL) == 1 ? STEP_OK : STEP_ENOMEM;
 }
 
 void

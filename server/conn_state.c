@@ -37,6 +37,7 @@ slot_free(struct conn_slot *sl)
 	if (sl == NULL)
 		return;
 	json_decref(sl->reply);
+	free(sl->pkt);
 	free(sl->key);
 	buf_release(&sl->after);
 	free(sl);
@@ -93,6 +94,7 @@ fail_framing(struct conn_state *cs, int status, const char *msg)
 	buf_reset(&cs->in);
 	json_decref(cs->head_req);
 	cs->head_req = NULL;
+	cs->head_nj = 0;
 	cs->closing = 1;
 }
 
@@ -189,13 +191,18 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 			fail_framing(cs, STEP_ST_MISSING, "Empty JSON part.");
 			return;
 		}
-		r = codec_json_extent(
-		    p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len, JSON_BYTES_MAX, &nj);
-		if (r == STEP_EAGAIN)
-			return;
-		if (r != 0) {
-			fail_framing(cs, STEP_ST_TOOLARGE, "JSON part too large.");
-			return;
+		/* The extent of a packet's JSON depends on its bytes only: found once, while the
+		 * rest of a large binary part comes in over many reads. */
+		if ((nj = cs->head_nj) == 0) {
+			r = codec_json_extent(p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len,
+			    JSON_BYTES_MAX, &nj);
+			if (r == STEP_EAGAIN)
+				return;
+			if (r != 0) {
+				fail_framing(cs, STEP_ST_TOOLARGE, "JSON part too large.");
+				return;
+			}
+			cs->head_nj = nj;
 		}
 		if (hdr.bin_len > cs->max_bin && cs->head_req == NULL) {
 			/* Over one block: only a PUTMANY may be that big, so look at the JSON
@@ -248,13 +255,16 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		if (target != &cs->out)
 			cs->queued += buf_avail(target) - before;
 		buf_consume(&cs->in, total);
+		cs->head_nj = 0;
 	}
 }
 
 void
-conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply)
+conn_state_deliver(
+    struct conn_state *cs, struct conn_slot *slot, json_t *reply, struct handler_pkt *pkt)
 {
 	slot->reply = reply;
+	slot->pkt = pkt;
 	slot->ready = 1;
 	cs->npending--;
 	cs->blocked = 0;
@@ -262,7 +272,10 @@ conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply)
 		struct conn_slot *sl = cs->qhead;
 		size_t n = buf_avail(&sl->after);
 
-		handler_send(&cs->out, sl->reply, 0);
+		if (sl->pkt != NULL)
+			handler_send_pkt(&cs->out, sl->pkt);
+		else
+			handler_send(&cs->out, sl->reply, 0);
 		if (n > 0) {
 			if (buf_append(&cs->out, buf_ptr(&sl->after), n) != 0)
 				log_error("reply queue overflow: %zu bytes of replies lost", n);

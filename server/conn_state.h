@@ -18,6 +18,7 @@
 #include "buf.h"
 
 struct handler;
+struct handler_pkt;
 struct sockaddr;
 
 #define CONN_MAX_PENDING 1024
@@ -29,9 +30,10 @@ struct sockaddr;
  */
 struct conn_slot {
 	void *owner;
-	json_t *reply; /* the delivered reply; NULL while pending */
-	int ready;     /* delivered */
-	char *key;     /* the request's key (NULL: none), for ordering */
+	json_t *reply;           /* the delivered reply; NULL while pending */
+	struct handler_pkt *pkt; /* ...or the delivered reply packet */
+	int ready;               /* delivered */
+	char *key;               /* the request's key (NULL: none), for ordering */
 	size_t keylen;
 	struct buf after; /* replies of later requests, sent after this one */
 	struct conn_slot *next;
@@ -44,6 +46,8 @@ struct conn_state {
 	                                    PUTMANY's (HANDLER_PUTMANY_MAX_BIN) */
 	json_t *head_req;                /* the packet at the head of in, already parsed
 	                                    (a PUTMANY waiting for its binary part) */
+	size_t head_nj;                  /* byte length of that packet's JSON text once
+	                                    known, else 0 (not found again per read) */
 	int npending;                    /* slots whose reply is not delivered yet */
 	size_t queued;                   /* bytes held in the slots' after buffers */
 	struct conn_slot *qhead, *qtail; /* reply order queue */
@@ -69,9 +73,10 @@ void conn_state_set_peer(struct conn_state *cs, const struct sockaddr *sa);
  */
 void conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_t out_limit);
 
-/* Stores the deferred reply (stolen) of slot, moves every reply now in order to out and
- * resumes parsing. */
-void conn_state_deliver(struct conn_state *cs, struct conn_slot *slot, json_t *reply);
+/* Stores the deferred reply of slot (reply or pkt as handler_post_fn has them, stolen),
+ * moves every reply now in order to out and resumes parsing. */
+void conn_state_deliver(
+    struct conn_state *cs, struct conn_slot *slot, json_t *reply, struct handler_pkt *pkt);
 
 /* 1 while a deferred reply is outstanding or queued. */
 int conn_state_pending(const struct conn_state *cs);

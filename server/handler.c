@@ -97,6 +97,14 @@ handler_send(struct buf *out, const json_t *reply, uint32_t bin_len)
 }
 
 int
+handler_send_pkt(struct buf *out, const struct handler_pkt *pkt)
+{
+	if (pkt != NULL && buf_append(out, pkt->data, pkt->len) == 0)
+		return STEP_OK;
+	return handler_send(out, NULL, 0);
+}
+
+int
 handler_send_error(struct buf *out, int status, const char *msg)
 {
 	json_t *o = handler_reply("ERROR", "ERROR", status, msg);
@@ -189,7 +197,7 @@ hpending_done(struct store_waiter *w, int err, const char *md5hex)
 		json_object_set_new(reply, "status_msg", json_string(msg));
 		json_object_del(reply, "md5");
 	}
-	p->h->post(p->h->post_arg, p->cookie, reply);
+	p->h->post(p->h->post_arg, p->cookie, reply, NULL);
 	free(p);
 }
 

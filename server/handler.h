@@ -17,11 +17,18 @@
 struct store;
 struct auth;
 
+/* A reply packet encoded already: header and JSON text, no binary part. Freed with free(). */
+struct handler_pkt {
+	size_t len;
+	uint8_t data[];
+};
+
 /*
- * Called (from the commit thread) when a deferred reply is ready; steals reply (the
- * callee json_decref()s it). cookie is what was passed to handler_handle.
+ * Called (from the commit thread) when a deferred reply is ready: as an object (reply) or
+ * as an encoded packet (pkt), the other NULL; both NULL: a bare 500. Steals both (the
+ * callee json_decref()s reply, frees pkt). cookie is what was passed to handler_handle.
  */
-typedef void handler_post_fn(void *post_arg, void *cookie, json_t *reply);
+typedef void handler_post_fn(void *post_arg, void *cookie, json_t *reply, struct handler_pkt *pkt);
 
 struct handler {
 	struct store *st; /* borrowed */
@@ -69,6 +76,10 @@ json_t *handler_reply(const char *type, const char *op, int status, const char *
  * fit.
  */
 int handler_send(struct buf *out, const json_t *reply, uint32_t bin_len);
+
+/* Appends pkt (not stolen) as handler_send() appends a reply: NULL, or no room for it, appends
+ * the small 500 reply instead. */
+int handler_send_pkt(struct buf *out, const struct handler_pkt *pkt);
 
 /* Appends an ERROR/ERROR reply with status and msg (for framing problems). */
 int handler_send_error(struct buf *out, int status, const char *msg);

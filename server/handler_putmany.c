@@ -51,31 +51,82 @@ item_status(int err)
 	return handler_status(err);
 }
 
-/* The reply with its results (pm is freed). NULL when it cannot be built: the connection
- * then sends a bare 500 and the client sends every object again the ordinary way. */
-static json_t *
+/* Writes v in decimal at p; returns the end. */
+static char *
+put_int(char *p, int v)
+{
+	char tmp[16];
+	unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
+	size_t n = 0;
+
+	do
+		tmp[n++] = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*p++ = '-';
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/*
+ * The reply packet with its results (pm is freed): pm->reply's text with
+ * ,"results":[{"status":S,"md5":"..."},{"status":S},...] spliced in before its closing brace,
+ * the very bytes the encoder writes for the whole object, without building an object per
+ * result. NULL when it cannot be built: the connection then sends a bare 500 and the client
+ * sends every object again the ordinary way.
+ */
+static struct handler_pkt *
 pm_finish(struct putmany *pm)
 {
-	json_t *reply = pm->reply, *res = json_array();
-	size_t i;
+	static const char open[] = ",\"results\":[", st[] = "{\"status\":", md5[] = ",\"md5\":\"";
+	/* One result at most: {"status":-2147483648,"md5":"<32>"}, */
+	const size_t item_max = sizeof(st) - 1 + 11 + sizeof(md5) - 1 + HASH_MD5_HEX - 1 + 3;
+	struct handler_pkt *pkt = NULL;
+	struct buf head;
+	size_t i, hlen;
+	char *p;
 
-	for (i = 0; res != NULL && i < pm->n; i++) {
+	buf_init(&head, STEP_MAX_JSON);
+	if (codec_encode(pm->reply, 0, &head) != 0 ||
+	    (hlen = buf_avail(&head)) < STEP_HDR_LEN + 2 ||
+	    (pkt = malloc(sizeof(*pkt) + hlen + sizeof(open) + pm->n * item_max + 2)) == NULL)
+		goto out;
+	/* The object's text without its closing brace. */
+	memcpy(pkt->data, buf_ptr(&head), hlen - 1);
+	p = (char *)pkt->data + hlen - 1;
+	memcpy(p, open, sizeof(open) - 1);
+	p += sizeof(open) - 1;
+	for (i = 0; i < pm->n; i++) {
 		const struct pm_entry *e = &pm->e[i];
-		json_t *o = e->status == STEP_ST_OK
-		    ? json_pack("{siss}", "status", e->status, "md5", e->md5)
-		    : json_pack("{si}", "status", e->status);
 
-		if (json_array_append_new(res, o) != 0) {
-			json_decref(res);
-			res = NULL;
+		if (i > 0)
+			*p++ = ',';
+		memcpy(p, st, sizeof(st) - 1);
+		p = put_int(p + sizeof(st) - 1, e->status);
+		if (e->status == STEP_ST_OK) {
+			memcpy(p, md5, sizeof(md5) - 1);
+			p += sizeof(md5) - 1;
+			memcpy(p, e->md5, HASH_MD5_HEX - 1);
+			p += HASH_MD5_HEX - 1;
+			*p++ = '"';
 		}
+		*p++ = '}';
 	}
-	if (res == NULL || json_object_set_new(reply, "results", res) != 0) {
-		json_decref(reply);
-		reply = NULL;
+	*p++ = ']';
+	*p++ = '}';
+	pkt->len = (size_t)(p - (char *)pkt->data);
+	if (pkt->len - STEP_HDR_LEN > STEP_MAX_JSON) {
+		free(pkt); /* as the encoder refuses such a text */
+		pkt = NULL;
+		goto out;
 	}
+	codec_put_header(pkt->data, (uint32_t)(pkt->len - STEP_HDR_LEN), 0);
+out:
+	buf_release(&head);
+	json_decref(pm->reply);
 	free(pm);
-	return reply;
+	return pkt;
 }
 
 /* Drops one count; 1 when it was the last (the caller then finishes pm). */
@@ -97,7 +148,7 @@ pm_done(struct store_waiter *w, int err, const char *md5hex)
 	if (err == 0 && md5hex != NULL)
 		memcpy(e->md5, md5hex, HASH_MD5_HEX - 1);
 	if (pm_release(pm))
-		h->post(h->post_arg, cookie, pm_finish(pm)); /* pm_finish frees pm */
+		h->post(h->post_arg, cookie, NULL, pm_finish(pm)); /* pm_finish frees pm */
 }
 
 static int
@@ -215,8 +266,8 @@ handler_putmany(struct hreq *r)
 	struct pm_hash *hs = NULL;
 	struct store_put_item *items = NULL;
 	struct putmany *pm = NULL;
+	struct handler_pkt *pkt;
 	const json_t *objs;
-	json_t *reply;
 	size_t n, i, k = 0, off = 0, npending = 0;
 
 	if (check_request(r, &objs, &n) != 0)
@@ -270,8 +321,8 @@ handler_putmany(struct hreq *r)
 	free(hs);
 	if (!pm_release(pm))
 		return HANDLER_PENDING; /* the commit thread sends the reply */
-	reply = pm_finish(pm);
-	handler_send(r->out, reply, 0); /* NULL: a bare 500 */
-	json_decref(reply);
+	pkt = pm_finish(pm);
+	handler_send_pkt(r->out, pkt); /* NULL: a bare 500 */
+	free(pkt);
 	return HANDLER_DONE;
 }

@@ -62,6 +62,7 @@ struct conn {
 struct completion {
 	struct conn_slot *slot; /* its owner is the struct conn */
 	json_t *reply;
+	struct handler_pkt *pkt;
 	struct completion *next;
 };
 
@@ -93,7 +94,7 @@ struct loop {
 static char tag_listen, tag_listen_tls, tag_event;
 
 static void
-worker_post(void *post_arg, void *cookie, json_t *reply)
+worker_post(void *post_arg, void *cookie, json_t *reply, struct handler_pkt *pkt)
 {
 	struct worker *w = post_arg;
 	struct completion *c = malloc(sizeof(*c));
@@ -104,10 +105,12 @@ worker_post(void *post_arg, void *cookie, json_t *reply)
 		/* Cannot deliver: the connection will time out; better than a crash. */
 		log_error("out of memory delivering a reply");
 		json_decref(reply);
+		free(pkt);
 		return;
 	}
 	c->slot = cookie;
 	c->reply = reply;
+	c->pkt = pkt;
 	c->next = NULL;
 	pthread_mutex_lock(&w->qmu);
 	was_empty = w->qhead == NULL;
@@ -521,7 +524,7 @@ worker_completions(struct worker *w)
 		struct conn *c = q->slot->owner;
 
 		next = q->next;
-		conn_state_deliver(&c->cs, q->slot, q->reply);
+		conn_state_deliver(&c->cs, q->slot, q->reply, q->pkt);
 		if (!c->dead)
 			conn_process(c);
 		free(q);
@@ -820,7 +823,8 @@ loop_free(struct loop *l)
 		/* Replies posted after the worker stopped: their connections are in the grave. */
 		for (q = w->qhead; q != NULL; q = next) {
 			next = q->next;
-			conn_state_deliver(&((struct conn *)q->slot->owner)->cs, q->slot, q->reply);
+			conn_state_deliver(
+			    &((struct conn *)q->slot->owner)->cs, q->slot, q->reply, q->pkt);
 			free(q);
 		}
 		while (w->conns != NULL)

@@ -91,6 +91,7 @@ struct store_upload {
 	uint64_t dropped;     /* bytes [0, dropped) dropped from the page cache */
 	int64_t touched;      /* wall seconds of the last block */
 	int state;
+	int onebuf;                   /* user, key and mem live in this allocation (put_obj) */
 	int refs;                     /* map + jobs + callers */
 	int writers;                  /* pwrites in flight */
 	struct store_waiter *waiters; /* answered when the commit ends */
@@ -108,7 +109,16 @@ struct store_job {
 	struct store_waiter *w;
 	int err;
 	char md5[33];
+	int embedded; /* a put_obj's: freed with its upload, not by job_free */
 	struct store_job *next;
+};
+
+/* A PUTMANY object: its upload and commit job in one allocation, then user, key (with
+ * NUL) and the bytes. */
+struct put_obj {
+	struct store_upload u;
+	struct store_job j;
+	char buf[];
 };
 
 struct store {
@@ -212,6 +222,18 @@ store_key_valid(const char *key, size_t keylen)
 	return keylen > 0 && keylen <= STORE_MAX_KEY && memchr(key, '\0', keylen) == NULL;
 }
 
+/* key_id() with a SHA-256 context of the caller's, reset and reused (no allocation). */
+static void
+key_id_with(struct hash_ctx *c, const char *user, const char *key, size_t keylen,
+    uint8_t id[HASH_SHA256_LEN])
+{
+	hash_update(c, user, strlen(user));
+	hash_update(c, "", 1);
+	hash_update(c, key, keylen);
+	hash_final(c, id);
+	hash_reset(c);
+}
+
 static void
 key_id(const char *user, const char *key, size_t keylen, uint8_t id[HASH_SHA256_LEN])
 {
@@ -222,10 +244,7 @@ key_id(const char *user, const char *key, size_t keylen, uint8_t id[HASH_SHA256_
 		memset(id, 0, HASH_SHA256_LEN);
 		return;
 	}
-	hash_update(c, user, strlen(user));
-	hash_update(c, "", 1);
-	hash_update(c, key, keylen);
-	hash_final(c, id);
+	key_id_with(c, user, key, keylen, id);
 	hash_free(c);
 }
 
@@ -291,9 +310,11 @@ upload_free(struct store_upload *u)
 		close(u->mapfd);
 	bitmap_release(&u->bm);
 	hash_free(u->md5);
-	free(u->mem);
-	free(u->user);
-	free(u->key);
+	if (!u->onebuf) {
+		free(u->mem);
+		free(u->user);
+		free(u->key);
+	}
 	free(u);
 }
 
@@ -406,7 +427,7 @@ job_new(int kind)
 static void
 job_free(struct store_job *j)
 {
-	if (j == NULL)
+	if (j == NULL || j->embedded)
 		return;
 	free(j->user);
 	free(j->key);
@@ -588,6 +609,34 @@ pack_parse(const char *file, unsigned *n, uint64_t *off)
 	    ((*off = o), 1);
 }
 
+/* Writes v in decimal at p; returns the end. */
+static char *
+put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* "pack:<n>:<off>", what pack_parse reads (snprintf's text, without its cost per object). */
+static void
+pack_name(char out[160], unsigned n, uint64_t off)
+{
+	char *p = out;
+
+	memcpy(p, PACK_PREFIX, sizeof(PACK_PREFIX) - 1);
+	p = put_u64(p + sizeof(PACK_PREFIX) - 1, n);
+	*p++ = ':';
+	p = put_u64(p, off);
+	*p = '\0';
+}
+
 /*
  * Appends the bytes of the batch's inline commits to the current pack (the next one when it
  * would grow past PACK_MAX) and names each job's range in j->file. On failure those jobs
@@ -624,8 +673,7 @@ pack_write_batch(struct store *s, struct store_job *batch)
 				continue;
 			iov[cnt].iov_base = j->u->mem;
 			iov[cnt++].iov_len = j->u->size;
-			snprintf(j->file, sizeof(j->file), PACK_PREFIX "%u:%llu", s->pack_no,
-			    (unsigned long long)off);
+			pack_name(j->file, s->pack_no, off);
 			off += j->u->size;
 		}
 		if (pwritev_all(fd, iov, cnt, (off_t)s->pack_end) != 0) {
@@ -710,19 +758,17 @@ pack_open_last(struct store *s)
 
 /* ---- SAVE / UPLOAD ---- */
 
+/* object_exists() with rlock held. */
 static int
-object_exists(struct store *s, const char *user, const char *key, size_t keylen, int data)
+object_exists_locked(struct store *s, const char *user, const char *key, size_t keylen, int data)
 {
 	static const char q_data[] = "SELECT 1 FROM data WHERE user = ?1 AND key = ?2";
 	static const char q_obj[] = "SELECT 1 FROM objects WHERE user = ?1 AND key = ?2";
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st;
 	int r;
 
-	pthread_mutex_lock(&s->rlock);
-	if ((st = stmt_get(&s->rstmt, data ? q_data : q_obj)) == NULL) {
-		r = STEP_EIO;
-		goto out;
-	}
+	if ((st = stmt_get(&s->rstmt, data ? q_data : q_obj)) == NULL)
+		return STEP_EIO;
 	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, key, (int)keylen, SQLITE_STATIC);
 	switch (sqlite3_step(st)) {
@@ -735,9 +781,35 @@ object_exists(struct store *s, const char *user, const char *key, size_t keylen,
 	default:
 		r = STEP_EIO;
 	}
-out:
 	stmt_done(st);
+	return r;
+}
+
+static int
+object_exists(struct store *s, const char *user, const char *key, size_t keylen, int data)
+{
+	int r;
+
+	pthread_mutex_lock(&s->rlock);
+	r = object_exists_locked(s, user, key, keylen, data);
 	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+/*
+ * Runs the cached statement sql (BEGIN / COMMIT / ROLLBACK) on the reader connection, under
+ * rlock; 0 or STEP_EIO. Lookups between BEGIN and COMMIT share one read transaction: one
+ * snapshot, and the connection's page cache survives from one lookup to the next, where
+ * each autocommit lookup after a commit of the writer starts with an empty cache and
+ * reads its B-tree pages again.
+ */
+static int
+rdb_exec(struct store *s, const char *sql)
+{
+	sqlite3_stmt *st = stmt_get(&s->rstmt, sql);
+	int r = st != NULL && sqlite3_step(st) == SQLITE_DONE ? STEP_OK : STEP_EIO;
+
+	stmt_done(st);
 	return r;
 }
 
@@ -1130,99 +1202,123 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 
 /* ---- PUTMANY ---- */
 
-/* A committing inline upload for one PUTMANY item, or NULL (ENOMEM). */
-static struct store_upload *
-put_upload_new(struct store *s, const char *user, const struct store_put_item *it)
+/*
+ * A committing inline upload for one PUTMANY item with its commit job, in one allocation,
+ * or NULL (ENOMEM). kc: a SHA-256 context for the key id, or NULL.
+ */
+static struct put_obj *
+put_obj_new(struct store *s, const char *user, size_t ulen, const struct store_put_item *it,
+    struct hash_ctx *kc)
 {
+	struct put_obj *po;
 	struct store_upload *u;
 
-	if (step_fault_alloc() || (u = calloc(1, sizeof(*u))) == NULL)
+	if (step_fault_alloc() ||
+	    (po = malloc(sizeof(*po) + ulen + 1 + it->keylen + 1 + it->len)) == NULL)
 		return NULL;
+	memset(po, 0, sizeof(*po));
+	u = &po->u;
 	u->fd = u->mapfd = -1;
 	u->size = it->len;
 	u->block_size = s->o.block_size;
 	u->total = 1;
 	u->inl = 1;
-	u->user = strdup(user);
-	u->key = malloc(it->keylen + 1);
-	u->mem = malloc(it->len);
-	if (u->user == NULL || u->key == NULL || u->mem == NULL) {
-		upload_free(u);
-		return NULL;
-	}
+	u->onebuf = 1;
+	u->user = po->buf;
+	memcpy(u->user, user, ulen + 1);
+	u->key = u->user + ulen + 1;
 	memcpy(u->key, it->key, it->keylen);
 	u->key[it->keylen] = '\0';
 	u->keylen = it->keylen;
+	u->mem = (uint8_t *)u->key + it->keylen + 1;
 	memcpy(u->mem, it->data, it->len);
 	memcpy(u->mem_md5, it->md5, sizeof(u->mem_md5));
-	key_id(user, it->key, it->keylen, u->id);
+	if (kc != NULL)
+		key_id_with(kc, user, it->key, it->keylen, u->id);
+	else
+		key_id(user, it->key, it->keylen, u->id);
 	hash_to_hex(u->id, sizeof(u->id), u->stem);
 	u->next_hashed = 1;
 	u->touched = util_wall_s();
 	u->state = UP_COMMITTING;
 	u->refs = 1;
-	return u;
+	po->j.kind = JOB_COMMIT;
+	po->j.embedded = 1;
+	return po;
 }
+
+/* Items checked under one hold of mu and one read transaction: bounds how long other
+ * requests wait for mu. */
+#define PUT_CHUNK 64
 
 void
 store_put_many(struct store *s, const char *user, struct store_put_item *items, size_t n)
 {
 	struct store_job *head = NULL, **tail = &head, *last = NULL;
-	size_t i, total = 0;
+	struct put_obj *po[PUT_CHUNK];
+	struct hash_ctx *kc = hash_sha256_new(); /* NULL: key_id() allocates its own */
+	size_t i, c, m, total = 0, ulen = strlen(user);
 	int low;
 
 	for (i = 0; i < n; i++)
 		total += items[i].len;
 	low = space_low(s->tmpfd, total);
-	for (i = 0; i < n; i++) {
-		struct store_put_item *it = &items[i];
-		struct store_upload *u = NULL;
-		struct store_job *cj = NULL;
-		uint8_t id[HASH_SHA256_LEN];
-		struct store_upload *old;
-		int r;
+	for (c = 0; c < n; c += m) {
+		struct store_put_item *chunk = &items[c];
+		int rtx;
 
-		if (it->len == 0 || it->len > INLINE_MAX) {
-			it->status = STEP_ETOOBIG;
-			continue;
-		}
-		if (low) {
-			it->status = STEP_ENOSPC;
-			continue;
-		}
+		m = n - c < PUT_CHUNK ? n - c : PUT_CHUNK;
 		/* Allocated before the lock: nothing changes when an allocation fails. */
-		if ((cj = job_new(JOB_COMMIT)) == NULL ||
-		    (u = put_upload_new(s, user, it)) == NULL) {
-			job_free(cj);
-			it->status = STEP_ENOMEM;
-			continue;
+		for (i = 0; i < m; i++) {
+			struct store_put_item *it = &chunk[i];
+
+			po[i] = NULL;
+			if (it->len == 0 || it->len > INLINE_MAX)
+				it->status = STEP_ETOOBIG;
+			else if (low)
+				it->status = STEP_ENOSPC;
+			else if ((po[i] = put_obj_new(s, user, ulen, it, kc)) == NULL)
+				it->status = STEP_ENOMEM;
 		}
-		memcpy(id, u->id, sizeof(id));
 		pthread_mutex_lock(&s->mu);
-		if ((old = map_find(s, id)) != NULL)
-			r = old->state == UP_COMMITTING ? STEP_EEXIST : STEP_EBUSY;
-		else if ((r = object_exists(s, user, it->key, it->keylen, 0)) > 0)
-			r = STEP_EEXIST;
-		else if (r == 0 && fault_hit(&s->nwrite, s->fault_write, "block write"))
-			r = err_from_errno(s->fault_errno);
-		if (r == 0) {
-			it->w->next = NULL;
-			u->waiters = it->w;
-			map_insert(s, u); /* the map's reference */
-			u->refs++;        /* the job's */
-			cj->u = u;
-			*tail = cj;
-			tail = &cj->next;
-			last = cj;
-			u = NULL;
-			cj = NULL;
-			r = STORE_PENDING;
+		pthread_mutex_lock(&s->rlock);
+		rtx = rdb_exec(s, "BEGIN") == 0;
+		for (i = 0; i < m; i++) {
+			struct store_put_item *it = &chunk[i];
+			struct store_upload *u, *old;
+			int r;
+
+			if (po[i] == NULL)
+				continue;
+			u = &po[i]->u;
+			if ((old = map_find(s, u->id)) != NULL)
+				r = old->state == UP_COMMITTING ? STEP_EEXIST : STEP_EBUSY;
+			else if ((r = object_exists_locked(s, user, it->key, it->keylen, 0)) > 0)
+				r = STEP_EEXIST;
+			else if (r == 0 && fault_hit(&s->nwrite, s->fault_write, "block write"))
+				r = err_from_errno(s->fault_errno);
+			if (r == 0) {
+				it->w->next = NULL;
+				u->waiters = it->w;
+				map_insert(s, u); /* the map's reference */
+				u->refs++;        /* the job's */
+				po[i]->j.u = u;
+				*tail = &po[i]->j;
+				tail = &po[i]->j.next;
+				last = &po[i]->j;
+				po[i] = NULL;
+				r = STORE_PENDING;
+			}
+			it->status = r;
 		}
+		if (rtx && rdb_exec(s, "COMMIT") != 0 && !sqlite3_get_autocommit(s->rdb))
+			rdb_exec(s, "ROLLBACK");
+		pthread_mutex_unlock(&s->rlock);
 		pthread_mutex_unlock(&s->mu);
-		it->status = r;
-		upload_free(u);
-		job_free(cj);
+		for (i = 0; i < m; i++)
+			upload_free(po[i] != NULL ? &po[i]->u : NULL);
 	}
+	hash_free(kc);
 	if (head == NULL)
 		return;
 	/* One hand-over for the whole request: the commit thread takes it as one batch. */
@@ -1633,18 +1729,17 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 				    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
 				if (j->err != 0)
 					break;
-			} else {
-				snprintf(
-				    file, sizeof(file), "%s", j->file); /* pack_write_batch's */
 			}
+			/* An inline object's file is the pack range pack_write_batch named. */
 			r = wexec(s,
 			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
 			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size,
+			    u->user, u->key, u->keylen, u->inl ? j->file : file,
+			    (sqlite3_int64)u->size,
 			    u->block_size < s->o.block_size ? u->block_size : s->o.block_size,
 			    j->md5, now);
 			if (r != 0 && u->inl)
-				pack_punch(s, file, u->size);
+				pack_punch(s, j->file, u->size);
 			j->err = r;
 			break;
 		case JOB_OBJ_DELETE: {
@@ -1699,7 +1794,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 static void
 batch_run(struct store *s, struct store_job *batch)
 {
-	struct store_job *j, *next;
+	struct store_job *j, *next, *dead = NULL;
 	int ncommit = 0, nrenamed = 0;
 
 	for (j = batch; j != NULL; j = j->next) {
@@ -1768,9 +1863,10 @@ batch_run(struct store *s, struct store_job *batch)
 
 		switch (j->kind) {
 		case JOB_COMMIT:
-			upload_fname(j->u, "", name, sizeof(name));
-			if (j->err != 0 && !j->u->inl)
+			if (j->err != 0 && !j->u->inl) {
+				upload_fname(j->u, "", name, sizeof(name));
 				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
+			}
 			for (w = j->w; w != NULL; w = wn) {
 				wn = w->next;
 				w->done(w, j->err, j->err == 0 ? j->md5 : NULL);
@@ -1796,15 +1892,26 @@ batch_run(struct store *s, struct store_job *batch)
 	for (j = batch; j != NULL; j = j->next)
 		if (j->kind == JOB_COMMIT || j->kind == JOB_DROP)
 			upload_unlink_files(s, j->u);
+	/* An embedded job (put_obj) is its upload's memory: once the job's reference is
+	 * dropped and the upload is still referenced elsewhere, it is not touched again. */
 	pthread_mutex_lock(&s->mu);
-	for (j = batch; j != NULL; j = j->next)
-		if (j->u != NULL && --j->u->refs > 0)
-			j->u = NULL; /* still referenced elsewhere */
-	pthread_mutex_unlock(&s->mu);
 	for (j = batch; j != NULL; j = next) {
 		next = j->next;
-		upload_free(j->u); /* the last reference, or NULL */
-		job_free(j);
+		if (j->u != NULL && --j->u->refs > 0) {
+			j->u = NULL; /* still referenced elsewhere */
+			if (j->embedded)
+				continue;
+		}
+		j->next = dead;
+		dead = j;
+	}
+	pthread_mutex_unlock(&s->mu);
+	for (j = dead; j != NULL; j = next) {
+		struct store_upload *u = j->u; /* the last reference, or NULL */
+
+		next = j->next;
+		job_free(j); /* nothing for an embedded job: it goes with u */
+		upload_free(u);
 	}
 }
 
@@ -2205,10 +2312,11 @@ store_free(struct store *s)
 			else
 				while (batch != NULL) {
 					struct store_job *n = batch->next;
+					struct store_upload *u = batch->u;
 
-					if (batch->u != NULL)
-						upload_unref(s, batch->u);
-					job_free(batch);
+					job_free(batch); /* before u: an embedded job is u's */
+					if (u != NULL)
+						upload_unref(s, u);
 					batch = n;
 				}
 		}

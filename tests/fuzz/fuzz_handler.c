@@ -28,21 +28,24 @@ static char fz_root[] = "/tmp/fuzz_handler.XXXXXX";
 struct fz_done {
 	void *slot;
 	json_t *reply;
+	struct handler_pkt *pkt;
 };
 static struct fz_done fz_done[CONN_MAX_PENDING];
 static size_t fz_ndone;
 static pthread_mutex_t fz_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void
-fz_post(void *post_arg, void *cookie, json_t *reply)
+fz_post(void *post_arg, void *cookie, json_t *reply, struct handler_pkt *pkt)
 {
 	pthread_mutex_lock(&fz_lock);
 	if (fz_ndone < CONN_MAX_PENDING) {
 		fz_done[fz_ndone].slot = cookie;
 		fz_done[fz_ndone].reply = reply;
+		fz_done[fz_ndone].pkt = pkt;
 		fz_ndone++;
 	} else {
 		json_decref(reply);
+		free(pkt);
 	}
 	pthread_mutex_unlock(&fz_lock);
 }
@@ -58,7 +61,7 @@ fz_deliver(struct conn_state *cs)
 	fz_ndone = 0;
 	pthread_mutex_unlock(&fz_lock);
 	for (i = 0; i < n; i++)
-		conn_state_deliver(cs, fz_done[i].slot, fz_done[i].reply);
+		conn_state_deliver(cs, fz_done[i].slot, fz_done[i].reply, fz_done[i].pkt);
 }
 
 static void
