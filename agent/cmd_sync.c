@@ -60,7 +60,7 @@
 #define SYNC_HELD_MAX   (32u << 20) /* bytes of small files' content kept for sending */
 /* Small files whose MD5s are computed together (md5_many), several times faster than one
  * at a time; the rest of their visit waits for the batch (see defer_file). */
-#define SYNC_MD5_BATCH  64
+#define SYNC_MD5_BATCH  256
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
