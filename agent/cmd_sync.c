@@ -58,9 +58,10 @@
  * not be written while the scan holds the state's write lock. */
 #define SYNC_SCAN_SMALL 20480
 #define SYNC_HELD_MAX   (32u << 20) /* bytes of small files' content kept for sending */
-/* Small files whose MD5s are computed together (md5_many), several times faster than one
- * at a time; the rest of their visit waits for the batch (see defer_file). */
-#define SYNC_MD5_BATCH  256
+/* Small files whose SHA-256s and MD5s are computed together (hash_sha256_many, md5_many),
+ * several times faster than one at a time; the rest of their visit waits for the batch
+ * (see defer_file). */
+#define SYNC_HASH_BATCH 256
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
@@ -105,9 +106,9 @@ struct pend_set {
 	size_t cap, n; /* cap: a power of two, or 0 */
 };
 
-/* A small file read and keyed, waiting for its MD5 (see defer_file). */
+/* A small file read, waiting for its key and MD5 (see defer_file). */
 struct deferred {
-	struct files_row row; /* complete but for md5 */
+	struct files_row row; /* complete but for okey and md5 */
 	char *path;
 	struct held *h; /* its content */
 };
@@ -138,7 +139,7 @@ struct sync_run {
 	struct held *hheld;     /* a small file's whole content, as the last hash_once read it */
 	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
-	struct deferred dq[SYNC_MD5_BATCH];   /* files waiting for their MD5, in scan order */
+	struct deferred dq[SYNC_HASH_BATCH];  /* files waiting for their hashes, in scan order */
 	size_t ndq;
 	size_t cache_bytes; /* content held in the cache and in batches */
 	struct manifest_entry ent;
@@ -158,13 +159,13 @@ static void set_fatal(struct sync_run *s, int r, const char *what, const char *d
  * while read: its fstat after the read must match st0 (the scan's lstat, taken before the
  * open; on a retry, try > 0, an fstat after the open instead). Returns 0, STEP_ECHANGED,
  * STEP_ESYS, STEP_ESTOPPED. A file of at most SYNC_SCAN_SMALL bytes is read into a buffer
- * of its own, s->hheld (the caller takes it), and gets no MD5 here, md5 is "": the
- * caller hashes many at once. */
+ * of its own, s->hheld (the caller takes it), and is not hashed here (md5 is "", sha
+ * unset): the caller hashes many at once. */
 static int
 hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st0, int try,
     uint8_t sha[HASH_SHA256_LEN], char md5[HASH_MD5_HEX], struct stat *stp)
 {
-	struct hash_ctx *hs, *hm = NULL; /* hm: only for files beyond SYNC_SCAN_SMALL */
+	struct hash_ctx *hs = NULL, *hm = NULL; /* only for files beyond SYNC_SCAN_SMALL */
 	struct stat a, b;
 	struct held *h = NULL;
 	uint8_t d[HASH_MD5_LEN], *p = s->hbuf;
@@ -185,14 +186,14 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		goto out;
 	if (!S_ISREG(a.st_mode))
 		goto out;
-	if (s->sha == NULL)
-		s->sha = hash_sha256_new();
-	if ((hs = s->sha) == NULL || hash_reset(hs) != 0 ||
-	    (a.st_size > SYNC_SCAN_SMALL && (hm = hash_md5_new()) == NULL)) {
-		r = STEP_ENOMEM;
-		goto out;
-	}
-	if (hm == NULL) {
+	if (a.st_size > SYNC_SCAN_SMALL) {
+		if (s->sha == NULL)
+			s->sha = hash_sha256_new();
+		if ((hs = s->sha) == NULL || hash_reset(hs) != 0 || (hm = hash_md5_new()) == NULL) {
+			r = STEP_ENOMEM;
+			goto out;
+		}
+	} else {
 		/* One byte to spare: a file that grew fills it. */
 		cap = (size_t)a.st_size + 1;
 		h = xmalloc(sizeof(*h) + cap);
@@ -215,9 +216,10 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 			goto out;
 		if (n == 0)
 			break;
-		hash_update(hs, h != NULL ? p + got : p, (size_t)n);
-		if (hm != NULL)
+		if (hm != NULL) {
+			hash_update(hs, p, (size_t)n);
 			hash_update(hm, p, (size_t)n);
+		}
 		got += (uint64_t)n;
 		if (h != NULL && got == (uint64_t)a.st_size)
 			break; /* all of it (a file that grows shows in the fstat below) */
@@ -234,9 +236,9 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		r = STEP_ECHANGED; /* grew and shrank back: h does not hold it */
 		goto out;
 	}
-	hash_final(hs, sha);
 	md5[0] = '\0';
 	if (hm != NULL) {
+		hash_final(hs, sha);
 		hash_final(hm, d);
 		hash_to_hex(d, HASH_MD5_LEN, md5);
 	} else if (got > 0) {
@@ -245,6 +247,7 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		h = NULL;
 	} else {
 		hash_md5_hex(p, 0, md5); /* emptied since the scan saw it */
+		hash_sha256(p, 0, sha);
 	}
 	*stp = b;
 	r = 0;
@@ -415,15 +418,15 @@ finish_file(
 	return manifest_writer_add(s->mw, e);
 }
 
-/* Computes the MD5s of the deferred files, side by side, and finishes their visits in
- * scan order. Every entry that does not wait for an MD5 comes after this, so the
- * manifest stays in scan order. */
+/* Computes the keys (SHA-256) and MD5s of the deferred files, side by side, and finishes
+ * their visits in scan order. Every entry that does not wait for its hashes comes after
+ * this, so the manifest stays in scan order. */
 static int
 flush_deferred(struct sync_run *s)
 {
-	const void *data[SYNC_MD5_BATCH];
-	size_t len[SYNC_MD5_BATCH], i, n = s->ndq;
-	uint8_t d[SYNC_MD5_BATCH][HASH_MD5_LEN];
+	const void *data[SYNC_HASH_BATCH];
+	size_t len[SYNC_HASH_BATCH], i, n = s->ndq;
+	uint8_t d[SYNC_HASH_BATCH][HASH_MD5_LEN], sha[SYNC_HASH_BATCH][HASH_SHA256_LEN];
 	int r = 0;
 
 	if (n == 0)
@@ -432,11 +435,13 @@ flush_deferred(struct sync_run *s)
 		data[i] = s->dq[i].h->data;
 		len[i] = s->dq[i].h->len;
 	}
+	hash_sha256_many(n, data, len, sha);
 	md5_many(n, data, len, d);
 	s->ndq = 0;
 	for (i = 0; i < n; i++) {
 		struct deferred *q = &s->dq[i];
 
+		manifest_object_key(sha[i], q->row.okey, sizeof(q->row.okey));
 		hash_to_hex(d[i], HASH_MD5_LEN, q->row.md5);
 		if (r == 0)
 			r = finish_file(s, q->path, &q->row, 0, q->h);
@@ -460,8 +465,8 @@ drop_deferred(struct sync_run *s)
 	s->ndq = 0;
 }
 
-/* Keeps a small file whose content hash_once read (s->hheld) until its MD5 is computed
- * with others' (flush_deferred). */
+/* Keeps a small file whose content hash_once read (s->hheld) until its hashes are
+ * computed with others' (flush_deferred). */
 static int
 defer_file(struct sync_run *s, const char *path, const struct files_row *row)
 {
@@ -471,7 +476,7 @@ defer_file(struct sync_run *s, const char *path, const struct files_row *row)
 	q->path = xstrdup(path);
 	q->h = s->hheld;
 	s->hheld = NULL;
-	return s->ndq == SYNC_MD5_BATCH ? flush_deferred(s) : 0;
+	return s->ndq == SYNC_HASH_BATCH ? flush_deferred(s) : 0;
 }
 
 /* A regular file: quick check, hash when needed, queue unknown content. Fills s->ent. */
@@ -520,7 +525,8 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 			s->read_errors++;
 			return 0;
 		}
-		manifest_object_key(sha, row.okey, sizeof(row.okey));
+		if (s->hheld == NULL) /* else flush_deferred computes the key */
+			manifest_object_key(sha, row.okey, sizeof(row.okey));
 		s->hashed++;
 	}
 	row.dev = (uint64_t)hst.st_dev;

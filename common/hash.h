@@ -29,6 +29,13 @@ void hash_free(struct hash_ctx *c);
 /* One-shot helpers; hex output is lower case and NUL-terminated. */
 void hash_md5_hex(const void *p, size_t n, char out[HASH_MD5_HEX]);
 void hash_sha256(const void *p, size_t n, uint8_t out[HASH_SHA256_LEN]);
+/* The SHA-256s of n separate messages: out[i] is that of the len[i] bytes at data[i].
+ * With AVX-512, 16 side by side (sha256_many.c), else one by one through OpenSSL. */
+void hash_sha256_many(
+    size_t n, const void *const data[], const size_t len[], uint8_t out[][HASH_SHA256_LEN]);
+/* Makes hash_sha256_many use its lanes (want 1, if the CPU has them) or not (0); returns
+ * whether it does. For tests and benchmarks; it decides by itself otherwise. */
+int hash_sha256_many_lanes(int want);
 void hash_hmac_sha256(
     const void *key, size_t keylen, const void *p, size_t n, uint8_t out[HASH_SHA256_LEN]);
 void hash_to_hex(const uint8_t *p, size_t n, char *out);

@@ -13,6 +13,7 @@
  */
 #include <string.h>
 
+#include "mbhash.h"
 #include "md5.h"
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -220,23 +221,14 @@ md5_final(struct md5 *m, uint8_t out[MD5_DIGEST_LEN])
 }
 
 /*
- * Many messages at once. One message's MD5 is a single chain, but separate messages are
- * independent: with a vector register of 16 32-bit lanes, one pass of the 64 steps
- * hashes a block of each of 16 messages. Each lane takes the next message as soon as its
- * own is done, so messages of different lengths keep the lanes full; when only a few are
- * left, they are finished one at a time, which is cheaper than a mostly empty pass.
- * The same source is compiled for AVX-512 (one instruction per operation), AVX2 (two)
- * and the x86-64 baseline; md5_many() picks by what the CPU has, once.
+ * Many messages at once (mbhash.h). When only a few are left, they are finished one at a
+ * time, which is cheaper than a mostly empty pass. The same source is compiled for
+ * AVX-512 (one instruction per operation), AVX2 (two) and the x86-64 baseline;
+ * md5_many() picks by what the CPU has, once.
  */
-#define MB_LANES 16
-#define MB_MIN   3 /* fewer lanes busy than this: finish them one at a time */
+#define MB_MIN 3 /* fewer lanes busy than this: finish them one at a time */
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define MB_VECTOR 1
-#include <immintrin.h>
-
-typedef uint32_t mb_vec __attribute__((vector_size(4 * MB_LANES)));
-
+#ifdef MB_VECTOR
 #define VSTEP(a, b, m, k, s, f)                                                                    \
 	do {                                                                                       \
 		a += (m) + (k) + (f);                                                              \
@@ -275,53 +267,26 @@ mb_block_gather(mb_vec st[4], const uint8_t *const bp[MB_LANES])
 	mb_block(st, x);
 }
 
-/* The 16 blocks loaded whole and transposed in registers: four rounds of 16 shuffles. */
 __attribute__((target("avx512f"))) static void
-mb_block_avx512(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+mb_block_avx512(mb_vec *st, const uint8_t *const bp[MB_LANES])
 {
-	__m512i r[16], t[16];
-	mb_vec x[16];
-	int i, j;
+	__m512i x[16];
 
-	for (i = 0; i < 16; i++)
-		r[i] = _mm512_loadu_si512(bp[i]);
-	for (i = 0; i < 16; i += 2) { /* pairs of rows, word by word */
-		t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-		t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-	}
-	for (i = 0; i < 16; i += 4) { /* r[i + j]: rows i..i+3, word 4c + j of each chunk c */
-		r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-		r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-		r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-		r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-	}
-	for (j = 0; j < 4; j++) {
-		__m512i a0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);
-		__m512i a1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);
-		__m512i b0 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
-		__m512i b1 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
-
-		x[j] = (mb_vec)_mm512_shuffle_i32x4(a0, b0, 0x88);
-		x[8 + j] = (mb_vec)_mm512_shuffle_i32x4(a0, b0, 0xdd);
-		x[4 + j] = (mb_vec)_mm512_shuffle_i32x4(a1, b1, 0x88);
-		x[12 + j] = (mb_vec)_mm512_shuffle_i32x4(a1, b1, 0xdd);
-	}
-	mb_block(st, x);
+	mb_transpose16(bp, x);
+	mb_block(st, (const mb_vec *)x);
 }
 
 __attribute__((target("avx2"))) static void
-mb_block_avx2(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+mb_block_avx2(mb_vec *st, const uint8_t *const bp[MB_LANES])
 {
 	mb_block_gather(st, bp);
 }
 
 static void
-mb_block_base(mb_vec st[4], const uint8_t *const bp[MB_LANES])
+mb_block_base(mb_vec *st, const uint8_t *const bp[MB_LANES])
 {
 	mb_block_gather(st, bp);
 }
-
-typedef void mb_block_fn(mb_vec st[4], const uint8_t *const bp[MB_LANES]);
 
 static const struct {
 	const char *name;
@@ -374,128 +339,27 @@ md5_many_isa(const char *want)
 	return "scalar";
 }
 
-/* A message in a lane: its full blocks still to hash, then its padded tail. */
-struct mb_lane {
-	const uint8_t *p;  /* the next full block */
-	size_t nfull;      /* full blocks left at p */
-	size_t msg;        /* which message */
-	unsigned ntail;    /* tail blocks (1 or 2) */
-	unsigned itail;    /* tail blocks hashed */
-	uint8_t tail[128]; /* the last partial block, 0x80, zeros, the length in bits */
-};
-
-static void
-mb_lane_load(struct mb_lane *l, size_t msg, const uint8_t *p, size_t n)
-{
-	uint64_t bits = (uint64_t)n * 8;
-	size_t r = n % 64;
-	int i;
-
-	l->p = p;
-	l->nfull = n / 64;
-	l->msg = msg;
-	l->ntail = r < 56 ? 1 : 2;
-	l->itail = 0;
-	memcpy(l->tail, p + n - r, r);
-	l->tail[r] = 0x80;
-	memset(l->tail + r + 1, 0, 64 * l->ntail - r - 1);
-	for (i = 0; i < 8; i++)
-		l->tail[64 * l->ntail - 8 + i] = (uint8_t)(bits >> (8 * i));
-}
-
-/* Finishes a lane's message from state st, one block at a time. */
-static void
-mb_lane_finish(struct mb_lane *l, uint32_t st[4], uint8_t out[MD5_DIGEST_LEN])
-{
-	md5_blocks(st, l->p, l->nfull);
-	md5_blocks(st, l->tail + 64 * l->itail, l->ntail - l->itail);
-	md5_digest(st, out);
-}
-
-#ifdef MB_VECTOR
-/* Hashes messages next.. side by side while at least MB_MIN lanes are busy, then finishes
- * the ones still in lanes; returns the first message not started. */
-static size_t
-mb_run(mb_block_fn *block, size_t n, const void *const data[], const size_t len[],
-    uint8_t out[][MD5_DIGEST_LEN])
-{
-	static const uint8_t zero[64];
-	struct mb_lane lane[MB_LANES];
-	const uint8_t *bp[MB_LANES];
-	int busy[MB_LANES] = { 0 }, active = 0, l, w;
-	uint32_t s1[4];
-	mb_vec st[4];
-	size_t next = 0;
-
-	for (l = 0; l < MB_LANES && next < n; l++, next++, active++) {
-		mb_lane_load(&lane[l], next, data[next], len[next]);
-		busy[l] = 1;
-	}
-	for (w = 0; w < 4; w++)
-		for (l = 0; l < MB_LANES; l++)
-			st[w][l] = md5_iv[w];
-	while (active >= MB_MIN) {
-		for (l = 0; l < MB_LANES; l++)
-			bp[l] = !busy[l]        ? zero
-			    : lane[l].nfull > 0 ? lane[l].p
-			                        : lane[l].tail + 64 * lane[l].itail;
-		block(st, bp);
-		for (l = 0; l < MB_LANES; l++) {
-			struct mb_lane *ln = &lane[l];
-
-			if (!busy[l])
-				continue;
-			if (ln->nfull > 0) {
-				ln->p += 64;
-				ln->nfull--;
-				continue;
-			}
-			if (++ln->itail < ln->ntail)
-				continue;
-			for (w = 0; w < 4; w++)
-				s1[w] = st[w][l];
-			md5_digest(s1, out[ln->msg]);
-			if (next < n) {
-				mb_lane_load(ln, next, data[next], len[next]);
-				next++;
-				for (w = 0; w < 4; w++)
-					st[w][l] = md5_iv[w];
-			} else {
-				busy[l] = 0;
-				active--;
-			}
-		}
-	}
-	for (l = 0; l < MB_LANES; l++) {
-		if (!busy[l])
-			continue;
-		for (w = 0; w < 4; w++)
-			s1[w] = st[w][l];
-		mb_lane_finish(&lane[l], s1, out[lane[l].msg]);
-	}
-	return next;
-}
-#endif
-
 void
 md5_many(size_t n, const void *const data[], const size_t len[], uint8_t out[][MD5_DIGEST_LEN])
 {
+	static const struct mb_algo md5 = {
+		.nst = 4,
+		.iv = md5_iv,
+		.be = 0,
+		.min_active = MB_MIN,
+		.blocks = md5_blocks,
+		.digest = md5_digest,
+		.outlen = MD5_DIGEST_LEN,
+	};
 	int isa = __atomic_load_n(&mb_chosen, __ATOMIC_RELAXED);
-	struct mb_lane one;
-	uint32_t st[4];
-	size_t i = 0;
 
 	if (isa < 0) {
 		md5_many_isa(NULL);
 		isa = __atomic_load_n(&mb_chosen, __ATOMIC_RELAXED);
 	}
 #ifdef MB_VECTOR
-	if (n >= MB_MIN && isa < (int)MB_NIMPL)
-		i = mb_run(mb_impl[isa].fn, n, data, len, out);
+	mb_hash(&md5, isa < (int)MB_NIMPL ? mb_impl[isa].fn : NULL, n, data, len, &out[0][0]);
+#else
+	mb_hash(&md5, NULL, n, data, len, &out[0][0]);
 #endif
-	for (; i < n; i++) {
-		memcpy(st, md5_iv, sizeof(st));
-		mb_lane_load(&one, i, data[i], len[i]);
-		mb_lane_finish(&one, st, out[i]);
-	}
 }

@@ -1,6 +1,6 @@
 /* test_md5.c — md5.c against RFC 1321's test suite and against OpenSSL's MD5 over many
  * lengths, split points and the hash.c interface (dup, reset, one-shot hex), and
- * md5_many's many-lane code in each of its implementations. */
+ * md5_many's many-lane code in each of its implementations, and hash_sha256_many's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -185,6 +185,46 @@ test_many(void **state)
 	free(p);
 }
 
+/* hash_sha256_many with its lanes and without, over the same kind of batches as
+ * test_many, against OpenSSL's one-message SHA-256. */
+static void
+test_sha256_many(void **state)
+{
+	size_t nmax = 40, total = 300000, n, i, k;
+	uint8_t *p = noise(total), (*d)[HASH_SHA256_LEN] = calloc(nmax, HASH_SHA256_LEN);
+	uint8_t want[HASH_SHA256_LEN];
+	const void *data[40];
+	size_t len[40];
+	uint32_t x = 54321;
+	unsigned int wl;
+
+	assert_non_null(d);
+	for (k = 0; k < 2; k++) {
+		hash_sha256_many_lanes(k == 0); /* lanes first, where the CPU has them */
+		for (n = 0; n <= nmax; n++) {
+			size_t off = 3;
+
+			for (i = 0; i < n; i++) {
+				x = x * 1103515245u + 12345u;
+				len[i] = (x >> 8) % 8 == 0 ? (x >> 12) % 20480 : (x >> 12) % 131;
+				data[i] = p + off;
+				off += len[i] + (x & 3);
+				assert_true(off < total);
+			}
+			memset(d, 0, nmax * HASH_SHA256_LEN);
+			hash_sha256_many(n, data, len, d);
+			for (i = 0; i < n; i++) {
+				assert_int_equal(
+				    EVP_Digest(data[i], len[i], want, &wl, EVP_sha256(), NULL), 1);
+				assert_memory_equal(d[i], want, HASH_SHA256_LEN);
+			}
+		}
+	}
+	hash_sha256_many_lanes(1);
+	free(d);
+	free(p);
+}
+
 int
 main(void)
 {
@@ -193,6 +233,7 @@ main(void)
 		cmocka_unit_test(test_lengths_and_splits),
 		cmocka_unit_test(test_stream_dup_reset),
 		cmocka_unit_test(test_many),
+		cmocka_unit_test(test_sha256_many),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
