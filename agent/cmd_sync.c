@@ -258,7 +258,7 @@ out:
 	return r;
 }
 
-static int uploader_scan_step(struct sync_run *s, struct client *c);
+static int uploader_scan_step(struct sync_run *s, struct client *c, int last);
 
 /* A key's fingerprint (FNV-1a). */
 static uint32_t
@@ -341,7 +341,7 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 
 	if ((r = pend_has(s, okey, fp)) != 0) {
 		free(h);
-		return r < 0 ? r : uploader_scan_step(s, s->scan_c);
+		return r < 0 ? r : uploader_scan_step(s, s->scan_c, 0);
 	}
 	sqlite3_bind_text(s->pend_ins, 1, okey, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s->pend_ins, 2, path, -1, SQLITE_STATIC);
@@ -373,7 +373,7 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 		h = NULL;
 	}
 	free(h);
-	return uploader_scan_step(s, s->scan_c);
+	return uploader_scan_step(s, s->scan_c, 0);
 }
 
 /* The rest of a file's visit once its row is complete: records it, queues its content
@@ -918,15 +918,15 @@ uploader_new(struct sync_run *s)
 	return 0;
 }
 
-/* During the scan: once a whole batch is waiting, start it, after collecting the oldest
- * batch in flight if every slot is busy. */
+/* During the scan: once a whole batch is waiting (last: once the scan is over, whatever
+ * is), start it, after collecting the oldest batch in flight if every slot is busy. */
 static int
-uploader_scan_step(struct sync_run *s, struct client *c)
+uploader_scan_step(struct sync_run *s, struct client *c, int last)
 {
 	size_t started;
 	int r;
 
-	if (s->up == NULL || s->pending_small - s->up->taken < SYNC_BATCH)
+	if (s->up == NULL || s->pending_small - s->up->taken < (last ? 1 : SYNC_BATCH))
 		return 0;
 	if ((r = batch_collect(s, c, &s->up->b[s->up->cur])) != 0)
 		return r;
@@ -1191,6 +1191,8 @@ scan_phase(struct sync_run *s, int *exitp)
 	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
 	if (r == 0)
 		r = flush_deferred(s);
+	if (r == 0) /* the last small files go while the run commits the scan */
+		r = uploader_scan_step(s, s->scan_c, 1);
 	drop_deferred(s);
 	cursor_close(s);
 	if (r == STEP_ESYS) {
