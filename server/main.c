@@ -8,6 +8,9 @@
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -426,6 +429,14 @@ main(int argc, char **argv)
 	int c;
 
 	umask(077);
+#ifdef __GLIBC__
+	/* Requests of a few MiB (PUTMANY's binary parts, big blocks) come and go all the time:
+	 * glibc kept mapping and unmapping their buffers, and faulting them in again was 7%
+	 * of stepd's CPU on a sync of many small files. Up to 32 MiB freed stays with the
+	 * process instead. */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
 	atexit(stepd_conf_free);
 	if (stepd_conf_expand(&argc, &argv, conf_keys, cerr, sizeof(cerr)) != 0) {
 		fprintf(stderr, "stepd: %s\n", cerr);
