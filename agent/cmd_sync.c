@@ -60,8 +60,9 @@
 #define SYNC_HELD_MAX   (32u << 20) /* bytes of small files' content kept for sending */
 /* Small files whose SHA-256s and MD5s are computed together (hash_sha256_many, md5_many),
  * several times faster than one at a time; the rest of their visit waits for the batch
- * (see defer_file). */
+ * (see defer). */
 #define SYNC_HASH_BATCH 256
+#define SYNC_DQ_MAX     1024 /* entries waiting for the batch, at most */
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
@@ -106,11 +107,19 @@ struct pend_set {
 	size_t cap, n; /* cap: a power of two, or 0 */
 };
 
-/* A small file read, waiting for its key and MD5 (see defer_file). */
+/*
+ * A scan entry whose visit waits (see defer): a small file read but not hashed yet, or
+ * anything that comes after one in the manifest.
+ */
+enum { DQ_HASH, DQ_FILE, DQ_SAME, DQ_DIR, DQ_LINK };
 struct deferred {
-	struct files_row row; /* complete but for okey and md5 */
+	int kind;
+	struct files_row row; /* files: complete but DQ_HASH's okey and md5 */
 	char *path;
-	struct held *h; /* its content */
+	char *target; /* DQ_LINK */
+	unsigned mode;
+	int64_t mtime_ns;
+	struct held *h; /* DQ_HASH: its content */
 };
 
 struct sync_run {
@@ -139,8 +148,10 @@ struct sync_run {
 	struct held *hheld;     /* a small file's whole content, as the last hash_once read it */
 	unsigned nhashed_calls; /* hash_once calls, for how often it looks for a stop */
 	struct held *cache_head, *cache_tail; /* small files' content, in rowid order */
-	struct deferred dq[SYNC_HASH_BATCH];  /* files waiting for their hashes, in scan order */
-	size_t ndq;
+	struct deferred *dq;                  /* SYNC_DQ_MAX entries waiting, in scan order */
+	size_t ndq, nhash;                    /* entries, DQ_HASH ones */
+	const void *hdata[SYNC_HASH_BATCH];   /* flush_deferred's: the DQ_HASH contents */
+	size_t hlen[SYNC_HASH_BATCH];
 	size_t cache_bytes; /* content held in the cache and in batches */
 	struct manifest_entry ent;
 
@@ -418,36 +429,64 @@ finish_file(
 	return manifest_writer_add(s->mw, e);
 }
 
-/* Computes the keys (SHA-256) and MD5s of the deferred files, side by side, and finishes
- * their visits in scan order. Every entry that does not wait for its hashes comes after
- * this, so the manifest stays in scan order. */
+/* Finishes a deferred directory or symlink: its manifest entry. */
+static int
+finish_other(struct sync_run *s, const struct deferred *q)
+{
+	struct manifest_entry *e = &s->ent;
+
+	memcpy(e->path, q->path, strlen(q->path) + 1); /* <= MANIFEST_PATH_MAX: sync_visit */
+	e->type = q->kind == DQ_DIR ? MANIFEST_DIR : MANIFEST_SYMLINK;
+	e->mode = q->mode;
+	e->mtime_ns = q->mtime_ns;
+	e->size = 0;
+	e->key[0] = e->md5[0] = e->target[0] = '\0';
+	if (q->target != NULL)
+		memcpy(e->target, q->target, strlen(q->target) + 1);
+	return manifest_writer_add(s->mw, e);
+}
+
+static void
+deferred_free(struct deferred *q)
+{
+	free(q->h);
+	free(q->path);
+	free(q->target);
+}
+
+/* Computes the keys (SHA-256) and MD5s of the deferred small files, side by side, then
+ * finishes every deferred visit in scan order, so the manifest stays in scan order. */
 static int
 flush_deferred(struct sync_run *s)
 {
-	const void *data[SYNC_HASH_BATCH];
-	size_t len[SYNC_HASH_BATCH], i, n = s->ndq;
+	const void **data = s->hdata;
+	size_t *len = s->hlen, i, k, n = s->ndq;
 	uint8_t d[SYNC_HASH_BATCH][HASH_MD5_LEN], sha[SYNC_HASH_BATCH][HASH_SHA256_LEN];
 	int r = 0;
 
-	if (n == 0)
-		return 0;
-	for (i = 0; i < n; i++) {
-		data[i] = s->dq[i].h->data;
-		len[i] = s->dq[i].h->len;
-	}
-	hash_sha256_many(n, data, len, sha);
-	md5_many(n, data, len, d);
-	s->ndq = 0;
-	for (i = 0; i < n; i++) {
+	for (i = k = 0; i < n; i++)
+		if (s->dq[i].kind == DQ_HASH) {
+			data[k] = s->dq[i].h->data;
+			len[k++] = s->dq[i].h->len;
+		}
+	hash_sha256_many(k, data, len, sha);
+	md5_many(k, data, len, d);
+	s->ndq = s->nhash = 0;
+	for (i = k = 0; i < n; i++) {
 		struct deferred *q = &s->dq[i];
 
-		manifest_object_key(sha[i], q->row.okey, sizeof(q->row.okey));
-		hash_to_hex(d[i], HASH_MD5_LEN, q->row.md5);
-		if (r == 0)
-			r = finish_file(s, q->path, &q->row, 0, q->h);
+		if (q->kind == DQ_HASH) {
+			manifest_object_key(sha[k], q->row.okey, sizeof(q->row.okey));
+			hash_to_hex(d[k++], HASH_MD5_LEN, q->row.md5);
+		}
+		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK))
+			r = finish_other(s, q);
+		else if (r == 0)
+			r = finish_file(s, q->path, &q->row, q->kind == DQ_SAME, q->h);
 		else
 			free(q->h);
-		free(q->path);
+		q->h = NULL; /* finish_file took it */
+		deferred_free(q);
 	}
 	return r;
 }
@@ -458,25 +497,46 @@ drop_deferred(struct sync_run *s)
 {
 	size_t i;
 
-	for (i = 0; i < s->ndq; i++) {
-		free(s->dq[i].h);
-		free(s->dq[i].path);
-	}
-	s->ndq = 0;
+	for (i = 0; i < s->ndq; i++)
+		deferred_free(&s->dq[i]);
+	s->ndq = s->nhash = 0;
 }
 
-/* Keeps a small file whose content hash_once read (s->hheld) until its hashes are
- * computed with others' (flush_deferred). */
+/* Finishes the visit of scan entry se (row: a file's), or queues it to be finished with
+ * the next batch (flush_deferred): a small file whose content hash_once read (s->hheld,
+ * DQ_HASH), and every entry after one, so that the manifest keeps the scan's order. */
 static int
-defer_file(struct sync_run *s, const char *path, const struct files_row *row)
+defer(struct sync_run *s, int kind, const struct scan_entry *se, struct files_row *row)
 {
-	struct deferred *q = &s->dq[s->ndq++];
+	struct deferred *q;
 
-	q->row = *row;
-	q->path = xstrdup(path);
-	q->h = s->hheld;
-	s->hheld = NULL;
-	return s->ndq == SYNC_HASH_BATCH ? flush_deferred(s) : 0;
+	if (s->ndq == 0 && kind != DQ_HASH) { /* none waits: at once */
+		struct deferred now = { .kind = kind,
+			.path = (char *)se->path,
+			.target = (char *)(kind == DQ_LINK ? se->target : NULL),
+			.mode = se->st->st_mode & 07777,
+			.mtime_ns = scan_mtime_ns(se->st) };
+
+		return kind == DQ_DIR || kind == DQ_LINK
+		    ? finish_other(s, &now)
+		    : finish_file(s, se->path, row, kind == DQ_SAME, NULL);
+	}
+	q = &s->dq[s->ndq++];
+	memset(q, 0, sizeof(*q));
+	q->kind = kind;
+	if (row != NULL)
+		q->row = *row;
+	q->path = xstrdup(se->path);
+	if (kind == DQ_LINK)
+		q->target = xstrdup(se->target);
+	q->mode = se->st->st_mode & 07777;
+	q->mtime_ns = scan_mtime_ns(se->st);
+	if (kind == DQ_HASH) {
+		q->h = s->hheld;
+		s->hheld = NULL;
+		s->nhash++;
+	}
+	return s->nhash == SYNC_HASH_BATCH || s->ndq == SYNC_DQ_MAX ? flush_deferred(s) : 0;
 }
 
 /* A regular file: quick check, hash when needed, queue unknown content. Fills s->ent. */
@@ -504,7 +564,7 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	    row.mtime_ns == scan_mtime_ns(st) && row.ino == (uint64_t)st->st_ino &&
 	    row.dev == (uint64_t)st->st_dev && row.ctime_ns == scan_ctime_ns(st);
 	if (unchanged)
-		return (r = flush_deferred(s)) != 0 ? r : finish_file(s, se->path, &row, 1, NULL);
+		return defer(s, DQ_SAME, se, &row);
 	memset(&row, 0, sizeof(row));
 	if (st->st_size == 0) {
 		memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
@@ -535,18 +595,14 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	row.mtime_ns = scan_mtime_ns(&hst);
 	row.ctime_ns = scan_ctime_ns(&hst);
 	row.mode = hst.st_mode;
-	if (s->hheld != NULL)
-		return defer_file(s, se->path, &row);
-	return (r = flush_deferred(s)) != 0 ? r : finish_file(s, se->path, &row, 0, NULL);
+	return defer(s, s->hheld != NULL ? DQ_HASH : DQ_FILE, se, &row);
 }
 
 static int
 sync_visit(void *ctx, const struct scan_entry *se)
 {
 	struct sync_run *s = ctx;
-	struct manifest_entry *e = &s->ent;
 	size_t n = strlen(se->path);
-	int r;
 
 	if (n > MANIFEST_PATH_MAX)
 		return 0; /* the scanner already refuses these */
@@ -555,26 +611,11 @@ sync_visit(void *ctx, const struct scan_entry *se)
 		return STEP_ESTOPPED;
 	}
 	if (S_ISREG(se->st->st_mode))
-		return visit_file(s, se); /* fills s->ent itself, maybe later */
-	/* The deferred files come first in the manifest, and they use s->ent too. */
-	if ((r = flush_deferred(s)) != 0)
-		return r;
-	memcpy(e->path, se->path, n + 1);
-	e->mode = se->st->st_mode & 07777;
-	e->mtime_ns = scan_mtime_ns(se->st);
-	e->size = 0;
-	e->key[0] = e->md5[0] = e->target[0] = '\0';
-	if (S_ISDIR(se->st->st_mode)) {
-		e->type = MANIFEST_DIR;
-		return manifest_writer_add(s->mw, e);
-	}
-	if (S_ISLNK(se->st->st_mode)) {
-		e->type = MANIFEST_SYMLINK;
-		if (strlen(se->target) > MANIFEST_PATH_MAX)
-			return 0;
-		memcpy(e->target, se->target, strlen(se->target) + 1);
-		return manifest_writer_add(s->mw, e);
-	}
+		return visit_file(s, se);
+	if (S_ISDIR(se->st->st_mode))
+		return defer(s, DQ_DIR, se, NULL);
+	if (S_ISLNK(se->st->st_mode) && strlen(se->target) <= MANIFEST_PATH_MAX)
+		return defer(s, DQ_LINK, se, NULL);
 	return 0; /* the scanner only hands out directories, symlinks and files */
 }
 
@@ -1268,6 +1309,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	s->allow_mass_delete = allow_mass_delete;
 	s->skip_unchanged = skip_unchanged;
 	s->hbuf = xmalloc(SYNC_HASH_BUF);
+	s->dq = xcalloc(SYNC_DQ_MAX, sizeof(*s->dq));
 	if (agent_db(a, &s->db) != 0) {
 		ex = SYNC_EXIT_CONFIG;
 		goto done;
@@ -1351,6 +1393,7 @@ done:
 	files_free(s->files);
 	manifest_writer_free(s->mw);
 	free(s->hbuf);
+	free(s->dq);
 	free(s->hheld);
 	hash_free(s->sha);
 	free(s);
