@@ -969,6 +969,11 @@ uploader_scan_step(struct sync_run *s, struct client *c, int last)
 
 	if (s->up == NULL || s->pending_small - s->up->taken < (last ? 1 : SYNC_BATCH))
 		return 0;
+	/* A run that sent nothing yet has not seen the server: its files go after the scan,
+	 * once the session is known to be up (a watcher against a server that is down would
+	 * otherwise wait out the pool's reconnect attempts as well as the session's). */
+	if (last && s->up->b[0].pool == NULL && s->up->b[1].pool == NULL)
+		return 0;
 	if ((r = batch_collect(s, c, &s->up->b[s->up->cur])) != 0)
 		return r;
 	return uploader_start(s, &started);

@@ -26,7 +26,18 @@ t_alive() {
 	[ "${1:-}" = "$$" ] && [ "${2#Z}" = "${2:-}" ]
 }
 
+# t_started PID — the process's start time (clock ticks since boot), "" when gone.
+t_started() {
+	sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
+}
+
 t_cleanup() {
+	# Daemons an ok body started (in its subshell) outlive it, adopted by init: they are
+	# in $T_DIR/.pids with their start time, which tells them from a reused PID.
+	while read -r p t; do
+		[ -n "$t" ] && ! t_alive "$p" && [ "$(t_started "$p")" = "$t" ] &&
+			kill -TERM "$p" 2>/dev/null
+	done <"$T_DIR/.pids" 2>/dev/null
 	for p in $t_pids; do
 		t_alive "$p" && kill -TERM "$p" 2>/dev/null
 	done
@@ -115,6 +126,7 @@ wait_for() {
 # track_pid PID — kill PID when the script exits.
 track_pid() {
 	t_pids="$t_pids $1"
+	echo "$1 $(t_started "$1")" >>"$T_DIR/.pids"
 }
 
 # start_stepd [ARGS...] — starts stepd on 127.0.0.1 with a free port under $T_DIR.
