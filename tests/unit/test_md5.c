@@ -136,6 +136,22 @@ test_stream_dup_reset(void **state)
 	free(p);
 }
 
+/* n messages in p (total bytes), at odd offsets as objects lie in a PUTMANY request:
+ * mostly 0..130 bytes (1 to 3 blocks), now and then up to 20 KiB. */
+static void
+make_batch(const uint8_t *p, size_t total, size_t n, const void *data[], size_t len[], uint32_t *x)
+{
+	size_t i, off = 1;
+
+	for (i = 0; i < n; i++) {
+		*x = *x * 1103515245u + 12345u;
+		len[i] = (*x >> 8) % 8 == 0 ? (*x >> 12) % 20480 : (*x >> 12) % 131;
+		data[i] = p + off;
+		off += len[i] + (*x & 3);
+		assert_true(off < total);
+	}
+}
+
 /*
  * md5_many with every implementation this CPU has, over batches of 0..40 messages (fewer
  * than, as many as and more than the 16 lanes) whose lengths cover every padding case,
@@ -159,16 +175,7 @@ test_many(void **state)
 			continue; /* not on this CPU */
 		tried++;
 		for (n = 0; n <= nmax; n++) {
-			size_t off = 1;
-
-			for (i = 0; i < n; i++) {
-				x = x * 1103515245u + 12345u;
-				/* mostly 0..130 bytes (1 to 3 blocks), now and then up to 20 KiB */
-				len[i] = (x >> 8) % 8 == 0 ? (x >> 12) % 20480 : (x >> 12) % 131;
-				data[i] = p + off;
-				off += len[i] + (x & 3);
-				assert_true(off < total);
-			}
+			make_batch(p, total, n, data, len, &x);
 			memset(d, 0, nmax * MD5_DIGEST_LEN);
 			md5_many(n, data, len, d);
 			for (i = 0; i < n; i++) {
@@ -202,15 +209,7 @@ test_sha256_many(void **state)
 	for (k = 0; k < 2; k++) {
 		hash_sha256_many_lanes(k == 0); /* lanes first, where the CPU has them */
 		for (n = 0; n <= nmax; n++) {
-			size_t off = 3;
-
-			for (i = 0; i < n; i++) {
-				x = x * 1103515245u + 12345u;
-				len[i] = (x >> 8) % 8 == 0 ? (x >> 12) % 20480 : (x >> 12) % 131;
-				data[i] = p + off;
-				off += len[i] + (x & 3);
-				assert_true(off < total);
-			}
+			make_batch(p, total, n, data, len, &x);
 			memset(d, 0, nmax * HASH_SHA256_LEN);
 			hash_sha256_many(n, data, len, d);
 			for (i = 0; i < n; i++) {
