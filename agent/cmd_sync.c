@@ -479,13 +479,12 @@ flush_deferred(struct sync_run *s)
 			manifest_object_key(sha[k], q->row.okey, sizeof(q->row.okey));
 			hash_to_hex(d[k++], HASH_MD5_LEN, q->row.md5);
 		}
-		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK))
+		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK)) {
 			r = finish_other(s, q);
-		else if (r == 0)
+		} else if (r == 0) {
 			r = finish_file(s, q->path, &q->row, q->kind == DQ_SAME, q->h);
-		else
-			free(q->h);
-		q->h = NULL; /* finish_file took it */
+			q->h = NULL; /* finish_file took it */
+		}
 		deferred_free(q);
 	}
 	return r;
@@ -771,10 +770,23 @@ held_attach(
 	}
 }
 
+/* Frees the paths and keys of batch b's first n jobs and the content it held. */
+static void
+batch_release(struct sync_run *s, struct upbatch *b, size_t n)
+{
+	size_t i;
+
+	for (i = 0; b->paths != NULL && i < n; i++) {
+		free(b->paths[i]);
+		free(b->keys[i]);
+		b->paths[i] = b->keys[i] = NULL;
+	}
+	held_free(s, &b->held);
+}
+
 static void
 uploader_free(struct sync_run *s, struct uploader *u)
 {
-	size_t i;
 	unsigned k;
 
 	if (u == NULL)
@@ -783,16 +795,12 @@ uploader_free(struct sync_run *s, struct uploader *u)
 		struct upbatch *b = &u->b[k];
 
 		client_pool_free(b->pool); /* waits for a batch still in flight */
-		for (i = 0; b->paths != NULL && i < SYNC_BATCH; i++) {
-			free(b->paths[i]);
-			free(b->keys[i]);
-		}
+		batch_release(s, b, SYNC_BATCH);
 		free(b->jobs);
 		free(b->paths);
 		free(b->keys);
 		free(b->md5s);
 		free(b->sizes);
-		held_free(s, &b->held);
 	}
 	sqlite3_finalize(u->next);
 	sqlite3_finalize(u->next_small);
@@ -811,13 +819,8 @@ batch_collect(struct sync_run *s, struct client *c, struct upbatch *b)
 	(void)client_pool_wait(b->pool);
 	for (i = 0; i < b->n && r == 0; i++)
 		r = upload_done(s, c, &b->jobs[i], b->md5s[i], b->sizes[i]);
-	for (i = 0; i < b->n; i++) {
-		free(b->paths[i]);
-		free(b->keys[i]);
-		b->paths[i] = b->keys[i] = NULL;
-	}
+	batch_release(s, b, b->n);
 	b->n = 0;
-	held_free(s, &b->held);
 	return r;
 }
 

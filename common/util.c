@@ -331,3 +331,17 @@ util_b64_decode(const char *s, size_t len, uint8_t *out, size_t *outlen)
 	*outlen = o;
 	return STEP_OK;
 }
+
+char *
+util_put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}

@@ -38,6 +38,8 @@ int util_write_file_atomic(const char *path, const void *p, size_t n, int mode);
 int util_mkdirs(const char *path, int mode);
 
 /* Standard base64 (with padding); out must hold 4*((n+2)/3)+1 bytes. */
+/* Writes v in decimal at p (at most 20 characters, no NUL); returns the end. */
+char *util_put_u64(char *p, uint64_t v);
 void util_b64_encode(const void *p, size_t n, char *out);
 /* Decodes standard base64; 0 and *outlen, or STEP_EINVAL. out must hold 3*(len/4)+3 bytes. */
 int util_b64_decode(const char *s, size_t len, uint8_t *out, size_t *outlen);

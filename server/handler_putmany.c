@@ -18,6 +18,7 @@
 #include "log.h"
 #include "md5.h"
 #include "step.h"
+#include "util.h"
 
 struct putmany;
 
@@ -55,18 +56,9 @@ item_status(int err)
 static char *
 put_int(char *p, int v)
 {
-	char tmp[16];
-	unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
-	size_t n = 0;
-
-	do
-		tmp[n++] = (char)('0' + u % 10);
-	while ((u /= 10) != 0);
 	if (v < 0)
 		*p++ = '-';
-	while (n > 0)
-		*p++ = tmp[--n];
-	return p;
+	return util_put_u64(p, v < 0 ? 0u - (unsigned)v : (unsigned)v);
 }
 
 /*
@@ -234,30 +226,23 @@ check_entry(const json_t *o, size_t size, const uint8_t d[HASH_MD5_LEN], struct 
 struct pm_hash {
 	const void *data[HANDLER_PUTMANY_MAX];
 	size_t len[HANDLER_PUTMANY_MAX];
-	size_t idx[HANDLER_PUTMANY_MAX]; /* data[j] is object idx[j] */
-	uint8_t out[HANDLER_PUTMANY_MAX][HASH_MD5_LEN];
 	uint8_t d[HANDLER_PUTMANY_MAX][HASH_MD5_LEN]; /* object i's */
 };
 
-/* Fills hs->d for every object of a storable size; the others get none, check_entry
- * refuses them before it looks. */
+/* Fills hs->d for every object (check_entry refuses those of a size not storable, with
+ * the MD5 unused). */
 static void
 hash_entries(struct hreq *r, const json_t *objs, size_t n, struct pm_hash *hs)
 {
-	size_t i, m = 0, off = 0;
+	size_t i, off = 0;
 	long long size;
 
 	for (i = 0; i < n; i++, off += (size_t)size) {
 		codec_get_int(json_array_get(objs, i), "size", &size); /* checked */
-		if (size < 1 || size > STORE_INLINE_MAX)
-			continue;
-		hs->data[m] = r->bin + off;
-		hs->len[m] = (size_t)size;
-		hs->idx[m++] = i;
+		hs->data[i] = r->bin + off;
+		hs->len[i] = (size_t)size;
 	}
-	md5_many(m, hs->data, hs->len, hs->out);
-	for (i = 0; i < m; i++)
-		memcpy(hs->d[hs->idx[i]], hs->out[i], HASH_MD5_LEN);
+	md5_many(n, hs->data, hs->len, hs->d);
 }
 
 int

@@ -609,21 +609,6 @@ pack_parse(const char *file, unsigned *n, uint64_t *off)
 	    ((*off = o), 1);
 }
 
-/* Writes v in decimal at p; returns the end. */
-static char *
-put_u64(char *p, uint64_t v)
-{
-	char tmp[20];
-	size_t n = 0;
-
-	do
-		tmp[n++] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	while (n > 0)
-		*p++ = tmp[--n];
-	return p;
-}
-
 /* "pack:<n>:<off>", what pack_parse reads (snprintf's text, without its cost per object). */
 static void
 pack_name(char out[160], unsigned n, uint64_t off)
@@ -631,9 +616,9 @@ pack_name(char out[160], unsigned n, uint64_t off)
 	char *p = out;
 
 	memcpy(p, PACK_PREFIX, sizeof(PACK_PREFIX) - 1);
-	p = put_u64(p + sizeof(PACK_PREFIX) - 1, n);
+	p = util_put_u64(p + sizeof(PACK_PREFIX) - 1, n);
 	*p++ = ':';
-	p = put_u64(p, off);
+	p = util_put_u64(p, off);
 	*p = '\0';
 }
 
