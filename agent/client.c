@@ -360,10 +360,19 @@ learn_server(struct client *c, const json_t *resp)
 	json_t *ext, *v;
 	size_t i;
 
+	long long gen;
+
 	c->server[0] = '\0';
+	c->store_id[0] = '\0';
+	c->obj_gen = -1;
 	c->ext = 0;
 	if (codec_get_str(resp, "server", &s, NULL) == 0)
 		snprintf(c->server, sizeof(c->server), "%s", s);
+	if (codec_get_str(resp, "store_id", &s, NULL) == 0 && strlen(s) < sizeof(c->store_id) &&
+	    codec_get_int(resp, "obj_gen", &gen) == 0 && gen >= 0) {
+		snprintf(c->store_id, sizeof(c->store_id), "%s", s);
+		c->obj_gen = gen;
+	}
 	ext = json_object_get(resp, "extensions");
 	json_array_foreach(ext, i, v)
 	{
@@ -384,7 +393,13 @@ learn_server(struct client *c, const json_t *resp)
 			c->ext |= CLIENT_EXT_PUTMANY;
 		else if (strcmp(s, "big_blocks") == 0)
 			c->ext |= CLIENT_EXT_BIG_BLOCKS;
+		else if (strcmp(s, "objgen") == 0)
+			c->ext |= CLIENT_EXT_OBJGEN;
+		else if (strcmp(s, "any_block") == 0)
+			c->ext |= CLIENT_EXT_ANY_BLOCK;
 	}
+	if (c->store_id[0] == '\0')
+		c->ext &= ~(unsigned)CLIENT_EXT_OBJGEN;
 }
 
 /* One connect + LOGIN attempt. */
@@ -485,7 +500,27 @@ client_has_ext(struct client *c, const char *name)
 		bit = CLIENT_EXT_PUTMANY;
 	else if (strcmp(name, "big_blocks") == 0)
 		bit = CLIENT_EXT_BIG_BLOCKS;
+	else if (strcmp(name, "objgen") == 0)
+		bit = CLIENT_EXT_OBJGEN;
+	else if (strcmp(name, "any_block") == 0)
+		bit = CLIENT_EXT_ANY_BLOCK;
 	return (c->ext & bit) != 0;
+}
+
+int
+client_store_gen(struct client *c, int fresh, char *store_id, size_t len, int64_t *genp)
+{
+	int r;
+
+	if (fresh)
+		client_disconnect(c);
+	if ((r = client_ensure(c)) != 0)
+		return r;
+	if (!(c->ext & CLIENT_EXT_OBJGEN))
+		return client_fail(c, STEP_EPROTO, "the server does not report object generations");
+	snprintf(store_id, len, "%s", c->store_id);
+	*genp = c->obj_gen;
+	return 0;
 }
 
 const char *

@@ -80,8 +80,16 @@ const char *client_error(const struct client *c);
 int client_status(const struct client *c);
 
 /* 1 when the server advertised extension name ("resume", "block_md5", "list",
- * "zero_size", "bye", "putmany") at login, else 0. Connects first if needed (0 on failure). */
+ * "zero_size", "bye", "putmany", "big_blocks", "objgen", "any_block") at login, else 0. Connects first if needed (0 on failure). */
 int client_has_ext(struct client *c, const char *name);
+
+/*
+ * objgen extension: the store's id and this user's object generation (it grows whenever
+ * one of the user's objects is deleted) as of the LOGIN of the session; fresh: log in
+ * again first, to read them now. 0, STEP_EPROTO (the server does not have it), or a
+ * transport/login error.
+ */
+int client_store_gen(struct client *c, int fresh, char *store_id, size_t len, int64_t *genp);
 
 /* The server's "server" string from LOGIN (e.g. "stepd/0.1"), or "" for a reference
  * server. Borrowed from c. */
@@ -170,6 +178,10 @@ int client_put_file(
  * as client_put_file() (no resume). */
 int client_put_mem(struct client *c, const void *p, size_t n, const char *key, int flags,
     struct client_result *res);
+/* The same with the bytes' MD5 (lower-case hex) computed by the caller already (NULL:
+ * computed here while sending): the server's answer is checked against it. */
+int client_put_mem_md5(struct client *c, const void *p, size_t n, const char *md5,
+    const char *key, int flags, struct client_result *res);
 
 /*
  * Downloads key into path: pipelined DOWNLOADs written to a temporary file in path's

@@ -19,6 +19,8 @@
 #define CLIENT_EXT_BYE        0x10
 #define CLIENT_EXT_PUTMANY    0x20
 #define CLIENT_EXT_BIG_BLOCKS 0x40
+#define CLIENT_EXT_OBJGEN     0x80
+#define CLIENT_EXT_ANY_BLOCK  0x100
 
 #define CLIENT_RX_CHUNK (256u << 10) /* bytes asked of recv() at a time */
 
@@ -44,6 +46,8 @@ struct client {
 	unsigned ext;      /* CLIENT_EXT_* from LOGIN */
 	int degraded;      /* 1 after a pipelining failure: one request at a time */
 	uint32_t plan_bs;  /* block size of the last upload plan, 0 until one was seen */
+	char store_id[65]; /* objgen: the store's id from LOGIN, "" when none */
+	int64_t obj_gen;   /* objgen: the user's object generation at LOGIN */
 
 	struct buf rx; /* received, unparsed bytes */
 	struct buf tx; /* encoded request being built */

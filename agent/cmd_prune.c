@@ -30,6 +30,7 @@
 #include "manifest.h"
 #include "snapshot.h"
 #include "snapshots.h"
+#include "treewalk.h"
 #include "util.h"
 
 struct prune_run {
@@ -37,8 +38,67 @@ struct prune_run {
 	struct client *c;
 	struct db *db;
 	sqlite3_stmt *ins_keep, *ins_cand;
+	sqlite3_stmt *ins;      /* the table a format-2 walk fills (one of the two above) */
+	sqlite3_stmt *has_keep; /* is a key in prune_keep? */
+	int err;                /* a database error in a walk callback */
 	struct manifest_entry e;
 };
+
+/* Inserts key through ins: 1 when it was new, 0 when there already, or an error. */
+static int
+insert_key(struct prune_run *p, sqlite3_stmt *ins, const char *key)
+{
+	int rc;
+
+	sqlite3_bind_text(ins, 1, key, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(ins);
+	sqlite3_reset(ins);
+	if (rc != SQLITE_DONE)
+		return db_err(rc);
+	return sqlite3_changes(db_handle(p->db)) > 0;
+}
+
+/* Format 2: a tree is walked once per table; below a tree in prune_keep, everything is
+ * kept, so a candidate walk stops there. */
+static int
+walk_seen(void *arg, const uint8_t id[HASH_SHA256_LEN])
+{
+	struct prune_run *p = arg;
+	char key[MANIFEST_KEY_MAX + 1];
+	int r, rc;
+
+	manifest_object_key(id, key, sizeof(key));
+	if (p->ins == p->ins_cand) {
+		sqlite3_bind_text(p->has_keep, 1, key, -1, SQLITE_TRANSIENT);
+		rc = sqlite3_step(p->has_keep);
+		sqlite3_reset(p->has_keep);
+		if (rc == SQLITE_ROW)
+			return 1;
+	}
+	if ((r = insert_key(p, p->ins, key)) < 0) {
+		p->err = r;
+		return 1;
+	}
+	return r == 0;
+}
+
+static int
+walk_entry(void *arg, const char *path, const struct tree_entry *e, int leave)
+{
+	struct prune_run *p = arg;
+	char key[MANIFEST_KEY_MAX + 1];
+	size_t i;
+	int r;
+
+	if (p->err != 0)
+		return p->err;
+	for (i = 0; e->type == TREE_FILE && !leave && i < e->nchunks; i++) {
+		manifest_object_key(e->chunks[i].id, key, sizeof(key));
+		if ((r = insert_key(p, p->ins, key)) < 0)
+			return r;
+	}
+	return 0;
+}
 
 /* Adds every object key of manifest key to the table behind ins. */
 static int
@@ -46,12 +106,27 @@ collect(struct prune_run *p, const char *key, sqlite3_stmt *ins)
 {
 	struct manifest_reader *rd = NULL;
 	struct manifest_header h;
+	struct snapshot_record rec;
+	char errbuf[512];
 	FILE *f = NULL;
-	int r, rc;
+	int r, rc, fmt = 1;
 
-	if ((r = snapshot_fetch_key(p->c, key, &f)) != 0) {
-		agent_error("cannot download manifest '%s': %s", key,
-		    r == STEP_ESYS ? strerror(errno) : client_error(p->c));
+	if ((r = snapshot_fetch_any(p->c, key, &fmt, &f, &rec)) != 0) {
+		agent_error("cannot download snapshot '%s': %s; nothing deleted", key,
+		    r == STEP_ESYS       ? strerror(errno)
+		        : r == STEP_EPROTO ? "not a valid snapshot record"
+		                           : client_error(p->c));
+		return r;
+	}
+	if (fmt == 2) {
+		p->ins = ins;
+		p->err = 0;
+		r = treewalk(p->c, rec.root, walk_entry, walk_seen, p, errbuf, sizeof(errbuf));
+		if (r == 0)
+			r = p->err;
+		if (r != 0)
+			agent_error("snapshot '%s': %s; nothing deleted", key,
+			    *errbuf ? errbuf : step_strerror(r));
 		return r;
 	}
 	if ((r = manifest_reader_new(f, &h, &rd)) != 0) {
@@ -162,7 +237,9 @@ prune_name(struct prune_run *p, const char *name, uint64_t keep)
 	if (sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_keep VALUES(?)",
 	        -1, &p->ins_keep, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_cand VALUES(?)",
-	        -1, &p->ins_cand, NULL) != SQLITE_OK) {
+	        -1, &p->ins_cand, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db_handle(p->db), "SELECT 1 FROM temp.prune_keep WHERE okey = ?",
+	        -1, &p->has_keep, NULL) != SQLITE_OK) {
 		r = STEP_EIO;
 		goto dberr;
 	}
@@ -215,6 +292,10 @@ prune_name(struct prune_run *p, const char *name, uint64_t keep)
 		}
 		nobj++;
 	}
+	/* A chunk list counts as known only while all its chunks are: after deletions, the
+	 * next sync reads large files again (and sends what is missing). */
+	if (nobj > 0 && db_exec(p->db, "DELETE FROM objects WHERE substr(okey, 1, 2) = 'c.'") != 0)
+		goto dberr;
 	printf("prune '%s': deleted %" PRIu64 " snapshots (#%" PRIu64 "..#%" PRIu64 ") and %" PRIu64
 	       " unreferenced objects; kept #%" PRIu64 "..#%" PRIu64 "\n",
 	    name, nsnap, lo, last_del, nobj, last_del + 1, hi);
@@ -228,7 +309,8 @@ out:
 	sqlite3_finalize(st);
 	sqlite3_finalize(p->ins_keep);
 	sqlite3_finalize(p->ins_cand);
-	p->ins_keep = p->ins_cand = NULL;
+	sqlite3_finalize(p->has_keep);
+	p->ins_keep = p->ins_cand = p->has_keep = NULL;
 	files_free(fs);
 	return r;
 }

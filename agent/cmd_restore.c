@@ -26,6 +26,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "snapshot.h"
+#include "treewalk.h"
 #include "util.h"
 
 struct restore_dir {
@@ -43,7 +44,23 @@ struct restore_run {
 	struct restore_dir *dirs;
 	size_t ndirs, capdirs;
 	uint64_t files, dirs_done, symlinks, bytes, failed;
+	int special;         /* --preserve-special-bits */
+	const char *subpath; /* --path, NULL: everything */
+	size_t sublen;
+	int fatal; /* a client error that ends the restore (server gone) */
 };
+
+/* The mode to give a restored entry: setuid, setgid and sticky bits, and write access for
+ * everyone on a directory, only with --preserve-special-bits (a snapshot is data from a
+ * server, not a trusted installer). */
+static unsigned
+safe_mode(const struct restore_run *r, unsigned mode, int dir)
+{
+	if (r->special)
+		return mode & 07777;
+	mode &= 0777;
+	return dir ? mode & ~0002u : mode;
+}
 
 /*
  * Opens the directory that holds path's last component, creating missing directories
@@ -139,7 +156,7 @@ restore_file(struct restore_run *r, const struct manifest_entry *e, int dfd, con
 			return -1;
 		}
 	}
-	if (fchmodat(dfd, leaf, e->mode, 0) != 0)
+	if (fchmodat(dfd, leaf, safe_mode(r, e->mode, 0), 0) != 0)
 		log_warn("cannot set the mode of '%s'", e->path);
 	set_times(dfd, leaf, e->mtime_ns);
 	r->files++;
@@ -198,6 +215,164 @@ restore_entry(struct restore_run *r, const struct manifest_entry *e)
 	return rc;
 }
 
+
+/* ---- format 2: trees ---- */
+
+static int
+pwrite_all(int fd, const uint8_t *p, size_t n, off_t off)
+{
+	ssize_t k;
+
+	while (n > 0) {
+		k = pwrite(fd, p, n, off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+		off += k;
+	}
+	return 0;
+}
+
+static void
+ts_of(int64_t mtime_ns, struct timespec ts[2])
+{
+	ts[0].tv_sec = mtime_ns / 1000000000;
+	ts[0].tv_nsec = mtime_ns % 1000000000;
+	if (ts[0].tv_nsec < 0) {
+		ts[0].tv_nsec += 1000000000;
+		ts[0].tv_sec--;
+	}
+	ts[1] = ts[0];
+}
+
+/* A file of a tree: its chunks, each checked against its id, written at their offsets
+ * into a temporary name, then mode and times on the descriptor, then the rename. */
+static int
+restore_chunks(struct restore_run *r, const char *path, const struct tree_entry *e, int dfd,
+    const char *leaf)
+{
+	char tmp[64], key[MANIFEST_KEY_MAX + 1];
+	struct client_result res;
+	struct timespec ts[2];
+	uint8_t *data = NULL, got[HASH_SHA256_LEN];
+	size_t len, i;
+	uint64_t off = 0;
+	int fd, rc = -1;
+
+	tmp_name(r, tmp, sizeof(tmp));
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		agent_error("cannot create '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < e->nchunks; i++) {
+		manifest_object_key(e->chunks[i].id, key, sizeof(key));
+		rc = client_get_mem(r->c, key, (size_t)e->chunks[i].size, &data, &len, &res);
+		if (rc != 0) {
+			agent_error("cannot restore '%s' (chunk %s): %s", path, key,
+			    rc == STEP_ETOOBIG ? "larger than the tree says" : client_error(r->c));
+			if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL)
+				r->fatal = rc;
+			goto fail;
+		}
+		hash_sha256(data, len, got);
+		if (len != e->chunks[i].size || memcmp(got, e->chunks[i].id, sizeof(got)) != 0) {
+			agent_error("'%s': the server's chunk %s does not match its id", path, key);
+			goto fail;
+		}
+		if (pwrite_all(fd, data, len, (off_t)off) != 0) {
+			agent_error("cannot write '%s': %s", path, strerror(errno));
+			goto fail;
+		}
+		off += len;
+		free(data);
+		data = NULL;
+	}
+	ts_of(e->mtime_ns, ts);
+	if (fchmod(fd, safe_mode(r, e->mode, 0)) != 0)
+		log_warn("cannot set the mode of '%s'", path);
+	if (futimens(fd, ts) != 0)
+		log_warn("cannot set the time of '%s'", path);
+	if (close(fd) != 0) {
+		fd = -1;
+		agent_error("cannot write '%s': %s", path, strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (renameat(dfd, tmp, dfd, leaf) != 0) {
+		agent_error("cannot create '%s': %s", path, strerror(errno));
+		goto fail;
+	}
+	r->files++;
+	r->bytes += e->size;
+	return 0;
+fail:
+	free(data);
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dfd, tmp, 0);
+	return -1;
+}
+
+/* 1 when path is SUBPATH, under it, or on the way to it; 2 when only on the way. */
+static int
+in_subpath(const struct restore_run *r, const char *path)
+{
+	size_t n = strlen(path);
+
+	if (r->subpath == NULL)
+		return 1;
+	if (n >= r->sublen && memcmp(path, r->subpath, r->sublen) == 0 &&
+	    (path[r->sublen] == '\0' || path[r->sublen] == '/'))
+		return 1;
+	if (n < r->sublen && memcmp(path, r->subpath, n) == 0 && r->subpath[n] == '/')
+		return 2;
+	return 0;
+}
+
+static int
+restore_tree_entry(void *arg, const char *path, const struct tree_entry *e, int leave)
+{
+	struct restore_run *r = arg;
+	struct manifest_entry *me;
+	int in, rc = 0, dfd;
+	const char *leaf = NULL;
+
+	if (leave || r->fatal != 0)
+		return r->fatal != 0 ? r->fatal : 0;
+	if ((in = in_subpath(r, path)) == 0)
+		return e->type == TREE_DIR ? 1 : 0;
+	if (in == 2 && e->type != TREE_DIR)
+		return 0;
+	if (e->type != TREE_FILE) {
+		/* Directories and symlinks as in a manifest (restore_entry). */
+		me = xcalloc(1, sizeof(*me));
+		me->type = e->type == TREE_DIR ? MANIFEST_DIR : MANIFEST_SYMLINK;
+		snprintf(me->path, sizeof(me->path), "%s", path);
+		if (e->type == TREE_SYMLINK)
+			memcpy(me->target, e->target, e->targetlen); /* <= TREE_TARGET_MAX */
+		me->mode = e->mode;
+		me->mtime_ns = e->mtime_ns;
+		if (restore_entry(r, me) != 0)
+			r->failed++;
+		free(me);
+		return 0;
+	}
+	if ((dfd = open_parent(r, path, &leaf)) < 0) {
+		agent_error("refusing '%s': a parent is not a directory (%s)", path, strerror(errno));
+		r->failed++;
+		return 0;
+	}
+	rc = restore_chunks(r, path, e, dfd, leaf);
+	close(dfd);
+	if (rc != 0)
+		r->failed++;
+	return r->fatal != 0 ? r->fatal : 0;
+}
+
 /* Last pass: directory modes and times, deepest (latest in pre-order) first. */
 static void
 finish_dirs(struct restore_run *r)
@@ -208,7 +383,7 @@ finish_dirs(struct restore_run *r)
 
 	for (i = r->ndirs; i-- > 0;) {
 		if ((dfd = open_parent(r, r->dirs[i].path, &leaf)) >= 0) {
-			if (fchmodat(dfd, leaf, r->dirs[i].mode, 0) != 0)
+			if (fchmodat(dfd, leaf, safe_mode(r, r->dirs[i].mode, 1), 0) != 0)
 				log_warn("cannot set the mode of '%s'", r->dirs[i].path);
 			set_times(dfd, leaf, r->dirs[i].mtime_ns);
 			close(dfd);
@@ -223,11 +398,14 @@ finish_dirs(struct restore_run *r)
 int
 cmd_restore(struct agent *a, int argc, char **argv)
 {
-	static const char usage[] = "restore [--name NAME] [--snapshot ID] --to DIR";
+	static const char usage[] = "restore [--name NAME] [--snapshot ID] [--path SUBPATH] "
+	                            "[--preserve-special-bits] --to DIR";
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "snapshot", required_argument, NULL, 's' },
 		{ "to", required_argument, NULL, 't' },
+		{ "path", required_argument, NULL, 'p' },
+		{ "preserve-special-bits", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -235,10 +413,12 @@ cmd_restore(struct agent *a, int argc, char **argv)
 	struct manifest_header h;
 	struct manifest_entry *e = NULL;
 	struct manifest_reader *rd = NULL;
+	struct snapshot_record rec;
 	const char *name = NULL, *id = NULL;
+	char errbuf[512], spbuf[MANIFEST_PATH_MAX + 1] = { 0 };
 	uint64_t seq = 0;
 	FILE *f = NULL;
-	int c, rc, ex = AGENT_EXIT_FAIL;
+	int c, rc, fmt = 1, ex = AGENT_EXIT_FAIL;
 
 	memset(&r, 0, sizeof(r));
 	r.rootfd = -1;
@@ -253,6 +433,12 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		case 't':
 			r.to = optarg;
 			break;
+		case 'p':
+			r.subpath = optarg;
+			break;
+		case 'S':
+			r.special = 1;
+			break;
 		case 'h':
 			printf(
 			    "usage: stepsync %s\n\n"
@@ -260,7 +446,11 @@ cmd_restore(struct agent *a, int argc, char **argv)
 			    "(MD5-verified, written to a temporary name and renamed), empty\n"
 			    "directories, symlinks, modes and mtimes. Needs only the server and\n"
 			    "the credentials. ID is SEQ or NAME#SEQ as 'stepsync snapshots' "
-			    "shows.\n"
+			    "shows.\n\n"
+			    "  --path SUBPATH   restore only SUBPATH (a file or a directory of\n"
+			    "                   the snapshot), at its place under DIR\n"
+			    "  --preserve-special-bits  keep setuid, setgid and sticky bits and\n"
+			    "                   world-writable directories (dropped by default)\n\n"
 			    "exit status: 0 all restored; 1 some entries failed; 2 usage;\n"
 			    "  75 server unreachable; 76 TLS failed; 77 login refused;\n"
 			    "  78 bad configuration\n",
@@ -272,6 +462,20 @@ cmd_restore(struct agent *a, int argc, char **argv)
 	}
 	if (optind != argc || r.to == NULL)
 		return agent_usage(usage);
+	if (r.subpath != NULL) {
+		while (r.subpath[0] == '/')
+			r.subpath++;
+		r.sublen = strlen(r.subpath);
+		while (r.sublen > 0 && r.subpath[r.sublen - 1] == '/')
+			r.sublen--;
+		if (r.sublen == 0)
+			r.subpath = NULL;
+		else if (r.sublen > MANIFEST_PATH_MAX ||
+		    !manifest_path_safe(memcpy(spbuf, r.subpath, r.sublen)) ) {
+			agent_error("bad --path '%s'", r.subpath);
+			return AGENT_EXIT_USAGE;
+		}
+	}
 	if (id != NULL && snapshot_parse_id(id, &seq) != 0) {
 		agent_error("bad snapshot id '%s'", id);
 		return AGENT_EXIT_USAGE;
@@ -292,13 +496,40 @@ cmd_restore(struct agent *a, int argc, char **argv)
 			return AGENT_EXIT_FAIL;
 		}
 	}
-	if ((rc = snapshot_fetch_manifest(r.c, name, seq, &f)) != 0) {
-		if (rc == STEP_ENOENT)
+	if ((rc = snapshot_fetch(r.c, name, seq, &fmt, &f, &rec)) != 0) {
+		if (rc == STEP_EPROTO)
+			agent_error("snapshot %s#%" PRIu64 ": not a valid snapshot record", name, seq);
+		else if (rc == STEP_ENOENT)
 			agent_error("no snapshot %s#%" PRIu64 " on the server", name, seq);
 		else
 			agent_error("cannot download snapshot %s#%" PRIu64 ": %s", name, seq,
 			    rc == STEP_ESYS ? strerror(errno) : client_error(r.c));
-		return rc == STEP_ENOENT ? AGENT_EXIT_FAIL : snapshot_exit_code(rc);
+		return rc == STEP_ENOENT || rc == STEP_EPROTO ? AGENT_EXIT_FAIL : snapshot_exit_code(rc);
+	}
+	if (fmt == 2) {
+		if (util_mkdirs(r.to, 0755) != 0 ||
+		    (r.rootfd = open(r.to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+			agent_error("cannot open '%s': %s", r.to, strerror(errno));
+			goto out;
+		}
+		rc = treewalk(r.c, rec.root, restore_tree_entry, NULL, &r, errbuf, sizeof(errbuf));
+		if (rc != 0 && r.fatal == 0) {
+			agent_error("snapshot %s#%" PRIu64 ": %s", name, seq,
+			    *errbuf ? errbuf : step_strerror(rc));
+			r.failed++;
+		}
+		if (r.fatal != 0)
+			ex = snapshot_exit_code(r.fatal);
+		else if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL)
+			ex = snapshot_exit_code(rc);
+		finish_dirs(&r);
+		if (syncfs(r.rootfd) != 0)
+			log_warn("cannot flush '%s' to disk", r.to);
+		goto summary;
+	}
+	if (r.subpath != NULL) {
+		agent_error("--path needs a snapshot of format 2 (made by stepsync 0.3 or later)");
+		goto out;
 	}
 	if ((rc = manifest_reader_new(f, &h, &rd)) != 0 || h.seq != seq ||
 	    strcmp(h.name, name) != 0) {
@@ -328,6 +559,7 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		r.failed++;
 	}
 	finish_dirs(&r);
+summary:
 	if (a->verbose >= 0)
 		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " files, %" PRIu64
 		       " dirs, %" PRIu64 " symlinks, %" PRIu64 " bytes%s\n",

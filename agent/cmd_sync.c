@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 
 #include <sqlite3.h>
 
+#include "chunker.h"
 #include "client.h"
 #include "cmd.h"
 #include "config.h"
@@ -42,9 +44,11 @@
 #include "manifest.h"
 #include "md5.h"
 #include "scan.h"
+#include "sender.h"
 #include "snapshot.h"
 #include "server_id.h"
 #include "snapshots.h"
+#include "tree.h"
 #include "util.h"
 
 #define STR_(x)         #x
@@ -63,6 +67,12 @@
  * (see defer). */
 #define SYNC_HASH_BATCH 256
 #define SYNC_DQ_MAX     1024 /* entries waiting for the batch, at most */
+/* Files of at least this size are cut into content-defined chunks (chunker.h), read once
+ * by the scan, each new chunk sent from memory while the scan goes on (sender.h). */
+#define SYNC_CHUNKED     CHUNK_MIN
+#define SYNC_CBUF        (64u << 20) /* the chunking read buffer */
+#define SYNC_SEND_BUDGET (64u << 20) /* chunk and tree bytes queued or in flight */
+#define SYNC_CHUNK_BATCH 16          /* chunks hashed side by side (md5_many's lanes) */
 
 static const char sync_usage[] =
     "sync [--name NAME] [--dry-run] [--allow-mass-delete] [--skip-unchanged] [DIR]\n"
@@ -119,7 +129,14 @@ struct deferred {
 	char *target; /* DQ_LINK */
 	unsigned mode;
 	int64_t mtime_ns;
+	uint32_t uid, gid;
 	struct held *h; /* DQ_HASH: its content */
+};
+
+/* A set of 32-byte ids (chunks and trees queued this run), open addressing. */
+struct idset {
+	uint8_t (*slot)[HASH_SHA256_LEN];
+	size_t cap, n;
 };
 
 struct sync_run {
@@ -155,6 +172,20 @@ struct sync_run {
 	size_t cache_bytes; /* content held in the cache and in batches */
 	struct manifest_entry ent;
 
+	/* Snapshot format 2: chunks, trees, the sender. */
+	struct tree_builder *tb;
+	struct sender *snd; /* NULL in a dry run */
+	struct idset queued; /* ids queued to snd this run */
+	uint8_t root_id[HASH_SHA256_LEN];
+	int has_gen;      /* the server reports object generations (objgen) */
+	char store_id[65]; /* ...the store's id and the generation at the start */
+	int64_t gen0;
+	uint8_t *cbuf;      /* SYNC_CBUF bytes, for chunking */
+	char **newlists;    /* chunk lists to mark known once every upload is in */
+	size_t nnewlists, capnewlists;
+	struct buf clist; /* the chunk list being built */
+	uint64_t chunked, chunks_new, chunk_bytes_new, trees_new, tree_bytes_new;
+
 	uint64_t known, found, hashed, read_errors, visited;
 	uint64_t pending, pending_bytes;
 	uint64_t pending_small; /* pending files of at most SYNC_SCAN_SMALL bytes */
@@ -165,6 +196,7 @@ struct sync_run {
 };
 
 static void set_fatal(struct sync_run *s, int r, const char *what, const char *detail);
+static int is_transport(int r);
 
 /* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
  * while read: its fstat after the read must match st0 (the scan's lstat, taken before the
@@ -387,12 +419,311 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 	return uploader_scan_step(s, s->scan_c, 0);
 }
 
+
+/* ---- snapshot format 2: chunks, trees and their uploads ---- */
+
+static size_t
+idset_pos(const struct idset *set, const uint8_t id[HASH_SHA256_LEN])
+{
+	uint64_t h;
+
+	memcpy(&h, id, sizeof(h)); /* a SHA-256: its bytes are as good as any hash */
+	return (size_t)h & (set->cap - 1);
+}
+
+static int
+idset_has(const struct idset *set, const uint8_t id[HASH_SHA256_LEN])
+{
+	static const uint8_t zero[HASH_SHA256_LEN];
+	size_t i;
+
+	if (set->cap == 0)
+		return 0;
+	for (i = idset_pos(set, id); memcmp(set->slot[i], zero, HASH_SHA256_LEN) != 0;
+	     i = (i + 1) & (set->cap - 1))
+		if (memcmp(set->slot[i], id, HASH_SHA256_LEN) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN])
+{
+	static const uint8_t zero[HASH_SHA256_LEN];
+	size_t i;
+
+	if (2 * (set->n + 1) > set->cap) {
+		struct idset q = { xcalloc(set->cap ? 2 * set->cap : 1024, HASH_SHA256_LEN),
+			set->cap ? 2 * set->cap : 1024, 0 };
+
+		for (i = 0; i < set->cap; i++)
+			if (memcmp(set->slot[i], zero, HASH_SHA256_LEN) != 0)
+				idset_add(&q, set->slot[i]);
+		free(set->slot);
+		*set = q;
+	}
+	for (i = idset_pos(set, id); memcmp(set->slot[i], zero, HASH_SHA256_LEN) != 0;
+	     i = (i + 1) & (set->cap - 1))
+		;
+	memcpy(set->slot[i], id, HASH_SHA256_LEN);
+	set->n++;
+}
+
+/* Records one finished chunk or tree upload (in the caller's transaction). */
+static int
+sent_done(void *arg, const struct sender_done *d)
+{
+	struct sync_run *s = arg;
+
+	if (d->rc != 0) {
+		if (is_transport(d->rc) || d->rc == STEP_ESTOPPED) {
+			set_fatal(s, d->rc == STEP_ESTOPPED ? STEP_ECLOSED : d->rc, "cannot upload",
+			    d->error);
+			return 0;
+		}
+		agent_error("cannot upload object %s: %s", d->key, *d->error ? d->error : step_strerror(d->rc));
+		s->upload_failed++;
+		return 0;
+	}
+	s->blocks_sent += d->blocks_sent;
+	if (!d->existed)
+		s->sent_bytes += d->size;
+	return files_object_add(s->files, d->key, d->size, d->md5);
+}
+
+static int
+collect_sent(struct sync_run *s)
+{
+	return s->snd != NULL ? sender_collect(s->snd, sent_done, s) : 0;
+}
+
+/*
+ * Sends the object id (len bytes at data; copied) unless the server is known to hold it or
+ * this run queued it already. *newp is 1 when it was queued now. In a dry run nothing is
+ * sent, only counted.
+ */
+static int
+send_object(struct sync_run *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data,
+    size_t len, const char *md5, int *newp)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	uint8_t *copy;
+	int r;
+
+	*newp = 0;
+	if (idset_has(&s->queued, id))
+		return 0;
+	manifest_object_key(id, key, sizeof(key));
+	if ((r = files_object_known(s->files, key)) != 0)
+		return r < 0 ? r : 0;
+	if ((r = pend_has(s, key, pend_fp(key))) != 0)
+		return r < 0 ? r : 0;
+	idset_add(&s->queued, id);
+	*newp = 1;
+	if (s->snd == NULL)
+		return 0;
+	copy = xmalloc(len ? len : 1);
+	memcpy(copy, data, len);
+	if ((r = sender_put(s->snd, key, copy, len, md5)) != 0) {
+		(void)collect_sent(s); /* says why */
+		if (s->fatal == 0)
+			set_fatal(s, r, "cannot upload", NULL);
+		return r;
+	}
+	return collect_sent(s);
+}
+
+/* A finished tree from the builder: sent unless known. */
+static int
+tree_emit(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, size_t len)
+{
+	struct sync_run *s = arg;
+	int r, isnew;
+
+	if ((r = send_object(s, id, data, len, NULL, &isnew)) != 0)
+		return r;
+	if (isnew) {
+		s->trees_new++;
+		s->tree_bytes_new += len;
+	}
+	return 0;
+}
+
+/*
+ * Reads a large file once, cutting it into chunks: each chunk's id is the SHA-256 of its
+ * bytes, each new one is sent from memory while the file is read on. The chunk list goes
+ * into the state under "c.<SHA-256 of the list>", which becomes the row's okey. The file
+ * must not change while read (as hash_once). 0, STEP_ECHANGED, STEP_ESYS, STEP_ESTOPPED,
+ * or an upload/database error.
+ */
+static int
+chunk_file(struct sync_run *s, int dirfd, const char *name, const struct stat *st0, int try,
+    struct files_row *row, struct stat *stp)
+{
+	struct stat a, b;
+	const void *data[SYNC_CHUNK_BATCH];
+	size_t len[SYNC_CHUNK_BATCH], fill = 0, off = 0, pos, k, nb;
+	uint8_t ids[SYNC_CHUNK_BATCH][HASH_SHA256_LEN], md5s[SYNC_CHUNK_BATCH][HASH_MD5_LEN];
+	uint8_t rec[FILES_CHUNK_REC];
+	char md5[HASH_MD5_HEX];
+	uint64_t total = 0;
+	ssize_t n;
+	int fd, eof = 0, r = STEP_ESYS, isnew, i;
+
+	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
+		return STEP_ESYS;
+	if (try == 0)
+		a = *st0;
+	else if (fstat(fd, &a) != 0)
+		goto out;
+	if (!S_ISREG(a.st_mode))
+		goto out;
+	if (s->cbuf == NULL)
+		s->cbuf = xmalloc(SYNC_CBUF);
+	s->clist.len = 0;
+	for (;;) {
+		if (util_stop_pending()) {
+			set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
+			r = STEP_ESTOPPED;
+			goto out;
+		}
+		if (!eof && fill - off < CHUNK_MAX) {
+			memmove(s->cbuf, s->cbuf + off, fill - off);
+			fill -= off;
+			off = 0;
+			while (!eof && fill < SYNC_CBUF) {
+				n = read(fd, s->cbuf + fill, SYNC_CBUF - fill);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n < 0)
+					goto out;
+				if (n == 0)
+					eof = 1;
+				fill += (size_t)n;
+			}
+		}
+		if (off == fill)
+			break;
+		/* The chunks found in what is read (each with CHUNK_MAX bytes after its start,
+		 * or the file's end), hashed side by side: SHA-256 for the ids, MD5 for the
+		 * uploads. */
+		for (nb = 0, pos = off; nb < SYNC_CHUNK_BATCH && pos < fill &&
+		     (eof || fill - pos >= CHUNK_MAX);
+		     nb++) {
+			data[nb] = s->cbuf + pos;
+			len[nb] = chunk_next(s->cbuf + pos, fill - pos);
+			pos += len[nb];
+		}
+		hash_sha256_many(nb, data, len, ids);
+		if (s->snd != NULL)
+			md5_many(nb, data, len, md5s);
+		for (k = 0; k < nb; k++) {
+			memcpy(rec, ids[k], HASH_SHA256_LEN);
+			for (i = 0; i < 8; i++)
+				rec[HASH_SHA256_LEN + i] = (uint8_t)((uint64_t)len[k] >> (8 * i));
+			if (buf_append(&s->clist, rec, sizeof(rec)) != 0) {
+				r = STEP_ENOMEM;
+				goto out;
+			}
+			if (s->snd != NULL)
+				hash_to_hex(md5s[k], HASH_MD5_LEN, md5);
+			r = send_object(s, ids[k], data[k], len[k], s->snd ? md5 : NULL, &isnew);
+			if (r != 0)
+				goto out;
+			if (isnew) {
+				s->chunks_new++;
+				s->chunk_bytes_new += len[k];
+			}
+			total += len[k];
+		}
+		off = pos;
+	}
+	r = STEP_ESYS;
+	if (fstat(fd, &b) != 0)
+		goto out;
+	if (!S_ISREG(b.st_mode) || a.st_ino != b.st_ino || a.st_dev != b.st_dev ||
+	    a.st_size != b.st_size || total != (uint64_t)b.st_size ||
+	    scan_mtime_ns(&a) != scan_mtime_ns(&b) || scan_ctime_ns(&a) != scan_ctime_ns(&b) ||
+	    a.st_ino != st0->st_ino) {
+		r = STEP_ECHANGED;
+		goto out;
+	}
+	hash_sha256(buf_ptr(&s->clist), s->clist.len, ids[0]);
+	manifest_object_key(ids[0], row->okey, sizeof(row->okey));
+	row->okey[0] = 'c';
+	row->md5[0] = '\0';
+	if ((r = files_chunks_put(s->files, row->okey, buf_ptr(&s->clist), s->clist.len)) != 0)
+		goto out;
+	s->chunked++;
+	*stp = b;
+	r = 0;
+out:
+	close(fd);
+	return r;
+}
+
+/* Adds a file's entry to the trees: its chunks are the list of a chunked file, one
+ * chunk (the whole content) otherwise, none when empty. */
+static int
+tree_add_file(struct sync_run *s, const char *path, const struct files_row *row, uint32_t uid,
+    uint32_t gid)
+{
+	struct tree_entry te;
+	struct tree_chunk one, *chunks = NULL;
+	void *data = NULL;
+	size_t len = 0, i, k;
+	int r;
+
+	memset(&te, 0, sizeof(te));
+	te.type = TREE_FILE;
+	te.mode = row->mode & 07777;
+	te.mtime_ns = row->mtime_ns;
+	te.uid = uid;
+	te.gid = gid;
+	te.size = row->size;
+	if (row->okey[0] == 'c') {
+		if ((r = files_chunks_get(s->files, row->okey, &data, &len)) != 0)
+			return r;
+		te.nchunks = len / FILES_CHUNK_REC;
+		chunks = xcalloc(te.nchunks ? te.nchunks : 1, sizeof(*chunks));
+		for (i = 0; i < te.nchunks; i++) {
+			const uint8_t *p = (const uint8_t *)data + i * FILES_CHUNK_REC;
+
+			memcpy(chunks[i].id, p, HASH_SHA256_LEN);
+			for (k = 0; k < 8; k++)
+				chunks[i].size |= (uint64_t)p[HASH_SHA256_LEN + k] << (8 * k);
+		}
+		te.chunks = chunks;
+	} else if (row->okey[0] != '\0') {
+		if (util_hex_decode(row->okey + 2, one.id, HASH_SHA256_LEN) != 0)
+			return STEP_EINVAL;
+		one.size = row->size;
+		te.chunks = &one;
+		te.nchunks = 1;
+	}
+	r = tree_builder_add(s->tb, path, &te);
+	free(chunks);
+	free(data);
+	return r;
+}
+
+/* Remembers a chunk list whose chunks this run sends: known once they are all in. */
+static void
+newlist_add(struct sync_run *s, const char *okey)
+{
+	if (s->nnewlists == s->capnewlists) {
+		s->capnewlists = s->capnewlists ? 2 * s->capnewlists : 16;
+		s->newlists = xrealloc(s->newlists, s->capnewlists * sizeof(*s->newlists));
+	}
+	s->newlists[s->nnewlists++] = xstrdup(okey);
+}
+
 /* The rest of a file's visit once its row is complete: records it, queues its content
  * when the server may lack it (h: the content if held, else NULL; taken), and adds it to
  * the manifest. unchanged: the row is the state's, as found. */
 static int
-finish_file(
-    struct sync_run *s, const char *path, struct files_row *row, int unchanged, struct held *h)
+finish_file(struct sync_run *s, const char *path, struct files_row *row, int unchanged,
+    struct held *h, uint32_t uid, uint32_t gid)
 {
 	struct manifest_entry *e = &s->ent;
 	size_t n = strlen(path);
@@ -402,6 +733,28 @@ finish_file(
 	if (!unchanged && (r = files_put(s->files, s->name, path, row, s->gen)) != 0) {
 		free(h);
 		return r;
+	}
+	if ((r = tree_add_file(s, path, row, uid, gid)) != 0) {
+		free(h);
+		return r;
+	}
+	if (row->okey[0] == 'c') {
+		/* A chunked file: its chunks went to the sender as it was read. In the
+		 * manifest (digest, mark_seen) it stands under its list's id. */
+		free(h);
+		if (!unchanged)
+			newlist_add(s, row->okey);
+		memcpy(e->path, path, n + 1);
+		e->type = MANIFEST_FILE;
+		e->target[0] = '\0';
+		e->mode = row->mode & 07777;
+		e->mtime_ns = row->mtime_ns;
+		e->size = row->size;
+		memcpy(e->key, row->okey, strlen(row->okey) + 1);
+		e->key[0] = 'o';
+		memset(e->md5, '0', HASH_MD5_HEX - 1);
+		e->md5[HASH_MD5_HEX - 1] = '\0';
+		return manifest_writer_add(s->mw, e);
 	}
 	memcpy(e->path, path, n + 1); /* n <= MANIFEST_PATH_MAX: see sync_visit */
 	e->type = MANIFEST_FILE;
@@ -429,11 +782,26 @@ finish_file(
 	return manifest_writer_add(s->mw, e);
 }
 
-/* Finishes a deferred directory or symlink: its manifest entry. */
+/* Finishes a deferred directory or symlink: its manifest and tree entries. */
 static int
 finish_other(struct sync_run *s, const struct deferred *q)
 {
 	struct manifest_entry *e = &s->ent;
+	struct tree_entry te;
+	int r;
+
+	memset(&te, 0, sizeof(te));
+	te.type = q->kind == DQ_DIR ? TREE_DIR : TREE_SYMLINK;
+	te.mode = q->mode;
+	te.mtime_ns = q->mtime_ns;
+	te.uid = q->uid;
+	te.gid = q->gid;
+	if (q->target != NULL) {
+		te.target = q->target;
+		te.targetlen = strlen(q->target);
+	}
+	if ((r = tree_builder_add(s->tb, q->path, &te)) != 0)
+		return r;
 
 	memcpy(e->path, q->path, strlen(q->path) + 1); /* <= MANIFEST_PATH_MAX: sync_visit */
 	e->type = q->kind == DQ_DIR ? MANIFEST_DIR : MANIFEST_SYMLINK;
@@ -482,7 +850,8 @@ flush_deferred(struct sync_run *s)
 		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK)) {
 			r = finish_other(s, q);
 		} else if (r == 0) {
-			r = finish_file(s, q->path, &q->row, q->kind == DQ_SAME, q->h);
+			r = finish_file(
+			    s, q->path, &q->row, q->kind == DQ_SAME, q->h, q->uid, q->gid);
 			q->h = NULL; /* finish_file took it */
 		}
 		deferred_free(q);
@@ -514,11 +883,13 @@ defer(struct sync_run *s, int kind, const struct scan_entry *se, struct files_ro
 			.path = (char *)se->path,
 			.target = (char *)(kind == DQ_LINK ? se->target : NULL),
 			.mode = se->st->st_mode & 07777,
-			.mtime_ns = scan_mtime_ns(se->st) };
+			.mtime_ns = scan_mtime_ns(se->st),
+			.uid = (uint32_t)se->st->st_uid,
+			.gid = (uint32_t)se->st->st_gid };
 
 		return kind == DQ_DIR || kind == DQ_LINK
 		    ? finish_other(s, &now)
-		    : finish_file(s, se->path, row, kind == DQ_SAME, NULL);
+		    : finish_file(s, se->path, row, kind == DQ_SAME, NULL, now.uid, now.gid);
 	}
 	q = &s->dq[s->ndq++];
 	memset(q, 0, sizeof(*q));
@@ -530,6 +901,8 @@ defer(struct sync_run *s, int kind, const struct scan_entry *se, struct files_ro
 		q->target = xstrdup(se->target);
 	q->mode = se->st->st_mode & 07777;
 	q->mtime_ns = scan_mtime_ns(se->st);
+	q->uid = (uint32_t)se->st->st_uid;
+	q->gid = (uint32_t)se->st->st_gid;
 	if (kind == DQ_HASH) {
 		q->h = s->hheld;
 		s->hheld = NULL;
@@ -562,10 +935,28 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	unchanged = have && row.size == (uint64_t)st->st_size &&
 	    row.mtime_ns == scan_mtime_ns(st) && row.ino == (uint64_t)st->st_ino &&
 	    row.dev == (uint64_t)st->st_dev && row.ctime_ns == scan_ctime_ns(st);
-	if (unchanged)
+	/* A chunked file whose chunks are not all known on the server is read again. */
+	if (unchanged && (row.okey[0] != 'c' || row.known))
 		return defer(s, DQ_SAME, se, &row);
 	memset(&row, 0, sizeof(row));
-	if (st->st_size == 0) {
+	if (st->st_size >= SYNC_CHUNKED) {
+		r = STEP_ECHANGED;
+		for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
+			r = chunk_file(s, se->dirfd, se->name, st, i, &row, &hst);
+		if (r != 0 && r != STEP_ECHANGED && r != STEP_ESYS)
+			return r;
+		if (r != 0) {
+			if (r == STEP_ECHANGED)
+				log_warnx("'%s' keeps changing while read; left out of "
+				          "this snapshot",
+				    se->path);
+			else
+				log_warn("cannot read '%s'; left out of this snapshot", se->path);
+			s->read_errors++;
+			return 0;
+		}
+		s->hashed++;
+	} else if (st->st_size == 0) {
 		memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
 		hst = *st;
 	} else {
@@ -1008,15 +1399,6 @@ upload_pending(struct sync_run *s, struct client *c)
 	return 0;
 }
 
-/* Writes the manifest with seq into fd's file (truncating it first). */
-static int
-write_manifest(struct sync_run *s, FILE *f, struct manifest_header *h)
-{
-	if (fflush(f) != 0 || ftruncate(fileno(f), 0) != 0 || fseek(f, 0, SEEK_SET) != 0)
-		return STEP_ESYS;
-	return manifest_writer_finish(s->mw, h, f);
-}
-
 /*
  * With --skip-unchanged, a run whose tree is exactly the latest snapshot's (same
  * manifest entries, by digest) records no new one: that snapshot, still on the server
@@ -1056,54 +1438,53 @@ snapshot_unchanged(struct sync_run *s, struct client *c, struct manifest_header 
 	return 1;
 }
 
-/* Step 5: manifest under a new seq, then its DATA record, then the local record. */
+/* Step 5: the snapshot record (format 2: it names the root tree) under a new seq, then
+ * its DATA record, then the local record. */
 static int
 record_snapshot(struct sync_run *s, struct client *c, struct manifest_header *h)
 {
-	char tmp[4200], key[MANIFEST_KEY_MAX + 1];
-	const char *tdir = getenv("TMPDIR");
+	char key[MANIFEST_KEY_MAX + 1];
+	struct snapshot_record sr;
 	struct snapshots_rec rec;
 	struct client_result res;
+	struct buf out;
 	uint64_t local = 0, latest = 0;
-	FILE *f = NULL;
-	int fd, r, attempt;
+	int r, attempt;
 
+	buf_init(&out, 1u << 20);
 	if ((r = snapshots_latest(s->db, s->name, &local)) != 0)
 		return r;
 	if ((r = snapshot_latest(c, s->name, local, &latest)) != 0) {
 		set_fatal(s, r, "cannot find the latest snapshot", client_error(c));
 		return r;
 	}
-	snprintf(tmp, sizeof(tmp), "%s/stepsync-manifest.XXXXXX",
-	    tdir != NULL && *tdir == '/' ? tdir : "/tmp");
-	if ((fd = mkstemp(tmp)) < 0 || (f = fdopen(fd, "w+")) == NULL) {
-		agent_error("cannot create a temporary file in '%s': %s",
-		    tdir != NULL ? tdir : "/tmp", strerror(errno));
-		if (fd >= 0) {
-			close(fd);
-			unlink(tmp);
-		}
-		return STEP_ESYS;
-	}
 	memset(h, 0, sizeof(*h));
 	snprintf(h->name, sizeof(h->name), "%s", s->name);
 	h->time = util_wall_s();
 	h->seq = (latest > local ? latest : local) + 1;
+	manifest_writer_counts(s->mw, h);
+	memset(&sr, 0, sizeof(sr));
+	snprintf(sr.name, sizeof(sr.name), "%s", s->name);
+	memcpy(sr.root, s->root_id, sizeof(sr.root));
+	sr.time = h->time;
+	sr.files = h->files;
+	sr.dirs = h->dirs;
+	sr.symlinks = h->symlinks;
+	sr.bytes = h->bytes;
 	for (attempt = 0; attempt < 5; attempt++, h->seq++) {
-		if ((r = write_manifest(s, f, h)) != 0) {
-			agent_error("cannot write the manifest: %s", strerror(errno));
+		sr.seq = h->seq;
+		out.len = 0;
+		if ((r = snapshot_record_encode(&sr, &out)) != 0 ||
+		    (r = manifest_snapshot_key(s->name, h->seq, key, sizeof(key))) != 0)
 			goto out;
-		}
-		if ((r = manifest_snapshot_key(s->name, h->seq, key, sizeof(key))) != 0)
-			goto out;
-		r = client_put_file(c, tmp, key, 0, &res);
+		r = client_put_mem(c, buf_ptr(&out), out.len, key, 0, &res);
 		if (r != STEP_EEXIST)
 			break;
 		/* Someone else recorded this seq meanwhile: take the next one. */
 		log_info("snapshot key '%s' already exists; trying the next seq", key);
 	}
 	if (r != 0) {
-		set_fatal(s, r, "cannot upload the snapshot manifest", client_error(c));
+		set_fatal(s, r, "cannot upload the snapshot record", client_error(c));
 		goto out;
 	}
 	memset(&rec, 0, sizeof(rec));
@@ -1121,8 +1502,7 @@ record_snapshot(struct sync_run *s, struct client *c, struct manifest_header *h)
 	}
 	r = snapshots_put(s->db, s->name, &rec);
 out:
-	fclose(f);
-	unlink(tmp);
+	buf_release(&out);
 	return r;
 }
 
@@ -1207,6 +1587,48 @@ cursor_close(struct sync_run *s)
 	s->rdb = NULL;
 }
 
+/* The sender of chunks and trees: --connections sessions, SYNC_AUTO_CONN when 1. */
+static int
+sender_start(struct sync_run *s)
+{
+	struct client_opts o;
+	char errbuf[256];
+	int r, nconn = s->a->connections > 1 ? s->a->connections : SYNC_AUTO_CONN;
+
+	if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
+		set_fatal(s, r, "cannot connect", errbuf);
+		return r;
+	}
+	if ((r = sender_new(&o, nconn, SYNC_SEND_BUDGET, &s->snd)) != 0)
+		set_fatal(s, r, "cannot connect", step_strerror(r));
+	return r;
+}
+
+/* After the scan: waits for the chunks and trees in flight, records them, and, when every
+ * upload of the run succeeded, marks the chunk lists read this run as known. */
+static int
+sender_finish(struct sync_run *s)
+{
+	size_t i;
+	int r;
+
+	if (s->snd == NULL)
+		return 0;
+	sender_wait(s->snd);
+	if ((r = db_begin(s->db)) != 0)
+		return r;
+	r = collect_sent(s);
+	for (i = 0; r == 0 && s->fatal == 0 && s->upload_failed == 0 && i < s->nnewlists; i++)
+		r = files_object_add(s->files, s->newlists[i], 0, "");
+	if (r != 0) {
+		db_rollback(s->db);
+		return r;
+	}
+	if ((r = db_commit(s->db)) != 0)
+		return r;
+	return s->fatal != 0 ? s->fatal : 0;
+}
+
 /* Steps 2 and 3: the scan in one transaction. Returns 0, an error, or 1 for "stop here,
  * *exitp says how" (dry run, mass deletion). */
 static int
@@ -1233,6 +1655,10 @@ scan_phase(struct sync_run *s, int *exitp)
 		goto fail;
 	if (!s->dry_run && s->up == NULL && (r = uploader_new(s)) != 0)
 		goto fail;
+	if (!s->dry_run && s->snd == NULL && (r = sender_start(s)) != 0)
+		goto fail;
+	if ((r = tree_builder_new(tree_emit, s, &s->tb)) != 0)
+		goto fail;
 	if ((r = files_count(s->files, s->name, &s->known)) != 0 ||
 	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
 		goto fail;
@@ -1240,6 +1666,10 @@ scan_phase(struct sync_run *s, int *exitp)
 	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
 	if (r == 0)
 		r = flush_deferred(s);
+	if (r == 0)
+		r = tree_builder_finish(s->tb, s->root_id);
+	if (r == 0)
+		r = collect_sent(s);
 	if (r == 0) /* the last small files go while the run commits the scan */
 		r = uploader_scan_step(s, s->scan_c, 1);
 	drop_deferred(s);
@@ -1268,8 +1698,10 @@ scan_phase(struct sync_run *s, int *exitp)
 		r = print_pending(s);
 		db_rollback(s->db);
 		printf("dry run '%s': %" PRIu64 " files (%" PRIu64 " bytes) would be sent, "
-		       "%" PRIu64 " known files are gone; nothing was sent\n",
-		    s->name, s->pending, s->pending_bytes, gone);
+		       "and %" PRIu64 " chunks of large files (%" PRIu64 " bytes) and %" PRIu64
+		       " directory trees; %" PRIu64 " known files are gone; nothing was sent\n",
+		    s->name, s->pending, s->pending_bytes, s->chunks_new, s->chunk_bytes_new,
+		    s->trees_new, gone);
 		*exitp = r == 0 ? AGENT_EXIT_OK : AGENT_EXIT_FAIL;
 		return 1;
 	}
@@ -1297,6 +1729,111 @@ bind_server(const struct agent *a, struct db *db)
 	return r;
 }
 
+/* Replaces the objects cache with what the server lists (o.* keys); chunk lists are
+ * forgotten too, so their files are read again and any missing chunk sent. */
+static int
+reconcile_by_list(struct sync_run *s, struct client *c)
+{
+	char **keys = NULL;
+	sqlite3_stmt *ins = NULL;
+	size_t n = 0, i;
+	int r, rc;
+
+	if ((r = client_list(c, "o.", &keys, &n)) != 0) {
+		set_fatal(s, r, "cannot list the objects on the server", client_error(c));
+		return r;
+	}
+	if ((r = db_begin(s->db)) != 0)
+		goto out;
+	r = db_exec(s->db, "CREATE TEMP TABLE IF NOT EXISTS srv_keys(k TEXT PRIMARY KEY);"
+	                   "DELETE FROM temp.srv_keys;");
+	if (r == 0 && (rc = sqlite3_prepare_v2(db_handle(s->db),
+	                   "INSERT OR IGNORE INTO temp.srv_keys VALUES(?)", -1, &ins, NULL)) !=
+	        SQLITE_OK)
+		r = db_err(rc);
+	for (i = 0; r == 0 && i < n; i++) {
+		sqlite3_bind_text(ins, 1, keys[i], -1, SQLITE_STATIC);
+		rc = sqlite3_step(ins);
+		sqlite3_reset(ins);
+		if (rc != SQLITE_DONE)
+			r = db_err(rc);
+	}
+	if (r == 0)
+		r = db_exec(s->db, "DELETE FROM objects WHERE substr(okey, 1, 2) <> 'o.' OR okey NOT "
+		                   "IN (SELECT k FROM temp.srv_keys); DELETE FROM temp.srv_keys;");
+	if (r == 0 && s->has_gen)
+		r = server_id_store_set(s->db, s->store_id, s->gen0);
+	sqlite3_finalize(ins);
+	ins = NULL;
+	if (r == 0)
+		r = db_commit(s->db);
+	else
+		db_rollback(s->db);
+out:
+	client_keys_free(keys, n);
+	return r;
+}
+
+/*
+ * The objects cache is a hint (a store can be replaced, another client can delete): it is
+ * trusted only while the server says nothing was deleted since it was last confirmed
+ * (stepd's objgen: same store id, same generation). Otherwise it is replaced by the
+ * server's listing (LIST), or, on a server that can do neither, forgotten: every object
+ * is then confirmed by its upload (SAVE answers 402 for what is there; its MD5 is
+ * compared). 0 or an error (set_fatal'd).
+ */
+static int
+verify_cache(struct sync_run *s, struct client *c)
+{
+	char old[65];
+	int64_t oldgen;
+	int r;
+
+	if ((r = client_connect(c)) != 0) {
+		set_fatal(s, r, "cannot log in", client_error(c));
+		return r;
+	}
+	if (client_has_ext(c, "objgen") &&
+	    client_store_gen(c, 0, s->store_id, sizeof(s->store_id), &s->gen0) == 0) {
+		s->has_gen = 1;
+		if ((r = server_id_store_get(s->db, old, sizeof(old), &oldgen)) != 0)
+			return r;
+		if (strcmp(old, s->store_id) == 0 && oldgen == s->gen0)
+			return 0;
+		log_info("objects may have been deleted on the server since the last run "
+		         "(store %s, generation %lld, was %s %lld): checking",
+		    s->store_id, (long long)s->gen0, old[0] ? old : "none", (long long)oldgen);
+		return reconcile_by_list(s, c);
+	}
+	if (client_has_ext(c, "list"))
+		return reconcile_by_list(s, c);
+	log_info("the server cannot say what it holds cheaply: every object is confirmed by its "
+	         "upload");
+	return db_exec(s->db, "DELETE FROM objects");
+}
+
+/* Before a snapshot is recorded: nothing may have been deleted meanwhile. */
+static int
+check_generation(struct sync_run *s, struct client *c)
+{
+	char sid[65];
+	int64_t gen;
+	int r;
+
+	if (!s->has_gen)
+		return 0;
+	if ((r = client_store_gen(c, 1, sid, sizeof(sid), &gen)) != 0) {
+		set_fatal(s, r, "cannot log in", client_error(c));
+		return r;
+	}
+	if (strcmp(sid, s->store_id) == 0 && gen == s->gen0)
+		return 0;
+	set_fatal(s, STEP_EBUSY, "no snapshot recorded",
+	    "objects were deleted on the server while this run went on (a prune?); the next "
+	    "run checks every object again");
+	return STEP_EBUSY;
+}
+
 /* One tree, one snapshot. */
 static int
 sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
@@ -1316,7 +1853,12 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	s->dry_run = dry_run;
 	s->allow_mass_delete = allow_mass_delete;
 	s->skip_unchanged = skip_unchanged;
+	/* Chunks (up to CHUNK_MAX) are allocated and freed all the time: glibc would map and
+	 * unmap each one (and fault its pages in again); keep them on the heap instead. */
+	mallopt(M_MMAP_THRESHOLD, (int)CHUNK_MAX + 4096);
+	mallopt(M_TRIM_THRESHOLD, (int)SYNC_SEND_BUDGET * 2);
 	s->hbuf = xmalloc(SYNC_HASH_BUF);
+	buf_init(&s->clist, (size_t)TREE_CHUNKS_MAX * FILES_CHUNK_REC);
 	s->dq = xcalloc(SYNC_DQ_MAX, sizeof(*s->dq));
 	if (agent_db(a, &s->db) != 0) {
 		ex = SYNC_EXIT_CONFIG;
@@ -1334,6 +1876,10 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	s->scan_c = c;
 	t0 = util_now_s();
+	if (!dry_run && (r = verify_cache(s, c)) != 0) {
+		ex = exit_for(s, r);
+		goto done;
+	}
 	if ((r = scan_phase(s, &ex)) != 0) {
 		if (r < 0)
 			ex = exit_for(s, r);
@@ -1351,6 +1897,13 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		ex = exit_for(s, r);
 		goto done;
 	}
+	if ((r = sender_finish(s)) != 0) {
+		ex = exit_for(s, r);
+		goto done;
+	}
+	log_info("%" PRIu64 " large files chunked; sent %" PRIu64 " new chunks (%" PRIu64
+	         " bytes) and %" PRIu64 " new trees (%" PRIu64 " bytes)",
+	    s->chunked, s->chunks_new, s->chunk_bytes_new, s->trees_new, s->tree_bytes_new);
 	log_info("sent %" PRIu64 " files in %.3f s (login included)", s->sent, util_now_s() - t0);
 	t0 = util_now_s();
 	if (s->upload_failed > 0) {
@@ -1361,6 +1914,10 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	if ((unchanged = snapshot_unchanged(s, c, &h)) < 0) {
 		ex = exit_for(s, unchanged);
+		goto done;
+	}
+	if (!unchanged && (r = check_generation(s, c)) != 0) {
+		ex = exit_for(s, r);
 		goto done;
 	}
 	if (!unchanged && (r = record_snapshot(s, c, &h)) != 0) {
@@ -1393,6 +1950,14 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	ex = AGENT_EXIT_OK;
 done:
 	uploader_free(s, s->up); /* waits for batches still in flight */
+	sender_free(s->snd);
+	tree_builder_free(s->tb);
+	free(s->queued.slot);
+	free(s->cbuf);
+	buf_release(&s->clist);
+	while (s->nnewlists > 0)
+		free(s->newlists[--s->nnewlists]);
+	free(s->newlists);
 	held_free(s, &s->cache_head);
 	s->cache_tail = NULL;
 	sqlite3_finalize(s->pend_ins);

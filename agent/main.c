@@ -40,6 +40,7 @@ static const struct command commands[] = {
 	{ "restore", cmd_restore, "restore a snapshot into a directory" },
 	{ "snapshots", cmd_snapshots, "list the snapshots of a name" },
 	{ "prune", cmd_prune, "delete old snapshots and unreferenced objects" },
+	{ "check", cmd_check, "check that the snapshots can be restored" },
 };
 
 static void

@@ -331,3 +331,111 @@ snapshot_fetch_manifest(struct client *c, const char *name, uint64_t seq, FILE *
 		return r;
 	return snapshot_fetch_key(c, key, outp);
 }
+
+int
+snapshot_record_encode(const struct snapshot_record *rec, struct buf *out)
+{
+	char root[MANIFEST_KEY_MAX + 1];
+	json_t *o;
+	char *d;
+	int r = STEP_ENOMEM;
+
+	if (manifest_object_key(rec->root, root, sizeof(root)) != 0)
+		return STEP_EINVAL;
+	o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I}", "stepsync_snapshot",
+	    SNAPSHOT_FORMAT, "name", rec->name, "seq", (json_int_t)rec->seq, "time",
+	    (json_int_t)rec->time, "root", root, "files", (json_int_t)rec->files, "dirs",
+	    (json_int_t)rec->dirs, "symlinks", (json_int_t)rec->symlinks, "bytes",
+	    (json_int_t)rec->bytes);
+	if (o == NULL)
+		return STEP_ENOMEM;
+	d = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
+	if (d != NULL && buf_append(out, d, strlen(d)) == 0 && buf_append(out, "\n", 1) == 0)
+		r = 0;
+	free(d);
+	json_decref(o);
+	return r;
+}
+
+int
+snapshot_record_decode(const char *data, size_t len, struct snapshot_record *rec)
+{
+	json_t *o, *v;
+	const char *name, *root;
+	int r = STEP_EINVAL;
+
+	o = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, NULL);
+	if (o == NULL || !json_is_object(o))
+		goto out;
+	v = json_object_get(o, "stepsync_snapshot");
+	if (v == NULL) {
+		r = STEP_EPROTO;
+		goto out;
+	}
+	memset(rec, 0, sizeof(*rec));
+	if (!json_is_integer(v) || json_integer_value(v) != SNAPSHOT_FORMAT)
+		goto out;
+	name = json_string_value(json_object_get(o, "name"));
+	root = json_string_value(json_object_get(o, "root"));
+	if (name == NULL || strlen(name) >= sizeof(rec->name) || root == NULL ||
+	    !manifest_is_object_key(root) ||
+	    util_hex_decode(root + 2, rec->root, sizeof(rec->root)) != 0)
+		goto out;
+	snprintf(rec->name, sizeof(rec->name), "%s", name);
+	rec->seq = get_u64(o, "seq");
+	rec->time = (int64_t)get_u64(o, "time");
+	rec->files = get_u64(o, "files");
+	rec->dirs = get_u64(o, "dirs");
+	rec->symlinks = get_u64(o, "symlinks");
+	rec->bytes = get_u64(o, "bytes");
+	r = rec->seq >= 1 && rec->seq <= MANIFEST_SEQ_MAX ? 0 : STEP_EINVAL;
+out:
+	json_decref(o);
+	return r;
+}
+
+int
+snapshot_fetch_any(
+    struct client *c, const char *key, int *fmtp, FILE **fp, struct snapshot_record *rec)
+{
+	char line[1024];
+	size_t n;
+	FILE *f = NULL;
+	int r;
+
+	*fp = NULL;
+	if ((r = snapshot_fetch_key(c, key, &f)) != 0)
+		return r;
+	n = fread(line, 1, sizeof(line) - 1, f);
+	line[n] = '\0';
+	if (strncmp(line, "{\"stepsync_snapshot\"", 20) == 0) {
+		fclose(f);
+		if (snapshot_record_decode(line, n, rec) != 0)
+			return STEP_EPROTO;
+		*fmtp = 2;
+		return 0;
+	}
+	if (fseek(f, 0, SEEK_SET) != 0) {
+		fclose(f);
+		return STEP_ESYS;
+	}
+	*fmtp = 1;
+	*fp = f;
+	return 0;
+}
+
+int
+snapshot_fetch(struct client *c, const char *name, uint64_t seq, int *fmtp, FILE **fp,
+    struct snapshot_record *rec)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	int r;
+
+	if ((r = manifest_snapshot_key(name, seq, key, sizeof(key))) != 0)
+		return r;
+	if ((r = snapshot_fetch_any(c, key, fmtp, fp, rec)) != 0)
+		return r;
+	if (*fmtp == 2 && (rec->seq != seq || strcmp(rec->name, name) != 0))
+		return STEP_EPROTO;
+	return 0;
+}

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "buf.h"
 #include "snapshots.h"
 
 struct agent;
@@ -71,6 +72,39 @@ int snapshot_fetch_manifest(struct client *c, const char *name, uint64_t seq, FI
 /* The same for any manifest key. */
 int snapshot_fetch_key(struct client *c, const char *key, FILE **outp);
 
+/*
+ * Snapshot format 2: the FILE object s.<NAME>.<seq> is one JSON line naming the root tree
+ * (tree.h) instead of a manifest:
+ *   {"stepsync_snapshot":2,"name":..,"seq":..,"time":..,"root":"o.<hex>",
+ *    "files":..,"dirs":..,"symlinks":..,"bytes":..}
+ * A format-1 object starts with a manifest header ({"stepsync_manifest":1,...}).
+ */
+#define SNAPSHOT_FORMAT 2
+struct snapshot_record {
+	char name[81]; /* MANIFEST_NAME_MAX + 1 */
+	uint64_t seq;
+	int64_t time;
+	uint8_t root[32]; /* the root tree's id */
+	uint64_t files, dirs, symlinks, bytes;
+};
+/* Appends the record's JSON line to out: 0 or STEP_ENOMEM / STEP_EINVAL. */
+int snapshot_record_encode(const struct snapshot_record *rec, struct buf *out);
+/* Parses it (hostile bytes): 0, STEP_EPROTO (not a format-2 record), STEP_EINVAL. */
+int snapshot_record_decode(const char *data, size_t len, struct snapshot_record *rec);
+
+/*
+ * Downloads snapshot seq of name, of either format: *fmtp 1 with the manifest opened in
+ * *fp (caller fclose()s), or 2 with *rec filled (*fp NULL). 0, STEP_ENOENT, STEP_EPROTO
+ * (neither format, or its name and seq are not the ones asked for), STEP_ESYS, or a
+ * client error.
+ */
+int snapshot_fetch(struct client *c, const char *name, uint64_t seq, int *fmtp, FILE **fp,
+    struct snapshot_record *rec);
+
+/* The same for any snapshot key, without checking the record's name and seq. */
+int snapshot_fetch_any(
+    struct client *c, const char *key, int *fmtp, FILE **fp, struct snapshot_record *rec);
+
 /* Parses a snapshot ID, "SEQ" or "NAME#SEQ": 0 or STEP_EINVAL. */
 int snapshot_parse_id(const char *id, uint64_t *seqp);
 
@@ -79,5 +113,6 @@ int cmd_sync(struct agent *a, int argc, char **argv);
 int cmd_restore(struct agent *a, int argc, char **argv);
 int cmd_snapshots(struct agent *a, int argc, char **argv);
 int cmd_prune(struct agent *a, int argc, char **argv);
+int cmd_check(struct agent *a, int argc, char **argv);
 
 #endif

@@ -66,7 +66,8 @@ struct up {
 	uint32_t bs, total;
 	struct blockset acked;
 	struct hash_ctx *md5;
-	uint32_t hashed; /* blocks 0..hashed-1 are in md5 */
+	uint32_t hashed;       /* blocks 0..hashed-1 are in md5 */
+	const char *known_md5; /* the source's MD5 given by the caller: md5 stays unused */
 	uint8_t *blk;    /* read buffer, bs bytes (file sources) */
 	uint32_t *fifo;  /* block indexes awaiting answers, in order */
 	size_t fhead, flen, fcap;
@@ -112,14 +113,21 @@ state_batch(uint32_t bs)
 	return n < 1 ? 1 : (uint32_t)n;
 }
 
-/* The block size to ask stepd for (big_blocks), 0 for the server's own plan. */
+/* The block size to ask stepd for (big_blocks), 0 for the server's own plan. An object
+ * sent from memory (a chunk, a tree: it is resent whole if need be, never resumed from
+ * local state) goes in as few blocks as the limit allows. */
 static uint32_t
-want_block_size(const struct client *c, uint64_t size)
+want_block_size(const struct client *c, uint64_t size, int mem)
 {
 	uint32_t bs = STEP_SPEC_MAX_BLOCK;
 
 	if (!(c->ext & CLIENT_EXT_BIG_BLOCKS))
 		return 0;
+	if (mem) {
+		while (bs < BIG_BLOCK_MAX && bs < size)
+			bs *= 2;
+		return bs;
+	}
 	while (bs < BIG_BLOCK_MAX && size / (2 * (uint64_t)bs) >= BIG_MIN_BLOCKS)
 		bs *= 2;
 	return bs > STEP_SPEC_MAX_BLOCK ? bs : 0;
@@ -166,7 +174,7 @@ read_block(struct up *u, uint32_t i, const uint8_t **pp, uint32_t *lenp)
 static void
 hash_in_order(struct up *u, uint32_t i, const uint8_t *p, uint32_t len)
 {
-	if (i == u->hashed) {
+	if (i == u->hashed && u->known_md5 == NULL) {
 		hash_update(u->md5, p, len);
 		u->hashed++;
 	}
@@ -525,7 +533,7 @@ do_save(struct up *u, int *existsp)
 	json_object_set_new(req, "size", json_integer((json_int_t)u->src.size));
 	if (u->key[0] != '\0')
 		json_object_set_new(req, "key", json_string(u->key));
-	if ((want = want_block_size(u->c, u->src.size)) > 0)
+	if ((want = want_block_size(u->c, u->src.size, u->src.fd < 0)) > 0)
 		json_object_set_new(req, "want_block_size", json_integer(want));
 	if (u->src.size == 0 && !(u->c->ext & CLIENT_EXT_ZERO_SIZE))
 		timeout =
@@ -838,10 +846,14 @@ again:
 		if (u->src.fd >= 0 && (u->blk = malloc(u->bs)) == NULL)
 			return client_fail(u->c, STEP_ENOMEM, "out of memory");
 	}
-	if ((r = hash_rest(u)) != 0)
-		return r;
-	hash_final(u->md5, dig);
-	hash_to_hex(dig, HASH_MD5_LEN, local_md5);
+	if (u->known_md5 != NULL) {
+		snprintf(local_md5, sizeof(local_md5), "%s", u->known_md5);
+	} else {
+		if ((r = hash_rest(u)) != 0)
+			return r;
+		hash_final(u->md5, dig);
+		hash_to_hex(dig, HASH_MD5_LEN, local_md5);
+	}
 	if ((r = verify_final(u, local_md5, &info)) != 0) {
 		if (r == STEP_ENOENT && !res->existed && ++lost <= 2) {
 			/* Every block was acknowledged, yet the object is not there: the server
@@ -971,6 +983,13 @@ int
 client_put_mem(struct client *c, const void *p, size_t n, const char *key, int flags,
     struct client_result *res)
 {
+	return client_put_mem_md5(c, p, n, NULL, key, flags, res);
+}
+
+int
+client_put_mem_md5(struct client *c, const void *p, size_t n, const char *md5, const char *key,
+    int flags, struct client_result *res)
+{
 	struct client_result dummy;
 	struct up u;
 	int r;
@@ -982,6 +1001,7 @@ client_put_mem(struct client *c, const void *p, size_t n, const char *key, int f
 	if ((r = up_init(&u, c, key)) == 0) {
 		u.src.mem = p;
 		u.src.size = n;
+		u.known_md5 = md5;
 		key_to_json(&u);
 		r = put_run(&u, NULL, NULL, flags, res);
 	}

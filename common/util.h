@@ -43,5 +43,7 @@ char *util_put_u64(char *p, uint64_t v);
 void util_b64_encode(const void *p, size_t n, char *out);
 /* Decodes standard base64; 0 and *outlen, or STEP_EINVAL. out must hold 3*(len/4)+3 bytes. */
 int util_b64_decode(const char *s, size_t len, uint8_t *out, size_t *outlen);
+/* Decodes 2n lower-case hex digits at s into n bytes: 0, or STEP_EINVAL. */
+int util_hex_decode(const char *s, uint8_t *out, size_t n);
 
 #endif

@@ -23,6 +23,9 @@ static const char *const files_steps[] = {
 	"CREATE TABLE objects("
 	" okey TEXT PRIMARY KEY, size INTEGER NOT NULL, md5 TEXT NOT NULL,"
 	" t INTEGER NOT NULL DEFAULT (strftime('%s','now'))) WITHOUT ROWID;",
+	/* Chunk lists of large files (format 2): id "c.<sha256 of data>", data the chunks'
+	 * 32-byte ids each followed by its size, 8 bytes little-endian. */
+	"CREATE TABLE chunklists(id TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;",
 };
 
 enum {
@@ -35,6 +38,8 @@ enum {
 	ST_OKNOWN,
 	ST_OADD,
 	ST_OFORGET,
+	ST_CPUT,
+	ST_CGET,
 	ST_N
 };
 
@@ -53,6 +58,8 @@ static const char *const files_sql[ST_N] = {
 	 * a date string for every row that way, a good part of the insert. */
 	[ST_OADD] = "INSERT OR REPLACE INTO objects(okey, size, md5, t) VALUES(?1, ?2, ?3, ?4)",
 	[ST_OFORGET] = "DELETE FROM objects WHERE okey = ?1",
+	[ST_CPUT] = "INSERT OR IGNORE INTO chunklists(id, data) VALUES(?1, ?2)",
+	[ST_CGET] = "SELECT data FROM chunklists WHERE id = ?1",
 };
 
 struct files {
@@ -324,4 +331,43 @@ files_cursor_free(struct files_cursor *c)
 		return;
 	sqlite3_finalize(c->st);
 	free(c);
+}
+
+int
+files_chunks_put(struct files *f, const char *id, const void *data, size_t len)
+{
+	sqlite3_stmt *st = f->st[ST_CPUT];
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_blob64(st, 2, data, len, SQLITE_STATIC);
+	return run(st);
+}
+
+int
+files_chunks_get(struct files *f, const char *id, void **datap, size_t *lenp)
+{
+	sqlite3_stmt *st = f->st[ST_CGET];
+	size_t n;
+	void *d;
+	int rc;
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		return rc == SQLITE_DONE ? STEP_ENOENT : db_err(rc);
+	}
+	n = (size_t)sqlite3_column_bytes(st, 0);
+	if ((d = malloc(n ? n : 1)) == NULL) {
+		sqlite3_reset(st);
+		return STEP_ENOMEM;
+	}
+	if (n > 0)
+		memcpy(d, sqlite3_column_blob(st, 0), n);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	*datap = d;
+	*lenp = n;
+	return 0;
 }

@@ -70,4 +70,15 @@ int files_object_add(struct files *f, const char *okey, uint64_t size, const cha
 /* Forgets okey (deleted by prune, or found missing on the server). */
 int files_object_forget(struct files *f, const char *okey);
 
+/*
+ * Chunk lists of large files (snapshot format 2): a files row whose okey is "c.<hex>"
+ * names the list stored under that id (FILES_CHUNK_REC bytes per chunk: its 32-byte id,
+ * then its size as 8 bytes little-endian); the id is marked in the objects table once
+ * every chunk of the list is on the server. put keeps an existing list (same id, same
+ * data); get returns a new copy (caller frees) or STEP_ENOENT.
+ */
+#define FILES_CHUNK_REC 40
+int files_chunks_put(struct files *f, const char *id, const void *data, size_t len);
+int files_chunks_get(struct files *f, const char *id, void **datap, size_t *lenp);
+
 #endif

@@ -8,6 +8,9 @@
 #ifndef STEP_SERVER_ID_H
 #define STEP_SERVER_ID_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 struct db;
 
 /*
@@ -17,5 +20,15 @@ struct db;
  * The objects table must exist (files_migrate()). 0, STEP_EBUSY or STEP_EIO.
  */
 int server_id_bind(struct db *db, const char *id, int *changedp);
+
+/*
+ * The store the objects cache was last confirmed against, for servers with stepd's
+ * "objgen" extension: the store's id and the user's object generation (bumped by the
+ * server whenever one of the user's objects is deleted). While both are what the server
+ * says at login, no object the cache lists can have gone. get gives "" and 0 when none
+ * was recorded. 0 or a STEP_E*.
+ */
+int server_id_store_get(struct db *db, char *store_id, size_t len, int64_t *genp);
+int server_id_store_set(struct db *db, const char *store_id, int64_t gen);
 
 #endif
