@@ -80,7 +80,8 @@ const char *client_error(const struct client *c);
 int client_status(const struct client *c);
 
 /* 1 when the server advertised extension name ("resume", "block_md5", "list",
- * "zero_size", "bye", "putmany", "big_blocks", "objgen", "any_block") at login, else 0. Connects first if needed (0 on failure). */
+ * "zero_size", "bye", "putmany", "big_blocks", "objgen", "any_block") at login, else 0. Connects
+ * first if needed (0 on failure). */
 int client_has_ext(struct client *c, const char *name);
 
 /*
@@ -180,8 +181,8 @@ int client_put_mem(struct client *c, const void *p, size_t n, const char *key, i
     struct client_result *res);
 /* The same with the bytes' MD5 (lower-case hex) computed by the caller already (NULL:
  * computed here while sending): the server's answer is checked against it. */
-int client_put_mem_md5(struct client *c, const void *p, size_t n, const char *md5,
-    const char *key, int flags, struct client_result *res);
+int client_put_mem_md5(struct client *c, const void *p, size_t n, const char *md5, const char *key,
+    int flags, struct client_result *res);
 
 /*
  * Downloads key into path: pipelined DOWNLOADs written to a temporary file in path's

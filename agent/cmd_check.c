@@ -250,16 +250,17 @@ cmd_check(struct agent *a, int argc, char **argv)
 			k.read_data = 1;
 			break;
 		case 'h':
-			printf("usage: stepsync %s\n\n"
-			       "Checks that every snapshot of NAME (default: the config file's only\n"
-			       "[dir]) can be restored: every tree and chunk (format 2) or object\n"
-			       "(format 1) is on the server with the right size. Changes nothing.\n\n"
-			       "  --name NAME   the snapshots to check\n"
-			       "  --read-data   also download everything and check that it hashes\n"
-			       "                to its key (reads the whole repository)\n\n"
-			       "exit status: 0 no damage; 1 damage found (listed on stderr) or no\n"
-			       "  such snapshot; 2 usage; 75 server unreachable; 76 TLS failed;\n"
-			       "  77 login refused; 78 bad configuration\n",
+			printf(
+			    "usage: stepsync %s\n\n"
+			    "Checks that every snapshot of NAME (default: the config file's only\n"
+			    "[dir]) can be restored: every tree and chunk (format 2) or object\n"
+			    "(format 1) is on the server with the right size. Changes nothing.\n\n"
+			    "  --name NAME   the snapshots to check\n"
+			    "  --read-data   also download everything and check that it hashes\n"
+			    "                to its key (reads the whole repository)\n\n"
+			    "exit status: 0 no damage; 1 damage found (listed on stderr) or no\n"
+			    "  such snapshot; 2 usage; 75 server unreachable; 76 TLS failed;\n"
+			    "  77 login refused; 78 bad configuration\n",
 			    usage);
 			return AGENT_EXIT_OK;
 		default:
@@ -275,7 +276,8 @@ cmd_check(struct agent *a, int argc, char **argv)
 	k.a = a;
 	if (!k.read_data && client_has_ext(k.c, "list")) {
 		if ((r = client_list(k.c, "o.", &k.listed, &k.nlisted)) != 0) {
-			agent_error("check: cannot list the server's objects: %s", client_error(k.c));
+			agent_error(
+			    "check: cannot list the server's objects: %s", client_error(k.c));
 			return snapshot_exit_code(r);
 		}
 		qsort(k.listed, k.nlisted, sizeof(char *), key_cmp);
@@ -283,21 +285,25 @@ cmd_check(struct agent *a, int argc, char **argv)
 	r = check_name(&k, name);
 	if (r != 0 && r != STEP_ENOENT)
 		agent_error("check '%s': %s", name, client_error(k.c));
-	ex = r == 0 ? (k.problems ? AGENT_EXIT_FAIL : AGENT_EXIT_OK)
-	            : r == STEP_ENOENT ? AGENT_EXIT_FAIL : snapshot_exit_code(r);
+	ex = r == 0            ? (k.problems ? AGENT_EXIT_FAIL : AGENT_EXIT_OK)
+	    : r == STEP_ENOENT ? AGENT_EXIT_FAIL
+	                       : snapshot_exit_code(r);
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "command", "check", "name",
-		        name, "ok", ex == AGENT_EXIT_OK, "snapshots", (json_int_t)k.snapshots,
-		        "trees", (json_int_t)k.trees, "objects", (json_int_t)k.objects,
-		        "bytes_read", (json_int_t)k.bytes_read, "problems",
+		    json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "command", "check",
+		        "name", name, "ok", ex == AGENT_EXIT_OK, "snapshots",
+		        (json_int_t)k.snapshots, "trees", (json_int_t)k.trees, "objects",
+		        (json_int_t)k.objects, "bytes_read", (json_int_t)k.bytes_read, "problems",
 		        (json_int_t)k.problems));
 	else if (a->verbose >= 0)
 		printf("check '%s': %" PRIu64 " snapshot%s, %" PRIu64 " tree%s, %" PRIu64
 		       " object%s%s: %s\n",
-		    name, k.snapshots, k.snapshots == 1 ? "" : "s", k.trees, k.trees == 1 ? "" : "s",
-		    k.objects, k.objects == 1 ? "" : "s", k.read_data ? " (data read)" : "",
-		    k.problems ? "DAMAGED" : r == 0 ? "no damage found" : "not checked");
+		    name, k.snapshots, k.snapshots == 1 ? "" : "s", k.trees,
+		    k.trees == 1 ? "" : "s", k.objects, k.objects == 1 ? "" : "s",
+		    k.read_data ? " (data read)" : "",
+		    k.problems   ? "DAMAGED"
+		        : r == 0 ? "no damage found"
+		                 : "not checked");
 	for (i = 0; i < k.ndone; i++)
 		free(k.done[i]);
 	free(k.done);

@@ -113,7 +113,7 @@ collect(struct prune_run *p, const char *key, sqlite3_stmt *ins)
 
 	if ((r = snapshot_fetch_any(p->c, key, &fmt, &f, &rec)) != 0) {
 		agent_error("cannot download snapshot '%s': %s; nothing deleted", key,
-		    r == STEP_ESYS       ? strerror(errno)
+		    r == STEP_ESYS         ? strerror(errno)
 		        : r == STEP_EPROTO ? "not a valid snapshot record"
 		                           : client_error(p->c));
 		return r;
@@ -238,8 +238,8 @@ prune_name(struct prune_run *p, const char *name, uint64_t keep)
 	        -1, &p->ins_keep, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_cand VALUES(?)",
 	        -1, &p->ins_cand, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db_handle(p->db), "SELECT 1 FROM temp.prune_keep WHERE okey = ?",
-	        -1, &p->has_keep, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(db_handle(p->db), "SELECT 1 FROM temp.prune_keep WHERE okey = ?", -1,
+	        &p->has_keep, NULL) != SQLITE_OK) {
 		r = STEP_EIO;
 		goto dberr;
 	}

@@ -215,7 +215,6 @@ restore_entry(struct restore_run *r, const struct manifest_entry *e)
 	return rc;
 }
 
-
 /* ---- format 2: trees ---- */
 
 static int
@@ -251,8 +250,8 @@ ts_of(int64_t mtime_ns, struct timespec ts[2])
 /* A file of a tree: its chunks, each checked against its id, written at their offsets
  * into a temporary name, then mode and times on the descriptor, then the rename. */
 static int
-restore_chunks(struct restore_run *r, const char *path, const struct tree_entry *e, int dfd,
-    const char *leaf)
+restore_chunks(
+    struct restore_run *r, const char *path, const struct tree_entry *e, int dfd, const char *leaf)
 {
 	char tmp[64], key[MANIFEST_KEY_MAX + 1];
 	struct client_result res;
@@ -362,7 +361,8 @@ restore_tree_entry(void *arg, const char *path, const struct tree_entry *e, int 
 		return 0;
 	}
 	if ((dfd = open_parent(r, path, &leaf)) < 0) {
-		agent_error("refusing '%s': a parent is not a directory (%s)", path, strerror(errno));
+		agent_error(
+		    "refusing '%s': a parent is not a directory (%s)", path, strerror(errno));
 		r->failed++;
 		return 0;
 	}
@@ -471,7 +471,7 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		if (r.sublen == 0)
 			r.subpath = NULL;
 		else if (r.sublen > MANIFEST_PATH_MAX ||
-		    !manifest_path_safe(memcpy(spbuf, r.subpath, r.sublen)) ) {
+		    !manifest_path_safe(memcpy(spbuf, r.subpath, r.sublen))) {
 			agent_error("bad --path '%s'", r.subpath);
 			return AGENT_EXIT_USAGE;
 		}
@@ -498,13 +498,15 @@ cmd_restore(struct agent *a, int argc, char **argv)
 	}
 	if ((rc = snapshot_fetch(r.c, name, seq, &fmt, &f, &rec)) != 0) {
 		if (rc == STEP_EPROTO)
-			agent_error("snapshot %s#%" PRIu64 ": not a valid snapshot record", name, seq);
+			agent_error(
+			    "snapshot %s#%" PRIu64 ": not a valid snapshot record", name, seq);
 		else if (rc == STEP_ENOENT)
 			agent_error("no snapshot %s#%" PRIu64 " on the server", name, seq);
 		else
 			agent_error("cannot download snapshot %s#%" PRIu64 ": %s", name, seq,
 			    rc == STEP_ESYS ? strerror(errno) : client_error(r.c));
-		return rc == STEP_ENOENT || rc == STEP_EPROTO ? AGENT_EXIT_FAIL : snapshot_exit_code(rc);
+		return rc == STEP_ENOENT || rc == STEP_EPROTO ? AGENT_EXIT_FAIL
+		                                              : snapshot_exit_code(rc);
 	}
 	if (fmt == 2) {
 		if (util_mkdirs(r.to, 0755) != 0 ||

@@ -51,22 +51,22 @@
 #include "tree.h"
 #include "util.h"
 
-#define STR_(x)         #x
-#define STR(x)          STR_(x)
-#define SYNC_BATCH      1024        /* objects handed to client_pool_put() at once */
-#define SYNC_HASH_BUF   (256 << 10) /* read size while hashing */
-#define SYNC_HASH_TRY   3           /* attempts on a file that changes while it is hashed */
-#define SYNC_AUTO_CONN  4           /* connections for many uploads when --connections is 1 */
+#define STR_(x)          #x
+#define STR(x)           STR_(x)
+#define SYNC_BATCH       1024        /* objects handed to client_pool_put() at once */
+#define SYNC_HASH_BUF    (256 << 10) /* read size while hashing */
+#define SYNC_HASH_TRY    3           /* attempts on a file that changes while it is hashed */
+#define SYNC_AUTO_CONN   4           /* connections for many uploads when --connections is 1 */
 /* Files up to this size are sent while the scan goes on: one block on every STEP server
  * seen (the reference plans 20480-byte blocks), so they need no resume rows, which could
  * not be written while the scan holds the state's write lock. */
-#define SYNC_SCAN_SMALL 20480
-#define SYNC_HELD_MAX   (32u << 20) /* bytes of small files' content kept for sending */
+#define SYNC_SCAN_SMALL  20480
+#define SYNC_HELD_MAX    (32u << 20) /* bytes of small files' content kept for sending */
 /* Small files whose SHA-256s and MD5s are computed together (hash_sha256_many, md5_many),
  * several times faster than one at a time; the rest of their visit waits for the batch
  * (see defer). */
-#define SYNC_HASH_BATCH 256
-#define SYNC_DQ_MAX     1024 /* entries waiting for the batch, at most */
+#define SYNC_HASH_BATCH  256
+#define SYNC_DQ_MAX      1024 /* entries waiting for the batch, at most */
 /* Files of at least this size are cut into content-defined chunks (chunker.h), read once
  * by the scan, each new chunk sent from memory while the scan goes on (sender.h). */
 #define SYNC_CHUNKED     CHUNK_MIN
@@ -174,17 +174,19 @@ struct sync_run {
 
 	/* Snapshot format 2: chunks, trees, the sender. */
 	struct tree_builder *tb;
-	struct sender *snd; /* NULL in a dry run */
+	struct sender *snd;  /* NULL in a dry run */
 	struct idset queued; /* ids queued to snd this run */
 	uint8_t root_id[HASH_SHA256_LEN];
-	int has_gen;      /* the server reports object generations (objgen) */
+	int has_gen;       /* the server reports object generations (objgen) */
 	char store_id[65]; /* ...the store's id and the generation at the start */
 	int64_t gen0;
-	uint8_t *cbuf;      /* SYNC_CBUF bytes, for chunking */
-	char **newlists;    /* chunk lists to mark known once every upload is in */
+	uint8_t *cbuf;   /* SYNC_CBUF bytes, for chunking */
+	char **newlists; /* chunk lists to mark known once every upload is in */
 	size_t nnewlists, capnewlists;
 	struct buf clist; /* the chunk list being built */
 	uint64_t chunked, chunks_new, chunk_bytes_new, trees_new, tree_bytes_new;
+	uint64_t chunks_sent, tree_bytes_sent; /* confirmed sent (not found there already) */
+	uint64_t chunked_files_new;            /* chunked files with a chunk to send */
 
 	uint64_t known, found, hashed, read_errors, visited;
 	uint64_t pending, pending_bytes;
@@ -419,7 +421,6 @@ queue_object(struct sync_run *s, const char *path, uint64_t size, const char *ok
 	return uploader_scan_step(s, s->scan_c, 0);
 }
 
-
 /* ---- snapshot format 2: chunks, trees and their uploads ---- */
 
 static size_t
@@ -469,6 +470,8 @@ idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 	set->n++;
 }
 
+enum { SEND_CHUNK = 1, SEND_TREE = 2 };
+
 /* Records one finished chunk or tree upload (in the caller's transaction). */
 static int
 sent_done(void *arg, const struct sender_done *d)
@@ -481,13 +484,18 @@ sent_done(void *arg, const struct sender_done *d)
 			    d->error);
 			return 0;
 		}
-		agent_error("cannot upload object %s: %s", d->key, *d->error ? d->error : step_strerror(d->rc));
+		agent_error("cannot upload object %s: %s", d->key,
+		    *d->error ? d->error : step_strerror(d->rc));
 		s->upload_failed++;
 		return 0;
 	}
 	s->blocks_sent += d->blocks_sent;
-	if (!d->existed)
+	if (!d->existed && d->tag == SEND_CHUNK) {
 		s->sent_bytes += d->size;
+		s->chunks_sent++;
+	} else if (!d->existed) {
+		s->tree_bytes_sent += d->size;
+	}
 	return files_object_add(s->files, d->key, d->size, d->md5);
 }
 
@@ -503,8 +511,8 @@ collect_sent(struct sync_run *s)
  * sent, only counted.
  */
 static int
-send_object(struct sync_run *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data,
-    size_t len, const char *md5, int *newp)
+send_object(struct sync_run *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, size_t len,
+    const char *md5, int tag, int *newp)
 {
 	char key[MANIFEST_KEY_MAX + 1];
 	uint8_t *copy;
@@ -524,7 +532,7 @@ send_object(struct sync_run *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t
 		return 0;
 	copy = xmalloc(len ? len : 1);
 	memcpy(copy, data, len);
-	if ((r = sender_put(s->snd, key, copy, len, md5)) != 0) {
+	if ((r = sender_put(s->snd, key, copy, len, md5, tag)) != 0) {
 		(void)collect_sent(s); /* says why */
 		if (s->fatal == 0)
 			set_fatal(s, r, "cannot upload", NULL);
@@ -540,7 +548,7 @@ tree_emit(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, siz
 	struct sync_run *s = arg;
 	int r, isnew;
 
-	if ((r = send_object(s, id, data, len, NULL, &isnew)) != 0)
+	if ((r = send_object(s, id, data, len, NULL, SEND_TREE, &isnew)) != 0)
 		return r;
 	if (isnew) {
 		s->trees_new++;
@@ -607,8 +615,8 @@ chunk_file(struct sync_run *s, int dirfd, const char *name, const struct stat *s
 		/* The chunks found in what is read (each with CHUNK_MAX bytes after its start,
 		 * or the file's end), hashed side by side: SHA-256 for the ids, MD5 for the
 		 * uploads. */
-		for (nb = 0, pos = off; nb < SYNC_CHUNK_BATCH && pos < fill &&
-		     (eof || fill - pos >= CHUNK_MAX);
+		for (nb = 0, pos = off;
+		     nb < SYNC_CHUNK_BATCH && pos < fill && (eof || fill - pos >= CHUNK_MAX);
 		     nb++) {
 			data[nb] = s->cbuf + pos;
 			len[nb] = chunk_next(s->cbuf + pos, fill - pos);
@@ -627,7 +635,8 @@ chunk_file(struct sync_run *s, int dirfd, const char *name, const struct stat *s
 			}
 			if (s->snd != NULL)
 				hash_to_hex(md5s[k], HASH_MD5_LEN, md5);
-			r = send_object(s, ids[k], data[k], len[k], s->snd ? md5 : NULL, &isnew);
+			r = send_object(
+			    s, ids[k], data[k], len[k], s->snd ? md5 : NULL, SEND_CHUNK, &isnew);
 			if (r != 0)
 				goto out;
 			if (isnew) {
@@ -665,8 +674,8 @@ out:
 /* Adds a file's entry to the trees: its chunks are the list of a chunked file, one
  * chunk (the whole content) otherwise, none when empty. */
 static int
-tree_add_file(struct sync_run *s, const char *path, const struct files_row *row, uint32_t uid,
-    uint32_t gid)
+tree_add_file(
+    struct sync_run *s, const char *path, const struct files_row *row, uint32_t uid, uint32_t gid)
 {
 	struct tree_entry te;
 	struct tree_chunk one, *chunks = NULL;
@@ -940,6 +949,8 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 		return defer(s, DQ_SAME, se, &row);
 	memset(&row, 0, sizeof(row));
 	if (st->st_size >= SYNC_CHUNKED) {
+		uint64_t new0 = s->chunks_new;
+
 		r = STEP_ECHANGED;
 		for (i = 0; i < SYNC_HASH_TRY && r == STEP_ECHANGED; i++)
 			r = chunk_file(s, se->dirfd, se->name, st, i, &row, &hst);
@@ -956,6 +967,10 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 			return 0;
 		}
 		s->hashed++;
+		s->chunked_files_new += s->chunks_new > new0;
+		if (s->dry_run && s->chunks_new > new0)
+			printf(
+			    "would send %s (%" PRIu64 " bytes)\n", se->path, (uint64_t)hst.st_size);
 	} else if (st->st_size == 0) {
 		memcpy(row.md5, MANIFEST_EMPTY_MD5, sizeof(row.md5));
 		hst = *st;
@@ -1745,11 +1760,12 @@ reconcile_by_list(struct sync_run *s, struct client *c)
 	}
 	if ((r = db_begin(s->db)) != 0)
 		goto out;
-	r = db_exec(s->db, "CREATE TEMP TABLE IF NOT EXISTS srv_keys(k TEXT PRIMARY KEY);"
-	                   "DELETE FROM temp.srv_keys;");
-	if (r == 0 && (rc = sqlite3_prepare_v2(db_handle(s->db),
-	                   "INSERT OR IGNORE INTO temp.srv_keys VALUES(?)", -1, &ins, NULL)) !=
-	        SQLITE_OK)
+	r = db_exec(s->db,
+	    "CREATE TEMP TABLE IF NOT EXISTS srv_keys(k TEXT PRIMARY KEY);"
+	    "DELETE FROM temp.srv_keys;");
+	if (r == 0 &&
+	    (rc = sqlite3_prepare_v2(db_handle(s->db),
+	         "INSERT OR IGNORE INTO temp.srv_keys VALUES(?)", -1, &ins, NULL)) != SQLITE_OK)
 		r = db_err(rc);
 	for (i = 0; r == 0 && i < n; i++) {
 		sqlite3_bind_text(ins, 1, keys[i], -1, SQLITE_STATIC);
@@ -1759,8 +1775,12 @@ reconcile_by_list(struct sync_run *s, struct client *c)
 			r = db_err(rc);
 	}
 	if (r == 0)
-		r = db_exec(s->db, "DELETE FROM objects WHERE substr(okey, 1, 2) <> 'o.' OR okey NOT "
-		                   "IN (SELECT k FROM temp.srv_keys); DELETE FROM temp.srv_keys;");
+		r = db_exec(s->db,
+		    "DELETE FROM objects WHERE substr(okey, 1, 2) <> 'o.' OR okey NOT "
+		    "IN (SELECT k FROM temp.srv_keys);"
+		    "INSERT OR IGNORE INTO objects(okey, size, md5, t) SELECT k, 0, '',"
+		    " strftime('%s', 'now') FROM temp.srv_keys WHERE substr(k, 1, 2) = 'o.';"
+		    "DELETE FROM temp.srv_keys;");
 	if (r == 0 && s->has_gen)
 		r = server_id_store_set(s->db, s->store_id, s->gen0);
 	sqlite3_finalize(ins);
@@ -1931,16 +1951,20 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		       " symlinks, %" PRIu64 " bytes; sent %" PRIu64 " files (%" PRIu64
 		       " bytes), %" PRIu64 " already on the server\n",
 		    name, h.seq, unchanged ? " unchanged (no new snapshot recorded)" : "", h.files,
-		    h.dirs, h.symlinks, h.bytes, s->sent, s->sent_bytes, s->existed);
+		    h.dirs, h.symlinks, h.bytes, s->sent + s->chunked_files_new, s->sent_bytes,
+		    s->existed);
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		              "s:I, s:I}",
 		        "command", "sync", "name", name, "seq", (json_int_t)h.seq, "unchanged",
 		        unchanged, "files", (json_int_t)h.files, "dirs", (json_int_t)h.dirs,
 		        "symlinks", (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes,
-		        "sent_files", (json_int_t)s->sent, "sent_bytes", (json_int_t)s->sent_bytes,
-		        "read_errors", (json_int_t)s->read_errors, "existed",
-		        (json_int_t)s->existed, "blocks_sent", (json_int_t)s->blocks_sent));
+		        "sent_files", (json_int_t)(s->sent + s->chunked_files_new), "sent_bytes",
+		        (json_int_t)s->sent_bytes, "read_errors", (json_int_t)s->read_errors,
+		        "existed", (json_int_t)s->existed, "blocks_sent",
+		        (json_int_t)s->blocks_sent, "chunks_sent", (json_int_t)s->chunks_sent,
+		        "tree_bytes_sent", (json_int_t)s->tree_bytes_sent));
 	if (s->read_errors > 0) {
 		agent_error("sync '%s': %" PRIu64 " entries could not be read and are not in "
 		            "snapshot #%" PRIu64,

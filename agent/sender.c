@@ -17,6 +17,7 @@ struct sjob {
 	uint8_t *data;
 	size_t len;
 	char given_md5[HASH_MD5_HEX]; /* "" when not given */
+	int tag;
 	/* results */
 	int rc, existed;
 	uint64_t blocks_sent;
@@ -162,11 +163,12 @@ sender_new(const struct client_opts *o, int nconn, size_t budget, struct sender 
 }
 
 int
-sender_put(struct sender *s, const char *key, uint8_t *data, size_t len, const char *md5)
+sender_put(struct sender *s, const char *key, uint8_t *data, size_t len, const char *md5, int tag)
 {
 	struct sjob *j = xcalloc(1, sizeof(*j));
 	int r = 0;
 
+	j->tag = tag;
 	if (md5 != NULL)
 		snprintf(j->given_md5, sizeof(j->given_md5), "%s", md5);
 	j->key = xstrdup(key);
@@ -215,6 +217,7 @@ sender_collect(struct sender *s, sender_done_fn *fn, void *arg)
 			d.md5 = j->md5;
 			d.existed = j->existed;
 			d.blocks_sent = j->blocks_sent;
+			d.tag = j->tag;
 			r = fn(arg, &d);
 		}
 		job_free(j);

@@ -30,6 +30,7 @@ struct sender_done {
 	const char *md5;   /* verified MD5 when rc == 0 */
 	int existed;       /* 1 when the server had it already */
 	uint64_t blocks_sent;
+	int tag; /* sender_put()'s */
 };
 typedef int sender_done_fn(void *arg, const struct sender_done *d);
 
@@ -40,10 +41,12 @@ typedef int sender_done_fn(void *arg, const struct sender_done *d);
 int sender_new(const struct client_opts *o, int nconn, size_t budget, struct sender **outp);
 
 /* Queues data (len bytes, malloc()ed; taken in every case) for upload under key (copied);
- * md5 (copied) is its MD5 when the caller computed it, else NULL.
+ * md5 (copied) is its MD5 when the caller computed it, else NULL; tag is the caller's, handed
+ * back with the result.
  * Blocks while the budget is used up. 0, or STEP_ESTOPPED once a worker failed fatally
  * (transport or login: the remaining queue is failed with that code). */
-int sender_put(struct sender *s, const char *key, uint8_t *data, size_t len, const char *md5);
+int sender_put(
+    struct sender *s, const char *key, uint8_t *data, size_t len, const char *md5, int tag);
 
 /* Hands every finished upload to fn (in the caller's thread) and forgets it; stops at
  * fn's first non-zero return, which it returns. */

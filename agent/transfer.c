@@ -68,8 +68,8 @@ struct up {
 	struct hash_ctx *md5;
 	uint32_t hashed;       /* blocks 0..hashed-1 are in md5 */
 	const char *known_md5; /* the source's MD5 given by the caller: md5 stays unused */
-	uint8_t *blk;    /* read buffer, bs bytes (file sources) */
-	uint32_t *fifo;  /* block indexes awaiting answers, in order */
+	uint8_t *blk;          /* read buffer, bs bytes (file sources) */
+	uint32_t *fifo;        /* block indexes awaiting answers, in order */
 	size_t fhead, flen, fcap;
 	int window;
 	char server_md5[HASH_MD5_HEX]; /* from the completing UPLOAD, "" until then */

@@ -23,8 +23,8 @@ struct walk {
 };
 
 int
-treewalk_fetch(struct client *c, const uint8_t id[HASH_SHA256_LEN], uint8_t **datap,
-    size_t *lenp, char *errbuf, size_t errlen)
+treewalk_fetch(struct client *c, const uint8_t id[HASH_SHA256_LEN], uint8_t **datap, size_t *lenp,
+    char *errbuf, size_t errlen)
 {
 	char key[MANIFEST_KEY_MAX + 1];
 	uint8_t got[HASH_SHA256_LEN], *data = NULL;

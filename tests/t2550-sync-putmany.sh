@@ -53,7 +53,13 @@ ok "sync of $NOBJ objects: the small ones in PUTMANY requests, restored identica
 	same_tree "$SRC" "$T_DIR/r1"
 '
 
-ok "a fresh state: every object found (402, then GET), none sent" '
+ok "a fresh state: the server's listing confirms every object, none is sent" '
+	n1=$(grep -c "PUTMANY: " "$STEPD_LOG") &&
+	$SS --state "$T_DIR/fresh2.db" --json sync --name pm "$SRC" >"$T_DIR/out2.json" &&
+	grep -q "\"sent_files\":0," "$T_DIR/out2.json" &&
+	grep -q "\"sent_bytes\":0," "$T_DIR/out2.json" &&
+	[ "$(grep -c "PUTMANY: " "$STEPD_LOG")" -eq "$n1" ]
+'
 	before=$(putmany_objects "$STEPD_LOG") && n1=$(grep -c "PUTMANY: " "$STEPD_LOG") &&
 	$SS --state "$T_DIR/fresh2.db" --json sync --name pm "$SRC" >"$T_DIR/out2.json" &&
 	grep -q "\"sent_files\":0," "$T_DIR/out2.json" &&
