@@ -185,7 +185,7 @@ struct sync_run {
 	size_t nnewlists, capnewlists;
 	struct buf clist; /* the chunk list being built */
 	uint64_t chunked, chunks_new, chunk_bytes_new, trees_new, tree_bytes_new;
-	uint64_t chunks_sent, tree_bytes_sent; /* confirmed sent (not found there already) */
+	uint64_t chunks_sent, trees_sent, tree_bytes_sent; /* sent (not found there already) */
 	uint64_t chunked_files_new;            /* chunked files with a chunk to send */
 
 	uint64_t known, found, hashed, read_errors, visited;
@@ -495,6 +495,7 @@ sent_done(void *arg, const struct sender_done *d)
 		s->chunks_sent++;
 	} else if (!d->existed) {
 		s->tree_bytes_sent += d->size;
+		s->trees_sent++;
 	}
 	return files_object_add(s->files, d->key, d->size, d->md5);
 }
@@ -1956,7 +1957,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	if (a->json)
 		agent_json(a,
 		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-		              "s:I, s:I}",
+		              "s:I, s:I, s:I}",
 		        "command", "sync", "name", name, "seq", (json_int_t)h.seq, "unchanged",
 		        unchanged, "files", (json_int_t)h.files, "dirs", (json_int_t)h.dirs,
 		        "symlinks", (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes,
@@ -1964,7 +1965,8 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		        (json_int_t)s->sent_bytes, "read_errors", (json_int_t)s->read_errors,
 		        "existed", (json_int_t)s->existed, "blocks_sent",
 		        (json_int_t)s->blocks_sent, "chunks_sent", (json_int_t)s->chunks_sent,
-		        "tree_bytes_sent", (json_int_t)s->tree_bytes_sent));
+		        "trees_sent", (json_int_t)s->trees_sent, "tree_bytes_sent",
+		        (json_int_t)s->tree_bytes_sent));
 	if (s->read_errors > 0) {
 		agent_error("sync '%s': %" PRIu64 " entries could not be read and are not in "
 		            "snapshot #%" PRIu64,
