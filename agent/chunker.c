@@ -8,16 +8,16 @@
  * full window and the bytes before that are skipped unread. The cut test looks at the top
  * bits of h (they mix all 64 bytes of the window; the low bits would see only the last few).
  *
- * Normalized chunking (FastCDC, level 2): before CHUNK_AVG a cut needs 22 zero bits (one
- * chance in 4 Mi per byte), from CHUNK_AVG on only 18 (one in 256 Ki), so chunk sizes
- * bunch up around CHUNK_AVG instead of spreading out geometrically; a cut is forced at
- * CHUNK_MAX. On random data the mean chunk is about 1.17 MiB.
+ * Normalized chunking (FastCDC, level 2): before CHUNK_AVG (512 KiB = 2^19) a cut needs 21
+ * zero bits (one chance in 2 Mi per byte), from CHUNK_AVG on only 17 (one in 128 Ki), so
+ * chunk sizes bunch up around CHUNK_AVG instead of spreading out geometrically; a cut is
+ * forced at CHUNK_MAX.
  */
 #include "chunker.h"
 
 #define WINDOW 64
-#define MASK_S (~0ull << (64 - 22)) /* before CHUNK_AVG: harder to cut */
-#define MASK_L (~0ull << (64 - 18)) /* from CHUNK_AVG on: easier */
+#define MASK_S (~0ull << (64 - 21)) /* before CHUNK_AVG: harder to cut */
+#define MASK_L (~0ull << (64 - 17)) /* from CHUNK_AVG on: easier */
 
 /*
  * The Gear table: 256 fixed pseudo-random 64-bit values, written out so that no build and

@@ -156,7 +156,7 @@ check_seen(void *arg, const uint8_t id[HASH_SHA256_LEN])
 	struct check_run *k = arg;
 	char key[MANIFEST_KEY_MAX + 1];
 
-	manifest_object_key(id, key, sizeof(key));
+	manifest_tree_key(id, key, sizeof(key));
 	return seen_key(k, key);
 }
 

@@ -67,7 +67,7 @@ walk_seen(void *arg, const uint8_t id[HASH_SHA256_LEN])
 	char key[MANIFEST_KEY_MAX + 1];
 	int r, rc;
 
-	manifest_object_key(id, key, sizeof(key));
+	manifest_tree_key(id, key, sizeof(key));
 	if (p->ins == p->ins_cand) {
 		sqlite3_bind_text(p->has_keep, 1, key, -1, SQLITE_TRANSIENT);
 		rc = sqlite3_step(p->has_keep);

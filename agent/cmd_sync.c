@@ -68,8 +68,10 @@
 #define SYNC_HASH_BATCH  256
 #define SYNC_DQ_MAX      1024 /* entries waiting for the batch, at most */
 /* Files of at least this size are cut into content-defined chunks (chunker.h), read once
- * by the scan, each new chunk sent from memory while the scan goes on (sender.h). */
-#define SYNC_CHUNKED     CHUNK_MIN
+ * by the scan, each new chunk sent from memory while the scan goes on (sender.h). Smaller
+ * ones stay one object (a change re-sends at most 1 MiB), uploaded after the scan with
+ * resume rows and progress in `status`. */
+#define SYNC_CHUNKED     (1u << 20)
 #define SYNC_CBUF        (64u << 20) /* the chunking read buffer */
 #define SYNC_SEND_BUDGET (64u << 20) /* chunk and tree bytes queued or in flight */
 #define SYNC_CHUNK_BATCH 16          /* chunks hashed side by side (md5_many's lanes) */
@@ -186,7 +188,7 @@ struct sync_run {
 	struct buf clist; /* the chunk list being built */
 	uint64_t chunked, chunks_new, chunk_bytes_new, trees_new, tree_bytes_new;
 	uint64_t chunks_sent, trees_sent, tree_bytes_sent; /* sent (not found there already) */
-	uint64_t chunked_files_new;            /* chunked files with a chunk to send */
+	uint64_t chunked_files_new;                        /* chunked files with a chunk to send */
 
 	uint64_t known, found, hashed, read_errors, visited;
 	uint64_t pending, pending_bytes;
@@ -497,7 +499,8 @@ sent_done(void *arg, const struct sender_done *d)
 		s->tree_bytes_sent += d->size;
 		s->trees_sent++;
 	}
-	return files_object_add(s->files, d->key, d->size, d->md5);
+	/* The objects table sums file content (status: bytes sent); a tree counts as 0. */
+	return files_object_add(s->files, d->key, d->tag == SEND_CHUNK ? d->size : 0, d->md5);
 }
 
 static int
@@ -522,7 +525,10 @@ send_object(struct sync_run *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t
 	*newp = 0;
 	if (idset_has(&s->queued, id))
 		return 0;
-	manifest_object_key(id, key, sizeof(key));
+	if (tag == SEND_TREE)
+		manifest_tree_key(id, key, sizeof(key));
+	else
+		manifest_object_key(id, key, sizeof(key));
 	if ((r = files_object_known(s->files, key)) != 0)
 		return r < 0 ? r : 0;
 	if ((r = pend_has(s, key, pend_fp(key))) != 0)
@@ -1750,15 +1756,21 @@ bind_server(const struct agent *a, struct db *db)
 static int
 reconcile_by_list(struct sync_run *s, struct client *c)
 {
-	char **keys = NULL;
+	char **keys = NULL, **tkeys = NULL;
 	sqlite3_stmt *ins = NULL;
-	size_t n = 0, i;
+	size_t n = 0, nt = 0, i;
 	int r, rc;
 
-	if ((r = client_list(c, "o.", &keys, &n)) != 0) {
+	if ((r = client_list(c, "o.", &keys, &n)) != 0 ||
+	    (r = client_list(c, "t.", &tkeys, &nt)) != 0) {
 		set_fatal(s, r, "cannot list the objects on the server", client_error(c));
+		client_keys_free(keys, n);
 		return r;
 	}
+	keys = xrealloc(keys, (n + nt + 1) * sizeof(*keys));
+	memcpy(keys + n, tkeys, nt * sizeof(*keys));
+	n += nt;
+	free(tkeys);
 	if ((r = db_begin(s->db)) != 0)
 		goto out;
 	r = db_exec(s->db,
@@ -1777,10 +1789,10 @@ reconcile_by_list(struct sync_run *s, struct client *c)
 	}
 	if (r == 0)
 		r = db_exec(s->db,
-		    "DELETE FROM objects WHERE substr(okey, 1, 2) <> 'o.' OR okey NOT "
+		    "DELETE FROM objects WHERE substr(okey, 1, 2) NOT IN ('o.', 't.') OR okey NOT "
 		    "IN (SELECT k FROM temp.srv_keys);"
 		    "INSERT OR IGNORE INTO objects(okey, size, md5, t) SELECT k, 0, '',"
-		    " strftime('%s', 'now') FROM temp.srv_keys WHERE substr(k, 1, 2) = 'o.';"
+		    " strftime('%s', 'now') FROM temp.srv_keys;"
 		    "DELETE FROM temp.srv_keys;");
 	if (r == 0 && s->has_gen)
 		r = server_id_store_set(s->db, s->store_id, s->gen0);

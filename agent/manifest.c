@@ -607,6 +607,23 @@ manifest_object_key(const uint8_t sha256[HASH_SHA256_LEN], char *out, size_t out
 }
 
 int
+manifest_tree_key(const uint8_t sha256[HASH_SHA256_LEN], char *out, size_t outlen)
+{
+	int r = manifest_object_key(sha256, out, outlen);
+
+	if (r == 0)
+		out[0] = 't';
+	return r;
+}
+
+int
+manifest_is_tree_key(const char *key)
+{
+	return strncmp(key, "t.", 2) == 0 && strlen(key) == 2 + 2 * HASH_SHA256_LEN &&
+	    is_hex_lower(key + 2, 2 * HASH_SHA256_LEN);
+}
+
+int
 manifest_name_encode(const char *name, char *out, size_t outlen)
 {
 	static const char hex[] = "0123456789abcdef";

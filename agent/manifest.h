@@ -109,6 +109,10 @@ void manifest_reader_free(struct manifest_reader *r);
  * STEP_ETOOBIG (out too small).
  */
 int manifest_object_key(const uint8_t sha256[HASH_SHA256_LEN], char *out, size_t outlen);
+/* Tree objects of snapshot format 2 (tree.h): "t." + hex SHA-256 of the tree's bytes, so
+ * they are told from file content by their key (status, counts, listings). */
+int manifest_tree_key(const uint8_t sha256[HASH_SHA256_LEN], char *out, size_t outlen);
+int manifest_is_tree_key(const char *key);
 int manifest_name_encode(const char *name, char *out, size_t outlen);
 int manifest_snapshot_key(const char *name, uint64_t seq, char *out, size_t outlen);
 /* Prefix "s.<encoded NAME>." of every snapshot key of name. */

@@ -1,9 +1,11 @@
 /*
  * sender.c — worker threads uploading in-memory objects; see sender.h.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client.h"
 #include "err.h"
@@ -103,6 +105,8 @@ worker(void *arg)
 			s->qtail = NULL;
 		j->next = NULL;
 		s->busy++;
+		if (s->fatal == 0 && util_stop_pending())
+			s->fatal = STEP_ESTOPPED; /* SIGTERM/SIGINT: no new upload starts */
 		if (s->fatal != 0 || c == NULL) {
 			j->rc = s->fatal != 0 ? s->fatal : STEP_ENOMEM;
 			snprintf(j->error, sizeof(j->error), "%s", step_strerror(j->rc));
@@ -175,9 +179,21 @@ sender_put(struct sender *s, const char *key, uint8_t *data, size_t len, const c
 	j->data = data;
 	j->len = len;
 	pthread_mutex_lock(&s->mu);
-	/* One object larger than the budget still goes, alone. */
-	while (s->fatal == 0 && s->bytes > 0 && s->bytes + len > s->budget)
-		pthread_cond_wait(&s->space, &s->mu);
+	/* One object larger than the budget still goes, alone. A stop request (SIGTERM,
+	 * SIGINT) is looked for while waiting. */
+	while (s->fatal == 0 && s->bytes > 0 && s->bytes + len > s->budget) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (pthread_cond_timedwait(&s->space, &s->mu, &ts) == ETIMEDOUT &&
+		    util_stop_pending())
+			s->fatal = STEP_ESTOPPED;
+	}
 	if (s->fatal != 0) {
 		r = STEP_ESTOPPED;
 	} else {

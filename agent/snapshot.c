@@ -340,7 +340,7 @@ snapshot_record_encode(const struct snapshot_record *rec, struct buf *out)
 	char *d;
 	int r = STEP_ENOMEM;
 
-	if (manifest_object_key(rec->root, root, sizeof(root)) != 0)
+	if (manifest_tree_key(rec->root, root, sizeof(root)) != 0)
 		return STEP_EINVAL;
 	o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I}", "stepsync_snapshot",
 	    SNAPSHOT_FORMAT, "name", rec->name, "seq", (json_int_t)rec->seq, "time",
@@ -378,7 +378,7 @@ snapshot_record_decode(const char *data, size_t len, struct snapshot_record *rec
 	name = json_string_value(json_object_get(o, "name"));
 	root = json_string_value(json_object_get(o, "root"));
 	if (name == NULL || strlen(name) >= sizeof(rec->name) || root == NULL ||
-	    !manifest_is_object_key(root) ||
+	    !manifest_is_tree_key(root) ||
 	    util_hex_decode(root + 2, rec->root, sizeof(rec->root)) != 0)
 		goto out;
 	snprintf(rec->name, sizeof(rec->name), "%s", name);

@@ -75,7 +75,7 @@ int snapshot_fetch_key(struct client *c, const char *key, FILE **outp);
 /*
  * Snapshot format 2: the FILE object s.<NAME>.<seq> is one JSON line naming the root tree
  * (tree.h) instead of a manifest:
- *   {"stepsync_snapshot":2,"name":..,"seq":..,"time":..,"root":"o.<hex>",
+ *   {"stepsync_snapshot":2,"name":..,"seq":..,"time":..,"root":"t.<hex>",
  *    "files":..,"dirs":..,"symlinks":..,"bytes":..}
  * A format-1 object starts with a manifest header ({"stepsync_manifest":1,...}).
  */

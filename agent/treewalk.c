@@ -32,7 +32,7 @@ treewalk_fetch(struct client *c, const uint8_t id[HASH_SHA256_LEN], uint8_t **da
 	size_t len = 0;
 	int r;
 
-	manifest_object_key(id, key, sizeof(key));
+	manifest_tree_key(id, key, sizeof(key));
 	if ((r = client_get_mem(c, key, TREE_MAX_BYTES, &data, &len, &res)) != 0) {
 		snprintf(errbuf, errlen, "tree %s: %s", key,
 		    r == STEP_ENOENT ? "missing on the server" : client_error(c));

@@ -53,7 +53,7 @@ ok "sync of $NOBJ objects: the small ones in PUTMANY requests, restored identica
 	same_tree "$SRC" "$T_DIR/r1"
 '
 
-ok "a fresh state: the server's listing confirms every object, none is sent" '
+ok "a fresh state: the server listing confirms every object, none is sent" '
 	n1=$(grep -c "PUTMANY: " "$STEPD_LOG") &&
 	$SS --state "$T_DIR/fresh2.db" --json sync --name pm "$SRC" >"$T_DIR/out2.json" &&
 	grep -q "\"sent_files\":0," "$T_DIR/out2.json" &&

@@ -37,7 +37,7 @@ ok "no change: nothing sent, not even a tree" '
 ok "1 MiB overwritten in the middle: a few chunks, not the file" '
 	head -c 1048576 /dev/urandom | dd of="$SRC/big.img" bs=1048576 seek=12 conv=notrunc status=none &&
 	sync_json s3 && echo "sent $(field s3 sent_bytes) bytes in $(field s3 chunks_sent) chunks" &&
-	[ "$(field s3 chunks_sent)" -le 4 ] && [ "$(field s3 sent_bytes)" -le 6291456 ] &&
+	[ "$(field s3 chunks_sent)" -le 8 ] && [ "$(field s3 sent_bytes)" -le 5242880 ] &&
 	[ "$(field s3 trees_sent)" -eq 1 ]
 '
 

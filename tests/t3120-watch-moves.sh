@@ -105,8 +105,8 @@ ok "a restarted watcher that finds nothing new records no new snapshot" '
 	wait_for "tail -n 1 \"$T_DIR/watch.out\" | grep -q unchanged" 200 &&
 	[ "$(latest)" -eq "$(cat "$T_DIR/seen")" ]
 '
-ok "status shows an upload in progress with its percentage while watch runs" '
-	head -c 2000000 /dev/urandom >"$D/large.bin" &&
+ok "status shows an upload in progress (a file below the chunking size) with its percentage" '
+	head -c 1000000 /dev/urandom >"$D/large.bin" &&
 	wait_for "status_json \"u=o[\\\"uploads\\\"]; sys.exit(not (len(u) == 1 and 0 < u[0][\\\"percent\\\"] < 100))\"" 400 &&
 	$SW status >st && grep -q "^uploads in progress: 1" st &&
 	grep -q "large.bin: [0-9]*% (" st

@@ -5,14 +5,14 @@
 #
 #   BENCH_BIG_MIB   size of the large-file test (default 512)
 #   BENCH_SMALL_N   number of small files for the sync test (default 20000)
-#   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch")
+#   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch snap")
 #   BENCH_ROUNDS    rounds of the large-file measurements (default 1; ratios are per round,
 #                   the summary prints their median)
 set -u
 : "${BIN:?}" "${TOP:?}"
 BIG_MIB=${BENCH_BIG_MIB:-512}
 SMALL_N=${BENCH_SMALL_N:-20000}
-PARTS=${BENCH_PARTS:-put server sync smallobj rss watch}
+PARTS=${BENCH_PARTS:-put server sync smallobj rss watch snap}
 W=$(mktemp -d "${TMPDIR:-/tmp}/step-bench.XXXXXX")
 PIDS=""
 cleanup() {
@@ -289,4 +289,8 @@ fi
 if [[ " $PARTS " == *" watch "* ]] && [ -x "$TOP/contrib/bench/watch-latency.sh" ]; then
 	echo "## watch: change -> restorable snapshot"
 	W="$W" SSPW="$W/pw" "$TOP/contrib/bench/watch-latency.sh"
+fi
+
+if [[ " $PARTS " == *" snap "* ]]; then
+	W="$W" "$TOP/contrib/bench/snapshots.sh"
 fi
