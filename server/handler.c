@@ -228,13 +228,44 @@ hpending_free(struct hpending *p)
 	free(p);
 }
 
+/*
+ * The 200 answer to a LOGIN of user with token: the token, the server, the extensions and
+ * (objgen) the store's id and user's obj_gen. NULL on allocation failure.
+ */
+static json_t *
+login_reply(struct handler *h, const char *user, size_t ulen, const char *token)
+{
+	json_t *reply = handler_reply("AUTH", "LOGIN", STEP_ST_OK, "Login succeeded.");
+	json_t *ext = json_pack("[ssssssss]", "resume", "block_md5", "list", "zero_size", "bye",
+	    "putmany", "big_blocks", "objgen");
+	char name[AUTH_MAX_USER + 1];
+	int64_t gen = 0;
+
+	if (reply == NULL || ext == NULL || ulen > AUTH_MAX_USER) {
+		json_decref(reply);
+		json_decref(ext);
+		return NULL;
+	}
+	json_array_append_new(ext, json_string("any_block"));
+	json_object_set_new(reply, "token", json_string(token));
+	json_object_set_new(reply, "server", json_string("stepd/0.1"));
+	json_object_set_new(reply, "extensions", ext);
+	memcpy(name, user, ulen);
+	name[ulen] = '\0';
+	if (h->st != NULL && store_obj_gen(h->st, name, &gen) == 0) {
+		json_object_set_new(reply, "store_id", json_string(store_id(h->st)));
+		json_object_set_new(reply, "obj_gen", json_integer((json_int_t)gen));
+	}
+	return reply;
+}
+
 static int
 handle_login(struct hreq *r)
 {
 	const char *user, *pass;
 	size_t ulen, plen;
 	char *token = NULL;
-	json_t *reply, *ext;
+	json_t *reply;
 	int e;
 
 	if (strcmp(r->type, "AUTH") != 0)
@@ -253,18 +284,7 @@ handle_login(struct hreq *r)
 		return hreq_fail(r, STEP_ST_BADPASS, "Wrong username or password.");
 	if (e != 0)
 		return hreq_fail(r, handler_status(e), status_text(e));
-	reply = hreq_ok(r, "Login succeeded.");
-	ext = json_pack("[ssssss]", "resume", "block_md5", "list", "zero_size", "bye", "putmany");
-	if (reply != NULL) {
-		json_object_set_new(reply, "token", json_string(token));
-		json_object_set_new(reply, "server", json_string("stepd/0.1"));
-		if (ext != NULL) {
-			json_array_append_new(ext, json_string("big_blocks"));
-			json_object_set_new(reply, "extensions", ext);
-		}
-	} else {
-		json_decref(ext);
-	}
+	reply = login_reply(r->h, user, ulen, token);
 	free(token);
 	return hreq_send(r, reply);
 }

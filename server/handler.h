@@ -59,6 +59,10 @@ int handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, siz
 #define HANDLER_PUTMANY_MAX     1024
 #define HANDLER_PUTMANY_MAX_BIN (4u << 20)
 
+/* The any_block extension: FILE GET's want_block_size and FILE DOWNLOAD's block_size accept
+ * 1..HANDLER_ANY_BLOCK_MAX bytes. */
+#define HANDLER_ANY_BLOCK_MAX (1u << 20)
+
 /* 1 when req (decoded, not yet validated) may carry a binary part larger than one block:
  * a FILE PUTMANY. The framing layer asks before it waits for such a binary part. */
 int handler_big_bin_ok(const json_t *req);

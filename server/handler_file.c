@@ -196,10 +196,26 @@ lookup(struct hreq *r, const char *key, size_t keylen, struct store_obj *o)
 	return -1;
 }
 
+/*
+ * The any_block extension: the integer field name when it is 1..HANDLER_ANY_BLOCK_MAX,
+ * else def (absent or anything else: today's behaviour, as a client that does not know the
+ * extension expects).
+ */
+static uint32_t
+opt_block_size(struct hreq *r, const char *name, uint32_t def)
+{
+	long long v;
+
+	if (codec_get_int(r->req, name, &v) != 0 || v < 1 || v > HANDLER_ANY_BLOCK_MAX)
+		return def;
+	return (uint32_t)v;
+}
+
 static int
 file_get(struct hreq *r)
 {
 	struct store_obj o;
+	uint32_t bs;
 	const char *key;
 	size_t keylen;
 	json_t *reply;
@@ -208,8 +224,9 @@ file_get(struct hreq *r)
 		return HANDLER_DONE;
 	if ((reply = hreq_ok_alloc(r, "OK")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	put_plan(
-	    reply, key, keylen, o.size, o.block_size, (o.size + o.block_size - 1) / o.block_size);
+	/* any_block extension: the plan in blocks of the size the client wants. */
+	bs = opt_block_size(r, "want_block_size", o.block_size);
+	put_plan(reply, key, keylen, o.size, bs, (o.size + bs - 1) / bs);
 	json_object_set_new(reply, "md5", json_string(o.md5));
 	return hreq_send(r, reply);
 }
@@ -218,6 +235,7 @@ static int
 file_download(struct hreq *r)
 {
 	struct store_obj o;
+	uint32_t bs;
 	const char *key;
 	size_t keylen, mark;
 	uint64_t total, len;
@@ -228,11 +246,12 @@ file_download(struct hreq *r)
 	if (hreq_key(r, 0, NULL, &key, &keylen) != 0 || lookup(r, key, keylen, &o) != 0 ||
 	    get_index(r, &idx) != 0)
 		return HANDLER_DONE;
-	total = (o.size + o.block_size - 1) / o.block_size;
+	/* any_block extension: block_index counts blocks of the size the client names. */
+	bs = opt_block_size(r, "block_size", o.block_size);
+	total = (o.size + bs - 1) / bs;
 	if (idx < 0 || (uint64_t)idx >= total)
 		return hreq_fail(r, STEP_ST_FIELD, "The block_index is out of range.");
-	len = (uint64_t)idx + 1 < total ? o.block_size
-	                                : o.size - (uint64_t)o.block_size * (total - 1);
+	len = (uint64_t)idx + 1 < total ? bs : o.size - (uint64_t)bs * (total - 1);
 	if ((reply = hreq_ok_alloc(r, "OK")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	json_object_set_new(reply, "key", json_stringn(key, keylen));
@@ -245,7 +264,7 @@ file_download(struct hreq *r)
 		e = step_fault_alloc() ? STEP_ENOMEM : buf_reserve(r->out, (size_t)len);
 	if (e == 0)
 		e = store_object_read(
-		    r->h->st, &o, (uint64_t)idx * o.block_size, buf_tail(r->out), (size_t)len);
+		    r->h->st, &o, (uint64_t)idx * bs, buf_tail(r->out), (size_t)len);
 	if (e == 0) {
 		buf_commit(r->out, (size_t)len);
 		return HANDLER_DONE;
@@ -299,6 +318,7 @@ handler_list(struct hreq *r, int data)
 	size_t plen = 0, alen = 0;
 	long long limit = 1000;
 	json_t *keys, *reply;
+	int64_t gen = 0;
 	int e, more = 0;
 
 	if (codec_get_str(r->req, "prefix", &prefix, &plen) == STEP_EINVAL ||
@@ -310,8 +330,10 @@ handler_list(struct hreq *r, int data)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"limit\" must be an integer 1..10000.");
 	if ((keys = json_array()) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	e = store_list(
-	    r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add, keys, &more);
+	/* objgen: read before the listing, so a removal after it shows as a newer gen. */
+	if ((e = store_obj_gen(r->h->st, r->user, &gen)) == 0)
+		e = store_list(r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add,
+		    keys, &more);
 	if (e != 0) {
 		json_decref(keys);
 		return hreq_fail(r, handler_status(e), "Cannot list keys.");
@@ -322,6 +344,7 @@ handler_list(struct hreq *r, int data)
 	}
 	json_object_set_new(reply, "keys", keys);
 	json_object_set_new(reply, "more", json_boolean(more));
+	json_object_set_new(reply, "obj_gen", json_integer((json_int_t)gen));
 	return hreq_send(r, reply);
 }
 

@@ -17,7 +17,10 @@ static const char *meta_schema =
     " json TEXT NOT NULL, PRIMARY KEY(user, key)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS blobs(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS users(name TEXT PRIMARY KEY, salt BLOB NOT NULL,"
-    " iter INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;";
+    " iter INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS info(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS obj_gen(user TEXT PRIMARY KEY, gen INTEGER NOT NULL)"
+    " WITHOUT ROWID;";
 
 int
 meta_exec(sqlite3 *db, const char *sql)

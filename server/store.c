@@ -123,6 +123,7 @@ struct put_obj {
 
 struct store {
 	char *root;
+	char id[33]; /* store_id: random at creation, kept in meta.db's info table */
 	struct store_opts o;
 	uint32_t max_block;        /* largest big_blocks plan, 0: STORE_BIG_BLOCK_MAX */
 	int objfd, tmpfd, packdir; /* directory fds */
@@ -1673,7 +1674,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 {
 	struct store_job *j;
 	int64_t now = util_wall_s();
-	int r;
+	int r, abort_tx = 0;
 
 	if (meta_exec(s->wdb, "BEGIN IMMEDIATE") != 0) {
 		r = wdb_err(s);
@@ -1750,6 +1751,14 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			stmt_done(st);
 			if (j->err == STEP_OK && blob_rowid(j->file) > 0)
 				blob_delete(s, blob_rowid(j->file));
+			/* A complete object is gone: its user's obj_gen moves, in this transaction.
+			 */
+			if (j->err == STEP_OK &&
+			    wexec(s,
+			        "INSERT INTO obj_gen(user, gen) VALUES(?1, 1)"
+			        " ON CONFLICT(user) DO UPDATE SET gen = gen + 1",
+			        j->user, NULL, 0, NULL, 0, 0, NULL, 0) != STEP_OK)
+				j->err = wdb_err(s);
 			break;
 		}
 		case JOB_DATA_SAVE:
@@ -1766,8 +1775,8 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			break;
 		}
 	}
-	if (meta_exec(s->wdb, "COMMIT") != 0) {
-		r = wdb_err(s);
+	if (abort_tx || meta_exec(s->wdb, "COMMIT") != 0) {
+		r = abort_tx ? STEP_EIO : wdb_err(s);
 		if (!sqlite3_get_autocommit(s->wdb)) /* SQLite may have rolled back already */
 			meta_exec(s->wdb, "ROLLBACK");
 		for (j = batch; j != NULL; j = j->next)
@@ -2104,6 +2113,71 @@ open_dir(const char *root, const char *sub, int *fd)
 	return STEP_OK;
 }
 
+/* Reads the store's id from meta.db, creating it (random) when the store is new. */
+static int
+load_store_id(struct store *s)
+{
+	uint8_t b[16];
+	char hex[33];
+	sqlite3_stmt *st = NULL;
+	int r = STEP_EIO;
+
+	if (hash_random(b, sizeof(b)) != 0)
+		return STEP_EIO;
+	hash_to_hex(b, sizeof(b), hex);
+	if (sqlite3_prepare_v2(s->wdb,
+	        "INSERT INTO info(name, value) VALUES('store_id', ?1) ON CONFLICT DO NOTHING", -1,
+	        &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, hex, 32, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(s->wdb, "SELECT value FROM info WHERE name = 'store_id'", -1, &st,
+	        NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 0) != 32)
+		goto out;
+	memcpy(s->id, sqlite3_column_text(st, 0), 32);
+	s->id[32] = '\0';
+	r = STEP_OK;
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+const char *
+store_id(const struct store *s)
+{
+	return s->id;
+}
+
+int
+store_obj_gen(struct store *s, const char *user, int64_t *gen)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	pthread_mutex_lock(&s->rlock);
+	if ((st = stmt_get(&s->rstmt, "SELECT gen FROM obj_gen WHERE user = ?1")) == NULL) {
+		pthread_mutex_unlock(&s->rlock);
+		return STEP_EIO;
+	}
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		*gen = sqlite3_column_int64(st, 0);
+		r = STEP_OK;
+	} else if (r == SQLITE_DONE) {
+		*gen = 0;
+		r = STEP_OK;
+	} else {
+		r = STEP_EIO;
+	}
+	stmt_done(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
 /* Reloads one upload row; drops it when its temp file is gone. */
 static void
 load_upload(struct store *s, sqlite3_stmt *st)
@@ -2245,6 +2319,11 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	sqlite3_wal_autocheckpoint(s->wdb, 0);
 	meta_exec(s->wdb, "PRAGMA journal_size_limit=4194304"); /* a grown WAL shrinks back */
 	sqlite3_wal_hook(s->wdb, wal_counted, s);
+	if ((r = load_store_id(s)) != 0) {
+		snprintf(
+		    errbuf, errlen, "cannot read or create the store id in '%s/meta.db'", o->root);
+		goto out;
+	}
 	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file FROM uploads", -1,
 	        &st, NULL) == SQLITE_OK) {
 		while (sqlite3_step(st) == SQLITE_ROW)

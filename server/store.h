@@ -191,4 +191,13 @@ int store_list(struct store *s, const char *user, int data, const char *prefix, 
     const char *after, size_t alen, long long limit,
     int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more);
 
+/* The store's id (objgen extension): 32 lower-case hex digits, random when the store was
+ * first initialised, kept in meta.db; the same for the store's lifetime. Borrowed. */
+const char *store_id(const struct store *s);
+/*
+ * The objgen extension: how many times a complete object of user's was removed (FILE DELETE;
+ * counted in the transaction that removes it). 0 and *gen (0 when never), or STEP_EIO.
+ */
+int store_obj_gen(struct store *s, const char *user, int64_t *gen);
+
 #endif

@@ -910,6 +910,104 @@ def sc_putmany(port):
     still_serving(port)
 
 
+def sc_objgen(port):
+    """objgen: store_id and obj_gen on LOGIN and LIST; only removing a complete object moves
+    obj_gen (not DATA records, not uploads in progress, not uploads)."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check(rep["status"] == 200 and "objgen" in rep["extensions"], "objgen advertised: %r" % rep)
+    sid, tok = rep["store_id"], rep["token"]
+    check(len(sid) == 32 and all(ch in "0123456789abcdef" for ch in sid), "store_id: %r" % sid)
+    check(rep["obj_gen"] == 0, "obj_gen of a new user is 0: %r" % rep)
+    if len(sys.argv) > 3:
+        open(sys.argv[3], "w").write(sid + "\n")
+
+    def gen():
+        rep, _ = expect(c, r("FILE", "LIST", token=tok), 200, what="LIST")
+        d, _ = expect(c, r("DATA", "LIST", token=tok), 200, what="DATA LIST")
+        check(d["obj_gen"] == rep["obj_gen"], "DATA LIST carries the same obj_gen")
+        return rep["obj_gen"]
+
+    upload(c, tok, "a", os.urandom(70000))
+    upload(c, tok, "b", b"small")
+    check(gen() == 0, "uploads do not move obj_gen")
+    expect(c, r("DATA", "SAVE", token=tok, key="d", v=1), 200)
+    expect(c, r("DATA", "DELETE", token=tok, key="d"), 200)
+    expect(c, r("FILE", "SAVE", token=tok, key="p", size=100000), 200)
+    expect(c, r("FILE", "DELETE", token=tok, key="p"), 404, what="DELETE in progress")
+    expect(c, r("FILE", "DELETE", token=tok, key="nosuch"), 404, what="DELETE unknown")
+    check(gen() == 0, "DATA deletes, dropped uploads, unknown keys do not move obj_gen")
+    expect(c, r("FILE", "DELETE", token=tok, key="a"), 200)
+    check(gen() == 1, "a FILE DELETE moves obj_gen to 1")
+    expect(c, r("FILE", "DELETE", token=tok, key="b"), 200)
+    check(gen() == 2, "a second FILE DELETE moves obj_gen to 2 (packed object)")
+    c2 = Conn(port)
+    rep, _ = c2.req(r("AUTH", "LOGIN", username="other-" + CUR["user"],
+                      password=md5(("other-" + CUR["user"]).encode())))
+    check(rep["obj_gen"] == 0 and rep["store_id"] == sid, "per user; one store_id: %r" % rep)
+    rep, _ = c2.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check(rep["obj_gen"] == 2, "LOGIN reports the user's obj_gen: %r" % rep)
+    still_serving(port)
+
+
+def sc_objgen_again(port):
+    """After a restart: the same store_id (argv[3] holds it) and the obj_gen kept (2)."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username="u-objgen", password=md5(b"u-objgen")))
+    check(rep["store_id"] == open(sys.argv[3]).read().strip(), "store_id survives a restart")
+    check(rep["obj_gen"] == 2, "obj_gen survives a restart: %r" % rep)
+
+
+def sc_any_block(port):
+    """any_block: GET want_block_size and DOWNLOAD block_size re-cut an object's blocks."""
+    c, tok = session(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check("any_block" in rep["extensions"], "any_block advertised")
+    data = os.urandom(300001)
+    upload(c, tok, "big", data)
+    small = b"0123456789" * 100
+    upload(c, tok, "small", small)
+    g0, _ = expect(c, r("FILE", "GET", token=tok, key="big"), 200)
+    for bs in (1, 4096, 20480, 65536, 100000, 300000, 300001, 1 << 20):
+        g, _ = expect(c, r("FILE", "GET", token=tok, key="big", want_block_size=bs), 200)
+        check(g["block_size"] == bs and g["total_block"] == (len(data) + bs - 1) // bs and
+              g["size"] == len(data) and g["md5"] == g0["md5"], "GET want %d: %r" % (bs, g))
+        if bs == 1:
+            continue
+        out = b""
+        for i in range(g["total_block"]):
+            d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="big", block_index=i,
+                               block_size=bs), 200)
+            check(d["size"] == len(b) == min(bs, len(data) - i * bs), "block %d of %d" % (i, bs))
+            out += b
+        check(out == data, "download in blocks of %d" % bs)
+        expect(c, r("FILE", "DOWNLOAD", token=tok, key="big", block_index=g["total_block"],
+                    block_size=bs), 410, what="index past the end (%d)" % bs)
+    d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="big", block_index=300000,
+                       block_size=1), 200)
+    check(b == data[300000:300001], "block size 1")
+    d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="small", block_index=0,
+                       block_size=1 << 20), 200)
+    check(b == small, "a packed object in one big block")
+    d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="small", block_index=7,
+                       block_size=100), 200)
+    check(b == small[700:800], "a packed object in blocks of 100")
+    # Absent, or out of range / not an integer: today's plan exactly.
+    for bad in (0, -5, (1 << 20) + 1, "4096", None):
+        o = r("FILE", "GET", token=tok, key="big")
+        if bad is not None:
+            o["want_block_size"] = bad
+        g, _ = expect(c, o, 200)
+        check(g == g0, "GET with want_block_size %r is the plain plan" % (bad,))
+        o = r("FILE", "DOWNLOAD", token=tok, key="big", block_index=1)
+        if bad is not None:
+            o["block_size"] = bad
+        d, b = expect(c, o, 200)
+        bs0 = g0["block_size"]
+        check(b == data[bs0:2 * bs0], "DOWNLOAD with block_size %r: the object's blocks" % (bad,))
+    still_serving(port)
+
+
 def main():
     name, port = sys.argv[1], int(sys.argv[2])
     fn = globals().get("sc_" + name)
