@@ -31,13 +31,16 @@
 #include "store.h"
 #include "util.h"
 
+#define STEPD_DEFAULT_BLOCK 20480 /* what deployed clients cut blocks at (protocol §8) */
+
 static void
 usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: stepd --root DIR [options]\n"
 	    "       stepd --root DIR user add NAME   (password read from stdin, one line)\n"
-	    "       stepd --root DIR user del NAME\n"
+	    "       stepd --root DIR user del NAME     (its tokens stop working at once)\n"
+	    "       stepd --root DIR user passwd NAME  (new password from stdin; old tokens end)\n"
 	    "       stepd --root DIR user list\n"
 	    "\n"
 	    "options:\n"
@@ -52,11 +55,13 @@ usage(FILE *f)
 	    "  --tls-cert FILE        PEM certificate chain for the TLS port (leaf first)\n"
 	    "  --tls-key FILE         PEM private key of that certificate\n"
 	    "  --tls-port-file FILE   write the chosen TLS port to FILE (before --port-file)\n"
+	    "  --no-plain             with --tls-port: serve TLS only (no plain port)\n"
 	    "  --root DIR             storage root (objects, uploads, metadata, secret)\n"
 	    "  --auth users|open      user database (default) or the course rule\n"
 	    "                         password == md5(username)\n"
-	    "  --block-size BYTES     block size of new upload plans (default 65536;\n"
-	    "                         20480 reproduces the reference server)\n"
+	    "  --block-size BYTES     block size of new upload plans and of download plans\n"
+	    "                         (default 20480, the deployed clients' value; clients\n"
+	    "                         that know big_blocks/any_block ask for more)\n"
 	    "  --max-block-size BYTES largest block a client may ask for (big_blocks\n"
 	    "                         extension; default 1M, at most --block-size: off)\n"
 	    "  --max-object-size BYTES  largest accepted object (default 64G)\n"
@@ -64,13 +69,22 @@ usage(FILE *f)
 	    "  --upload-ttl SECONDS   drop uploads idle this long (default 604800)\n"
 	    "  --idle-timeout SECONDS close idle connections (default 300)\n"
 	    "  --max-connections N    refuse connections beyond N with 503 (default 4096)\n"
+	    "  --max-per-source N     connections per client address (IPv6: per /64)\n"
+	    "                         (default %d; 0: no limit)\n"
+	    "  --max-unauth-per-source N  of those, not yet authenticated (default %d;\n"
+	    "                         0: no limit)\n"
+	    "  --login-timeout SECONDS  a connection must log in (or show a valid token)\n"
+	    "                         within this time or is closed (default %d)\n"
 	    "  --threads N            event-loop workers (default: one per CPU)\n"
-	    "  --login-fail-limit N   failed logins for one user name, or from one client\n"
-	    "                         address, that lock it out (default %d; 0: off);\n"
-	    "                         a locked name or address gets the wrong-password\n"
-	    "                         answer without a password check\n"
-	    "  --login-fail-window SECONDS  window counting those failures, and how long\n"
-	    "                         the lock lasts (default %d)\n"
+	    "  --login-fail-limit N   failed logins for one user name from one client\n"
+	    "                         address (x%d for an address, whatever the names)\n"
+	    "                         before each further one makes it wait: 1 s, then\n"
+	    "                         doubling up to the window (default %d; 0: off); a\n"
+	    "                         waiting client gets 429 \"too many failed logins;\n"
+	    "                         retry in N s\"; a name is never locked for everyone\n"
+	    "  --login-fail-window SECONDS  failures are forgotten this long after the last\n"
+	    "                         one; also the longest wait (default %d)\n"
+	    "  --login-fail-delay SECONDS  the first wait (default 1)\n"
 	    "  --setuid USER          after binding the ports and reading the TLS key,\n"
 	    "                         switch to USER's uid and gid (start as root), then\n"
 	    "                         open or create the root as that user; also for 'user'\n"
@@ -79,7 +93,8 @@ usage(FILE *f)
 	    "\n"
 	    "Test-only: STEP_FAULT=write:N[,fsync:M][,eio] makes the N-th block write (M-th\n"
 	    "commit sync) fail with ENOSPC (or EIO).\n",
-	    STEP_DEFAULT_PORT, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
+	    STEP_DEFAULT_PORT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, LOOP_LOGIN_TIMEOUT,
+	    AUTH_ADDR_FACTOR, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
 }
 
 struct opts {
@@ -94,6 +109,9 @@ struct opts {
 	uid_t uid;                         /* of setuid, looked up before binding */
 	gid_t gid;
 	long long max_block; /* --max-block-size (default STORE_BIG_BLOCK_MAX) */
+	long long login_timeout, max_per_source, max_unauth; /* loop_opts */
+	long long fail_delay;                                /* seconds, first throttle wait */
+	int no_plain;
 };
 
 /*
@@ -242,7 +260,7 @@ cmd_user(const struct opts *o, int argc, char **argv)
 		return 1;
 	if (argc == 2 && strcmp(argv[1], "list") == 0) {
 		r = auth_user_list(root, print_user, NULL);
-	} else if (argc == 3 && strcmp(argv[1], "add") == 0) {
+	} else if (argc == 3 && (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0)) {
 		char line[1024];
 		size_t n;
 
@@ -256,7 +274,8 @@ cmd_user(const struct opts *o, int argc, char **argv)
 			fprintf(stderr, "stepd: empty password\n");
 			return 1;
 		}
-		r = auth_user_add(root, argv[2], line);
+		r = strcmp(argv[1], "add") == 0 ? auth_user_add(root, argv[2], line)
+		                                : auth_user_passwd(root, argv[2], line);
 		OPENSSL_cleanse(line, sizeof(line));
 	} else if (argc == 3 && strcmp(argv[1], "del") == 0) {
 		r = auth_user_del(root, argv[2]);
@@ -297,7 +316,8 @@ open_backend(const struct opts *o, const char *root, struct auth **au, struct st
 	if (auth_open(root, strcmp(o->auth, "open") == 0 ? AUTH_OPEN : AUTH_USERS, o->token_ttl, au,
 	        err, errlen) != 0)
 		return -1;
-	if (auth_set_throttle(*au, (unsigned)o->fail_limit, (unsigned)o->fail_window) != 0) {
+	if (auth_set_throttle(*au, (unsigned)o->fail_limit, (unsigned)o->fail_window) != 0 ||
+	    auth_set_throttle_delay(*au, (unsigned)o->fail_delay) != 0) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -346,6 +366,10 @@ serve(const struct opts *o)
 	lo.threads = (int)o->threads;
 	lo.idle_timeout = (int)o->idle_timeout;
 	lo.max_connections = (int)o->max_conns;
+	lo.login_timeout = (int)o->login_timeout;
+	lo.max_per_source = (int)o->max_per_source;
+	lo.max_unauth_per_source = (int)o->max_unauth;
+	lo.no_plain = o->no_plain;
 	/* Binary parts up to the big_blocks extension's blocks (store_file_save_bs). */
 	lo.max_bin = (uint32_t)(o->block_size > o->max_block ? o->block_size : o->max_block);
 	if (lo.max_bin < STEP_SPEC_MAX_BLOCK)
@@ -358,11 +382,17 @@ serve(const struct opts *o)
 			goto out;
 		loop_set_backend(l, st, au);
 	}
+	/* PBKDF2 of LOGINs runs on these, never on an event-loop worker. */
+	if (auth_start_threads(au, 2) != 0) {
+		snprintf(err, sizeof(err), "cannot start the password threads");
+		goto out;
+	}
 	r = loop_run(l) == 0 ? 0 : 1;
 out:
 	if (err[0] != '\0')
 		fprintf(stderr, "stepd: %s\n", err);
-	store_free(st); /* finishes queued commits before the loop's memory goes */
+	store_free(st);        /* finishes queued commits before the loop's memory goes */
+	auth_stop_threads(au); /* answers queued LOGINs into the loop's queues */
 	loop_free(l);
 	auth_free(au);
 	if (r == 0)
@@ -394,6 +424,11 @@ main(int argc, char **argv)
 		O_FAILLIMIT,
 		O_FAILWINDOW,
 		O_SETUID,
+		O_LOGINTO,
+		O_MAXSRC,
+		O_MAXUNAUTH,
+		O_NOPLAIN,
+		O_FAILDELAY,
 		O_HELP
 	};
 	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
@@ -416,14 +451,21 @@ main(int argc, char **argv)
 		{ "login-fail-limit", required_argument, NULL, O_FAILLIMIT },
 		{ "login-fail-window", required_argument, NULL, O_FAILWINDOW },
 		{ "setuid", required_argument, NULL, O_SETUID },
+		{ "login-timeout", required_argument, NULL, O_LOGINTO },
+		{ "max-per-source", required_argument, NULL, O_MAXSRC },
+		{ "max-unauth-per-source", required_argument, NULL, O_MAXUNAUTH },
+		{ "no-plain", no_argument, NULL, O_NOPLAIN },
+		{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
-		STEP_SPEC_MAX_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
-		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX };
+		STEPD_DEFAULT_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
+		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX,
+		LOOP_LOGIN_TIMEOUT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, 1, 0 };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "max-block-size", "token-ttl", "upload-ttl", "idle-timeout",
 		"max-connections", "threads", "max-object-size", "tls-port", "tls-cert", "tls-key",
-		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", NULL };
+		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", "login-timeout",
+		"max-per-source", "max-unauth-per-source", "login-fail-delay", NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -523,6 +565,21 @@ main(int argc, char **argv)
 		case O_SETUID:
 			o.setuid = optarg;
 			break;
+		case O_LOGINTO:
+			bad = num_opt("login-timeout", optarg, 1, 86400, &o.login_timeout);
+			break;
+		case O_MAXSRC:
+			bad = num_opt("max-per-source", optarg, 0, 1000000, &o.max_per_source);
+			break;
+		case O_MAXUNAUTH:
+			bad = num_opt("max-unauth-per-source", optarg, 0, 1000000, &o.max_unauth);
+			break;
+		case O_NOPLAIN:
+			o.no_plain = 1;
+			break;
+		case O_FAILDELAY:
+			bad = num_opt("login-fail-delay", optarg, 1, 86400, &o.fail_delay);
+			break;
 		case 'v':
 			o.verbosity++;
 			break;
@@ -552,6 +609,10 @@ main(int argc, char **argv)
 	if (o.tls_port < 0 && (o.tls_cert != NULL || o.tls_key != NULL || o.tls_port_file)) {
 		fprintf(
 		    stderr, "stepd: --tls-cert, --tls-key and --tls-port-file need --tls-port\n");
+		return 2;
+	}
+	if (o.no_plain && o.tls_port < 0) {
+		fprintf(stderr, "stepd: --no-plain needs --tls-port (TLS only)\n");
 		return 2;
 	}
 	if (o.setuid != NULL && setuid_lookup(&o) != 0)

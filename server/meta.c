@@ -17,7 +17,8 @@ static const char *meta_schema =
     " json TEXT NOT NULL, PRIMARY KEY(user, key)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS blobs(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS users(name TEXT PRIMARY KEY, salt BLOB NOT NULL,"
-    " iter INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;"
+    " iter INTEGER NOT NULL, hash BLOB NOT NULL, epoch INTEGER NOT NULL DEFAULT 0)"
+    " WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS info(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS obj_gen(user TEXT PRIMARY KEY, gen INTEGER NOT NULL)"
     " WITHOUT ROWID;";
@@ -40,6 +41,7 @@ meta_open(const char *root, sqlite3 **out)
 {
 	char path[PATH_MAX];
 	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
 	int r = STEP_EIO;
 
 	if (snprintf(path, sizeof(path), "%s/meta.db", root) >= (int)sizeof(path))
@@ -56,10 +58,17 @@ meta_open(const char *root, sqlite3 **out)
 		goto out;
 	if (meta_exec(db, meta_schema) != 0)
 		goto out;
+	/* Older roots: users without the epoch that binds their tokens (0 until a passwd). */
+	if (sqlite3_prepare_v2(db, "SELECT epoch FROM users LIMIT 0", -1, &st, NULL) != SQLITE_OK &&
+	    meta_exec(db, "ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0") != 0)
+		goto out;
+	sqlite3_finalize(st);
+	st = NULL;
 	*out = db;
 	db = NULL;
 	r = STEP_OK;
 out:
+	sqlite3_finalize(st);
 	sqlite3_close(db);
 	return r;
 }

@@ -13,6 +13,7 @@ import sys
 import threading
 
 HOST = "127.0.0.1"
+DEFAULT_BS = 20480  # stepd's default plan: the deployed clients' block size
 
 
 def md5(b):
@@ -337,7 +338,7 @@ def sc_pipeline(port):
 def sc_ooo(port):
     """Blocks out of order and repeated."""
     c, tok = session(port)
-    data = os.urandom(5 * 65536 + 100)
+    data = os.urandom(5 * DEFAULT_BS + 100)
     rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="ooo", size=len(data)), 200)
     bs, total = rep["block_size"], rep["total_block"]
     order = [3, 1, 1, 5, 0, 3, 2]
@@ -414,7 +415,7 @@ def sc_resume(port):
 
 def sc_block_md5(port):
     c, tok = session(port)
-    data = os.urandom(30000)
+    data = os.urandom(DEFAULT_BS - 480)
     rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="bm", size=len(data)), 200)
     rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="bm", block_index=0,
                          block_md5=md5(b"other")), 410, data)
@@ -469,7 +470,8 @@ def sc_bye(port):
 
 
 def sc_big_blocks(port):
-    """big_blocks: SAVE's want_block_size enlarges the plan (up to 1 MiB), GET keeps 65536."""
+    """big_blocks: SAVE's want_block_size enlarges the plan (up to 1 MiB), GET keeps the
+    default (20480, the deployed clients' block size)."""
     c = Conn(port)
     rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
     check("big_blocks" in rep.get("extensions", []), "LOGIN advertises big_blocks: %r" % rep)
@@ -490,11 +492,12 @@ def sc_big_blocks(port):
                          data[i << 20:(i + 1) << 20])
     check(last.get("md5") == md5(data), "md5 of the big-block upload")
     rep, _ = expect(c, r("FILE", "GET", token=tok, key="bb"), 200)
-    check(rep["block_size"] == 65536 and rep["total_block"] == (len(data) + 65535) // 65536,
+    check(rep["block_size"] == DEFAULT_BS and
+          rep["total_block"] == (len(data) + DEFAULT_BS - 1) // DEFAULT_BS,
           "the object's download plan keeps the default block size: %r" % rep)
     check(download(c, tok, "bb") == data, "content")
-    for want, bs in ((262144, 262144), (64 << 20, 1 << 20), (1000, 65536), (-5, 65536),
-                     ("x", 65536), (None, 65536)):
+    for want, bs in ((262144, 262144), (64 << 20, 1 << 20), (1000, DEFAULT_BS),
+                     (-5, DEFAULT_BS), ("x", DEFAULT_BS), (None, DEFAULT_BS)):
         key = "bbw%r" % (want,)
         rep, _ = expect(c, r("FILE", "SAVE", token=tok, key=key, size=len(data),
                              want_block_size=want), 200)
