@@ -69,6 +69,10 @@ file_save(struct hreq *r)
 			return hreq_fail(r, STEP_ST_EXISTS, "The key already exists.");
 		if (e == STEP_ETOOBIG)
 			return hreq_fail(r, STEP_ST_TOOLARGE, "The file is too large.");
+		if (e == STEP_EBUSY)
+			return hreq_fail(r, STEP_ST_THROTTLE,
+			    "Too many uploads in progress for this user; finish or delete some "
+			    "first.");
 		return hreq_fail(r, handler_status(e), "Cannot create the upload.");
 	}
 	put_plan(reply, key, keylen, plan.size, plan.block_size, plan.total_block);

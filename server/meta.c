@@ -10,6 +10,7 @@ static const char *meta_schema =
     "CREATE TABLE IF NOT EXISTS objects(user TEXT NOT NULL, key TEXT NOT NULL,"
     " size INTEGER NOT NULL, block_size INTEGER NOT NULL, md5 TEXT NOT NULL,"
     " file TEXT NOT NULL, mtime INTEGER NOT NULL, PRIMARY KEY(user, key)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS objects_file ON objects(file);"
     "CREATE TABLE IF NOT EXISTS uploads(user TEXT NOT NULL, key TEXT NOT NULL,"
     " size INTEGER NOT NULL, block_size INTEGER NOT NULL, file TEXT NOT NULL,"
     " mtime INTEGER NOT NULL, PRIMARY KEY(user, key)) WITHOUT ROWID;"

@@ -99,6 +99,7 @@ void store_key_name(const char *user, const char *key, size_t keylen, char out[6
  * FILE SAVE. Returns 0 with *plan filled (resume: same size keeps received blocks; a
  * different size starts over), STORE_PENDING for size 0 (w is called when the empty object
  * is committed), STEP_EEXIST (a completed object or a commit in progress has that key),
+ * STEP_EBUSY (the user has store_set_max_uploads' number of uploads in progress),
  * STEP_ETOOBIG (size over the limit), STEP_ENOSPC, STEP_EIO, STEP_ENOMEM.
  */
 int store_file_save(struct store *s, const char *user, const char *key, size_t keylen,
@@ -115,6 +116,10 @@ int store_file_save_bs(struct store *s, const char *user, const char *key, size_
     uint64_t size, uint32_t want_bs, struct store_plan *plan, struct store_waiter *w);
 /* Sets that limit (bytes; at most the configured block size turns the extension off). */
 void store_set_max_block_size(struct store *s, uint32_t max);
+/* Caps the uploads in progress per user (0: no cap; default STORE_MAX_UPLOADS): a SAVE that
+ * would start one more fails with STEP_EBUSY. */
+#define STORE_MAX_UPLOADS 1024
+void store_set_max_uploads(struct store *s, int max);
 
 /*
  * Finds the upload in progress for (user, key). Returns 0 and a reference in *up (release
