@@ -65,6 +65,8 @@ usage(FILE *f)
 	    "  --max-block-size BYTES largest block a client may ask for (big_blocks\n"
 	    "                         extension; default 1M, at most --block-size: off)\n"
 	    "  --max-object-size BYTES  largest accepted object (default 64G)\n"
+	    "  --max-uploads-per-user N  uploads in progress per user; one more SAVE gets\n"
+	    "                         429 (default %d; 0: no limit)\n"
 	    "  --token-ttl SECONDS    token lifetime (default 86400)\n"
 	    "  --upload-ttl SECONDS   drop uploads idle this long (default 604800)\n"
 	    "  --idle-timeout SECONDS close idle connections (default 300)\n"
@@ -93,8 +95,8 @@ usage(FILE *f)
 	    "\n"
 	    "Test-only: STEP_FAULT=write:N[,fsync:M][,eio] makes the N-th block write (M-th\n"
 	    "commit sync) fail with ENOSPC (or EIO).\n",
-	    STEP_DEFAULT_PORT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, LOOP_LOGIN_TIMEOUT,
-	    AUTH_ADDR_FACTOR, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
+	    STEP_DEFAULT_PORT, STORE_MAX_UPLOADS, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE,
+	    LOOP_LOGIN_TIMEOUT, AUTH_ADDR_FACTOR, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
 }
 
 struct opts {
@@ -111,6 +113,7 @@ struct opts {
 	long long max_block; /* --max-block-size (default STORE_BIG_BLOCK_MAX) */
 	long long login_timeout, max_per_source, max_unauth; /* loop_opts */
 	long long fail_delay;                                /* seconds, first throttle wait */
+	long long max_uploads;                               /* per user */
 	int no_plain;
 };
 
@@ -328,6 +331,7 @@ open_backend(const struct opts *o, const char *root, struct auth **au, struct st
 	if (store_open(&so, st, err, errlen) != 0)
 		return -1;
 	store_set_max_block_size(*st, (uint32_t)o->max_block);
+	store_set_max_uploads(*st, (int)o->max_uploads);
 	return 0;
 }
 
@@ -429,6 +433,7 @@ main(int argc, char **argv)
 		O_MAXUNAUTH,
 		O_NOPLAIN,
 		O_FAILDELAY,
+		O_MAXUP,
 		O_HELP
 	};
 	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
@@ -456,16 +461,19 @@ main(int argc, char **argv)
 		{ "max-unauth-per-source", required_argument, NULL, O_MAXUNAUTH },
 		{ "no-plain", no_argument, NULL, O_NOPLAIN },
 		{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
+		{ "max-uploads-per-user", required_argument, NULL, O_MAXUP },
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
 		STEPD_DEFAULT_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
 		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX,
-		LOOP_LOGIN_TIMEOUT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, 1, 0 };
+		LOOP_LOGIN_TIMEOUT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, 1,
+		STORE_MAX_UPLOADS, 0 };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "max-block-size", "token-ttl", "upload-ttl", "idle-timeout",
 		"max-connections", "threads", "max-object-size", "tls-port", "tls-cert", "tls-key",
 		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", "login-timeout",
-		"max-per-source", "max-unauth-per-source", "login-fail-delay", NULL };
+		"max-per-source", "max-unauth-per-source", "login-fail-delay",
+		"max-uploads-per-user", NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -576,6 +584,9 @@ main(int argc, char **argv)
 			break;
 		case O_NOPLAIN:
 			o.no_plain = 1;
+			break;
+		case O_MAXUP:
+			bad = num_opt("max-uploads-per-user", optarg, 0, 100000000, &o.max_uploads);
 			break;
 		case O_FAILDELAY:
 			bad = num_opt("login-fail-delay", optarg, 1, 86400, &o.fail_delay);
