@@ -410,6 +410,9 @@ conn_handshake(struct conn *c)
 static int
 conn_flush(struct conn *c)
 {
+	/* Before the answer leaves: a client that opens its next connection as soon as it
+	 * has its LOGIN answer must find this one counted as authenticated. */
+	conn_note_auth(c);
 	while (buf_avail(&c->cs.out) > 0) {
 		ssize_t n = conn_send(c, buf_ptr(&c->cs.out), buf_avail(&c->cs.out));
 
