@@ -333,6 +333,8 @@ test_revocation(void **state)
 	/* passwd: the old token and the old (cached) password stop at once. */
 	assert_int_equal(auth_user_passwd(test_root, "alice", "new"), 0);
 	assert_int_equal(auth_verify(a, U(tok), &user), STEP_EAUTH);
+	free(tok);
+	tok = NULL;
 	assert_int_equal(auth_login(a, U("alice"), good, 32, NULL, &tok2), STEP_EAUTH);
 	assert_int_equal(auth_login(a, U("alice"), newpw, 32, NULL, &tok2), 0);
 	assert_int_equal(auth_verify(a, U(tok2), &user), 0);
