@@ -4,6 +4,7 @@
  * which log in once per block do not pay PBKDF2 every time, and the bounded table that
  * throttles failed logins per user name and per address. Never logs secrets.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -119,6 +120,19 @@ auth_user_valid(const char *user, size_t ulen)
 		return 0;
 	for (i = 0; i < ulen; i++)
 		if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+int
+auth_user_name_ok(const char *name)
+{
+	size_t i, n = strlen(name);
+
+	if (n == 0 || n > AUTH_MAX_NEW_USER || !(isalnum((unsigned char)name[0]) || name[0] == '_'))
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)name[i]) && strchr("._@+-", name[i]) == NULL)
 			return 0;
 	return 1;
 }
@@ -1072,7 +1086,7 @@ auth_user_set(const char *root, const char *name, const char *plain, int passwd)
 	sqlite3 *db = NULL;
 	int r;
 
-	if (!auth_user_valid(name, strlen(name)))
+	if (passwd ? !auth_user_valid(name, strlen(name)) : !auth_user_name_ok(name))
 		return STEP_EINVAL;
 	if ((r = meta_open(root, &db)) != 0)
 		return r;

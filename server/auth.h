@@ -107,6 +107,11 @@ int auth_token_check(
     const uint8_t secret[AUTH_SECRET_LEN], const char *token, size_t len, int64_t now, char **user);
 /* 1 when a user name is acceptable: 1..AUTH_MAX_USER bytes, no control characters. */
 int auth_user_valid(const char *user, size_t ulen);
+/* 1 when name may be given to `user add`: 1..AUTH_MAX_NEW_USER bytes of letters, digits and
+ * . _ @ + -, starting with a letter, a digit or _ (no spaces, no '/', no "..", nothing a
+ * shell or a path would read differently). */
+#define AUTH_MAX_NEW_USER 64
+int auth_user_name_ok(const char *name);
 
 /*
  * The failed-login table, exposed for unit tests (auth_login drives it). Thread-safe.

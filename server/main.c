@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,7 +176,9 @@ drop_privileges(const struct opts *o, char *errbuf, size_t errlen)
 	return 0;
 }
 
-/* Sets the directory fd (or its entry name, not followed, when it exists) to 0700. */
+/* Takes group and other permissions (and set-id, sticky bits) away from the directory fd
+ * (or its entry name, not followed, when it exists); never adds one: a 0555 root stays
+ * read-only for its owner. */
 static void
 tighten_dir(int dirfd, const char *name, const char *path)
 {
@@ -187,12 +190,14 @@ tighten_dir(int dirfd, const char *name, const char *path)
 	if (fd < 0)
 		return; /* absent (created 0700 later), or a symlink the store will refuse */
 	if (fstat(fd, &sb) == 0 && (sb.st_mode & 07077) != 0) {
-		if (fchmod(fd, 0700) != 0)
-			log_warn("cannot set '%s%s%s' to mode 0700", path, name ? "/" : "",
-			    name ? name : "");
+		mode_t m = sb.st_mode & 0700;
+
+		if (fchmod(fd, m) != 0)
+			log_warn("cannot set '%s%s%s' to mode %04o", path, name ? "/" : "",
+			    name ? name : "", (unsigned)m);
 		else
-			log_info("'%s%s%s' was mode %04o, now 0700", path, name ? "/" : "",
-			    name ? name : "", (unsigned)(sb.st_mode & 07777));
+			log_info("'%s%s%s' was mode %04o, now %04o", path, name ? "/" : "",
+			    name ? name : "", (unsigned)(sb.st_mode & 07777), (unsigned)m);
 	}
 	if (fd != dirfd)
 		close(fd);
@@ -229,6 +234,37 @@ prepare_root(const struct opts *o, char *out)
 	tighten_dir(fd, "tmp", out);
 	close(fd);
 	return 0;
+}
+
+/*
+ * Takes ROOT/stepd.lock (flock, held for the life of the process) and writes our PID in
+ * it, so that a second stepd on the same root (SQLite metadata shared without a cluster
+ * backend) refuses to start, naming the first one. 0, or -1 after printing why.
+ */
+static int
+lock_root(const char *root)
+{
+	char path[PATH_MAX], pid[32] = "";
+	ssize_t n;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/stepd.lock", root) >= (int)sizeof(path) ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+		fprintf(stderr, "stepd: cannot open '%s/stepd.lock': %s\n", root, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0)
+			pid[strcspn(pid, "\n")] = '\0';
+		fprintf(stderr, "stepd: another stepd (PID %s) is serving '%s'\n",
+		    pid[0] != '\0' ? pid : "unknown", root);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warn("cannot write our PID to '%s'", path);
+	return 0; /* fd stays open: the lock lasts as long as the process */
 }
 
 static int
@@ -291,7 +327,10 @@ cmd_user(const struct opts *o, int argc, char **argv)
 	else if (r == STEP_ENOENT)
 		fprintf(stderr, "stepd: no user '%s'\n", argv[2]);
 	else if (r == STEP_EINVAL)
-		fprintf(stderr, "stepd: invalid user name '%s'\n", argv[2]);
+		fprintf(stderr,
+		    "stepd: invalid user name '%s' (1-%d letters, digits and . _ @ + -, starting "
+		    "with a letter, a digit or _)\n",
+		    argv[2], AUTH_MAX_NEW_USER);
 	else if (r != 0)
 		fprintf(stderr, "stepd: user database error in '%s'\n", root);
 	return r == 0 ? 0 : 1;
@@ -356,7 +395,8 @@ serve(const struct opts *o)
 	 * With it, the ports are bound and the TLS key read as root, then the root is opened
 	 * (and created) only as the unprivileged user. */
 	if (o->setuid == NULL &&
-	    (prepare_root(o, root) != 0 || open_backend(o, root, &au, &st, err, sizeof(err)) != 0))
+	    (prepare_root(o, root) != 0 || lock_root(root) != 0 ||
+	        open_backend(o, root, &au, &st, err, sizeof(err)) != 0))
 		goto out;
 	lo.bind = o->bind;
 	lo.port = (int)o->port;
@@ -382,7 +422,7 @@ serve(const struct opts *o)
 		goto out;
 	if (o->setuid != NULL) {
 		if (drop_privileges(o, err, sizeof(err)) != 0 || prepare_root(o, root) != 0 ||
-		    open_backend(o, root, &au, &st, err, sizeof(err)) != 0)
+		    lock_root(root) != 0 || open_backend(o, root, &au, &st, err, sizeof(err)) != 0)
 			goto out;
 		loop_set_backend(l, st, au);
 	}
