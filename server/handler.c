@@ -191,6 +191,8 @@ hpending_done(struct store_waiter *w, int err, const char *md5hex)
 		int status = err == STEP_ENOENT ? p->notfound : handler_status(err);
 		const char *msg = err == STEP_EEXIST ? "The key already exists."
 		    : err == STEP_ENOENT             ? "The key is not found."
+		    : err == STEP_EMISMATCH          ? "The uploaded content does not match the md5 "
+		                                       "declared at SAVE; the upload is discarded."
 		                                     : status_text(err);
 
 		json_object_set_new(reply, "status", json_integer(status));
@@ -236,8 +238,8 @@ static json_t *
 login_reply(struct handler *h, const char *user, size_t ulen, const char *token)
 {
 	json_t *reply = handler_reply("AUTH", "LOGIN", STEP_ST_OK, "Login succeeded.");
-	json_t *ext = json_pack("[ssssssss]", "resume", "block_md5", "list", "zero_size", "bye",
-	    "putmany", "big_blocks", "objgen");
+	json_t *ext = json_pack("[sssssssss]", "resume", "block_md5", "list", "zero_size", "bye",
+	    "putmany", "big_blocks", "objgen", "save_md5");
 	char name[AUTH_MAX_USER + 1];
 	int64_t gen = 0;
 

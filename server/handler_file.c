@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 
 #include "codec.h"
 #include "err.h"
@@ -30,8 +31,10 @@ file_save(struct hreq *r)
 	struct hpending *p = NULL;
 	const char *key;
 	char uuid[37];
-	size_t keylen, i;
+	size_t keylen, i, mlen = 0, ulen = 0;
 	long long size, want = 0;
+	const char *md5 = NULL, *uid = NULL;
+	char md5low[33] = "";
 	json_t *reply, *ranges;
 	int e;
 
@@ -46,6 +49,15 @@ file_save(struct hreq *r)
 	/* big_blocks extension: the largest block the client takes; anything else is ignored. */
 	if (codec_get_int(r->req, "want_block_size", &want) != 0 || want < 0 || want > UINT32_MAX)
 		want = 0;
+	/* save_md5 extension: the whole file's MD5, which the commit must match. */
+	if ((e = codec_get_str(r->req, "md5", &md5, &mlen)) != STEP_ENOENT) {
+		if (e != 0 || mlen != 32 || strspn(md5, "0123456789abcdefABCDEF") != 32)
+			return hreq_fail(
+			    r, STEP_ST_FIELD, "Field \"md5\" must be 32 hexadecimal digits.");
+		for (i = 0; i < 32; i++)
+			md5low[i] = (char)tolower((unsigned char)md5[i]);
+		md5low[32] = '\0';
+	}
 	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	if (size == 0 && (p = hpending_alloc(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
@@ -54,8 +66,12 @@ file_save(struct hreq *r)
 	}
 	if (p != NULL)
 		put_plan(p->reply, key, keylen, 0, 0, 0);
-	e = store_file_save_bs(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want,
-	    &plan, p != NULL ? &p->w : NULL);
+	if ((e = codec_get_str(r->req, "upload_id", &uid, &ulen)) != STEP_ENOENT &&
+	    (e != 0 || strlen(uid) != ulen))
+		return hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
+	e = store_file_save_ex(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want,
+	    e == 0 ? uid : NULL, md5low[0] != '\0' ? md5low : NULL, &plan,
+	    p != NULL ? &p->w : NULL);
 	if (e == STORE_PENDING) {
 		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
 		json_object_set_new(p->reply, "received", json_array());
@@ -63,6 +79,11 @@ file_save(struct hreq *r)
 		return HANDLER_PENDING; /* p is the store's until done() */
 	}
 	hpending_free(p);
+	if (e == STORE_LOCKED) {
+		json_decref(reply);
+		return hreq_fail(r, STEP_ST_LOCKED,
+		    "An upload of this key by another client is in progress; retry later.");
+	}
 	if (e != 0) {
 		json_decref(reply);
 		if (e == STEP_EEXIST)
@@ -76,6 +97,7 @@ file_save(struct hreq *r)
 		return hreq_fail(r, handler_status(e), "Cannot create the upload.");
 	}
 	put_plan(reply, key, keylen, plan.size, plan.block_size, plan.total_block);
+	json_object_set_new(reply, "upload_id", json_string(plan.upload_id));
 	if ((ranges = json_array()) != NULL) {
 		for (i = 0; i < plan.nranges; i++)
 			json_array_append_new(ranges,
@@ -108,7 +130,7 @@ file_upload(struct hreq *r)
 {
 	struct store_upload *u = NULL;
 	struct hpending *p;
-	const char *key, *bmd5;
+	const char *key, *bmd5, *uid;
 	uint64_t size, total, want;
 	uint32_t bs;
 	size_t keylen, mlen;
@@ -126,6 +148,14 @@ file_upload(struct hreq *r)
 	if (e != 0)
 		return hreq_fail(r, handler_status(e), "Cannot look the upload up.");
 	store_upload_plan(u, &size, &bs, &total);
+	/* save_md5 extension: blocks meant for an upload that has since been started over (by
+	 * another session) never land in the new one. */
+	if ((e = codec_get_str(r->req, "upload_id", &uid, &mlen)) != STEP_ENOENT &&
+	    (e != 0 || strlen(uid) != mlen || !store_upload_is(u, uid))) {
+		ret = hreq_fail(r, STEP_ST_LOCKED,
+		    "The upload_id is not the upload in progress (started over by another client).");
+		goto out;
+	}
 	if (get_index(r, &idx) != 0) {
 		ret = HANDLER_DONE;
 		goto out;

@@ -13,7 +13,7 @@ static const char *meta_schema =
     "CREATE INDEX IF NOT EXISTS objects_file ON objects(file);"
     "CREATE TABLE IF NOT EXISTS uploads(user TEXT NOT NULL, key TEXT NOT NULL,"
     " size INTEGER NOT NULL, block_size INTEGER NOT NULL, file TEXT NOT NULL,"
-    " mtime INTEGER NOT NULL, PRIMARY KEY(user, key)) WITHOUT ROWID;"
+    " mtime INTEGER NOT NULL, claim TEXT, PRIMARY KEY(user, key)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS data(user TEXT NOT NULL, key TEXT NOT NULL,"
     " json TEXT NOT NULL, PRIMARY KEY(user, key)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS blobs(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
@@ -62,6 +62,13 @@ meta_open(const char *root, sqlite3 **out)
 	/* Older roots: users without the epoch that binds their tokens (0 until a passwd). */
 	if (sqlite3_prepare_v2(db, "SELECT epoch FROM users LIMIT 0", -1, &st, NULL) != SQLITE_OK &&
 	    meta_exec(db, "ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0") != 0)
+		goto out;
+	sqlite3_finalize(st);
+	st = NULL;
+	/* ...and uploads without the MD5 and session their SAVE declared. */
+	if (sqlite3_prepare_v2(db, "SELECT claim FROM uploads LIMIT 0", -1, &st, NULL) !=
+	        SQLITE_OK &&
+	    meta_exec(db, "ALTER TABLE uploads ADD COLUMN claim TEXT") != 0)
 		goto out;
 	sqlite3_finalize(st);
 	st = NULL;

@@ -78,7 +78,9 @@ struct stmt_cache {
 struct store_upload {
 	uint8_t id[HASH_SHA256_LEN]; /* SHA-256(user NUL key) */
 	char stem[65];               /* hex of id */
-	char gen[17];                /* random generation: file names differ per upload */
+	char gen[17];                /* random generation: file names differ per upload; also
+	                              * the upload_id clients may name on UPLOAD */
+	char want_md5[33];           /* MD5 declared at SAVE ("": none): the commit must match */
 	char *user, *key;            /* owned; key is keylen bytes (+NUL) */
 	size_t keylen;
 	uint64_t size;       /* bytes */
@@ -931,6 +933,38 @@ int
 store_file_save_bs(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
     uint32_t want_bs, struct store_plan *plan, struct store_waiter *w)
 {
+	return store_file_save_ex(s, user, key, keylen, size, want_bs, NULL, NULL, plan, w);
+}
+
+/*
+ * What a SAVE of key does to the upload old already in progress: 1 resume it, 0 start over,
+ * STORE_LOCKED refuse. A SAVE that declares the file's MD5 resumes only an upload declared
+ * with the same MD5 and size (the same content, whoever sent it); otherwise it starts over
+ * when it names the upload (upload_id: the client's own upload, whose file has changed)
+ * or the upload has been idle for STORE_TAKEOVER_S, and is refused while someone else's
+ * upload is active. A SAVE without one (a client that
+ * does not know the extension) keeps the reference's behaviour: the same size resumes,
+ * another size starts over; a declared MD5 still keeps a mix from being committed.
+ */
+static int
+save_claim(const struct store_upload *old, uint64_t size, const char *upload_id, const char *md5)
+{
+	if (md5 == NULL)
+		return old->size == size && size > 0 ? 1 : 0;
+	if (old->want_md5[0] != '\0' && strcmp(old->want_md5, md5) == 0 && old->size == size &&
+	    size > 0)
+		return 1;
+	if ((upload_id != NULL && strcmp(old->gen, upload_id) == 0) ||
+	    util_wall_s() - old->touched >= STORE_TAKEOVER_S)
+		return 0;
+	return STORE_LOCKED;
+}
+
+int
+store_file_save_ex(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5,
+    struct store_plan *plan, struct store_waiter *w)
+{
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
@@ -948,10 +982,13 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 			r = STEP_EEXIST;
 			goto out;
 		}
-		if (old->size == size && size > 0) {
+		if ((r = save_claim(old, size, upload_id, md5)) == STORE_LOCKED)
+			goto out;
+		if (r == 1) {
 			/* Resume extension: keep the received blocks. */
 			old->touched = util_wall_s();
 			r = plan_fill(old, plan);
+			memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
 			goto out;
 		}
 		/* A different size starts over (as the reference does for any SAVE). */
@@ -983,12 +1020,14 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 	 * memory from its UPLOAD to its commit, and a restart simply forgets the plan (the
 	 * client sends the block again). */
 	u->inl = size > 0 && size <= INLINE_MAX && u->total == 1;
+	if (md5 != NULL)
+		snprintf(u->want_md5, sizeof(u->want_md5), "%s", md5);
+	if (hash_random(id, 8) != 0) {
+		r = STEP_EIO;
+		goto out;
+	}
+	hash_to_hex(id, 8, u->gen);
 	if (!u->inl) {
-		if (hash_random(id, 8) != 0) {
-			r = STEP_EIO;
-			goto out;
-		}
-		hash_to_hex(id, 8, u->gen);
 		/* The temp file is created now and opened again when a block arrives: an
 		 * upload in progress holds no descriptor. */
 		if ((r = upload_open_files(s, u, 1, 0)) != 0) {
@@ -1016,6 +1055,7 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 		goto out;
 	}
 	r = plan_fill(u, plan);
+	memcpy(plan->upload_id, u->gen, sizeof(plan->upload_id));
 	u = NULL;
 out:
 	pthread_mutex_unlock(&s->mu);
@@ -1044,6 +1084,12 @@ store_upload_get(
 	}
 	pthread_mutex_unlock(&s->mu);
 	return r;
+}
+
+int
+store_upload_is(const struct store_upload *u, const char *upload_id)
+{
+	return strcmp(u->gen, upload_id) == 0;
 }
 
 void
@@ -1764,6 +1810,8 @@ commit_prepare(struct store *s, struct store_job *j)
 	if (u->inl) {
 		/* Nobody writes an inline upload once it is committing. */
 		memcpy(j->md5, u->mem_md5, sizeof(j->md5));
+		if (u->want_md5[0] != '\0' && strcmp(u->want_md5, j->md5) != 0)
+			j->err = STEP_EMISMATCH;
 		return;
 	}
 	pthread_mutex_lock(&s->mu);
@@ -1781,6 +1829,13 @@ commit_prepare(struct store *s, struct store_job *j)
 	}
 	hash_final(u->md5, md);
 	hash_to_hex(md, sizeof(md), j->md5);
+	/* The MD5 declared at SAVE: a mix of two uploads (or a changed file) is never
+	 * committed. The upload is discarded; the client starts over. */
+	if (u->want_md5[0] != '\0' && strcmp(u->want_md5, j->md5) != 0) {
+		log_info("commit of '%s': MD5 %s, not the declared %s: discarded", u->stem, j->md5,
+		    u->want_md5);
+		j->err = STEP_EMISMATCH;
+	}
 }
 
 /* Makes the batch's object files and pack bytes durable. 0, or -1 with errno. */
@@ -1829,17 +1884,18 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 	}
 	for (j = batch; j != NULL; j = j->next) {
 		struct store_upload *u = j->u;
-		char file[160];
+		char file[160], claim[64];
 
 		switch (j->kind) {
 		case JOB_ROW:
 			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+			snprintf(claim, sizeof(claim), "%s", u->want_md5);
 			wexec(s,
 			    "INSERT OR REPLACE INTO uploads(user, key, file, size, block_size, "
-			    "mtime)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?7)",
+			    "mtime, claim)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?6)",
 			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
-			    NULL, now);
+			    claim, now);
 			break;
 		case JOB_DROP:
 			if (u->inl)
@@ -2402,6 +2458,12 @@ load_upload(struct store *s, sqlite3_stmt *st)
 		return;
 	memcpy(u->gen, file + 65, 16);
 	u->gen[16] = '\0';
+	if (sqlite3_column_type(st, 5) == SQLITE_TEXT) {
+		const char *claim = (const char *)sqlite3_column_text(st, 5);
+
+		if (strlen(claim) == 32)
+			memcpy(u->want_md5, claim, 32);
+	}
 	if (strncmp(file, u->stem, 64) != 0 || upload_open_files(s, u, 0, 0) != 0) {
 		log_info("dropping upload '%s': temp files missing", file);
 		u->state = UP_DEAD;
@@ -2598,7 +2660,7 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		    errbuf, errlen, "cannot read or create the store id in '%s/meta.db'", o->root);
 		goto out;
 	}
-	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file FROM uploads", -1,
+	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file, claim FROM uploads", -1,
 	        &st, NULL) == SQLITE_OK) {
 		while (sqlite3_step(st) == SQLITE_ROW)
 			load_upload(s, st);

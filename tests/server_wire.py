@@ -1011,6 +1011,72 @@ def sc_any_block(port):
     still_serving(port)
 
 
+def sc_save_md5(port):
+    """save_md5: a SAVE declaring the file's md5 never resumes or joins someone else's upload
+    of other content (423), a commit must match the declared md5 (else 410 and nothing is
+    committed), an UPLOAD naming an old upload_id is refused (423); clients that send
+    neither keep the reference behaviour."""
+    a, ta = session(port)
+    b, tb = session(port)
+    rep, _ = a.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check("save_md5" in rep["extensions"], "save_md5 advertised")
+    one, two = os.urandom(3 * DEFAULT_BS + 7), os.urandom(3 * DEFAULT_BS + 7)
+    bs = DEFAULT_BS
+
+    def blk(data, i):
+        return data[i * bs:(i + 1) * bs]
+    # A starts "k" declaring one's md5 and sends block 0.
+    pa, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(one), md5=md5(one)), 200)
+    uid = pa["upload_id"]
+    check(len(uid) == 16, "upload_id: %r" % pa)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=0, upload_id=uid), 200,
+           blk(one, 0))
+    # B, with other content (same size), is refused while A's upload is active.
+    rep, _ = expect(b, r("FILE", "SAVE", token=tb, key="k", size=len(two), md5=md5(two)), 423,
+                    what="SAVE of other content during another's upload")
+    # B with the same content joins: the same upload, block 0 already there.
+    pb, _ = expect(b, r("FILE", "SAVE", token=tb, key="k", size=len(one), md5=md5(one)), 200)
+    check(pb["upload_id"] == uid and pb["received"] == [[0, 0]], "same content resumes: %r" % pb)
+    # A's file changed: A names its upload, so it starts over (a new upload_id).
+    pa2, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(two), md5=md5(two),
+                         upload_id=uid), 200)
+    check(pa2["upload_id"] != uid and pa2["received"] == [], "own upload started over: %r" % pa2)
+    # B's blocks for the old upload are refused, not mixed in.
+    expect(b, r("FILE", "UPLOAD", token=tb, key="k", block_index=1, upload_id=uid), 423,
+           blk(one, 1), what="UPLOAD for a replaced upload")
+    # A legacy client (no md5, no upload_id) resumes as the reference would, and sends a
+    # block of other content: the declared md5 keeps the mix from being committed.
+    c, tc = session(port)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tc, key="k", size=len(two)), 200)
+    expect(c, r("FILE", "UPLOAD", token=tc, key="k", block_index=1), 200, blk(one, 1))
+    for i in (0, 2):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=i, upload_id=pa2["upload_id"]),
+               200, blk(two, i))
+    rep, _ = expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=3,
+                         upload_id=pa2["upload_id"]), 410, blk(two, 3), what="mixed commit")
+    check("does not match the md5" in rep["status_msg"], "mismatch message: %r" % rep)
+    expect(a, r("FILE", "GET", token=ta, key="k"), 404, what="nothing committed")
+    # Clean: the declared md5 matches, the object is committed.
+    pa3, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(two), md5=md5(two).upper()),
+                    200)
+    for i in range(4):
+        last, _ = expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=i), 200,
+                         blk(two, i))
+    check(last["md5"] == md5(two), "committed with the declared md5")
+    check(download(a, ta, "k") == two, "content")
+    # Bad fields: 410.
+    expect(a, r("FILE", "SAVE", token=ta, key="x", size=5, md5="nothex"), 410)
+    expect(a, r("FILE", "SAVE", token=ta, key="x", size=5, md5=5), 410)
+    expect(a, r("FILE", "SAVE", token=ta, key="x", size=5, upload_id=5), 410)
+    # A one-block (inline) object is checked too.
+    expect(a, r("FILE", "SAVE", token=ta, key="s", size=3, md5=md5(b"abc")), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="s", block_index=0), 410, b"abd")
+    # Two legacy uploaders of one key: the reference behaviour (the documented limit).
+    expect(b, r("FILE", "SAVE", token=tb, key="legacy", size=len(one)), 200)
+    expect(c, r("FILE", "SAVE", token=tc, key="legacy", size=len(one)), 200)
+    still_serving(port)
+
+
 def main():
     name, port = sys.argv[1], int(sys.argv[2])
     fn = globals().get("sc_" + name)
