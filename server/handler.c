@@ -191,9 +191,9 @@ hpending_done(struct store_waiter *w, int err, const char *md5hex)
 		int status = err == STEP_ENOENT ? p->notfound : handler_status(err);
 		const char *msg = err == STEP_EEXIST ? "The key already exists."
 		    : err == STEP_ENOENT             ? "The key is not found."
-		    : err == STEP_EMISMATCH          ? "The uploaded content does not match the md5 "
-		                                       "declared at SAVE; the upload is discarded."
-		                                     : status_text(err);
+		    : err == STEP_EMISMATCH ? "The uploaded content does not match the md5 "
+		                              "declared at SAVE; the upload is discarded."
+		                            : status_text(err);
 
 		json_object_set_new(reply, "status", json_integer(status));
 		json_object_set_new(reply, "status_msg", json_string(msg));

@@ -58,6 +58,11 @@ file_save(struct hreq *r)
 			md5low[i] = (char)tolower((unsigned char)md5[i]);
 		md5low[32] = '\0';
 	}
+	if ((e = codec_get_str(r->req, "upload_id", &uid, &ulen)) != STEP_ENOENT &&
+	    (e != 0 || strlen(uid) != ulen))
+		return hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
+	if (e != 0)
+		uid = NULL;
 	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	if (size == 0 && (p = hpending_alloc(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
@@ -66,12 +71,8 @@ file_save(struct hreq *r)
 	}
 	if (p != NULL)
 		put_plan(p->reply, key, keylen, 0, 0, 0);
-	if ((e = codec_get_str(r->req, "upload_id", &uid, &ulen)) != STEP_ENOENT &&
-	    (e != 0 || strlen(uid) != ulen))
-		return hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
-	e = store_file_save_ex(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want,
-	    e == 0 ? uid : NULL, md5low[0] != '\0' ? md5low : NULL, &plan,
-	    p != NULL ? &p->w : NULL);
+	e = store_file_save_ex(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want, uid,
+	    md5low[0] != '\0' ? md5low : NULL, &plan, p != NULL ? &p->w : NULL);
 	if (e == STORE_PENDING) {
 		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
 		json_object_set_new(p->reply, "received", json_array());
@@ -153,7 +154,8 @@ file_upload(struct hreq *r)
 	if ((e = codec_get_str(r->req, "upload_id", &uid, &mlen)) != STEP_ENOENT &&
 	    (e != 0 || strlen(uid) != mlen || !store_upload_is(u, uid))) {
 		ret = hreq_fail(r, STEP_ST_LOCKED,
-		    "The upload_id is not the upload in progress (started over by another client).");
+		    "The upload_id is not the upload in progress (started over by another "
+		    "client).");
 		goto out;
 	}
 	if (get_index(r, &idx) != 0) {

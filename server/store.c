@@ -961,9 +961,9 @@ save_claim(const struct store_upload *old, uint64_t size, const char *upload_id,
 }
 
 int
-store_file_save_ex(struct store *s, const char *user, const char *key, size_t keylen,
-    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5,
-    struct store_plan *plan, struct store_waiter *w)
+store_file_save_ex(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
+    uint32_t want_bs, const char *upload_id, const char *md5, struct store_plan *plan,
+    struct store_waiter *w)
 {
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
@@ -2660,8 +2660,9 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		    errbuf, errlen, "cannot read or create the store id in '%s/meta.db'", o->root);
 		goto out;
 	}
-	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file, claim FROM uploads", -1,
-	        &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(s->wdb,
+	        "SELECT user, key, size, block_size, file, claim FROM uploads", -1, &st,
+	        NULL) == SQLITE_OK) {
 		while (sqlite3_step(st) == SQLITE_ROW)
 			load_upload(s, st);
 	}
