@@ -87,6 +87,64 @@ conn_state_release(struct conn_state *cs)
 	buf_release(&cs->out);
 }
 
+/* Forgets the head packet's scan state (the packet was consumed or framing was lost). */
+static void
+head_reset(struct conn_state *cs)
+{
+	cs->head_nj = 0;
+	cs->ext_chars = 0;
+	cs->ext_i = cs->ext_count = 0;
+	cs->head_nobin = 0;
+}
+
+static size_t
+seqlen(uint8_t c)
+{
+	return c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF8 ? 4 : 1;
+}
+
+/*
+ * codec_json_extent() without re-reading: nothing is parsed before json_len bytes are in;
+ * then the probe runs once, and a character-counted text is walked from where the
+ * previous read stopped. So a peer trickling its JSON costs work in proportion to the
+ * bytes it sends, not to the square of them. Same results as codec_json_extent().
+ */
+static int
+json_extent(struct conn_state *cs, const uint8_t *p, size_t avail, uint32_t json_len,
+    size_t max_bytes, size_t *nj)
+{
+	int r;
+
+	if (json_len > max_bytes)
+		return STEP_ETOOBIG;
+	if (!cs->ext_chars) {
+		if (avail < json_len)
+			return STEP_EAGAIN;
+		r = codec_json_extent(p, avail, json_len, max_bytes, nj);
+		if (r != STEP_EAGAIN)
+			return r;
+		cs->ext_chars = 1;
+		cs->ext_i = cs->ext_count = 0;
+	}
+	while (cs->ext_count < json_len) {
+		size_t sl;
+
+		if (cs->ext_i >= avail)
+			return cs->ext_i + (json_len - cs->ext_count) > max_bytes ? STEP_ETOOBIG
+			                                                          : STEP_EAGAIN;
+		sl = seqlen(p[cs->ext_i]);
+		if (cs->ext_i + sl > max_bytes ||
+		    cs->ext_i + sl + (json_len - cs->ext_count - 1) > max_bytes)
+			return STEP_ETOOBIG;
+		if (cs->ext_i + sl > avail)
+			return STEP_EAGAIN;
+		cs->ext_i += sl;
+		cs->ext_count++;
+	}
+	*nj = cs->ext_i;
+	return STEP_OK;
+}
+
 static void
 fail_framing(struct conn_state *cs, int status, const char *msg)
 {
@@ -94,7 +152,8 @@ fail_framing(struct conn_state *cs, int status, const char *msg)
 	buf_reset(&cs->in);
 	json_decref(cs->head_req);
 	cs->head_req = NULL;
-	cs->head_nj = 0;
+	head_reset(cs);
+	cs->discard = 0;
 	cs->closing = 1;
 }
 
@@ -172,6 +231,7 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 	while (!cs->blocked && !cs->closing && cs->npending < CONN_MAX_PENDING &&
 	    buf_avail(&cs->out) + cs->queued < out_limit) {
 		size_t avail = buf_avail(&cs->in), nj = 0, total, before;
+		uint32_t wire_bin; /* the binary part's length as sent */
 		const uint8_t *p = buf_ptr(&cs->in);
 		struct buf *target = cs->qtail != NULL ? &cs->qtail->after : &cs->out;
 		struct conn_slot *sl;
@@ -180,6 +240,16 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		json_t *req = NULL;
 		int r;
 
+		if (cs->discard > 0) {
+			/* The binary part of a request refused before authentication. */
+			size_t n = avail < cs->discard ? avail : (size_t)cs->discard;
+
+			buf_consume(&cs->in, n);
+			cs->discard -= n;
+			if (cs->discard > 0)
+				return;
+			continue;
+		}
 		if (avail < STEP_HDR_LEN)
 			return;
 		r = codec_get_header(p, STEP_MAX_JSON, bin_limit(cs), &hdr);
@@ -191,31 +261,49 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 			fail_framing(cs, STEP_ST_MISSING, "Empty JSON part.");
 			return;
 		}
+		wire_bin = hdr.bin_len;
 		/* The extent of a packet's JSON depends on its bytes only: found once, while the
 		 * rest of a large binary part comes in over many reads. */
 		if ((nj = cs->head_nj) == 0) {
-			r = codec_json_extent(p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len,
-			    JSON_BYTES_MAX, &nj);
+			r = json_extent(cs, p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len,
+			    cs->authed ? JSON_BYTES_MAX : CONN_UNAUTH_JSON, &nj);
 			if (r == STEP_EAGAIN)
 				return;
 			if (r != 0) {
-				fail_framing(cs, STEP_ST_TOOLARGE, "JSON part too large.");
+				fail_framing(cs, STEP_ST_TOOLARGE,
+				    cs->authed ? "JSON part too large."
+				               : "JSON part too large before login.");
 				return;
 			}
 			cs->head_nj = nj;
 		}
-		if (hdr.bin_len > cs->max_bin && cs->head_req == NULL) {
+		if (!cs->authed && !cs->head_nobin && cs->head_req == NULL && hdr.bin_len > 0) {
+			/* Before authentication no binary part is buffered: the token decides. */
+			if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) ==
+			    0) {
+				cs->authed = handler_token_ok(h, req);
+				cs->head_req = req;
+				req = NULL;
+			}
+			/* Without one, answered as if it had no binary part; the bytes are
+			 * dropped as they come (cs->discard, once the packet is consumed). */
+			cs->head_nobin = !cs->authed;
+		}
+		if (cs->head_nobin)
+			hdr.bin_len = 0;
+		if (hdr.bin_len > cs->max_bin) {
 			/* Over one block: only a PUTMANY may be that big, so look at the JSON
 			 * before waiting for the binary part (and keep it parsed). */
-			if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) !=
-			        0 ||
-			    !handler_big_bin_ok(req)) {
-				json_decref(req);
+			if (cs->head_req == NULL &&
+			    codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) ==
+			        0) {
+				cs->head_req = req;
+				req = NULL;
+			}
+			if (cs->head_req == NULL || !handler_big_bin_ok(cs->head_req)) {
 				too_large(cs, &hdr);
 				return;
 			}
-			cs->head_req = req;
-			req = NULL;
 		}
 		total = STEP_HDR_LEN + nj + hdr.bin_len;
 		if (avail < total)
@@ -242,8 +330,11 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		}
 		sl = cs->spare;
 		sl->owner = cookie;
+		h->authed = 0;
 		r = handler_handle(h, req, p + STEP_HDR_LEN + nj, hdr.bin_len, target, sl,
 		    cs->peer[0] != '\0' ? cs->peer : NULL);
+		if (h->authed)
+			cs->authed = 1;
 		if (r == HANDLER_PENDING) {
 			cs->spare = NULL;
 			slot_link(cs, sl, req);
@@ -255,7 +346,9 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		if (target != &cs->out)
 			cs->queued += buf_avail(target) - before;
 		buf_consume(&cs->in, total);
-		cs->head_nj = 0;
+		if (cs->head_nobin)
+			cs->discard = wire_bin;
+		head_reset(cs);
 	}
 }
 
@@ -266,6 +359,9 @@ conn_state_deliver(
 	slot->reply = reply;
 	slot->pkt = pkt;
 	slot->ready = 1;
+	if (reply != NULL && json_integer_value(json_object_get(reply, "status")) == STEP_ST_OK &&
+	    json_object_get(reply, "token") != NULL)
+		cs->authed = 1; /* a LOGIN answered by the password thread */
 	cs->npending--;
 	cs->blocked = 0;
 	while (cs->qhead != NULL && cs->qhead->ready) {
@@ -294,9 +390,17 @@ conn_state_pending(const struct conn_state *cs)
 	return cs->npending > 0;
 }
 
+size_t
+conn_state_room(const struct conn_state *cs)
+{
+	size_t max = cs->authed ? cs->in.max : CONN_UNAUTH_IN, used = buf_avail(&cs->in);
+
+	return used < max ? max - used : 0;
+}
+
 int
 conn_state_want_read(const struct conn_state *cs, size_t out_limit)
 {
 	return !cs->closing && buf_avail(&cs->out) + cs->queued < out_limit &&
-	    cs->in.max - buf_avail(&cs->in) >= READ_SLACK;
+	    conn_state_room(cs) >= READ_SLACK;
 }

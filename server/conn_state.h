@@ -54,8 +54,23 @@ struct conn_state {
 	struct conn_slot *spare;         /* one preallocated slot */
 	int blocked;                     /* the next request waits for a pending slot */
 	int closing;                     /* framing lost or BYE: send out, then close */
+	int authed;                      /* a valid token or a LOGIN succeeded here */
+	uint64_t discard;                /* bytes of a refused binary part still to drop */
+	int head_nobin;                  /* the head packet's binary part is to be dropped */
+	int ext_chars;                   /* the head packet's JSON is character-counted: */
+	size_t ext_i, ext_count;         /* bytes and code points walked so far */
 	char peer[48];                   /* client's numeric address; "" when unknown */
 };
+
+/*
+ * Before a connection is authenticated (a LOGIN answered 200 or a request with a valid
+ * token), a packet's JSON text may be at most CONN_UNAUTH_JSON bytes and a binary part is
+ * never buffered: the token is checked as soon as the JSON is in, and without a valid one
+ * the request is answered as if it had no binary part, whose bytes are then dropped as
+ * they arrive. So an unauthenticated connection holds at most about CONN_UNAUTH_IN bytes.
+ */
+#define CONN_UNAUTH_JSON (64u << 10)
+#define CONN_UNAUTH_IN   (8 + CONN_UNAUTH_JSON + (64u << 10))
 
 /* Sets up empty buffers with limits derived from max_bin. */
 void conn_state_init(struct conn_state *cs, uint32_t max_bin);
@@ -83,5 +98,7 @@ int conn_state_pending(const struct conn_state *cs);
 
 /* 1 when more bytes may be read into cs->in now (not closing, room left). */
 int conn_state_want_read(const struct conn_state *cs, size_t out_limit);
+/* How many bytes cs->in may take now (less before authentication: CONN_UNAUTH_IN). */
+size_t conn_state_room(const struct conn_state *cs);
 
 #endif

@@ -191,7 +191,9 @@ hpending_done(struct store_waiter *w, int err, const char *md5hex)
 		int status = err == STEP_ENOENT ? p->notfound : handler_status(err);
 		const char *msg = err == STEP_EEXIST ? "The key already exists."
 		    : err == STEP_ENOENT             ? "The key is not found."
-		                                     : status_text(err);
+		    : err == STEP_EMISMATCH ? "The uploaded content does not match the md5 "
+		                              "declared at SAVE; the upload is discarded."
+		                            : status_text(err);
 
 		json_object_set_new(reply, "status", json_integer(status));
 		json_object_set_new(reply, "status_msg", json_string(msg));
@@ -228,13 +230,91 @@ hpending_free(struct hpending *p)
 	free(p);
 }
 
+/*
+ * The 200 answer to a LOGIN of user with token: the token, the server, the extensions and
+ * (objgen) the store's id and user's obj_gen. NULL on allocation failure.
+ */
+static json_t *
+login_reply(struct handler *h, const char *user, size_t ulen, const char *token)
+{
+	json_t *reply = handler_reply("AUTH", "LOGIN", STEP_ST_OK, "Login succeeded.");
+	json_t *ext = json_pack("[sssssssss]", "resume", "block_md5", "list", "zero_size", "bye",
+	    "putmany", "big_blocks", "objgen", "save_md5");
+	char name[AUTH_MAX_USER + 1];
+	int64_t gen = 0;
+
+	if (reply == NULL || ext == NULL || ulen > AUTH_MAX_USER) {
+		json_decref(reply);
+		json_decref(ext);
+		return NULL;
+	}
+	json_array_append_new(ext, json_string("any_block"));
+	json_object_set_new(reply, "token", json_string(token));
+	json_object_set_new(reply, "server", json_string("stepd/0.1"));
+	json_object_set_new(reply, "extensions", ext);
+	memcpy(name, user, ulen);
+	name[ulen] = '\0';
+	if (h->st != NULL && store_obj_gen(h->st, name, &gen) == 0) {
+		json_object_set_new(reply, "store_id", json_string(store_id(h->st)));
+		json_object_set_new(reply, "obj_gen", json_integer((json_int_t)gen));
+	}
+	return reply;
+}
+
+/* A LOGIN waiting for a password thread. */
+struct hlogin {
+	struct handler *h;
+	void *cookie;
+	size_t ulen;
+	char user[AUTH_MAX_USER + 1];
+};
+
+/* The reply to a LOGIN that did not succeed: 401, 429 (wait_s), 503 or 5xx. */
+static json_t *
+login_fail_reply(int e, unsigned wait_s)
+{
+	char msg[96];
+
+	if (e == STEP_EAUTH)
+		return handler_reply(
+		    "AUTH", "LOGIN", STEP_ST_BADPASS, "Wrong username or password.");
+	if (e == STEP_EAGAIN) {
+		json_t *o;
+
+		/* Throttled: nothing tells whether the password was right. */
+		snprintf(msg, sizeof(msg), "too many failed logins; retry in %u s", wait_s);
+		if ((o = handler_reply("AUTH", "LOGIN", STEP_ST_THROTTLE, msg)) != NULL)
+			json_object_set_new(o, "retry_after", json_integer(wait_s));
+		return o;
+	}
+	if (e == STEP_EBUSY)
+		return handler_reply(
+		    "AUTH", "LOGIN", STEP_ST_UNAVAILABLE, "Too many logins at once; try again.");
+	return handler_reply("AUTH", "LOGIN", handler_status(e), status_text(e));
+}
+
+/* auth_done_fn: the password thread's answer, posted to the connection's worker. */
+static void
+login_done(void *arg, int err, char *token, unsigned wait_s)
+{
+	struct hlogin *l = arg;
+	json_t *reply =
+	    err == 0 ? login_reply(l->h, l->user, l->ulen, token) : login_fail_reply(err, wait_s);
+
+	free(token);
+	l->h->post(l->h->post_arg, l->cookie, reply, NULL);
+	free(l);
+}
+
 static int
 handle_login(struct hreq *r)
 {
 	const char *user, *pass;
 	size_t ulen, plen;
 	char *token = NULL;
-	json_t *reply, *ext;
+	struct hlogin *l = NULL;
+	unsigned wait_s = 0;
+	json_t *reply;
 	int e;
 
 	if (strcmp(r->type, "AUTH") != 0)
@@ -247,25 +327,24 @@ handle_login(struct hreq *r)
 		return hreq_fail(r, STEP_ST_FIELD,
 		    e == STEP_ENOENT ? "Field \"password\" is missing."
 		                     : "Field \"password\" must be a string.");
-	/* Wrong password, unknown user and a throttled name or address: one answer. */
-	e = auth_login(r->h->au, user, ulen, pass, plen, r->peer, &token);
-	if (e == STEP_EAUTH)
-		return hreq_fail(r, STEP_ST_BADPASS, "Wrong username or password.");
-	if (e != 0)
-		return hreq_fail(r, handler_status(e), status_text(e));
-	reply = hreq_ok(r, "Login succeeded.");
-	ext = json_pack("[ssssss]", "resume", "block_md5", "list", "zero_size", "bye", "putmany");
-	if (reply != NULL) {
-		json_object_set_new(reply, "token", json_string(token));
-		json_object_set_new(reply, "server", json_string("stepd/0.1"));
-		if (ext != NULL) {
-			json_array_append_new(ext, json_string("big_blocks"));
-			json_object_set_new(reply, "extensions", ext);
-		}
-	} else {
-		json_decref(ext);
+	/* PBKDF2 goes to a password thread; its answer comes back through post(). */
+	if (r->h->post != NULL && ulen <= AUTH_MAX_USER && (l = calloc(1, sizeof(*l))) != NULL) {
+		l->h = r->h;
+		l->cookie = r->cookie;
+		l->ulen = ulen;
+		memcpy(l->user, user, ulen);
 	}
+	/* Wrong password and unknown user: one answer. */
+	e = auth_login_start(r->h->au, user, ulen, pass, plen, r->peer, &token, &wait_s,
+	    l != NULL ? login_done : NULL, l);
+	if (e == AUTH_PENDING)
+		return HANDLER_PENDING; /* l is login_done's */
+	free(l);
+	if (e != 0)
+		return hreq_send(r, login_fail_reply(e, wait_s));
+	reply = login_reply(r->h, user, ulen, token);
 	free(token);
+	r->h->authed = reply != NULL;
 	return hreq_send(r, reply);
 }
 
@@ -288,6 +367,21 @@ field_str(const json_t *req, const char *name)
 	if (codec_get_str(req, name, &s, &len) != 0 || strlen(s) != len)
 		return NULL;
 	return s;
+}
+
+int
+handler_token_ok(struct handler *h, const json_t *req)
+{
+	const char *token;
+	size_t toklen;
+	char *user = NULL;
+	int ok;
+
+	if (h->au == NULL || codec_get_str(req, "token", &token, &toklen) != 0)
+		return 0;
+	ok = auth_verify(h->au, token, toklen, &user) == 0;
+	free(user);
+	return ok;
 }
 
 int
@@ -346,6 +440,7 @@ handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, size_t 
 		return hreq_fail(&r, STEP_ST_TOKEN, "Token is missing, invalid or expired.");
 	}
 	r.user = user;
+	h->authed = 1;
 	if (strcmp(type, "FILE") == 0)
 		ret = handler_file(&r);
 	else if (strcmp(type, "DATA") == 0)

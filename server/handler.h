@@ -35,6 +35,7 @@ struct handler {
 	struct auth *au;  /* borrowed */
 	handler_post_fn *post;
 	void *post_arg;
+	int authed; /* set by handler_handle when the request proved its user (token or LOGIN) */
 };
 
 enum {
@@ -58,6 +59,14 @@ int handler_handle(struct handler *h, const json_t *req, const uint8_t *bin, siz
  */
 #define HANDLER_PUTMANY_MAX     1024
 #define HANDLER_PUTMANY_MAX_BIN (4u << 20)
+
+/* 1 when req carries a token that auth_verify accepts (the caller may then buffer a large
+ * binary part for it). */
+int handler_token_ok(struct handler *h, const json_t *req);
+
+/* The any_block extension: FILE GET's want_block_size and FILE DOWNLOAD's block_size accept
+ * 1..HANDLER_ANY_BLOCK_MAX bytes. */
+#define HANDLER_ANY_BLOCK_MAX (1u << 20)
 
 /* 1 when req (decoded, not yet validated) may carry a binary part larger than one block:
  * a FILE PUTMANY. The framing layer asks before it waits for such a binary part. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 
 #include "codec.h"
 #include "err.h"
@@ -30,8 +31,10 @@ file_save(struct hreq *r)
 	struct hpending *p = NULL;
 	const char *key;
 	char uuid[37];
-	size_t keylen, i;
+	size_t keylen, i, mlen = 0, ulen = 0;
 	long long size, want = 0;
+	const char *md5 = NULL, *uid = NULL;
+	char md5low[33] = "";
 	json_t *reply, *ranges;
 	int e;
 
@@ -46,6 +49,20 @@ file_save(struct hreq *r)
 	/* big_blocks extension: the largest block the client takes; anything else is ignored. */
 	if (codec_get_int(r->req, "want_block_size", &want) != 0 || want < 0 || want > UINT32_MAX)
 		want = 0;
+	/* save_md5 extension: the whole file's MD5, which the commit must match. */
+	if ((e = codec_get_str(r->req, "md5", &md5, &mlen)) != STEP_ENOENT) {
+		if (e != 0 || mlen != 32 || strspn(md5, "0123456789abcdefABCDEF") != 32)
+			return hreq_fail(
+			    r, STEP_ST_FIELD, "Field \"md5\" must be 32 hexadecimal digits.");
+		for (i = 0; i < 32; i++)
+			md5low[i] = (char)tolower((unsigned char)md5[i]);
+		md5low[32] = '\0';
+	}
+	if ((e = codec_get_str(r->req, "upload_id", &uid, &ulen)) != STEP_ENOENT &&
+	    (e != 0 || strlen(uid) != ulen))
+		return hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
+	if (e != 0)
+		uid = NULL;
 	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	if (size == 0 && (p = hpending_alloc(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
@@ -54,8 +71,8 @@ file_save(struct hreq *r)
 	}
 	if (p != NULL)
 		put_plan(p->reply, key, keylen, 0, 0, 0);
-	e = store_file_save_bs(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want,
-	    &plan, p != NULL ? &p->w : NULL);
+	e = store_file_save_ex(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want, uid,
+	    md5low[0] != '\0' ? md5low : NULL, &plan, p != NULL ? &p->w : NULL);
 	if (e == STORE_PENDING) {
 		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
 		json_object_set_new(p->reply, "received", json_array());
@@ -63,15 +80,25 @@ file_save(struct hreq *r)
 		return HANDLER_PENDING; /* p is the store's until done() */
 	}
 	hpending_free(p);
+	if (e == STORE_LOCKED) {
+		json_decref(reply);
+		return hreq_fail(r, STEP_ST_LOCKED,
+		    "An upload of this key by another client is in progress; retry later.");
+	}
 	if (e != 0) {
 		json_decref(reply);
 		if (e == STEP_EEXIST)
 			return hreq_fail(r, STEP_ST_EXISTS, "The key already exists.");
 		if (e == STEP_ETOOBIG)
 			return hreq_fail(r, STEP_ST_TOOLARGE, "The file is too large.");
+		if (e == STEP_EBUSY)
+			return hreq_fail(r, STEP_ST_THROTTLE,
+			    "Too many uploads in progress for this user; finish or delete some "
+			    "first.");
 		return hreq_fail(r, handler_status(e), "Cannot create the upload.");
 	}
 	put_plan(reply, key, keylen, plan.size, plan.block_size, plan.total_block);
+	json_object_set_new(reply, "upload_id", json_string(plan.upload_id));
 	if ((ranges = json_array()) != NULL) {
 		for (i = 0; i < plan.nranges; i++)
 			json_array_append_new(ranges,
@@ -104,7 +131,7 @@ file_upload(struct hreq *r)
 {
 	struct store_upload *u = NULL;
 	struct hpending *p;
-	const char *key, *bmd5;
+	const char *key, *bmd5, *uid;
 	uint64_t size, total, want;
 	uint32_t bs;
 	size_t keylen, mlen;
@@ -122,6 +149,15 @@ file_upload(struct hreq *r)
 	if (e != 0)
 		return hreq_fail(r, handler_status(e), "Cannot look the upload up.");
 	store_upload_plan(u, &size, &bs, &total);
+	/* save_md5 extension: blocks meant for an upload that has since been started over (by
+	 * another session) never land in the new one. */
+	if ((e = codec_get_str(r->req, "upload_id", &uid, &mlen)) != STEP_ENOENT &&
+	    (e != 0 || strlen(uid) != mlen || !store_upload_is(u, uid))) {
+		ret = hreq_fail(r, STEP_ST_LOCKED,
+		    "The upload_id is not the upload in progress (started over by another "
+		    "client).");
+		goto out;
+	}
 	if (get_index(r, &idx) != 0) {
 		ret = HANDLER_DONE;
 		goto out;
@@ -196,10 +232,26 @@ lookup(struct hreq *r, const char *key, size_t keylen, struct store_obj *o)
 	return -1;
 }
 
+/*
+ * The any_block extension: the integer field name when it is 1..HANDLER_ANY_BLOCK_MAX,
+ * else def (absent or anything else: today's behaviour, as a client that does not know the
+ * extension expects).
+ */
+static uint32_t
+opt_block_size(struct hreq *r, const char *name, uint32_t def)
+{
+	long long v;
+
+	if (codec_get_int(r->req, name, &v) != 0 || v < 1 || v > HANDLER_ANY_BLOCK_MAX)
+		return def;
+	return (uint32_t)v;
+}
+
 static int
 file_get(struct hreq *r)
 {
 	struct store_obj o;
+	uint32_t bs;
 	const char *key;
 	size_t keylen;
 	json_t *reply;
@@ -208,8 +260,9 @@ file_get(struct hreq *r)
 		return HANDLER_DONE;
 	if ((reply = hreq_ok_alloc(r, "OK")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	put_plan(
-	    reply, key, keylen, o.size, o.block_size, (o.size + o.block_size - 1) / o.block_size);
+	/* any_block extension: the plan in blocks of the size the client wants. */
+	bs = opt_block_size(r, "want_block_size", o.block_size);
+	put_plan(reply, key, keylen, o.size, bs, (o.size + bs - 1) / bs);
 	json_object_set_new(reply, "md5", json_string(o.md5));
 	return hreq_send(r, reply);
 }
@@ -218,6 +271,7 @@ static int
 file_download(struct hreq *r)
 {
 	struct store_obj o;
+	uint32_t bs;
 	const char *key;
 	size_t keylen, mark;
 	uint64_t total, len;
@@ -228,11 +282,12 @@ file_download(struct hreq *r)
 	if (hreq_key(r, 0, NULL, &key, &keylen) != 0 || lookup(r, key, keylen, &o) != 0 ||
 	    get_index(r, &idx) != 0)
 		return HANDLER_DONE;
-	total = (o.size + o.block_size - 1) / o.block_size;
+	/* any_block extension: block_index counts blocks of the size the client names. */
+	bs = opt_block_size(r, "block_size", o.block_size);
+	total = (o.size + bs - 1) / bs;
 	if (idx < 0 || (uint64_t)idx >= total)
 		return hreq_fail(r, STEP_ST_FIELD, "The block_index is out of range.");
-	len = (uint64_t)idx + 1 < total ? o.block_size
-	                                : o.size - (uint64_t)o.block_size * (total - 1);
+	len = (uint64_t)idx + 1 < total ? bs : o.size - (uint64_t)bs * (total - 1);
 	if ((reply = hreq_ok_alloc(r, "OK")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	json_object_set_new(reply, "key", json_stringn(key, keylen));
@@ -245,7 +300,7 @@ file_download(struct hreq *r)
 		e = step_fault_alloc() ? STEP_ENOMEM : buf_reserve(r->out, (size_t)len);
 	if (e == 0)
 		e = store_object_read(
-		    r->h->st, &o, (uint64_t)idx * o.block_size, buf_tail(r->out), (size_t)len);
+		    r->h->st, &o, (uint64_t)idx * bs, buf_tail(r->out), (size_t)len);
 	if (e == 0) {
 		buf_commit(r->out, (size_t)len);
 		return HANDLER_DONE;
@@ -299,6 +354,7 @@ handler_list(struct hreq *r, int data)
 	size_t plen = 0, alen = 0;
 	long long limit = 1000;
 	json_t *keys, *reply;
+	int64_t gen = 0;
 	int e, more = 0;
 
 	if (codec_get_str(r->req, "prefix", &prefix, &plen) == STEP_EINVAL ||
@@ -310,8 +366,10 @@ handler_list(struct hreq *r, int data)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"limit\" must be an integer 1..10000.");
 	if ((keys = json_array()) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	e = store_list(
-	    r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add, keys, &more);
+	/* objgen: read before the listing, so a removal after it shows as a newer gen. */
+	if ((e = store_obj_gen(r->h->st, r->user, &gen)) == 0)
+		e = store_list(r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add,
+		    keys, &more);
 	if (e != 0) {
 		json_decref(keys);
 		return hreq_fail(r, handler_status(e), "Cannot list keys.");
@@ -322,6 +380,7 @@ handler_list(struct hreq *r, int data)
 	}
 	json_object_set_new(reply, "keys", keys);
 	json_object_set_new(reply, "more", json_boolean(more));
+	json_object_set_new(reply, "obj_gen", json_integer((json_int_t)gen));
 	return hreq_send(r, reply);
 }
 

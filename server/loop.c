@@ -36,10 +36,22 @@
 #include "tls.h"
 #include "util.h"
 
-#define OUT_LIMIT     (1u << 20) /* stop reading a connection with this much unsent */
-#define MAX_EVENTS    256
-#define READ_CHUNK    (256u << 10) /* bytes per recv */
-#define STOP_GRACE_MS 5000
+#define OUT_LIMIT       (1u << 20) /* stop reading a connection with this much unsent */
+#define MAX_EVENTS      256
+#define READ_CHUNK      (256u << 10) /* bytes per recv */
+#define STOP_GRACE_MS   5000
+#define READ_BUDGET     (1u << 20) /* bytes read from one connection per event at most */
+#define SRC_BUCKETS     1024
+#define ACCEPT_PAUSE_MS 250   /* listener off after EMFILE/ENFILE */
+#define EMFILE_LOG_MS   60000 /* at most one such log line per minute */
+
+/* Connections of one client address (IPv4 address, IPv6 /64). Under the loop's cmu. */
+struct src {
+	uint8_t key[17]; /* family tag, then 4 or 8 address bytes */
+	int conns;       /* open connections */
+	int unauth;      /* ...of which not authenticated yet */
+	struct src *next;
+};
 
 struct worker;
 
@@ -56,6 +68,11 @@ struct conn {
 	int rd_wants_write; /* the last SSL_read needs EPOLLOUT */
 	int wr_wants_read;  /* the last SSL_write needs EPOLLIN */
 	int tls_failed;     /* fatal TLS error: no close_notify */
+	uint64_t born_ms;   /* accepted, monotonic: the login deadline counts from here */
+	struct src *src;    /* its address's counters (referenced while open) */
+	int auth_counted;   /* src->unauth no longer counts this connection */
+	int in_ready;       /* on the worker's ready list */
+	struct conn *rnext; /* ready list link */
 	struct conn *prev, *next;
 };
 
@@ -74,8 +91,10 @@ struct worker {
 	struct handler h;
 	pthread_mutex_t qmu;
 	struct completion *qhead, *qtail;
-	struct conn *conns; /* live connections */
-	struct conn *grave; /* dead connections waiting for their pending reply */
+	struct conn *conns;    /* live connections */
+	struct conn *grave;    /* dead connections waiting for their pending reply */
+	struct conn *ready;    /* TLS connections with decrypted bytes left over the budget */
+	uint64_t paused_until; /* listeners off until then (EMFILE/ENFILE), 0: listening */
 };
 
 struct loop {
@@ -88,10 +107,99 @@ struct loop {
 	volatile int stopping;
 	int nconns; /* under cmu */
 	pthread_mutex_t cmu;
+	struct src *src[SRC_BUCKETS]; /* under cmu */
+	int spare_fd;                 /* /dev/null, given up to refuse a connection at EMFILE */
+	unsigned long emfile_n;       /* EMFILE/ENFILE since the last log line (under cmu) */
+	uint64_t emfile_logged;       /* monotonic ms of that line, 0: never */
 	sigset_t sigs;
 };
 
 static char tag_listen, tag_listen_tls, tag_event;
+
+/* The per-source key of an address: IPv4 (and IPv4-mapped IPv6) by address, IPv6 by /64. */
+static void
+src_key(const struct sockaddr_storage *ss, uint8_t key[17])
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	memset(key, 0, 17);
+	if (ss->ss_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)(const void *)ss)->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		const uint8_t *a =
+		    ((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr.s6_addr;
+
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			key[0] = 4;
+			memcpy(key + 1, a + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, a, 8);
+		}
+	}
+}
+
+static size_t
+src_bucket(const uint8_t key[17])
+{
+	uint32_t h = 2166136261u;
+	size_t i;
+
+	for (i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h % SRC_BUCKETS;
+}
+
+/* Counts a new connection from key, or refuses it (NULL, *why set) when its address is at
+ * a limit. NULL with *why NULL: out of memory (refused too). Under cmu. */
+static struct src *
+src_take(struct loop *l, const uint8_t key[17], const char **why)
+{
+	struct src **pp = &l->src[src_bucket(key)], *e;
+
+	*why = NULL;
+	for (e = *pp; e != NULL; e = e->next)
+		if (memcmp(e->key, key, 17) == 0)
+			break;
+	if (e != NULL && l->o.max_per_source > 0 && e->conns >= l->o.max_per_source) {
+		*why = "Too many connections from your address.";
+		return NULL;
+	}
+	if (e != NULL && l->o.max_unauth_per_source > 0 &&
+	    e->unauth >= l->o.max_unauth_per_source) {
+		*why = "Too many unauthenticated connections from your address.";
+		return NULL;
+	}
+	if (e == NULL) {
+		if ((e = calloc(1, sizeof(*e))) == NULL)
+			return NULL;
+		memcpy(e->key, key, 17);
+		e->next = *pp;
+		*pp = e;
+	}
+	e->conns++;
+	e->unauth++;
+	return e;
+}
+
+/* Forgets one connection of e (unauth: it was still counted as unauthenticated). */
+static void
+src_drop(struct loop *l, struct src *e, int unauth)
+{
+	struct src **pp;
+
+	e->conns--;
+	e->unauth -= unauth;
+	if (e->conns > 0)
+		return;
+	for (pp = &l->src[src_bucket(e->key)]; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == e) {
+			*pp = e->next;
+			break;
+		}
+	free(e);
+}
 
 static void
 worker_post(void *post_arg, void *cookie, json_t *reply, struct handler_pkt *pkt)
@@ -176,9 +284,36 @@ conn_close(struct conn *c)
 	c->dead = 1;
 	list_unlink(&c->w->conns, c);
 	list_push(&c->w->grave, c);
+	if (c->in_ready) {
+		struct conn **pp;
+
+		for (pp = &c->w->ready; *pp != NULL; pp = &(*pp)->rnext)
+			if (*pp == c) {
+				*pp = c->rnext;
+				break;
+			}
+		c->in_ready = 0;
+	}
 	pthread_mutex_lock(&l->cmu);
 	l->nconns--;
+	if (c->src != NULL)
+		src_drop(l, c->src, !c->auth_counted);
+	c->src = NULL;
 	pthread_mutex_unlock(&l->cmu);
+}
+
+/* Once a connection has authenticated, it no longer counts against its address's limit
+ * of unauthenticated connections. */
+static void
+conn_note_auth(struct conn *c)
+{
+	if (c->auth_counted || !c->cs.authed)
+		return;
+	c->auth_counted = 1;
+	pthread_mutex_lock(&c->w->l->cmu);
+	if (c->src != NULL)
+		c->src->unauth--;
+	pthread_mutex_unlock(&c->w->l->cmu);
 }
 
 /* Frees dead connections that have no deferred reply outstanding. */
@@ -275,6 +410,9 @@ conn_handshake(struct conn *c)
 static int
 conn_flush(struct conn *c)
 {
+	/* Before the answer leaves: a client that opens its next connection as soon as it
+	 * has its LOGIN answer must find this one counted as authenticated. */
+	conn_note_auth(c);
 	while (buf_avail(&c->cs.out) > 0) {
 		ssize_t n = conn_send(c, buf_ptr(&c->cs.out), buf_avail(&c->cs.out));
 
@@ -300,6 +438,7 @@ conn_update(struct conn *c)
 
 	if (c->dead)
 		return;
+	conn_note_auth(c);
 	if (buf_avail(&c->cs.out) == 0 && !conn_state_pending(&c->cs) &&
 	    (c->cs.closing || c->peer_closed || c->w->l->stopping)) {
 		/* Everything owed has been sent: BYE, lost framing, EOF or shutdown. */
@@ -342,10 +481,15 @@ conn_tls_more(struct conn *c)
 static int
 conn_read_some(struct conn *c)
 {
+	size_t got = 0;
+
 	if (c->ssl != NULL && c->hs_want != 0 && (conn_handshake(c) != 0 || c->hs_want != 0))
 		return c->dead ? -1 : 0;
-	for (;;) {
-		size_t room = c->cs.in.max - buf_avail(&c->cs.in);
+	/* At most READ_BUDGET bytes per event: other connections are served in between (a
+	 * plain socket with more to read is reported again, level-triggered; a TLS one with
+	 * decrypted bytes left goes on the worker's ready list). */
+	while (got < READ_BUDGET) {
+		size_t room = conn_state_room(&c->cs);
 		ssize_t n;
 
 		if (room > READ_CHUNK)
@@ -366,6 +510,7 @@ conn_read_some(struct conn *c)
 			break;
 		}
 		buf_commit(&c->cs.in, (size_t)n);
+		got += (size_t)n;
 		c->last_ms = util_now_ms();
 		/* Handle as we go so one connection cannot pile up unbounded input, and send the
 		 * answers as we go: a pipelining client waits for them to keep its window open. */
@@ -384,7 +529,7 @@ static void
 conn_process(struct conn *c)
 {
 	size_t before;
-	int full, again;
+	int full, again, tls_rounds = 0;
 
 	/* Requests already read may be waiting for room in the output: when a flush makes
 	 * room, handle them now. No epoll event comes for bytes already read, so a pipelining
@@ -404,6 +549,15 @@ conn_process(struct conn *c)
 		    c->cs.queued < OUT_LIMIT && buf_avail(&c->cs.in) > 0 &&
 		    (buf_avail(&c->cs.in) < before || full);
 		if (!again && conn_tls_more(c)) {
+			if (tls_rounds++ > 0) {
+				/* Over the budget: the worker comes back after other events. */
+				if (!c->in_ready) {
+					c->in_ready = 1;
+					c->rnext = c->w->ready;
+					c->w->ready = c;
+				}
+				break;
+			}
 			if (conn_read_some(c) != 0)
 				return;
 			again = 1;
@@ -438,6 +592,58 @@ refuse(int fd, const char *msg)
 	close(fd);
 }
 
+static void
+listeners_ctl(struct worker *w, int op)
+{
+	struct loop *l = w->l;
+	struct epoll_event ev;
+
+	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+	ev.data.ptr = &tag_listen;
+	if (l->lfd >= 0)
+		epoll_ctl(w->epfd, op, l->lfd, &ev);
+	ev.data.ptr = &tag_listen_tls;
+	if (l->tls_lfd >= 0)
+		epoll_ctl(w->epfd, op, l->tls_lfd, &ev);
+}
+
+/*
+ * Out of descriptors: the waiting connection is refused through the spare descriptor
+ * (closed, the connection accepted and closed at once, the spare opened again), the
+ * worker stops listening for ACCEPT_PAUSE_MS instead of spinning on a listener that stays
+ * readable, and one line per EMFILE_LOG_MS says so.
+ */
+static void
+accept_overload(struct worker *w, int lfd, int err)
+{
+	struct loop *l = w->l;
+	uint64_t now = util_now_ms();
+	unsigned long n = 0;
+	int fd;
+
+	pthread_mutex_lock(&l->cmu);
+	if (l->spare_fd >= 0) {
+		close(l->spare_fd);
+		if ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+			close(fd);
+		l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	l->emfile_n++;
+	if (l->emfile_logged == 0 || now - l->emfile_logged >= EMFILE_LOG_MS) {
+		n = l->emfile_n;
+		l->emfile_n = 0;
+		l->emfile_logged = now;
+	}
+	pthread_mutex_unlock(&l->cmu);
+	if (n > 0)
+		log_warnx("accept: %s: refusing new connections until descriptors are free "
+		          "(%lu time(s); logged at most once a minute)",
+		    strerror(err), n);
+	if (w->paused_until == 0)
+		listeners_ctl(w, EPOLL_CTL_DEL);
+	w->paused_until = now + ACCEPT_PAUSE_MS;
+}
+
 /* Accepts from the plain (tls 0) or the TLS listener. */
 static void
 worker_accept(struct worker *w, int tls)
@@ -450,6 +656,9 @@ worker_accept(struct worker *w, int tls)
 		socklen_t peerlen = sizeof(peer);
 		struct conn *c;
 		int fd, one = 1, full;
+		const char *why = NULL;
+		struct src *src = NULL;
+		uint8_t key[17];
 
 		fd = accept4(tls ? l->tls_lfd : l->lfd, (struct sockaddr *)&peer, &peerlen,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -457,17 +666,24 @@ worker_accept(struct worker *w, int tls)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE)
-				log_warn("accept");
+				accept_overload(w, tls ? l->tls_lfd : l->lfd, errno);
 			return;
 		}
+		src_key(&peer, key);
 		pthread_mutex_lock(&l->cmu);
 		full = l->nconns >= l->o.max_connections;
-		if (!full)
+		if (!full && (src = src_take(l, key, &why)) != NULL)
 			l->nconns++;
 		pthread_mutex_unlock(&l->cmu);
 		if (full) {
 			log_info("connection refused: limit of %d reached", l->o.max_connections);
 			refuse(fd, tls ? NULL : "Too many connections.");
+			continue;
+		}
+		if (src == NULL) {
+			/* Rate-limited by its nature: one line per refused connection at debug. */
+			log_debug("connection refused: %s", why != NULL ? why : "out of memory");
+			refuse(fd, tls ? NULL : why != NULL ? why : "Server out of memory.");
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -477,12 +693,14 @@ worker_accept(struct worker *w, int tls)
 			refuse(fd, tls ? NULL : "Server out of memory.");
 			pthread_mutex_lock(&l->cmu);
 			l->nconns--;
+			src_drop(l, src, 1);
 			pthread_mutex_unlock(&l->cmu);
 			continue;
 		}
 		c->fd = fd;
 		c->w = w;
-		c->last_ms = util_now_ms();
+		c->src = src;
+		c->last_ms = c->born_ms = util_now_ms();
 		conn_state_init(&c->cs, l->o.max_bin);
 		conn_state_set_peer(&c->cs, (struct sockaddr *)&peer);
 		if (c->ssl != NULL) {
@@ -499,6 +717,7 @@ worker_accept(struct worker *w, int tls)
 			refuse(fd, tls ? NULL : "Server busy.");
 			pthread_mutex_lock(&l->cmu);
 			l->nconns--;
+			src_drop(l, src, 1);
 			pthread_mutex_unlock(&l->cmu);
 			continue;
 		}
@@ -535,12 +754,19 @@ static void
 worker_timeouts(struct worker *w)
 {
 	uint64_t now = util_now_ms(), limit = (uint64_t)w->l->o.idle_timeout * 1000;
+	uint64_t login = (uint64_t)w->l->o.login_timeout * 1000;
 	struct conn *c, *next;
 
 	for (c = w->conns; c != NULL; c = next) {
 		next = c->next;
-		if (!conn_state_pending(&c->cs) && now - c->last_ms >= limit) {
+		if (conn_state_pending(&c->cs))
+			continue;
+		if (now - c->last_ms >= limit) {
 			log_debug("closing idle connection");
+			conn_close(c);
+		} else if (!c->cs.authed && now - c->born_ms >= login) {
+			log_debug("closing connection from %s: no login within %d s",
+			    c->cs.peer[0] != '\0' ? c->cs.peer : "?", w->l->o.login_timeout);
 			conn_close(c);
 		}
 	}
@@ -556,6 +782,8 @@ worker_main(void *arg)
 	int tick_ms = l->o.idle_timeout * 1000 / 4;
 	int listening = 1;
 
+	if (tick_ms > l->o.login_timeout * 1000 / 4)
+		tick_ms = l->o.login_timeout * 1000 / 4;
 	if (tick_ms > 1000)
 		tick_ms = 1000;
 	if (tick_ms < 50)
@@ -567,9 +795,9 @@ worker_main(void *arg)
 			struct conn *c, *next;
 
 			if (listening) {
-				epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
-				if (l->tls_lfd >= 0)
-					epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->tls_lfd, NULL);
+				if (w->paused_until == 0)
+					listeners_ctl(w, EPOLL_CTL_DEL);
+				w->paused_until = 0;
 				listening = 0;
 				stop_deadline = util_now_ms() + STOP_GRACE_MS;
 				for (c = w->conns; c != NULL; c = next) {
@@ -581,7 +809,14 @@ worker_main(void *arg)
 			if (w->conns == NULL || util_now_ms() >= stop_deadline)
 				break;
 		}
-		n = epoll_wait(w->epfd, evs, MAX_EVENTS, tick_ms);
+		if (w->paused_until != 0 && listening && util_now_ms() >= w->paused_until) {
+			w->paused_until = 0;
+			listeners_ctl(w, EPOLL_CTL_ADD);
+		}
+		n = epoll_wait(w->epfd, evs, MAX_EVENTS,
+		    w->ready != NULL           ? 0
+		        : w->paused_until != 0 ? ACCEPT_PAUSE_MS / 2
+		                               : tick_ms);
 		if (n < 0 && errno != EINTR) {
 			log_warn("epoll_wait");
 			break;
@@ -606,6 +841,20 @@ worker_main(void *arg)
 				conn_readable(c);
 			else if (evs[i].events & EPOLLOUT)
 				conn_process(c);
+		}
+		if (w->ready != NULL) {
+			struct conn *q = w->ready;
+
+			w->ready = NULL;
+			while (q != NULL) {
+				struct conn *c = q;
+
+				q = c->rnext;
+				c->in_ready = 0;
+				c->rnext = NULL;
+				if (!c->dead)
+					conn_process(c);
+			}
 		}
 		bury(w);
 		if (util_now_ms() >= next_tick) {
@@ -686,6 +935,10 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
 	l->o = *o;
 	l->lfd = -1;
 	l->tls_lfd = -1;
+	if (l->o.login_timeout <= 0)
+		l->o.login_timeout = LOOP_LOGIN_TIMEOUT;
+	/* The spare descriptor: given up to refuse a connection when the others run out. */
+	l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	pthread_mutex_init(&l->cmu, NULL);
 	sigemptyset(&l->sigs);
 	sigaddset(&l->sigs, SIGTERM);
@@ -701,7 +954,8 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
 	if (o->tls_cert != NULL &&
 	    (r = tls_ctx_new(o->tls_cert, o->tls_key, &l->tls_ctx, errbuf, errlen)) != 0)
 		goto out;
-	if ((r = listen_on(l, &l->lfd, &port, errbuf, errlen)) != 0)
+	if ((o->tls_cert == NULL || !o->no_plain) &&
+	    (r = listen_on(l, &l->lfd, &port, errbuf, errlen)) != 0)
 		goto out;
 	if (o->tls_cert != NULL && (r = listen_on(l, &l->tls_lfd, &tls_port, errbuf, errlen)) != 0)
 		goto out;
@@ -730,7 +984,7 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
 		}
 		ev.events = EPOLLIN | EPOLLEXCLUSIVE;
 		ev.data.ptr = &tag_listen;
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->lfd, &ev) != 0) {
+		if (l->lfd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->lfd, &ev) != 0) {
 			snprintf(errbuf, errlen, "epoll_ctl: %s", strerror(errno));
 			r = STEP_ESYS;
 			goto out;
@@ -749,14 +1003,19 @@ loop_new(const struct loop_opts *o, struct store *st, struct auth *au, struct lo
 	if (l->tls_lfd >= 0 && o->tls_port_file != NULL &&
 	    (r = write_port_file(o->tls_port_file, tls_port, errbuf, errlen)) != 0)
 		goto out;
-	if (o->port_file != NULL && (r = write_port_file(o->port_file, port, errbuf, errlen)) != 0)
+	if (l->lfd >= 0 && o->port_file != NULL &&
+	    (r = write_port_file(o->port_file, port, errbuf, errlen)) != 0)
 		goto out;
 	if (l->tls_lfd >= 0)
 		printf("listening on %s:%d (TLS)\n", o->bind, tls_port);
-	printf("listening on %s:%d\n", o->bind, port);
+	if (l->lfd >= 0)
+		printf("listening on %s:%d\n", o->bind, port);
 	fflush(stdout);
-	log_info("listening on %s:%d%s with %d workers", o->bind, port,
-	    l->tls_lfd >= 0 ? " (and TLS on another port)" : "", l->nworkers);
+	if (l->lfd >= 0)
+		log_info("listening on %s:%d%s with %d workers", o->bind, port,
+		    l->tls_lfd >= 0 ? " (and TLS on another port)" : "", l->nworkers);
+	else
+		log_info("TLS only (no plain port) with %d workers", l->nworkers);
 	if (l->tls_lfd >= 0)
 		log_info("TLS on %s:%d", o->bind, tls_port);
 	*out = l;
@@ -846,6 +1105,15 @@ loop_free(struct loop *l)
 		close(l->lfd);
 	if (l->tls_lfd >= 0)
 		close(l->tls_lfd);
+	if (l->spare_fd >= 0)
+		close(l->spare_fd);
+	for (i = 0; i < SRC_BUCKETS; i++)
+		while (l->src[i] != NULL) {
+			struct src *e = l->src[i];
+
+			l->src[i] = e->next;
+			free(e);
+		}
 	SSL_CTX_free(l->tls_ctx);
 	pthread_mutex_destroy(&l->cmu);
 	free(l);

@@ -1,8 +1,11 @@
 /*
  * loop.h — stepd's network side: a listening socket, one epoll worker thread per core
  * (the listener added to each with EPOLLEXCLUSIVE), optionally a TLS listener beside it,
- * non-blocking connections driven through conn_state, idle timeouts, a connection limit,
- * and SIGTERM/SIGINT handling.
+ * non-blocking connections driven through conn_state, idle timeouts, a deadline to
+ * authenticate, a connection limit in total and per client address (and a smaller one for
+ * connections not authenticated yet, after OpenSSH's PerSourceMaxStartups), a per-event
+ * read budget so that one busy connection cannot hold a worker, accept back-off when
+ * descriptors run out, and SIGTERM/SIGINT handling.
  */
 #ifndef STEPD_LOOP_H
 #define STEPD_LOOP_H
@@ -25,7 +28,15 @@ struct loop_opts {
 	const char *tls_key;       /* PEM private key, with tls_cert */
 	int tls_port;              /* with tls_cert; 0: any free port */
 	const char *tls_port_file; /* may be NULL; written before port_file */
+	int no_plain;              /* with tls_cert: no plain listener (TLS only) */
+	int login_timeout;         /* seconds a connection has to authenticate; 0: default */
+	int max_per_source;        /* connections per client address (IPv6: per /64); 0: off */
+	int max_unauth_per_source; /* ...of them not authenticated yet; 0: off */
 };
+
+#define LOOP_LOGIN_TIMEOUT         20
+#define LOOP_MAX_PER_SOURCE        256
+#define LOOP_MAX_UNAUTH_PER_SOURCE 32
 
 /*
  * Loads the TLS certificate and key (when tls_cert is set), binds, listens (plain, and TLS

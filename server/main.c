@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,13 +32,16 @@
 #include "store.h"
 #include "util.h"
 
+#define STEPD_DEFAULT_BLOCK 20480 /* what deployed clients cut blocks at (protocol §8) */
+
 static void
 usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: stepd --root DIR [options]\n"
 	    "       stepd --root DIR user add NAME   (password read from stdin, one line)\n"
-	    "       stepd --root DIR user del NAME\n"
+	    "       stepd --root DIR user del NAME     (its tokens stop working at once)\n"
+	    "       stepd --root DIR user passwd NAME  (new password from stdin; old tokens end)\n"
 	    "       stepd --root DIR user list\n"
 	    "\n"
 	    "options:\n"
@@ -52,25 +56,38 @@ usage(FILE *f)
 	    "  --tls-cert FILE        PEM certificate chain for the TLS port (leaf first)\n"
 	    "  --tls-key FILE         PEM private key of that certificate\n"
 	    "  --tls-port-file FILE   write the chosen TLS port to FILE (before --port-file)\n"
+	    "  --no-plain             with --tls-port: serve TLS only (no plain port)\n"
 	    "  --root DIR             storage root (objects, uploads, metadata, secret)\n"
 	    "  --auth users|open      user database (default) or the course rule\n"
 	    "                         password == md5(username)\n"
-	    "  --block-size BYTES     block size of new upload plans (default 65536;\n"
-	    "                         20480 reproduces the reference server)\n"
+	    "  --block-size BYTES     block size of new upload plans and of download plans\n"
+	    "                         (default 20480, the deployed clients' value; clients\n"
+	    "                         that know big_blocks/any_block ask for more)\n"
 	    "  --max-block-size BYTES largest block a client may ask for (big_blocks\n"
 	    "                         extension; default 1M, at most --block-size: off)\n"
 	    "  --max-object-size BYTES  largest accepted object (default 64G)\n"
+	    "  --max-uploads-per-user N  uploads in progress per user; one more SAVE gets\n"
+	    "                         429 (default %d; 0: no limit)\n"
 	    "  --token-ttl SECONDS    token lifetime (default 86400)\n"
 	    "  --upload-ttl SECONDS   drop uploads idle this long (default 604800)\n"
 	    "  --idle-timeout SECONDS close idle connections (default 300)\n"
 	    "  --max-connections N    refuse connections beyond N with 503 (default 4096)\n"
+	    "  --max-per-source N     connections per client address (IPv6: per /64)\n"
+	    "                         (default %d; 0: no limit)\n"
+	    "  --max-unauth-per-source N  of those, not yet authenticated (default %d;\n"
+	    "                         0: no limit)\n"
+	    "  --login-timeout SECONDS  a connection must log in (or show a valid token)\n"
+	    "                         within this time or is closed (default %d)\n"
 	    "  --threads N            event-loop workers (default: one per CPU)\n"
-	    "  --login-fail-limit N   failed logins for one user name, or from one client\n"
-	    "                         address, that lock it out (default %d; 0: off);\n"
-	    "                         a locked name or address gets the wrong-password\n"
-	    "                         answer without a password check\n"
-	    "  --login-fail-window SECONDS  window counting those failures, and how long\n"
-	    "                         the lock lasts (default %d)\n"
+	    "  --login-fail-limit N   failed logins for one user name from one client\n"
+	    "                         address (x%d for an address, whatever the names)\n"
+	    "                         before each further one makes it wait: 1 s, then\n"
+	    "                         doubling up to the window (default %d; 0: off); a\n"
+	    "                         waiting client gets 429 \"too many failed logins;\n"
+	    "                         retry in N s\"; a name is never locked for everyone\n"
+	    "  --login-fail-window SECONDS  failures are forgotten this long after the last\n"
+	    "                         one; also the longest wait (default %d)\n"
+	    "  --login-fail-delay SECONDS  the first wait (default 1)\n"
 	    "  --setuid USER          after binding the ports and reading the TLS key,\n"
 	    "                         switch to USER's uid and gid (start as root), then\n"
 	    "                         open or create the root as that user; also for 'user'\n"
@@ -79,7 +96,8 @@ usage(FILE *f)
 	    "\n"
 	    "Test-only: STEP_FAULT=write:N[,fsync:M][,eio] makes the N-th block write (M-th\n"
 	    "commit sync) fail with ENOSPC (or EIO).\n",
-	    STEP_DEFAULT_PORT, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
+	    STEP_DEFAULT_PORT, STORE_MAX_UPLOADS, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE,
+	    LOOP_LOGIN_TIMEOUT, AUTH_ADDR_FACTOR, AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW);
 }
 
 struct opts {
@@ -94,6 +112,10 @@ struct opts {
 	uid_t uid;                         /* of setuid, looked up before binding */
 	gid_t gid;
 	long long max_block; /* --max-block-size (default STORE_BIG_BLOCK_MAX) */
+	long long login_timeout, max_per_source, max_unauth; /* loop_opts */
+	long long fail_delay;                                /* seconds, first throttle wait */
+	long long max_uploads;                               /* per user */
+	int no_plain;
 };
 
 /*
@@ -154,7 +176,9 @@ drop_privileges(const struct opts *o, char *errbuf, size_t errlen)
 	return 0;
 }
 
-/* Sets the directory fd (or its entry name, not followed, when it exists) to 0700. */
+/* Takes group and other permissions (and set-id, sticky bits) away from the directory fd
+ * (or its entry name, not followed, when it exists); never adds one: a 0555 root stays
+ * read-only for its owner. */
 static void
 tighten_dir(int dirfd, const char *name, const char *path)
 {
@@ -166,12 +190,14 @@ tighten_dir(int dirfd, const char *name, const char *path)
 	if (fd < 0)
 		return; /* absent (created 0700 later), or a symlink the store will refuse */
 	if (fstat(fd, &sb) == 0 && (sb.st_mode & 07077) != 0) {
-		if (fchmod(fd, 0700) != 0)
-			log_warn("cannot set '%s%s%s' to mode 0700", path, name ? "/" : "",
-			    name ? name : "");
+		mode_t m = sb.st_mode & 0700;
+
+		if (fchmod(fd, m) != 0)
+			log_warn("cannot set '%s%s%s' to mode %04o", path, name ? "/" : "",
+			    name ? name : "", (unsigned)m);
 		else
-			log_info("'%s%s%s' was mode %04o, now 0700", path, name ? "/" : "",
-			    name ? name : "", (unsigned)(sb.st_mode & 07777));
+			log_info("'%s%s%s' was mode %04o, now %04o", path, name ? "/" : "",
+			    name ? name : "", (unsigned)(sb.st_mode & 07777), (unsigned)m);
 	}
 	if (fd != dirfd)
 		close(fd);
@@ -210,6 +236,37 @@ prepare_root(const struct opts *o, char *out)
 	return 0;
 }
 
+/*
+ * Takes ROOT/stepd.lock (flock, held for the life of the process) and writes our PID in
+ * it, so that a second stepd on the same root (SQLite metadata shared without a cluster
+ * backend) refuses to start, naming the first one. 0, or -1 after printing why.
+ */
+static int
+lock_root(const char *root)
+{
+	char path[PATH_MAX], pid[32] = "";
+	ssize_t n;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/stepd.lock", root) >= (int)sizeof(path) ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+		fprintf(stderr, "stepd: cannot open '%s/stepd.lock': %s\n", root, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0)
+			pid[strcspn(pid, "\n")] = '\0';
+		fprintf(stderr, "stepd: another stepd (PID %s) is serving '%s'\n",
+		    pid[0] != '\0' ? pid : "unknown", root);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warn("cannot write our PID to '%s'", path);
+	return 0; /* fd stays open: the lock lasts as long as the process */
+}
+
 static int
 num_opt(const char *name, const char *s, long long min, long long max, long long *out)
 {
@@ -242,7 +299,7 @@ cmd_user(const struct opts *o, int argc, char **argv)
 		return 1;
 	if (argc == 2 && strcmp(argv[1], "list") == 0) {
 		r = auth_user_list(root, print_user, NULL);
-	} else if (argc == 3 && strcmp(argv[1], "add") == 0) {
+	} else if (argc == 3 && (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0)) {
 		char line[1024];
 		size_t n;
 
@@ -256,7 +313,8 @@ cmd_user(const struct opts *o, int argc, char **argv)
 			fprintf(stderr, "stepd: empty password\n");
 			return 1;
 		}
-		r = auth_user_add(root, argv[2], line);
+		r = strcmp(argv[1], "add") == 0 ? auth_user_add(root, argv[2], line)
+		                                : auth_user_passwd(root, argv[2], line);
 		OPENSSL_cleanse(line, sizeof(line));
 	} else if (argc == 3 && strcmp(argv[1], "del") == 0) {
 		r = auth_user_del(root, argv[2]);
@@ -269,7 +327,10 @@ cmd_user(const struct opts *o, int argc, char **argv)
 	else if (r == STEP_ENOENT)
 		fprintf(stderr, "stepd: no user '%s'\n", argv[2]);
 	else if (r == STEP_EINVAL)
-		fprintf(stderr, "stepd: invalid user name '%s'\n", argv[2]);
+		fprintf(stderr,
+		    "stepd: invalid user name '%s' (1-%d letters, digits and . _ @ + -, starting "
+		    "with a letter, a digit or _)\n",
+		    argv[2], AUTH_MAX_NEW_USER);
 	else if (r != 0)
 		fprintf(stderr, "stepd: user database error in '%s'\n", root);
 	return r == 0 ? 0 : 1;
@@ -297,7 +358,8 @@ open_backend(const struct opts *o, const char *root, struct auth **au, struct st
 	if (auth_open(root, strcmp(o->auth, "open") == 0 ? AUTH_OPEN : AUTH_USERS, o->token_ttl, au,
 	        err, errlen) != 0)
 		return -1;
-	if (auth_set_throttle(*au, (unsigned)o->fail_limit, (unsigned)o->fail_window) != 0) {
+	if (auth_set_throttle(*au, (unsigned)o->fail_limit, (unsigned)o->fail_window) != 0 ||
+	    auth_set_throttle_delay(*au, (unsigned)o->fail_delay) != 0) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -308,6 +370,7 @@ open_backend(const struct opts *o, const char *root, struct auth **au, struct st
 	if (store_open(&so, st, err, errlen) != 0)
 		return -1;
 	store_set_max_block_size(*st, (uint32_t)o->max_block);
+	store_set_max_uploads(*st, (int)o->max_uploads);
 	return 0;
 }
 
@@ -332,7 +395,8 @@ serve(const struct opts *o)
 	 * With it, the ports are bound and the TLS key read as root, then the root is opened
 	 * (and created) only as the unprivileged user. */
 	if (o->setuid == NULL &&
-	    (prepare_root(o, root) != 0 || open_backend(o, root, &au, &st, err, sizeof(err)) != 0))
+	    (prepare_root(o, root) != 0 || lock_root(root) != 0 ||
+	        open_backend(o, root, &au, &st, err, sizeof(err)) != 0))
 		goto out;
 	lo.bind = o->bind;
 	lo.port = (int)o->port;
@@ -346,6 +410,10 @@ serve(const struct opts *o)
 	lo.threads = (int)o->threads;
 	lo.idle_timeout = (int)o->idle_timeout;
 	lo.max_connections = (int)o->max_conns;
+	lo.login_timeout = (int)o->login_timeout;
+	lo.max_per_source = (int)o->max_per_source;
+	lo.max_unauth_per_source = (int)o->max_unauth;
+	lo.no_plain = o->no_plain;
 	/* Binary parts up to the big_blocks extension's blocks (store_file_save_bs). */
 	lo.max_bin = (uint32_t)(o->block_size > o->max_block ? o->block_size : o->max_block);
 	if (lo.max_bin < STEP_SPEC_MAX_BLOCK)
@@ -354,15 +422,21 @@ serve(const struct opts *o)
 		goto out;
 	if (o->setuid != NULL) {
 		if (drop_privileges(o, err, sizeof(err)) != 0 || prepare_root(o, root) != 0 ||
-		    open_backend(o, root, &au, &st, err, sizeof(err)) != 0)
+		    lock_root(root) != 0 || open_backend(o, root, &au, &st, err, sizeof(err)) != 0)
 			goto out;
 		loop_set_backend(l, st, au);
+	}
+	/* PBKDF2 of LOGINs runs on these, never on an event-loop worker. */
+	if (auth_start_threads(au, 2) != 0) {
+		snprintf(err, sizeof(err), "cannot start the password threads");
+		goto out;
 	}
 	r = loop_run(l) == 0 ? 0 : 1;
 out:
 	if (err[0] != '\0')
 		fprintf(stderr, "stepd: %s\n", err);
-	store_free(st); /* finishes queued commits before the loop's memory goes */
+	store_free(st);        /* finishes queued commits before the loop's memory goes */
+	auth_stop_threads(au); /* answers queued LOGINs into the loop's queues */
 	loop_free(l);
 	auth_free(au);
 	if (r == 0)
@@ -394,6 +468,12 @@ main(int argc, char **argv)
 		O_FAILLIMIT,
 		O_FAILWINDOW,
 		O_SETUID,
+		O_LOGINTO,
+		O_MAXSRC,
+		O_MAXUNAUTH,
+		O_NOPLAIN,
+		O_FAILDELAY,
+		O_MAXUP,
 		O_HELP
 	};
 	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
@@ -416,14 +496,24 @@ main(int argc, char **argv)
 		{ "login-fail-limit", required_argument, NULL, O_FAILLIMIT },
 		{ "login-fail-window", required_argument, NULL, O_FAILWINDOW },
 		{ "setuid", required_argument, NULL, O_SETUID },
+		{ "login-timeout", required_argument, NULL, O_LOGINTO },
+		{ "max-per-source", required_argument, NULL, O_MAXSRC },
+		{ "max-unauth-per-source", required_argument, NULL, O_MAXUNAUTH },
+		{ "no-plain", no_argument, NULL, O_NOPLAIN },
+		{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
+		{ "max-uploads-per-user", required_argument, NULL, O_MAXUP },
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
-		STEP_SPEC_MAX_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
-		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX };
+		STEPD_DEFAULT_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
+		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX,
+		LOOP_LOGIN_TIMEOUT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, 1,
+		STORE_MAX_UPLOADS, 0 };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "max-block-size", "token-ttl", "upload-ttl", "idle-timeout",
 		"max-connections", "threads", "max-object-size", "tls-port", "tls-cert", "tls-key",
-		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", NULL };
+		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", "login-timeout",
+		"max-per-source", "max-unauth-per-source", "login-fail-delay",
+		"max-uploads-per-user", NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -523,6 +613,24 @@ main(int argc, char **argv)
 		case O_SETUID:
 			o.setuid = optarg;
 			break;
+		case O_LOGINTO:
+			bad = num_opt("login-timeout", optarg, 1, 86400, &o.login_timeout);
+			break;
+		case O_MAXSRC:
+			bad = num_opt("max-per-source", optarg, 0, 1000000, &o.max_per_source);
+			break;
+		case O_MAXUNAUTH:
+			bad = num_opt("max-unauth-per-source", optarg, 0, 1000000, &o.max_unauth);
+			break;
+		case O_NOPLAIN:
+			o.no_plain = 1;
+			break;
+		case O_MAXUP:
+			bad = num_opt("max-uploads-per-user", optarg, 0, 100000000, &o.max_uploads);
+			break;
+		case O_FAILDELAY:
+			bad = num_opt("login-fail-delay", optarg, 1, 86400, &o.fail_delay);
+			break;
 		case 'v':
 			o.verbosity++;
 			break;
@@ -552,6 +660,10 @@ main(int argc, char **argv)
 	if (o.tls_port < 0 && (o.tls_cert != NULL || o.tls_key != NULL || o.tls_port_file)) {
 		fprintf(
 		    stderr, "stepd: --tls-cert, --tls-key and --tls-port-file need --tls-port\n");
+		return 2;
+	}
+	if (o.no_plain && o.tls_port < 0) {
+		fprintf(stderr, "stepd: --no-plain needs --tls-port (TLS only)\n");
 		return 2;
 	}
 	if (o.setuid != NULL && setuid_lookup(&o) != 0)

@@ -1,7 +1,8 @@
 /*
  * meta.h — opens ROOT/meta.db (SQLite, WAL, busy timeout) and creates stepd's schema:
- * objects, uploads, data records and users. One connection per caller; callers never share
- * a connection between threads without their own lock.
+ * objects, uploads, data records, users, info (name/value: the store_id) and obj_gen (per
+ * user: how many times a complete object of that user was removed). One connection per caller;
+ * callers never share a connection between threads without their own lock.
  */
 #ifndef STEPD_META_H
 #define STEPD_META_H

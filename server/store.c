@@ -56,6 +56,11 @@
 #define CHECKPOINT_IDLE  1000         /* WAL frames worth a checkpoint when no job waits */
 #define CHECKPOINT_FORCE 16384        /* ...and at this many even when jobs wait (64 MiB) */
 #define WSTMT_CACHE      16           /* prepared statements the commit thread keeps */
+/* The sidecar (.map) of an upload: MAP_MAGIC, then per block 8 bytes, 0 until the block is
+ * received, then block_hash() of its bytes. Older sidecars (a byte per block) cannot be
+ * checked: their blocks are asked for again. */
+#define MAP_MAGIC        "STEPMAP2"
+#define MAP_HDR          8
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
@@ -73,7 +78,9 @@ struct stmt_cache {
 struct store_upload {
 	uint8_t id[HASH_SHA256_LEN]; /* SHA-256(user NUL key) */
 	char stem[65];               /* hex of id */
-	char gen[17];                /* random generation: file names differ per upload */
+	char gen[17];                /* random generation: file names differ per upload; also
+	                              * the upload_id clients may name on UPLOAD */
+	char want_md5[33];           /* MD5 declared at SAVE ("": none): the commit must match */
 	char *user, *key;            /* owned; key is keylen bytes (+NUL) */
 	size_t keylen;
 	uint64_t size;       /* bytes */
@@ -121,8 +128,19 @@ struct put_obj {
 	char buf[];
 };
 
+/* Uploads in the map per user (the per-user cap). Under mu. */
+struct ucount {
+	char *user;
+	int n;
+	struct ucount *next;
+};
+#define UCOUNT_BUCKETS 1024
+
 struct store {
 	char *root;
+	struct ucount *ucount[UCOUNT_BUCKETS]; /* under mu */
+	int max_uploads;                       /* per user; 0: no limit */
+	char id[33]; /* store_id: random at creation, kept in meta.db's info table */
 	struct store_opts o;
 	uint32_t max_block;        /* largest big_blocks plan, 0: STORE_BIG_BLOCK_MAX */
 	int objfd, tmpfd, packdir; /* directory fds */
@@ -275,6 +293,8 @@ map_find(struct store *s, const uint8_t *id)
 	return NULL;
 }
 
+static void ucount_add(struct store *s, const char *user, int d);
+
 /* Under mu; the map keeps its reference until the caller drops it. */
 static void
 map_remove(struct store *s, struct store_upload *u)
@@ -285,8 +305,55 @@ map_remove(struct store *s, struct store_upload *u)
 		if (*pp == u) {
 			*pp = u->hnext;
 			u->hnext = NULL;
+			ucount_add(s, u->user, -1);
 			return;
 		}
+	}
+}
+
+static struct ucount **
+ucount_slot(struct store *s, const char *user)
+{
+	uint32_t h = 2166136261u;
+	struct ucount **pp;
+	const char *p;
+
+	for (p = user; *p != '\0'; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	for (pp = &s->ucount[h % UCOUNT_BUCKETS]; *pp != NULL; pp = &(*pp)->next)
+		if (strcmp((*pp)->user, user) == 0)
+			break;
+	return pp;
+}
+
+/* Uploads of user in the map. Under mu. */
+static int
+ucount_get(struct store *s, const char *user)
+{
+	struct ucount *c = *ucount_slot(s, user);
+
+	return c != NULL ? c->n : 0;
+}
+
+/* Adds d to user's count (an entry at 0 is freed; no memory: not counted). Under mu. */
+static void
+ucount_add(struct store *s, const char *user, int d)
+{
+	struct ucount **pp = ucount_slot(s, user), *c = *pp;
+
+	if (c == NULL) {
+		if (d <= 0 || (c = calloc(1, sizeof(*c))) == NULL ||
+		    (c->user = strdup(user)) == NULL) {
+			free(c);
+			return;
+		}
+		*pp = c;
+	}
+	c->n += d;
+	if (c->n <= 0) {
+		*pp = c->next;
+		free(c->user);
+		free(c);
 	}
 }
 
@@ -295,6 +362,7 @@ map_insert(struct store *s, struct store_upload *u)
 {
 	size_t b = bucket_of(u->id);
 
+	ucount_add(s, u->user, 1);
 	u->hnext = s->map[b];
 	s->map[b] = u;
 }
@@ -395,6 +463,27 @@ upload_open_files(struct store *s, struct store_upload *u, int create, int map)
 			return err_from_errno(errno);
 	}
 	return STEP_OK;
+}
+
+/* Opens the temp object (ext ".part") or the sidecar (".map", created with its header
+ * when missing) for one block's write; the caller closes it. -1 with errno. */
+static int
+upload_openat(struct store *s, struct store_upload *u, const char *ext, int map)
+{
+	char name[128];
+	int fd, fl = O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+
+	upload_fname(u, ext, name, sizeof(name));
+	if (!map)
+		return openat(s->tmpfd, name, fl);
+	if ((fd = openat(s->tmpfd, name, fl | O_CREAT | O_EXCL, 0600)) >= 0) {
+		if (pwrite(fd, MAP_MAGIC, MAP_HDR, 0) != MAP_HDR) {
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	return errno == EEXIST ? openat(s->tmpfd, name, fl) : -1;
 }
 
 static void
@@ -834,9 +923,47 @@ store_set_max_block_size(struct store *s, uint32_t max)
 	s->max_block = max;
 }
 
+void
+store_set_max_uploads(struct store *s, int max)
+{
+	s->max_uploads = max;
+}
+
 int
 store_file_save_bs(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
     uint32_t want_bs, struct store_plan *plan, struct store_waiter *w)
+{
+	return store_file_save_ex(s, user, key, keylen, size, want_bs, NULL, NULL, plan, w);
+}
+
+/*
+ * What a SAVE of key does to the upload old already in progress: 1 resume it, 0 start over,
+ * STORE_LOCKED refuse. A SAVE that declares the file's MD5 resumes only an upload declared
+ * with the same MD5 and size (the same content, whoever sent it); otherwise it starts over
+ * when it names the upload (upload_id: the client's own upload, whose file has changed)
+ * or the upload has been idle for STORE_TAKEOVER_S, and is refused while someone else's
+ * upload is active. A SAVE without one (a client that
+ * does not know the extension) keeps the reference's behaviour: the same size resumes,
+ * another size starts over; a declared MD5 still keeps a mix from being committed.
+ */
+static int
+save_claim(const struct store_upload *old, uint64_t size, const char *upload_id, const char *md5)
+{
+	if (md5 == NULL)
+		return old->size == size && size > 0 ? 1 : 0;
+	if (old->want_md5[0] != '\0' && strcmp(old->want_md5, md5) == 0 && old->size == size &&
+	    size > 0)
+		return 1;
+	if ((upload_id != NULL && strcmp(old->gen, upload_id) == 0) ||
+	    util_wall_s() - old->touched >= STORE_TAKEOVER_S)
+		return 0;
+	return STORE_LOCKED;
+}
+
+int
+store_file_save_ex(struct store *s, const char *user, const char *key, size_t keylen, uint64_t size,
+    uint32_t want_bs, const char *upload_id, const char *md5, struct store_plan *plan,
+    struct store_waiter *w)
 {
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
@@ -855,10 +982,13 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 			r = STEP_EEXIST;
 			goto out;
 		}
-		if (old->size == size && size > 0) {
+		if ((r = save_claim(old, size, upload_id, md5)) == STORE_LOCKED)
+			goto out;
+		if (r == 1) {
 			/* Resume extension: keep the received blocks. */
 			old->touched = util_wall_s();
 			r = plan_fill(old, plan);
+			memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
 			goto out;
 		}
 		/* A different size starts over (as the reference does for any SAVE). */
@@ -871,6 +1001,10 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 		r = object_exists(s, user, key, keylen, 0);
 		if (r != 0) {
 			r = r > 0 ? STEP_EEXIST : r;
+			goto out;
+		}
+		if (s->max_uploads > 0 && ucount_get(s, user) >= s->max_uploads) {
+			r = STEP_EBUSY;
 			goto out;
 		}
 	}
@@ -886,16 +1020,22 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 	 * memory from its UPLOAD to its commit, and a restart simply forgets the plan (the
 	 * client sends the block again). */
 	u->inl = size > 0 && size <= INLINE_MAX && u->total == 1;
+	if (md5 != NULL)
+		snprintf(u->want_md5, sizeof(u->want_md5), "%s", md5);
+	if (hash_random(id, 8) != 0) {
+		r = STEP_EIO;
+		goto out;
+	}
+	hash_to_hex(id, 8, u->gen);
 	if (!u->inl) {
-		if (hash_random(id, 8) != 0) {
-			r = STEP_EIO;
-			goto out;
-		}
-		hash_to_hex(id, 8, u->gen);
+		/* The temp file is created now and opened again when a block arrives: an
+		 * upload in progress holds no descriptor. */
 		if ((r = upload_open_files(s, u, 1, 0)) != 0) {
 			upload_unlink_files(s, u);
 			goto out;
 		}
+		close(u->fd);
+		u->fd = -1;
 	}
 	map_insert(s, u); /* the caller's reference becomes the map's */
 	if (!u->inl)
@@ -915,6 +1055,7 @@ store_file_save_bs(struct store *s, const char *user, const char *key, size_t ke
 		goto out;
 	}
 	r = plan_fill(u, plan);
+	memcpy(plan->upload_id, u->gen, sizeof(plan->upload_id));
 	u = NULL;
 out:
 	pthread_mutex_unlock(&s->mu);
@@ -945,6 +1086,12 @@ store_upload_get(
 	return r;
 }
 
+int
+store_upload_is(const struct store_upload *u, const char *upload_id)
+{
+	return strcmp(u->gen, upload_id) == 0;
+}
+
 void
 store_upload_plan(
     const struct store_upload *u, uint64_t *size, uint32_t *block_size, uint64_t *total_block)
@@ -954,9 +1101,41 @@ store_upload_plan(
 	*total_block = u->total;
 }
 
-/* Hashes blocks [next_hashed, ...) that are present, reading them back. Under mu. */
+/* Where block index's record is in the sidecar. */
+static off_t
+map_off(uint64_t index)
+{
+	return (off_t)(MAP_HDR + index * 8);
+}
+
+/*
+ * A 64-bit hash of a block, never 0 (0 marks a block not received). Not cryptographic: it
+ * tells the bytes that were acknowledged from what a power loss left in their place (zeros,
+ * stale data); whoever could forge it could as well send other bytes.
+ */
+static uint64_t
+block_hash(const uint8_t *p, size_t n)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
+	}
+	for (; i < n; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	h ^= h >> 29;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 32;
+	return h | 1;
+}
+
+/* Hashes blocks [next_hashed, ...) that are present, reading them back through fd (the
+ * temp object). Under mu. */
 static int
-upload_catch_up(struct store_upload *u, uint64_t max_blocks)
+upload_catch_up(struct store_upload *u, int fd, uint64_t max_blocks)
 {
 	uint8_t *tmp = NULL;
 	uint64_t n = 0;
@@ -970,7 +1149,7 @@ upload_catch_up(struct store_upload *u, uint64_t max_blocks)
 
 		if (tmp == NULL && (tmp = malloc(u->block_size)) == NULL)
 			return STEP_ENOMEM;
-		got = pread(u->fd, tmp, len, (off_t)off);
+		got = pread(fd, tmp, len, (off_t)off);
 		if (got != (ssize_t)len) {
 			r = STEP_EIO;
 			break;
@@ -1057,7 +1236,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
     size_t len, struct store_waiter *w)
 {
 	struct store_job *cj = NULL;
-	int fd, mapfd, r, fail = 0, need_map;
+	int fd = -1, mapfd = -1, r, fail = 0, need_map;
 	uint64_t wb_off = 0, wb_len = 0, dr_off = 0, dr_len = 0;
 	ssize_t n;
 
@@ -1082,19 +1261,18 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	}
 	/* The sidecar records blocks of an upload that stays incomplete after this one. */
 	need_map = u->bm.count + 1 < u->total;
-	if ((r = upload_open_files(s, u, 0, need_map)) != 0) {
-		pthread_mutex_unlock(&s->mu);
-		return r;
-	}
-	fd = u->fd;
-	mapfd = need_map ? u->mapfd : -1;
 	u->writers++;
 	if (fault_hit(&s->nwrite, s->fault_write, "block write"))
 		fail = s->fault_errno;
 	pthread_mutex_unlock(&s->mu);
 
+	/* The files are opened for this block only: an upload in progress holds no
+	 * descriptor between its blocks. */
 	if (fail) {
 		errno = fail;
+		n = -1;
+	} else if ((fd = upload_openat(s, u, ".part", 0)) < 0 ||
+	    (need_map && (mapfd = upload_openat(s, u, ".map", 1)) < 0)) {
 		n = -1;
 	} else if (space_low(s->tmpfd, len)) {
 		errno = ENOSPC;
@@ -1103,40 +1281,48 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		n = pwrite_all(fd, data, len, (off_t)(index * u->block_size));
 	}
 	if (n == (ssize_t)len) {
-		static const uint8_t one = 1;
+		/* The block's hash, not a mere flag: after a power loss the map may outlive the
+		 * bytes, and a restart re-checks every block against it (load_upload). */
+		uint64_t h = block_hash(data, len);
 
-		if (mapfd >= 0 && pwrite(mapfd, &one, 1, (off_t)index) != 1)
+		if (mapfd >= 0 && pwrite(mapfd, &h, sizeof(h), map_off(index)) != sizeof(h))
 			n = -1;
 	} else if (n >= 0) {
 		errno = EIO;
 		n = -1;
 	}
 	r = n < 0 ? err_from_errno(errno) : STEP_OK;
+	if (mapfd >= 0)
+		close(mapfd);
 
 	pthread_mutex_lock(&s->mu);
 	if (--u->writers == 0)
 		pthread_cond_broadcast(&s->wcond);
 	if (r != 0 || u->state == UP_DEAD) {
 		pthread_mutex_unlock(&s->mu);
-		return r != 0 ? r : STEP_ENOENT;
+		r = r != 0 ? r : STEP_ENOENT;
+		goto out;
 	}
 	if (u->state == UP_COMMITTING) {
 		/* Another connection wrote the same block and completed the set. */
 		w->next = u->waiters;
 		u->waiters = w;
 		pthread_mutex_unlock(&s->mu);
-		return STORE_PENDING;
+		r = STORE_PENDING;
+		goto out;
 	}
 	if (bitmap_test(&u->bm, index)) {
 		pthread_mutex_unlock(&s->mu);
-		return STEP_OK;
+		r = STEP_OK;
+		goto out;
 	}
 	/* The block that completes the set needs its commit job: allocated before the bit is
 	 * set, so that on failure the block is simply not received (the client sends it
 	 * again) instead of an upload that is complete but never committed. */
 	if (u->bm.count + 1 == u->total && (cj = job_new(JOB_COMMIT)) == NULL) {
 		pthread_mutex_unlock(&s->mu);
-		return STEP_ENOMEM;
+		r = STEP_ENOMEM;
+		goto out;
 	}
 	bitmap_set(&u->bm, index);
 	u->touched = util_wall_s();
@@ -1144,7 +1330,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		hash_update(u->md5, data, len);
 		u->next_hashed++;
 	}
-	upload_catch_up(u, CATCHUP_BLOCKS);
+	upload_catch_up(u, fd, CATCHUP_BLOCKS);
 	if (!bitmap_full(&u->bm) &&
 	    u->next_hashed * u->block_size >= u->flushed + WRITEBACK_BYTES) {
 		/* Start writeback of the contiguous prefix now, so the commit's sync finds little
@@ -1170,7 +1356,8 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		cj->u = u;
 		queue_push(s, cj);
 		pthread_mutex_unlock(&s->mu);
-		return STORE_PENDING;
+		r = STORE_PENDING;
+		goto out;
 	}
 	pthread_mutex_unlock(&s->mu);
 	if (wb_len > 0 &&
@@ -1180,7 +1367,11 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	 * and the commit's fdatasync still makes everything durable. */
 	if (dr_len > 0)
 		posix_fadvise(fd, (off_t)dr_off, (off_t)dr_len, POSIX_FADV_DONTNEED);
-	return STEP_OK;
+	r = STEP_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	return r;
 }
 
 /* ---- GET / DOWNLOAD / DELETE ---- */
@@ -1619,6 +1810,8 @@ commit_prepare(struct store *s, struct store_job *j)
 	if (u->inl) {
 		/* Nobody writes an inline upload once it is committing. */
 		memcpy(j->md5, u->mem_md5, sizeof(j->md5));
+		if (u->want_md5[0] != '\0' && strcmp(u->want_md5, j->md5) != 0)
+			j->err = STEP_EMISMATCH;
 		return;
 	}
 	pthread_mutex_lock(&s->mu);
@@ -1630,12 +1823,19 @@ commit_prepare(struct store *s, struct store_job *j)
 	if (j->err != 0)
 		return;
 	/* State is COMMITTING: nobody else touches md5/next_hashed now. */
-	if (upload_catch_up(u, UINT64_MAX) != 0 || u->next_hashed != u->total) {
+	if (upload_catch_up(u, u->fd, UINT64_MAX) != 0 || u->next_hashed != u->total) {
 		j->err = STEP_EIO;
 		return;
 	}
 	hash_final(u->md5, md);
 	hash_to_hex(md, sizeof(md), j->md5);
+	/* The MD5 declared at SAVE: a mix of two uploads (or a changed file) is never
+	 * committed. The upload is discarded; the client starts over. */
+	if (u->want_md5[0] != '\0' && strcmp(u->want_md5, j->md5) != 0) {
+		log_info("commit of '%s': MD5 %s, not the declared %s: discarded", u->stem, j->md5,
+		    u->want_md5);
+		j->err = STEP_EMISMATCH;
+	}
 }
 
 /* Makes the batch's object files and pack bytes durable. 0, or -1 with errno. */
@@ -1673,7 +1873,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 {
 	struct store_job *j;
 	int64_t now = util_wall_s();
-	int r;
+	int r, abort_tx = 0;
 
 	if (meta_exec(s->wdb, "BEGIN IMMEDIATE") != 0) {
 		r = wdb_err(s);
@@ -1684,17 +1884,18 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 	}
 	for (j = batch; j != NULL; j = j->next) {
 		struct store_upload *u = j->u;
-		char file[160];
+		char file[160], claim[64];
 
 		switch (j->kind) {
 		case JOB_ROW:
 			snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+			snprintf(claim, sizeof(claim), "%s", u->want_md5);
 			wexec(s,
 			    "INSERT OR REPLACE INTO uploads(user, key, file, size, block_size, "
-			    "mtime)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?7)",
+			    "mtime, claim)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?6)",
 			    u->user, u->key, u->keylen, file, (sqlite3_int64)u->size, u->block_size,
-			    NULL, now);
+			    claim, now);
 			break;
 		case JOB_DROP:
 			if (u->inl)
@@ -1750,6 +1951,14 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			stmt_done(st);
 			if (j->err == STEP_OK && blob_rowid(j->file) > 0)
 				blob_delete(s, blob_rowid(j->file));
+			/* A complete object is gone: its user's obj_gen moves, in this transaction.
+			 */
+			if (j->err == STEP_OK &&
+			    wexec(s,
+			        "INSERT INTO obj_gen(user, gen) VALUES(?1, 1)"
+			        " ON CONFLICT(user) DO UPDATE SET gen = gen + 1",
+			        j->user, NULL, 0, NULL, 0, 0, NULL, 0) != STEP_OK)
+				j->err = wdb_err(s);
 			break;
 		}
 		case JOB_DATA_SAVE:
@@ -1766,8 +1975,8 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			break;
 		}
 	}
-	if (meta_exec(s->wdb, "COMMIT") != 0) {
-		r = wdb_err(s);
+	if (abort_tx || meta_exec(s->wdb, "COMMIT") != 0) {
+		r = abort_tx ? STEP_EIO : wdb_err(s);
 		if (!sqlite3_get_autocommit(s->wdb)) /* SQLite may have rolled back already */
 			meta_exec(s->wdb, "ROLLBACK");
 		for (j = batch; j != NULL; j = j->next)
@@ -1821,8 +2030,16 @@ batch_run(struct store *s, struct store_job *batch)
 		}
 		nrenamed++;
 	}
-	if (nrenamed > 0 && fsync(s->objfd) != 0)
+	if (nrenamed > 0 && fsync(s->objfd) != 0) {
+		/* The new names may not survive a crash: the commits fail (their files are
+		 * removed below, as renamed but not recorded). */
+		int e = err_from_errno(errno);
+
 		log_warn("commit: directory fsync");
+		for (j = batch; j != NULL; j = j->next)
+			if (j->kind == JOB_COMMIT && j->err == 0 && !j->u->inl)
+				j->err = e;
+	}
 	batch_apply_sql(s, batch);
 
 	/* Finished uploads leave the map under one lock for the whole batch (the lock every
@@ -1922,6 +2139,7 @@ sweep_expired(struct store *s)
 			log_info("upload of '%s' expired", u->stem);
 			*pp = u->hnext;
 			u->hnext = NULL;
+			ucount_add(s, u->user, -1);
 			u->state = UP_DEAD;
 			if (queue_upload_job(s, JOB_DROP, u) != 0)
 				upload_unlink_files(s, u);
@@ -2104,6 +2322,124 @@ open_dir(const char *root, const char *sub, int *fd)
 	return STEP_OK;
 }
 
+/* Reads the store's id from meta.db, creating it (random) when the store is new. */
+static int
+load_store_id(struct store *s)
+{
+	uint8_t b[16];
+	char hex[33];
+	sqlite3_stmt *st = NULL;
+	int r = STEP_EIO;
+
+	if (hash_random(b, sizeof(b)) != 0)
+		return STEP_EIO;
+	hash_to_hex(b, sizeof(b), hex);
+	if (sqlite3_prepare_v2(s->wdb,
+	        "INSERT INTO info(name, value) VALUES('store_id', ?1) ON CONFLICT DO NOTHING", -1,
+	        &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, hex, 32, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(s->wdb, "SELECT value FROM info WHERE name = 'store_id'", -1, &st,
+	        NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 0) != 32)
+		goto out;
+	memcpy(s->id, sqlite3_column_text(st, 0), 32);
+	s->id[32] = '\0';
+	r = STEP_OK;
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+const char *
+store_id(const struct store *s)
+{
+	return s->id;
+}
+
+int
+store_obj_gen(struct store *s, const char *user, int64_t *gen)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	pthread_mutex_lock(&s->rlock);
+	if ((st = stmt_get(&s->rstmt, "SELECT gen FROM obj_gen WHERE user = ?1")) == NULL) {
+		pthread_mutex_unlock(&s->rlock);
+		return STEP_EIO;
+	}
+	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		*gen = sqlite3_column_int64(st, 0);
+		r = STEP_OK;
+	} else if (r == SQLITE_DONE) {
+		*gen = 0;
+		r = STEP_OK;
+	} else {
+		r = STEP_EIO;
+	}
+	stmt_done(st);
+	pthread_mutex_unlock(&s->rlock);
+	return r;
+}
+
+/*
+ * Marks the blocks the sidecar of u records as received, each only after its bytes in the
+ * temp object hash to the recorded value: after a power loss the sidecar may say
+ * "received" for a block whose bytes never reached the disk. Such blocks, and every block
+ * of an older sidecar (no hashes), are simply asked for again.
+ */
+static void
+load_map(struct store_upload *u)
+{
+	enum { CHUNK = 8192 };
+	uint64_t *rec = malloc(CHUNK * sizeof(*rec)), first, i, bad = 0;
+	uint8_t *blk = malloc(u->block_size);
+	char hdr[MAP_HDR];
+
+	if (rec == NULL || blk == NULL)
+		goto out;
+	if (pread(u->mapfd, hdr, MAP_HDR, 0) != MAP_HDR || memcmp(hdr, MAP_MAGIC, MAP_HDR) != 0) {
+		log_info(
+		    "upload '%s': sidecar without block hashes; its blocks are asked for again",
+		    u->stem);
+		goto out;
+	}
+	for (first = 0; first < u->total; first += CHUNK) {
+		size_t want = (size_t)(u->total - first < CHUNK ? u->total - first : CHUNK);
+		ssize_t n = pread(u->mapfd, rec, want * sizeof(*rec), map_off(first));
+
+		if (n <= 0)
+			break;
+		for (i = 0; i < (uint64_t)n / sizeof(*rec); i++) {
+			uint64_t idx = first + i, off = idx * u->block_size;
+			size_t len =
+			    (size_t)(u->size - off < u->block_size ? u->size - off : u->block_size);
+
+			if (rec[i] == 0)
+				continue;
+			if (pread_all(u->fd, blk, len, (off_t)off) == 0 &&
+			    block_hash(blk, len) == rec[i])
+				bitmap_set(&u->bm, idx);
+			else
+				bad++;
+		}
+		if ((size_t)n < want * sizeof(*rec))
+			break;
+	}
+	if (bad > 0)
+		log_warnx("upload '%s': %llu acknowledged block(s) not on disk as received (power "
+		          "loss?); they are asked for again",
+		    u->stem, (unsigned long long)bad);
+out:
+	free(rec);
+	free(blk);
+}
+
 /* Reloads one upload row; drops it when its temp file is gone. */
 static void
 load_upload(struct store *s, sqlite3_stmt *st)
@@ -2114,17 +2450,20 @@ load_upload(struct store *s, sqlite3_stmt *st)
 	int64_t size = sqlite3_column_int64(st, 2), bs = sqlite3_column_int64(st, 3);
 	const char *file = (const char *)sqlite3_column_text(st, 4);
 	struct store_upload *u;
-	uint8_t *map = NULL;
 	char name[128];
 	struct stat sb;
-	uint64_t i;
-	ssize_t n;
 
 	if (size < 0 || bs <= 0 || bs > (1 << 30) || file == NULL || strlen(file) != 81 ||
 	    (u = upload_new(user, key, keylen, (uint64_t)size, (uint32_t)bs)) == NULL)
 		return;
 	memcpy(u->gen, file + 65, 16);
 	u->gen[16] = '\0';
+	if (sqlite3_column_type(st, 5) == SQLITE_TEXT) {
+		const char *claim = (const char *)sqlite3_column_text(st, 5);
+
+		if (strlen(claim) == 32)
+			memcpy(u->want_md5, claim, 32);
+	}
 	if (strncmp(file, u->stem, 64) != 0 || upload_open_files(s, u, 0, 0) != 0) {
 		log_info("dropping upload '%s': temp files missing", file);
 		u->state = UP_DEAD;
@@ -2137,13 +2476,14 @@ load_upload(struct store *s, sqlite3_stmt *st)
 	u->mapfd = openat(s->tmpfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fstat(u->mapfd >= 0 ? u->mapfd : u->fd, &sb) == 0)
 		u->touched = sb.st_mtime;
-	if (u->mapfd >= 0 && u->total > 0 && (map = calloc(1, (size_t)u->total)) != NULL) {
-		n = pread(u->mapfd, map, (size_t)u->total, 0);
-		for (i = 0; n > 0 && i < (uint64_t)n; i++)
-			if (map[i])
-				bitmap_set(&u->bm, i);
-	}
-	free(map);
+	if (u->mapfd >= 0 && u->total > 0)
+		load_map(u);
+	/* No descriptor is held for an upload in progress (a commit opens its file again). */
+	close(u->fd);
+	u->fd = -1;
+	if (u->mapfd >= 0)
+		close(u->mapfd);
+	u->mapfd = -1;
 	if (map_find(s, u->id) != NULL) {
 		upload_unref(s, u);
 		return;
@@ -2194,6 +2534,75 @@ remove_orphans(struct store *s)
 	closedir(d);
 }
 
+/*
+ * Start-up clean-up after a crash: a file in obj/ that no object names (renamed, then the
+ * crash came before its row was committed) is removed, and so is the tail of the last
+ * pack beyond its last referenced byte (written, then the crash came before the rows).
+ */
+static void
+reclaim_orphans(struct store *s)
+{
+	sqlite3_stmt *st = NULL;
+	struct dirent *e;
+	uint64_t end = 0;
+	unsigned removed = 0;
+	char lo[40], hi[40];
+	DIR *d;
+	int fd = dup(s->objfd);
+
+	if (fd >= 0 && (d = fdopendir(fd)) != NULL) {
+		if (sqlite3_prepare_v2(s->rdb, "SELECT 1 FROM objects WHERE file = ?1", -1, &st,
+		        NULL) == SQLITE_OK) {
+			while ((e = readdir(d)) != NULL) {
+				if (e->d_name[0] == '.')
+					continue;
+				sqlite3_reset(st);
+				sqlite3_bind_text(st, 1, e->d_name, -1, SQLITE_STATIC);
+				if (sqlite3_step(st) == SQLITE_DONE &&
+				    unlinkat(s->objfd, e->d_name, 0) == 0)
+					removed++;
+			}
+		}
+		sqlite3_finalize(st);
+		st = NULL;
+		closedir(d);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	if (removed > 0) {
+		log_info("start-up: removed %u object file(s) that no object names", removed);
+		if (fsync(s->objfd) != 0)
+			log_warn("obj: directory fsync");
+	}
+	/* The last pack: keep up to the end of its last referenced range. */
+	snprintf(lo, sizeof(lo), PACK_PREFIX "%u:", s->pack_no);
+	snprintf(hi, sizeof(hi), PACK_PREFIX "%u;", s->pack_no);
+	if (sqlite3_prepare_v2(s->rdb,
+	        "SELECT file, size FROM objects WHERE file >= ?1 AND file < ?2", -1, &st,
+	        NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(st, 1, lo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, hi, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		uint64_t off;
+		unsigned n;
+
+		if (pack_parse((const char *)sqlite3_column_text(st, 0), &n, &off) &&
+		    n == s->pack_no && off + (uint64_t)sqlite3_column_int64(st, 1) > end)
+			end = off + (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (end < s->pack_end && (fd = pack_fd(s, s->pack_no, 0)) >= 0) {
+		if (ftruncate(fd, (off_t)end) == 0 && fdatasync(fd) == 0) {
+			log_info("start-up: pack %u: %llu unreferenced byte(s) at its end removed",
+			    s->pack_no, (unsigned long long)(s->pack_end - end));
+			s->pack_end = end;
+		} else {
+			log_warn("pack %u: cannot cut its unreferenced end", s->pack_no);
+		}
+	}
+}
+
 int
 store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t errlen)
 {
@@ -2205,6 +2614,7 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		return STEP_ENOMEM;
 	s->o = *o;
 	s->objfd = s->tmpfd = s->packdir = -1;
+	s->max_uploads = STORE_MAX_UPLOADS;
 	pthread_mutex_init(&s->pmu, NULL);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->rlock, NULL);
@@ -2245,8 +2655,14 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	sqlite3_wal_autocheckpoint(s->wdb, 0);
 	meta_exec(s->wdb, "PRAGMA journal_size_limit=4194304"); /* a grown WAL shrinks back */
 	sqlite3_wal_hook(s->wdb, wal_counted, s);
-	if (sqlite3_prepare_v2(s->wdb, "SELECT user, key, size, block_size, file FROM uploads", -1,
-	        &st, NULL) == SQLITE_OK) {
+	if ((r = load_store_id(s)) != 0) {
+		snprintf(
+		    errbuf, errlen, "cannot read or create the store id in '%s/meta.db'", o->root);
+		goto out;
+	}
+	if (sqlite3_prepare_v2(s->wdb,
+	        "SELECT user, key, size, block_size, file, claim FROM uploads", -1, &st,
+	        NULL) == SQLITE_OK) {
 		while (sqlite3_step(st) == SQLITE_ROW)
 			load_upload(s, st);
 	}
@@ -2258,6 +2674,7 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		r = STEP_ESYS;
 		goto out;
 	}
+	reclaim_orphans(s);
 	if (pthread_create(&s->thread, NULL, commit_main, s) != 0) {
 		snprintf(errbuf, errlen, "cannot start the commit thread");
 		r = STEP_ESYS;
@@ -2314,6 +2731,14 @@ store_free(struct store *s)
 			upload_free(u);
 		}
 	}
+	for (b = 0; b < UCOUNT_BUCKETS; b++)
+		while (s->ucount[b] != NULL) {
+			struct ucount *c = s->ucount[b];
+
+			s->ucount[b] = c->next;
+			free(c->user);
+			free(c);
+		}
 	stmt_cache_release(&s->rstmt);
 	stmt_cache_release(&s->wstmt);
 	sqlite3_close(s->rdb);

@@ -32,6 +32,8 @@
 
 #define STORE_PENDING     1    /* the waiter will be called from the commit thread */
 #define STORE_TMP_DELETED 2    /* DELETE hit an upload in progress; its data is gone */
+#define STORE_LOCKED      3    /* SAVE: another session's upload of the key is active */
+#define STORE_TAKEOVER_S  60   /* ...active: a block within this many seconds */
 #define STORE_MAX_KEY     8192 /* bytes */
 
 struct store;
@@ -68,6 +70,7 @@ struct store_plan {
 	uint64_t (*ranges)[2]; /* owned by the caller after store_file_save; free() */
 	size_t nranges;        /* ranges listed (at most STORE_MAX_RANGES) */
 	int ranges_cut;        /* 1 when more ranges exist than were listed */
+	char upload_id[17];    /* the upload's id (hex), for UPLOAD's upload_id */
 };
 #define STORE_MAX_RANGES 10000
 
@@ -99,6 +102,7 @@ void store_key_name(const char *user, const char *key, size_t keylen, char out[6
  * FILE SAVE. Returns 0 with *plan filled (resume: same size keeps received blocks; a
  * different size starts over), STORE_PENDING for size 0 (w is called when the empty object
  * is committed), STEP_EEXIST (a completed object or a commit in progress has that key),
+ * STEP_EBUSY (the user has store_set_max_uploads' number of uploads in progress),
  * STEP_ETOOBIG (size over the limit), STEP_ENOSPC, STEP_EIO, STEP_ENOMEM.
  */
 int store_file_save(struct store *s, const char *user, const char *key, size_t keylen,
@@ -113,8 +117,27 @@ int store_file_save(struct store *s, const char *user, const char *key, size_t k
 #define STORE_BIG_BLOCK_MAX (1u << 20) /* the default limit */
 int store_file_save_bs(struct store *s, const char *user, const char *key, size_t keylen,
     uint64_t size, uint32_t want_bs, struct store_plan *plan, struct store_waiter *w);
+/*
+ * The same again, with the whole file's MD5 the client declares (md5: 32 lower-case hex,
+ * or NULL) and the id of its own upload it is resuming (upload_id from an earlier plan, or
+ * NULL). With md5, the upload commits only if its bytes have that MD5 (else the final
+ * block is answered STEP_EMISMATCH and the upload discarded), an upload of the key already
+ * in progress is resumed only if it was declared with the same MD5 and size, and anyone
+ * else's active upload makes this SAVE return STORE_LOCKED (the client's own, named by
+ * upload_id, or one idle for STORE_TAKEOVER_S, is started over). Without md5: as
+ * store_file_save_bs.
+ */
+int store_file_save_ex(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5,
+    struct store_plan *plan, struct store_waiter *w);
+/* 1 when upload_id (from a SAVE answer) names the upload u, else 0. */
+int store_upload_is(const struct store_upload *u, const char *upload_id);
 /* Sets that limit (bytes; at most the configured block size turns the extension off). */
 void store_set_max_block_size(struct store *s, uint32_t max);
+/* Caps the uploads in progress per user (0: no cap; default STORE_MAX_UPLOADS): a SAVE that
+ * would start one more fails with STEP_EBUSY. */
+#define STORE_MAX_UPLOADS 1024
+void store_set_max_uploads(struct store *s, int max);
 
 /*
  * Finds the upload in progress for (user, key). Returns 0 and a reference in *up (release
@@ -190,5 +213,14 @@ int store_data_delete(
 int store_list(struct store *s, const char *user, int data, const char *prefix, size_t plen,
     const char *after, size_t alen, long long limit,
     int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more);
+
+/* The store's id (objgen extension): 32 lower-case hex digits, random when the store was
+ * first initialised, kept in meta.db; the same for the store's lifetime. Borrowed. */
+const char *store_id(const struct store *s);
+/*
+ * The objgen extension: how many times a complete object of user's was removed (FILE DELETE;
+ * counted in the transaction that removes it). 0 and *gen (0 when never), or STEP_EIO.
+ */
+int store_obj_gen(struct store *s, const char *user, int64_t *gen);
 
 #endif

@@ -15,6 +15,11 @@
 #include "err.h"
 #include "tls.h"
 
+#define TLS_CIPHERS_12                                                                             \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 const char *
 tls_reason(const char *fallback)
 {
@@ -42,6 +47,13 @@ tls_ctx_new(const char *cert, const char *key, SSL_CTX **outp, char *errbuf, siz
 		return STEP_ENOMEM;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* TLS 1.2: forward-secret ECDHE key exchange with AEAD ciphers only (Mozilla's
+	 * "intermediate" list without the finite-field DHE suites): no static RSA, no CBC.
+	 * TLS 1.3's suites are all of that kind already. */
+	if (SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1) {
+		snprintf(errbuf, errlen, "TLS: %s", conn_tls_reason("cannot set the cipher list"));
+		goto out;
+	}
 	SSL_CTX_set_options(ctx,
 	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	        SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);

@@ -13,6 +13,7 @@ import sys
 import threading
 
 HOST = "127.0.0.1"
+DEFAULT_BS = 20480  # stepd's default plan: the deployed clients' block size
 
 
 def md5(b):
@@ -337,7 +338,7 @@ def sc_pipeline(port):
 def sc_ooo(port):
     """Blocks out of order and repeated."""
     c, tok = session(port)
-    data = os.urandom(5 * 65536 + 100)
+    data = os.urandom(5 * DEFAULT_BS + 100)
     rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="ooo", size=len(data)), 200)
     bs, total = rep["block_size"], rep["total_block"]
     order = [3, 1, 1, 5, 0, 3, 2]
@@ -414,7 +415,7 @@ def sc_resume(port):
 
 def sc_block_md5(port):
     c, tok = session(port)
-    data = os.urandom(30000)
+    data = os.urandom(DEFAULT_BS - 480)
     rep, _ = expect(c, r("FILE", "SAVE", token=tok, key="bm", size=len(data)), 200)
     rep, _ = expect(c, r("FILE", "UPLOAD", token=tok, key="bm", block_index=0,
                          block_md5=md5(b"other")), 410, data)
@@ -469,7 +470,8 @@ def sc_bye(port):
 
 
 def sc_big_blocks(port):
-    """big_blocks: SAVE's want_block_size enlarges the plan (up to 1 MiB), GET keeps 65536."""
+    """big_blocks: SAVE's want_block_size enlarges the plan (up to 1 MiB), GET keeps the
+    default (20480, the deployed clients' block size)."""
     c = Conn(port)
     rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
     check("big_blocks" in rep.get("extensions", []), "LOGIN advertises big_blocks: %r" % rep)
@@ -490,11 +492,12 @@ def sc_big_blocks(port):
                          data[i << 20:(i + 1) << 20])
     check(last.get("md5") == md5(data), "md5 of the big-block upload")
     rep, _ = expect(c, r("FILE", "GET", token=tok, key="bb"), 200)
-    check(rep["block_size"] == 65536 and rep["total_block"] == (len(data) + 65535) // 65536,
+    check(rep["block_size"] == DEFAULT_BS and
+          rep["total_block"] == (len(data) + DEFAULT_BS - 1) // DEFAULT_BS,
           "the object's download plan keeps the default block size: %r" % rep)
     check(download(c, tok, "bb") == data, "content")
-    for want, bs in ((262144, 262144), (64 << 20, 1 << 20), (1000, 65536), (-5, 65536),
-                     ("x", 65536), (None, 65536)):
+    for want, bs in ((262144, 262144), (64 << 20, 1 << 20), (1000, DEFAULT_BS),
+                     (-5, DEFAULT_BS), ("x", DEFAULT_BS), (None, DEFAULT_BS)):
         key = "bbw%r" % (want,)
         rep, _ = expect(c, r("FILE", "SAVE", token=tok, key=key, size=len(data),
                              want_block_size=want), 200)
@@ -907,6 +910,170 @@ def sc_putmany(port):
         check(c.is_closed(), "connection closed after: " + what)
         c, tok = session(port)
     expect(c, r("FILE", "GET", token=tok, key="pm/o"), 404)
+    still_serving(port)
+
+
+def sc_objgen(port):
+    """objgen: store_id and obj_gen on LOGIN and LIST; only removing a complete object moves
+    obj_gen (not DATA records, not uploads in progress, not uploads)."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check(rep["status"] == 200 and "objgen" in rep["extensions"], "objgen advertised: %r" % rep)
+    sid, tok = rep["store_id"], rep["token"]
+    check(len(sid) == 32 and all(ch in "0123456789abcdef" for ch in sid), "store_id: %r" % sid)
+    check(rep["obj_gen"] == 0, "obj_gen of a new user is 0: %r" % rep)
+    if len(sys.argv) > 3:
+        open(sys.argv[3], "w").write(sid + "\n")
+
+    def gen():
+        rep, _ = expect(c, r("FILE", "LIST", token=tok), 200, what="LIST")
+        d, _ = expect(c, r("DATA", "LIST", token=tok), 200, what="DATA LIST")
+        check(d["obj_gen"] == rep["obj_gen"], "DATA LIST carries the same obj_gen")
+        return rep["obj_gen"]
+
+    upload(c, tok, "a", os.urandom(70000))
+    upload(c, tok, "b", b"small")
+    check(gen() == 0, "uploads do not move obj_gen")
+    expect(c, r("DATA", "SAVE", token=tok, key="d", v=1), 200)
+    expect(c, r("DATA", "DELETE", token=tok, key="d"), 200)
+    expect(c, r("FILE", "SAVE", token=tok, key="p", size=100000), 200)
+    expect(c, r("FILE", "DELETE", token=tok, key="p"), 404, what="DELETE in progress")
+    expect(c, r("FILE", "DELETE", token=tok, key="nosuch"), 404, what="DELETE unknown")
+    check(gen() == 0, "DATA deletes, dropped uploads, unknown keys do not move obj_gen")
+    expect(c, r("FILE", "DELETE", token=tok, key="a"), 200)
+    check(gen() == 1, "a FILE DELETE moves obj_gen to 1")
+    expect(c, r("FILE", "DELETE", token=tok, key="b"), 200)
+    check(gen() == 2, "a second FILE DELETE moves obj_gen to 2 (packed object)")
+    c2 = Conn(port)
+    rep, _ = c2.req(r("AUTH", "LOGIN", username="other-" + CUR["user"],
+                      password=md5(("other-" + CUR["user"]).encode())))
+    check(rep["obj_gen"] == 0 and rep["store_id"] == sid, "per user; one store_id: %r" % rep)
+    rep, _ = c2.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check(rep["obj_gen"] == 2, "LOGIN reports the user's obj_gen: %r" % rep)
+    still_serving(port)
+
+
+def sc_objgen_again(port):
+    """After a restart: the same store_id (argv[3] holds it) and the obj_gen kept (2)."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username="u-objgen", password=md5(b"u-objgen")))
+    check(rep["store_id"] == open(sys.argv[3]).read().strip(), "store_id survives a restart")
+    check(rep["obj_gen"] == 2, "obj_gen survives a restart: %r" % rep)
+
+
+def sc_any_block(port):
+    """any_block: GET want_block_size and DOWNLOAD block_size re-cut an object's blocks."""
+    c, tok = session(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check("any_block" in rep["extensions"], "any_block advertised")
+    data = os.urandom(300001)
+    upload(c, tok, "big", data)
+    small = b"0123456789" * 100
+    upload(c, tok, "small", small)
+    g0, _ = expect(c, r("FILE", "GET", token=tok, key="big"), 200)
+    for bs in (1, 4096, 20480, 65536, 100000, 300000, 300001, 1 << 20):
+        g, _ = expect(c, r("FILE", "GET", token=tok, key="big", want_block_size=bs), 200)
+        check(g["block_size"] == bs and g["total_block"] == (len(data) + bs - 1) // bs and
+              g["size"] == len(data) and g["md5"] == g0["md5"], "GET want %d: %r" % (bs, g))
+        if bs == 1:
+            continue
+        out = b""
+        for i in range(g["total_block"]):
+            d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="big", block_index=i,
+                               block_size=bs), 200)
+            check(d["size"] == len(b) == min(bs, len(data) - i * bs), "block %d of %d" % (i, bs))
+            out += b
+        check(out == data, "download in blocks of %d" % bs)
+        expect(c, r("FILE", "DOWNLOAD", token=tok, key="big", block_index=g["total_block"],
+                    block_size=bs), 410, what="index past the end (%d)" % bs)
+    d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="big", block_index=300000,
+                       block_size=1), 200)
+    check(b == data[300000:300001], "block size 1")
+    d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="small", block_index=0,
+                       block_size=1 << 20), 200)
+    check(b == small, "a packed object in one big block")
+    d, b = expect(c, r("FILE", "DOWNLOAD", token=tok, key="small", block_index=7,
+                       block_size=100), 200)
+    check(b == small[700:800], "a packed object in blocks of 100")
+    # Absent, or out of range / not an integer: today's plan exactly.
+    for bad in (0, -5, (1 << 20) + 1, "4096", None):
+        o = r("FILE", "GET", token=tok, key="big")
+        if bad is not None:
+            o["want_block_size"] = bad
+        g, _ = expect(c, o, 200)
+        check(g == g0, "GET with want_block_size %r is the plain plan" % (bad,))
+        o = r("FILE", "DOWNLOAD", token=tok, key="big", block_index=1)
+        if bad is not None:
+            o["block_size"] = bad
+        d, b = expect(c, o, 200)
+        bs0 = g0["block_size"]
+        check(b == data[bs0:2 * bs0], "DOWNLOAD with block_size %r: the object's blocks" % (bad,))
+    still_serving(port)
+
+
+def sc_save_md5(port):
+    """save_md5: a SAVE declaring the file's md5 never resumes or joins someone else's upload
+    of other content (423), a commit must match the declared md5 (else 410 and nothing is
+    committed), an UPLOAD naming an old upload_id is refused (423); clients that send
+    neither keep the reference behaviour."""
+    a, ta = session(port)
+    b, tb = session(port)
+    rep, _ = a.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check("save_md5" in rep["extensions"], "save_md5 advertised")
+    one, two = os.urandom(3 * DEFAULT_BS + 7), os.urandom(3 * DEFAULT_BS + 7)
+    bs = DEFAULT_BS
+
+    def blk(data, i):
+        return data[i * bs:(i + 1) * bs]
+    # A starts "k" declaring one's md5 and sends block 0.
+    pa, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(one), md5=md5(one)), 200)
+    uid = pa["upload_id"]
+    check(len(uid) == 16, "upload_id: %r" % pa)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=0, upload_id=uid), 200,
+           blk(one, 0))
+    # B, with other content (same size), is refused while A's upload is active.
+    rep, _ = expect(b, r("FILE", "SAVE", token=tb, key="k", size=len(two), md5=md5(two)), 423,
+                    what="SAVE of other content during another's upload")
+    # B with the same content joins: the same upload, block 0 already there.
+    pb, _ = expect(b, r("FILE", "SAVE", token=tb, key="k", size=len(one), md5=md5(one)), 200)
+    check(pb["upload_id"] == uid and pb["received"] == [[0, 0]], "same content resumes: %r" % pb)
+    # A's file changed: A names its upload, so it starts over (a new upload_id).
+    pa2, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(two), md5=md5(two),
+                         upload_id=uid), 200)
+    check(pa2["upload_id"] != uid and pa2["received"] == [], "own upload started over: %r" % pa2)
+    # B's blocks for the old upload are refused, not mixed in.
+    expect(b, r("FILE", "UPLOAD", token=tb, key="k", block_index=1, upload_id=uid), 423,
+           blk(one, 1), what="UPLOAD for a replaced upload")
+    # A legacy client (no md5, no upload_id) resumes as the reference would, and sends a
+    # block of other content: the declared md5 keeps the mix from being committed.
+    c, tc = session(port)
+    rep, _ = expect(c, r("FILE", "SAVE", token=tc, key="k", size=len(two)), 200)
+    expect(c, r("FILE", "UPLOAD", token=tc, key="k", block_index=1), 200, blk(one, 1))
+    for i in (0, 2):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=i, upload_id=pa2["upload_id"]),
+               200, blk(two, i))
+    rep, _ = expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=3,
+                         upload_id=pa2["upload_id"]), 410, blk(two, 3), what="mixed commit")
+    check("does not match the md5" in rep["status_msg"], "mismatch message: %r" % rep)
+    expect(a, r("FILE", "GET", token=ta, key="k"), 404, what="nothing committed")
+    # Clean: the declared md5 matches, the object is committed.
+    pa3, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(two), md5=md5(two).upper()),
+                    200)
+    for i in range(4):
+        last, _ = expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=i), 200,
+                         blk(two, i))
+    check(last["md5"] == md5(two), "committed with the declared md5")
+    check(download(a, ta, "k") == two, "content")
+    # Bad fields: 410.
+    expect(a, r("FILE", "SAVE", token=ta, key="x", size=5, md5="nothex"), 410)
+    expect(a, r("FILE", "SAVE", token=ta, key="x", size=5, md5=5), 410)
+    expect(a, r("FILE", "SAVE", token=ta, key="x", size=5, upload_id=5), 410)
+    # A one-block (inline) object is checked too.
+    expect(a, r("FILE", "SAVE", token=ta, key="s", size=3, md5=md5(b"abc")), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="s", block_index=0), 410, b"abd")
+    # Two legacy uploaders of one key: the reference behaviour (the documented limit).
+    expect(b, r("FILE", "SAVE", token=tb, key="legacy", size=len(one)), 200)
+    expect(c, r("FILE", "SAVE", token=tc, key="legacy", size=len(one)), 200)
     still_serving(port)
 
 

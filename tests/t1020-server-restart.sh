@@ -14,7 +14,7 @@ ok 'all of it survived; the upload resumes with its blocks' \
 t_stop 'SIGTERM exits 0 again'
 
 STEPD_NAME=ttl
-t_start 'stepd with --upload-ttl 1' --auth open --upload-ttl 1
+t_start 'stepd with --upload-ttl 1' --auth open --upload-ttl 1 --block-size 65536
 ok 'an abandoned upload is dropped and its space reclaimed' "
 	python3 -c '
 import sys; sys.argv=[\"x\",\"x\",\"$STEPD_PORT\"]

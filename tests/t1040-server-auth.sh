@@ -11,7 +11,7 @@ ok 'second user' "echo 'pw two' | $BIN/stepd --root '$R' user add bob"
 ok 'adding an existing user fails' "echo x | expect_exit 1 $BIN/stepd --root '$R' user add alice"
 ok 'user list' "[ \"\$($BIN/stepd --root '$R' user list | tr '\n' ' ')\" = 'alice bob ' ]"
 ok 'no clear password in the database' "! grep -q 'pw one' '$R/meta.db'"
-t_start 'stepd starts (auth users)' --token-ttl 2
+t_start 'stepd starts (auth users)' --token-ttl 5
 ok 'right password: 200' "$W login $STEPD_PORT alice 'pw one' | grep -q '^200 '"
 ok 'repeated logins (cached verification) keep working' "
 	for i in 1 2 3; do $W login $STEPD_PORT alice 'pw one' | grep -q '^200 ' || exit 1; done"
@@ -22,14 +22,14 @@ ok 'the course rule does not work in users mode' "$W login $STEPD_PORT alice ali
 ok 'user del' "$BIN/stepd --root '$R' user del bob && ! $BIN/stepd --root '$R' user list | grep -q bob"
 ok 'deleting a missing user fails' "expect_exit 1 $BIN/stepd --root '$R' user del bob"
 ok 'a deleted user cannot log in' "$W login $STEPD_PORT bob 'pw two' | grep -q '^401 '"
-ok 'a token expires (--token-ttl 2): 403' "
+ok 'a token expires (--token-ttl 5; whole seconds, so 4 to 5 s): 403' "
 	tok=\$(python3 -c '
 import sys; sys.path.insert(0, \"$TOP/tests\")
 from server_wire import *
 c = Conn($STEPD_PORT)
 rep, _ = c.req(r(\"AUTH\", \"LOGIN\", username=\"alice\", password=md5(b\"pw one\")))
 print(rep[\"token\"])') &&
-	[ \"\$($W token_status $STEPD_PORT \$tok)\" = 404 ] &&
+	s=\$($W token_status $STEPD_PORT \$tok) && echo \"first: \$s\" && [ \"\$s\" = 404 ] &&
 	wait_for '[ \"\$($W token_status $STEPD_PORT \$tok)\" = 403 ]' 200"
 t_stop 'SIGTERM exits 0'
 ok 'bad usage exits 2' "expect_exit 2 $BIN/stepd --root '$R' user frob"

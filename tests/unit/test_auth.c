@@ -97,7 +97,7 @@ test_user_names(void **state)
 #define U(s) (s), strlen(s)
 
 static void
-test_throttle_user(void **state)
+test_throttle_pair(void **state)
 {
 	struct auth_throttle *t = NULL;
 	uint64_t now = 1000000;
@@ -105,51 +105,40 @@ test_throttle_user(void **state)
 
 	assert_int_equal(auth_throttle_new(3, 60, key1, &t), 0);
 	for (i = 0; i < 2; i++) {
-		auth_throttle_fail(t, U("alice"), "10.0.0.1", now + (uint64_t)i);
-		assert_false(auth_throttle_locked(t, U("alice"), NULL, now + (uint64_t)i));
+		auth_throttle_fail(t, U("alice"), "10.0.0.1", now);
+		assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now), 0);
 	}
-	/* The third failure (from another address) locks the name everywhere. */
-	auth_throttle_fail(t, U("alice"), "10.0.0.2", now + 2);
-	assert_true(auth_throttle_locked(t, U("alice"), NULL, now + 3));
-	assert_true(auth_throttle_locked(t, U("alice"), "10.0.0.9", now + 3));
-	/* Other names, and the addresses (one and two failures), are not locked. */
-	assert_false(auth_throttle_locked(t, U("bob"), "10.0.0.1", now + 3));
-	assert_false(auth_throttle_locked(t, U("alicf"), "10.0.0.2", now + 3));
-	/* Until the window (from the locking failure) has passed. */
-	assert_true(auth_throttle_locked(t, U("alice"), NULL, now + 2 + 59999));
-	assert_false(auth_throttle_locked(t, U("alice"), NULL, now + 2 + 60000));
-	/* Then it counts from zero again. */
-	auth_throttle_fail(t, U("alice"), NULL, now + 70000);
-	assert_false(auth_throttle_locked(t, U("alice"), NULL, now + 70001));
-	auth_throttle_free(t);
-}
-
-static void
-test_throttle_window(void **state)
-{
-	struct auth_throttle *t = NULL;
-	uint64_t now = 5000;
-	int i;
-
-	assert_int_equal(auth_throttle_new(3, 10, key1, &t), 0);
-	/* Failures further apart than the window never add up. */
-	for (i = 0; i < 20; i++) {
-		auth_throttle_fail(t, U("carol"), NULL, now);
-		assert_false(auth_throttle_locked(t, U("carol"), NULL, now));
-		now += 5001;
-	}
-	/* A success forgets the name's failures. */
-	auth_throttle_fail(t, U("carol"), NULL, now);
-	auth_throttle_fail(t, U("carol"), NULL, now);
-	auth_throttle_success(t, U("carol"));
-	auth_throttle_fail(t, U("carol"), NULL, now);
-	assert_false(auth_throttle_locked(t, U("carol"), NULL, now));
-	auth_throttle_fail(t, U("carol"), NULL, now);
-	auth_throttle_fail(t, U("carol"), NULL, now);
-	assert_true(auth_throttle_locked(t, U("carol"), NULL, now));
-	/* Failures while locked do not extend the lock. */
-	auth_throttle_fail(t, U("carol"), NULL, now + 9000);
-	assert_false(auth_throttle_locked(t, U("carol"), NULL, now + 10000));
+	/* The third failure of the pair: its next attempt waits 1 s. */
+	auth_throttle_fail(t, U("alice"), "10.0.0.1", now);
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now), 1);
+	/* Never the name for everyone, nor the address for other names (3 < 3 x 4). */
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.2", now), 0);
+	assert_int_equal(auth_throttle_wait(t, U("bob"), "10.0.0.1", now), 0);
+	assert_int_equal(auth_throttle_wait(t, U("alicf"), "10.0.0.1", now), 0);
+	/* The delay passes, and grows with each further failure: 2 s, 4 s, 8 s. */
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now + 1000), 0);
+	auth_throttle_fail(t, U("alice"), "10.0.0.1", now + 1000);
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now + 1000), 2);
+	auth_throttle_fail(t, U("alice"), "10.0.0.1", now + 3000);
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now + 3000), 4);
+	auth_throttle_fail(t, U("alice"), "10.0.0.1", now + 7000);
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now + 7500), 8);
+	/* At most the window (11 failures: the address, 3 x 4, does not wait yet). */
+	for (i = 0; i < 5; i++)
+		auth_throttle_fail(t, U("alice"), "10.0.0.1", now + 8000);
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now + 8000), 60);
+	/* A success forgets the pair. */
+	auth_throttle_success(t, U("alice"), "10.0.0.1");
+	assert_int_equal(auth_throttle_wait(t, U("alice"), "10.0.0.1", now + 8000), 0);
+	/* Failures are forgotten a window after the last one. */
+	for (i = 0; i < 3; i++)
+		auth_throttle_fail(t, U("carol"), "10.0.0.3", now);
+	auth_throttle_fail(t, U("carol"), "10.0.0.3", now + 61000);
+	assert_int_equal(auth_throttle_wait(t, U("carol"), "10.0.0.3", now + 61000), 0);
+	/* Without an address nothing is counted (a name alone is never throttled). */
+	for (i = 0; i < 10; i++)
+		auth_throttle_fail(t, U("dave"), NULL, now);
+	assert_int_equal(auth_throttle_wait(t, U("dave"), "10.0.0.4", now), 0);
 	auth_throttle_free(t);
 }
 
@@ -160,26 +149,24 @@ test_throttle_address(void **state)
 	char name[32];
 	int i;
 
-	assert_int_equal(auth_throttle_new(4, 60, key1, &t), 0);
-	/* Four names from one address: the address is locked, not the names. */
-	for (i = 0; i < 4; i++) {
+	assert_int_equal(auth_throttle_new(1, 60, key1, &t), 0);
+	/* Four names (1 x AUTH_ADDR_FACTOR) from one address: the address waits. */
+	for (i = 0; i < AUTH_ADDR_FACTOR; i++) {
 		snprintf(name, sizeof(name), "user%d", i);
 		auth_throttle_fail(t, U(name), "192.0.2.7", 100);
 	}
-	assert_true(auth_throttle_locked(t, U("anyone"), "192.0.2.7", 101));
-	assert_true(auth_throttle_locked(t, NULL, 0, "192.0.2.7", 101));
-	assert_false(auth_throttle_locked(t, U("user0"), "192.0.2.8", 101));
+	assert_int_equal(auth_throttle_wait(t, U("anyone"), "192.0.2.7", 101), 1);
+	assert_int_equal(auth_throttle_wait(t, NULL, 0, "192.0.2.7", 101), 1);
+	assert_int_equal(auth_throttle_wait(t, U("user0"), "192.0.2.8", 101), 0);
 	/* IPv4-mapped IPv6 is the IPv4 address. */
-	assert_true(auth_throttle_locked(t, NULL, 0, "::ffff:192.0.2.7", 101));
+	assert_int_equal(auth_throttle_wait(t, NULL, 0, "::ffff:192.0.2.7", 101), 1);
 	/* IPv6 counts by /64. */
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < AUTH_ADDR_FACTOR; i++) {
 		snprintf(name, sizeof(name), "2001:db8:1:2::%x", i + 1);
 		auth_throttle_fail(t, NULL, 0, name, 100);
 	}
-	assert_true(auth_throttle_locked(t, NULL, 0, "2001:db8:1:2:ffff::1", 101));
-	assert_false(auth_throttle_locked(t, NULL, 0, "2001:db8:1:3::1", 101));
-	/* The address of one (IPv4) is not the name of another. */
-	assert_false(auth_throttle_locked(t, U("192.0.2.7"), NULL, 101));
+	assert_int_equal(auth_throttle_wait(t, NULL, 0, "2001:db8:1:2:ffff::1", 101), 1);
+	assert_int_equal(auth_throttle_wait(t, NULL, 0, "2001:db8:1:3::1", 101), 0);
 	auth_throttle_free(t);
 }
 
@@ -192,20 +179,14 @@ test_throttle_bounded(void **state)
 	int i;
 
 	assert_int_equal(auth_throttle_new(2, 60, key1, &t), 0);
-	auth_throttle_fail(t, U("victim"), NULL, 10);
-	auth_throttle_fail(t, U("victim"), NULL, 10);
-	assert_true(auth_throttle_locked(t, U("victim"), NULL, 11));
-	/* A flood of single failures under fresh names (and addresses) fills the table but
-	 * never grows it, and evicts unlocked entries before a locked one. */
+	/* A flood of failures under fresh names and addresses fills the table but never
+	 * grows it. */
 	for (i = 0; i < 200000; i++) {
-		snprintf(name, sizeof(name), "flood%d", i);
-		auth_throttle_fail(t, U(name), NULL, 20);
 		snprintf(
 		    name, sizeof(name), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-		auth_throttle_fail(t, NULL, 0, name, 20);
+		auth_throttle_fail(t, U("flood"), name, 20);
 	}
 	assert_int_equal(auth_throttle_count(t, 21), cap);
-	assert_true(auth_throttle_locked(t, U("victim"), NULL, 21));
 	/* Everything expires with the window. */
 	assert_int_equal(auth_throttle_count(t, 20 + 60000), 0);
 	auth_throttle_free(t);
@@ -292,6 +273,7 @@ test_login_throttled(void **state)
 {
 	char good[HASH_MD5_HEX], bad[HASH_MD5_HEX], *tok = NULL;
 	struct auth *a = NULL;
+	unsigned w = 0;
 	char err[256];
 	int i;
 
@@ -301,17 +283,23 @@ test_login_throttled(void **state)
 	assert_int_equal(auth_set_throttle(a, 3, 60), 0);
 	for (i = 0; i < 3; i++)
 		assert_int_equal(auth_login(a, U("alice"), bad, 32, "10.1.1.1", &tok), STEP_EAUTH);
-	/* Locked: the right password from a fresh address is refused too... */
-	assert_int_equal(auth_login(a, U("alice"), good, 32, "10.1.1.2", &tok), STEP_EAUTH);
+	/* That pair waits, right password or not: STEP_EAGAIN, not a wrong password. */
+	assert_int_equal(
+	    auth_login_start(a, U("alice"), good, 32, "10.1.1.1", &tok, &w, NULL, NULL),
+	    STEP_EAGAIN);
+	assert_int_equal(w, 1);
 	assert_null(tok);
-	/* ...and the address that failed is locked for every name (3 failures). */
-	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.1", &tok), STEP_EAUTH);
-	/* Invalid names count against the address. */
-	assert_int_equal(auth_login(a, "a\nb", 3, bad, 32, "10.1.1.3", &tok), STEP_EAUTH);
-	assert_int_equal(auth_login(a, "", 0, bad, 32, "10.1.1.3", &tok), STEP_EAUTH);
-	assert_int_equal(auth_login(a, "a\nb", 3, bad, 32, "10.1.1.3", &tok), STEP_EAUTH);
-	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.3", &tok), STEP_EAUTH);
-	/* Another name from another address is unaffected. */
+	/* The right password from another address works at once; so does another name. */
+	assert_int_equal(auth_login(a, U("alice"), good, 32, "10.1.1.2", &tok), 0);
+	free(tok);
+	tok = NULL;
+	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.1", &tok), 0);
+	free(tok);
+	tok = NULL;
+	/* Invalid names count against the address (3 x 4 failures make it wait). */
+	for (i = 0; i < 9; i++)
+		assert_int_equal(auth_login(a, "a\nb", 3, bad, 32, "10.1.1.1", &tok), STEP_EAUTH);
+	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.1", &tok), STEP_EAGAIN);
 	assert_int_equal(auth_login(a, U("bob"), good, 32, "10.1.1.4", &tok), 0);
 	free(tok);
 	tok = NULL;
@@ -323,6 +311,54 @@ test_login_throttled(void **state)
 		assert_int_equal(auth_login(a, U("alice"), bad, 32, "10.1.1.1", &tok), STEP_EAUTH);
 	assert_int_equal(auth_login(a, U("alice"), good, 32, "10.1.1.1", &tok), 0);
 	free(tok);
+	auth_free(a);
+}
+
+/* user del and user passwd end the user's tokens and cached checks at once; a token of
+ * --auth open is no token of a user table over the same secret. */
+static void
+test_revocation(void **state)
+{
+	char good[HASH_MD5_HEX], newpw[HASH_MD5_HEX], *tok = NULL, *tok2 = NULL, *user = NULL;
+	struct auth *a = NULL, *o = NULL;
+	char err[256];
+
+	hash_md5_hex("right", 5, good);
+	hash_md5_hex("new", 3, newpw);
+	assert_int_equal(auth_open(test_root, AUTH_USERS, 3600, &a, err, sizeof(err)), 0);
+	assert_int_equal(auth_login(a, U("alice"), good, 32, NULL, &tok), 0);
+	assert_int_equal(auth_verify(a, U(tok), &user), 0);
+	free(user);
+	user = NULL;
+	/* passwd: the old token and the old (cached) password stop at once. */
+	assert_int_equal(auth_user_passwd(test_root, "alice", "new"), 0);
+	assert_int_equal(auth_verify(a, U(tok), &user), STEP_EAUTH);
+	free(tok);
+	tok = NULL;
+	assert_int_equal(auth_login(a, U("alice"), good, 32, NULL, &tok2), STEP_EAUTH);
+	assert_int_equal(auth_login(a, U("alice"), newpw, 32, NULL, &tok2), 0);
+	assert_int_equal(auth_verify(a, U(tok2), &user), 0);
+	free(user);
+	user = NULL;
+	assert_int_equal(auth_user_passwd(test_root, "nobody", "x"), STEP_ENOENT);
+	/* del: the new token stops too; a new alice does not revive it. */
+	assert_int_equal(auth_user_del(test_root, "alice"), 0);
+	assert_int_equal(auth_verify(a, U(tok2), &user), STEP_EAUTH);
+	assert_int_equal(auth_login(a, U("alice"), newpw, 32, NULL, &tok), STEP_EAUTH);
+	assert_int_equal(auth_user_add(test_root, "alice", "new"), 0);
+	assert_int_equal(auth_verify(a, U(tok2), &user), STEP_EAUTH);
+	free(tok2);
+	tok2 = NULL;
+	/* Mode binding: a token made under --auth open over the same root is refused. */
+	assert_int_equal(auth_open(test_root, AUTH_OPEN, 3600, &o, err, sizeof(err)), 0);
+	hash_md5_hex("alice", 5, good);
+	assert_int_equal(auth_login(o, U("alice"), good, 32, NULL, &tok2), 0);
+	assert_int_equal(auth_verify(o, U(tok2), &user), 0);
+	free(user);
+	user = NULL;
+	assert_int_equal(auth_verify(a, U(tok2), &user), STEP_EAUTH);
+	free(tok2);
+	auth_free(o);
 	auth_free(a);
 }
 
@@ -381,13 +417,13 @@ main(void)
 		cmocka_unit_test(test_user_with_separators),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_user_names),
-		cmocka_unit_test(test_throttle_user),
-		cmocka_unit_test(test_throttle_window),
+		cmocka_unit_test(test_throttle_pair),
 		cmocka_unit_test(test_throttle_address),
 		cmocka_unit_test(test_throttle_bounded),
 		cmocka_unit_test_setup_teardown(test_login_unknown_user, root_setup, root_teardown),
 		cmocka_unit_test_setup_teardown(test_login_throttled, root_setup, root_teardown),
 		cmocka_unit_test_setup_teardown(test_token_cache, root_setup, root_teardown),
+		cmocka_unit_test_setup_teardown(test_revocation, root_setup, root_teardown),
 	};
 
 	log_init("test_auth", LOG_LVL_WARN, false); /* the lock messages are info */
