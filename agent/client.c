@@ -384,6 +384,8 @@ learn_server(struct client *c, const json_t *resp)
 			c->ext |= CLIENT_EXT_PUTMANY;
 		else if (strcmp(s, "big_blocks") == 0)
 			c->ext |= CLIENT_EXT_BIG_BLOCKS;
+		else if (strcmp(s, "any_block") == 0)
+			c->ext |= CLIENT_EXT_ANY_BLOCK;
 	}
 }
 
@@ -485,6 +487,8 @@ client_has_ext(struct client *c, const char *name)
 		bit = CLIENT_EXT_PUTMANY;
 	else if (strcmp(name, "big_blocks") == 0)
 		bit = CLIENT_EXT_BIG_BLOCKS;
+	else if (strcmp(name, "any_block") == 0)
+		bit = CLIENT_EXT_ANY_BLOCK;
 	return (c->ext & bit) != 0;
 }
 

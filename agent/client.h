@@ -80,7 +80,8 @@ const char *client_error(const struct client *c);
 int client_status(const struct client *c);
 
 /* 1 when the server advertised extension name ("resume", "block_md5", "list",
- * "zero_size", "bye", "putmany") at login, else 0. Connects first if needed (0 on failure). */
+ * "zero_size", "bye", "putmany", "big_blocks", "any_block") at login, else 0. Connects first if
+ * needed (0 on failure). */
 int client_has_ext(struct client *c, const char *name);
 
 /* The server's "server" string from LOGIN (e.g. "stepd/0.1"), or "" for a reference

@@ -19,6 +19,7 @@
 #define CLIENT_EXT_BYE        0x10
 #define CLIENT_EXT_PUTMANY    0x20
 #define CLIENT_EXT_BIG_BLOCKS 0x40
+#define CLIENT_EXT_ANY_BLOCK  0x80 /* GET want_block_size, DOWNLOAD block_size (1..1 MiB) */
 
 #define CLIENT_RX_CHUNK (256u << 10) /* bytes asked of recv() at a time */
 
