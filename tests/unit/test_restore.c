@@ -622,7 +622,7 @@ test_many_small(void **state)
 	enum { NDIR = 8, NPER = 250 };
 	static struct tree_entry e[NPER], r[NDIR];
 	static struct tree_chunk c[NDIR][NPER];
-	static char names[NDIR][NPER][16], dnames[NDIR][8];
+	static char names[NDIR][NPER][16], dnames[NDIR][16];
 	uint8_t root[HASH_SHA256_LEN];
 	char to[PATH_MAX + 16], rel[64];
 	uint8_t *data = bytes(8192 + NDIR * NPER, 77);
