@@ -239,6 +239,7 @@ static int
 dir_open(struct engine *g, struct rdir *d)
 {
 	char path[1024];
+	struct stat st;
 	int fd;
 
 	if (d->parent == NULL)
@@ -257,6 +258,10 @@ dir_open(struct engine *g, struct rdir *d)
 		        : strerror(errno));
 		return -1;
 	}
+	/* an existing directory we cannot write into (an earlier restore's 0555) gets its
+	 * final mode at the end anyway */
+	if (fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == geteuid())
+		fchmod(fd, (st.st_mode & 07777) | 0700);
 	pthread_mutex_lock(&g->mu);
 	d->fd = fd;
 	d->ok = 1;
@@ -327,24 +332,24 @@ chunk_end(struct engine *g, struct rjob *j, int rc, const char *msg)
 		file_finish(g, f);
 }
 
-/* Opens f's temporary file (once, whichever chunk comes first). */
+/* f's temporary file in *fdp, opened by whichever chunk comes first (under the lock when
+ * several chunks may race for it). */
 static int
-file_open(struct engine *g, struct rjob *j)
+file_fd(struct engine *g, struct rjob *j, int *fdp)
 {
 	struct rfile *f = j->file;
-	int fd, e = 0;
+	int e = 0;
 
 	if (f->nchunks > 1)
 		pthread_mutex_lock(&g->mu);
 	if (f->fd < 0) {
 		tmp_name(g, f->tmp, sizeof(f->tmp));
-		fd = openat(
+		f->fd = openat(
 		    f->dir->fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0)
+		if (f->fd < 0)
 			e = errno;
-		else
-			f->fd = fd;
 	}
+	*fdp = f->fd;
 	if (f->nchunks > 1)
 		pthread_mutex_unlock(&g->mu);
 	if (e != 0) {
@@ -358,19 +363,18 @@ file_open(struct engine *g, struct rjob *j)
 static int
 chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, size_t n)
 {
-	struct rfile *f = j->file;
 	size_t done = 0;
 	ssize_t k;
-	int r;
+	int fd, r;
 
 	if (off + n > j->size) {
 		snprintf(j->err, sizeof(j->err), "the server sent more bytes than the chunk has");
 		return STEP_EPROTO;
 	}
-	if (f->fd < 0 && (r = file_open(g, j)) != 0)
+	if ((r = file_fd(g, j, &fd)) != 0)
 		return r;
 	while (done < n) {
-		k = pwrite(f->fd, p + done, n - done, (off_t)(j->off + off + done));
+		k = pwrite(fd, p + done, n - done, (off_t)(j->off + off + done));
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0) {
