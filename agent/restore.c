@@ -116,20 +116,30 @@ report(struct engine *g, const char *fmt, ...)
 	pthread_mutex_unlock(&g->errmu);
 }
 
+/* Writes "a/b/" for directory b in a (nothing for the target); the length written. */
+static size_t
+path_put(const struct rdir *d, char *out, size_t outlen)
+{
+	size_t len;
+
+	if (d == NULL || d->parent == NULL)
+		return 0;
+	len = path_put(d->parent, out, outlen); /* depth <= RESTORE_DEPTH_MAX */
+	if (len + 1 < outlen) {
+		snprintf(out + len, outlen - len, "%s/", d->name);
+		len += strlen(out + len);
+	}
+	return len;
+}
+
 /* The path of name in d relative to the target, for messages ("." for the target). */
 static void
 path_of(const struct rdir *d, const char *name, char *out, size_t outlen)
 {
-	const struct rdir *v[RESTORE_DEPTH_MAX + 2];
-	size_t n = 0, len = 0;
+	size_t len;
 
-	for (; d != NULL && d->parent != NULL && n < RESTORE_DEPTH_MAX + 1; d = d->parent)
-		v[n++] = d;
 	out[0] = '\0';
-	while (n-- > 0 && len + 1 < outlen) {
-		snprintf(out + len, outlen - len, "%s/", v[n]->name);
-		len += strlen(out + len);
-	}
+	len = path_put(d, out, outlen);
 	if (len + 1 < outlen)
 		snprintf(out + len, outlen - len, "%s", name);
 	len = strlen(out);
