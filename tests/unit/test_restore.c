@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,6 +669,97 @@ test_many_small(void **state)
 	free(data);
 }
 
+/* A file of chunks over a megabyte: several blocks per chunk on every path. */
+static void
+test_big_chunks(void **state)
+{
+	size_t sizes[3] = { (5u << 20) / 2, (1u << 20) + 1, 4096 }, total = 0, off = 0;
+	struct tree_chunk c[3];
+	struct tree_entry r[1];
+	uint8_t root[HASH_SHA256_LEN], *data;
+	char to[PATH_MAX + 16];
+	struct restore_stats st;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		total += sizes[i];
+	data = bytes(total, 31);
+	for (int i = 0; i < 3; i++) {
+		put(data + off, sizes[i], c[i].id);
+		c[i].size = sizes[i];
+		off += sizes[i];
+	}
+	r[0] = ent(TREE_FILE, "big", 0644, T0);
+	r[0].chunks = c, r[0].nchunks = 3, r[0].size = total;
+	put_tree(r, 1, root);
+	target("bigc", to, sizeof(to));
+	assert_int_equal(restore(root, to, NULL, 0, 3, &st), 0);
+	assert_file(to, "big", data, total, 0644, T0);
+	assert_int_equal(st.bytes, total);
+	free(data);
+}
+
+/* Trees with the right hash but wrong content: garbage, and an entry named "..". */
+static void
+test_bad_trees(void **state)
+{
+	static const char garbage[] = "steptree\1\5this is not a tree";
+	struct tree_entry r[2];
+	struct tree_chunk c;
+	uint8_t root[HASH_SHA256_LEN], one = 'y';
+	char to[PATH_MAX + 16], *at;
+	struct restore_stats st;
+	struct buf b;
+
+	(void)state;
+	put(garbage, sizeof(garbage) - 1, root);
+	target("garbage", to, sizeof(to));
+	assert_int_equal(restore(root, to, NULL, 0, 2, &st), STEP_EIO);
+	assert_non_null(strstr(errors, "is malformed"));
+
+	/* "ok" restored, then "xx" patched into ".." (its bytes hashed as they are) */
+	put(&one, 1, c.id);
+	c.size = 1;
+	r[0] = ent(TREE_FILE, "ok", 0644, T0);
+	r[0].chunks = &c, r[0].nchunks = 1, r[0].size = 1;
+	r[1] = ent(TREE_FILE, "xx", 0644, T0);
+	r[1].chunks = &c, r[1].nchunks = 1, r[1].size = 1;
+	buf_init(&b, TREE_MAX_BYTES);
+	assert_int_equal(tree_encode(r, 2, &b), 0);
+	assert_non_null(at = memmem(buf_ptr(&b), buf_avail(&b), "xx", 2));
+	memcpy(at, "..", 2);
+	put(buf_ptr(&b), buf_avail(&b), root);
+	buf_release(&b);
+	target("dotdot", to, sizeof(to));
+	assert_int_equal(restore(root, to, NULL, 0, 2, &st), STEP_EIO);
+	assert_non_null(strstr(errors, "is unsafe"));
+	assert_true(exists(to, "ok"));
+	assert_int_equal(st.files, 1);
+	assert_true(no_temps(to));
+}
+
+/* A pending SIGINT (blocked, as a caller that wants a clean stop does) stops the restore
+ * between objects: STEP_ESTOPPED, no temporary files. */
+static void
+test_stopped(void **state)
+{
+	char to[PATH_MAX + 16];
+	struct restore_stats st;
+	sigset_t set;
+	int sig;
+
+	(void)state;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	kill(getpid(), SIGINT); /* blocked in every thread since main() */
+	target("stopped", to, sizeof(to));
+	assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), STEP_ESTOPPED);
+	assert_non_null(strstr(errors, "interrupted"));
+	/* taken before system() (no_temps), which would discard it */
+	assert_int_equal(sigwait(&set, &sig), 0);
+	assert_true(no_temps(to));
+}
+
 /* The server goes away: the restore ends with the session's error and leaves no
  * temporary files. */
 static void
@@ -697,9 +789,19 @@ main(void)
 		cmocka_unit_test(test_wrong_bytes),
 		cmocka_unit_test(test_ancestor),
 		cmocka_unit_test(test_many_small),
+		cmocka_unit_test(test_big_chunks),
+		cmocka_unit_test(test_bad_trees),
+		cmocka_unit_test(test_stopped),
 		cmocka_unit_test(test_server_gone),
 	};
 
+	sigset_t set;
+
+	/* SIGINT blocked before any thread exists, so every thread inherits it: test_stopped
+	 * leaves one pending, as a caller that wants a clean stop does */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("restore", tests, setup, teardown);
 }
