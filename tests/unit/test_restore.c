@@ -624,6 +624,9 @@ test_many_small(void **state)
 	static struct tree_entry e[NPER], r[NDIR];
 	static struct tree_chunk c[NDIR][NPER];
 	static char names[NDIR][NPER][16], dnames[NDIR][16];
+	static char keys[NDIR * NPER][FETCH_KEY_MAX], md5s[NDIR * NPER][HASH_MD5_HEX];
+	static struct client_job jobs[NDIR * NPER];
+	struct client_pool *pool = NULL;
 	uint8_t root[HASH_SHA256_LEN];
 	char to[PATH_MAX + 16], rel[64];
 	uint8_t *data = bytes(8192 + NDIR * NPER, 77);
@@ -635,9 +638,21 @@ test_many_small(void **state)
 		for (int i = 0; i < NPER; i++) {
 			size_t n = 1024 + (size_t)((d * NPER + i) * 37 % 7168);
 
+			int k = d * NPER + i;
+
 			snprintf(names[d][i], sizeof(names[d][i]), "f%04d", i);
-			put(data + d * NPER + i, n, c[d][i].id);
+			hash_sha256(data + k, n, c[d][i].id);
 			c[d][i].size = n;
+			/* uploaded many to a request (PUTMANY) by a pool where stepd has it */
+			manifest_object_key(c[d][i].id, keys[k], sizeof(keys[k]));
+			hash_md5_hex(data + k, n, md5s[k]);
+			memset(&jobs[k], 0, sizeof(jobs[k]));
+			jobs[k].path = keys[k];
+			jobs[k].mem = data + k;
+			jobs[k].memlen = n;
+			jobs[k].md5 = md5s[k];
+			jobs[k].key = keys[k];
+			jobs[k].flags = CLIENT_PUT_EXIST_OK | CLIENT_PUT_NO_STATE;
 			e[i] = ent(TREE_FILE, names[d][i], 0644, T0 + i);
 			e[i].chunks = &c[d][i], e[i].nchunks = 1, e[i].size = n;
 		}
@@ -646,6 +661,14 @@ test_many_small(void **state)
 		put_tree(e, NPER, r[d].subtree);
 	}
 	put_tree(r, NDIR, root);
+	if (client_has_ext(cl, "putmany")) {
+		assert_int_equal(client_pool_new(&copts, 2, &pool), 0);
+		assert_int_equal(client_pool_put(pool, jobs, NDIR * NPER), 0);
+		client_pool_free(pool);
+	} else {
+		for (int k = 0; k < NDIR * NPER; k++)
+			put_as(jobs[k].mem, jobs[k].memlen, c[k / NPER][k % NPER].id);
+	}
 	target("many", to, sizeof(to));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_int_equal(restore(root, to, NULL, 0, 4, &st), 0);
