@@ -3,12 +3,13 @@
  * directory's tree into work (subtrees to fetch, file chunks to fetch, empty files and
  * symlinks made at once) and N fetch.c connections that do the work, pipelined.
  *
- * Concurrency: one lock (mu) guards the two queues, the counters and the pending counts of
- * directories; file system calls happen outside it except for the open of a file of
- * several chunks. A directory holds a descriptor from the moment its tree arrives until
- * everything in it is finished; then its mode and times are set through that descriptor
- * (so deepest first) and it is closed. Trees are taken from a stack (depth first, few
- * directories open) before chunks, unless many directories are open already.
+ * Concurrency: one lock (mu) guards the two queues and the count of jobs in progress; a
+ * worker takes small chunks in batches, so most objects cost no lock at all. Counters,
+ * the pending counts of directories and files are atomics. File system calls happen
+ * outside the lock except for the open of a file of several chunks. A directory holds a descriptor
+ * from the moment its tree arrives until everything in it is finished; then its mode and times are
+ * set through that descriptor (so deepest first) and it is closed. Trees are taken from a stack
+ * (depth first, few directories open) before chunks, unless many directories are open already.
  *
  * Never follows a symlink in the target: a directory is made with mkdirat() and opened
  * with O_NOFOLLOW | O_DIRECTORY relative to its parent's descriptor; files are created
@@ -34,7 +35,12 @@
 #include "tree.h"
 #include "util.h"
 
-#define DIR_FD_BUDGET 256 /* open directories above which chunks go before trees */
+#define DIR_FD_BUDGET 256          /* open directories above which chunks go before trees */
+#define BATCH_JOBS    32           /* chunks a worker takes at once, at most... */
+#define BATCH_BYTES   (256u << 10) /* ...and bytes of them (a large chunk goes alone) */
+#define STOP_EVERY    64           /* next() calls between looks for a pending signal */
+
+#define ADD(p, n) __atomic_add_fetch((p), (n), __ATOMIC_RELAXED)
 
 enum { JOB_TREE = 1, JOB_CHUNK };
 
@@ -82,7 +88,7 @@ struct engine {
 	pthread_cond_t cv;
 	struct rjob *trees;               /* a stack */
 	struct rjob *chunks, *chunk_tail; /* a queue */
-	size_t inprogress;                /* jobs handed out and not done */
+	size_t inprogress; /* jobs taken and not done (atomic; reaching 0 under mu) */
 	size_t open_dirs;
 	int alive;    /* workers still running */
 	int abort_rc; /* a reason to stop everything, 0: none */
@@ -200,9 +206,7 @@ set_meta(const struct engine *g, int fd, unsigned mode, uint32_t uid, uint32_t g
 static void
 count_failed(struct engine *g)
 {
-	pthread_mutex_lock(&g->mu);
-	g->st.failed++;
-	pthread_mutex_unlock(&g->mu);
+	ADD(&g->st.failed, 1);
 }
 
 /* ---- directories ---- */
@@ -218,16 +222,12 @@ dir_release(struct engine *g, struct rdir *d)
 	while (d != NULL) {
 		struct rdir *parent = d->parent;
 
-		pthread_mutex_lock(&g->mu);
-		if (--d->pending > 0) {
-			pthread_mutex_unlock(&g->mu);
+		if (__atomic_sub_fetch(&d->pending, 1, __ATOMIC_ACQ_REL) > 0)
 			return;
-		}
 		if (d->fd >= 0)
-			g->open_dirs--;
+			__atomic_sub_fetch(&g->open_dirs, 1, __ATOMIC_RELAXED);
 		if (d->ok && d->meta)
-			g->st.dirs++;
-		pthread_mutex_unlock(&g->mu);
+			ADD(&g->st.dirs, 1);
 		if (d->fd >= 0) {
 			if (d->meta &&
 			    (e = set_meta(g, d->fd, d->mode, d->uid, d->gid, d->mtime_ns)) != 0) {
@@ -272,11 +272,9 @@ dir_open(struct engine *g, struct rdir *d)
 	 * final mode at the end anyway */
 	if (fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == geteuid())
 		fchmod(fd, (st.st_mode & 07777) | 0700);
-	pthread_mutex_lock(&g->mu);
-	d->fd = fd;
+	d->fd = fd; /* seen by other threads through the queue's lock */
 	d->ok = 1;
-	g->open_dirs++;
-	pthread_mutex_unlock(&g->mu);
+	ADD(&g->open_dirs, 1);
 	return 0;
 }
 
@@ -303,42 +301,30 @@ file_finish(struct engine *g, struct rfile *f)
 		unlinkat(f->dir->fd, f->tmp, 0);
 	if (f->fd >= 0)
 		close(f->fd);
-	pthread_mutex_lock(&g->mu);
 	if (f->failed) {
-		g->st.failed++;
+		ADD(&g->st.failed, 1);
 	} else {
-		g->st.files++;
-		g->st.bytes += f->size;
+		ADD(&g->st.files, 1);
+		ADD(&g->st.bytes, f->size);
 	}
-	pthread_mutex_unlock(&g->mu);
 	dir_release(g, f->dir);
 	free(f->name);
 	free(f);
 }
 
-/* A chunk of f ended with rc (msg says why when rc != 0). */
+/* A chunk of f ended with rc (msg says why when rc != 0; NULL: quietly). */
 static void
 chunk_end(struct engine *g, struct rjob *j, int rc, const char *msg)
 {
 	struct rfile *f = j->file;
 	char path[1024];
-	int last;
 
-	pthread_mutex_lock(&g->mu);
-	if (rc != 0 && !f->failed) {
-		f->failed = 1;
-		pthread_mutex_unlock(&g->mu);
-		if (msg != NULL) {
-			path_of(f->dir, f->name, path, sizeof(path));
-			report(g, "cannot restore '%s': %s", path, j->err[0] ? j->err : msg);
-		}
-		pthread_mutex_lock(&g->mu);
-	} else if (rc != 0) {
-		f->failed = 1;
+	if (rc != 0 && __atomic_exchange_n(&f->failed, 1, __ATOMIC_ACQ_REL) == 0 && msg != NULL) {
+		path_of(f->dir, f->name, path, sizeof(path));
+		report(g, "cannot restore '%s': %s", path, j->err[0] ? j->err : msg);
 	}
-	last = --f->left == 0;
-	pthread_mutex_unlock(&g->mu);
-	if (last)
+	/* the last chunk to end finishes the file; acq_rel makes the others' writes its own */
+	if (__atomic_sub_fetch(&f->left, 1, __ATOMIC_ACQ_REL) == 0)
 		file_finish(g, f);
 }
 
@@ -526,9 +512,7 @@ add_subdir(
 	buf_init(&j->tree, TREE_MAX_BYTES);
 	j->next = b->trees;
 	b->trees = j;
-	pthread_mutex_lock(&g->mu);
-	d->pending++;
-	pthread_mutex_unlock(&g->mu);
+	ADD(&d->pending, 1);
 	return 0;
 }
 
@@ -583,9 +567,7 @@ add_file(
 	else
 		b->chunks = first;
 	b->tail = last;
-	pthread_mutex_lock(&g->mu);
-	d->pending++;
-	pthread_mutex_unlock(&g->mu);
+	ADD(&d->pending, 1);
 	return 0;
 }
 
@@ -607,18 +589,12 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 			r = add_file(g, d, e, name, b);
 			break;
 		}
-		if ((err = make_empty_file(g, d, e, name)) == 0) {
-			pthread_mutex_lock(&g->mu);
-			g->st.files++;
-			pthread_mutex_unlock(&g->mu);
-		}
+		if ((err = make_empty_file(g, d, e, name)) == 0)
+			ADD(&g->st.files, 1);
 		break;
 	default:
-		if ((err = make_symlink(g, d, e, name)) == 0) {
-			pthread_mutex_lock(&g->mu);
-			g->st.symlinks++;
-			pthread_mutex_unlock(&g->mu);
-		}
+		if ((err = make_symlink(g, d, e, name)) == 0)
+			ADD(&g->st.symlinks, 1);
 		break;
 	}
 	if (err != 0) {
@@ -663,55 +639,112 @@ process_tree(struct engine *g, struct rdir *d, const uint8_t *data, size_t len)
 		    path, key, rc == STEP_EINVAL ? "unsafe" : "malformed");
 		count_failed(g);
 	}
-	if (want != NULL && !found && rc >= 0) {
-		pthread_mutex_lock(&g->mu);
-		g->sub_missing = 1;
-		pthread_mutex_unlock(&g->mu);
-	}
+	if (want != NULL && !found && rc >= 0)
+		__atomic_store_n(&g->sub_missing, 1, __ATOMIC_RELAXED);
 	enqueue(g, b.trees, b.chunks, b.tail);
 }
 
-/* ---- fetch.c's callbacks ---- */
+/* ---- fetch.c's callbacks (arg: the worker) ---- */
+
+struct worker {
+	struct engine *g;
+	pthread_t th;
+	struct fetch_stats fs;
+	struct rjob *local; /* jobs taken from the queues, not yet handed to fetch.c */
+	unsigned calls;     /* next() calls, for STOP_EVERY */
+	int rc;
+};
+
+/* Takes work from the queues into w->local (mu held): a tree, or a batch of chunks. 1 when
+ * something was taken. */
+static int
+take_batch(struct engine *g, struct worker *w)
+{
+	struct rjob *j, **tail = &w->local;
+	uint64_t bytes = 0;
+	size_t n = 0;
+
+	if (g->trees != NULL &&
+	    (g->chunks == NULL ||
+	        __atomic_load_n(&g->open_dirs, __ATOMIC_RELAXED) < DIR_FD_BUDGET)) {
+		j = g->trees;
+		g->trees = j->next;
+		j->next = NULL;
+		w->local = j;
+		ADD(&g->inprogress, 1);
+		return 1;
+	}
+	while ((j = g->chunks) != NULL && n < BATCH_JOBS &&
+	    (n == 0 || bytes + j->size <= BATCH_BYTES)) {
+		if ((g->chunks = j->next) == NULL)
+			g->chunk_tail = NULL;
+		j->next = NULL;
+		*tail = j;
+		tail = &j->next;
+		bytes += j->size;
+		n++;
+	}
+	ADD(&g->inprogress, n);
+	return n > 0;
+}
+
+/* Gives w's untaken jobs back to the queue (mu held). */
+static void
+give_back(struct engine *g, struct worker *w)
+{
+	struct rjob *j;
+
+	while ((j = w->local) != NULL) {
+		w->local = j->next;
+		__atomic_sub_fetch(&g->inprogress, 1, __ATOMIC_RELAXED);
+		if (j->kind == JOB_TREE) {
+			j->next = g->trees;
+			g->trees = j;
+		} else {
+			j->next = g->chunks;
+			g->chunks = j;
+			if (g->chunk_tail == NULL)
+				g->chunk_tail = j;
+		}
+	}
+}
 
 static int
 eng_next(void *arg, int may_block, struct fetch_obj *o)
 {
-	struct engine *g = arg;
-	struct rjob *j = NULL;
+	struct worker *w = arg;
+	struct engine *g = w->g;
+	struct rjob *j;
 
-	pthread_mutex_lock(&g->mu);
-	for (;;) {
-		if (g->abort_rc == 0 && util_stop_pending())
-			g->abort_rc = STEP_ESTOPPED;
-		if (g->abort_rc != 0) {
-			pthread_cond_broadcast(&g->cv);
-			pthread_mutex_unlock(&g->mu);
-			return FETCH_END;
+	if (w->local == NULL || ++w->calls % STOP_EVERY == 0 ||
+	    __atomic_load_n(&g->abort_rc, __ATOMIC_RELAXED) != 0) {
+		pthread_mutex_lock(&g->mu);
+		for (;;) {
+			if (g->abort_rc == 0 && util_stop_pending())
+				g->abort_rc = STEP_ESTOPPED;
+			if (g->abort_rc != 0) {
+				give_back(g, w);
+				pthread_cond_broadcast(&g->cv);
+				pthread_mutex_unlock(&g->mu);
+				return FETCH_END;
+			}
+			if (w->local != NULL || take_batch(g, w))
+				break;
+			if (__atomic_load_n(&g->inprogress, __ATOMIC_RELAXED) == 0) {
+				pthread_cond_broadcast(&g->cv);
+				pthread_mutex_unlock(&g->mu);
+				return FETCH_END;
+			}
+			if (!may_block) {
+				pthread_mutex_unlock(&g->mu);
+				return FETCH_NONE;
+			}
+			pthread_cond_wait(&g->cv, &g->mu);
 		}
-		if (g->trees != NULL && (g->chunks == NULL || g->open_dirs < DIR_FD_BUDGET)) {
-			j = g->trees;
-			g->trees = j->next;
-			break;
-		}
-		if (g->chunks != NULL) {
-			j = g->chunks;
-			if ((g->chunks = j->next) == NULL)
-				g->chunk_tail = NULL;
-			break;
-		}
-		if (g->inprogress == 0) {
-			pthread_cond_broadcast(&g->cv);
-			pthread_mutex_unlock(&g->mu);
-			return FETCH_END;
-		}
-		if (!may_block) {
-			pthread_mutex_unlock(&g->mu);
-			return FETCH_NONE;
-		}
-		pthread_cond_wait(&g->cv, &g->mu);
+		pthread_mutex_unlock(&g->mu);
 	}
-	g->inprogress++;
-	pthread_mutex_unlock(&g->mu);
+	j = w->local;
+	w->local = j->next;
 	j->next = NULL;
 	memset(o, 0, sizeof(*o));
 	manifest_object_key(j->id, o->key, sizeof(o->key));
@@ -729,11 +762,11 @@ eng_next(void *arg, int may_block, struct fetch_obj *o)
 static int
 eng_data(void *arg, const struct fetch_obj *o, uint64_t off, const uint8_t *p, size_t n)
 {
-	struct engine *g = arg;
+	struct worker *w = arg;
 	struct rjob *j = o->arg;
 
 	if (j->kind == JOB_CHUNK)
-		return chunk_write(g, j, off, p, n);
+		return chunk_write(w->g, j, off, p, n);
 	if (off == 0)
 		buf_reset(&j->tree);
 	if (off != buf_avail(&j->tree)) {
@@ -743,13 +776,13 @@ eng_data(void *arg, const struct fetch_obj *o, uint64_t off, const uint8_t *p, s
 	return buf_append(&j->tree, p, n);
 }
 
-/* One job is finished with: wakes the others when it was the last. */
+/* One job is finished with: the last one wakes the workers waiting for work. */
 static void
 job_done(struct engine *g)
 {
 	pthread_mutex_lock(&g->mu);
-	g->inprogress--;
-	if (g->inprogress == 0 && g->trees == NULL && g->chunks == NULL)
+	if (__atomic_sub_fetch(&g->inprogress, 1, __ATOMIC_RELAXED) == 0 && g->trees == NULL &&
+	    g->chunks == NULL)
 		pthread_cond_broadcast(&g->cv);
 	pthread_mutex_unlock(&g->mu);
 }
@@ -766,9 +799,7 @@ tree_done(struct engine *g, struct rjob *j, int rc, const char *msg)
 		count_failed(g);
 	}
 	if (rc == 0) {
-		pthread_mutex_lock(&g->mu);
-		g->st.trees++;
-		pthread_mutex_unlock(&g->mu);
+		ADD(&g->st.trees, 1);
 		if (dir_open(g, d) == 0)
 			process_tree(g, d, buf_ptr(&j->tree), buf_avail(&j->tree));
 		else
@@ -781,28 +812,26 @@ tree_done(struct engine *g, struct rjob *j, int rc, const char *msg)
 static void
 eng_done(void *arg, const struct fetch_obj *o, int rc, const char *msg)
 {
-	struct engine *g = arg;
+	struct worker *w = arg;
 	struct rjob *j = o->arg;
 
 	if (j->kind == JOB_TREE) {
-		tree_done(g, j, rc, msg);
-	} else {
-		chunk_end(g, j, rc, msg);
-		job_free(j);
+		tree_done(w->g, j, rc, msg);
+		job_done(w->g);
+		return;
 	}
-	job_done(g);
+	chunk_end(w->g, j, rc, msg);
+	job_free(j);
+	/* a chunk of a batch: the lock only for the batch's last, or when it may matter */
+	if (w->local != NULL)
+		__atomic_sub_fetch(&w->g->inprogress, 1, __ATOMIC_RELAXED);
+	else
+		job_done(w->g);
 }
 
 static const struct fetch_ops eng_ops = { eng_next, eng_data, eng_done };
 
 /* ---- workers ---- */
-
-struct worker {
-	struct engine *g;
-	pthread_t th;
-	struct fetch_stats fs;
-	int rc;
-};
 
 static void *
 worker_main(void *arg)
@@ -813,12 +842,13 @@ worker_main(void *arg)
 	char msg[512] = "out of memory";
 
 	if ((w->rc = client_new(g->o->client, &c)) == 0) {
-		w->rc = fetch_run(c, &eng_ops, g, &w->fs);
+		w->rc = fetch_run(c, &eng_ops, w, &w->fs);
 		if (w->rc != 0)
 			snprintf(msg, sizeof(msg), "%s", client_error(c));
 	}
 	client_free(c);
 	pthread_mutex_lock(&g->mu);
+	give_back(g, w); /* a worker that gave up leaves its batch to the others */
 	if (w->rc != 0 && g->fatal_rc == 0) {
 		g->fatal_rc = w->rc;
 		snprintf(g->fatal_msg, sizeof(g->fatal_msg), "%s", msg);
