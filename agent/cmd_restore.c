@@ -26,7 +26,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "snapshot.h"
-#include "treewalk.h"
+#include "restore.h"
 #include "util.h"
 
 struct restore_dir {
@@ -215,164 +215,6 @@ restore_entry(struct restore_run *r, const struct manifest_entry *e)
 	return rc;
 }
 
-/* ---- format 2: trees ---- */
-
-static int
-pwrite_all(int fd, const uint8_t *p, size_t n, off_t off)
-{
-	ssize_t k;
-
-	while (n > 0) {
-		k = pwrite(fd, p, n, off);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		n -= (size_t)k;
-		off += k;
-	}
-	return 0;
-}
-
-static void
-ts_of(int64_t mtime_ns, struct timespec ts[2])
-{
-	ts[0].tv_sec = mtime_ns / 1000000000;
-	ts[0].tv_nsec = mtime_ns % 1000000000;
-	if (ts[0].tv_nsec < 0) {
-		ts[0].tv_nsec += 1000000000;
-		ts[0].tv_sec--;
-	}
-	ts[1] = ts[0];
-}
-
-/* A file of a tree: its chunks, each checked against its id, written at their offsets
- * into a temporary name, then mode and times on the descriptor, then the rename. */
-static int
-restore_chunks(
-    struct restore_run *r, const char *path, const struct tree_entry *e, int dfd, const char *leaf)
-{
-	char tmp[64], key[MANIFEST_KEY_MAX + 1];
-	struct client_result res;
-	struct timespec ts[2];
-	uint8_t *data = NULL, got[HASH_SHA256_LEN];
-	size_t len, i;
-	uint64_t off = 0;
-	int fd, rc = -1;
-
-	tmp_name(r, tmp, sizeof(tmp));
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		agent_error("cannot create '%s': %s", path, strerror(errno));
-		return -1;
-	}
-	for (i = 0; i < e->nchunks; i++) {
-		manifest_object_key(e->chunks[i].id, key, sizeof(key));
-		rc = client_get_mem(r->c, key, (size_t)e->chunks[i].size, &data, &len, &res);
-		if (rc != 0) {
-			agent_error("cannot restore '%s' (chunk %s): %s", path, key,
-			    rc == STEP_ETOOBIG ? "larger than the tree says" : client_error(r->c));
-			if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL)
-				r->fatal = rc;
-			goto fail;
-		}
-		hash_sha256(data, len, got);
-		if (len != e->chunks[i].size || memcmp(got, e->chunks[i].id, sizeof(got)) != 0) {
-			agent_error("'%s': the server's chunk %s does not match its id", path, key);
-			goto fail;
-		}
-		if (pwrite_all(fd, data, len, (off_t)off) != 0) {
-			agent_error("cannot write '%s': %s", path, strerror(errno));
-			goto fail;
-		}
-		off += len;
-		free(data);
-		data = NULL;
-	}
-	ts_of(e->mtime_ns, ts);
-	if (fchmod(fd, safe_mode(r, e->mode, 0)) != 0)
-		log_warn("cannot set the mode of '%s'", path);
-	if (futimens(fd, ts) != 0)
-		log_warn("cannot set the time of '%s'", path);
-	if (close(fd) != 0) {
-		fd = -1;
-		agent_error("cannot write '%s': %s", path, strerror(errno));
-		goto fail;
-	}
-	fd = -1;
-	if (renameat(dfd, tmp, dfd, leaf) != 0) {
-		agent_error("cannot create '%s': %s", path, strerror(errno));
-		goto fail;
-	}
-	r->files++;
-	r->bytes += e->size;
-	return 0;
-fail:
-	free(data);
-	if (fd >= 0)
-		close(fd);
-	unlinkat(dfd, tmp, 0);
-	return -1;
-}
-
-/* 1 when path is SUBPATH, under it, or on the way to it; 2 when only on the way. */
-static int
-in_subpath(const struct restore_run *r, const char *path)
-{
-	size_t n = strlen(path);
-
-	if (r->subpath == NULL)
-		return 1;
-	if (n >= r->sublen && memcmp(path, r->subpath, r->sublen) == 0 &&
-	    (path[r->sublen] == '\0' || path[r->sublen] == '/'))
-		return 1;
-	if (n < r->sublen && memcmp(path, r->subpath, n) == 0 && r->subpath[n] == '/')
-		return 2;
-	return 0;
-}
-
-static int
-restore_tree_entry(void *arg, const char *path, const struct tree_entry *e, int leave)
-{
-	struct restore_run *r = arg;
-	struct manifest_entry *me;
-	int in, rc = 0, dfd;
-	const char *leaf = NULL;
-
-	if (leave || r->fatal != 0)
-		return r->fatal != 0 ? r->fatal : 0;
-	if ((in = in_subpath(r, path)) == 0)
-		return e->type == TREE_DIR ? 1 : 0;
-	if (in == 2 && e->type != TREE_DIR)
-		return 0;
-	if (e->type != TREE_FILE) {
-		/* Directories and symlinks as in a manifest (restore_entry). */
-		me = xcalloc(1, sizeof(*me));
-		me->type = e->type == TREE_DIR ? MANIFEST_DIR : MANIFEST_SYMLINK;
-		snprintf(me->path, sizeof(me->path), "%s", path);
-		if (e->type == TREE_SYMLINK)
-			memcpy(me->target, e->target, e->targetlen); /* <= TREE_TARGET_MAX */
-		me->mode = e->mode;
-		me->mtime_ns = e->mtime_ns;
-		if (restore_entry(r, me) != 0)
-			r->failed++;
-		free(me);
-		return 0;
-	}
-	if ((dfd = open_parent(r, path, &leaf)) < 0) {
-		agent_error(
-		    "refusing '%s': a parent is not a directory (%s)", path, strerror(errno));
-		r->failed++;
-		return 0;
-	}
-	rc = restore_chunks(r, path, e, dfd, leaf);
-	close(dfd);
-	if (rc != 0)
-		r->failed++;
-	return r->fatal != 0 ? r->fatal : 0;
-}
-
 /* Last pass: directory modes and times, deepest (latest in pre-order) first. */
 static void
 finish_dirs(struct restore_run *r)
@@ -395,6 +237,61 @@ finish_dirs(struct restore_run *r)
 	r->dirs = NULL;
 }
 
+/* ---- format 2: the restore engine (restore.h) ---- */
+
+static void
+restore_error(void *arg, const char *msg)
+{
+	agent_error("%s", msg);
+}
+
+/* Restores a format-2 snapshot (or its subpath) into r->to; returns the exit status. */
+static int
+restore_format2(struct restore_run *r, const char *name, uint64_t seq,
+    const struct snapshot_record *rec, const char *subpath)
+{
+	struct client_opts co;
+	struct restore_opts ro;
+	struct restore_stats st;
+	char errbuf[256];
+	int rc;
+
+	if (agent_client_opts(r->a, &co, errbuf, sizeof(errbuf)) != 0) {
+		agent_error("%s", errbuf);
+		return SYNC_EXIT_CONFIG;
+	}
+	memset(&ro, 0, sizeof(ro));
+	ro.client = &co;
+	ro.nconn = r->a->connections > 1 ? r->a->connections : 4;
+	ro.target = r->to;
+	ro.preserve_special_bits = r->special;
+	ro.owner = geteuid() == 0;
+	ro.error = restore_error;
+	rc = restore_tree(&ro, rec->root, subpath, &st);
+	r->files = st.files;
+	r->dirs_done = st.dirs;
+	r->symlinks = st.symlinks;
+	r->bytes = st.bytes;
+	r->failed = st.failed;
+	switch (rc) {
+	case 0:
+		return AGENT_EXIT_OK;
+	case STEP_EIO:
+		return AGENT_EXIT_FAIL;
+	case STEP_ENOENT:
+		agent_error(
+		    "'%s' is not in snapshot %s#%" PRIu64, subpath ? subpath : ".", name, seq);
+		r->failed++;
+		return AGENT_EXIT_FAIL;
+	case STEP_ESYS:
+		agent_error("cannot restore into '%s': %s", r->to, strerror(errno));
+		return AGENT_EXIT_FAIL;
+	default:
+		r->failed++;
+		return snapshot_exit_code(rc);
+	}
+}
+
 int
 cmd_restore(struct agent *a, int argc, char **argv)
 {
@@ -415,7 +312,7 @@ cmd_restore(struct agent *a, int argc, char **argv)
 	struct manifest_reader *rd = NULL;
 	struct snapshot_record rec;
 	const char *name = NULL, *id = NULL;
-	char errbuf[512], spbuf[MANIFEST_PATH_MAX + 1] = { 0 };
+	char spbuf[MANIFEST_PATH_MAX + 1] = { 0 };
 	uint64_t seq = 0;
 	FILE *f = NULL;
 	int c, rc, fmt = 1, ex = AGENT_EXIT_FAIL;
@@ -509,24 +406,7 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		                                              : snapshot_exit_code(rc);
 	}
 	if (fmt == 2) {
-		if (util_mkdirs(r.to, 0755) != 0 ||
-		    (r.rootfd = open(r.to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-			agent_error("cannot open '%s': %s", r.to, strerror(errno));
-			goto out;
-		}
-		rc = treewalk(r.c, rec.root, restore_tree_entry, NULL, &r, errbuf, sizeof(errbuf));
-		if (rc != 0 && r.fatal == 0) {
-			agent_error("snapshot %s#%" PRIu64 ": %s", name, seq,
-			    *errbuf ? errbuf : step_strerror(rc));
-			r.failed++;
-		}
-		if (r.fatal != 0)
-			ex = snapshot_exit_code(r.fatal);
-		else if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL)
-			ex = snapshot_exit_code(rc);
-		finish_dirs(&r);
-		if (syncfs(r.rootfd) != 0)
-			log_warn("cannot flush '%s' to disk", r.to);
+		ex = restore_format2(&r, name, seq, &rec, r.subpath != NULL ? spbuf : NULL);
 		goto summary;
 	}
 	if (r.subpath != NULL) {
@@ -574,7 +454,8 @@ summary:
 			ex = AGENT_EXIT_FAIL;
 		goto out;
 	}
-	ex = AGENT_EXIT_OK;
+	if (fmt == 1)
+		ex = AGENT_EXIT_OK;
 out:
 	if (ex == 0 && r.failed > 0)
 		ex = AGENT_EXIT_FAIL;

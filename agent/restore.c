@@ -633,7 +633,7 @@ process_tree(struct engine *g, struct rdir *d, const uint8_t *data, size_t len)
 	if (rc < 0) {
 		char key[FETCH_KEY_MAX];
 
-		manifest_object_key(d->id, key, sizeof(key));
+		manifest_tree_key(d->id, key, sizeof(key));
 		path_of(d, "", path, sizeof(path));
 		report(g, "the tree of '%s' (object %s) is %s; some entries were not restored",
 		    path, key, rc == STEP_EINVAL ? "unsafe" : "malformed");
@@ -747,7 +747,10 @@ eng_next(void *arg, int may_block, struct fetch_obj *o)
 	w->local = j->next;
 	j->next = NULL;
 	memset(o, 0, sizeof(*o));
-	manifest_object_key(j->id, o->key, sizeof(o->key));
+	if (j->kind == JOB_TREE)
+		manifest_tree_key(j->id, o->key, sizeof(o->key));
+	else
+		manifest_object_key(j->id, o->key, sizeof(o->key));
 	memcpy(o->id, j->id, HASH_SHA256_LEN);
 	o->arg = j;
 	if (j->kind == JOB_TREE) {

@@ -22,7 +22,7 @@ ok "every key on the reference server is a plain safe file name" '
 	ls -A "$T_DIR/ref.root/12345678" >"$T_DIR/keys" &&
 	[ $(grep -c "^o\.[0-9a-f]\{64\}$" "$T_DIR/keys") -ge 12 ] &&
 	grep -q "^s\.tree\.0000000001$" "$T_DIR/keys" &&
-	! grep -v "^[os]\.[0-9a-z_.-]*$" "$T_DIR/keys"
+	! grep -v "^[ost]\.[0-9a-z_.-]*$" "$T_DIR/keys"
 '
 
 ok "five more snapshots; the latest is found by probing" '

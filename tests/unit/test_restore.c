@@ -191,6 +191,23 @@ put(const void *p, size_t n, uint8_t id[HASH_SHA256_LEN])
 	put_as(p, n, id);
 }
 
+/* Trees live under "t." keys. */
+static void
+put_as_tree(const void *p, size_t n, const uint8_t id[HASH_SHA256_LEN])
+{
+	char key[FETCH_KEY_MAX];
+
+	manifest_tree_key(id, key, sizeof(key));
+	assert_int_equal(client_put_mem(cl, p, n, key, CLIENT_PUT_EXIST_OK, NULL), 0);
+}
+
+static void
+put_tree_bytes(const void *p, size_t n, uint8_t id[HASH_SHA256_LEN])
+{
+	hash_sha256(p, n, id);
+	put_as_tree(p, n, id);
+}
+
 /* Encodes entries as a tree, uploads it, gives its id. */
 static void
 put_tree(struct tree_entry *e, size_t n, uint8_t id[HASH_SHA256_LEN])
@@ -199,7 +216,7 @@ put_tree(struct tree_entry *e, size_t n, uint8_t id[HASH_SHA256_LEN])
 
 	buf_init(&b, TREE_MAX_BYTES);
 	assert_int_equal(tree_encode(e, n, &b), 0);
-	put(buf_ptr(&b), buf_avail(&b), id);
+	put_tree_bytes(buf_ptr(&b), buf_avail(&b), id);
 	buf_release(&b);
 }
 
@@ -539,7 +556,7 @@ test_wrong_bytes(void **state)
 	buf_init(&b, TREE_MAX_BYTES);
 	assert_int_equal(tree_encode(NULL, 0, &b), 0);
 	memset(bad_tree, 0xee, sizeof(bad_tree));
-	put_as(buf_ptr(&b), buf_avail(&b), bad_tree);
+	put_as_tree(buf_ptr(&b), buf_avail(&b), bad_tree);
 	buf_release(&b);
 	target("bad1", to, sizeof(to));
 	assert_int_equal(restore(bad_tree, to, NULL, 0, 2, &st), STEP_EIO);
@@ -594,12 +611,12 @@ test_ancestor(void **state)
 	memcpy(r[1].subtree, aid, HASH_SHA256_LEN);
 	buf_init(&b, TREE_MAX_BYTES);
 	assert_int_equal(tree_encode(r, 2, &b), 0);
-	put_as(buf_ptr(&b), buf_avail(&b), root);
+	put_as_tree(buf_ptr(&b), buf_avail(&b), root);
 	buf_reset(&b);
 	a[0] = ent(TREE_DIR, "up", 0755, T0);
 	memcpy(a[0].subtree, root, HASH_SHA256_LEN);
 	assert_int_equal(tree_encode(a, 1, &b), 0);
-	put_as(buf_ptr(&b), buf_avail(&b), aid);
+	put_as_tree(buf_ptr(&b), buf_avail(&b), aid);
 	buf_release(&b);
 	target("anc", to, sizeof(to));
 	fetch_test_trust_ids = 1;
@@ -735,7 +752,7 @@ test_bad_trees(void **state)
 	struct buf b;
 
 	(void)state;
-	put(garbage, sizeof(garbage) - 1, root);
+	put_tree_bytes(garbage, sizeof(garbage) - 1, root);
 	target("garbage", to, sizeof(to));
 	assert_int_equal(restore(root, to, NULL, 0, 2, &st), STEP_EIO);
 	assert_non_null(strstr(errors, "is malformed"));
@@ -751,7 +768,7 @@ test_bad_trees(void **state)
 	assert_int_equal(tree_encode(r, 2, &b), 0);
 	assert_non_null(at = memmem(buf_ptr(&b), buf_avail(&b), "xx", 2));
 	memcpy(at, "..", 2);
-	put(buf_ptr(&b), buf_avail(&b), root);
+	put_tree_bytes(buf_ptr(&b), buf_avail(&b), root);
 	buf_release(&b);
 	target("dotdot", to, sizeof(to));
 	assert_int_equal(restore(root, to, NULL, 0, 2, &st), STEP_EIO);
