@@ -92,7 +92,10 @@ static const char sync_usage[] =
     "                       server): the summary says \"unchanged\" and names it\n"
     "\n"
     "exit status: 0 every file of the snapshot is verified on the server;\n"
-    "  1 some files failed (summary on stderr); 2 usage;\n"
+    "  1 some files could not be sent, no snapshot recorded (summary on stderr);\n"
+    "  2 usage; 3 snapshot recorded but incomplete: files that could not be read\n"
+    "  were left out, files that kept changing kept their previous version (listed\n"
+    "  on stderr);\n"
     "  65 most of the tree vanished, no snapshot (see --allow-mass-delete);\n"
     "  75 temporary: server unreachable, connection lost, or another run holds the lock;\n"
     "  76 TLS failed (certificate not trusted, wrong host name, not a TLS server);\n"
@@ -189,6 +192,7 @@ struct sync_run {
 	uint64_t chunked, chunks_new, chunk_bytes_new, trees_new, tree_bytes_new;
 	uint64_t chunks_sent, trees_sent, tree_bytes_sent; /* sent (not found there already) */
 	uint64_t chunked_files_new;                        /* chunked files with a chunk to send */
+	uint64_t busy_kept; /* files that kept changing: their previous version is in */
 
 	uint64_t known, found, hashed, read_errors, visited;
 	uint64_t pending, pending_bytes;
@@ -233,7 +237,7 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 		goto out;
 	if (!S_ISREG(a.st_mode))
 		goto out;
-	if (a.st_size > SYNC_SCAN_SMALL) {
+	if (a.st_size >= SYNC_CHUNKED) { /* not reached: chunk_file() reads those */
 		if (s->sha == NULL)
 			s->sha = hash_sha256_new();
 		if ((hs = s->sha) == NULL || hash_reset(hs) != 0 || (hm = hash_md5_new()) == NULL) {
@@ -472,7 +476,17 @@ idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 	set->n++;
 }
 
-enum { SEND_CHUNK = 1, SEND_TREE = 2 };
+enum { SEND_CHUNK = 1, SEND_TREE = 2, SEND_FILE = 3 };
+
+/* 1 when the object key o.<hex> was handed to the sender this run. */
+static int
+queued_key(struct sync_run *s, const char *okey)
+{
+	uint8_t id[HASH_SHA256_LEN];
+
+	return manifest_is_object_key(okey) && util_hex_decode(okey + 2, id, sizeof(id)) == 0 &&
+	    idset_has(&s->queued, id);
+}
 
 /* Records one finished chunk or tree upload (in the caller's transaction). */
 static int
@@ -492,7 +506,14 @@ sent_done(void *arg, const struct sender_done *d)
 		return 0;
 	}
 	s->blocks_sent += d->blocks_sent;
-	if (!d->existed && d->tag == SEND_CHUNK) {
+	if (d->tag == SEND_FILE) {
+		if (d->existed) {
+			s->existed++;
+		} else {
+			s->sent++;
+			s->sent_bytes += d->size;
+		}
+	} else if (!d->existed && d->tag == SEND_CHUNK) {
 		s->sent_bytes += d->size;
 		s->chunks_sent++;
 	} else if (!d->existed) {
@@ -500,7 +521,7 @@ sent_done(void *arg, const struct sender_done *d)
 		s->trees_sent++;
 	}
 	/* The objects table sums file content (status: bytes sent); a tree counts as 0. */
-	return files_object_add(s->files, d->key, d->tag == SEND_CHUNK ? d->size : 0, d->md5);
+	return files_object_add(s->files, d->key, d->tag != SEND_TREE ? d->size : 0, d->md5);
 }
 
 static int
@@ -783,8 +804,11 @@ finish_file(struct sync_run *s, const char *path, struct files_row *row, int unc
 	memcpy(e->key, row->okey,
 	    sizeof(row->okey) < sizeof(e->key) ? sizeof(row->okey) : sizeof(e->key));
 	if (e->key[0] != '\0') {
-		/* An unchanged file's lookup said whether its object is known already. */
+		/* An unchanged file's lookup said whether its object is known already; a
+		 * file read whole by the scan went to the sender already. */
 		r = unchanged ? row->known : files_object_known(s->files, e->key);
+		if (r == 0 && !unchanged && queued_key(s, e->key))
+			r = 1;
 		if (r < 0) {
 			free(h);
 			return r;
@@ -927,12 +951,39 @@ defer(struct sync_run *s, int kind, const struct scan_entry *se, struct files_ro
 	return s->nhash == SYNC_HASH_BATCH || s->ndq == SYNC_DQ_MAX ? flush_deferred(s) : 0;
 }
 
+/*
+ * A file that could not be read (r: STEP_ESYS), or kept changing while read however often
+ * it was tried (STEP_ECHANGED): a busy file never stops the snapshot. Its previous version
+ * (old: its state row, whose content the server holds; NULL when none) goes into the
+ * snapshot instead, or, without one, the file is left out; either way the run ends with
+ * the "incomplete snapshot" status and says which.
+ */
+static int
+not_read(struct sync_run *s, const struct scan_entry *se, int r, struct files_row *old)
+{
+	if (r == STEP_ECHANGED && old != NULL) {
+		agent_error("'%s' kept changing while it was read; its previous version "
+		            "goes into this snapshot",
+		    se->path);
+		s->busy_kept++;
+		return defer(s, DQ_SAME, se, old);
+	}
+	if (r == STEP_ECHANGED)
+		agent_error(
+		    "'%s' kept changing while it was read; left out of this snapshot", se->path);
+	else
+		agent_error(
+		    "cannot read '%s': %s; left out of this snapshot", se->path, strerror(errno));
+	s->read_errors++;
+	return 0;
+}
+
 /* A regular file: quick check, hash when needed, queue unknown content. Fills s->ent. */
 static int
 visit_file(struct sync_run *s, const struct scan_entry *se)
 {
 	const struct stat *st = se->st;
-	struct files_row row;
+	struct files_row row, old;
 	struct stat hst;
 	uint8_t sha[HASH_SHA256_LEN];
 	int r, have, unchanged, i;
@@ -954,6 +1005,8 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 	/* A chunked file whose chunks are not all known on the server is read again. */
 	if (unchanged && (row.okey[0] != 'c' || row.known))
 		return defer(s, DQ_SAME, se, &row);
+	old = row;
+	have = have && row.known;
 	memset(&row, 0, sizeof(row));
 	if (st->st_size >= SYNC_CHUNKED) {
 		uint64_t new0 = s->chunks_new;
@@ -963,16 +1016,8 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 			r = chunk_file(s, se->dirfd, se->name, st, i, &row, &hst);
 		if (r != 0 && r != STEP_ECHANGED && r != STEP_ESYS)
 			return r;
-		if (r != 0) {
-			if (r == STEP_ECHANGED)
-				log_warnx("'%s' keeps changing while read; left out of "
-				          "this snapshot",
-				    se->path);
-			else
-				log_warn("cannot read '%s'; left out of this snapshot", se->path);
-			s->read_errors++;
-			return 0;
-		}
+		if (r != 0)
+			return not_read(s, se, r, have ? &old : NULL);
 		s->hashed++;
 		s->chunked_files_new += s->chunks_new > new0;
 		if (s->dry_run && s->chunks_new > new0)
@@ -987,15 +1032,28 @@ visit_file(struct sync_run *s, const struct scan_entry *se)
 			r = hash_once(s, se->dirfd, se->name, st, i, sha, row.md5, &hst);
 		if (r == STEP_ENOMEM || r == STEP_ESTOPPED)
 			return r;
-		if (r != 0) {
-			if (r == STEP_ECHANGED)
-				log_warnx("'%s' keeps changing while read; left out of "
-				          "this snapshot",
-				    se->path);
-			else
-				log_warn("cannot read '%s'; left out of this snapshot", se->path);
-			s->read_errors++;
-			return 0;
+		if (r != 0)
+			return not_read(s, se, r, have ? &old : NULL);
+		if (s->hheld != NULL && s->hheld->len > SYNC_SCAN_SMALL) {
+			/* Larger than a batch's file: hashed now and sent from what was read, so
+			 * it is never read again (and cannot change between hash and upload). */
+			struct held *h = s->hheld;
+			int isnew;
+
+			s->hheld = NULL;
+			hash_sha256(h->data, h->len, sha);
+			hash_md5_hex(h->data, h->len, row.md5);
+			r = send_object(s, sha, h->data, h->len, row.md5, SEND_FILE, &isnew);
+			free(h);
+			if (r != 0)
+				return r;
+			if (isnew && s->dry_run)
+				printf("would send %s (%" PRIu64 " bytes)\n", se->path,
+				    (uint64_t)hst.st_size);
+			if (isnew) {
+				s->pending++;
+				s->pending_bytes += (uint64_t)hst.st_size;
+			}
 		}
 		if (s->hheld == NULL) /* else flush_deferred computes the key */
 			manifest_object_key(sha, row.okey, sizeof(row.okey));
@@ -1979,10 +2037,14 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 		        (json_int_t)s->blocks_sent, "chunks_sent", (json_int_t)s->chunks_sent,
 		        "trees_sent", (json_int_t)s->trees_sent, "tree_bytes_sent",
 		        (json_int_t)s->tree_bytes_sent));
-	if (s->read_errors > 0) {
-		agent_error("sync '%s': %" PRIu64 " entries could not be read and are not in "
-		            "snapshot #%" PRIu64,
-		    name, s->read_errors, h.seq);
+	if (s->read_errors > 0 || s->busy_kept > 0) {
+		agent_error("sync '%s': snapshot #%" PRIu64 " is incomplete: %" PRIu64 " %s not "
+		            "read (left out), %" PRIu64 " busy %s kept at %s previous version "
+		            "(listed above)",
+		    name, h.seq, s->read_errors, s->read_errors == 1 ? "entry was" : "entries were",
+		    s->busy_kept, s->busy_kept == 1 ? "file" : "files",
+		    s->busy_kept == 1 ? "its" : "their");
+		ex = SYNC_EXIT_INCOMPLETE;
 		goto done;
 	}
 	ex = AGENT_EXIT_OK;

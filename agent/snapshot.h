@@ -27,11 +27,12 @@ struct client;
 
 /* Exit codes of sync/restore/snapshots/prune beyond AGENT_EXIT_* (sysexits.h values),
  * so cron wrappers can tell "try again later" from "a human must look". */
-#define SYNC_EXIT_MASSDEL  65 /* EX_DATAERR: most of the tree vanished, no snapshot */
-#define SYNC_EXIT_TEMPFAIL 75 /* EX_TEMPFAIL: server unreachable, connection lost, locked */
-#define SYNC_EXIT_TLS      76 /* EX_PROTOCOL: TLS handshake or certificate check failed */
-#define SYNC_EXIT_NOPERM   77 /* EX_NOPERM: login refused */
-#define SYNC_EXIT_CONFIG   78 /* EX_CONFIG: bad or missing configuration */
+#define SYNC_EXIT_INCOMPLETE 3  /* a snapshot was recorded without some files (restic's 3) */
+#define SYNC_EXIT_MASSDEL    65 /* EX_DATAERR: most of the tree vanished, no snapshot */
+#define SYNC_EXIT_TEMPFAIL   75 /* EX_TEMPFAIL: server unreachable, connection lost, locked */
+#define SYNC_EXIT_TLS        76 /* EX_PROTOCOL: TLS handshake or certificate check failed */
+#define SYNC_EXIT_NOPERM     77 /* EX_NOPERM: login refused */
+#define SYNC_EXIT_CONFIG     78 /* EX_CONFIG: bad or missing configuration */
 
 /* The exit code for a failed client call: TEMPFAIL for transport trouble, NOPERM for
  * STEP_EAUTH, TLS for STEP_ETLS (not retried: a wrong CA or name stays wrong), else

@@ -763,6 +763,14 @@ again:
 				res->existed = 1;
 				break;
 			}
+			if (r == STEP_ESTATUS &&
+			    (u->c->status == STEP_ST_THROTTLE ||
+			        u->c->status == STEP_ST_UNAVAILABLE)) {
+				/* Too many uploads in progress (or the server is busy): those
+				 * finish by themselves; ask again after a pause. */
+				client_backoff(attempt + 1);
+				continue;
+			}
 			if (r != 0) {
 				if (client_transient(r) && u->src.size > 0) {
 					client_disconnect(u->c);
