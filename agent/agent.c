@@ -110,7 +110,7 @@ agent_exit_code(int err, int status, const char *msg)
 	case STEP_ESYS:
 		/* A local file ("cannot open: ...", "cannot write '...'") or the network. */
 		return msg == NULL || strncmp(msg, "cannot ", 7) == 0 ? AGENT_EXIT_LOCAL
-		                                                        : AGENT_EXIT_TEMPFAIL;
+		                                                      : AGENT_EXIT_TEMPFAIL;
 	case STEP_ESTATUS:
 		if (status == STEP_ST_NOTFOUND)
 			return AGENT_EXIT_NOTFOUND;

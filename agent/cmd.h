@@ -125,8 +125,8 @@ void agent_run_finish(struct agent *a, int argc, char **argv, int exit_status);
  * '#' must be name). 0 and *seqp; STEP_EINVAL with errbuf saying why ("snapshot 'x#3' is
  * not a snapshot of 'tree'"). restore and snapshots use it.
  */
-int snapshots_parse_id(const char *name, const char *id, uint64_t *seqp, char *errbuf,
-    size_t errlen);
+int snapshots_parse_id(
+    const char *name, const char *id, uint64_t *seqp, char *errbuf, size_t errlen);
 
 /* Prints "usage: stepsync USAGE" plus a hint on stderr and returns AGENT_EXIT_USAGE. */
 int agent_usage(const char *usage);

@@ -28,14 +28,15 @@ cmd_data(struct agent *a, int argc, char **argv)
 	while ((r = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (r != 'h')
 			return agent_usage(data_usage);
-		printf("usage: stepsync %s\n\n"
-		       "put saves a JSON object as the record KEY (an existing KEY fails: there is\n"
-		       "no update, rm it first); get prints one; rm deletes one. With --json: one\n"
-		       "JSON object (command, action, key, and data for get, or error).\n"
-		       "exit status: 0 done; 2 usage (JSON that is not an object too); 4 no such\n"
-		       "  KEY (404); 5 KEY exists (402); 75 server unreachable or connection lost;\n"
-		       "  76 TLS failed; 77 login refused; 78 no server, user or password; 1 other\n"
-		       "  failures.\n",
+		printf(
+		    "usage: stepsync %s\n\n"
+		    "put saves a JSON object as the record KEY (an existing KEY fails: there is\n"
+		    "no update, rm it first); get prints one; rm deletes one. With --json: one\n"
+		    "JSON object (command, action, key, and data for get, or error).\n"
+		    "exit status: 0 done; 2 usage (JSON that is not an object too); 4 no such\n"
+		    "  KEY (404); 5 KEY exists (402); 75 server unreachable or connection lost;\n"
+		    "  76 TLS failed; 77 login refused; 78 no server, user or password; 1 other\n"
+		    "  failures.\n",
 		    data_usage);
 		return AGENT_EXIT_OK;
 	}
@@ -81,8 +82,8 @@ cmd_data(struct agent *a, int argc, char **argv)
 	if (obj != NULL) {
 		if (a->json) {
 			agent_json(a,
-			    json_pack("{s:s, s:s, s:s, s:o}", "command", "data", "action", verb, "key",
-			        key, "data", obj));
+			    json_pack("{s:s, s:s, s:s, s:o}", "command", "data", "action", verb,
+			        "key", key, "data", obj));
 		} else {
 			s = json_dumps(obj, JSON_SORT_KEYS);
 			printf("%s\n", s ? s : "{}");

@@ -58,17 +58,21 @@ cmd_get(struct agent *a, int argc, char **argv)
 		case 'h':
 		case GO_HELP:
 			printf("usage: stepsync %s\n\n"
-			       "Downloads KEY into FILE, verifying the server's MD5. The data goes to a\n"
-			       "temporary file next to FILE, renamed into place once verified: a failed\n"
+			       "Downloads KEY into FILE, verifying the server's MD5. The data goes "
+			       "to a\n"
+			       "temporary file next to FILE, renamed into place once verified: a "
+			       "failed\n"
 			       "download never leaves a partial FILE. Prints FILE and the MD5.\n"
 			       "  -o, --output FILE  where to write (default: the key's last path\n"
 			       "                     component, in the current directory)\n"
-			       "  --bwlimit RATE     cap the transfer rate, bytes per second, e.g. 500k,\n"
+			       "  --bwlimit RATE     cap the transfer rate, bytes per second, e.g. "
+			       "500k,\n"
 			       "                     10M (default: unlimited)\n"
 			       "With --json: one JSON object (key, file, size, md5, or error).\n"
 			       "exit status: 0 downloaded; 2 usage; 4 no such KEY (404); 6 MD5\n"
 			       "  mismatch; 74 FILE cannot be written; 75 server unreachable or\n"
-			       "  connection lost; 76 TLS failed; 77 login refused; 78 no server, user\n"
+			       "  connection lost; 76 TLS failed; 77 login refused; 78 no server, "
+			       "user\n"
 			       "  or password; 1 other failures.\n",
 			    get_usage);
 			return AGENT_EXIT_OK;

@@ -46,8 +46,8 @@ cmd_info(struct agent *a, int argc, char **argv)
 	}
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "command", "info", "key", key, "size",
-		        (json_int_t)info.size, "block_size", (json_int_t)info.block_size,
+		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "command", "info", "key", key,
+		        "size", (json_int_t)info.size, "block_size", (json_int_t)info.block_size,
 		        "total_block", (json_int_t)info.total_block, "md5", info.md5));
 	else
 		printf("key: %s\nsize: %llu\nblocks: %u x %u bytes\nmd5: %s\n",

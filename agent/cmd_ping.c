@@ -48,7 +48,8 @@ cmd_ping(struct agent *a, int argc, char **argv)
 		        "port", a->port, "server", client_server_name(c), "rtt_ms", rtt * 1000));
 	else
 		printf("echo from %s:%d%s%s%s: time=%.3f ms\n", a->host, a->port,
-		    client_server_name(c)[0] ? " (" : "", agent_tty_str(stdout, client_server_name(c)),
+		    client_server_name(c)[0] ? " (" : "",
+		    agent_tty_str(stdout, client_server_name(c)),
 		    client_server_name(c)[0] ? ")" : "", rtt * 1000);
 	return AGENT_EXIT_OK;
 }

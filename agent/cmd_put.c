@@ -33,7 +33,8 @@ put_help(void)
 	       "An interrupted upload resumes when --state DB is given (or the server\n"
 	       "supports it). With --json: one JSON object, or an array of them for several\n"
 	       "FILEs, each with file, key, size, md5 or error.\n"
-	       "exit status: 0 all uploaded; 2 usage; 5 the key exists (402) or is being uploaded (423); 6 MD5 mismatch or FILE\n"
+	       "exit status: 0 all uploaded; 2 usage; 5 the key exists (402) or is being uploaded "
+	       "(423); 6 MD5 mismatch or FILE\n"
 	       "  changed while read; 74 FILE cannot be read or is not a regular file (a FIFO,\n"
 	       "  a directory...); 75 server unreachable or connection lost; 76 TLS failed;\n"
 	       "  77 login refused; 78 no server, user or password; 1 other failures.\n"
@@ -56,7 +57,7 @@ put_check(const char *path, char *why, size_t whylen)
 	}
 	if (!S_ISREG(st.st_mode)) {
 		snprintf(why, whylen, "not a regular file (%s); only regular files are uploaded",
-		    S_ISDIR(st.st_mode)    ? "a directory"
+		    S_ISDIR(st.st_mode)        ? "a directory"
 		        : S_ISFIFO(st.st_mode) ? "a FIFO"
 		        : S_ISSOCK(st.st_mode) ? "a socket"
 		        : S_ISCHR(st.st_mode)  ? "a character device"
@@ -200,8 +201,8 @@ cmd_put(struct agent *a, int argc, char **argv)
 			struct client_result res;
 
 			memset(&res, 0, sizeof(res));
-			if (ex[i] == 0 && (r = client_put_file(c, argv[optind + i], key, flags,
-			                       &res)) != 0) {
+			if (ex[i] == 0 &&
+			    (r = client_put_file(c, argv[optind + i], key, flags, &res)) != 0) {
 				ex[i] = agent_client_exit(c, r);
 				snprintf(why[i], sizeof(why[i]), "%s", client_error(c));
 			}

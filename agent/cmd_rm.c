@@ -52,8 +52,8 @@ cmd_rm(struct agent *a, int argc, char **argv)
 			first = first ? first : ex;
 			continue;
 		}
-		json_array_append_new(
-		    out, json_pack("{s:s, s:s, s:b}", "command", "rm", "key", argv[i], "deleted", 1));
+		json_array_append_new(out,
+		    json_pack("{s:s, s:s, s:b}", "command", "rm", "key", argv[i], "deleted", 1));
 	}
 	if (a->json)
 		agent_json(a, nkeys == 1 ? json_incref(json_array_get(out, 0)) : json_incref(out));

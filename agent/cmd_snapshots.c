@@ -41,8 +41,7 @@ fmt_time(int64_t t, char *out, size_t outlen)
 }
 
 int
-snapshots_parse_id(
-    const char *name, const char *id, uint64_t *seqp, char *errbuf, size_t errlen)
+snapshots_parse_id(const char *name, const char *id, uint64_t *seqp, char *errbuf, size_t errlen)
 {
 	const char *h = strrchr(id, '#');
 
@@ -318,25 +317,26 @@ cmd_snapshots(struct agent *a, int argc, char **argv)
 			a->json = 1;
 			break;
 		case 'h':
-			printf("usage: stepsync %s\n\n"
-			       "Without --name: every snapshot NAME on the server with its number\n"
-			       "of snapshots and its newest one (ID and time, UTC). Servers with the\n"
-			       "'list' extension (stepd) are asked for all of them; on others the\n"
-			       "names are the config file's [dir]s and those the state database\n"
-			       "knows.\n"
-			       "With --name NAME: NAME's snapshots, oldest first: ID (use with\n"
-			       "restore --snapshot), time (UTC), files, bytes.\n"
-			       "  -n, --name NAME      list the snapshots of NAME\n"
-			       "  -s, --snapshot ID    show only snapshot ID (SEQ or NAME#SEQ; NAME#\n"
-			       "                       must be --name's, and gives it when --name\n"
-			       "                       is absent)\n"
-			       "With --json: one JSON array (of {name, snapshots, newest_id,\n"
-			       "newest_time, newest_unix_time} or of {name, id, time, unix_time,\n"
-			       "files, dirs, symlinks, bytes}), [] when there is none.\n"
-			       "exit status: 0 listed (an empty list too); 2 usage (an ID of another\n"
-			       "  NAME too); 4 no such snapshot ID; 75 server unreachable; 76 TLS\n"
-			       "  failed; 77 login refused; 78 no server, user or password; 1 other\n"
-			       "  failures.\n",
+			printf(
+			    "usage: stepsync %s\n\n"
+			    "Without --name: every snapshot NAME on the server with its number\n"
+			    "of snapshots and its newest one (ID and time, UTC). Servers with the\n"
+			    "'list' extension (stepd) are asked for all of them; on others the\n"
+			    "names are the config file's [dir]s and those the state database\n"
+			    "knows.\n"
+			    "With --name NAME: NAME's snapshots, oldest first: ID (use with\n"
+			    "restore --snapshot), time (UTC), files, bytes.\n"
+			    "  -n, --name NAME      list the snapshots of NAME\n"
+			    "  -s, --snapshot ID    show only snapshot ID (SEQ or NAME#SEQ; NAME#\n"
+			    "                       must be --name's, and gives it when --name\n"
+			    "                       is absent)\n"
+			    "With --json: one JSON array (of {name, snapshots, newest_id,\n"
+			    "newest_time, newest_unix_time} or of {name, id, time, unix_time,\n"
+			    "files, dirs, symlinks, bytes}), [] when there is none.\n"
+			    "exit status: 0 listed (an empty list too); 2 usage (an ID of another\n"
+			    "  NAME too); 4 no such snapshot ID; 75 server unreachable; 76 TLS\n"
+			    "  failed; 77 login refused; 78 no server, user or password; 1 other\n"
+			    "  failures.\n",
 			    usage);
 			return AGENT_EXIT_OK;
 		default:

@@ -106,8 +106,8 @@ static int
 run_json(const struct runs_rec *r, void *arg)
 {
 	json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:i, s:s?, s:s?, s:I}", "name", r->name,
-	    "command", r->command, "time", (json_int_t)r->time, "result", r->result,
-	    "exit_status", r->exit_status, "snapshot", r->snapshot, "error", r->error, "last_ok",
+	    "command", r->command, "time", (json_int_t)r->time, "result", r->result, "exit_status",
+	    r->exit_status, "snapshot", r->snapshot, "error", r->error, "last_ok",
 	    (json_int_t)r->last_ok);
 
 	if (o == NULL || json_array_append_new(arg, o) != 0)
@@ -258,10 +258,13 @@ cmd_status(struct agent *a, int argc, char **argv)
 			    "usage: stepsync %s\n\n"
 			    "Shows what 'stepsync watch' is doing and how the last backup runs\n"
 			    "ended, read from the state database (--state, or the config file's;\n"
-			    "readable while watch runs, never contacts the server): queued changes,\n"
+			    "readable while watch runs, never contacts the server): queued "
+			    "changes,\n"
 			    "uploads in progress with the percentage of blocks the server\n"
-			    "acknowledged, whether a watcher runs, the last snapshot and its time,\n"
-			    "the last successful run, the bytes sent by watch, the last error, and\n"
+			    "acknowledged, whether a watcher runs, the last snapshot and its "
+			    "time,\n"
+			    "the last successful run, the bytes sent by watch, the last error, "
+			    "and\n"
 			    "for each NAME the last run of 'sync' (cron) or 'watch': when, result\n"
 			    "(ok, incomplete or failed), exit status, latest snapshot, error.\n"
 			    "  --json   the same as one JSON object (pending, watch_pid,\n"

@@ -35,7 +35,8 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "put", cmd_put, "upload files", "key: replace bwlimit: connections: window: block-md5 help" },
+	{ "put", cmd_put, "upload files",
+	    "key: replace bwlimit: connections: window: block-md5 help" },
 	{ "get", cmd_get, "download a file", "output: bwlimit: window: help|o" },
 	{ "rm", cmd_rm, "delete files on the server", "help" },
 	{ "info", cmd_info, "show a file's size, blocks and MD5", "help" },

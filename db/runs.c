@@ -123,8 +123,8 @@ runs_get(struct db *db, const char *name, struct runs_rec *rec, char *buf, size_
 	size_t used = 0;
 	int rc, r;
 
-	rc = sqlite3_prepare_v2(db_handle(db),
-	    "SELECT " RUNS_COLUMNS " FROM runs WHERE name = ?", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(
+	    db_handle(db), "SELECT " RUNS_COLUMNS " FROM runs WHERE name = ?", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return db_err(rc);
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
