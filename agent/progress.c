@@ -60,11 +60,28 @@ progress_fmt_bytes(uint64_t n, char *out, size_t outlen)
 		snprintf(out, outlen, "%.1f %s", v, units[u]);
 }
 
+/* The first 40 bytes of key with control characters as \xNN (the line is on a terminal:
+ * a name must not move the cursor). */
+static void
+key_shown(const char *key, char *out, size_t outlen)
+{
+	const unsigned char *k = (const unsigned char *)key;
+	size_t o = 0, i;
+
+	for (i = 0; k[i] != '\0' && i < 40 && o + 5 < outlen; i++) {
+		if (k[i] < 0x20 || k[i] == 0x7f)
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", k[i]);
+		else
+			out[o++] = (char)k[i];
+	}
+	out[o] = '\0';
+}
+
 void
 progress_update(void *arg, const char *key, uint64_t done, uint64_t total)
 {
 	struct progress *p = arg;
-	char a[32], b[32], r[32], eta[32];
+	char a[32], b[32], r[32], eta[32], shown[4 * 40 + 1];
 	double now, rate;
 	int fin = done >= total;
 
@@ -95,7 +112,8 @@ progress_update(void *arg, const char *key, uint64_t done, uint64_t total)
 	} else {
 		snprintf(eta, sizeof(eta), "%s", fin ? "done" : "");
 	}
-	fprintf(stderr, "\r%.40s  %s / %s  %s/s  %s\033[K", key, a, b, r, eta);
+	key_shown(key, shown, sizeof(shown));
+	fprintf(stderr, "\r%s  %s / %s  %s/s  %s\033[K", shown, a, b, r, eta);
 	p->pending = !fin;
 	if (fin)
 		fputc('\n', stderr);
