@@ -68,7 +68,7 @@ key_shown(const char *key, char *out, size_t outlen)
 	const unsigned char *k = (const unsigned char *)key;
 	size_t o = 0, i;
 
-	for (i = 0; k[i] != '\0' && i < 40 && o + 5 < outlen; i++) {
+	for (i = 0; i < 40 && k[i] != '\0' && o + 5 < outlen; i++) {
 		if (k[i] < 0x20 || k[i] == 0x7f)
 			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", k[i]);
 		else
