@@ -161,6 +161,16 @@ agent_json(const struct agent *a, json_t *obj)
 	json_decref(obj);
 }
 
+int
+agent_json_error(const struct agent *a, const char *command, const char *error, int ex)
+{
+	if (a->json)
+		agent_json(a,
+		    json_pack(
+		        "{s:s, s:s, s:i}", "command", command, "error", error, "exit_status", ex));
+	return ex;
+}
+
 /* Strips one trailing "\n" or "\r\n" in place. */
 static void
 chomp(char *s, size_t *len)
@@ -329,9 +339,10 @@ agent_client(struct agent *a, struct client **outp)
 }
 
 int
-agent_setup_exit(int err)
+agent_setup_exit(const struct agent *a, const char *command, int err)
 {
-	return err == STEP_ENOMEM ? AGENT_EXIT_FAIL : AGENT_EXIT_CONFIG;
+	return agent_json_error(a, command, last_error[0] ? last_error : step_strerror(err),
+	    err == STEP_ENOMEM ? AGENT_EXIT_FAIL : AGENT_EXIT_CONFIG);
 }
 
 int

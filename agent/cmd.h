@@ -135,6 +135,10 @@ int agent_usage(const char *usage);
  * array for several results). Steals the reference. */
 void agent_json(const struct agent *a, json_t *obj);
 
+/* With --json, prints {"command", "error", "exit_status"} for a command that failed as a
+ * whole (the error was printed on stderr too). Returns ex. */
+int agent_json_error(const struct agent *a, const char *command, const char *error, int ex);
+
 /*
  * Resolves the password (in this order: --password-file, $STEPSYNC_PASSWORD, the config
  * file's password_file, a no-echo prompt on the terminal) into a->password_md5.
@@ -154,10 +158,11 @@ int agent_client_opts(struct agent *a, struct client_opts *o, char *errbuf, size
  * The session for this run: created on first use (password resolved, client options
  * filled), not yet connected (the first request connects). 0 and *outp (borrowed from
  * a), or an error already printed with agent_error(): STEP_ENOMEM, or STEP_EINVAL / STEP_ESYS
- * for a missing server, user or password (return agent_setup_exit(r) then: 78).
+ * for a missing server, user or password. agent_setup_exit() then gives the exit status
+ * (78, or 1 for STEP_ENOMEM), after the --json error document of command.
  */
 int agent_client(struct agent *a, struct client **outp);
-int agent_setup_exit(int err);
+int agent_setup_exit(const struct agent *a, const char *command, int err);
 
 /*
  * The state database: --state, else the config's, else the default path

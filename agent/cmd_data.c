@@ -60,7 +60,7 @@ cmd_data(struct agent *a, int argc, char **argv)
 	}
 	if ((r = agent_client(a, &c)) != 0) {
 		json_decref(obj);
-		return agent_setup_exit(r);
+		return agent_setup_exit(a, "data", r);
 	}
 	if (strcmp(verb, "put") == 0) {
 		r = client_data_save(c, key, obj);

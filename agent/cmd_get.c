@@ -92,7 +92,7 @@ cmd_get(struct agent *a, int argc, char **argv)
 		}
 	}
 	if ((r = agent_client(a, &c)) != 0)
-		return agent_setup_exit(r);
+		return agent_setup_exit(a, "get", r);
 	if (progress_new(a->progress, &pg) != 0)
 		return AGENT_EXIT_FAIL;
 	if (a->progress)

@@ -35,7 +35,7 @@ cmd_info(struct agent *a, int argc, char **argv)
 		return agent_usage("info KEY");
 	key = argv[optind];
 	if ((r = agent_client(a, &c)) != 0)
-		return agent_setup_exit(r);
+		return agent_setup_exit(a, "info", r);
 	if ((r = client_file_info(c, key, &info)) != 0) {
 		ex = agent_client_exit(c, r);
 		agent_error("info '%s': %s", key, client_error(c));

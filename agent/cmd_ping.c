@@ -33,7 +33,7 @@ cmd_ping(struct agent *a, int argc, char **argv)
 	if (argc != optind)
 		return agent_usage("ping");
 	if ((r = agent_client(a, &c)) != 0)
-		return agent_setup_exit(r);
+		return agent_setup_exit(a, "ping", r);
 	if ((r = client_ping(c, &rtt)) != 0) {
 		ex = agent_client_exit(c, r);
 		agent_error("ping %s:%d: %s", a->host, a->port, client_error(c));

@@ -184,7 +184,7 @@ cmd_put(struct agent *a, int argc, char **argv)
 	for (i = 0; i < nfiles; i++)
 		ex[i] = put_check(argv[optind + i], why[i], sizeof(why[i]));
 	if ((r = agent_client(a, &c)) != 0) {
-		first = agent_setup_exit(r);
+		first = agent_setup_exit(a, "put", r);
 		goto out;
 	}
 	if (progress_new(a->progress, &pg) != 0) {

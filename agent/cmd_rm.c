@@ -40,7 +40,7 @@ cmd_rm(struct agent *a, int argc, char **argv)
 	if (nkeys < 1)
 		return agent_usage(rm_usage);
 	if ((r = agent_client(a, &c)) != 0)
-		return agent_setup_exit(r);
+		return agent_setup_exit(a, "rm", r);
 	out = json_array();
 	for (i = optind; i < argc; i++) {
 		if ((r = client_file_delete(c, argv[i])) != 0) {

@@ -183,7 +183,7 @@ list_names(struct agent *a, struct client *c)
 	}
 	if (r != 0) {
 		agent_error("cannot list the snapshots: %s", client_error(c));
-		ex = agent_client_exit(c, r);
+		ex = agent_json_error(a, "snapshots", client_error(c), agent_client_exit(c, r));
 		goto out;
 	}
 	qsort(names, nn, sizeof(*names), cmp_names);
@@ -199,7 +199,8 @@ list_names(struct agent *a, struct client *c)
 		if (r != 0 && r != STEP_ENOENT) {
 			agent_error("cannot read snapshot %s#%" PRIu64 ": %s", names[i].name,
 			    names[i].newest, client_error(c));
-			ex = agent_client_exit(c, r);
+			ex = agent_json_error(
+			    a, "snapshots", client_error(c), agent_client_exit(c, r));
 			goto out;
 		}
 		fmt_time(rec.time, when, sizeof(when));
@@ -239,20 +240,22 @@ list_one(struct agent *a, struct client *c, const char *name, uint64_t only_seq)
 
 	if ((r = snapshot_range(c, name, 0, &lo, &hi)) != 0) {
 		agent_error("cannot list the snapshots of '%s': %s", name, client_error(c));
-		ex = agent_client_exit(c, r);
+		ex = agent_json_error(a, "snapshots", client_error(c), agent_client_exit(c, r));
 		goto out;
 	}
 	if (only_seq != 0) {
 		if (lo == 0 || only_seq < lo || only_seq > hi ||
 		    (r = snapshot_exists(c, name, only_seq)) == 0) {
 			agent_error("no snapshot %s#%" PRIu64 " on the server", name, only_seq);
-			ex = AGENT_EXIT_NOTFOUND;
+			ex = agent_json_error(
+			    a, "snapshots", "no such snapshot", AGENT_EXIT_NOTFOUND);
 			goto out;
 		}
 		if (r < 0) {
 			agent_error("cannot read snapshot %s#%" PRIu64 ": %s", name, only_seq,
 			    client_error(c));
-			ex = agent_client_exit(c, r);
+			ex = agent_json_error(
+			    a, "snapshots", client_error(c), agent_client_exit(c, r));
 			goto out;
 		}
 		lo = hi = only_seq;
@@ -267,7 +270,8 @@ list_one(struct agent *a, struct client *c, const char *name, uint64_t only_seq)
 		} else if (r != 0) {
 			agent_error(
 			    "cannot read snapshot %s#%" PRIu64 ": %s", name, seq, client_error(c));
-			ex = agent_client_exit(c, r);
+			ex = agent_json_error(
+			    a, "snapshots", client_error(c), agent_client_exit(c, r));
 			goto out;
 		}
 		fmt_time(rec.time, when, sizeof(when));
@@ -361,7 +365,7 @@ cmd_snapshots(struct agent *a, int argc, char **argv)
 		return AGENT_EXIT_USAGE;
 	}
 	if ((r = agent_client(a, &c)) != 0)
-		return agent_setup_exit(r);
+		return agent_setup_exit(a, "snapshots", r);
 	if (name == NULL)
 		return list_names(a, c);
 	return list_one(a, c, name, seq);

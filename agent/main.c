@@ -84,8 +84,8 @@ usage_all(FILE *f)
 	    "                        a failed connection is retried 5 times with backoff\n"
 	    "  --bwlimit RATE        cap transfers at RATE bytes per second, e.g. 500k, 10M\n"
 	    "                        (default: unlimited)\n"
-	    "  --connections N       put: upload up to N files at once, sync: parallel uploads\n"
-	    "                        (1..64, default 1)\n"
+	    "  --connections N       connections for uploads, 1..64 (default 1: put sends one\n"
+	    "                        file at a time; sync uses 4 when 16 or more files wait)\n"
 	    "  --json                print one JSON document on stdout instead of text\n"
 	    "  -v, --verbose         more messages on stderr (twice: debug)\n"
 	    "  -q, --quiet           errors only; no progress line\n"
@@ -431,8 +431,10 @@ arrange_args(struct agent *a, const char *cmd, int *argcp, char **argv, const ch
 				opts[nopt++] = argv[++i];
 			continue;
 		}
-		if (strcmp(w, "-v") == 0 || strcmp(w, "-q") == 0) {
-			global_apply(a, w[1], NULL, server_argp);
+		if (strspn(w + 1, "vq") == strlen(w + 1)) {
+			/* -v, -q, -vv...: the global verbosity flags. */
+			for (takes = 1; w[takes] != '\0'; takes++)
+				global_apply(a, w[takes], NULL, server_argp);
 			continue;
 		}
 		opts[nopt++] = w;

@@ -40,7 +40,7 @@ ok "stepsync --help lists every global option with its default" '
 		json verbose quiet version help; do
 		grep -q -- "--$o" h || { echo "missing --$o"; exit 1; }
 	done &&
-	grep -q "default 30" h && grep -q "retried 5 times" h && grep -q "1..64, default 1" h &&
+	grep -q "default 30" h && grep -q "retried 5 times" h && grep -q "1..64 (default 1" h &&
 	grep -q "state.db" h && grep -q "options (before or after the command)" h'
 ok "every long option of every --help is in stepsync(1)" '
 	{ "$S" --help; for c in put get rm info data ping sync restore snapshots prune watch status; do

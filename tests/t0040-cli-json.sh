@@ -48,6 +48,11 @@ ok "snapshots without --name: one array of names" '
 	ss snapshots >o && doc o "d[0][\"name\"] == \"tree\" and d[0][\"snapshots\"] == 2 and d[0][\"newest_id\"] == 2"'
 ok "status: one object, with the runs" '
 	ss status >o && doc o "d[\"last_run\"][\"name\"] == \"tree\" and d[\"runs\"][0][\"result\"] == \"ok\""'
+ok "no server given, server unreachable: one object with the error" '
+	expect_exit 78 "$S" --user alice --json ping >o 2>/dev/null &&
+	doc o "d[\"exit_status\"] == 78 and \"no server\" in d[\"error\"]" &&
+	expect_exit 75 "$S" --server 127.0.0.1:1 --user alice --timeout 2 --json snapshots >o 2>/dev/null &&
+	doc o "d[\"command\"] == \"snapshots\" and d[\"exit_status\"] == 75"'
 ok "a usage error prints nothing on stdout" '
 	expect_exit 2 ss put >o 2>/dev/null && [ ! -s o ]'
 ok "watch --json: the ready line is a JSON object" '
