@@ -145,20 +145,71 @@ agent_usage(const char *usage)
 	return AGENT_EXIT_USAGE;
 }
 
-void
-agent_json(const struct agent *a, json_t *obj)
-{
-	char *s;
+/* The --json results of this command: the first document, then an array once there are
+ * two, printed by agent_json_flush() (or each at once in stream mode). */
+static json_t *json_first;
+static json_t *json_many;
+static int json_streaming;
 
-	if (obj == NULL)
-		return;
-	if (a->json && (s = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII)) != NULL) {
+static void
+json_print(json_t *obj)
+{
+	char *s = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
+
+	if (s != NULL) {
 		fputs(s, stdout);
 		fputc('\n', stdout);
 		fflush(stdout);
 		free(s);
 	}
-	json_decref(obj);
+}
+
+void
+agent_json(const struct agent *a, json_t *obj)
+{
+	if (obj == NULL)
+		return;
+	if (!a->json) {
+		json_decref(obj);
+		return;
+	}
+	if (json_streaming) {
+		json_print(obj);
+		json_decref(obj);
+		return;
+	}
+	if (json_first == NULL && json_many == NULL) {
+		json_first = obj;
+		return;
+	}
+	if (json_many == NULL) {
+		if ((json_many = json_array()) == NULL) {
+			json_decref(obj);
+			return;
+		}
+		json_array_append_new(json_many, json_first);
+		json_first = NULL;
+	}
+	json_array_append_new(json_many, obj);
+}
+
+void
+agent_json_stream(int on)
+{
+	agent_json_flush();
+	json_streaming = on;
+}
+
+void
+agent_json_flush(void)
+{
+	json_t *doc = json_many != NULL ? json_many : json_first;
+
+	if (doc != NULL)
+		json_print(doc);
+	json_decref(doc);
+	json_first = NULL;
+	json_many = NULL;
 }
 
 int

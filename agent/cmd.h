@@ -131,9 +131,18 @@ int snapshots_parse_id(
 /* Prints "usage: stepsync USAGE" plus a hint on stderr and returns AGENT_EXIT_USAGE. */
 int agent_usage(const char *usage);
 
-/* With --json, prints obj as one compact line on stdout: call it once per command (an
- * array for several results). Steals the reference. */
+/*
+ * With --json, adds obj to the command's result and steals the reference (without
+ * --json, only frees it). main.c prints the result once the command returned, through
+ * agent_json_flush(): one compact line on stdout, obj itself when it was the only one,
+ * else an array of all of them in order, so a command that reports on several things
+ * (sync of several [dir]s) still prints one JSON document. A command that always lists
+ * passes its own array, so that one item or none is still an array.
+ * agent_json_stream(1) prints each obj at once instead (watch: one line per sync).
+ */
 void agent_json(const struct agent *a, json_t *obj);
+void agent_json_flush(void);
+void agent_json_stream(int on);
 
 /* With --json, prints {"command", "error", "exit_status"} for a command that failed as a
  * whole (the error was printed on stderr too). Returns ex. */

@@ -612,7 +612,7 @@ watch_help(void)
 	       "(a sync in progress stops between blocks; the next start resumes it).\n"
 	       "SIGHUP: re-read the config file. 'stepsync status' shows the queue.\n"
 	       "With --json the ready line is one JSON object: {\"watching\": N,\n"
-	       "\"inotify_watches\": M}.\n"
+	       "\"inotify_watches\": M}, and each sync's result a JSON line of its own.\n"
 	       "exit status: 0 stopped by a signal; 1 cannot watch or open the state;\n"
 	       "  2 usage; 76 TLS failed; 77 login refused; 78 bad configuration\n",
 	    WATCH_USAGE);
@@ -760,6 +760,8 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	queue_all(&wt);
 	watch_debounce_note(&wt.deb, util_now_ms() - wt.debounce_ms);
 	queue_status_set_int(wt.sq, "watch_pid", (long long)getpid());
+	/* With --json, each sync's result is a line of its own (JSON Lines). */
+	agent_json_stream(1);
 	if (a->json)
 		printf("{\"watching\":%zu,\"inotify_watches\":%zu}\n", wt.ndirs, watch_count(wt.w));
 	else

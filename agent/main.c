@@ -506,6 +506,7 @@ main(int argc, char **argv)
 	catch_fatal_signals();
 	optind = 0; /* commands run getopt_long() again from scratch */
 	r = commands[i].fn(&a, argc, argv);
+	agent_json_flush(); /* the command's one JSON document */
 	if (strcmp(commands[i].name, "sync") == 0)
 		agent_run_finish(&a, argc, argv, r);
 out:

@@ -44,8 +44,14 @@ ok "sync twice, then snapshots of the name: one array of two" '
 	echo more >>tree/t.txt &&
 	"$S" --server "127.0.0.1:$STEPD_PORT" --user alice --state st.db -q sync tree &&
 	ss snapshots --name tree >o && doc o "[x[\"id\"] for x in d] == [1, 2]"'
+ok "sync of two [dir]s: one array, one object per directory" '
+	mkdir -p two && echo 2 >two/2.txt &&
+	printf "[server]\naddress = 127.0.0.1:%s\nuser = alice\n[dir \"tree\"]\npath = %s/tree\n[dir \"two\"]\npath = %s/two\n" \
+		"$STEPD_PORT" "$T_DIR" "$T_DIR" >two.conf &&
+	"$S" --config two.conf --state st2.db -q --json sync >o &&
+	doc o "[x[\"name\"] for x in d] == [\"tree\", \"two\"]"'
 ok "snapshots without --name: one array of names" '
-	ss snapshots >o && doc o "d[0][\"name\"] == \"tree\" and d[0][\"snapshots\"] == 2 and d[0][\"newest_id\"] == 2"'
+	ss snapshots >o && doc o "d[0][\"name\"] == \"tree\" and d[0][\"snapshots\"] == 3 and d[0][\"newest_id\"] == 3"'
 ok "status: one object, with the runs" '
 	ss status >o && doc o "d[\"last_run\"][\"name\"] == \"tree\" and d[\"runs\"][0][\"result\"] == \"ok\""'
 ok "no server given, server unreachable: one object with the error" '
