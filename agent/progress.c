@@ -15,8 +15,9 @@ struct progress {
 	int enabled;
 	int pending;   /* a line is on screen without its newline */
 	char key[128]; /* file the line is about */
-	double start;  /* when that file started */
+	double start;  /* when that file started (progress_run(): the run) */
 	double drawn;  /* last redraw */
+	int run;       /* progress_run() has started its line */
 };
 
 int
@@ -117,6 +118,51 @@ progress_update(void *arg, const char *key, uint64_t done, uint64_t total)
 	p->pending = !fin;
 	if (fin)
 		fputc('\n', stderr);
+	fflush(stderr);
+	pthread_mutex_unlock(&p->mu);
+}
+
+void
+progress_run(struct progress *p, uint64_t files_done, uint64_t files_total, uint64_t bytes_done,
+    uint64_t bytes_total)
+{
+	char a[32], b[32], r[32], eta[32];
+	double now, rate;
+	int fin = files_done >= files_total && bytes_done >= bytes_total;
+
+	if (p == NULL || !p->enabled)
+		return;
+	pthread_mutex_lock(&p->mu);
+	now = util_now_s();
+	if (!p->run) {
+		p->run = 1;
+		p->start = now;
+		p->drawn = 0;
+	}
+	if (!fin && now - p->drawn < 0.1) {
+		pthread_mutex_unlock(&p->mu);
+		return;
+	}
+	p->drawn = now;
+	rate = now > p->start ? (double)bytes_done / (now - p->start) : 0;
+	progress_fmt_bytes(bytes_done, a, sizeof(a));
+	progress_fmt_bytes(bytes_total, b, sizeof(b));
+	progress_fmt_bytes((uint64_t)rate, r, sizeof(r));
+	if (rate > 0 && !fin && bytes_total > bytes_done) {
+		unsigned long long sec =
+		    (unsigned long long)((double)(bytes_total - bytes_done) / rate);
+
+		snprintf(eta, sizeof(eta), "ETA %llu:%02llu", sec / 60, sec % 60);
+	} else {
+		snprintf(eta, sizeof(eta), "%s", fin ? "done" : "");
+	}
+	fprintf(stderr, "\r%llu/%llu %s  %s / %s  %s/s  %s\033[K", (unsigned long long)files_done,
+	    (unsigned long long)files_total, files_total == 1 ? "file" : "files", a, b, r, eta);
+	p->pending = !fin;
+	if (fin) {
+		fputc('\n', stderr);
+		p->run = 0;
+	}
 	fflush(stderr);
 	pthread_mutex_unlock(&p->mu);
 }
