@@ -310,6 +310,19 @@ global_apply(struct agent *a, int opt, const char *v, const char **server_argp)
 	return AGENT_EXIT_USAGE;
 }
 
+/* 1 when the len bytes at name are a global option's whole name (put's --bwlimit is the
+ * global one: counted once when resolving an abbreviation). */
+static int
+is_global(const char *name, size_t len)
+{
+	const struct option *o;
+
+	for (o = global_opts; o->name != NULL; o++)
+		if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+			return 1;
+	return 0;
+}
+
 /* How a word of the command line after the command is read. */
 enum word_kind { WORD_UNKNOWN, WORD_GLOBAL, WORD_CMD };
 
@@ -343,7 +356,7 @@ word_lookup(const char *name, size_t n, const char *cmd, int *argp, const struct
 		len = (size_t)(end - p);
 		if (len > 0 && p[len - 1] == ':')
 			len--;
-		if (len >= n && strncmp(p, name, n) == 0) {
+		if (len >= n && strncmp(p, name, n) == 0 && !is_global(p, len)) {
 			if (len == n) {
 				*argp = p[len] == ':';
 				return WORD_CMD;

@@ -24,6 +24,8 @@ ok "global options after the command and after the operands" '
 ok "put FILE --key K --bwlimit 1M, and --timeout after the operand" '
 	"$S" put f.bin --key K --bwlimit 1M --server "$SRV" --user alice --timeout 5 >out &&
 	grep -q "^K " out'
+ok "abbreviated options after the operand keep their value" '
+	"$S" put f.bin --ke K2 --bw 1M --serv "$SRV" --us alice >out && grep -q "^K2 " out'
 ok "-- ends the options: a key that starts with a dash" '
 	"$S" --server "$SRV" --user alice put --key -dash f.bin >/dev/null &&
 	"$S" --server "$SRV" --user alice info -- -dash >out && grep -q "^key: -dash$" out &&
