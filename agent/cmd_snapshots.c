@@ -186,7 +186,8 @@ list_names(struct agent *a, struct client *c)
 		ex = agent_json_error(a, "snapshots", client_error(c), agent_client_exit(c, r));
 		goto out;
 	}
-	qsort(names, nn, sizeof(*names), cmp_names);
+	if (nn > 1)
+		qsort(names, nn, sizeof(*names), cmp_names);
 	if (!a->json)
 		printf("%-24s  %9s  %-10s  %-20s\n", "NAME", "SNAPSHOTS", "NEWEST", "TIME");
 	for (i = 0; i < nn; i++) {
