@@ -150,18 +150,40 @@ agent_usage(const char *usage)
 static json_t *json_first;
 static json_t *json_many;
 static int json_streaming;
+static FILE *json_out; /* the real stdout once agent_json_claim_stdout() ran */
 
 static void
 json_print(json_t *obj)
 {
+	FILE *f = json_out != NULL ? json_out : stdout;
 	char *s = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
 
 	if (s != NULL) {
-		fputs(s, stdout);
-		fputc('\n', stdout);
-		fflush(stdout);
+		fputs(s, f);
+		fputc('\n', f);
+		fflush(f);
 		free(s);
 	}
+}
+
+int
+agent_json_claim_stdout(void)
+{
+	int fd;
+
+	fflush(stdout);
+	if ((fd = dup(STDOUT_FILENO)) < 0)
+		return STEP_ESYS;
+	if ((json_out = fdopen(fd, "w")) == NULL) {
+		close(fd);
+		return STEP_ESYS;
+	}
+	if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+		fclose(json_out);
+		json_out = NULL;
+		return STEP_ESYS;
+	}
+	return STEP_OK;
 }
 
 void
@@ -198,6 +220,23 @@ agent_json_stream(int on)
 {
 	agent_json_flush();
 	json_streaming = on;
+}
+
+void
+agent_json_finish(const struct agent *a, const char *command, int exit_status)
+{
+	json_t *o;
+
+	if (a->json && !json_streaming && json_first == NULL && json_many == NULL &&
+	    exit_status != AGENT_EXIT_USAGE) {
+		/* A command without a JSON result of its own still gives one document. */
+		o = json_pack("{s:s, s:i}", "command", command, "exit_status", exit_status);
+		if (o != NULL && exit_status != 0)
+			json_object_set_new(
+			    o, "error", json_string(last_error[0] ? last_error : "failed"));
+		agent_json(a, o);
+	}
+	agent_json_flush();
 }
 
 void

@@ -142,7 +142,18 @@ int agent_usage(const char *usage);
  */
 void agent_json(const struct agent *a, json_t *obj);
 void agent_json_flush(void);
+/* agent_json_flush() after command ran: a command that gave no result prints
+ * {"command", "exit_status"[, "error"]} instead (not after a usage error). */
+void agent_json_finish(const struct agent *a, const char *command, int exit_status);
 void agent_json_stream(int on);
+
+/*
+ * With --json, stdout carries the JSON document and nothing else: main.c calls this
+ * before the command, and from then on whatever a command prints with printf() (a
+ * summary line, a help text) goes to stderr, the JSON to the real stdout. 0 or
+ * STEP_ESYS.
+ */
+int agent_json_claim_stdout(void);
 
 /* With --json, prints {"command", "error", "exit_status"} for a command that failed as a
  * whole (the error was printed on stderr too). Returns ex. */

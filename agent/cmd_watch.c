@@ -763,7 +763,9 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	/* With --json, each sync's result is a line of its own (JSON Lines). */
 	agent_json_stream(1);
 	if (a->json)
-		printf("{\"watching\":%zu,\"inotify_watches\":%zu}\n", wt.ndirs, watch_count(wt.w));
+		agent_json(a,
+		    json_pack("{s:I, s:I}", "watching", (json_int_t)wt.ndirs, "inotify_watches",
+		        (json_int_t)watch_count(wt.w)));
 	else
 		printf("watching %zu %s (%zu inotify %s)\n", wt.ndirs,
 		    agent_plural(wt.ndirs, "directory", "directories"), watch_count(wt.w),

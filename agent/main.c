@@ -5,6 +5,7 @@
  * To add a command: write cmd_NAME() in agent/cmd_NAME.c, declare it in agent/cmd.h
  * (or a header of your own) and add one line to commands[].
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,7 +88,8 @@ usage_all(FILE *f)
 	    "                        (default: unlimited)\n"
 	    "  --connections N       connections for uploads, 1..64 (default 1: put sends one\n"
 	    "                        file at a time; sync uses 4 when 16 or more files wait)\n"
-	    "  --json                print one JSON document on stdout instead of text\n"
+	    "  --json                print one JSON document on stdout instead of text (any\n"
+	    "                        text goes to stderr)\n"
 	    "  -v, --verbose         more messages on stderr (twice: debug)\n"
 	    "  -q, --quiet           errors only; no progress line\n"
 	    "  --version             print the version and exit\n"
@@ -471,6 +473,18 @@ out:
 	return r;
 }
 
+/* 1 when the command was asked for its help (its options come first, "--" ends them). */
+static int
+asked_help(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "-h") == 0 || strncmp(argv[i], "--h", 3) == 0)
+			return 1;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -514,12 +528,19 @@ main(int argc, char **argv)
 		log_set_level(LOG_LVL_ERROR);
 	a.progress = a.verbose >= 0 && !a.json && isatty(STDERR_FILENO);
 
+	if (a.json && agent_json_claim_stdout() != 0) {
+		agent_error("cannot set up the JSON output: %s", strerror(errno));
+		return AGENT_EXIT_FAIL;
+	}
 	if ((r = merge_config(&a, server_arg)) != 0)
 		goto out;
 	catch_fatal_signals();
 	optind = 0; /* commands run getopt_long() again from scratch */
 	r = commands[i].fn(&a, argc, argv);
-	agent_json_flush(); /* the command's one JSON document */
+	if (asked_help(argc, argv))
+		agent_json_flush();
+	else
+		agent_json_finish(&a, commands[i].name, r); /* the command's one JSON document */
 	if (strcmp(commands[i].name, "sync") == 0)
 		agent_run_finish(&a, argc, argv, r);
 out:

@@ -2,7 +2,9 @@
 # t0040-cli-json.sh — `--json` prints exactly one valid JSON document on stdout per
 # command (arrays where there are many, [] when none), never mixed with human text,
 # for success and failure alike. Before, `snapshots --json` printed one object per line
-# (invalid JSON with two snapshots, nothing with none) and `put` of several files too.
+# (invalid JSON with two snapshots, nothing with none) and `put` of several files too;
+# `sync --json` mixed its human line into stdout; restore, prune and dry runs printed
+# no JSON at all (now at least {command, exit_status[, error]} until they have their own).
 . "$TOP/tests/lib.sh"
 S="$BIN/stepsync"
 cd "$T_DIR" || exit 1
@@ -50,8 +52,19 @@ ok "sync of two [dir]s: one array, one object per directory" '
 		"$STEPD_PORT" "$T_DIR" "$T_DIR" >two.conf &&
 	"$S" --config two.conf --state st2.db -q --json sync >o &&
 	doc o "[x[\"name\"] for x in d] == [\"tree\", \"two\"]"'
+ok "sync, restore, prune and dry runs: one document on stdout, their text on stderr" '
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user alice --state st.db --json sync tree >o 2>e &&
+	doc o "d[\"command\"] == \"sync\" and d[\"name\"] == \"tree\"" &&
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user alice --state st.db --json sync tree --dry-run >o 2>e &&
+	doc o "d[\"command\"] == \"sync\"" &&
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user alice --json restore --name tree --to r1 >o 2>e &&
+	doc o "d[\"command\"] == \"restore\" and d.get(\"exit_status\", 0) == 0" && [ -f r1/t.txt ] &&
+	expect_exit 1 "$S" --server "127.0.0.1:$STEPD_PORT" --user alice --json restore --name nosuch --to r2 >o 2>e &&
+	doc o "d[\"exit_status\"] == 1 and \"nosuch\" in d[\"error\"]" &&
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user alice --state st.db --json prune --name tree --keep 10 >o 2>e &&
+	doc o "d[\"command\"] == \"prune\""'
 ok "snapshots without --name: one array of names" '
-	ss snapshots >o && doc o "d[0][\"name\"] == \"tree\" and d[0][\"snapshots\"] == 3 and d[0][\"newest_id\"] == 3"'
+	ss snapshots >o && doc o "d[0][\"name\"] == \"tree\" and d[0][\"snapshots\"] == 4 and d[0][\"newest_id\"] == 4"'
 ok "status: one object, with the runs" '
 	ss status >o && doc o "d[\"last_run\"][\"name\"] == \"tree\" and d[\"runs\"][0][\"result\"] == \"ok\""'
 ok "no server given, server unreachable: one object with the error" '
