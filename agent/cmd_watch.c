@@ -29,6 +29,7 @@
 #include "err.h"
 #include "log.h"
 #include "queue.h"
+#include "runs.h"
 #include "step.h"
 #include "util.h"
 #include "watch.h"
@@ -185,13 +186,45 @@ queue_all(struct watcher *wt)
 		queue_one(wt, wt->dirs[i].path, QUEUE_RESCAN);
 }
 
+/* Prints name as a Prometheus label value (backslash, quote and newline escaped). */
+static void
+prom_label(FILE *f, const char *name)
+{
+	for (; *name != '\0'; name++) {
+		if (*name == '\\' || *name == '"')
+			fputc('\\', f);
+		if (*name == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*name, f);
+	}
+}
+
+/* The last run of every NAME (db/runs.h), as labelled gauges. */
+static int
+prom_run(const struct runs_rec *r, void *arg)
+{
+	FILE *f = arg;
+
+	if (r->name[0] == '\0')
+		return 0;
+	fputs("stepsync_last_run_exit_status{name=\"", f);
+	prom_label(f, r->name);
+	fprintf(f, "\"} %d\n", r->exit_status);
+	fputs("stepsync_last_run_timestamp_seconds{name=\"", f);
+	prom_label(f, r->name);
+	fprintf(f, "\"} %lld\n", (long long)r->time);
+	return 0;
+}
+
 /* node_exporter textfile: written atomically so the collector never sees half a file. */
 static void
 write_prometheus(struct watcher *wt)
 {
 	long long last = 0, bytes = 0, pending = 0, errors = 0;
-	char text[1024];
-	int n;
+	char *text = NULL;
+	size_t n = 0;
+	FILE *f;
 
 	if (wt->prometheus == NULL)
 		return;
@@ -199,7 +232,11 @@ write_prometheus(struct watcher *wt)
 	queue_status_get_int(wt->sq, "bytes_sent", &bytes);
 	queue_status_get_int(wt->sq, "errors", &errors);
 	queue_count(wt->sq, NULL, &pending);
-	n = snprintf(text, sizeof(text),
+	if ((f = open_memstream(&text, &n)) == NULL) {
+		log_warn("cannot write '%s'", wt->prometheus);
+		return;
+	}
+	fprintf(f,
 	    "# HELP stepsync_last_success_timestamp_seconds Time of the last successful sync.\n"
 	    "# TYPE stepsync_last_success_timestamp_seconds gauge\n"
 	    "stepsync_last_success_timestamp_seconds %lld\n"
@@ -211,12 +248,24 @@ write_prometheus(struct watcher *wt)
 	    "stepsync_files_pending %lld\n"
 	    "# HELP stepsync_errors_total Failed sync attempts.\n"
 	    "# TYPE stepsync_errors_total counter\n"
-	    "stepsync_errors_total %lld\n",
+	    "stepsync_errors_total %lld\n"
+	    "# HELP stepsync_last_run_exit_status Exit status of the last run of each "
+	    "directory (0 ok, 3 incomplete, else failed; cron sync runs too).\n"
+	    "# TYPE stepsync_last_run_exit_status gauge\n"
+	    "# HELP stepsync_last_run_timestamp_seconds When the last run of each directory "
+	    "ended.\n"
+	    "# TYPE stepsync_last_run_timestamp_seconds gauge\n",
 	    last, bytes, pending, errors);
-	if (n < 0 || (size_t)n >= sizeof(text))
-		return;
-	if (util_write_file_atomic(wt->prometheus, text, (size_t)n, 0644) != 0)
+	if (runs_migrate(wt->db) == 0)
+		runs_each(wt->db, prom_run, f);
+	if (fclose(f) != 0 || text == NULL) {
+		free(text);
 		log_warn("cannot write '%s'", wt->prometheus);
+		return;
+	}
+	if (util_write_file_atomic(wt->prometheus, text, n, 0644) != 0)
+		log_warn("cannot write '%s'", wt->prometheus);
+	free(text);
 }
 
 /* agent_error() while watching: to the log (stderr or syslog), and kept as the reason of a
@@ -594,7 +643,8 @@ watch_help(void)
 	       "  --rescan SECONDS   full rescan of every directory this often, the safety\n"
 	       "                     net for anything inotify missed (default 3600)\n"
 	       "  --prometheus FILE  after every sync write node_exporter textfile metrics\n"
-	       "                     (last success time, bytes sent, files pending, errors)\n"
+	       "                     (last success time, bytes sent, files pending, errors,\n"
+	       "                     each directory's last run exit status and time)\n"
 	       "                     to FILE, atomically (default: none)\n"
 	       "  --syslog           log to syslog instead of standard error\n"
 	       "\n"

@@ -41,9 +41,9 @@ ok "a config that cannot be parsed: exit 78 before watching" '
 	printf "[dir \"d\"\npath = %s/d\n" "$T_DIR" >bad.conf &&
 	STEPSYNC_PASSWORD=alice watch_exit 78 --config bad.conf --state st3.db watch &&
 	grep -q "bad.conf:1: syntax error" w.err && ! grep -q "^watching" w.out'
-ok "the right password still backs up and keeps watching" '
+ok "the right password still backs up and keeps watching; the metrics have the run" '
 	"$S" --server "127.0.0.1:$STEPD_PORT" --user alice --password-file /dev/stdin \
-		--state st4.db watch --debounce 50 d >w4.out 2>w4.err <<PW &
+		--state st4.db watch --debounce 50 --prometheus m.prom d >w4.out 2>w4.err <<PW &
 alice
 PW
 	p=$!
@@ -52,5 +52,6 @@ PW
 	r=$?
 	kill -0 $p; alive=$?
 	kill -TERM $p; wait $p; rc=$?
-	[ $r -eq 0 ] && [ $alive -eq 0 ] && [ $rc -eq 0 ]'
+	[ $r -eq 0 ] && [ $alive -eq 0 ] && [ $rc -eq 0 ] &&
+	grep -q "^stepsync_last_run_exit_status{name=\"d\"} 0$" m.prom'
 done_testing
