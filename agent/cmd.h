@@ -2,11 +2,12 @@
  * cmd.h — the stepsync command context and the command entry points.
  *
  * main.c parses the global options into a struct agent and dispatches to one cmd_*()
- * through its command table. A command gets argv with argv[0] = the command name and
- * returns the process exit status: 0 success, 1 failure, 2 usage error (use the
- * AGENT_EXIT_* names). Commands print errors git-style through agent_error()
- * ("stepsync: put 'x.bin': server refused key: already exists (402)") and, with --json,
- * one JSON object per command or file on stdout through agent_json().
+ * through its command table. A command gets argv with argv[0] = the command name (main.c
+ * has taken the global options out and put the command's options before its operands)
+ * and returns the process exit status, one of the AGENT_EXIT_* values below. Commands
+ * print errors git-style through agent_error() ("stepsync: put 'x.bin': server refused
+ * key: already exists (402)") and, with --json, exactly one JSON document on stdout
+ * through agent_json() (an array when the command reports on several things).
  *
  * The connection and the state database are opened lazily, on first use, by
  * agent_client() and agent_db(); main.c closes them after the command returns.
@@ -15,6 +16,7 @@
 #define STEP_CMD_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <jansson.h>
 
 #include "client.h"
@@ -23,9 +25,25 @@
 struct config;
 struct db;
 
-#define AGENT_EXIT_OK    0
-#define AGENT_EXIT_FAIL  1
-#define AGENT_EXIT_USAGE 2
+#define STEPSYNC_VERSION "0.1"
+
+/*
+ * Exit statuses, the same for every command (documented in `stepsync --help` and
+ * stepsync(1)). 75..78 are sysexits.h values, equal to SYNC_EXIT_* in snapshot.h, so a
+ * cron wrapper or systemd can tell "try again later" from "a human must look".
+ */
+#define AGENT_EXIT_OK         0
+#define AGENT_EXIT_FAIL       1  /* any other failure (a refusal not listed below...) */
+#define AGENT_EXIT_USAGE      2  /* bad command line */
+#define AGENT_EXIT_INCOMPLETE 3  /* sync: snapshot recorded without some files (restic) */
+#define AGENT_EXIT_NOTFOUND   4  /* no such key or snapshot on the server (404) */
+#define AGENT_EXIT_CONFLICT   5  /* the key exists (402) or is being uploaded (423) */
+#define AGENT_EXIT_VERIFY     6  /* MD5 mismatch, or the file changed while it was read */
+#define AGENT_EXIT_LOCAL      74 /* EX_IOERR: a local file cannot be read or written */
+#define AGENT_EXIT_TEMPFAIL   75 /* EX_TEMPFAIL: unreachable, timeout, connection lost, 5xx */
+#define AGENT_EXIT_TLS        76 /* EX_PROTOCOL: TLS handshake or certificate check */
+#define AGENT_EXIT_NOPERM     77 /* EX_NOPERM: login refused */
+#define AGENT_EXIT_CONFIG     78 /* EX_CONFIG: bad config; no server, user or password */
 
 /* Global options, after merging the command line over the config file. */
 struct agent {
@@ -48,6 +66,8 @@ struct agent {
 	int block_md5;             /* put --block-md5 (hidden): per-block MD5 to stepd */
 	int server_cli;            /* the server address came from --server */
 	int tls_cli;               /* TLS was asked for by --tls */
+	const char *run_command;   /* what agent_record_run() calls the run: NULL "sync" */
+	int runs_recorded;         /* agent_record_run() calls so far */
 
 	/* Lazily created; use the accessors below. */
 	struct client *client;           /* owned */
@@ -68,11 +88,76 @@ void agent_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 typedef void agent_error_fn(void *arg, const char *msg);
 void agent_set_error_sink(agent_error_fn *fn, void *arg);
 
+/*
+ * s as it may be printed on f: when f is a terminal, control characters become \n, \t,
+ * \r or \xNN, so a key or file name cannot move the cursor or rewrite the screen. Returns
+ * s itself when f is not a terminal or s has nothing to escape, else one of four static
+ * buffers used in turn (so up to four may appear in one printf). Main thread only.
+ */
+const char *agent_tty_str(FILE *f, const char *s);
+
+/* one when n is 1, else many: "1 file", "2 files". */
+const char *agent_plural(uint64_t n, const char *one, const char *many);
+
+/*
+ * The exit status for a failed call: err a STEP_E* code, status the last STEP status (0:
+ * none), msg the error sentence (tells a local file from the network for STEP_ESYS).
+ * See AGENT_EXIT_*; agent_client_exit() takes them from a session.
+ */
+int agent_exit_code(int err, int status, const char *msg);
+int agent_client_exit(const struct client *c, int err);
+
+/*
+ * Records the outcome of one backup run of name ("" or NULL: the command failed before
+ * any tree) in the state database's runs table (db/runs.h) and the status keys `stepsync
+ * status` shows (last success, last error, last snapshot): the error is the last
+ * agent_error() message. Does nothing when no state database exists yet. Never fails
+ * (a database error is logged).
+ */
+void agent_record_run(struct agent *a, const char *name, int exit_status);
+
+/* After `stepsync sync` returned exit_status: records a failed run that no tree recorded
+ * (bad config, lock held...); a dry run or a usage error records nothing. */
+void agent_run_finish(struct agent *a, int argc, char **argv, int exit_status);
+
+/*
+ * The names snapshot ID may name for NAME: "SEQ" or "NAME#SEQ" (the part before the last
+ * '#' must be name). 0 and *seqp; STEP_EINVAL with errbuf saying why ("snapshot 'x#3' is
+ * not a snapshot of 'tree'"). restore and snapshots use it.
+ */
+int snapshots_parse_id(
+    const char *name, const char *id, uint64_t *seqp, char *errbuf, size_t errlen);
+
 /* Prints "usage: stepsync USAGE" plus a hint on stderr and returns AGENT_EXIT_USAGE. */
 int agent_usage(const char *usage);
 
-/* With --json, prints obj as one compact line on stdout. Steals the reference. */
+/*
+ * With --json, adds obj to the command's result and steals the reference (without
+ * --json, only frees it). main.c prints the result once the command returned, through
+ * agent_json_flush(): one compact line on stdout, obj itself when it was the only one,
+ * else an array of all of them in order, so a command that reports on several things
+ * (sync of several [dir]s) still prints one JSON document. A command that always lists
+ * passes its own array, so that one item or none is still an array.
+ * agent_json_stream(1) prints each obj at once instead (watch: one line per sync).
+ */
 void agent_json(const struct agent *a, json_t *obj);
+void agent_json_flush(void);
+/* agent_json_flush() after command ran: a command that gave no result prints
+ * {"command", "exit_status"[, "error"]} instead (not after a usage error). */
+void agent_json_finish(const struct agent *a, const char *command, int exit_status);
+void agent_json_stream(int on);
+
+/*
+ * With --json, stdout carries the JSON document and nothing else: main.c calls this
+ * before the command, and from then on whatever a command prints with printf() (a
+ * summary line, a help text) goes to stderr, the JSON to the real stdout. 0 or
+ * STEP_ESYS.
+ */
+int agent_json_claim_stdout(void);
+
+/* With --json, prints {"command", "error", "exit_status"} for a command that failed as a
+ * whole (the error was printed on stderr too). Returns ex. */
+int agent_json_error(const struct agent *a, const char *command, const char *error, int ex);
 
 /*
  * Resolves the password (in this order: --password-file, $STEPSYNC_PASSWORD, the config
@@ -92,9 +177,12 @@ int agent_client_opts(struct agent *a, struct client_opts *o, char *errbuf, size
 /*
  * The session for this run: created on first use (password resolved, client options
  * filled), not yet connected (the first request connects). 0 and *outp (borrowed from
- * a), or an error already printed with agent_error() (return AGENT_EXIT_FAIL then).
+ * a), or an error already printed with agent_error(): STEP_ENOMEM, or STEP_EINVAL / STEP_ESYS
+ * for a missing server, user or password. agent_setup_exit() then gives the exit status
+ * (78, or 1 for STEP_ENOMEM), after the --json error document of command.
  */
 int agent_client(struct agent *a, struct client **outp);
+int agent_setup_exit(const struct agent *a, const char *command, int err);
 
 /*
  * The state database: --state, else the config's, else the default path

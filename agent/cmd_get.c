@@ -12,14 +12,14 @@
 #include "progress.h"
 #include "util.h"
 
-static const char get_usage[] = "get [-o FILE] [--bwlimit RATE] [--window N] KEY";
+static const char get_usage[] = "get [-o FILE] [--bwlimit RATE] KEY";
 
 enum { GO_BWLIMIT = 300, GO_WINDOW, GO_HELP };
 
 static const struct option get_opts[] = {
 	{ "output", required_argument, NULL, 'o' },
 	{ "bwlimit", required_argument, NULL, GO_BWLIMIT },
-	{ "window", required_argument, NULL, GO_WINDOW },
+	{ "window", required_argument, NULL, GO_WINDOW }, /* hidden: requests in flight */
 	{ "help", no_argument, NULL, GO_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -57,9 +57,23 @@ cmd_get(struct agent *a, int argc, char **argv)
 			break;
 		case 'h':
 		case GO_HELP:
-			printf("usage: stepsync %s\n\nDownloads KEY into FILE (default: the key's "
-			       "last path component),\nverifying the server's MD5. A failed "
-			       "download never leaves a partial FILE.\n",
+			printf("usage: stepsync %s\n\n"
+			       "Downloads KEY into FILE, verifying the server's MD5. The data goes "
+			       "to a\n"
+			       "temporary file next to FILE, renamed into place once verified: a "
+			       "failed\n"
+			       "download never leaves a partial FILE. Prints FILE and the MD5.\n"
+			       "  -o, --output FILE  where to write (default: the key's last path\n"
+			       "                     component, in the current directory)\n"
+			       "  --bwlimit RATE     cap the transfer rate, bytes per second, e.g. "
+			       "500k,\n"
+			       "                     10M (default: unlimited)\n"
+			       "With --json: one JSON object (key, file, size, md5, or error).\n"
+			       "exit status: 0 downloaded; 2 usage; 4 no such KEY (404); 6 MD5\n"
+			       "  mismatch; 74 FILE cannot be written; 75 server unreachable or\n"
+			       "  connection lost; 76 TLS failed; 77 login refused; 78 no server, "
+			       "user\n"
+			       "  or password; 1 other failures.\n",
 			    get_usage);
 			return AGENT_EXIT_OK;
 		default:
@@ -77,8 +91,8 @@ cmd_get(struct agent *a, int argc, char **argv)
 			return AGENT_EXIT_USAGE;
 		}
 	}
-	if (agent_client(a, &c) != 0)
-		return AGENT_EXIT_FAIL;
+	if ((r = agent_client(a, &c)) != 0)
+		return agent_setup_exit(a, "get", r);
 	if (progress_new(a->progress, &pg) != 0)
 		return AGENT_EXIT_FAIL;
 	if (a->progress)
@@ -89,17 +103,19 @@ cmd_get(struct agent *a, int argc, char **argv)
 	client_set_progress(c, NULL, NULL);
 	progress_free(pg);
 	if (r != 0) {
+		int ex = agent_client_exit(c, r);
+
 		agent_error("get '%s': %s", key, client_error(c));
 		agent_json(a,
-		    json_pack(
-		        "{s:s, s:s, s:s}", "command", "get", "key", key, "error", client_error(c)));
-		return AGENT_EXIT_FAIL;
+		    json_pack("{s:s, s:s, s:s, s:i}", "command", "get", "key", key, "error",
+		        client_error(c), "exit_status", ex));
+		return ex;
 	}
 	if (a->json)
 		agent_json(a,
 		    json_pack("{s:s, s:s, s:s, s:I, s:s}", "command", "get", "key", key, "file",
 		        out, "size", (json_int_t)res.size, "md5", res.md5));
 	else
-		printf("%s %s\n", out, res.md5);
+		printf("%s %s\n", agent_tty_str(stdout, out), res.md5);
 	return AGENT_EXIT_OK;
 }

@@ -2,10 +2,12 @@
  * cmd_put.c — `stepsync put FILE... [--key KEY] [--replace]`: upload, verify, print
  * each file's key and MD5. Several files may go over several connections.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd.h"
 #include "err.h"
@@ -13,42 +15,80 @@
 #include "util.h"
 
 static const char put_usage[] =
-    "put [--key KEY] [--replace] [--bwlimit RATE] [--connections N] [--window N] FILE...";
+    "put [--key KEY] [--replace] [--bwlimit RATE] [--connections N] FILE...";
 
 static void
 put_help(void)
 {
 	printf("usage: stepsync %s\n\n"
-	       "Uploads each FILE, verifies the server's MD5 and prints the key and MD5.\n"
+	       "Uploads each FILE (a regular file), verifies the server's MD5 and prints the\n"
+	       "key and MD5.\n"
 	       "  --key KEY          key to store a single FILE under (default: its file name)\n"
-	       "  --replace          delete an existing key first and upload again\n"
-	       "  --bwlimit RATE     cap the transfer rate, bytes per second (e.g. 10M)\n"
+	       "  --replace          replace an existing KEY: it is deleted first, then FILE is\n"
+	       "                     uploaded, so if the upload fails the key holds nothing\n"
+	       "  --bwlimit RATE     cap the transfer rate, bytes per second, e.g. 500k, 10M\n"
+	       "                     (default: unlimited)\n"
 	       "  --connections N    upload up to N files at once over N connections\n"
-	       "An interrupted upload resumes when --state DB is given (or the server "
-	       "supports it).\n",
+	       "                     (1..64, default 1)\n"
+	       "An interrupted upload resumes when --state DB is given (or the server\n"
+	       "supports it). With --json: one JSON object, or an array of them for several\n"
+	       "FILEs, each with file, key, size, md5 or error.\n"
+	       "exit status: 0 all uploaded; 2 usage; 5 the key exists (402) or is being uploaded "
+	       "(423); 6 MD5 mismatch or FILE\n"
+	       "  changed while read; 74 FILE cannot be read or is not a regular file (a FIFO,\n"
+	       "  a directory...); 75 server unreachable or connection lost; 76 TLS failed;\n"
+	       "  77 login refused; 78 no server, user or password; 1 other failures.\n"
+	       "  With several FILEs, every one is tried and the status is the first failure's.\n",
 	    put_usage);
 }
 
-/* Reports one file's outcome; returns 0 or 1. */
+/*
+ * Only regular files are uploaded: opening a FIFO would wait for a writer forever, and a
+ * device or a directory has no size to plan blocks with. 0, or AGENT_EXIT_LOCAL with why.
+ */
 static int
-put_report(
-    struct agent *a, const char *path, int rc, const char *error, const struct client_result *res)
+put_check(const char *path, char *why, size_t whylen)
 {
-	if (rc != 0) {
+	struct stat st;
+
+	if (stat(path, &st) != 0) {
+		snprintf(why, whylen, "cannot open: %s", strerror(errno));
+		return AGENT_EXIT_LOCAL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "not a regular file (%s); only regular files are uploaded",
+		    S_ISDIR(st.st_mode)        ? "a directory"
+		        : S_ISFIFO(st.st_mode) ? "a FIFO"
+		        : S_ISSOCK(st.st_mode) ? "a socket"
+		        : S_ISCHR(st.st_mode)  ? "a character device"
+		        : S_ISBLK(st.st_mode)  ? "a block device"
+		                               : "not a file");
+		return AGENT_EXIT_LOCAL;
+	}
+	return 0;
+}
+
+/* Reports one file's outcome (the JSON object goes into out); returns its exit status. */
+static int
+put_report(struct agent *a, json_t *out, const char *path, int ex, const char *error,
+    const struct client_result *res)
+{
+	if (ex != 0) {
 		agent_error("put '%s': %s", path, error);
-		agent_json(a,
-		    json_pack("{s:s, s:s, s:s}", "command", "put", "file", path, "error", error));
-		return 1;
+		json_array_append_new(out,
+		    json_pack("{s:s, s:s, s:s, s:i}", "command", "put", "file", path, "error",
+		        error, "exit_status", ex));
+		return ex;
 	}
 	if (a->json)
-		agent_json(a,
+		json_array_append_new(out,
 		    json_pack("{s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I, s:I}", "command", "put",
 		        "file", path, "key", res->key, "size", (json_int_t)res->size, "md5",
 		        res->md5, "resumed", res->resumed, "existed", res->existed, "blocks_sent",
 		        (json_int_t)res->blocks_sent, "blocks_total",
 		        (json_int_t)res->blocks_total));
 	else
-		printf("%s %s\n", res->key, res->md5);
+		printf("%s %s\n", agent_tty_str(stdout, res->key), res->md5);
 	return 0;
 }
 
@@ -59,32 +99,26 @@ static const struct option put_opts[] = {
 	{ "replace", no_argument, NULL, PO_REPLACE },
 	{ "bwlimit", required_argument, NULL, PO_BWLIMIT },
 	{ "connections", required_argument, NULL, PO_CONN },
-	{ "window", required_argument, NULL, PO_WINDOW },
+	{ "window", required_argument, NULL, PO_WINDOW }, /* hidden: requests in flight */
 	{ "block-md5", no_argument, NULL, PO_BLOCK_MD5 }, /* hidden: costs a second MD5 pass */
 	{ "help", no_argument, NULL, PO_HELP },
 	{ NULL, 0, NULL, 0 },
 };
 
-int
-cmd_put(struct agent *a, int argc, char **argv)
+static int
+put_parse(struct agent *a, int argc, char **argv, const char **keyp, int *flagsp)
 {
-	struct client_opts o;
-	struct client_job *jobs = NULL;
-	struct client *c;
-	struct progress *pg = NULL;
-	const char *key = NULL;
-	char errbuf[512];
 	unsigned long long sz;
 	long long n;
-	int flags = 0, opt, failed = 0, r, i, nfiles;
+	int opt;
 
 	while ((opt = getopt_long(argc, argv, "h", put_opts, NULL)) != -1) {
 		switch (opt) {
 		case PO_KEY:
-			key = optarg;
+			*keyp = optarg;
 			break;
 		case PO_REPLACE:
-			flags |= CLIENT_PUT_REPLACE;
+			*flagsp |= CLIENT_PUT_REPLACE;
 			break;
 		case PO_BWLIMIT:
 			if (util_parse_size(optarg, &sz) != 0 || sz == 0) {
@@ -110,44 +144,76 @@ cmd_put(struct agent *a, int argc, char **argv)
 		case 'h':
 		case PO_HELP:
 			put_help();
-			return AGENT_EXIT_OK;
+			return -1;
 		default:
 			return agent_usage(put_usage);
 		}
 	}
-	nfiles = argc - optind;
-	if (nfiles < 1)
+	if (argc - optind < 1)
 		return agent_usage(put_usage);
-	if (key != NULL && nfiles > 1) {
+	if (*keyp != NULL && argc - optind > 1) {
 		agent_error("put: --key needs exactly one FILE");
 		return AGENT_EXIT_USAGE;
 	}
-	if (key != NULL && key[0] == '\0') {
+	if (*keyp != NULL && (*keyp)[0] == '\0') {
 		agent_error("put: empty key");
 		return AGENT_EXIT_USAGE;
 	}
-	if (agent_client(a, &c) != 0)
-		return AGENT_EXIT_FAIL;
+	return 0;
+}
+
+int
+cmd_put(struct agent *a, int argc, char **argv)
+{
+	struct client_opts o;
+	struct client_job *jobs = NULL;
+	struct client *c;
+	struct progress *pg = NULL;
+	json_t *out = NULL;
+	const char *key = NULL;
+	char errbuf[512], (*why)[256] = NULL;
+	int flags = 0, first = 0, r, i, nfiles, njobs = 0, *ex = NULL, *job_of = NULL;
+
+	if ((r = put_parse(a, argc, argv, &key, &flags)) != 0)
+		return r < 0 ? AGENT_EXIT_OK : r;
+	nfiles = argc - optind;
+	why = xcalloc((size_t)nfiles, sizeof(*why));
+	ex = xcalloc((size_t)nfiles, sizeof(*ex));
+	job_of = xcalloc((size_t)nfiles, sizeof(*job_of));
+	out = json_array();
+	for (i = 0; i < nfiles; i++)
+		ex[i] = put_check(argv[optind + i], why[i], sizeof(why[i]));
+	if ((r = agent_client(a, &c)) != 0) {
+		first = agent_setup_exit(a, "put", r);
+		goto out;
+	}
 	if (progress_new(a->progress, &pg) != 0) {
 		agent_error("out of memory");
-		return AGENT_EXIT_FAIL;
+		first = AGENT_EXIT_FAIL;
+		goto out;
 	}
 	if (a->connections <= 1 || nfiles == 1) {
 		if (a->progress) {
 			/* The session exists already: hand it the progress line now. */
 			client_set_progress(c, progress_update, pg);
 		}
-		for (i = optind; i < argc; i++) {
+		for (i = 0; i < nfiles; i++) {
 			struct client_result res;
 
-			r = client_put_file(c, argv[i], key, flags, &res);
-			failed |= put_report(a, argv[i], r, client_error(c), &res);
+			memset(&res, 0, sizeof(res));
+			if (ex[i] == 0 &&
+			    (r = client_put_file(c, argv[optind + i], key, flags, &res)) != 0) {
+				ex[i] = agent_client_exit(c, r);
+				snprintf(why[i], sizeof(why[i]), "%s", client_error(c));
+			}
+			r = put_report(a, out, argv[optind + i], ex[i], why[i], &res);
+			first = first ? first : r;
 		}
 		goto out;
 	}
 	if (agent_client_opts(a, &o, errbuf, sizeof(errbuf)) != 0) {
 		agent_error("put: %s", errbuf);
-		failed = 1;
+		first = AGENT_EXIT_CONFIG;
 		goto out;
 	}
 	if (a->progress) {
@@ -156,16 +222,36 @@ cmd_put(struct agent *a, int argc, char **argv)
 	}
 	jobs = xcalloc((size_t)nfiles, sizeof(*jobs));
 	for (i = 0; i < nfiles; i++) {
-		jobs[i].path = argv[optind + i];
-		jobs[i].key = key;
-		jobs[i].flags = flags;
+		if (ex[i] != 0)
+			continue;
+		job_of[i] = njobs;
+		jobs[njobs].path = argv[optind + i];
+		jobs[njobs].key = key;
+		jobs[njobs].flags = flags;
+		njobs++;
 	}
-	client_put_many(&o, a->connections, jobs, (size_t)nfiles);
-	for (i = 0; i < nfiles; i++)
-		failed |= put_report(a, jobs[i].path, jobs[i].rc, jobs[i].error, &jobs[i].res);
+	if (njobs > 0)
+		client_put_many(&o, a->connections, jobs, (size_t)njobs);
+	for (i = 0; i < nfiles; i++) {
+		struct client_job *j = &jobs[job_of[i]];
+
+		if (ex[i] == 0 && j->rc != 0) {
+			ex[i] = agent_exit_code(j->rc, 0, j->error);
+			snprintf(why[i], sizeof(why[i]), "%s", j->error);
+		}
+		r = put_report(a, out, argv[optind + i], ex[i], why[i], &j->res);
+		first = first ? first : r;
+	}
 out:
-	client_set_progress(c, NULL, NULL);
+	if (a->client != NULL)
+		client_set_progress(a->client, NULL, NULL);
 	progress_free(pg);
 	free(jobs);
-	return failed ? AGENT_EXIT_FAIL : AGENT_EXIT_OK;
+	free(why);
+	free(ex);
+	free(job_of);
+	if (a->json && json_array_size(out) > 0)
+		agent_json(a, nfiles == 1 ? json_incref(json_array_get(out, 0)) : json_incref(out));
+	json_decref(out);
+	return first;
 }

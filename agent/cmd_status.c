@@ -1,6 +1,7 @@
 /*
- * cmd_status.c — `stepsync status`: what the watcher is doing, read from the state
- * database (WAL lets it run while `stepsync watch` writes). Never contacts the server.
+ * cmd_status.c — `stepsync status`: what the watcher is doing and how the last backup
+ * runs (cron `sync` or `watch`) ended, read from the state database (WAL lets it run
+ * while `stepsync watch` writes). Never contacts the server.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include "db.h"
 #include "err.h"
 #include "queue.h"
+#include "runs.h"
 #include "uploads.h"
 
 #define STATUS_USAGE "status [--json]"
@@ -85,10 +87,51 @@ upload_text(const struct upload_progress *p, void *arg)
 }
 
 static int
+count_run(const struct runs_rec *r, void *arg)
+{
+	(void)r;
+	++*(long long *)arg;
+	return 0;
+}
+
+static int
 count_upload(const struct upload_progress *p, void *arg)
 {
 	(void)p;
 	++*(long long *)arg;
+	return 0;
+}
+
+static int
+run_json(const struct runs_rec *r, void *arg)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:i, s:s?, s:s?, s:I}", "name", r->name,
+	    "command", r->command, "time", (json_int_t)r->time, "result", r->result, "exit_status",
+	    r->exit_status, "snapshot", r->snapshot, "error", r->error, "last_ok",
+	    (json_int_t)r->last_ok);
+
+	if (o == NULL || json_array_append_new(arg, o) != 0)
+		return STEP_ENOMEM;
+	return 0;
+}
+
+static int
+run_text(const struct runs_rec *r, void *arg)
+{
+	char when[64], ok[64];
+
+	(void)arg;
+	fmt_time(r->time, when, sizeof(when));
+	fmt_time(r->last_ok, ok, sizeof(ok));
+	printf("  %s: %s %s at %s (exit %d)", r->name[0] ? agent_tty_str(stdout, r->name) : "-",
+	    r->command, r->result, when, r->exit_status);
+	if (r->snapshot != NULL)
+		printf(", latest snapshot %s", agent_tty_str(stdout, r->snapshot));
+	if (r->exit_status != 0)
+		printf(", last ok %s", ok);
+	putchar('\n');
+	if (r->error != NULL && r->exit_status != 0)
+		printf("    error: %s\n", agent_tty_str(stdout, r->error));
 	return 0;
 }
 
@@ -107,12 +150,14 @@ static int
 print_json(const struct agent *a, struct db *db, long long pending)
 {
 	sqlite3 *sq = db_handle(db);
-	json_t *o = json_object(), *uploads = json_array();
+	json_t *o = json_object(), *uploads = json_array(), *runs = json_array();
 	long long pid = 0;
 
-	if (o == NULL || uploads == NULL || uploads_each(db, upload_json, uploads) != 0) {
+	if (o == NULL || uploads == NULL || runs == NULL ||
+	    uploads_each(db, upload_json, uploads) != 0 || runs_each(db, run_json, runs) != 0) {
 		json_decref(o);
 		json_decref(uploads);
+		json_decref(runs);
 		agent_error("cannot read the state database: %s", db_errmsg(db));
 		return AGENT_EXIT_FAIL;
 	}
@@ -127,15 +172,15 @@ print_json(const struct agent *a, struct db *db, long long pending)
 	json_int_key(o, sq, "bytes_sent", "bytes_sent");
 	json_int_key(o, sq, "errors", "errors");
 	json_object_set_new(o, "uploads", uploads);
-	if (a->json) {
-		agent_json(a, o);
-	} else {
-		char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+	json_object_set_new(o, "last_run", json_incref(json_array_get(runs, 0)));
+	if (json_object_get(o, "last_run") == NULL)
+		json_object_set_new(o, "last_run", json_null());
+	json_object_set_new(o, "runs", runs);
+	{
+		struct agent ja = *a;
 
-		if (s != NULL)
-			puts(s);
-		free(s);
-		json_decref(o);
+		ja.json = 1;
+		agent_json(&ja, o);
 	}
 	return AGENT_EXIT_OK;
 }
@@ -158,7 +203,7 @@ print_text(struct db *db, long long pending)
 	if (queue_status_get(sq, "last_snapshot", &s) == 0) {
 		queue_status_get_int(sq, "last_snapshot_time", &v);
 		fmt_time(v, when, sizeof(when));
-		printf("last snapshot: %s at %s\n", s, when);
+		printf("last snapshot: %s at %s\n", agent_tty_str(stdout, s), when);
 		free(s);
 		s = NULL;
 	} else {
@@ -175,10 +220,18 @@ print_text(struct db *db, long long pending)
 		v = 0;
 		queue_status_get_int(sq, "last_error_time", &v);
 		fmt_time(v, when, sizeof(when));
-		printf("last error: %s (at %s)\n", s, when);
+		printf("last error: %s (at %s)\n", agent_tty_str(stdout, s), when);
 		free(s);
 	} else {
 		printf("last error: none\n");
+	}
+	nuploads = 0;
+	runs_each(db, count_run, &nuploads);
+	if (nuploads == 0) {
+		printf("last runs: none\n");
+	} else {
+		printf("last runs (newest first):\n");
+		runs_each(db, run_text, NULL);
 	}
 }
 
@@ -195,8 +248,7 @@ cmd_status(struct agent *a, int argc, char **argv)
 	long long pending = 0;
 	int c, json = a->json;
 
-	optind = 0;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = 1;
@@ -204,16 +256,23 @@ cmd_status(struct agent *a, int argc, char **argv)
 		case 'h':
 			printf(
 			    "usage: stepsync %s\n\n"
-			    "Shows what 'stepsync watch' is doing, read from the state database\n"
-			    "(--state, or the config file's; readable while watch runs, never\n"
-			    "contacts the server): queued changes, uploads in progress with the\n"
-			    "percentage of blocks the server acknowledged, whether a watcher\n"
-			    "runs, the last snapshot and its time, the last successful sync, the\n"
-			    "bytes sent and the last error.\n"
+			    "Shows what 'stepsync watch' is doing and how the last backup runs\n"
+			    "ended, read from the state database (--state, or the config file's;\n"
+			    "readable while watch runs, never contacts the server): queued "
+			    "changes,\n"
+			    "uploads in progress with the percentage of blocks the server\n"
+			    "acknowledged, whether a watcher runs, the last snapshot and its "
+			    "time,\n"
+			    "the last successful run, the bytes sent by watch, the last error, "
+			    "and\n"
+			    "for each NAME the last run of 'sync' (cron) or 'watch': when, result\n"
+			    "(ok, incomplete or failed), exit status, latest snapshot, error.\n"
 			    "  --json   the same as one JSON object (pending, watch_pid,\n"
 			    "           last_snapshot, last_snapshot_time, last_success, "
 			    "last_error,\n"
-			    "           last_error_time, bytes_sent, errors, uploads)\n"
+			    "           last_error_time, bytes_sent, errors, uploads, last_run,\n"
+			    "           runs: [{name, command, time, result, exit_status,\n"
+			    "           snapshot, error, last_ok}])\n"
 			    "exit status: 0 shown; 1 the state database cannot be read; 2 usage\n",
 			    STATUS_USAGE);
 			return AGENT_EXIT_OK;
@@ -226,7 +285,7 @@ cmd_status(struct agent *a, int argc, char **argv)
 	if (agent_db(a, &db) != 0)
 		return AGENT_EXIT_FAIL;
 	sq = db_handle(db);
-	if (queue_migrate(sq) != 0 || uploads_migrate(db) != 0 ||
+	if (queue_migrate(sq) != 0 || uploads_migrate(db) != 0 || runs_migrate(db) != 0 ||
 	    queue_count(sq, NULL, &pending) != 0) {
 		agent_error("cannot read the state database: %s", db_errmsg(db));
 		return AGENT_EXIT_FAIL;

@@ -2070,6 +2070,8 @@ done:
 	free(s->hheld);
 	hash_free(s->sha);
 	free(s);
+	if (!dry_run)
+		agent_record_run(a, name, ex); /* for `stepsync status` (db/runs.h) */
 	return ex;
 }
 

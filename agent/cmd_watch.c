@@ -29,6 +29,7 @@
 #include "err.h"
 #include "log.h"
 #include "queue.h"
+#include "runs.h"
 #include "step.h"
 #include "util.h"
 #include "watch.h"
@@ -67,6 +68,8 @@ struct watcher {
 	char *state_path; /* owned copy once a SIGHUP retired the config it pointed into */
 	long long errors;
 	char sync_error[512]; /* the sync engine's last agent_error() message, "" if none */
+	int fatal;            /* exit status that stops the watcher (77, 78...), 0: none */
+	char fatal_msg[1100]; /* why, for the last line */
 };
 
 static void
@@ -183,13 +186,45 @@ queue_all(struct watcher *wt)
 		queue_one(wt, wt->dirs[i].path, QUEUE_RESCAN);
 }
 
+/* Prints name as a Prometheus label value (backslash, quote and newline escaped). */
+static void
+prom_label(FILE *f, const char *name)
+{
+	for (; *name != '\0'; name++) {
+		if (*name == '\\' || *name == '"')
+			fputc('\\', f);
+		if (*name == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*name, f);
+	}
+}
+
+/* The last run of every NAME (db/runs.h), as labelled gauges. */
+static int
+prom_run(const struct runs_rec *r, void *arg)
+{
+	FILE *f = arg;
+
+	if (r->name[0] == '\0')
+		return 0;
+	fputs("stepsync_last_run_exit_status{name=\"", f);
+	prom_label(f, r->name);
+	fprintf(f, "\"} %d\n", r->exit_status);
+	fputs("stepsync_last_run_timestamp_seconds{name=\"", f);
+	prom_label(f, r->name);
+	fprintf(f, "\"} %lld\n", (long long)r->time);
+	return 0;
+}
+
 /* node_exporter textfile: written atomically so the collector never sees half a file. */
 static void
 write_prometheus(struct watcher *wt)
 {
 	long long last = 0, bytes = 0, pending = 0, errors = 0;
-	char text[1024];
-	int n;
+	char *text = NULL;
+	size_t n = 0;
+	FILE *f;
 
 	if (wt->prometheus == NULL)
 		return;
@@ -197,7 +232,11 @@ write_prometheus(struct watcher *wt)
 	queue_status_get_int(wt->sq, "bytes_sent", &bytes);
 	queue_status_get_int(wt->sq, "errors", &errors);
 	queue_count(wt->sq, NULL, &pending);
-	n = snprintf(text, sizeof(text),
+	if ((f = open_memstream(&text, &n)) == NULL) {
+		log_warn("cannot write '%s'", wt->prometheus);
+		return;
+	}
+	fprintf(f,
 	    "# HELP stepsync_last_success_timestamp_seconds Time of the last successful sync.\n"
 	    "# TYPE stepsync_last_success_timestamp_seconds gauge\n"
 	    "stepsync_last_success_timestamp_seconds %lld\n"
@@ -209,12 +248,24 @@ write_prometheus(struct watcher *wt)
 	    "stepsync_files_pending %lld\n"
 	    "# HELP stepsync_errors_total Failed sync attempts.\n"
 	    "# TYPE stepsync_errors_total counter\n"
-	    "stepsync_errors_total %lld\n",
+	    "stepsync_errors_total %lld\n"
+	    "# HELP stepsync_last_run_exit_status Exit status of the last run of each "
+	    "directory (0 ok, 3 incomplete, else failed; cron sync runs too).\n"
+	    "# TYPE stepsync_last_run_exit_status gauge\n"
+	    "# HELP stepsync_last_run_timestamp_seconds When the last run of each directory "
+	    "ended.\n"
+	    "# TYPE stepsync_last_run_timestamp_seconds gauge\n",
 	    last, bytes, pending, errors);
-	if (n < 0 || (size_t)n >= sizeof(text))
-		return;
-	if (util_write_file_atomic(wt->prometheus, text, (size_t)n, 0644) != 0)
+	if (runs_migrate(wt->db) == 0)
+		runs_each(wt->db, prom_run, f);
+	if (fclose(f) != 0 || text == NULL) {
+		free(text);
 		log_warn("cannot write '%s'", wt->prometheus);
+		return;
+	}
+	if (util_write_file_atomic(wt->prometheus, text, n, 0644) != 0)
+		log_warn("cannot write '%s'", wt->prometheus);
+	free(text);
 }
 
 /* agent_error() while watching: to the log (stderr or syslog), and kept as the reason of a
@@ -226,6 +277,36 @@ on_agent_error(void *arg, const char *msg)
 
 	log_error("%s", msg);
 	snprintf(wt->sync_error, sizeof(wt->sync_error), "%s", msg);
+}
+
+/*
+ * The server's throttling hint in a refused login's message: "... retry in N s" (stepd
+ * says "too many failed logins; retry in N s"). Seconds, or 0 when there is none.
+ */
+static long long
+retry_hint_s(const char *msg)
+{
+	const char *p = msg;
+	long long n;
+	char *end;
+
+	while ((p = strstr(p, "retry in ")) != NULL) {
+		p += strlen("retry in ");
+		n = strtoll(p, &end, 10);
+		if (end != p && n > 0 && strncmp(end, " s", 2) == 0)
+			return n > 86400 ? 86400 : n;
+	}
+	return 0;
+}
+
+/* 1 when a sync that exited with ex cannot succeed by trying again: the configuration
+ * (78, 2), the credentials (77, unless the server only throttles) or TLS trust (76). */
+static int
+sync_fatal(int ex, const char *msg)
+{
+	if (ex == AGENT_EXIT_NOPERM)
+		return retry_hint_s(msg) == 0;
+	return ex == AGENT_EXIT_CONFIG || ex == AGENT_EXIT_USAGE || ex == AGENT_EXIT_TLS;
 }
 
 /* Syncs every tree with pending entries; acknowledges what each successful sync covered. */
@@ -261,9 +342,9 @@ sync_pending(struct watcher *wt)
 			if (util_stop_pending()) {
 				/* SIGTERM/SIGINT cut the sync short: not an error, and the
 				 * changes stay queued for the next start. */
-				log_info(
-				    "sync of '%s' stopped by a signal; %lld changes stay queued",
-				    d->path, n);
+				log_info("sync of '%s' stopped by a signal; %lld %s queued",
+				    d->path, n,
+				    agent_plural((uint64_t)n, "change stays", "changes stay"));
 				break;
 			}
 			/* The sync engine's own words say why; the exit status adds little. */
@@ -271,12 +352,26 @@ sync_pending(struct watcher *wt)
 			    wt->sync_error[0] && errbuf[0] ? " (" : "",
 			    errbuf[0] ? errbuf : (wt->sync_error[0] ? "" : "sync failed"),
 			    wt->sync_error[0] && errbuf[0] ? ")" : "");
-			log_warnx("sync of '%s' failed: %s; %lld changes stay queued, next try in "
-			          "%llu ms",
-			    d->path, why, n, (unsigned long long)next_backoff);
 			queue_status_set(wt->sq, "last_error", why);
 			queue_status_set_int(wt->sq, "last_error_time", util_wall_s());
 			queue_status_add(wt->sq, "errors", 1);
+			if (sync_fatal(res.exit_status, why)) {
+				/* Trying again cannot help, and a wrong password retried forever
+				 * gets the address throttled for everyone: stop, and let the
+				 * exit status tell systemd. */
+				wt->fatal = res.exit_status == AGENT_EXIT_USAGE ? AGENT_EXIT_CONFIG
+				                                                : res.exit_status;
+				snprintf(wt->fatal_msg, sizeof(wt->fatal_msg), "%s", why);
+				break;
+			}
+			if (res.exit_status == AGENT_EXIT_NOPERM && retry_hint_s(why) > 0 &&
+			    (uint64_t)retry_hint_s(why) * 1000 > next_backoff)
+				next_backoff = (uint64_t)retry_hint_s(why) * 1000;
+			log_warnx("sync of '%s' failed: %s; %lld %s queued, next try in "
+			          "%llu ms",
+			    d->path, why, n,
+			    agent_plural((uint64_t)n, "change stays", "changes stay"),
+			    (unsigned long long)next_backoff);
 			failed = 1;
 			continue;
 		}
@@ -287,7 +382,8 @@ sync_pending(struct watcher *wt)
 			queue_status_set(wt->sq, "last_snapshot", res.snapshot);
 			queue_status_set_int(wt->sq, "last_snapshot_time", util_wall_s());
 		}
-		log_info("synced '%s' (%lld changes)%s%s", d->path, n,
+		log_info("synced '%s' (%lld %s)%s%s", d->path, n,
+		    agent_plural((uint64_t)n, "change", "changes"),
 		    res.snapshot[0] ? ": snapshot " : "", res.snapshot);
 	}
 	if (failed) {
@@ -521,6 +617,8 @@ watch_loop(struct watcher *wt, int sfd)
 		}
 		if (sync_timeout(wt, now) == 0)
 			sync_pending(wt);
+		if (wt->fatal != 0)
+			return wt->fatal;
 	}
 }
 
@@ -545,19 +643,28 @@ watch_help(void)
 	       "  --rescan SECONDS   full rescan of every directory this often, the safety\n"
 	       "                     net for anything inotify missed (default 3600)\n"
 	       "  --prometheus FILE  after every sync write node_exporter textfile metrics\n"
-	       "                     (last success time, bytes sent, files pending, errors)\n"
+	       "                     (last success time, bytes sent, files pending, errors,\n"
+	       "                     each directory's last run exit status and time)\n"
 	       "                     to FILE, atomically (default: none)\n"
 	       "  --syslog           log to syslog instead of standard error\n"
 	       "\n"
-	       "Server unreachable: changes stay queued and the sync is retried after 0.5 s,\n"
-	       "doubling up to 60 s. inotify queue overflow: every directory is rescanned.\n"
+	       "Server unreachable, server errors (5xx), a sync that failed otherwise:\n"
+	       "changes stay queued and the sync is retried after 0.5 s, doubling up to\n"
+	       "60 s; a login refused with the server's \"retry in N s\" (throttling) waits\n"
+	       "N s. What retrying cannot heal stops the watcher with one line on stderr\n"
+	       "and the sync's exit status, so systemd shows the failure: a bad or\n"
+	       "incomplete configuration (78), a login refused (77: wrong password or\n"
+	       "unknown user), a TLS certificate that does not verify (76).\n"
+	       "inotify queue overflow: every directory is rescanned.\n"
 	       "Out of inotify watches: a warning naming\n"
 	       "/proc/sys/fs/inotify/max_user_watches, and the directories left unwatched\n"
 	       "are checked every 2 s. SIGTERM or SIGINT: stop, exit 0, changes stay queued\n"
 	       "(a sync in progress stops between blocks; the next start resumes it).\n"
 	       "SIGHUP: re-read the config file. 'stepsync status' shows the queue.\n"
+	       "With --json the ready line is one JSON object: {\"watching\": N,\n"
+	       "\"inotify_watches\": M}, and each sync's result a JSON line of its own.\n"
 	       "exit status: 0 stopped by a signal; 1 cannot watch or open the state;\n"
-	       "  2 usage\n",
+	       "  2 usage; 76 TLS failed; 77 login refused; 78 bad configuration\n",
 	    WATCH_USAGE);
 }
 
@@ -578,7 +685,7 @@ parse_opts(struct watcher *wt, int argc, char **argv, const char **namep, int *s
 	int c;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			*namep = optarg;
@@ -703,7 +810,16 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	queue_all(&wt);
 	watch_debounce_note(&wt.deb, util_now_ms() - wt.debounce_ms);
 	queue_status_set_int(wt.sq, "watch_pid", (long long)getpid());
-	printf("watching %zu directories (%zu inotify watches)\n", wt.ndirs, watch_count(wt.w));
+	/* With --json, each sync's result is a line of its own (JSON Lines). */
+	agent_json_stream(1);
+	if (a->json)
+		agent_json(a,
+		    json_pack("{s:I, s:I}", "watching", (json_int_t)wt.ndirs, "inotify_watches",
+		        (json_int_t)watch_count(wt.w)));
+	else
+		printf("watching %zu %s (%zu inotify %s)\n", wt.ndirs,
+		    agent_plural(wt.ndirs, "directory", "directories"), watch_count(wt.w),
+		    agent_plural(watch_count(wt.w), "watch", "watches"));
 	fflush(stdout);
 	wt.next_rescan_ms = util_now_ms() + wt.rescan_ms;
 	wt.next_poll_ms = util_now_ms() + POLL_UNWATCHED_MS;
@@ -711,7 +827,11 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	 * printed plainly). */
 	agent_set_error_sink(on_agent_error, &wt);
 	r = watch_loop(&wt, sfd);
-	log_info("stopping; %s", "pending changes stay queued");
+	agent_set_error_sink(NULL, NULL);
+	if (wt.fatal != 0)
+		agent_error("watch: stopping (exit %d): %s", wt.fatal, wt.fatal_msg);
+	else
+		log_info("stopping; %s", "pending changes stay queued");
 	queue_status_set(wt.sq, "watch_pid", NULL);
 	write_prometheus(&wt);
 	sqlite3_wal_checkpoint_v2(wt.sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);

@@ -22,6 +22,7 @@
 #include "db.h"
 #include "err.h"
 #include "snapshots.h"
+#include "util.h"
 #include "watch_sync.h"
 
 int cmd_sync(struct agent *a, int argc, char **argv) __attribute__((weak));
@@ -71,7 +72,7 @@ watch_sync_dir(struct agent *a, const char *name, const char *path, struct watch
 	char namebuf[256], pathbuf[4096];
 	char *argv[6];
 	uint64_t before, after;
-	int argc = 0, rc;
+	int argc = 0, rc, recorded;
 
 	memset(res, 0, sizeof(*res));
 	if (cmd_sync == NULL) {
@@ -96,8 +97,13 @@ watch_sync_dir(struct agent *a, const char *name, const char *path, struct watch
 	argv[argc] = NULL;
 	before = objects_bytes(a);
 	optind = 0; /* the command parses its own options with getopt */
+	recorded = a->runs_recorded;
+	a->run_command = "watch";
 	rc = cmd_sync(a, argc, argv);
 	fflush(stdout);
+	res->exit_status = rc;
+	if (rc != AGENT_EXIT_OK && a->runs_recorded == recorded && !util_stop_pending())
+		agent_record_run(a, name != NULL ? name : "", rc); /* failed before the tree */
 	if (rc != AGENT_EXIT_OK) {
 		snprintf(errbuf, errlen, "sync exited with status %d", rc);
 		watch_sync_reset(a);

@@ -14,13 +14,16 @@ struct agent;
 struct watch_sync_result {
 	uint64_t bytes_sent; /* file content uploaded by this sync; 0 when unknown */
 	char snapshot[128];  /* the snapshot recorded ("NAME#SEQ"), "" when unknown */
+	int exit_status;     /* the sync's exit status (AGENT_EXIT_*), also on failure */
 };
 
 /*
  * Syncs the tree at path (absolute) as snapshot name (NULL: the sync engine's default
  * for that path); a tree identical to the latest snapshot records no new one (sync
  * --skip-unchanged), res->snapshot then names the latest. Returns 0 and fills *res, or a negative
- * STEP_E* code with errbuf saying why (the sync engine may also have printed its own message).
+ * STEP_E* code with errbuf saying why and res->exit_status the sync's exit status (the sync
+ * engine may also have printed its own message). The run is recorded for `stepsync status`
+ * (db/runs.h) as a "watch" run.
  */
 int watch_sync_dir(struct agent *a, const char *name, const char *path,
     struct watch_sync_result *res, char *errbuf, size_t errlen);

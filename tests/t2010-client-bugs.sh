@@ -29,8 +29,8 @@ kill $REF_PID
 start_bug --bug wrongop || exit 1
 ok "wrongop: put, get, rm and a 402 still work from the status alone" '
 	ss put f.bin >/dev/null && ss get f.bin -o f2.out >/dev/null && cmp f.bin f2.out &&
-	expect_exit 1 ss put f.bin 2>err && grep -q "(402)" err &&
-	ss rm f.bin && expect_exit 1 ss get f.bin -o x.out && [ ! -e x.out ]'
+	expect_exit 5 ss put f.bin 2>err && grep -q "(402)" err &&
+	ss rm f.bin && expect_exit 4 ss get f.bin -o x.out && [ ! -e x.out ]'
 kill $REF_PID
 
 start_bug --bug noanswer-commit || exit 1
@@ -46,7 +46,7 @@ start_bug --bug silent || exit 1
 ok "silent: an empty file is a clear error, not a hang" '
 	expect_exit 1 ss put empty 2>err && grep -q "server does not support empty files" err'
 ok "silent: a key with / times out with a clear error" '
-	expect_exit 1 ss put --key a/b g.bin 2>err && grep -q "no answer from server" err'
+	expect_exit 75 ss put --key a/b g.bin 2>err && grep -q "no answer from server" err'
 ok "silent: normal files still work (BYE is never waited for)" '
 	ss put g.bin >/dev/null && ss get g.bin -o g.out >/dev/null && cmp g.bin g.out'
 kill $REF_PID
@@ -59,7 +59,7 @@ ok "race: two clients finishing the same key at once both end verified" '
 	cat e1 e2
 	# Each either verified the object or was told it exists; at least one verified.
 	{ [ $r1 -eq 0 ] || grep -q "(402)" e1; } && { [ $r2 -eq 0 ] || grep -q "(402)" e2; } &&
-	[ $((r1 + r2)) -le 1 ] &&
+	{ [ $r1 -eq 0 ] || [ $r2 -eq 0 ]; } && [ $((r1 + r2)) -le 5 ] &&
 	ss get same -o same.out >/dev/null && cmp f.bin same.out'
 kill $REF_PID
 done_testing

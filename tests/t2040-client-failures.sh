@@ -21,13 +21,13 @@ sb() { "$S" --server "127.0.0.1:$BAD_PORT" --user carol --timeout 3 "$@"; }
 start_bad badmd5 || exit 1
 ok "a wrong MD5 from the server fails the get and leaves no file" '
 	echo old >keep.txt &&
-	expect_exit 1 sb get k -o keep.txt 2>err && grep -q "md5" err &&
+	expect_exit 6 sb get k -o keep.txt 2>err && grep -q "md5" err &&
 	[ "$(cat keep.txt)" = old ] && [ -z "$(ls -A | grep stepsync-)" ]'
 kill $BAD_PID
 
 start_bad die --after 4 || exit 1
 ok "a server that drops every connection mid-download fails cleanly, no partial file" '
-	expect_exit 1 sb get k -o die.out 2>err && [ ! -e die.out ] &&
+	expect_exit 75 sb get k -o die.out 2>err && [ ! -e die.out ] &&
 	[ -z "$(ls -A | grep stepsync-)" ]'
 kill $BAD_PID
 
@@ -47,7 +47,7 @@ ok "killing the server mid-download leaves no partial file" '
 	"$S" --server "127.0.0.1:$REF_PORT" --user carol --timeout 2 get --bwlimit 1M big.bin -o big.out 2>err &
 	pid=$!
 	wait_for "ls -A | grep -q stepsync-" 200 && kill -9 $REF_PID &&
-	wait $pid; rc=$?; [ $rc -eq 1 ] && [ ! -e big.out ] && [ -z "$(ls -A | grep stepsync-)" ]'
+	wait $pid; rc=$?; [ $rc -eq 75 ] && [ ! -e big.out ] && [ -z "$(ls -A | grep stepsync-)" ]'
 start_ref_server || exit 1
 ok "SIGTERM or SIGHUP during get removes the temporary file" '
 	"$S" --server "127.0.0.1:$REF_PORT" --user carol put --key sig big.bin >/dev/null || exit 1

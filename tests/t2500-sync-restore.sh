@@ -72,10 +72,9 @@ ok "snapshots lists 1..4 oldest first with file counts" '
 	{ cat "$T_DIR/snaps"; false; }
 '
 
-ok "snapshots --json gives one object per snapshot" '
+ok "snapshots --json is one JSON array, one object per snapshot" '
 	$SS snapshots --name sample --json >"$T_DIR/snaps.json" &&
-	[ $(wc -l <"$T_DIR/snaps.json") -eq 4 ] &&
-	python3 -c "import json,sys; [json.loads(l) for l in open(sys.argv[1])]" "$T_DIR/snaps.json"
+	python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert [o[\"id\"] for o in d]==[1,2,3,4], d" "$T_DIR/snaps.json"
 '
 
 ok "restore of snapshot 3 (edited tree) and of snapshot 1 (original)" '

@@ -63,7 +63,7 @@ ok "watch rejects a bad --debounce" '
 '
 start_watch --prometheus "$T_DIR/metrics.prom" "$D"
 ok "watch prints its readiness line once the watches are in place" '
-	grep -q "^watching 1 directories (2 inotify watches)" "$T_DIR/watch.out"
+	grep -q "^watching 1 directory (2 inotify watches)" "$T_DIR/watch.out"
 '
 ok "status shows the running watcher" '
 	$SS status >st && grep -q "watch: running (pid $WATCH_PID)" st

@@ -32,7 +32,7 @@ status_field() {
 }
 
 start_watch 0
-ok "watch prints its readiness line" 'grep -q "^watching 1 directories" "$T_DIR/watch.out"'
+ok "watch prints its readiness line" 'grep -q "^watching 1 directory" "$T_DIR/watch.out"'
 kill -0 "$WATCH_PID" 2>/dev/null || {
 	cat "$T_DIR/watch.err"
 	done_testing

@@ -49,7 +49,7 @@ restored() {
 WATCH_PID=$!
 track_pid $WATCH_PID
 ok "the watcher starts from the configuration file" '
-	wait_for "grep -q \"^watching 1 directories\" watch.out || ! kill -0 $WATCH_PID" 400 &&
+	wait_for "grep -q \"^watching 1 directory\" watch.out || ! kill -0 $WATCH_PID" 400 &&
 	kill -0 $WATCH_PID'
 ok "its first snapshot goes to the configured server" '
 	wait_for "restored $PORT_A one r.a && [ -f r.a/first.txt ]" 600'

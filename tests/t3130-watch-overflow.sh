@@ -28,7 +28,7 @@ track_pid $WATCH_PID
 wait_for "grep -q '^watching ' '$T_DIR/watch.out' || ! kill -0 $WATCH_PID" 400
 echo "$old_q" >"$Q"
 ok "the watcher starts with a 16-event inotify queue (the sysctl is restored)" '
-	grep -q "^watching 1 directories (2 inotify watches)" "$T_DIR/watch.out" &&
+	grep -q "^watching 1 directory (2 inotify watches)" "$T_DIR/watch.out" &&
 	[ "$(cat $Q)" = "$old_q" ]
 '
 ok "its first snapshot is restorable" 'arrives'

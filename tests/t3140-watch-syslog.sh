@@ -38,7 +38,7 @@ unshare -m --propagation private sh -c '
 WATCH_PID=$!
 track_pid $WATCH_PID
 ok "the watcher with --syslog starts (readiness line on stdout)" '
-	wait_for "grep -q \"^watching 1 directories\" watch.out || ! kill -0 $WATCH_PID" 400 &&
+	wait_for "grep -q \"^watching 1 directory\" watch.out || ! kill -0 $WATCH_PID" 400 &&
 	kill -0 $WATCH_PID
 '
 ok "its warnings go to syslog, tagged stepsync[PID], at warning priority" '

@@ -27,7 +27,7 @@ WATCH_PID=$!
 track_pid $WATCH_PID
 ok "the watcher starts with the 3 watches the kernel allows" '
 	wait_for "grep -q \"^watching \" watch.out || ! kill -0 $WATCH_PID" 400 &&
-	grep -q "^watching 1 directories (3 inotify watches)" watch.out
+	grep -q "^watching 1 directory (3 inotify watches)" watch.out
 '
 ok "the limit is reported once, naming max_user_watches, and the watcher keeps running" '
 	[ $(grep -c "/proc/sys/fs/inotify/max_user_watches" watch.err) -eq 1 ] &&

@@ -134,12 +134,12 @@ ok "the config file keys [server] tls and ca reach every command" '
 
 # ---- verification failures: clear, fatal, not retried ----
 
-ok "a CA that did not sign the server certificate: clear error, exit 1" '
-	expect_exit 1 SS --server 127.0.0.1:$TLS_PORT --tls --ca "$C/other.pem" get small -o x 2>err &&
+ok "a CA that did not sign the server certificate: clear error, exit 76" '
+	expect_exit 76 SS --server 127.0.0.1:$TLS_PORT --tls --ca "$C/other.pem" get small -o x 2>err &&
 	grep -q "certificate verify failed: unable to get local issuer certificate" err && [ ! -e x ]
 '
 ok "without --ca the system trust store does not know the test CA" '
-	expect_exit 1 SS --server 127.0.0.1:$TLS_PORT --tls ping 2>err &&
+	expect_exit 76 SS --server 127.0.0.1:$TLS_PORT --tls ping 2>err &&
 	grep -q "certificate verify failed" err
 '
 ok "sync with an untrusted certificate exits 76 (TLS, not the retryable 75)" '
@@ -148,17 +148,17 @@ ok "sync with an untrusted certificate exits 76 (TLS, not the retryable 75)" '
 	grep -q "certificate verify failed" err
 '
 ok "an unreadable --ca file is named" '
-	expect_exit 1 SS $TS --ca "$T_DIR/nope.pem" ping 2>err &&
+	expect_exit 76 SS $TS --ca "$T_DIR/nope.pem" ping 2>err &&
 	grep -q "cannot read CA file .*nope.pem.: No such file" err
 '
 MAIN_PID=$STEPD_PID MAIN_PORT=$STEPD_PORT MAIN_TLS=$TLS_PORT MAIN_LOG=$STEPD_LOG
 STEPD_NAME=wrong start_tls --tls-cert "$C/wrongname.pem" --tls-key "$C/wrongname.key"
 ok "a certificate for another host name fails: hostname mismatch" '
-	expect_exit 1 SS --server "localhost:$TLS_PORT" --tls --ca "$C/ca.pem" ping 2>err &&
+	expect_exit 76 SS --server "localhost:$TLS_PORT" --tls --ca "$C/ca.pem" ping 2>err &&
 	grep -q "certificate verify failed: hostname mismatch" err
 '
 ok "a certificate without the IP address fails: IP address mismatch" '
-	expect_exit 1 SS --server "127.0.0.1:$TLS_PORT" --tls --ca "$C/ca.pem" ping 2>err &&
+	expect_exit 76 SS --server "127.0.0.1:$TLS_PORT" --tls --ca "$C/ca.pem" ping 2>err &&
 	grep -q "certificate verify failed: IP address mismatch" err
 '
 ok "restore against it exits 76 too and writes nothing" '
@@ -180,7 +180,7 @@ ok "a plain STEP client on the TLS port gets no STEP answer and does not hang" '
 	! grep -q "333" out && ! grep -q "DO NOT ANSWER" out
 '
 ok "stepsync without --tls on the TLS port fails, bounded" '
-	expect_exit 1 timeout 60 "$BIN/stepsync" --server 127.0.0.1:$TLS_PORT --user tls \
+	expect_exit 75 timeout 60 "$BIN/stepsync" --server 127.0.0.1:$TLS_PORT --user tls \
 		--password-file "$T_DIR/pw" --timeout 5 get small -o y 2>err && [ ! -e y ] &&
 	grep -Eq "server closed the connection|speaks TLS" err
 '
@@ -199,7 +199,7 @@ ok "TLS 1.2 is accepted (verified chain), TLS 1.1 is refused by the server" '
 	wait_for "[ \$(grep -c \"unsupported protocol\" \"$STEPD_LOG\") -gt $n ]" 100
 '
 ok "a TLS client on the plain port fails clearly" '
-	expect_exit 1 SS --server 127.0.0.1:$STEPD_PORT --tls --ca "$C/ca.pem" ping 2>err &&
+	expect_exit 76 SS --server 127.0.0.1:$STEPD_PORT --tls --ca "$C/ca.pem" ping 2>err &&
 	grep -q "TLS handshake with 127.0.0.1 port $STEPD_PORT failed" err
 '
 ok "a connection that never starts the handshake is closed by the idle timeout (2 s)" '
