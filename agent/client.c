@@ -424,8 +424,17 @@ connect_login(struct client *c)
 	}
 	r = client_roundtrip(c, req, NULL, 0, -1, &resp);
 	if (r == STEP_ESTATUS) {
+		const char *msg = NULL;
+
 		r = c->status == STEP_ST_BADPASS ? STEP_EAUTH : STEP_ESTATUS;
-		client_fail_status(c, r, "login refused", c->status);
+		/* The server's own words matter here: "too many failed logins; retry in N s"
+		 * is not a wrong password (watch waits N s on it). */
+		if (c->status != STEP_ST_BADPASS &&
+		    codec_get_str(resp, "status_msg", &msg, NULL) == 0 && *msg != '\0')
+			client_fail(c, r, "login refused: %s (%d): %.200s",
+			    client_status_text(c->status), c->status, msg);
+		else
+			client_fail_status(c, r, "login refused", c->status);
 		goto out;
 	}
 	if (r != 0) {

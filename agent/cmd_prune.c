@@ -296,9 +296,16 @@ prune_name(struct prune_run *p, const char *name, uint64_t keep)
 	 * next sync reads large files again (and sends what is missing). */
 	if (nobj > 0 && db_exec(p->db, "DELETE FROM objects WHERE substr(okey, 1, 2) = 'c.'") != 0)
 		goto dberr;
-	printf("prune '%s': deleted %" PRIu64 " snapshots (#%" PRIu64 "..#%" PRIu64 ") and %" PRIu64
-	       " unreferenced objects; kept #%" PRIu64 "..#%" PRIu64 "\n",
-	    name, nsnap, lo, last_del, nobj, last_del + 1, hi);
+	printf("prune '%s': deleted %" PRIu64 " %s (#%" PRIu64 "..#%" PRIu64 ") and %" PRIu64
+	       " unreferenced %s; kept #%" PRIu64 "..#%" PRIu64 "\n",
+	    name, nsnap, agent_plural(nsnap, "snapshot", "snapshots"), lo, last_del, nobj,
+	    agent_plural(nobj, "object", "objects"), last_del + 1, hi);
+	if (p->a->json)
+		agent_json(p->a,
+		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "command", "prune", "name",
+		        name, "deleted_snapshots", (json_int_t)nsnap, "deleted_objects",
+		        (json_int_t)nobj, "first_deleted", (json_int_t)lo, "first_kept",
+		        (json_int_t)(last_del + 1), "last_kept", (json_int_t)hi));
 	r = AGENT_EXIT_OK;
 	goto out;
 dberr:

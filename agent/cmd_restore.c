@@ -312,7 +312,7 @@ cmd_restore(struct agent *a, int argc, char **argv)
 	struct manifest_reader *rd = NULL;
 	struct snapshot_record rec;
 	const char *name = NULL, *id = NULL;
-	char spbuf[MANIFEST_PATH_MAX + 1] = { 0 };
+	char spbuf[MANIFEST_PATH_MAX + 1] = { 0 }, idname[MANIFEST_NAME_MAX + 1], errbuf[256];
 	uint64_t seq = 0;
 	FILE *f = NULL;
 	int c, rc, fmt = 1, ex = AGENT_EXIT_FAIL;
@@ -373,14 +373,21 @@ cmd_restore(struct agent *a, int argc, char **argv)
 			return AGENT_EXIT_USAGE;
 		}
 	}
-	if (id != NULL && snapshot_parse_id(id, &seq) != 0) {
-		agent_error("bad snapshot id '%s'", id);
-		return AGENT_EXIT_USAGE;
+	/* "NAME#SEQ" names the snapshot's NAME when --name does not. */
+	if (name == NULL && id != NULL && strrchr(id, '#') != NULL && strrchr(id, '#') != id &&
+	    (size_t)(strrchr(id, '#') - id) < sizeof(idname)) {
+		memcpy(idname, id, (size_t)(strrchr(id, '#') - id));
+		idname[strrchr(id, '#') - id] = '\0';
+		name = idname;
 	}
 	if (name == NULL && (name = snapshot_default_name(a)) == NULL)
 		return AGENT_EXIT_USAGE;
-	if (agent_client(a, &r.c) != 0)
-		return SYNC_EXIT_CONFIG;
+	if (id != NULL && snapshots_parse_id(name, id, &seq, errbuf, sizeof(errbuf)) != 0) {
+		agent_error("%s", errbuf);
+		return AGENT_EXIT_USAGE;
+	}
+	if ((rc = agent_client(a, &r.c)) != 0)
+		return agent_setup_exit(a, "restore", rc);
 	r.a = a;
 	if (seq == 0) {
 		if ((rc = snapshot_latest(r.c, name, 0, &seq)) != 0) {
@@ -442,6 +449,13 @@ cmd_restore(struct agent *a, int argc, char **argv)
 	}
 	finish_dirs(&r);
 summary:
+	if (a->json)
+		agent_json(a,
+		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "command", "restore",
+		        "name", name, "seq", (json_int_t)seq, "to", r.to, "files",
+		        (json_int_t)r.files, "dirs", (json_int_t)r.dirs_done, "symlinks",
+		        (json_int_t)r.symlinks, "bytes", (json_int_t)r.bytes, "failed",
+		        (json_int_t)r.failed));
 	if (a->verbose >= 0)
 		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " files, %" PRIu64
 		       " dirs, %" PRIu64 " symlinks, %" PRIu64 " bytes%s\n",

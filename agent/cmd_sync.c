@@ -1777,6 +1777,15 @@ scan_phase(struct sync_run *s, int *exitp)
 	if (s->dry_run) {
 		r = print_pending(s);
 		db_rollback(s->db);
+		if (s->a->json)
+			agent_json(s->a,
+			    json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
+			        "sync", "name", s->name, "dry_run", 1, "would_send_files",
+			        (json_int_t)s->pending, "would_send_bytes",
+			        (json_int_t)s->pending_bytes, "would_send_chunks",
+			        (json_int_t)s->chunks_new, "would_send_chunk_bytes",
+			        (json_int_t)s->chunk_bytes_new, "would_send_trees",
+			        (json_int_t)s->trees_new, "gone", (json_int_t)gone));
 		printf("dry run '%s': %" PRIu64 " files (%" PRIu64 " bytes) would be sent, "
 		       "and %" PRIu64 " chunks of large files (%" PRIu64 " bytes) and %" PRIu64
 		       " directory trees; %" PRIu64 " known files are gone; nothing was sent\n",
@@ -2017,13 +2026,21 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	log_info("%s snapshot #%" PRIu64 " in %.3f s", unchanged ? "kept" : "recorded", h.seq,
 	    util_now_s() - t0);
-	if (a->verbose >= 0)
-		printf("snapshot %s#%" PRIu64 "%s: %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64
-		       " symlinks, %" PRIu64 " bytes; sent %" PRIu64 " files (%" PRIu64
-		       " bytes), %" PRIu64 " already on the server\n",
+	if (a->verbose >= 0) {
+		uint64_t nsent = s->sent + s->chunked_files_new;
+		char also[64] = "";
+
+		if (s->existed > 0)
+			snprintf(
+			    also, sizeof(also), ", %" PRIu64 " already on the server", s->existed);
+		printf("snapshot %s#%" PRIu64 "%s: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
+		       " %s, %" PRIu64 " bytes; sent %" PRIu64 " %s (%" PRIu64 " bytes)%s\n",
 		    name, h.seq, unchanged ? " unchanged (no new snapshot recorded)" : "", h.files,
-		    h.dirs, h.symlinks, h.bytes, s->sent + s->chunked_files_new, s->sent_bytes,
-		    s->existed);
+		    agent_plural(h.files, "file", "files"), h.dirs,
+		    agent_plural(h.dirs, "dir", "dirs"), h.symlinks,
+		    agent_plural(h.symlinks, "symlink", "symlinks"), h.bytes, nsent,
+		    agent_plural(nsent, "file", "files"), s->sent_bytes, also);
+	}
 	if (a->json)
 		agent_json(a,
 		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "

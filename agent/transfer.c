@@ -939,7 +939,8 @@ client_put_file(
 	}
 	if ((r = up_init(&u, c, key)) != 0)
 		goto out;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st0) != 0) {
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0 ||
+	    fstat(fd, &st0) != 0) {
 		r = client_fail(c, STEP_ESYS, "cannot open: %s", strerror(errno));
 		goto out;
 	}
