@@ -44,7 +44,9 @@ struct restore_run {
 	struct restore_dir *dirs;
 	size_t ndirs, capdirs;
 	uint64_t files, dirs_done, symlinks, bytes, failed;
-	int special;         /* --preserve-special-bits */
+	int special;   /* --preserve-special-bits */
+	int overwrite; /* enum restore_overwrite */
+	uint64_t kept, unchanged;
 	const char *subpath; /* --path, NULL: everything */
 	size_t sublen;
 	int fatal; /* a client error that ends the restore (server gone) */
@@ -121,6 +123,50 @@ tmp_name(struct restore_run *r, char *out, size_t outlen)
 	snprintf(out, outlen, ".stepsync-restore.%ld.%lu", (long)getpid(), ++r->tmpseq);
 }
 
+/* Format 1: a file already at leaf — 1 to leave it (identical, or kept by --overwrite's
+ * policy: reported), 0 to restore over it. */
+static int
+keep_existing(struct restore_run *r, const struct manifest_entry *e, int dfd, const char *leaf)
+{
+	char md5[HASH_MD5_HEX];
+	struct stat st;
+	struct hash_ctx *h;
+	uint8_t buf[65536], d[HASH_MD5_LEN];
+	ssize_t n;
+	int fd;
+
+	if (fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return 0;
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size == e->size &&
+	    (fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) >= 0) {
+		if ((h = hash_md5_new()) != NULL) {
+			while ((n = read(fd, buf, sizeof(buf))) > 0)
+				hash_update(h, buf, (size_t)n);
+			hash_final(h, d);
+			hash_free(h);
+			hash_to_hex(d, HASH_MD5_LEN, md5);
+			if (n == 0 && strcmp(md5, e->md5) == 0) {
+				close(fd);
+				r->unchanged++;
+				return 1;
+			}
+		}
+		close(fd);
+	}
+	if (r->overwrite == RESTORE_OVERWRITE_ALWAYS ||
+	    r->overwrite == RESTORE_OVERWRITE_IF_CHANGED)
+		return 0;
+	if (r->overwrite == RESTORE_OVERWRITE_IF_NEWER &&
+	    e->mtime_ns > (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec)
+		return 0;
+	if (r->overwrite != RESTORE_OVERWRITE_IF_NEWER)
+		agent_error("'%s' is already there and differs from the snapshot; left alone "
+		            "(--overwrite replaces it)",
+		    e->path);
+	r->kept++;
+	return 1;
+}
+
 static int
 restore_file(struct restore_run *r, const struct manifest_entry *e, int dfd, const char *leaf)
 {
@@ -128,6 +174,9 @@ restore_file(struct restore_run *r, const struct manifest_entry *e, int dfd, con
 	char tmp[64], *full = NULL;
 	size_t n;
 	int fd, rc;
+
+	if (keep_existing(r, e, dfd, leaf))
+		return 0;
 
 	if (e->size == 0) {
 		tmp_name(r, tmp, sizeof(tmp));
@@ -265,6 +314,7 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	ro.nconn = r->a->connections > 1 ? r->a->connections : 4;
 	ro.target = r->to;
 	ro.preserve_special_bits = r->special;
+	ro.overwrite = r->overwrite;
 	ro.owner = geteuid() == 0;
 	ro.error = restore_error;
 	rc = restore_tree(&ro, rec->root, subpath, &st);
@@ -273,9 +323,11 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	r->symlinks = st.symlinks;
 	r->bytes = st.bytes;
 	r->failed = st.failed;
+	r->kept = st.kept;
+	r->unchanged = st.unchanged;
 	switch (rc) {
 	case 0:
-		return AGENT_EXIT_OK;
+		return r->kept > 0 ? AGENT_EXIT_CONFLICT : AGENT_EXIT_OK;
 	case STEP_EIO:
 		return AGENT_EXIT_FAIL;
 	case STEP_ENOENT:
@@ -296,13 +348,14 @@ int
 cmd_restore(struct agent *a, int argc, char **argv)
 {
 	static const char usage[] = "restore [--name NAME] [--snapshot ID] [--path SUBPATH] "
-	                            "[--preserve-special-bits] --to DIR";
+	                            "[--overwrite WHEN] [--preserve-special-bits] --to DIR";
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "snapshot", required_argument, NULL, 's' },
 		{ "to", required_argument, NULL, 't' },
 		{ "path", required_argument, NULL, 'p' },
 		{ "preserve-special-bits", no_argument, NULL, 'S' },
+		{ "overwrite", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -336,6 +389,22 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		case 'S':
 			r.special = 1;
 			break;
+		case 'O':
+			if (strcmp(optarg, "never") == 0)
+				r.overwrite = RESTORE_OVERWRITE_NEVER;
+			else if (strcmp(optarg, "always") == 0)
+				r.overwrite = RESTORE_OVERWRITE_ALWAYS;
+			else if (strcmp(optarg, "if-changed") == 0)
+				r.overwrite = RESTORE_OVERWRITE_IF_CHANGED;
+			else if (strcmp(optarg, "if-newer") == 0)
+				r.overwrite = RESTORE_OVERWRITE_IF_NEWER;
+			else {
+				agent_error("--overwrite takes never, always, if-changed or "
+				            "if-newer, not '%s'",
+				    optarg);
+				return AGENT_EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			printf(
 			    "usage: stepsync %s\n\n"
@@ -347,8 +416,16 @@ cmd_restore(struct agent *a, int argc, char **argv)
 			    "  --path SUBPATH   restore only SUBPATH (a file or a directory of\n"
 			    "                   the snapshot), at its place under DIR\n"
 			    "  --preserve-special-bits  keep setuid, setgid and sticky bits and\n"
-			    "                   world-writable directories (dropped by default)\n\n"
+			    "                   world-writable directories (dropped by default)\n"
+			    "  --overwrite WHEN  a file already in DIR that differs from the\n"
+			    "                   snapshot's: never (default: left alone and "
+			    "listed),\n"
+			    "                   always, if-changed (replaced when it differs) or\n"
+			    "                   if-newer (when the snapshot's mtime is newer); "
+			    "one\n"
+			    "                   identical to the snapshot's is never rewritten\n\n"
 			    "exit status: 0 all restored; 1 some entries failed; 2 usage;\n"
+			    "  5 some files in DIR differ from the snapshot and were left alone;\n"
 			    "  75 server unreachable; 76 TLS failed; 77 login refused;\n"
 			    "  78 bad configuration\n",
 			    usage);
@@ -451,16 +528,27 @@ cmd_restore(struct agent *a, int argc, char **argv)
 summary:
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "command", "restore",
-		        "name", name, "seq", (json_int_t)seq, "to", r.to, "files",
+		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
+		        "restore", "name", name, "seq", (json_int_t)seq, "to", r.to, "files",
 		        (json_int_t)r.files, "dirs", (json_int_t)r.dirs_done, "symlinks",
 		        (json_int_t)r.symlinks, "bytes", (json_int_t)r.bytes, "failed",
-		        (json_int_t)r.failed));
-	if (a->verbose >= 0)
-		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " files, %" PRIu64
-		       " dirs, %" PRIu64 " symlinks, %" PRIu64 " bytes%s\n",
-		    name, seq, r.to, r.files, r.dirs_done, r.symlinks, r.bytes,
+		        (json_int_t)r.failed, "kept", (json_int_t)r.kept, "unchanged",
+		        (json_int_t)r.unchanged));
+	if (a->verbose >= 0) {
+		char extra[160] = "";
+
+		if (r.unchanged > 0 || r.kept > 0)
+			snprintf(extra, sizeof(extra),
+			    "; %" PRIu64 " already there and identical, %" PRIu64
+			    " left alone (they differ)",
+			    r.unchanged, r.kept);
+		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
+		       " %s, %" PRIu64 " bytes%s%s\n",
+		    name, seq, r.to, r.files, agent_plural(r.files, "file", "files"), r.dirs_done,
+		    agent_plural(r.dirs_done, "dir", "dirs"), r.symlinks,
+		    agent_plural(r.symlinks, "symlink", "symlinks"), r.bytes, extra,
 		    r.failed ? "; some entries FAILED" : "");
+	}
 	if (r.failed > 0) {
 		agent_error(
 		    "restore %s#%" PRIu64 ": %" PRIu64 " entries failed", name, seq, r.failed);
@@ -469,7 +557,7 @@ summary:
 		goto out;
 	}
 	if (fmt == 1)
-		ex = AGENT_EXIT_OK;
+		ex = r.kept > 0 ? AGENT_EXIT_CONFLICT : AGENT_EXIT_OK;
 out:
 	if (ex == 0 && r.failed > 0)
 		ex = AGENT_EXIT_FAIL;

@@ -571,6 +571,81 @@ add_file(
 	return 0;
 }
 
+/* 1 when the regular file fd holds exactly e's chunks. */
+static int
+same_content(int fd, const struct tree_entry *e)
+{
+	uint8_t *p = NULL, id[HASH_SHA256_LEN];
+	size_t i, cap = 0;
+	uint64_t off = 0;
+	ssize_t n;
+	int same = 1;
+
+	for (i = 0; same && i < e->nchunks; i++) {
+		size_t want = (size_t)e->chunks[i].size, got = 0;
+
+		if (want > cap) {
+			free(p);
+			if ((p = malloc(want)) == NULL)
+				return 0;
+			cap = want;
+		}
+		while (got < want && (n = pread(fd, p + got, want - got, (off_t)(off + got))) > 0)
+			got += (size_t)n;
+		hash_sha256(p, got, id);
+		same = got == want && memcmp(id, e->chunks[i].id, sizeof(id)) == 0;
+		off += want;
+	}
+	free(p);
+	return same;
+}
+
+/*
+ * An entry (file or symlink) whose name is taken in d already: 0 to restore it over what
+ * is there, 1 to leave what is there (identical, or kept by the policy: reported).
+ */
+static int
+existing(struct engine *g, struct rdir *d, const struct tree_entry *e, const char *name)
+{
+	char path[1024], target[TREE_TARGET_MAX + 2];
+	struct stat st;
+	ssize_t n;
+	int fd, same = 0;
+
+	if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return 0; /* nothing there (or nothing we can see: the restore says why) */
+	if (e->type == TREE_FILE && S_ISREG(st.st_mode) && (uint64_t)st.st_size == e->size) {
+		fd = openat(d->fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		same = fd >= 0 && same_content(fd, e);
+		if (fd >= 0)
+			close(fd);
+	} else if (e->type == TREE_SYMLINK && S_ISLNK(st.st_mode)) {
+		n = readlinkat(d->fd, name, target, sizeof(target));
+		same = n == (ssize_t)e->targetlen && memcmp(target, e->target, e->targetlen) == 0;
+	}
+	if (same) {
+		ADD(&g->st.unchanged, 1);
+		return 1;
+	}
+	switch (g->o->overwrite) {
+	case RESTORE_OVERWRITE_ALWAYS:
+	case RESTORE_OVERWRITE_IF_CHANGED:
+		return 0;
+	case RESTORE_OVERWRITE_IF_NEWER:
+		if (e->mtime_ns > (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec)
+			return 0;
+		ADD(&g->st.kept, 1);
+		return 1;
+	}
+	path_of(d, name, path, sizeof(path));
+	report(g,
+	    "'%s' is already there and differs from the snapshot; left alone "
+	    "(--overwrite replaces it)",
+	    path);
+	ADD(&g->st.kept, 1);
+	return 1;
+}
+
 /* One entry of d's tree. */
 static void
 add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct batch *b)
@@ -580,6 +655,8 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 
 	memcpy(name, e->name, e->namelen);
 	name[e->namelen] = '\0';
+	if (e->type != TREE_DIR && existing(g, d, e, name))
+		return;
 	switch (e->type) {
 	case TREE_DIR:
 		r = add_subdir(g, d, e, name, b);

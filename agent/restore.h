@@ -29,13 +29,25 @@
  * o.… is not on the server"); serialised (never two at once), from any thread. */
 typedef void restore_error_fn(void *arg, const char *msg);
 
+/* What to do with a file or symlink that is already in the target (restic 0.17's words):
+ * NEVER (the default) leaves one that differs from the snapshot alone and reports it;
+ * ALWAYS replaces it; IF_CHANGED replaces it when it differs; IF_NEWER when the snapshot's
+ * mtime is newer than its own. One identical to the snapshot's is never written again. */
+enum restore_overwrite {
+	RESTORE_OVERWRITE_NEVER = 0,
+	RESTORE_OVERWRITE_ALWAYS,
+	RESTORE_OVERWRITE_IF_CHANGED,
+	RESTORE_OVERWRITE_IF_NEWER,
+};
+
 struct restore_opts {
 	const struct client_opts *client; /* each connection's settings (borrowed) */
 	int nconn;                        /* connections, one thread each; 0: 4 */
 	const char *target;               /* directory to restore into; created when missing */
 	int preserve_special_bits;        /* keep setuid/setgid/sticky, world-writable dirs */
-	int owner;    /* also restore uid/gid (fchown; needs privilege), else leave ours */
-	int no_flush; /* skip the final syncfs() (tests, benchmarks) */
+	int owner;     /* also restore uid/gid (fchown; needs privilege), else leave ours */
+	int no_flush;  /* skip the final syncfs() (tests, benchmarks) */
+	int overwrite; /* enum restore_overwrite */
 	restore_error_fn *error; /* NULL: errors are only counted */
 	void *error_arg;
 };
@@ -45,14 +57,16 @@ struct restore_stats {
 	uint64_t bytes;                 /* file content written */
 	uint64_t trees;                 /* tree objects fetched */
 	uint64_t failed;                /* entries not restored (each reported) */
-	uint64_t requests;              /* GET and DOWNLOAD requests sent */
+	uint64_t kept;      /* files already in the target, different, left alone (reported) */
+	uint64_t unchanged; /* files already in the target, identical: not written */
+	uint64_t requests;  /* GET and DOWNLOAD requests sent */
 };
 
 /*
  * Restores the tree root (its id) into o->target; with subpath ('/'-separated, relative,
  * e.g. "home/ann/notes"), only that entry of the snapshot (a file, symlink or whole
  * directory), at the same path below the target, with the directories on its way.
- * Existing files of the same name are replaced; directories are merged.
+ * Files and symlinks already in the target follow o->overwrite; directories are merged.
  * Returns 0 when everything was restored; STEP_EIO when some entries were not (each
  * reported through o->error, counted in st->failed); STEP_ENOENT when subpath is not in
  * the snapshot; STEP_EINVAL (bad options or subpath); STEP_ESYS when the target cannot be

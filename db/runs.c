@@ -16,6 +16,8 @@ static const char *const runs_steps[] = {
 	" name TEXT PRIMARY KEY, command TEXT NOT NULL, time INTEGER NOT NULL,"
 	" exit_status INTEGER NOT NULL, result TEXT NOT NULL, snapshot TEXT, error TEXT,"
 	" last_ok INTEGER NOT NULL DEFAULT 0);",
+	/* The order of runs within one second (time has a second's resolution). */
+	"ALTER TABLE runs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
 };
 
 int
@@ -39,9 +41,11 @@ runs_put(struct db *db, const struct runs_rec *rec)
 	int rc;
 
 	rc = sqlite3_prepare_v2(db_handle(db),
-	    "INSERT INTO runs(name, command, time, exit_status, result, snapshot, error, last_ok)"
-	    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?4 = 0 THEN ?3 ELSE 0 END)"
+	    "INSERT INTO runs(name, command, time, exit_status, result, snapshot, error, last_ok,"
+	    " seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?4 = 0 THEN ?3 ELSE 0 END,"
+	    " (SELECT coalesce(max(seq), 0) + 1 FROM runs))"
 	    " ON CONFLICT(name) DO UPDATE SET command = excluded.command, time = excluded.time,"
+	    " seq = excluded.seq,"
 	    " exit_status = excluded.exit_status, result = excluded.result,"
 	    " snapshot = coalesce(excluded.snapshot, runs.snapshot), error = excluded.error,"
 	    " last_ok = CASE WHEN excluded.exit_status = 0 THEN excluded.time"
@@ -86,7 +90,7 @@ runs_each(struct db *db, runs_each_fn *fn, void *arg)
 	int rc, r = 0;
 
 	rc = sqlite3_prepare_v2(db_handle(db),
-	    "SELECT " RUNS_COLUMNS " FROM runs ORDER BY time DESC, name", -1, &st, NULL);
+	    "SELECT " RUNS_COLUMNS " FROM runs ORDER BY time DESC, seq DESC, name", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return db_err(rc);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

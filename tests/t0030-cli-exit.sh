@@ -6,7 +6,8 @@
 . "$TOP/tests/lib.sh"
 S="$BIN/stepsync"
 cd "$T_DIR" || exit 1
-start_stepd --auth open || exit 1
+# Six wrong passwords in a row are this script's business, not an attack: no throttle.
+start_stepd --auth open --login-fail-limit 1000 || exit 1
 export STEPSYNC_PASSWORD=alice STEPSYNC_CONFIG=$T_DIR/none.conf
 ss() { "$S" --server "127.0.0.1:$STEPD_PORT" --user alice --timeout 5 "$@"; }
 echo hello >f.txt
@@ -64,4 +65,17 @@ ok "--help documents the exit statuses" '
 	for c in put get rm info data ping; do
 		"$S" $c --help | grep -q "^exit status:" || { echo "$c"; exit 1; }
 	done'
+
+# A server that throttles failed logins (its defaults): the refusal is told from a wrong
+# password, with the server's words, and is temporary (75), not 77.
+STEPD_NAME=thr start_stepd --auth open || exit 1
+ok "a throttled login: exit 75 and the server's 'retry in N s', not a wrong password" '
+	i=0 && while [ $i -lt 12 ]; do
+		STEPSYNC_PASSWORD=wrong ss ping >/dev/null 2>"$T_DIR/thr.err"
+		[ $? -eq 75 ] && break
+		i=$((i + 1))
+	done &&
+	grep -q "retry in [0-9]* s" "$T_DIR/thr.err" &&
+	STEPSYNC_PASSWORD=wrong expect_exit 75 ss ping
+'
 done_testing
