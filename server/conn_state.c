@@ -174,7 +174,8 @@ too_large(struct conn_state *cs, const struct step_hdr *hdr)
 	fail_framing(cs, STEP_ST_TOOLARGE, msg);
 }
 
-/* 1 when req must wait for a pending reply: it names a pending slot's key, or lists keys. */
+/* 1 when req must wait for a pending reply: it names a pending slot's key, lists keys, or is
+ * a LOGIN while a reply is pending. */
 static int
 must_wait(const struct conn_state *cs, const json_t *req)
 {
@@ -184,6 +185,10 @@ must_wait(const struct conn_state *cs, const json_t *req)
 
 	if (cs->npending == 0)
 		return 0;
+	/* One LOGIN in flight per connection: a pipelined burst of them cannot fill the
+	 * password threads' queue before the first failures are counted. */
+	if (codec_get_str(req, "operation", &op, &oplen) == 0 && strcmp(op, "LOGIN") == 0)
+		return 1;
 	if (codec_get_str(req, "key", &key, &keylen) == 0) {
 		for (sl = cs->qhead; sl != NULL; sl = sl->next)
 			if (!sl->ready &&

@@ -168,9 +168,10 @@ struct store {
 	pthread_t thread;
 	int thread_started;
 	/* Fault hook (tests): fail the n-th block pwrite / commit sync (alloc: a global). */
-	long fault_write, fault_fsync;
+	long fault_write, fault_fsync, fault_dirsync;
 	int fault_errno;
 	long nwrite, nfsync; /* counted under mu / by the commit thread */
+	long ndirsync;       /* commit thread */
 };
 
 long store_fault_alloc_at;
@@ -2030,7 +2031,10 @@ batch_run(struct store *s, struct store_job *batch)
 		}
 		nrenamed++;
 	}
-	if (nrenamed > 0 && fsync(s->objfd) != 0) {
+	if (nrenamed > 0 &&
+	    (fault_hit(&s->ndirsync, s->fault_dirsync, "directory fsync")
+	            ? (errno = s->fault_errno, 1)
+	            : fsync(s->objfd) != 0)) {
 		/* The new names may not survive a crash: the commits fail (their files are
 		 * removed below, as renamed but not recorded). */
 		int e = err_from_errno(errno);
@@ -2296,6 +2300,9 @@ parse_fault(struct store *s)
 		else if (strncmp(p, "fsync:", 6) == 0 &&
 		    util_parse_ll(p + 6, 1, 1LL << 40, &n) == 0)
 			s->fault_fsync = (long)n;
+		else if (strncmp(p, "dirsync:", 8) == 0 &&
+		    util_parse_ll(p + 8, 1, 1LL << 40, &n) == 0)
+			s->fault_dirsync = (long)n;
 		else if (strncmp(p, "alloc:", 6) == 0 &&
 		    util_parse_ll(p + 6, 1, 1LL << 40, &n) == 0)
 			store_fault_alloc_at = (long)n;
@@ -2304,7 +2311,7 @@ parse_fault(struct store *s)
 		else if (strcmp(p, "enospc") == 0)
 			s->fault_errno = ENOSPC;
 	}
-	if (s->fault_write || s->fault_fsync || store_fault_alloc_at)
+	if (s->fault_write || s->fault_fsync || s->fault_dirsync || store_fault_alloc_at)
 		log_warnx("test fault hook active: STEP_FAULT=%s", f);
 }
 

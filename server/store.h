@@ -17,8 +17,9 @@
  * calls the waiting requests' completion functions from that thread. Functions that queue
  * such work return STORE_PENDING and call the waiter exactly once later.
  *
- * Test-only fault hook: STEP_FAULT="write:N[,fsync:M][,alloc:K][,enospc|eio]" makes the
- * N-th block pwrite (and/or the M-th commit sync) fail with ENOSPC (default) or EIO, and
+ * Test-only fault hook: STEP_FAULT="write:N[,fsync:M][,dirsync:D][,alloc:K][,enospc|eio]"
+ * makes the N-th block pwrite (and/or the M-th commit sync, the D-th sync of obj/ after a
+ * commit's renames) fail with ENOSPC (default) or EIO, and
  * the K-th allocation on the request path (handler replies and pending replies, DATA
  * records, DOWNLOAD buffers, uploads, commit jobs, resume plans) fail as if malloc had
  * returned NULL: that request is answered 500, the server goes on. Each fault fires once.

@@ -4,7 +4,8 @@
 # nothing large is buffered before a valid token (RSS growth for 200 unauthenticated
 # connections bounded); per-address caps on connections and on unauthenticated ones; a
 # deadline to log in; descriptor exhaustion costs no CPU and one log line, and service
-# resumes; a block whose bytes a power loss lost is asked for again, never committed;
+# resumes; a block whose bytes a power loss lost is asked for again, never committed; a
+# failed directory sync fails the commit (STEP_FAULT=dirsync:1);
 # orphans in obj/ and a pack's unreferenced end are reclaimed at start-up; uploads in
 # progress hold no descriptor and are capped per user; user del / passwd end tokens at
 # once, tokens are bound to the auth mode; TLS 1.2 offers ECDHE+AEAD only; --no-plain.
@@ -425,6 +426,26 @@ assert c.req(r(\"FILE\", \"LIST\", token=open(\"$T_DIR/open.tok\").read()))[0][\
 "'
 t_stop 'SIGTERM exits 0'
 unset STEPD_ROOT_DIR
+
+# ---- a failed directory sync fails the commit ----------------------------------------------
+STEPD_NAME=dirsync
+export STEP_FAULT=dirsync:1
+t_start 'stepd with STEP_FAULT=dirsync:1 (the first sync of obj/ after a commit fails)' --auth open
+unset STEP_FAULT
+ok 'the commit is not acknowledged (507 or 500), nothing is visible; a second upload commits' '
+	python3 -c "
+exec(open(\"$T_DIR/dos.py\").read().split(\"cmd, port\")[0])
+c = C($STEPD_PORT)
+tok = login(c, \"ds\")
+d = os.urandom(50000)
+assert c.req(r(\"FILE\", \"SAVE\", token=tok, key=\"d\", size=len(d)))[0][\"status\"] == 200
+for i in range(3):
+    rep, _ = c.req(r(\"FILE\", \"UPLOAD\", token=tok, key=\"d\", block_index=i), d[i * 20480:(i + 1) * 20480])
+assert rep[\"status\"] in (500, 507) and \"md5\" not in rep, rep
+assert c.req(r(\"FILE\", \"GET\", token=tok, key=\"d\"))[0][\"status\"] == 404
+assert put(c, tok, \"d\", d) == md5(d) and get(c, tok, \"d\") == d
+" && [ "$(ls "$STEPD_ROOT/obj" | wc -l)" = 1 ]'
+t_stop 'SIGTERM exits 0'
 
 # ---- TLS ------------------------------------------------------------------------------------
 ok 'a test certificate (RSA, so static-RSA suites could be offered)' '

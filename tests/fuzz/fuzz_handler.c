@@ -97,7 +97,7 @@ fz_init(void)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct handler h = { NULL, NULL, fz_post, NULL };
+	struct handler h = { NULL, NULL, fz_post, NULL, 0 };
 	struct conn_state cs;
 	size_t off = 0;
 

@@ -386,6 +386,93 @@ test_pack_rollover(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* objgen: a stable store_id, obj_gen moved by removing a complete object only; the cap on
+ * uploads in progress per user; save_md5's claim rules (423 for other content, the same
+ * content resumes, the own upload_id starts over, a mismatching commit is refused). */
+static void
+test_objgen_cap_claim(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", cmd[128], id[33], m1[33], m2[33], uid[17];
+	const char *root = mkdtemp(tmpl);
+	const uint8_t one[] = "0123456789", two[] = "abcdefghij";
+	struct store_upload *u = NULL;
+	struct store_plan plan;
+	struct store *s;
+	struct wait w;
+	int64_t gen = -1;
+
+	assert_non_null(root);
+	hash_md5_hex(one, 10, m1);
+	hash_md5_hex(two, 10, m2);
+	s = open_store(root);
+	snprintf(id, sizeof(id), "%s", store_id(s));
+	assert_int_equal(strlen(id), 32);
+	assert_int_equal(store_obj_gen(s, "u", &gen), 0);
+	assert_int_equal(gen, 0);
+	/* Claims. */
+	assert_int_equal(store_file_save_ex(s, "u", "k", 1, 10, 0, NULL, m1, &plan, NULL), 0);
+	memcpy(uid, plan.upload_id, sizeof(uid));
+	free(plan.ranges);
+	assert_int_equal(
+	    store_file_save_ex(s, "u", "k", 1, 10, 0, NULL, m2, &plan, NULL), STORE_LOCKED);
+	assert_int_equal(store_file_save_ex(s, "u", "k", 1, 10, 0, NULL, m1, &plan, NULL), 0);
+	assert_string_equal(plan.upload_id, uid);
+	free(plan.ranges);
+	assert_int_equal(store_file_save_ex(s, "u", "k", 1, 10, 0, uid, m2, &plan, NULL), 0);
+	assert_string_not_equal(plan.upload_id, uid);
+	free(plan.ranges);
+	/* Declared m2, sent one: refused at the commit, nothing visible. */
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	wait_init(&w);
+	assert_int_equal(store_upload_write(s, u, 0, one, 4, &w.w), 0);
+	assert_int_equal(store_upload_write(s, u, 1, one + 4, 4, &w.w), 0);
+	assert_int_equal(store_upload_write(s, u, 2, one + 8, 2, &w.w), STORE_PENDING);
+	store_upload_put(s, u);
+	wait_for_done(&w);
+	assert_int_equal(w.err, STEP_EMISMATCH);
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), STEP_ENOENT);
+	/* The cap: 2 uploads in progress per user. */
+	store_set_max_uploads(s, 2);
+	assert_int_equal(store_file_save(s, "u", "a", 1, 10, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(store_file_save(s, "u", "b", 1, 10, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(store_file_save(s, "u", "c", 1, 10, &plan, NULL), STEP_EBUSY);
+	assert_int_equal(store_file_save(s, "v", "c", 1, 10, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(store_file_delete(s, "u", "a", 1, NULL), STORE_TMP_DELETED);
+	assert_int_equal(store_file_save(s, "u", "c", 1, 10, &plan, NULL), 0);
+	free(plan.ranges);
+	/* A complete object, then its removal: obj_gen 1; the drop above did not count. */
+	assert_int_equal(store_upload_get(s, "u", "b", 1, &u), 0);
+	wait_init(&w);
+	assert_int_equal(store_upload_write(s, u, 0, two, 4, &w.w), 0);
+	assert_int_equal(store_upload_write(s, u, 1, two + 4, 4, &w.w), 0);
+	assert_int_equal(store_upload_write(s, u, 2, two + 8, 2, &w.w), STORE_PENDING);
+	store_upload_put(s, u);
+	wait_for_done(&w);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(store_obj_gen(s, "u", &gen), 0);
+	assert_int_equal(gen, 0);
+	wait_init(&w);
+	assert_int_equal(store_file_delete(s, "u", "b", 1, &w.w), STORE_PENDING);
+	wait_for_done(&w);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(store_obj_gen(s, "u", &gen), 0);
+	assert_int_equal(gen, 1);
+	assert_int_equal(store_obj_gen(s, "v", &gen), 0);
+	assert_int_equal(gen, 0);
+	store_free(s);
+	/* Both kept by a restart. */
+	s = open_store(root);
+	assert_string_equal(store_id(s), id);
+	assert_int_equal(store_obj_gen(s, "u", &gen), 0);
+	assert_int_equal(gen, 1);
+	store_free(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -396,6 +483,7 @@ main(void)
 		cmocka_unit_test(test_inline_object),
 		cmocka_unit_test(test_put_many),
 		cmocka_unit_test(test_pack_rollover),
+		cmocka_unit_test(test_objgen_cap_claim),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
