@@ -714,6 +714,12 @@ client_data_delete(struct client *c, const char *key)
 int
 client_file_info(struct client *c, const char *key, struct client_file_info *info)
 {
+	return client_file_plan(c, key, 0, info);
+}
+
+int
+client_file_plan(struct client *c, const char *key, uint32_t want_bs, struct client_file_info *info)
+{
 	json_t *req = NULL, *resp = NULL;
 	long long size, bs, total;
 	const char *md5;
@@ -723,6 +729,8 @@ client_file_info(struct client *c, const char *key, struct client_file_info *inf
 	if ((req = client_req(c, "FILE", "GET")) == NULL)
 		return client_fail(c, STEP_ENOMEM, "out of memory");
 	json_object_set_new(req, "key", json_string(key));
+	if (want_bs > 0)
+		json_object_set_new(req, "want_block_size", json_integer(want_bs));
 	r = client_request(c, req, NULL, 0, &resp);
 	if (r == STEP_ESTATUS) {
 		r = client_fail_status(c,

@@ -104,6 +104,11 @@ int client_rx_fill(struct client *c);
 int client_recv(struct client *c, int timeout_ms, json_t **respp, const uint8_t **binp,
     uint32_t *binlen, size_t *pktlen);
 
+/* FILE GET asking (any_block extension) for a download plan of want_bs-byte blocks (0: the
+ * server's). As client_file_info(). */
+int client_file_plan(
+    struct client *c, const char *key, uint32_t want_bs, struct client_file_info *info);
+
 /* Status of an answer, or 0 when absent or not an integer. */
 int client_resp_status(const json_t *resp);
 

@@ -130,7 +130,9 @@ want_block_size(const struct client *c, uint64_t size, int mem)
 	}
 	while (bs < BIG_BLOCK_MAX && size / (2 * (uint64_t)bs) >= BIG_MIN_BLOCKS)
 		bs *= 2;
-	return bs > STEP_SPEC_MAX_BLOCK ? bs : 0;
+	/* At least the specification's largest block: stepd's default plan is the deployed
+	 * 20480 bytes, for clients that cut blocks at that size whatever the plan says. */
+	return size > STEP_REF_BLOCK_SIZE ? bs : 0;
 }
 
 static uint32_t
@@ -1031,7 +1033,21 @@ struct down {
 	uint32_t next_recv; /* blocks 0..next_recv-1 are written */
 	uint64_t flushed;   /* bytes [0, flushed) handed to writeback early */
 	uint64_t requests;
+	int any_block; /* the plan's block size was asked for: DOWNLOADs name it */
 };
+
+/* The download plan: 1 MiB blocks from a server with any_block (ensured by the GET's
+ * connection), else the server's own. */
+static int
+download_plan(struct down *d)
+{
+	int r;
+
+	if ((r = client_ensure(d->c)) != 0)
+		return r;
+	d->any_block = (d->c->ext & CLIENT_EXT_ANY_BLOCK) != 0;
+	return client_file_plan(d->c, d->key, d->any_block ? BIG_BLOCK_MAX : 0, &d->info);
+}
 
 /* Written bytes between early writebacks of a download: the final fsync then finds
  * little left to write instead of the whole file. */
@@ -1090,7 +1106,12 @@ download_pass(struct down *d)
 	json_t *resp;
 	char js[STEP_HDR_LEN + sizeof(d->key_json) + 600];
 	uint64_t last_progress = 0, now;
-	int window = window_for(c, 0), st, n, r = 0, rd = 0, wr = 0;
+	int window = window_for(c, d->any_block ? d->info.block_size : 0), st, n, r = 0, rd = 0,
+	    wr = 0;
+	char bsf[32] = "";
+
+	if (d->any_block)
+		snprintf(bsf, sizeof(bsf), ",\"block_size\":%u", d->info.block_size);
 
 	buf_reset(&c->tx);
 	while (d->next_recv < total) {
@@ -1098,8 +1119,8 @@ download_pass(struct down *d)
 		while (next_req < total && next_req - d->next_recv < (uint32_t)window) {
 			n = snprintf(js + STEP_HDR_LEN, sizeof(js) - STEP_HDR_LEN,
 			    "{\"type\":\"FILE\",\"operation\":\"DOWNLOAD\",\"direction\":"
-			    "\"REQUEST\",\"token\":\"%s\",\"key\":%s,\"block_index\":%u}",
-			    c->token, d->key_json, next_req);
+			    "\"REQUEST\",\"token\":\"%s\",\"key\":%s,\"block_index\":%u%s}",
+			    c->token, d->key_json, next_req, bsf);
 			if (n < 0 || (size_t)n >= sizeof(js) - STEP_HDR_LEN)
 				return client_fail(c, STEP_ETOOBIG, "request too long");
 			codec_put_header((uint8_t *)js, (uint32_t)n, 0);
@@ -1315,7 +1336,7 @@ client_get_file(
 	d.fd = -1;
 	if (strlen(key) > CLIENT_KEY_MAX)
 		return client_fail(c, STEP_EINVAL, "key longer than %d bytes", CLIENT_KEY_MAX);
-	if ((r = client_file_info(c, key, &d.info)) != 0)
+	if ((r = download_plan(&d)) != 0)
 		return r;
 	dcopy = strdup(path);
 	bcopy = strdup(path);
@@ -1388,7 +1409,7 @@ client_get_mem(struct client *c, const char *key, size_t max, uint8_t **outp, si
 	d.fd = -1;
 	if (strlen(key) > CLIENT_KEY_MAX)
 		return client_fail(c, STEP_EINVAL, "key longer than %d bytes", CLIENT_KEY_MAX);
-	if ((r = client_file_info(c, key, &d.info)) != 0)
+	if ((r = download_plan(&d)) != 0)
 		return r;
 	if (d.info.size > max)
 		return client_fail(c, STEP_ETOOBIG, "file is larger than %zu bytes", max);

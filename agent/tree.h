@@ -40,7 +40,7 @@
 #define TREE_VERSION     1
 #define TREE_NAME_MAX    255
 #define TREE_TARGET_MAX  4095
-#define TREE_CHUNKS_MAX  (1u << 22)   /* 32 TiB of 8 MiB chunks */
+#define TREE_CHUNKS_MAX  (1u << 22) /* 32 TiB of 8 MiB chunks */
 #define TREE_ENTRIES_MAX (1u << 22)
 #define TREE_MAX_BYTES   (256u << 20) /* largest tree object accepted */
 
@@ -104,8 +104,8 @@ void tree_reader_release(struct tree_reader *r);
  * levels only. Returns 0, STEP_EINVAL (a path out of order, or with an unsafe component),
  * STEP_ENOMEM, or emit's error (which ends the build).
  */
-typedef int tree_emit_fn(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data,
-    size_t len);
+typedef int tree_emit_fn(
+    void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, size_t len);
 struct tree_builder;
 int tree_builder_new(tree_emit_fn *emit, void *arg, struct tree_builder **outp);
 int tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e);

@@ -14,11 +14,11 @@ ok "a 20 MB pipelined round trip is byte-identical" '
 	head -c 20000000 /dev/urandom >big.bin && ss put big.bin >out &&
 	grep -q "^big.bin $(md5sum <big.bin | cut -d" " -f1)$" out &&
 	ss get big.bin -o big.out >/dev/null && cmp big.bin big.out'
-ok "a 64 MiB file goes up in 128 KiB blocks (big_blocks) and comes back in 64 KiB ones" '
+ok "a 64 MiB file goes up in 128 KiB blocks (big_blocks); its plan is the default 20480" '
 	head -c $((64 << 20)) /dev/urandom >huge.bin && echo x >>huge.bin &&
 	ss --json put huge.bin >out &&
 	python3 -c "import json; d = json.load(open(\"out\")); assert d[\"blocks_total\"] == 513, d" &&
-	ss info huge.bin | grep -q "^blocks: 1025 x 65536 bytes$" &&
+	ss info huge.bin | grep -q "^blocks: 3277 x 20480 bytes$" &&
 	ss get huge.bin -o huge.out >/dev/null && cmp huge.bin huge.out'
 ok "an interrupted big-block put resumes in its own block size" '
 	"$S" --server "127.0.0.1:$STEPD_PORT" --user bob --state hs.db put --bwlimit 8M \
