@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "client_impl.h"
 #include "err.h"
 #include "log.h"
 #include "sender.h"
@@ -63,11 +64,20 @@ static void
 send_one(struct client *c, struct sjob *j)
 {
 	struct client_result res;
-	int r;
+	int r, attempt;
 
 	memset(&res, 0, sizeof(res));
-	r = client_put_mem_md5(c, j->data, j->len, j->given_md5[0] ? j->given_md5 : NULL, j->key,
-	    CLIENT_PUT_EXIST_OK, &res);
+	/* A server fault (5xx: a failed commit, a full disk that may clear) is tried again a
+	 * few times, as the PUTMANY path does. */
+	for (attempt = 0;; attempt++) {
+		r = client_put_mem_md5(c, j->data, j->len, j->given_md5[0] ? j->given_md5 : NULL,
+		    j->key, CLIENT_PUT_EXIST_OK, &res);
+		if (r != STEP_ESTATUS || client_status(c) < 500 || attempt >= 3 ||
+		    util_stop_pending())
+			break;
+		log_info("'%s': %s; trying again", j->key, client_error(c));
+		client_backoff(attempt + 1);
+	}
 	if (r == STEP_EEXIST) {
 		/* Our content key holds other bytes (a damaged object): replace it. */
 		log_warnx("object '%s' on the server has the wrong content; replacing it", j->key);

@@ -60,13 +60,6 @@ ok "a fresh state: the server listing confirms every object, none is sent" '
 	grep -q "\"sent_bytes\":0," "$T_DIR/out2.json" &&
 	[ "$(grep -c "PUTMANY: " "$STEPD_LOG")" -eq "$n1" ]
 '
-	before=$(putmany_objects "$STEPD_LOG") && n1=$(grep -c "PUTMANY: " "$STEPD_LOG") &&
-	$SS --state "$T_DIR/fresh2.db" --json sync --name pm "$SRC" >"$T_DIR/out2.json" &&
-	grep -q "\"sent_files\":0," "$T_DIR/out2.json" &&
-	grep -q "\"existed\":$NOBJ," "$T_DIR/out2.json" &&
-	[ $(($(putmany_objects "$STEPD_LOG") - before)) -eq $NPM ] &&
-	[ -z "$(grep "PUTMANY: " "$STEPD_LOG" | tail -n +$((n1 + 1)) | grep -v ", 0 to commit")" ]
-'
 
 ok "a changed file and a new one go in a PUTMANY; the restore has them" '
 	printf changed >"$SRC/d05/s0/f0005.bin" && printf new >"$SRC/d06/new.txt" &&
@@ -80,7 +73,8 @@ ok "a changed file and a new one go in a PUTMANY; the restore has them" '
 t_stop 'SIGTERM exits 0'
 
 # A failed commit sync: the entries of the PUTMANY it held are answered 507 and their
-# files go with SAVE + UPLOAD.
+# files go with SAVE + UPLOAD (or, when the directory's tree was in that commit, the
+# tree's upload is answered 507 and tried again).
 SMALL=$T_DIR/small
 mkdir -p "$SMALL" && for i in $(seq 1 40); do head -c $((i * 200)) /dev/urandom >"$SMALL/f$i"; done
 STEPD_NAME=fsync
@@ -92,7 +86,8 @@ ok "fsync fault: the refused entries are sent again, restore identical" '
 	$SS --state "$T_DIR/fs.db" -v --json sync --name fs "$SMALL" >"$T_DIR/fs.json" 2>"$T_DIR/fs.err" &&
 	grep -q "\"sent_files\":40," "$T_DIR/fs.json" &&
 	grep -q "test fault hook: " "$STEPD_LOG" &&
-	grep -q "PUTMANY: [0-9]* of [0-9]* files not stored" "$T_DIR/fs.err" &&
+	{ grep -q "PUTMANY: [0-9]* of [0-9]* files not stored" "$T_DIR/fs.err" ||
+	  grep -q "(507); trying again" "$T_DIR/fs.err"; } &&
 	[ "$(putmany_objects "$STEPD_LOG")" -ge 1 ] &&
 	$SS --state "$T_DIR/fs-fresh.db" restore --name fs --to "$T_DIR/rfs" &&
 	same_tree "$SMALL" "$T_DIR/rfs"
