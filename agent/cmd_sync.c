@@ -206,6 +206,39 @@ struct sync_run {
 static void set_fatal(struct sync_run *s, int r, const char *what, const char *detail);
 static int is_transport(int r);
 
+/* Opens a file the scan saw (st0, its lstat) for reading, with *ap the stat it is read
+ * against: st0 on the first try, an fstat after the open on a retry (try > 0). The
+ * descriptor, or -1 (errno set; EINVAL for something that is no regular file). O_NONBLOCK:
+ * a FIFO put in the file's place since the scan must not block the open. */
+static int
+open_scanned(int dirfd, const char *name, const struct stat *st0, int try, struct stat *ap)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return -1;
+	if (try == 0)
+		*ap = *st0;
+	else if (fstat(fd, ap) != 0)
+		goto fail;
+	if (S_ISREG(ap->st_mode))
+		return fd;
+	errno = EINVAL;
+fail:
+	close(fd);
+	return -1;
+}
+
+/* 1 when b (an fstat after reading) shows the file a (before reading; st0: the scan's)
+ * unchanged: same inode, size, mtime and ctime. */
+static int
+unchanged_while_read(const struct stat *a, const struct stat *b, const struct stat *st0)
+{
+	return S_ISREG(b->st_mode) && a->st_ino == b->st_ino && a->st_dev == b->st_dev &&
+	    a->st_size == b->st_size && scan_mtime_ns(a) == scan_mtime_ns(b) &&
+	    scan_ctime_ns(a) == scan_ctime_ns(b) && a->st_ino == st0->st_ino;
+}
+
 /* Hashes the file (SHA-256 for the key, MD5 for the server) and checks it did not change
  * while read: its fstat after the read must match st0 (the scan's lstat, taken before the
  * open; on a retry, try > 0, an fstat after the open instead). Returns 0, STEP_ECHANGED,
@@ -227,16 +260,8 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 
 	free(s->hheld);
 	s->hheld = NULL;
-	/* O_NONBLOCK: a FIFO put in the file's place since the scan must not block the open;
-	 * it is no regular file and fails the check below. */
-	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
+	if ((fd = open_scanned(dirfd, name, st0, try, &a)) < 0)
 		return STEP_ESYS;
-	if (try == 0)
-		a = *st0;
-	else if (fstat(fd, &a) != 0)
-		goto out;
-	if (!S_ISREG(a.st_mode))
-		goto out;
 	if (a.st_size >= SYNC_CHUNKED) { /* not reached: chunk_file() reads those */
 		if (s->sha == NULL)
 			s->sha = hash_sha256_new();
@@ -277,9 +302,7 @@ hash_once(struct sync_run *s, int dirfd, const char *name, const struct stat *st
 	}
 	if (fstat(fd, &b) != 0)
 		goto out;
-	if (!S_ISREG(b.st_mode) || a.st_ino != b.st_ino || a.st_dev != b.st_dev ||
-	    a.st_size != b.st_size || scan_mtime_ns(&a) != scan_mtime_ns(&b) ||
-	    scan_ctime_ns(&a) != scan_ctime_ns(&b) || a.st_ino != st0->st_ino) {
+	if (!unchanged_while_read(&a, &b, st0)) {
 		r = STEP_ECHANGED;
 		goto out;
 	}
@@ -606,14 +629,8 @@ chunk_file(struct sync_run *s, int dirfd, const char *name, const struct stat *s
 	ssize_t n;
 	int fd, eof = 0, r = STEP_ESYS, isnew, i;
 
-	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
+	if ((fd = open_scanned(dirfd, name, st0, try, &a)) < 0)
 		return STEP_ESYS;
-	if (try == 0)
-		a = *st0;
-	else if (fstat(fd, &a) != 0)
-		goto out;
-	if (!S_ISREG(a.st_mode))
-		goto out;
 	if (s->cbuf == NULL)
 		s->cbuf = xmalloc(SYNC_CBUF);
 	s->clist.len = 0;
@@ -678,10 +695,7 @@ chunk_file(struct sync_run *s, int dirfd, const char *name, const struct stat *s
 	r = STEP_ESYS;
 	if (fstat(fd, &b) != 0)
 		goto out;
-	if (!S_ISREG(b.st_mode) || a.st_ino != b.st_ino || a.st_dev != b.st_dev ||
-	    a.st_size != b.st_size || total != (uint64_t)b.st_size ||
-	    scan_mtime_ns(&a) != scan_mtime_ns(&b) || scan_ctime_ns(&a) != scan_ctime_ns(&b) ||
-	    a.st_ino != st0->st_ino) {
+	if (!unchanged_while_read(&a, &b, st0) || total != (uint64_t)b.st_size) {
 		r = STEP_ECHANGED;
 		goto out;
 	}

@@ -22,13 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { echo "$EPOCHREALTIME"; }
-# secs START END
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-# rate MIB SECONDS
-rate() { awk -v m="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", m / s; else print "inf" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-row() { printf '%-58s %10s %10s %8s\n' "$@"; }
+. "$TOP/contrib/bench/lib.sh"
 wait_file() { n=0; while [ ! -s "$1" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done; [ -s "$1" ]; }
 
 # start_stepd NAME ARGS... — stepd with --auth open on a free port; sets PORT_<NAME>.
@@ -45,26 +39,7 @@ start_stepd() {
 }
 stop_pid() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 
-start_rsyncd() {
-	mkdir -p "$W/rsync.dst"
-	cat >"$W/rsyncd.conf" <<CONF
-pid file = $W/rsyncd.pid
-use chroot = false
-uid = $(id -u)
-gid = $(id -g)
-[bench]
-path = $W/rsync.dst
-read only = false
-CONF
-	RSYNC_PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-	rsync --daemon --no-detach --address=127.0.0.1 --port="$RSYNC_PORT" --config="$W/rsyncd.conf" &
-	PIDS="$PIDS $!"
-	n=0
-	until rsync "rsync://127.0.0.1:$RSYNC_PORT/" >/dev/null 2>&1 || [ $n -gt 200 ]; do
-		sleep 0.05
-		n=$((n + 1))
-	done
-}
+start_rsyncd() { rsyncd_start "$W"; }
 
 SS() { "$BIN/stepsync" --server "127.0.0.1:$1" --user bench --password-file "$W/pw" -q "${@:2}"; }
 echo bench >"$W/pw"

@@ -17,11 +17,7 @@ mkdir -p "$D"
 PIDS=""
 trap 'for p in $PIDS; do kill $p 2>/dev/null; done' EXIT
 
-now() { echo "$EPOCHREALTIME"; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-rate() { awk -v m="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", m / s; else print "inf" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-row() { printf '%-58s %10s %10s %8s\n' "$@"; }
+. "$TOP/contrib/bench/lib.sh"
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 # timeit VAR CMD... — runs CMD (output discarded), sets VAR to its seconds
 timeit() {
@@ -44,26 +40,6 @@ start_stepd() {
 	while [ ! -s "$D/$name.port" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done
 	PORT=$(cat "$D/$name.port")
 }
-start_rsyncd() {
-	mkdir -p "$D/rsync.dst"
-	cat >"$D/rsyncd.conf" <<CONF
-pid file = $D/rsyncd.pid
-use chroot = false
-uid = $(id -u)
-gid = $(id -g)
-[bench]
-path = $D/rsync.dst
-read only = false
-CONF
-	RPORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-	rsync --daemon --no-detach --address=127.0.0.1 --port="$RPORT" --config="$D/rsyncd.conf" &
-	PIDS="$PIDS $!"
-	n=0
-	until rsync "rsync://127.0.0.1:$RPORT/" >/dev/null 2>&1 || [ $n -gt 200 ]; do
-		sleep 0.05
-		n=$((n + 1))
-	done
-}
 SS() { "$BIN/stepsync" --server "127.0.0.1:$PORT" --user bench --password-file "$W/pw" -q "$@"; }
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$D/restic-cache
 HAVE_RESTIC=0
@@ -71,7 +47,8 @@ command -v restic >/dev/null && HAVE_RESTIC=1
 [ $HAVE_RESTIC = 1 ] || echo "# restic is not installed (apt-get install restic): its rows are left out"
 
 start_stepd snap
-start_rsyncd
+rsyncd_start "$D"
+RPORT=$RSYNC_PORT
 
 echo "## one ${MIB} MiB file: first backup, changes, restore (stepsync -> stepd with chunks and trees)"
 mkdir -p "$D/big"

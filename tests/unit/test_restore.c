@@ -261,6 +261,8 @@ on_error(void *arg, const char *msg)
 	snprintf(errors + len, sizeof(errors) - len, "%s\n", msg);
 }
 
+static int overwrite; /* enum restore_overwrite of the next restore() */
+
 static int
 restore(const uint8_t root[HASH_SHA256_LEN], const char *to, const char *sub, int preserve,
     int nconn, struct restore_stats *st)
@@ -273,6 +275,7 @@ restore(const uint8_t root[HASH_SHA256_LEN], const char *to, const char *sub, in
 	o.nconn = nconn;
 	o.target = to;
 	o.preserve_special_bits = preserve;
+	o.overwrite = overwrite;
 	o.error = on_error;
 	o.no_flush = getenv("NO_FLUSH") != NULL;
 	if (getenv("NCONN") != NULL)
@@ -533,7 +536,16 @@ test_symlink_in_target(void **state)
 		assert_true((fd = open(victim, O_WRONLY | O_CREAT, 0644)) >= 0);
 		close(fd);
 		assert_int_equal(symlink(victim, link), 0);
+		/* by default what is there is left alone (and listed), never written through */
 		assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), 0);
+		assert_int_equal(st.kept, 1);
+		assert_non_null(strstr(errors, "left alone"));
+		assert_int_equal(stat(victim, &vst), 0);
+		assert_int_equal(vst.st_size, 0);
+		/* --overwrite always replaces the symlink itself */
+		overwrite = RESTORE_OVERWRITE_ALWAYS;
+		assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), 0);
+		overwrite = RESTORE_OVERWRITE_NEVER;
 		assert_file(to, "top", S.top, S.ntop, 0644, T0 + 6);
 		assert_int_equal(stat(victim, &vst), 0);
 		assert_int_equal(vst.st_size, 0);
