@@ -6,6 +6,7 @@
 
 #define STEP_DEFAULT_PORT   1379
 #define STEP_REF_BLOCK_SIZE 20480 /* the reference server's plan */
+#define STEPD_VERSION       "0.2" /* stepd --version, and its LOGIN answer's "server" */
 #define STEP_SPEC_MAX_BLOCK 65536 /* clients size their buffers by this */
 
 /* Status codes (§5); 5xx are our extensions, every client treats non-200 as failure. */

@@ -93,6 +93,7 @@ usage(FILE *f)
 	    "                         open or create the root as that user; also for 'user'\n"
 	    "  -v, -q                 more / less logging\n"
 	    "  --help                 this text\n"
+	    "  --version              the version\n"
 	    "\n"
 	    "Test-only: STEP_FAULT=write:N[,fsync:M][,eio] makes the N-th block write (M-th\n"
 	    "commit sync) fail with ENOSPC (or EIO).\n",
@@ -474,7 +475,8 @@ main(int argc, char **argv)
 		O_NOPLAIN,
 		O_FAILDELAY,
 		O_MAXUP,
-		O_HELP
+		O_HELP,
+		O_VERSION
 	};
 	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
 		{ "port", required_argument, NULL, O_PORT },
@@ -502,7 +504,8 @@ main(int argc, char **argv)
 		{ "no-plain", no_argument, NULL, O_NOPLAIN },
 		{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
 		{ "max-uploads-per-user", required_argument, NULL, O_MAXUP },
-		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 } };
+		{ "help", no_argument, NULL, O_HELP }, { "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
 		STEPD_DEFAULT_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
 		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX,
@@ -639,6 +642,9 @@ main(int argc, char **argv)
 			break;
 		case O_HELP:
 			usage(stdout);
+			return 0;
+		case O_VERSION:
+			printf("stepd %s\n", STEPD_VERSION);
 			return 0;
 		default:
 			usage(stderr);
