@@ -259,7 +259,7 @@ restore(const uint8_t root[HASH_SHA256_LEN], const char *to, const char *sub, in
 	o.error = on_error;
 	o.no_flush = getenv("NO_FLUSH") != NULL;
 	if (getenv("NCONN") != NULL)
-		o.nconn = atoi(getenv("NCONN"));
+		o.nconn = (int)strtol(getenv("NCONN"), NULL, 10);
 	errors[0] = '\0';
 	nerrors = 0;
 	return restore_tree(&o, root, sub, st != NULL ? st : &s);
