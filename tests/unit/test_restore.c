@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,6 +92,7 @@ start_stepd(const char *extra)
 	if ((stepd_pid = fork()) == 0) {
 		int null = open("/dev/null", O_WRONLY);
 
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* a killed test leaves no server behind */
 		dup2(null, 1);
 		dup2(null, 2);
 		execvp(argv[0], argv);
