@@ -24,6 +24,7 @@
 
 #define FETCH_WINDOW_STEPD 256         /* requests in flight to stepd */
 #define FETCH_WINDOW_OTHER 4           /* ...to other servers (transfer.c's) */
+#define FETCH_TAKEN        (64u << 20) /* known bytes of the objects taken and not ended */
 #define FETCH_INFLIGHT     (16u << 20) /* bytes asked for and not yet received */
 #define FETCH_ATTEMPTS     8           /* failures in a row without progress before giving up */
 
@@ -41,6 +42,7 @@ struct fobj {
 	int state;
 	int send_bs;          /* DOWNLOADs name block_size (any_block) */
 	int ended;            /* done() was called */
+	uint64_t taken;       /* its share of taken_bytes */
 	uint32_t bs;          /* bytes per block of the plan */
 	uint64_t total;       /* blocks */
 	uint64_t next_req;    /* blocks asked for: 0..next_req-1 */
@@ -69,11 +71,13 @@ struct fetcher {
 	struct fent *fifo; /* answers expected, in order (a ring) */
 	size_t fhead, flen, fcap;
 	uint64_t inflight_bytes;
-	int end;       /* next() said FETCH_END */
-	int window;    /* requests in flight at most, this pass */
-	int stepd;     /* the server is stepd: a non-200 is an answer, not a broken pipe */
-	int any_block; /* the server has the any_block extension */
-	int progress;  /* something was received since the last restart */
+	uint64_t taken_bytes; /* a connection takes no more than it fetches soon: the rest is
+	                         left to the others */
+	int end;              /* next() said FETCH_END */
+	int window;           /* requests in flight at most, this pass */
+	int stepd;            /* the server is stepd: a non-200 is an answer, not a broken pipe */
+	int any_block;        /* the server has the any_block extension */
+	int progress;         /* something was received since the last restart */
 };
 
 static uint32_t
@@ -85,8 +89,10 @@ block_len(const struct fobj *ob, uint64_t i)
 }
 
 static void
-ob_release_hashes(struct fobj *ob)
+ob_release_hashes(struct fetcher *f, struct fobj *ob)
 {
+	f->taken_bytes -= ob->taken;
+	ob->taken = 0;
 	hash_free(ob->sha);
 	hash_free(ob->md5);
 	ob->sha = ob->md5 = NULL;
@@ -108,7 +114,7 @@ ob_fail(struct fetcher *f, struct fobj *ob, int rc, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	ob->ended = 1;
-	ob_release_hashes(ob);
+	ob_release_hashes(f, ob);
 	f->ops->done(f->arg, &ob->o, rc, msg);
 }
 
@@ -155,7 +161,7 @@ ob_finish(struct fetcher *f, struct fobj *ob)
 		}
 	}
 	ob->ended = 1;
-	ob_release_hashes(ob);
+	ob_release_hashes(f, ob);
 	f->st.objects++;
 	f->st.bytes += ob->o.size;
 	f->ops->done(f->arg, &ob->o, 0, "");
@@ -291,6 +297,10 @@ take(struct fetcher *f)
 		ob_fail(f, ob, STEP_ENOMEM, "out of memory");
 		return client_fail(f->c, STEP_ENOMEM, "out of memory");
 	}
+	if (ob->o.size != FETCH_SIZE_UNKNOWN) {
+		ob->taken = ob->o.size;
+		f->taken_bytes += ob->taken;
+	}
 	if (f->any_block && ob->o.size != FETCH_SIZE_UNKNOWN)
 		ob_plan(f, ob, FETCH_BLOCK, 1);
 	else
@@ -319,7 +329,8 @@ fill(struct fetcher *f)
 				return r;
 			continue;
 		}
-		if (f->end || f->nactive >= 2 * (size_t)f->window)
+		if (f->end || f->nactive >= 2 * (size_t)f->window ||
+		    (f->nactive > 0 && f->taken_bytes >= FETCH_TAKEN))
 			break;
 		if ((r = take(f)) < 0)
 			return r;

@@ -28,15 +28,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (t.namelen == 0 || memchr(t.name, '/', t.namelen) != NULL)
 			__builtin_trap();
 		if (n == cap) {
+			struct tree_entry *ne;
+
 			cap = cap ? 2 * cap : 8;
-			if ((e = realloc(e, cap * sizeof(*e))) == NULL)
+			if ((ne = realloc(e, cap * sizeof(*e))) == NULL)
 				__builtin_trap();
+			e = ne;
 		}
 		/* the reader reuses its chunk array: keep a copy (as offsets into c) */
 		if (nc + t.nchunks > capc) {
+			struct tree_chunk *ncs;
+
 			capc = 2 * (nc + t.nchunks);
-			if ((c = realloc(c, capc * sizeof(*c))) == NULL)
+			if ((ncs = realloc(c, capc * sizeof(*c))) == NULL)
 				__builtin_trap();
+			c = ncs;
 		}
 		if (t.nchunks > 0)
 			memcpy(c + nc, t.chunks, t.nchunks * sizeof(*c));

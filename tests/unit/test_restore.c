@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,6 +92,7 @@ start_stepd(const char *extra)
 	if ((stepd_pid = fork()) == 0) {
 		int null = open("/dev/null", O_WRONLY);
 
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* a killed test leaves no server behind */
 		dup2(null, 1);
 		dup2(null, 2);
 		execvp(argv[0], argv);
@@ -279,7 +281,7 @@ restore(const uint8_t root[HASH_SHA256_LEN], const char *to, const char *sub, in
 	o.error = on_error;
 	o.no_flush = getenv("NO_FLUSH") != NULL;
 	if (getenv("NCONN") != NULL)
-		o.nconn = atoi(getenv("NCONN"));
+		o.nconn = (int)strtol(getenv("NCONN"), NULL, 10);
 	errors[0] = '\0';
 	nerrors = 0;
 	return restore_tree(&o, root, sub, st != NULL ? st : &s);
