@@ -220,8 +220,8 @@ t_stop 'SIGTERM exits 0'
 
 # ---- per-address caps and the login deadline ---------------------------------------------------
 STEPD_NAME=caps
-t_start 'stepd --max-per-source 4 --max-unauth-per-source 2 --login-timeout 2' --auth open \
-	--max-per-source 4 --max-unauth-per-source 2 --login-timeout 2
+t_start 'stepd --max-per-source 4 --max-unauth-per-source 2 --login-timeout 6' --auth open \
+	--max-per-source 4 --max-unauth-per-source 2 --login-timeout 6
 ok 'from one address: 2 unauthenticated connections, the 3rd refused (503); others served' '
 	python3 -c "
 import sys; sys.argv = [\"x\", \"none\", \"$STEPD_PORT\"]
