@@ -210,13 +210,57 @@ keep_others(struct prune_run *p, const char *name)
 	return r;
 }
 
+/* Deletes what the pruned snapshots referenced and no remaining one does (prune_cand minus
+ * prune_keep), forgetting each first. 0 and *nobjp, or an error (said). */
+static int
+sweep(struct prune_run *p, uint64_t *nobjp)
+{
+	struct files *fs = NULL;
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	*nobjp = 0;
+	if ((r = files_new(p->db, &fs)) != 0)
+		goto dberr;
+	if (sqlite3_prepare_v2(db_handle(p->db),
+	        "SELECT okey FROM temp.prune_cand WHERE okey NOT IN (SELECT okey FROM "
+	        "temp.prune_keep)",
+	        -1, &st, NULL) != SQLITE_OK) {
+		r = STEP_EIO;
+		goto dberr;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *ok = (const char *)sqlite3_column_text(st, 0);
+
+		/* Forget it first: a later sync must never trust an object that may be gone. */
+		files_object_forget(fs, ok);
+		r = client_file_delete(p->c, ok);
+		if (r != 0 && r != STEP_ENOENT) {
+			agent_error("cannot delete object '%s': %s", ok, client_error(p->c));
+			goto out;
+		}
+		(*nobjp)++;
+	}
+	/* A chunk list counts as known only while all its chunks are: after deletions, the
+	 * next sync reads large files again (and sends what is missing). */
+	r = 0;
+	if (*nobjp > 0 &&
+	    (r = db_exec(p->db, "DELETE FROM objects WHERE substr(okey, 1, 2) = 'c.'")) != 0)
+		goto dberr;
+	goto out;
+dberr:
+	agent_error("state database: %s", db_errmsg(p->db));
+out:
+	sqlite3_finalize(st);
+	files_free(fs);
+	return r;
+}
+
 static int
 prune_name(struct prune_run *p, const char *name, uint64_t keep)
 {
 	char key[MANIFEST_KEY_MAX + 1];
 	uint64_t lo = 0, hi = 0, s, last_del, nobj = 0, nsnap = 0;
-	struct files *fs = NULL;
-	sqlite3_stmt *st = NULL;
 	int r;
 
 	if ((r = snapshot_range(p->c, name, 0, &lo, &hi)) != 0) {
@@ -271,31 +315,8 @@ prune_name(struct prune_run *p, const char *name, uint64_t keep)
 		nsnap++;
 	}
 	/* 4. Objects nobody references any more. */
-	if ((r = files_new(p->db, &fs)) != 0)
-		goto dberr;
-	if (sqlite3_prepare_v2(db_handle(p->db),
-	        "SELECT okey FROM temp.prune_cand WHERE okey NOT IN (SELECT okey FROM "
-	        "temp.prune_keep)",
-	        -1, &st, NULL) != SQLITE_OK) {
-		r = STEP_EIO;
-		goto dberr;
-	}
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *ok = (const char *)sqlite3_column_text(st, 0);
-
-		/* Forget it first: a later sync must never trust an object that may be gone. */
-		files_object_forget(fs, ok);
-		r = client_file_delete(p->c, ok);
-		if (r != 0 && r != STEP_ENOENT) {
-			agent_error("cannot delete object '%s': %s", ok, client_error(p->c));
-			goto fail;
-		}
-		nobj++;
-	}
-	/* A chunk list counts as known only while all its chunks are: after deletions, the
-	 * next sync reads large files again (and sends what is missing). */
-	if (nobj > 0 && db_exec(p->db, "DELETE FROM objects WHERE substr(okey, 1, 2) = 'c.'") != 0)
-		goto dberr;
+	if ((r = sweep(p, &nobj)) != 0)
+		goto fail;
 	printf("prune '%s': deleted %" PRIu64 " %s (#%" PRIu64 "..#%" PRIu64 ") and %" PRIu64
 	       " unreferenced %s; kept #%" PRIu64 "..#%" PRIu64 "\n",
 	    name, nsnap, agent_plural(nsnap, "snapshot", "snapshots"), lo, last_del, nobj,
@@ -313,12 +334,10 @@ dberr:
 fail:
 	r = r < 0 ? snapshot_exit_code(r) : AGENT_EXIT_FAIL;
 out:
-	sqlite3_finalize(st);
 	sqlite3_finalize(p->ins_keep);
 	sqlite3_finalize(p->ins_cand);
 	sqlite3_finalize(p->has_keep);
 	p->ins_keep = p->ins_cand = p->has_keep = NULL;
-	files_free(fs);
 	return r;
 }
 

@@ -344,8 +344,87 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	}
 }
 
-int
-cmd_restore(struct agent *a, int argc, char **argv)
+/* Format 1: the manifest in f, entry by entry. The exit status so far (AGENT_EXIT_FAIL
+ * unless the server went away mid-way); *reportp 0 when nothing was tried (a bad manifest,
+ * a target that cannot be opened: said already), 1 when the summary applies. */
+static int
+restore_format1(struct restore_run *r, const char *name, uint64_t seq, FILE *f, int *reportp)
+{
+	struct manifest_header h;
+	struct manifest_reader *rd = NULL;
+	struct manifest_entry *e = NULL;
+	int rc, ex = AGENT_EXIT_FAIL;
+
+	*reportp = 0;
+	if ((rc = manifest_reader_new(f, &h, &rd)) != 0 || h.seq != seq ||
+	    strcmp(h.name, name) != 0) {
+		agent_error("snapshot %s#%" PRIu64 ": not a valid manifest", name, seq);
+		goto out;
+	}
+	if (util_mkdirs(r->to, 0755) != 0 ||
+	    (r->rootfd = open(r->to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		agent_error("cannot open '%s': %s", r->to, strerror(errno));
+		goto out;
+	}
+	*reportp = 1;
+	e = xmalloc(sizeof(*e));
+	while ((rc = manifest_reader_next(rd, e)) == 1) {
+		if ((rc = restore_entry(r, e)) != 0) {
+			r->failed++;
+			if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL) {
+				ex = snapshot_exit_code(rc); /* the server is gone: stop */
+				break;
+			}
+		}
+	}
+	if (rc < 0 && ex == AGENT_EXIT_FAIL) {
+		agent_error("snapshot %s#%" PRIu64 ": manifest line %ld: %s", name, seq,
+		    manifest_reader_line(rd),
+		    rc == STEP_EINVAL ? "unsafe or invalid entry (refused)"
+		                      : "truncated or malformed");
+		r->failed++;
+	}
+	finish_dirs(r);
+out:
+	free(e);
+	manifest_reader_free(rd);
+	return ex;
+}
+
+/* The summary: one JSON result with --json, a line unless -q. */
+static void
+restore_report(struct agent *a, const struct restore_run *r, const char *name, uint64_t seq)
+{
+	if (a->json)
+		agent_json(a,
+		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
+		        "restore", "name", name, "seq", (json_int_t)seq, "to", r->to, "files",
+		        (json_int_t)r->files, "dirs", (json_int_t)r->dirs_done, "symlinks",
+		        (json_int_t)r->symlinks, "bytes", (json_int_t)r->bytes, "failed",
+		        (json_int_t)r->failed, "kept", (json_int_t)r->kept, "unchanged",
+		        (json_int_t)r->unchanged));
+	if (a->verbose >= 0) {
+		char extra[160] = "";
+
+		if (r->unchanged > 0 || r->kept > 0)
+			snprintf(extra, sizeof(extra),
+			    "; %" PRIu64 " already there and identical, %" PRIu64
+			    " left alone (they differ)",
+			    r->unchanged, r->kept);
+		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
+		       " %s, %" PRIu64 " bytes%s%s\n",
+		    name, seq, r->to, r->files, agent_plural(r->files, "file", "files"),
+		    r->dirs_done, agent_plural(r->dirs_done, "dir", "dirs"), r->symlinks,
+		    agent_plural(r->symlinks, "symlink", "symlinks"), r->bytes, extra,
+		    r->failed ? "; some entries FAILED" : "");
+	}
+}
+
+/* Parses restore's options into r, *namep and *idp; --path is checked and copied into
+ * spbuf (MANIFEST_PATH_MAX + 1 bytes, zeroed). -1 to go on, else the exit status. */
+static int
+restore_options(
+    int argc, char **argv, struct restore_run *r, const char **namep, const char **idp, char *spbuf)
 {
 	static const char usage[] = "restore [--name NAME] [--snapshot ID] [--path SUBPATH] "
 	                            "[--overwrite WHEN] [--preserve-special-bits] --to DIR";
@@ -359,45 +438,34 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct restore_run r;
-	struct manifest_header h;
-	struct manifest_entry *e = NULL;
-	struct manifest_reader *rd = NULL;
-	struct snapshot_record rec;
-	const char *name = NULL, *id = NULL;
-	char spbuf[MANIFEST_PATH_MAX + 1] = { 0 }, idname[MANIFEST_NAME_MAX + 1], errbuf[256];
-	uint64_t seq = 0;
-	FILE *f = NULL;
-	int c, rc, fmt = 1, ex = AGENT_EXIT_FAIL;
+	int c;
 
-	memset(&r, 0, sizeof(r));
-	r.rootfd = -1;
 	while ((c = getopt_long(argc, argv, "+n:s:t:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			name = optarg;
+			*namep = optarg;
 			break;
 		case 's':
-			id = optarg;
+			*idp = optarg;
 			break;
 		case 't':
-			r.to = optarg;
+			r->to = optarg;
 			break;
 		case 'p':
-			r.subpath = optarg;
+			r->subpath = optarg;
 			break;
 		case 'S':
-			r.special = 1;
+			r->special = 1;
 			break;
 		case 'O':
 			if (strcmp(optarg, "never") == 0)
-				r.overwrite = RESTORE_OVERWRITE_NEVER;
+				r->overwrite = RESTORE_OVERWRITE_NEVER;
 			else if (strcmp(optarg, "always") == 0)
-				r.overwrite = RESTORE_OVERWRITE_ALWAYS;
+				r->overwrite = RESTORE_OVERWRITE_ALWAYS;
 			else if (strcmp(optarg, "if-changed") == 0)
-				r.overwrite = RESTORE_OVERWRITE_IF_CHANGED;
+				r->overwrite = RESTORE_OVERWRITE_IF_CHANGED;
 			else if (strcmp(optarg, "if-newer") == 0)
-				r.overwrite = RESTORE_OVERWRITE_IF_NEWER;
+				r->overwrite = RESTORE_OVERWRITE_IF_NEWER;
 			else {
 				agent_error("--overwrite takes never, always, if-changed or "
 				            "if-newer, not '%s'",
@@ -434,22 +502,40 @@ cmd_restore(struct agent *a, int argc, char **argv)
 			return agent_usage(usage);
 		}
 	}
-	if (optind != argc || r.to == NULL)
+	if (optind != argc || r->to == NULL)
 		return agent_usage(usage);
-	if (r.subpath != NULL) {
-		while (r.subpath[0] == '/')
-			r.subpath++;
-		r.sublen = strlen(r.subpath);
-		while (r.sublen > 0 && r.subpath[r.sublen - 1] == '/')
-			r.sublen--;
-		if (r.sublen == 0)
-			r.subpath = NULL;
-		else if (r.sublen > MANIFEST_PATH_MAX ||
-		    !manifest_path_safe(memcpy(spbuf, r.subpath, r.sublen))) {
-			agent_error("bad --path '%s'", r.subpath);
+	if (r->subpath != NULL) {
+		while (r->subpath[0] == '/')
+			r->subpath++;
+		r->sublen = strlen(r->subpath);
+		while (r->sublen > 0 && r->subpath[r->sublen - 1] == '/')
+			r->sublen--;
+		if (r->sublen == 0)
+			r->subpath = NULL;
+		else if (r->sublen > MANIFEST_PATH_MAX ||
+		    !manifest_path_safe(memcpy(spbuf, r->subpath, r->sublen))) {
+			agent_error("bad --path '%s'", r->subpath);
 			return AGENT_EXIT_USAGE;
 		}
 	}
+	return -1;
+}
+
+int
+cmd_restore(struct agent *a, int argc, char **argv)
+{
+	struct restore_run r;
+	struct snapshot_record rec;
+	const char *name = NULL, *id = NULL;
+	char spbuf[MANIFEST_PATH_MAX + 1] = { 0 }, idname[MANIFEST_NAME_MAX + 1], errbuf[256];
+	uint64_t seq = 0;
+	FILE *f = NULL;
+	int c, rc, fmt = 1, report = 0, ex = AGENT_EXIT_FAIL;
+
+	memset(&r, 0, sizeof(r));
+	r.rootfd = -1;
+	if ((c = restore_options(argc, argv, &r, &name, &id, spbuf)) >= 0)
+		return c;
 	/* "NAME#SEQ" names the snapshot's NAME when --name does not. */
 	if (name == NULL && id != NULL && strrchr(id, '#') != NULL && strrchr(id, '#') != id &&
 	    (size_t)(strrchr(id, '#') - id) < sizeof(idname)) {
@@ -497,58 +583,10 @@ cmd_restore(struct agent *a, int argc, char **argv)
 		agent_error("--path needs a snapshot of format 2 (made by stepsync 0.3 or later)");
 		goto out;
 	}
-	if ((rc = manifest_reader_new(f, &h, &rd)) != 0 || h.seq != seq ||
-	    strcmp(h.name, name) != 0) {
-		agent_error("snapshot %s#%" PRIu64 ": not a valid manifest", name, seq);
+	if ((ex = restore_format1(&r, name, seq, f, &report)) == AGENT_EXIT_FAIL && !report)
 		goto out;
-	}
-	if (util_mkdirs(r.to, 0755) != 0 ||
-	    (r.rootfd = open(r.to, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		agent_error("cannot open '%s': %s", r.to, strerror(errno));
-		goto out;
-	}
-	e = xmalloc(sizeof(*e));
-	while ((rc = manifest_reader_next(rd, e)) == 1) {
-		if ((rc = restore_entry(&r, e)) != 0) {
-			r.failed++;
-			if (snapshot_exit_code(rc) != AGENT_EXIT_FAIL) {
-				ex = snapshot_exit_code(rc); /* the server is gone: stop */
-				break;
-			}
-		}
-	}
-	if (rc < 0 && ex == AGENT_EXIT_FAIL) {
-		agent_error("snapshot %s#%" PRIu64 ": manifest line %ld: %s", name, seq,
-		    manifest_reader_line(rd),
-		    rc == STEP_EINVAL ? "unsafe or invalid entry (refused)"
-		                      : "truncated or malformed");
-		r.failed++;
-	}
-	finish_dirs(&r);
 summary:
-	if (a->json)
-		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
-		        "restore", "name", name, "seq", (json_int_t)seq, "to", r.to, "files",
-		        (json_int_t)r.files, "dirs", (json_int_t)r.dirs_done, "symlinks",
-		        (json_int_t)r.symlinks, "bytes", (json_int_t)r.bytes, "failed",
-		        (json_int_t)r.failed, "kept", (json_int_t)r.kept, "unchanged",
-		        (json_int_t)r.unchanged));
-	if (a->verbose >= 0) {
-		char extra[160] = "";
-
-		if (r.unchanged > 0 || r.kept > 0)
-			snprintf(extra, sizeof(extra),
-			    "; %" PRIu64 " already there and identical, %" PRIu64
-			    " left alone (they differ)",
-			    r.unchanged, r.kept);
-		printf("restored %s#%" PRIu64 " into %s: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
-		       " %s, %" PRIu64 " bytes%s%s\n",
-		    name, seq, r.to, r.files, agent_plural(r.files, "file", "files"), r.dirs_done,
-		    agent_plural(r.dirs_done, "dir", "dirs"), r.symlinks,
-		    agent_plural(r.symlinks, "symlink", "symlinks"), r.bytes, extra,
-		    r.failed ? "; some entries FAILED" : "");
-	}
+	restore_report(a, &r, name, seq);
 	if (r.failed > 0) {
 		agent_error(
 		    "restore %s#%" PRIu64 ": %" PRIu64 " entries failed", name, seq, r.failed);
@@ -563,8 +601,6 @@ out:
 		ex = AGENT_EXIT_FAIL;
 	if (r.dirs != NULL)
 		finish_dirs(&r);
-	free(e);
-	manifest_reader_free(rd);
 	if (f != NULL)
 		fclose(f);
 	if (r.rootfd >= 0)

@@ -1948,25 +1948,52 @@ check_generation(struct sync_run *s, struct client *c)
 	return STEP_EBUSY;
 }
 
-/* One tree, one snapshot. */
-static int
-sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
-    int dry_run, int allow_mass_delete, int skip_unchanged)
+/* The run's summary: a line unless -q, one JSON result with --json. */
+static void
+sync_report(struct sync_run *s, const struct manifest_header *h, int unchanged)
+{
+	if (s->a->verbose >= 0) {
+		uint64_t nsent = s->sent + s->chunked_files_new;
+		char also[64] = "";
+
+		if (s->existed > 0)
+			snprintf(
+			    also, sizeof(also), ", %" PRIu64 " already on the server", s->existed);
+		printf("snapshot %s#%" PRIu64 "%s: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
+		       " %s, %" PRIu64 " bytes; sent %" PRIu64 " %s (%" PRIu64 " bytes)%s\n",
+		    s->name, h->seq, unchanged ? " unchanged (no new snapshot recorded)" : "",
+		    h->files, agent_plural(h->files, "file", "files"), h->dirs,
+		    agent_plural(h->dirs, "dir", "dirs"), h->symlinks,
+		    agent_plural(h->symlinks, "symlink", "symlinks"), h->bytes, nsent,
+		    agent_plural(nsent, "file", "files"), s->sent_bytes, also);
+	}
+	if (s->a->json)
+		agent_json(s->a,
+		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		              "s:I, s:I, s:I}",
+		        "command", "sync", "name", s->name, "seq", (json_int_t)h->seq, "unchanged",
+		        unchanged, "files", (json_int_t)h->files, "dirs", (json_int_t)h->dirs,
+		        "symlinks", (json_int_t)h->symlinks, "bytes", (json_int_t)h->bytes,
+		        "sent_files", (json_int_t)(s->sent + s->chunked_files_new), "sent_bytes",
+		        (json_int_t)s->sent_bytes, "read_errors", (json_int_t)s->read_errors,
+		        "existed", (json_int_t)s->existed, "blocks_sent",
+		        (json_int_t)s->blocks_sent, "chunks_sent", (json_int_t)s->chunks_sent,
+		        "trees_sent", (json_int_t)s->trees_sent, "tree_bytes_sent",
+		        (json_int_t)s->tree_bytes_sent));
+}
+
+/* A new run of tree root (strings borrowed) with its buffers. */
+static struct sync_run *
+sync_run_new(
+    struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude)
 {
 	struct sync_run *s = xcalloc(1, sizeof(*s));
-	struct manifest_header h;
-	struct client *c = NULL;
-	double t0;
-	int r, unchanged, ex = AGENT_EXIT_FAIL;
 
 	s->a = a;
 	s->name = name;
 	s->root = root;
 	s->exclude = exclude;
 	s->nexclude = nexclude;
-	s->dry_run = dry_run;
-	s->allow_mass_delete = allow_mass_delete;
-	s->skip_unchanged = skip_unchanged;
 	/* Chunks (up to CHUNK_MAX) are allocated and freed all the time: glibc would map and
 	 * unmap each one (and fault its pages in again); keep them on the heap instead. */
 	mallopt(M_MMAP_THRESHOLD, (int)CHUNK_MAX + 4096);
@@ -1974,6 +2001,50 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	s->hbuf = xmalloc(SYNC_HASH_BUF);
 	buf_init(&s->clist, (size_t)TREE_CHUNKS_MAX * FILES_CHUNK_REC);
 	s->dq = xcalloc(SYNC_DQ_MAX, sizeof(*s->dq));
+	return s;
+}
+
+/* Frees everything a run holds (waiting for uploads still in flight first). */
+static void
+sync_run_free(struct sync_run *s)
+{
+	uploader_free(s, s->up); /* waits for batches still in flight */
+	sender_free(s->snd);
+	tree_builder_free(s->tb);
+	free(s->queued.slot);
+	free(s->cbuf);
+	buf_release(&s->clist);
+	while (s->nnewlists > 0)
+		free(s->newlists[--s->nnewlists]);
+	free(s->newlists);
+	held_free(s, &s->cache_head);
+	s->cache_tail = NULL;
+	sqlite3_finalize(s->pend_ins);
+	sqlite3_finalize(s->pend_key);
+	free(s->pend.slot);
+	files_free(s->files);
+	manifest_writer_free(s->mw);
+	free(s->hbuf);
+	free(s->dq);
+	free(s->hheld);
+	hash_free(s->sha);
+	free(s);
+}
+
+/* One tree, one snapshot. */
+static int
+sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
+    int dry_run, int allow_mass_delete, int skip_unchanged)
+{
+	struct sync_run *s = sync_run_new(a, name, root, exclude, nexclude);
+	struct manifest_header h;
+	struct client *c = NULL;
+	double t0;
+	int r, unchanged, ex = AGENT_EXIT_FAIL;
+
+	s->dry_run = dry_run;
+	s->allow_mass_delete = allow_mass_delete;
+	s->skip_unchanged = skip_unchanged;
 	if (agent_db(a, &s->db) != 0) {
 		ex = SYNC_EXIT_CONFIG;
 		goto done;
@@ -2040,34 +2111,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	log_info("%s snapshot #%" PRIu64 " in %.3f s", unchanged ? "kept" : "recorded", h.seq,
 	    util_now_s() - t0);
-	if (a->verbose >= 0) {
-		uint64_t nsent = s->sent + s->chunked_files_new;
-		char also[64] = "";
-
-		if (s->existed > 0)
-			snprintf(
-			    also, sizeof(also), ", %" PRIu64 " already on the server", s->existed);
-		printf("snapshot %s#%" PRIu64 "%s: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
-		       " %s, %" PRIu64 " bytes; sent %" PRIu64 " %s (%" PRIu64 " bytes)%s\n",
-		    name, h.seq, unchanged ? " unchanged (no new snapshot recorded)" : "", h.files,
-		    agent_plural(h.files, "file", "files"), h.dirs,
-		    agent_plural(h.dirs, "dir", "dirs"), h.symlinks,
-		    agent_plural(h.symlinks, "symlink", "symlinks"), h.bytes, nsent,
-		    agent_plural(nsent, "file", "files"), s->sent_bytes, also);
-	}
-	if (a->json)
-		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-		              "s:I, s:I, s:I}",
-		        "command", "sync", "name", name, "seq", (json_int_t)h.seq, "unchanged",
-		        unchanged, "files", (json_int_t)h.files, "dirs", (json_int_t)h.dirs,
-		        "symlinks", (json_int_t)h.symlinks, "bytes", (json_int_t)h.bytes,
-		        "sent_files", (json_int_t)(s->sent + s->chunked_files_new), "sent_bytes",
-		        (json_int_t)s->sent_bytes, "read_errors", (json_int_t)s->read_errors,
-		        "existed", (json_int_t)s->existed, "blocks_sent",
-		        (json_int_t)s->blocks_sent, "chunks_sent", (json_int_t)s->chunks_sent,
-		        "trees_sent", (json_int_t)s->trees_sent, "tree_bytes_sent",
-		        (json_int_t)s->tree_bytes_sent));
+	sync_report(s, &h, unchanged);
 	if (s->read_errors > 0 || s->busy_kept > 0) {
 		agent_error("sync '%s': snapshot #%" PRIu64 " is incomplete: %" PRIu64 " %s not "
 		            "read (left out), %" PRIu64 " busy %s kept at %s previous version "
@@ -2080,27 +2124,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	}
 	ex = AGENT_EXIT_OK;
 done:
-	uploader_free(s, s->up); /* waits for batches still in flight */
-	sender_free(s->snd);
-	tree_builder_free(s->tb);
-	free(s->queued.slot);
-	free(s->cbuf);
-	buf_release(&s->clist);
-	while (s->nnewlists > 0)
-		free(s->newlists[--s->nnewlists]);
-	free(s->newlists);
-	held_free(s, &s->cache_head);
-	s->cache_tail = NULL;
-	sqlite3_finalize(s->pend_ins);
-	sqlite3_finalize(s->pend_key);
-	free(s->pend.slot);
-	files_free(s->files);
-	manifest_writer_free(s->mw);
-	free(s->hbuf);
-	free(s->dq);
-	free(s->hheld);
-	hash_free(s->sha);
-	free(s);
+	sync_run_free(s);
 	if (!dry_run)
 		agent_record_run(a, name, ex); /* for `stepsync status` (db/runs.h) */
 	return ex;
@@ -2132,6 +2156,34 @@ name_ok(const char *name)
 	return manifest_name_encode(name, enc, sizeof(enc)) == 0;
 }
 
+/* Every [dir] of the config file (only NAME's when name is not NULL), one snapshot each:
+ * the first failure's exit status, going on after one tree's failure but not after the
+ * server's. */
+static int
+sync_config_dirs(struct agent *a, const char *name, int dry, int mass, int skip)
+{
+	const struct config_dir *cd;
+	size_t i;
+	int r, ex = AGENT_EXIT_OK;
+
+	for (i = 0; i < a->cfg->ndirs; i++) {
+		cd = &a->cfg->dirs[i];
+		if (name != NULL && strcmp(name, cd->name) != 0)
+			continue;
+		if (!name_ok(cd->name)) {
+			agent_error("%s: bad snapshot name '%s'", a->cfg->file, cd->name);
+			ex = ex ? ex : SYNC_EXIT_CONFIG;
+			continue;
+		}
+		r = sync_one(a, cd->name, cd->path, cd->exclude, cd->nexclude, dry, mass, skip);
+		if (r != 0 && (ex == 0 || ex == AGENT_EXIT_FAIL))
+			ex = r;
+		if (r == SYNC_EXIT_TEMPFAIL || r == SYNC_EXIT_NOPERM || r == SYNC_EXIT_TLS)
+			break; /* the next directory would meet the same server */
+	}
+	return ex;
+}
+
 int
 cmd_sync(struct agent *a, int argc, char **argv)
 {
@@ -2148,7 +2200,6 @@ cmd_sync(struct agent *a, int argc, char **argv)
 	char root[PATH_MAX], sp[4096], base[PATH_MAX];
 	int c, dry = 0, mass = 0, skip = 0, lockfd = -1, ex = AGENT_EXIT_OK, r;
 	pid_t holder = 0;
-	size_t i;
 
 	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -2228,21 +2279,7 @@ cmd_sync(struct agent *a, int argc, char **argv)
 		    a, name, root, cd ? cd->exclude : NULL, cd ? cd->nexclude : 0, dry, mass, skip);
 		goto out;
 	}
-	for (i = 0; i < a->cfg->ndirs; i++) {
-		cd = &a->cfg->dirs[i];
-		if (name != NULL && strcmp(name, cd->name) != 0)
-			continue;
-		if (!name_ok(cd->name)) {
-			agent_error("%s: bad snapshot name '%s'", a->cfg->file, cd->name);
-			ex = ex ? ex : SYNC_EXIT_CONFIG;
-			continue;
-		}
-		r = sync_one(a, cd->name, cd->path, cd->exclude, cd->nexclude, dry, mass, skip);
-		if (r != 0 && (ex == 0 || ex == AGENT_EXIT_FAIL))
-			ex = r;
-		if (r == SYNC_EXIT_TEMPFAIL || r == SYNC_EXIT_NOPERM || r == SYNC_EXIT_TLS)
-			break; /* the next directory would meet the same server */
-	}
+	ex = sync_config_dirs(a, name, dry, mass, skip);
 out:
 	lock_release(lockfd);
 	return ex;

@@ -1007,6 +1007,32 @@ raise_nofile(void)
 	}
 }
 
+/* Starts nconn workers on w (as many as the system lets start; none is an abort) and
+ * waits for them all. */
+static void
+run_workers(struct engine *g, struct worker *w, int nconn)
+{
+	int started;
+
+	g->alive = nconn;
+	for (started = 0; started < nconn; started++) {
+		w[started].g = g;
+		if (pthread_create(&w[started].th, NULL, worker_main, &w[started]) != 0)
+			break;
+	}
+	if (started < nconn) {
+		pthread_mutex_lock(&g->mu);
+		g->alive -= nconn - started;
+		if (started == 0)
+			g->abort_rc = STEP_ENOMEM;
+		pthread_mutex_unlock(&g->mu);
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(w[i].th, NULL);
+		g->st.requests += w[i].fs.requests;
+	}
+}
+
 int
 restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], const char *subpath,
     struct restore_stats *st)
@@ -1015,7 +1041,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	struct worker *w = NULL;
 	struct rdir *rd = NULL;
 	struct rjob *j = NULL;
-	int nconn = o->nconn > 0 ? o->nconn : 4, started = 0, flushfd = -1, r;
+	int nconn = o->nconn > 0 ? o->nconn : 4, flushfd = -1, r;
 
 	memset(&g, 0, sizeof(g));
 	g.o = o;
@@ -1062,23 +1088,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	rd = NULL;
 	j = NULL;
 
-	g.alive = nconn;
-	for (started = 0; started < nconn; started++) {
-		w[started].g = &g;
-		if (pthread_create(&w[started].th, NULL, worker_main, &w[started]) != 0)
-			break;
-	}
-	if (started < nconn) {
-		pthread_mutex_lock(&g.mu);
-		g.alive -= nconn - started;
-		if (started == 0)
-			g.abort_rc = STEP_ENOMEM;
-		pthread_mutex_unlock(&g.mu);
-	}
-	for (int i = 0; i < started; i++) {
-		pthread_join(w[i].th, NULL);
-		g.st.requests += w[i].fs.requests;
-	}
+	run_workers(&g, w, nconn);
 	drain(&g);
 	if (g.abort_rc != 0 && g.abort_rc != STEP_EIO)
 		report(&g, "restore stopped: %s",
