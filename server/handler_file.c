@@ -36,7 +36,7 @@ file_save(struct hreq *r)
 	const char *md5 = NULL, *uid = NULL;
 	char md5low[33] = "";
 	json_t *reply, *ranges;
-	int e;
+	int e, rep;
 
 	if ((e = codec_get_int(r->req, "size", &size)) != 0)
 		return hreq_fail(r, STEP_ST_FIELD,
@@ -63,6 +63,8 @@ file_save(struct hreq *r)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
 	if (e != 0)
 		uid = NULL;
+	/* replace extension: an existing object of the key is replaced when this commits. */
+	rep = json_is_true(json_object_get(r->req, "replace"));
 	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	if (size == 0 && (p = hpending_alloc(r, json_incref(reply), STEP_ST_NOTFOUND, 1)) == NULL) {
@@ -71,8 +73,8 @@ file_save(struct hreq *r)
 	}
 	if (p != NULL)
 		put_plan(p->reply, key, keylen, 0, 0, 0);
-	e = store_file_save_ex(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want, uid,
-	    md5low[0] != '\0' ? md5low : NULL, &plan, p != NULL ? &p->w : NULL);
+	e = store_file_save_rep(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want, uid,
+	    md5low[0] != '\0' ? md5low : NULL, rep, &plan, p != NULL ? &p->w : NULL);
 	if (e == STORE_PENDING) {
 		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
 		json_object_set_new(p->reply, "received", json_array());

@@ -81,6 +81,7 @@ struct store_upload {
 	char gen[17];                /* random generation: file names differ per upload; also
 	                              * the upload_id clients may name on UPLOAD */
 	char want_md5[33];           /* MD5 declared at SAVE ("": none): the commit must match */
+	int replace;                 /* SAVE "replace": the commit swaps out the key's object */
 	char *user, *key;            /* owned; key is keylen bytes (+NUL) */
 	size_t keylen;
 	uint64_t size;       /* bytes */
@@ -110,9 +111,12 @@ struct store_job {
 	struct store_upload *u; /* referenced (ROW, COMMIT, DROP) */
 	char *user, *key, *json;
 	size_t keylen;
-	char file[160]; /* OBJ_DELETE: the file to unlink after the transaction; inline
-	                 * COMMIT: the pack range its bytes were written to */
-	uint64_t size;  /* OBJ_DELETE: the object's size */
+	char file[160];     /* OBJ_DELETE: the file to unlink after the transaction; inline
+	                     * COMMIT: the pack range its bytes were written to */
+	uint64_t size;      /* OBJ_DELETE: the object's size */
+	char old_file[160]; /* replacing COMMIT: the replaced object's file, reclaimed after
+	                     * the transaction ("": nothing replaced) */
+	uint64_t old_size;
 	struct store_waiter *w;
 	int err;
 	char md5[33];
@@ -966,6 +970,28 @@ store_file_save_ex(struct store *s, const char *user, const char *key, size_t ke
     uint32_t want_bs, const char *upload_id, const char *md5, struct store_plan *plan,
     struct store_waiter *w)
 {
+	return store_file_save_rep(s, user, key, keylen, size, want_bs, upload_id, md5, 0, plan, w);
+}
+
+/*
+ * The key of the upload old already in progress has a complete object too (a replacing
+ * upload): a SAVE without "replace" finds the key existing. 1 (refuse: STEP_EEXIST), 0, or
+ * STEP_EIO.
+ */
+static int
+save_exists(struct store *s, const struct store_upload *old, const char *user, const char *key,
+    size_t keylen, int replace)
+{
+	if (replace || !old->replace)
+		return 0;
+	return object_exists(s, user, key, keylen, 0);
+}
+
+int
+store_file_save_rep(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5, int replace,
+    struct store_plan *plan, struct store_waiter *w)
+{
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
@@ -980,7 +1006,11 @@ store_file_save_ex(struct store *s, const char *user, const char *key, size_t ke
 	pthread_mutex_lock(&s->mu);
 	if ((old = map_find(s, id)) != NULL) {
 		if (old->state == UP_COMMITTING) {
-			r = STEP_EEXIST;
+			r = replace ? STORE_LOCKED : STEP_EEXIST;
+			goto out;
+		}
+		if ((r = save_exists(s, old, user, key, keylen, replace)) != 0) {
+			r = r > 0 ? STEP_EEXIST : r;
 			goto out;
 		}
 		if ((r = save_claim(old, size, upload_id, md5)) == STORE_LOCKED)
@@ -988,6 +1018,7 @@ store_file_save_ex(struct store *s, const char *user, const char *key, size_t ke
 		if (r == 1) {
 			/* Resume extension: keep the received blocks. */
 			old->touched = util_wall_s();
+			old->replace |= replace;
 			r = plan_fill(old, plan);
 			memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
 			goto out;
@@ -999,7 +1030,7 @@ store_file_save_ex(struct store *s, const char *user, const char *key, size_t ke
 			upload_unlink_files(s, old);
 		old->refs--; /* the map's reference; the DROP job holds its own */
 	} else {
-		r = object_exists(s, user, key, keylen, 0);
+		r = replace ? 0 : object_exists(s, user, key, keylen, 0);
 		if (r != 0) {
 			r = r > 0 ? STEP_EEXIST : r;
 			goto out;
@@ -1023,6 +1054,7 @@ store_file_save_ex(struct store *s, const char *user, const char *key, size_t ke
 	u->inl = size > 0 && size <= INLINE_MAX && u->total == 1;
 	if (md5 != NULL)
 		snprintf(u->want_md5, sizeof(u->want_md5), "%s", md5);
+	u->replace = replace;
 	if (hash_random(id, 8) != 0) {
 		r = STEP_EIO;
 		goto out;
@@ -1514,14 +1546,16 @@ store_object_get(
     struct store *s, const char *user, const char *key, size_t keylen, struct store_obj *o)
 {
 	uint8_t id[HASH_SHA256_LEN];
+	struct store_upload *u;
 	sqlite3_stmt *st = NULL;
 	int r, busy;
 
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
-	busy = map_find(s, id) != NULL;
+	/* An upload replacing the key's object leaves the old one readable until it commits. */
+	busy = (u = map_find(s, id)) == NULL ? 0 : u->replace ? 1 : 2;
 	pthread_mutex_unlock(&s->mu);
-	if (busy)
+	if (busy == 2)
 		return STEP_EBUSY;
 	pthread_mutex_lock(&s->rlock);
 	if ((st = stmt_get(&s->rstmt,
@@ -1540,7 +1574,7 @@ store_object_get(
 		snprintf(o->file, sizeof(o->file), "%s", (const char *)sqlite3_column_text(st, 3));
 		r = o->block_size > 0 ? STEP_OK : STEP_EIO;
 	} else {
-		r = r == SQLITE_DONE ? STEP_ENOENT : STEP_EIO;
+		r = r != SQLITE_DONE ? STEP_EIO : busy ? STEP_EBUSY : STEP_ENOENT;
 	}
 out:
 	stmt_done(st);
@@ -1632,18 +1666,22 @@ store_file_delete(
 			pthread_mutex_unlock(&s->mu);
 			return STEP_EBUSY;
 		}
+		int rep = u->replace;
+
 		u->state = UP_DEAD;
 		map_remove(s, u);
 		if (queue_upload_job(s, JOB_DROP, u) != 0)
 			upload_unlink_files(s, u);
 		u->refs--; /* the map's; the job holds its own (or the last one is ours below) */
-		if (u->refs == 0) {
-			pthread_mutex_unlock(&s->mu);
+		if (u->refs == 0)
 			upload_free(u);
-			return STORE_TMP_DELETED;
-		}
+		/* A replacing upload is dropped and the object it would have replaced is
+		 * deleted as well: the key is gone either way. */
+		r = rep ? object_exists(s, user, key, keylen, 0) : 0;
 		pthread_mutex_unlock(&s->mu);
-		return STORE_TMP_DELETED;
+		if (r <= 0)
+			return r == 0 ? STORE_TMP_DELETED : r;
+		return keyed_job(s, JOB_OBJ_DELETE, user, key, keylen, NULL, w);
 	}
 	r = object_exists(s, user, key, keylen, 0);
 	pthread_mutex_unlock(&s->mu);
@@ -1869,6 +1907,89 @@ commit_sync(struct store *s, struct store_job *batch)
 	return syncfs(s->tmpfd);
 }
 
+/*
+ * The replaced object of a replacing commit: its file and size into j->old_file and
+ * j->old_size ("" when the key has no object now). 0 or STEP_EIO.
+ */
+static int
+commit_old(struct store *s, struct store_job *j)
+{
+	sqlite3_stmt *st = stmt_get(&s->wstmt,
+	    "SELECT file, size FROM objects"
+	    " WHERE user = ?1 AND key = ?2");
+	int r;
+
+	j->old_file[0] = '\0';
+	if (st == NULL)
+		return STEP_EIO;
+	sqlite3_bind_text(st, 1, j->u->user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, j->u->key, (int)j->u->keylen, SQLITE_STATIC);
+	r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		snprintf(j->old_file, sizeof(j->old_file), "%s",
+		    (const char *)sqlite3_column_text(st, 0));
+		j->old_size = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	stmt_done(st);
+	return r == SQLITE_ROW || r == SQLITE_DONE ? STEP_OK : STEP_EIO;
+}
+
+/*
+ * The rows of one COMMIT job: the upload row goes, the object row comes. A replacing
+ * upload's row takes the key over in one statement (the old row is read first, so its
+ * bytes are reclaimed once the transaction is durable); any other finds an existing key
+ * STEP_EEXIST. Sets j->err.
+ */
+static void
+commit_sql(struct store *s, struct store_job *j, int64_t now)
+{
+	struct store_upload *u = j->u;
+	char file[160];
+	int r;
+
+	if (j->err != 0 && u->inl)
+		return;
+	snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
+	if (!u->inl) {
+		wexec(s, "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = ?3", u->user,
+		    u->key, u->keylen, file, 0, 0, NULL, 0);
+		if (j->err != 0)
+			return;
+	}
+	/* An inline object's file is the pack range pack_write_batch named. */
+	if (u->replace && (r = commit_old(s, j)) != 0) {
+		j->err = r;
+	} else {
+		j->err = wexec(s,
+		    u->replace
+		        ? "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
+		          " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(user, key) DO"
+		          " UPDATE SET file = excluded.file, size = excluded.size,"
+		          " block_size = excluded.block_size, md5 = excluded.md5,"
+		          " mtime = excluded.mtime"
+		        : "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
+		          " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+		    u->user, u->key, u->keylen, u->inl ? j->file : file, (sqlite3_int64)u->size,
+		    u->block_size < s->o.block_size ? u->block_size : s->o.block_size, j->md5, now);
+	}
+	if (j->err != 0) {
+		j->old_file[0] = '\0';
+		if (u->inl)
+			pack_punch(s, j->file, u->size);
+		return;
+	}
+	if (j->old_file[0] == '\0')
+		return;
+	/* The replaced object is gone: as for a DELETE, the user's obj_gen moves. */
+	if (blob_rowid(j->old_file) > 0)
+		blob_delete(s, blob_rowid(j->old_file));
+	if (wexec(s,
+	        "INSERT INTO obj_gen(user, gen) VALUES(?1, 1)"
+	        " ON CONFLICT(user) DO UPDATE SET gen = gen + 1",
+	        u->user, NULL, 0, NULL, 0, 0, NULL, 0) != STEP_OK)
+		j->err = wdb_err(s);
+}
+
 static void
 batch_apply_sql(struct store *s, struct store_job *batch)
 {
@@ -1906,28 +2027,7 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
 			break;
 		case JOB_COMMIT:
-			if (j->err != 0 && u->inl)
-				break;
-			if (!u->inl) {
-				snprintf(file, sizeof(file), "%s.%s", u->stem, u->gen);
-				wexec(s,
-				    "DELETE FROM uploads WHERE user = ?1 AND key = ?2 AND file = "
-				    "?3",
-				    u->user, u->key, u->keylen, file, 0, 0, NULL, 0);
-				if (j->err != 0)
-					break;
-			}
-			/* An inline object's file is the pack range pack_write_batch named. */
-			r = wexec(s,
-			    "INSERT INTO objects(user, key, file, size, block_size, md5, mtime)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-			    u->user, u->key, u->keylen, u->inl ? j->file : file,
-			    (sqlite3_int64)u->size,
-			    u->block_size < s->o.block_size ? u->block_size : s->o.block_size,
-			    j->md5, now);
-			if (r != 0 && u->inl)
-				pack_punch(s, j->file, u->size);
-			j->err = r;
+			commit_sql(s, j, now);
 			break;
 		case JOB_OBJ_DELETE: {
 			sqlite3_stmt *st;
@@ -1984,6 +2084,19 @@ batch_apply_sql(struct store *s, struct store_job *batch)
 			if (j->err == 0 || j->kind == JOB_OBJ_DELETE)
 				j->err = r;
 	}
+}
+
+/* Gives the bytes of an object whose row is gone back: its pack range or its file. */
+static void
+obj_reclaim(struct store *s, const char *file, uint64_t size)
+{
+	uint64_t off;
+	unsigned n;
+
+	if (pack_parse(file, &n, &off))
+		pack_punch(s, file, size);
+	else if (blob_rowid(file) == 0)
+		unlinkat(s->objfd, file, 0);
 }
 
 static void
@@ -2073,6 +2186,8 @@ batch_run(struct store *s, struct store_job *batch)
 				upload_fname(j->u, "", name, sizeof(name));
 				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
 			}
+			if (j->err == 0 && j->old_file[0] != '\0')
+				obj_reclaim(s, j->old_file, j->old_size);
 			for (w = j->w; w != NULL; w = wn) {
 				wn = w->next;
 				w->done(w, j->err, j->err == 0 ? j->md5 : NULL);
@@ -2080,15 +2195,9 @@ batch_run(struct store *s, struct store_job *batch)
 			break;
 		case JOB_DROP:
 			break;
-		case JOB_OBJ_DELETE: {
-			uint64_t off;
-			unsigned n;
-
-			if (j->err == 0 && pack_parse(j->file, &n, &off))
-				pack_punch(s, j->file, j->size);
-			else if (j->err == 0 && blob_rowid(j->file) == 0)
-				unlinkat(s->objfd, j->file, 0);
-		}
+		case JOB_OBJ_DELETE:
+			if (j->err == 0)
+				obj_reclaim(s, j->file, j->size);
 			/* fall through */
 		default:
 			if (j->w != NULL)
@@ -2471,6 +2580,8 @@ load_upload(struct store *s, sqlite3_stmt *st)
 		if (strlen(claim) == 32)
 			memcpy(u->want_md5, claim, 32);
 	}
+	/* Only a replacing upload can be in progress for a key that has an object. */
+	u->replace = object_exists(s, user, key, keylen, 0) > 0;
 	if (strncmp(file, u->stem, 64) != 0 || upload_open_files(s, u, 0, 0) != 0) {
 		log_info("dropping upload '%s': temp files missing", file);
 		u->state = UP_DEAD;

@@ -131,6 +131,17 @@ int store_file_save_bs(struct store *s, const char *user, const char *key, size_
 int store_file_save_ex(struct store *s, const char *user, const char *key, size_t keylen,
     uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5,
     struct store_plan *plan, struct store_waiter *w);
+/*
+ * The same, with the replace extension: replace != 0 lets the SAVE proceed when the key
+ * has a complete object. That object stays readable (store_object_get finds it) until
+ * the new upload commits; the commit then swaps the key to the new object in one
+ * transaction and reclaims the old bytes. An upload that is dropped, expires or fails
+ * leaves the old object alone. A FILE DELETE during it drops the upload and deletes the
+ * object. A commit in progress for the key answers STORE_LOCKED (retry).
+ */
+int store_file_save_rep(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5, int replace,
+    struct store_plan *plan, struct store_waiter *w);
 /* 1 when upload_id (from a SAVE answer) names the upload u, else 0. */
 int store_upload_is(const struct store_upload *u, const char *upload_id);
 /* Sets that limit (bytes; at most the configured block size turns the extension off). */
@@ -190,8 +201,9 @@ int store_object_get(
 int store_object_read(
     struct store *s, const struct store_obj *o, uint64_t off, uint8_t *dst, size_t len);
 /*
- * FILE DELETE: STORE_PENDING (object deletion queued; w->done gets 0 or an error),
- * STORE_TMP_DELETED (an upload in progress was dropped), STEP_EBUSY (being committed),
+ * FILE DELETE: STORE_PENDING (object deletion queued; w->done gets 0 or an error; also when
+ * a replacing upload was dropped along with the object), STORE_TMP_DELETED (an upload in
+ * progress was dropped), STEP_EBUSY (being committed),
  * STEP_ENOENT, STEP_EIO.
  */
 int store_file_delete(

@@ -1077,6 +1077,115 @@ def sc_save_md5(port):
     still_serving(port)
 
 
+def obj_files(root):
+    """Names of the committed object files under ROOT/obj."""
+    return sorted(os.listdir(os.path.join(root, "obj")))
+
+
+def sc_replace(port):
+    """replace: without the flag a SAVE of an existing key is 402; with it the old object stays
+    downloadable (byte for byte, on another connection) until the new upload commits, the
+    commit swaps the key and reclaims the old file; a failed or abandoned replace leaves the
+    old object; 0-byte and one-block replaces; a DELETE during a replace removes the key."""
+    root = sys.argv[3]
+    a, ta = session(port)
+    b, tb = session(port)
+    rep, _ = a.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check("replace" in rep["extensions"], "replace advertised: %r" % rep)
+    old, new = os.urandom(4 * DEFAULT_BS + 11), os.urandom(3 * DEFAULT_BS + 5)
+    upload(a, ta, "k", old)
+    before = obj_files(root)
+    expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(new)), 402, what="SAVE, no flag")
+    expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(new), replace=False), 402)
+    plan, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(new), replace=True), 200)
+    bs, total = plan["block_size"], plan["total_block"]
+    for i in range(total - 1):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=i), 200,
+               new[i * bs:(i + 1) * bs])
+    # Meanwhile the old object is what GET and DOWNLOAD see, on another connection.
+    g, _ = expect(b, r("FILE", "GET", token=tb, key="k"), 200)
+    check(g["md5"] == md5(old) and g["size"] == len(old), "old object visible: %r" % g)
+    check(download(b, tb, "k") == old, "old bytes during the replace")
+    expect(b, r("FILE", "SAVE", token=tb, key="k", size=len(new)), 402,
+           what="SAVE without the flag during a replace")
+    expect(b, r("DATA", "GET", token=tb, key="k"), 404)
+    last, _ = expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=total - 1), 200,
+                     new[(total - 1) * bs:])
+    check(last["md5"] == md5(new), "replace commit md5")
+    check(download(b, tb, "k") == new, "new bytes after the commit")
+    after = obj_files(root)
+    check(len(after) == len(before) and after != before, "old file reclaimed: %r %r"
+          % (before, after))
+    # A replace whose commit fails (declared md5 does not match): the object stays.
+    expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(old), md5=md5(b"other"),
+                replace=True), 200)
+    blocks = (len(old) + bs - 1) // bs
+    for i in range(blocks):
+        rep, _ = a.req(r("FILE", "UPLOAD", token=ta, key="k", block_index=i),
+                       old[i * bs:(i + 1) * bs])
+    check(rep["status"] == 410, "mismatched replace refused: %r" % rep)
+    check(download(b, tb, "k") == new, "failed replace leaves the object")
+    check(obj_files(root) == after, "no file left behind by the failed replace")
+    # An abandoned replace (the client goes away mid-upload) leaves the object too.
+    expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(old), replace=True), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=0), 200, old[:bs])
+    a.close()
+    check(download(b, tb, "k") == new, "abandoned replace leaves the object")
+    a, ta = session(port)
+    # Resuming it and finishing it replaces (the resume keeps block 0).
+    p2, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=len(old), replace=True), 200)
+    check(p2["received"] == [[0, 0]], "replace resumed: %r" % p2)
+    for i in range(1, blocks):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="k", block_index=i), 200,
+               old[i * bs:(i + 1) * bs])
+    check(download(b, tb, "k") == old, "resumed replace committed")
+    # 0-byte replace, then a one-block (inline) replace of it, then a big one over that.
+    rep, _ = expect(a, r("FILE", "SAVE", token=ta, key="k", size=0, replace=True), 200)
+    g, _ = expect(b, r("FILE", "GET", token=tb, key="k"), 200)
+    check(g["size"] == 0 and g["md5"] == md5(b""), "0-byte replace: %r" % g)
+    upload(a, ta, "s", b"small one")
+    expect(a, r("FILE", "SAVE", token=ta, key="s", size=9, replace=True), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="s", block_index=0), 200, b"small two")
+    check(download(b, tb, "s") == b"small two", "inline replace")
+    expect(a, r("FILE", "SAVE", token=ta, key="s", size=len(new), replace=True), 200)
+    for i in range(total):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="s", block_index=i), 200,
+               new[i * bs:(i + 1) * bs])
+    check(download(b, tb, "s") == new, "a file replaces an inline object")
+    # A replace of a key that does not exist is an ordinary upload.
+    expect(a, r("FILE", "SAVE", token=ta, key="fresh", size=3, replace=True), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="fresh", block_index=0), 200, b"abc")
+    check(download(b, tb, "fresh") == b"abc", "replace of a new key")
+    # DELETE during a replace: the upload and the object are gone.
+    expect(a, r("FILE", "SAVE", token=ta, key="s", size=len(old), replace=True), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="s", block_index=0), 200, old[:bs])
+    expect(b, r("FILE", "DELETE", token=tb, key="s"), 200, what="DELETE during a replace")
+    expect(b, r("FILE", "GET", token=tb, key="s"), 404)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="s", block_index=1), 408, old[bs:2 * bs])
+    still_serving(port)
+
+
+def sc_replace_phase1(port):
+    """A replace left in progress across a restart (phase 2 checks it)."""
+    CUR["user"] = "u-replace-restart"
+    a, ta = session(port)
+    upload(a, ta, "r", b"x" * (2 * DEFAULT_BS))
+    expect(a, r("FILE", "SAVE", token=ta, key="r", size=2 * DEFAULT_BS, replace=True), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="r", block_index=0), 200, b"y" * DEFAULT_BS)
+
+
+def sc_replace_phase2(port):
+    CUR["user"] = "u-replace-restart"
+    a, ta = session(port)
+    check(download(a, ta, "r") == b"x" * (2 * DEFAULT_BS), "old object after the restart")
+    expect(a, r("FILE", "SAVE", token=ta, key="r", size=1), 402, what="still no flag, 402")
+    p, _ = expect(a, r("FILE", "SAVE", token=ta, key="r", size=2 * DEFAULT_BS, replace=True), 200)
+    check(p["received"] == [[0, 0]], "the replace resumes after a restart: %r" % p)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="r", block_index=1), 200, b"y" * DEFAULT_BS)
+    check(download(a, ta, "r") == b"y" * (2 * DEFAULT_BS), "replaced after the restart")
+    still_serving(port)
+
+
 def main():
     name, port = sys.argv[1], int(sys.argv[2])
     fn = globals().get("sc_" + name)
