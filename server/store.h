@@ -1,6 +1,7 @@
 /*
  * store.h — stepd's storage: objects and uploads on the local filesystem, metadata in
- * SQLite (ROOT/meta.db), one namespace per user.
+ * SQLite (ROOT/meta.db) behind an interface (store_meta.h), one namespace per user. The
+ * parts of the implementation are listed in store_priv.h.
  *
  * Layout under ROOT: obj/<sha256hex(user NUL key)>.<gen> (committed objects),
  * tmp/<same>.<gen>.part (an upload's blocks, pwrite'd in place) and tmp/<...>.map (one byte
