@@ -6,7 +6,7 @@ B        ?= build
 MAKEFLAGS += --no-print-directory
 PREFIX   ?= /usr/local
 DESTDIR  ?=
-PKGS      = jansson sqlite3 libssl libcrypto inih
+PKGS      = jansson sqlite3 libssl libcrypto inih libpq
 TEST_PKGS = cmocka
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \

@@ -37,6 +37,7 @@ handler_status(int err)
 	case STEP_ETOOBIG:
 		return STEP_ST_TOOLARGE;
 	case STEP_EBUSY:
+	case STEP_ECONNECT: /* the metadata database is unreachable or too slow: retry */
 		return STEP_ST_UNAVAILABLE;
 	case STEP_ENOSPC:
 		return STEP_ST_NOSPACE;

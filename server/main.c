@@ -58,6 +58,8 @@ usage(FILE *f)
 	    "  --tls-port-file FILE   write the chosen TLS port to FILE (before --port-file)\n"
 	    "  --no-plain             with --tls-port: serve TLS only (no plain port)\n"
 	    "  --root DIR             storage root (objects, uploads, metadata, secret)\n"
+	    "  --metadata CONNINFO    PostgreSQL metadata (postgresql://..., or @FILE holding\n"
+	    "                         it) shared by several stepd on one shared --root\n"
 	    "  --auth users|open      user database (default) or the course rule\n"
 	    "                         password == md5(username)\n"
 	    "  --block-size BYTES     block size of new upload plans and of download plans\n"
@@ -117,6 +119,7 @@ struct opts {
 	long long fail_delay;                                /* seconds, first throttle wait */
 	long long max_uploads;                               /* per user */
 	int no_plain;
+	const char *metadata; /* --metadata: NULL (SQLite) or PostgreSQL */
 };
 
 /*
@@ -368,8 +371,9 @@ open_backend(const struct opts *o, const char *root, struct auth **au, struct st
 	so.block_size = (uint32_t)o->block_size;
 	so.max_object_size = o->max_object;
 	so.upload_ttl = o->upload_ttl;
+	so.metadata = o->metadata;
 	if (store_open(&so, st, err, errlen) != 0)
-		return -1;
+		return o->metadata != NULL ? -2 : -1;
 	store_set_max_block_size(*st, (uint32_t)o->max_block);
 	store_set_max_uploads(*st, (int)o->max_uploads);
 	return 0;
@@ -384,7 +388,7 @@ serve(const struct opts *o)
 	struct loop *l = NULL;
 	char err[512] = "", root[PATH_MAX];
 	sigset_t sigs;
-	int r = 1;
+	int r = 1, ob = 0;
 
 	/* Block the stop signals before any thread exists: only loop_run's sigwait gets them. */
 	sigemptyset(&sigs);
@@ -396,8 +400,8 @@ serve(const struct opts *o)
 	 * With it, the ports are bound and the TLS key read as root, then the root is opened
 	 * (and created) only as the unprivileged user. */
 	if (o->setuid == NULL &&
-	    (prepare_root(o, root) != 0 || lock_root(root) != 0 ||
-	        open_backend(o, root, &au, &st, err, sizeof(err)) != 0))
+	    (prepare_root(o, root) != 0 || (o->metadata == NULL && lock_root(root) != 0) ||
+	        (ob = open_backend(o, root, &au, &st, err, sizeof(err))) != 0))
 		goto out;
 	lo.bind = o->bind;
 	lo.port = (int)o->port;
@@ -423,7 +427,8 @@ serve(const struct opts *o)
 		goto out;
 	if (o->setuid != NULL) {
 		if (drop_privileges(o, err, sizeof(err)) != 0 || prepare_root(o, root) != 0 ||
-		    lock_root(root) != 0 || open_backend(o, root, &au, &st, err, sizeof(err)) != 0)
+		    (o->metadata == NULL && lock_root(root) != 0) ||
+		    (ob = open_backend(o, root, &au, &st, err, sizeof(err))) != 0)
 			goto out;
 		loop_set_backend(l, st, au);
 	}
@@ -436,6 +441,8 @@ serve(const struct opts *o)
 out:
 	if (err[0] != '\0')
 		fprintf(stderr, "stepd: %s\n", err);
+	if (ob == -2)
+		r = 78;        /* EX_CONFIG: the metadata database cannot be used */
 	store_free(st);        /* finishes queued commits before the loop's memory goes */
 	auth_stop_threads(au); /* answers queued LOGINs into the loop's queues */
 	loop_free(l);
@@ -475,6 +482,7 @@ main(int argc, char **argv)
 		O_NOPLAIN,
 		O_FAILDELAY,
 		O_MAXUP,
+		O_METADATA,
 		O_HELP,
 		O_VERSION
 	};
@@ -504,19 +512,20 @@ main(int argc, char **argv)
 		{ "no-plain", no_argument, NULL, O_NOPLAIN },
 		{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
 		{ "max-uploads-per-user", required_argument, NULL, O_MAXUP },
+		{ "metadata", required_argument, NULL, O_METADATA },
 		{ "help", no_argument, NULL, O_HELP }, { "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
 		STEPD_DEFAULT_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
 		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX,
 		LOOP_LOGIN_TIMEOUT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, 1,
-		STORE_MAX_UPLOADS, 0 };
+		STORE_MAX_UPLOADS, 0, NULL };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "max-block-size", "token-ttl", "upload-ttl", "idle-timeout",
 		"max-connections", "threads", "max-object-size", "tls-port", "tls-cert", "tls-key",
 		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", "login-timeout",
 		"max-per-source", "max-unauth-per-source", "login-fail-delay",
-		"max-uploads-per-user", NULL };
+		"max-uploads-per-user", "metadata", NULL };
 	unsigned long long sz;
 	char cerr[512];
 	int c;
@@ -627,6 +636,9 @@ main(int argc, char **argv)
 			break;
 		case O_NOPLAIN:
 			o.no_plain = 1;
+			break;
+		case O_METADATA:
+			o.metadata = optarg;
 			break;
 		case O_MAXUP:
 			bad = num_opt("max-uploads-per-user", optarg, 0, 100000000, &o.max_uploads);

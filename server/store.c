@@ -125,6 +125,22 @@ save_exists(struct store *s, const struct store_upload *old, const char *user, c
 #define SAVE_NEW (-1000) /* save_over: start a new upload */
 
 /*
+ * Shared metadata: the new upload's row, written now (not by the commit thread) so that
+ * every instance finds it; another instance's upload of the key that got there first
+ * makes this SAVE STORE_LOCKED (retry). Its temp file goes when it fails. Under mu.
+ */
+static int
+save_row(struct store *s, struct store_upload *u)
+{
+	int r;
+
+	if (!s->mops->shared || (r = s->mops->upload_begin(s->meta, u)) == 0)
+		return STEP_OK;
+	upload_unlink_files(s, u);
+	return r == STEP_EEXIST ? STORE_LOCKED : r;
+}
+
+/*
  * A SAVE of a key whose upload old is in progress: the answer (resumed: 0 and plan;
  * STEP_EEXIST, STORE_LOCKED, ...), or SAVE_NEW when old was dropped and a new upload
  * starts. Under mu.
@@ -149,7 +165,10 @@ save_over(struct store *s, struct store_upload *old, uint64_t size, const char *
 		memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
 		return r;
 	}
-	/* A different size starts over (as the reference does for any SAVE). */
+	/* A different size starts over (as the reference does for any SAVE). With shared
+	 * metadata only if the row is still open: another instance may be committing it. */
+	if (s->mops->shared && (r = s->mops->upload_drop(s->meta, old->rid)) != 1)
+		return r == 0 ? (replace ? STORE_LOCKED : STEP_EEXIST) : r;
 	old->state = UP_DEAD;
 	map_remove(s, old);
 	if (queue_upload_job(s, JOB_DROP, old) != 0)
@@ -173,6 +192,8 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
 		bs = want_bs < max ? want_bs : max;
 	if (size > s->o.max_object_size || (size + bs - 1) / bs > MAX_TOTAL_BLOCK)
 		return STEP_ETOOBIG;
+	if ((r = upload_sync(s, user, key, keylen, 1)) != 0)
+		return r;
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
 	if ((old = map_find(s, id)) != NULL) {
@@ -219,8 +240,10 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
 		close(u->fd);
 		u->fd = -1;
 	}
+	if ((r = save_row(s, u)) != 0)
+		goto out;
 	map_insert(s, u); /* the caller's reference becomes the map's */
-	if (!u->inl)
+	if (!u->inl && !s->mops->shared)
 		queue_upload_job(s, JOB_ROW, u);
 	if (size == 0) {
 		u->state = UP_COMMITTING;
@@ -254,6 +277,8 @@ store_upload_get(
 	struct store_upload *u;
 	int r;
 
+	if ((r = upload_sync(s, user, key, keylen, 0)) != 0)
+		return r;
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
 	if ((u = map_find(s, id)) != NULL) {
@@ -406,6 +431,13 @@ store_object_get(
 	struct store_upload *u;
 	int r, busy;
 
+	if (s->mops->shared) {
+		/* The row first: an upload in progress elsewhere is looked for only without one. */
+		if ((r = s->mops->object_get(s->meta, user, key, keylen, o)) != STEP_ENOENT)
+			return r;
+		if ((r = upload_sync(s, user, key, keylen, 0)) != 0)
+			return r;
+	}
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
 	/* An upload replacing the key's object leaves the old one readable until it commits. */
@@ -448,15 +480,20 @@ store_file_delete(
 	struct store_upload *u;
 	int r;
 
+	if ((r = upload_sync(s, user, key, keylen, 0)) != 0)
+		return r;
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
 	if ((u = map_find(s, id)) != NULL) {
-		if (u->state == UP_COMMITTING) {
-			pthread_mutex_unlock(&s->mu);
-			return STEP_EBUSY;
-		}
 		int rep = u->replace;
 
+		/* Shared metadata: the row goes only while it is open (not claimed by a commit
+		 * on another instance), in one conditional statement. */
+		if (u->state == UP_COMMITTING ||
+		    (s->mops->shared && (r = s->mops->upload_drop(s->meta, u->rid)) != 1)) {
+			pthread_mutex_unlock(&s->mu);
+			return u->state == UP_COMMITTING || r == 0 ? STEP_EBUSY : r;
+		}
 		u->state = UP_DEAD;
 		map_remove(s, u);
 		if (queue_upload_job(s, JOB_DROP, u) != 0)
@@ -566,7 +603,8 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		    strerror(errno));
 		goto out;
 	}
-	s->mops = &store_meta_sqlite;
+	s->mops =
+	    o->metadata != NULL && o->metadata[0] != '\0' ? &store_meta_pg : &store_meta_sqlite;
 	if ((r = s->mops->open(s, &s->meta, errbuf, errlen)) != 0)
 		goto out;
 	if ((r = s->mops->store_id(s->meta, s->id)) != 0) {
@@ -574,16 +612,20 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 		    s->mops->name);
 		goto out;
 	}
-	if (s->mops->uploads(s->meta, s, load_upload) != 0)
+	/* Shared metadata: uploads are found when asked for, and files in tmp/ or obj/ that
+	 * this instance does not know may be another instance's work in progress. */
+	if (!s->mops->shared && s->mops->uploads(s->meta, s, load_upload) != 0)
 		log_warnx("cannot read every upload in progress (%s metadata)", s->mops->name);
-	remove_orphans(s);
+	if (!s->mops->shared)
+		remove_orphans(s);
 	if (pack_open_last(s) != 0) {
 		snprintf(errbuf, errlen, "cannot open a pack in '%s/pack': %s", o->root,
 		    strerror(errno));
 		r = STEP_ESYS;
 		goto out;
 	}
-	reclaim_orphans(s);
+	if (!s->mops->shared)
+		reclaim_orphans(s);
 	if (pthread_create(&s->thread, NULL, commit_main, s) != 0) {
 		snprintf(errbuf, errlen, "cannot start the commit thread");
 		r = STEP_ESYS;
@@ -612,6 +654,7 @@ store_free(struct store *s)
 		pthread_cond_signal(&s->qcond);
 		pthread_mutex_unlock(&s->qmu);
 		pthread_join(s->thread, NULL);
+		waits_drain(s);
 	} else {
 		/* Jobs queued while loading: run them here. */
 		while (s->qhead != NULL) {

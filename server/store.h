@@ -62,6 +62,9 @@ struct store_opts {
 	uint32_t block_size;      /* bytes per block of new plans */
 	uint64_t max_object_size; /* bytes; SAVE beyond it fails with STEP_ETOOBIG */
 	int64_t upload_ttl;       /* seconds without a block before an upload is dropped */
+	/* NULL or "": SQLite in ROOT/meta.db. Otherwise a libpq connection string or URL
+	 * (postgresql://...): PostgreSQL metadata shared by every stepd on the same root. */
+	const char *metadata;
 };
 
 /* An upload plan (SAVE reply) and, when resuming, the blocks already received. */

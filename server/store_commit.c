@@ -150,6 +150,132 @@ commit_sync(struct store *s, struct store_job *batch)
 	return syncfs(s->tmpfd);
 }
 
+int
+await_queue(struct store *s, struct store_upload *u, struct store_waiter *w)
+{
+	struct store_job *j = job_new(JOB_AWAIT);
+
+	if (j == NULL)
+		return STEP_ENOMEM;
+	u->refs++;
+	j->u = u;
+	j->w = w;
+	j->since = util_now_ms();
+	pthread_mutex_lock(&s->qmu);
+	j->next = s->awaiting;
+	s->awaiting = j;
+	pthread_cond_signal(&s->qcond);
+	pthread_mutex_unlock(&s->qmu);
+	return STORE_PENDING;
+}
+
+/* A commit of u failed because the metadata went away: did its transaction commit? Asked
+ * again (resolve_run) until the metadata answers. Commit thread. */
+static void
+resolve_later(struct store *s, struct store_upload *u)
+{
+	struct store_job *j = job_new(JOB_RESOLVE);
+
+	if (j == NULL)
+		return; /* the row's claim is given back when it gets old (expire) */
+	pthread_mutex_lock(&s->mu);
+	u->refs++;
+	pthread_mutex_unlock(&s->mu);
+	j->u = u;
+	j->next = s->resolving;
+	s->resolving = j;
+}
+
+/*
+ * One round over the commits whose outcome is unknown: committed after all (nothing to
+ * do), not committed (the file goes back to tmp/ and the row is open again: the client's
+ * next block commits it), or gone meanwhile (the file goes).
+ */
+static void
+resolve_run(struct store *s)
+{
+	struct store_job **pp = &s->resolving, *j;
+
+	while ((j = *pp) != NULL) {
+		struct store_upload *u = j->u;
+		char from[128], to[128];
+		int r = s->mops->resolve(s->meta, u);
+
+		upload_fname(u, "", from, sizeof(from));
+		upload_fname(u, ".part", to, sizeof(to));
+		if (r == 0 && !u->inl && !j->err && renameat(s->objfd, from, s->tmpfd, to) == 0)
+			j->err = 1; /* renamed back: not again */
+		if (r == 0)
+			r = s->mops->unclaim(s->meta, u->rid, u->inl) == 0 ? 1 : STEP_ECONNECT;
+		else if (r == STEP_ENOENT && !u->inl)
+			unlinkat(s->objfd, from, 0);
+		if (r < 0 && r != STEP_ENOENT) {
+			pp = &j->next;
+			continue;
+		}
+		*pp = j->next;
+		j->u = NULL;
+		job_free(j);
+		upload_unref(s, u);
+	}
+}
+
+void
+waits_drain(struct store *s)
+{
+	struct store_job *j;
+
+	while ((j = s->awaiting) != NULL) {
+		s->awaiting = j->next;
+		j->w->done(j->w, STEP_EBUSY, NULL);
+		upload_unref(s, j->u);
+		j->u = NULL;
+		job_free(j);
+	}
+	while ((j = s->resolving) != NULL) {
+		s->resolving = j->next;
+		upload_unref(s, j->u);
+		j->u = NULL;
+		job_free(j);
+	}
+}
+
+/* Answers the waiters whose upload another instance commits, once that is decided. */
+static void
+await_run(struct store *s)
+{
+	struct store_job *list, *j, *keep = NULL, **tail = &keep;
+	char md5[33] = "";
+	int r;
+
+	pthread_mutex_lock(&s->qmu);
+	list = s->awaiting;
+	s->awaiting = NULL;
+	pthread_mutex_unlock(&s->qmu);
+	while ((j = list) != NULL) {
+		list = j->next;
+		r = s->mops->await(s->meta, j->u, md5);
+		if (r == STORE_PENDING && util_now_ms() - j->since > STORE_TAKEOVER_S * 1000)
+			r = STEP_EBUSY; /* the client asks again */
+		if (r == STORE_PENDING || r == STEP_ECONNECT) {
+			j->next = NULL;
+			*tail = j;
+			tail = &j->next;
+			continue;
+		}
+		j->w->done(j->w, r, r == 0 ? md5 : NULL);
+		upload_unref(s, j->u);
+		j->u = NULL;
+		job_free(j);
+	}
+	if (keep != NULL) {
+		pthread_mutex_lock(&s->qmu);
+		*tail = s->awaiting;
+		s->awaiting = keep;
+		pthread_mutex_unlock(&s->qmu);
+	}
+}
+
 /*
  * The filesystem half of a batch's commits: finish each MD5, append the inline objects to
  * the pack, make the bytes durable, rename the temp files into obj/ and sync obj/. A job
@@ -169,7 +295,8 @@ batch_files(struct store *s, struct store_job *batch)
 			ncommit++;
 	}
 	if (ncommit > 0)
-		pack_write_batch(s, batch);
+		if (!s->mops->inline_in_meta)
+			pack_write_batch(s, batch);
 	if (ncommit > 0 && commit_sync(s, batch) != 0) {
 		int e = err_from_errno(errno);
 
@@ -246,7 +373,9 @@ batch_run(struct store *s, struct store_job *batch)
 
 		switch (j->kind) {
 		case JOB_COMMIT:
-			if (j->err != 0 && !j->u->inl) {
+			if (j->err == STEP_ECONNECT && s->mops->shared && j->u->rid > 0)
+				resolve_later(s, j->u);
+			else if (j->err != 0 && !j->u->inl) {
 				upload_fname(j->u, "", name, sizeof(name));
 				unlinkat(s->objfd, name, 0); /* renamed but not recorded */
 			}
@@ -294,6 +423,21 @@ batch_run(struct store *s, struct store_job *batch)
 	}
 }
 
+/* The temp files of an upload named file ("<stem>.<gen>") that expired (expire's gone). */
+static void
+unlink_tmp(struct store *s, const char *file)
+{
+	char name[128];
+
+	if (strlen(file) != 81)
+		return;
+	log_info("upload of '%.64s' expired", file);
+	snprintf(name, sizeof(name), "%s.part", file);
+	unlinkat(s->tmpfd, name, 0);
+	snprintf(name, sizeof(name), "%s.map", file);
+	unlinkat(s->tmpfd, name, 0);
+}
+
 /* Drops uploads that saw no block for upload_ttl seconds. */
 static void
 sweep_expired(struct store *s)
@@ -313,11 +457,18 @@ sweep_expired(struct store *s)
 				pp = &u->hnext;
 				continue;
 			}
-			log_info("upload of '%s' expired", u->stem);
 			*pp = u->hnext;
 			u->hnext = NULL;
 			ucount_add(s, u->user, -1);
 			u->state = UP_DEAD;
+			/* Shared metadata: only this instance's copy goes; the row expires by its
+			 * own clock (expire below), which every instance's blocks move. */
+			if (s->mops->shared) {
+				if (--u->refs == 0)
+					upload_free(u);
+				continue;
+			}
+			log_info("upload of '%s' expired", u->stem);
 			if (queue_upload_job(s, JOB_DROP, u) != 0)
 				upload_unlink_files(s, u);
 			if (--u->refs == 0)
@@ -325,6 +476,8 @@ sweep_expired(struct store *s)
 		}
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (s->mops->shared)
+		s->mops->expire(s->meta, s, s->o.upload_ttl, unlink_tmp);
 }
 
 void *
@@ -348,6 +501,9 @@ commit_main(void *arg)
 			struct timespec ts;
 			uint64_t wait_ms = next_sweep - util_now_ms();
 
+			/* Waiting on another instance or on the metadata: look again soon. */
+			if ((s->awaiting != NULL || s->resolving != NULL) && wait_ms > 100)
+				wait_ms = 100;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += (time_t)(wait_ms / 1000);
 			ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
@@ -373,6 +529,10 @@ commit_main(void *arg)
 		pthread_mutex_unlock(&s->qmu);
 		if (batch != NULL)
 			batch_run(s, batch);
+		if (s->resolving != NULL)
+			resolve_run(s);
+		if (s->awaiting != NULL)
+			await_run(s);
 		pthread_mutex_lock(&s->qmu);
 		n = s->qhead != NULL;
 		pthread_mutex_unlock(&s->qmu);

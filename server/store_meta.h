@@ -18,6 +18,7 @@ struct store;
 struct store_job;
 struct store_obj;
 struct store_meta; /* a backend's connections and state */
+struct store_upload;
 
 /* One upload in progress as recorded (load at start). Strings borrowed for the call. */
 struct meta_upload_row {
@@ -26,7 +27,20 @@ struct meta_upload_row {
 	int64_t size, block_size;
 	const char *file;  /* "<stem>.<gen>" */
 	const char *claim; /* the MD5 declared at SAVE, or NULL */
+	int64_t rid;       /* shared backends: the row's id; its state (0 open, 1 committing) */
+	int state, replace;
 };
+
+/* An uploads row found by upload_find, with the blocks it records; meta_found_free. */
+struct meta_upload_found {
+	struct meta_upload_row row;
+	char *buf;        /* owns row's strings */
+	uint64_t *blocks; /* received block indexes (with blocks set) */
+	size_t nblocks;
+};
+
+/* block_done's answers. */
+enum { META_BLOCK_RECORDED = 0, META_BLOCK_CLAIMED, META_BLOCK_ELSEWHERE, META_BLOCK_GONE };
 
 struct store_meta_ops {
 	const char *name;
@@ -66,8 +80,40 @@ struct store_meta_ops {
 	int (*pack_end)(struct store_meta *m, unsigned n, uint64_t *end);
 	/* Called by the commit thread between batches (busy: jobs are waiting). */
 	void (*idle)(struct store_meta *m, int busy);
+
+	/*
+	 * Shared backends (several stepd on one metadata and one root) set shared and the
+	 * functions below; the store then treats its upload map as a cache of the uploads
+	 * rows. STEP_ECONNECT: the metadata is unreachable (answered 503, retryable).
+	 */
+	int shared;
+	int inline_in_meta; /* inline objects' bytes go in the metadata, not in packs */
+	/* The uploads row of (user, key): 0 and *f (free f->buf, f->blocks), or STEP_ENOENT. */
+	int (*upload_find)(struct store_meta *m, const char *user, const char *key, size_t keylen,
+	    int blocks, struct meta_upload_found *f);
+	/* Inserts u's row (state 1, claimed, when u->size is 0) and sets u->rid; STEP_EEXIST
+	 * when another upload of the key has a row. */
+	int (*upload_begin)(struct store_meta *m, struct store_upload *u);
+	/* Deletes row rid if it is open: 1, 0 (being committed), or an error. */
+	int (*upload_drop)(struct store_meta *m, int64_t rid);
+	/* Records block idx of row rid (atomically, under the row's lock) and claims the commit
+	 * when it was the last one: META_BLOCK_*, or an error. */
+	int (*block_done)(struct store_meta *m, int64_t rid, uint64_t idx, uint64_t total);
+	/* Another instance's commit of u: 0 and md5 (committed), STORE_PENDING, STEP_ENOENT
+	 * (the upload and its object are gone), STEP_EBUSY (given back: retry). */
+	int (*await)(struct store_meta *m, const struct store_upload *u, char md5[33]);
+	/* A commit of u whose transaction's outcome is unknown: 1 committed, 0 not (its row is
+	 * claimed still), STEP_ENOENT (gone), or an error (ask again later). */
+	int (*resolve)(struct store_meta *m, const struct store_upload *u);
+	/* Gives a claimed row back (open again; drop: deleted). */
+	int (*unclaim)(struct store_meta *m, int64_t rid, int drop);
+	/* Drops rows idle for ttl seconds (gone(s, file) for each, to remove its temp files)
+	 * and gives back claims older than STORE_TAKEOVER_S. */
+	void (*expire)(struct store_meta *m, struct store *s, int64_t ttl,
+	    void (*gone)(struct store *s, const char *file));
 };
 
 extern const struct store_meta_ops store_meta_sqlite;
+extern const struct store_meta_ops store_meta_pg;
 
 #endif

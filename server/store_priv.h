@@ -59,7 +59,17 @@
 #define MAP_HDR         8
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
-enum { JOB_ROW = 0, JOB_COMMIT, JOB_DROP, JOB_OBJ_DELETE, JOB_DATA_SAVE, JOB_DATA_DELETE, JOB_NOP };
+enum {
+	JOB_ROW = 0,
+	JOB_COMMIT,
+	JOB_DROP,
+	JOB_OBJ_DELETE,
+	JOB_DATA_SAVE,
+	JOB_DATA_DELETE,
+	JOB_NOP,
+	JOB_AWAIT,  /* shared metadata: a waiter for another instance's commit (s->awaiting) */
+	JOB_RESOLVE /* shared metadata: a commit whose outcome is unknown (s->resolving) */
+};
 
 struct store_upload {
 	uint8_t id[HASH_SHA256_LEN]; /* SHA-256(user NUL key) */
@@ -68,6 +78,8 @@ struct store_upload {
 	                              * the upload_id clients may name on UPLOAD */
 	char want_md5[33];           /* MD5 declared at SAVE ("": none): the commit must match */
 	int replace;                 /* SAVE "replace": the commit swaps out the key's object */
+	int64_t rid;                 /* shared metadata: the uploads row's id (0: none) */
+	int remote;                  /* shared: UP_COMMITTING by another instance */
 	char *user, *key;            /* owned; key is keylen bytes (+NUL) */
 	size_t keylen;
 	uint64_t size;       /* bytes */
@@ -100,6 +112,7 @@ struct store_job {
 	char file[160];     /* OBJ_DELETE: the file to unlink after the transaction; inline
 	                     * COMMIT: the pack range its bytes were written to */
 	uint64_t size;      /* OBJ_DELETE: the object's size */
+	uint64_t since;     /* AWAIT: when it started (ms) */
 	char old_file[160]; /* replacing COMMIT: the replaced object's file, reclaimed after
 	                     * the transaction ("": nothing replaced) */
 	uint64_t old_size;
@@ -150,6 +163,8 @@ struct store {
 	pthread_mutex_t qmu;
 	pthread_cond_t qcond;
 	struct store_job *qhead, *qtail;
+	struct store_job *awaiting;  /* JOB_AWAIT jobs (under qmu) */
+	struct store_job *resolving; /* JOB_RESOLVE jobs (commit thread) */
 	int stop;
 	pthread_t thread;
 	int thread_started;
@@ -182,6 +197,9 @@ int upload_open_files(struct store *s, struct store_upload *u, int create, int m
 void upload_unlink_files(struct store *s, struct store_upload *u);
 int upload_catch_up(struct store_upload *u, int fd, uint64_t max_blocks);
 void load_upload(struct store *s, const struct meta_upload_row *row);
+int upload_sync(struct store *s, const char *user, const char *key, size_t keylen, int blocks);
+void upload_forget(struct store *s, struct store_upload *u);
+int await_queue(struct store *s, struct store_upload *u, struct store_waiter *w);
 void remove_orphans(struct store *s);
 
 /* ---- store_blob.c ---- */
@@ -208,6 +226,8 @@ void job_free(struct store_job *j);
 void job_queue_push(struct store *s, struct store_job *j);
 int queue_upload_job(struct store *s, int kind, struct store_upload *u);
 void batch_run(struct store *s, struct store_job *batch);
+/* At stop: answers the waiters of other instances' commits (503) and forgets the rest. */
+void waits_drain(struct store *s);
 void *commit_main(void *arg);
 
 /* ---- store.c ---- */

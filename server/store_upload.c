@@ -469,6 +469,9 @@ block_put(struct store *s, struct store_upload *u, uint64_t index, const uint8_t
 	return n < 0 ? err_from_errno(errno) : STEP_OK;
 }
 
+static int shared_write(struct store *s, struct store_upload *u, uint64_t index,
+    const uint8_t *data, size_t len, struct store_waiter *w);
+
 /*
  * Start writeback of the contiguous prefix every WRITEBACK_BYTES, so the commit's sync
  * finds little left to write (SYNC_FILE_RANGE_WRITE only queues the I/O): the range in
@@ -500,6 +503,8 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	int fd = -1, r, fail = 0, need_map;
 	uint64_t wb[4] = { 0, 0, 0, 0 }; /* writeback, then drop-behind: offset, length */
 
+	if (s->mops->shared)
+		return shared_write(s, u, index, data, len, w);
 	if (u->inl)
 		return inline_write(s, u, data, len, w);
 	pthread_mutex_lock(&s->mu);
@@ -733,4 +738,230 @@ remove_orphans(struct store *s)
 			unlinkat(s->tmpfd, e->d_name, 0);
 	}
 	closedir(d);
+}
+
+/* ---- shared metadata (several instances): the map as a cache of the uploads rows ---- */
+
+/* Drops u from this instance's map without touching its files or its row: another
+ * instance committed, dropped or restarted it. Under mu. */
+void
+upload_forget(struct store *s, struct store_upload *u)
+{
+	if (map_find(s, u->id) == u) {
+		map_remove(s, u);
+		u->refs--;
+	}
+	u->state = UP_DEAD;
+}
+
+/* A map entry for the uploads row f found in the metadata, or NULL (ENOMEM). */
+static struct store_upload *
+upload_from_row(const struct meta_upload_found *f)
+{
+	const struct meta_upload_row *row = &f->row;
+	struct store_upload *u;
+	size_t i;
+
+	if (row->size < 0 || row->block_size <= 0 || row->block_size > (1 << 30) ||
+	    strlen(row->file) != 81 ||
+	    (u = upload_new(row->user, row->key, row->keylen, (uint64_t)row->size,
+	         (uint32_t)row->block_size)) == NULL)
+		return NULL;
+	memcpy(u->gen, row->file + 65, 16);
+	u->gen[16] = '\0';
+	if (row->claim != NULL && strlen(row->claim) == 32)
+		memcpy(u->want_md5, row->claim, 32);
+	u->rid = row->rid;
+	u->replace = row->replace;
+	u->inl = u->size > 0 && u->size <= INLINE_MAX && u->total == 1;
+	for (i = 0; i < f->nblocks; i++)
+		if (f->blocks[i] < u->total)
+			bitmap_set(&u->bm, f->blocks[i]);
+	if (row->state != 0) {
+		u->state = UP_COMMITTING;
+		u->remote = 1;
+	}
+	return u;
+}
+
+/* Brings the entry cur (same row) in line with the row f. Under mu. */
+static void
+upload_refresh(struct store_upload *cur, const struct meta_upload_found *f)
+{
+	size_t i;
+
+	cur->replace = f->row.replace;
+	for (i = 0; i < f->nblocks; i++)
+		if (f->blocks[i] < cur->total && !bitmap_test(&cur->bm, f->blocks[i]))
+			bitmap_set(&cur->bm, f->blocks[i]);
+	if (f->row.state != 0 && cur->state == UP_OPEN) {
+		cur->state = UP_COMMITTING;
+		cur->remote = 1;
+	} else if (f->row.state == 0 && cur->remote) {
+		cur->state = UP_OPEN;
+		cur->remote = 0;
+	}
+}
+
+int
+upload_sync(struct store *s, const char *user, const char *key, size_t keylen, int blocks)
+{
+	struct meta_upload_found f;
+	struct store_upload *cur, *nu = NULL;
+	uint8_t id[HASH_SHA256_LEN];
+	int r;
+
+	if (!s->mops->shared)
+		return STEP_OK;
+	memset(&f, 0, sizeof(f));
+	r = s->mops->upload_find(s->meta, user, key, keylen, blocks, &f);
+	if (r != 0 && r != STEP_ENOENT)
+		return r;
+	if (r == 0 && (nu = upload_from_row(&f)) == NULL) {
+		free(f.buf);
+		free(f.blocks);
+		return STEP_ENOMEM;
+	}
+	key_id(user, key, keylen, id);
+	pthread_mutex_lock(&s->mu);
+	cur = map_find(s, id);
+	/* An entry this instance is committing is left alone: its commit ends it. */
+	if (cur != NULL && (cur->state != UP_COMMITTING || cur->remote) &&
+	    (nu == NULL || cur->rid != nu->rid)) {
+		upload_forget(s, cur);
+		if (cur->refs == 0)
+			upload_free(cur);
+		cur = NULL;
+	}
+	if (cur != NULL && nu != NULL && cur->rid == nu->rid) {
+		upload_refresh(cur, &f);
+	} else if (cur == NULL && nu != NULL) {
+		map_insert(s, nu);
+		nu = NULL;
+	}
+	pthread_mutex_unlock(&s->mu);
+	upload_free(nu);
+	free(f.buf);
+	free(f.blocks);
+	return STEP_OK;
+}
+
+/* Where a block request of u goes while u is not open: STEP_ENOENT, or STORE_PENDING
+ * (w answered by this instance's commit, or by another's: await_queue); 0 when open.
+ * Under mu. */
+static int
+shared_state(struct store *s, struct store_upload *u, struct store_waiter *w)
+{
+	if (u->state == UP_DEAD)
+		return STEP_ENOENT;
+	if (u->state == UP_OPEN)
+		return STEP_OK;
+	if (u->remote)
+		return await_queue(s, u, w);
+	w->next = u->waiters;
+	u->waiters = w;
+	return STORE_PENDING;
+}
+
+/* This instance won the commit of u (the metadata's claim): queue it. Under mu. */
+static void
+shared_commit(struct store *s, struct store_upload *u, struct store_job *cj, struct store_waiter *w)
+{
+	uint64_t i;
+
+	for (i = 0; i < u->total; i++)
+		if (!bitmap_test(&u->bm, i))
+			bitmap_set(&u->bm, i);
+	u->state = UP_COMMITTING;
+	u->remote = 0;
+	w->next = u->waiters;
+	u->waiters = w;
+	u->refs++;
+	cj->u = u;
+	job_queue_push(s, cj);
+}
+
+/*
+ * store_upload_write with shared metadata: the block goes to the shared temp object with
+ * pwrite at its offset (an inline upload's is kept in memory), then the metadata records
+ * it and decides, under the row's lock, whether it completed the upload; the instance
+ * whose block did commits. A block of an upload another instance commits is answered by
+ * that commit (await_queue).
+ */
+static int
+shared_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
+    size_t len, struct store_waiter *w)
+{
+	struct store_job *cj = job_new(JOB_COMMIT);
+	uint8_t *mem = NULL;
+	int fd = -1, r, rr = 0, fail = 0;
+
+	if (cj == NULL || (u->inl && (mem = malloc(len)) == NULL)) {
+		job_free(cj);
+		return STEP_ENOMEM;
+	}
+	pthread_mutex_lock(&s->mu);
+	if ((r = shared_state(s, u, w)) == 0) {
+		u->writers++;
+		if (fault_hit(&s->nwrite, s->fault_write, "block write"))
+			fail = s->fault_errno;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (r != 0)
+		goto out;
+	if (u->inl)
+		r = fail ? err_from_errno(fail) : (memcpy(mem, data, len), STEP_OK);
+	else
+		r = block_put(s, u, index, data, len, fail, 0, &fd);
+	if (r == 0 && (rr = s->mops->block_done(s->meta, u->rid, index, u->total)) < 0)
+		r = rr;
+	pthread_mutex_lock(&s->mu);
+	if (--u->writers == 0)
+		pthread_cond_broadcast(&s->wcond);
+	if (r == 0 && u->state == UP_DEAD)
+		r = STEP_ENOENT;
+	if (r != 0)
+		goto unlock;
+	switch (rr) {
+	case META_BLOCK_GONE:
+		upload_forget(s, u);
+		r = STEP_ENOENT;
+		break;
+	case META_BLOCK_ELSEWHERE:
+		if (u->state == UP_OPEN) {
+			u->state = UP_COMMITTING;
+			u->remote = 1;
+		}
+		r = shared_state(s, u, w);
+		break;
+	case META_BLOCK_CLAIMED:
+		if (u->inl) {
+			u->mem = mem;
+			mem = NULL;
+			hash_md5_hex(u->mem, len, u->mem_md5);
+			u->next_hashed = 1;
+		}
+		shared_commit(s, u, cj, w);
+		cj = NULL;
+		r = STORE_PENDING;
+		break;
+	default:
+		if (!bitmap_test(&u->bm, index))
+			bitmap_set(&u->bm, index);
+		u->touched = util_wall_s();
+		if (!u->inl && index == u->next_hashed) {
+			hash_update(u->md5, data, len);
+			u->next_hashed++;
+		}
+		if (fd >= 0)
+			upload_catch_up(u, fd, CATCHUP_BLOCKS);
+	}
+unlock:
+	pthread_mutex_unlock(&s->mu);
+out:
+	if (fd >= 0)
+		close(fd);
+	job_free(cj);
+	free(mem);
+	return r;
 }

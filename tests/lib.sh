@@ -49,6 +49,8 @@ t_cleanup() {
 		done
 		t_alive "$p" && kill -KILL "$p" 2>/dev/null
 	done
+	# Extra clean-up of helpers (pg_lib.sh: the throwaway PostgreSQL).
+	[ -n "${T_CLEANUP_EXTRA:-}" ] && eval "$T_CLEANUP_EXTRA"
 	if [ -n "${KEEP_TEST_DIR:-}" ]; then
 		echo "# kept $T_DIR"
 	else

@@ -80,7 +80,7 @@ static void
 fz_init(void)
 {
 	static const uint8_t secret[AUTH_SECRET_LEN];
-	struct store_opts o = { fz_root, 16, 1 << 20, 3600 };
+	struct store_opts o = { fz_root, 16, 1 << 20, 3600, NULL };
 	char path[256], err[256];
 
 	log_init("fuzz", LOG_LVL_ERROR, false);

@@ -98,7 +98,7 @@ wait_for_done(struct wait *w)
 static struct store *
 open_store(const char *root)
 {
-	struct store_opts o = { root, 4, 1 << 20, 3600 };
+	struct store_opts o = { root, 4, 1 << 20, 3600, NULL };
 	struct store *s = NULL;
 	char err[256];
 
@@ -166,7 +166,7 @@ test_inline_object(void **state)
 {
 	char tmpl[] = "/tmp/test_store.XXXXXX", want[33], cmd[256];
 	const char *root = mkdtemp(tmpl);
-	struct store_opts opts = { root, 65536, 1 << 20, 3600 };
+	struct store_opts opts = { root, 65536, 1 << 20, 3600, NULL };
 	uint8_t data[3000], back[3000];
 	struct store_upload *u = NULL;
 	struct store_plan plan;
@@ -230,7 +230,7 @@ test_put_many(void **state)
 {
 	char tmpl[] = "/tmp/test_store.XXXXXX", cmd[256], err[256];
 	const char *root = mkdtemp(tmpl);
-	struct store_opts opts = { root, 65536, 1 << 20, 3600 };
+	struct store_opts opts = { root, 65536, 1 << 20, 3600, NULL };
 	static uint8_t data[NPUT][STORE_INLINE_MAX];
 	struct store_put_item it[NPUT + 4];
 	static struct wait w[NPUT + 4];
@@ -317,7 +317,7 @@ test_pack_rollover(void **state)
 {
 	char tmpl[] = "/tmp/test_store.XXXXXX", cmd[256], err[256], key[16];
 	const char *root = mkdtemp(tmpl);
-	struct store_opts opts = { root, 65536, 1 << 20, 3600 };
+	struct store_opts opts = { root, 65536, 1 << 20, 3600, NULL };
 	static uint8_t data[NPUT][STORE_INLINE_MAX];
 	uint8_t back[STORE_INLINE_MAX];
 	struct store_put_item it[8];

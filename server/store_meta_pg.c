@@ -1,0 +1,1194 @@
+/*
+ * store_meta_pg.c — the PostgreSQL metadata backend (libpq): several stepd instances share
+ * one database and one root directory (a shared filesystem), and any instance serves any
+ * request of any upload.
+ *
+ * What makes it safe with many instances:
+ *   - an upload is one uploads row (UNIQUE(usr, key)), inserted by the SAVE that starts it;
+ *     its received blocks are rows of blocks, recorded by step_block() under the upload
+ *     row's lock (SELECT ... FOR UPDATE), which also counts them: the block that completes
+ *     the set flips state 0 -> 1 (claimed) in that transaction, so exactly one instance
+ *     commits it; a block arriving later on another instance waits for that commit;
+ *   - the commit is one statement per upload inside the batch's transaction: it deletes
+ *     the row only if it is still claimed and inserts the object (ON CONFLICT DO NOTHING,
+ *     or DO UPDATE for a replace), so a DELETE that dropped the upload first wins;
+ *   - a DELETE or a new SAVE drops an upload only while its row is open (state 0);
+ *   - expiry is DELETE ... WHERE touched < now() - ttl RETURNING: each row goes to one
+ *     sweeper, and step_block moves touched under the same row lock;
+ *   - the schema is created or migrated at start under an advisory lock (step_schema);
+ *   - the root's marker file (ROOT/cluster.id) must match the one the database recorded.
+ * Inline (small) objects' bytes are rows of blobs, written in the batch's transaction:
+ * packs are append-only files of one writer, which several instances cannot share.
+ * A commit thread sends a batch as one pipeline (group commit): one round trip per
+ * PIPE_CHUNK jobs, not one per object. When PostgreSQL is slow or gone, requests get
+ * STEP_ECONNECT (503) and nothing is half-committed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "err.h"
+#include "hash.h"
+#include "log.h"
+#include "store_priv.h"
+#include "util.h"
+
+#define SCHEMA_VERSION 1
+#define POOL_MAX       8   /* connections for requests */
+#define PIPE_CHUNK     256 /* jobs sent before their results are read */
+#define ADVISORY_KEY   "735560801"
+
+static const char schema_v1[] =
+    "CREATE TABLE step_info(name text PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE objects(usr text COLLATE \"C\" NOT NULL, key text COLLATE \"C\" NOT NULL,"
+    " size bigint NOT NULL, block_size integer NOT NULL, md5 text NOT NULL,"
+    " file text NOT NULL, src text NOT NULL DEFAULT '', mtime bigint NOT NULL,"
+    " PRIMARY KEY(usr, key));"
+    "CREATE TABLE blobs(id bigserial PRIMARY KEY, data bytea NOT NULL);"
+    "CREATE TABLE uploads(id bigserial PRIMARY KEY, usr text COLLATE \"C\" NOT NULL,"
+    " key text COLLATE \"C\" NOT NULL, file text NOT NULL, size bigint NOT NULL,"
+    " block_size integer NOT NULL, claim text, replace boolean NOT NULL DEFAULT false,"
+    " state smallint NOT NULL DEFAULT 0, nblocks bigint NOT NULL DEFAULT 0,"
+    " touched timestamptz NOT NULL DEFAULT now(), claimed timestamptz, UNIQUE(usr, key));"
+    "CREATE INDEX uploads_touched ON uploads(touched);"
+    "CREATE TABLE blocks(upload bigint NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,"
+    " idx bigint NOT NULL, PRIMARY KEY(upload, idx));"
+    "CREATE TABLE data(usr text COLLATE \"C\" NOT NULL, key text COLLATE \"C\" NOT NULL,"
+    " json text NOT NULL, PRIMARY KEY(usr, key));"
+    "CREATE TABLE obj_gen(usr text COLLATE \"C\" PRIMARY KEY, gen bigint NOT NULL);"
+    "CREATE FUNCTION step_block(u bigint, i bigint, total bigint) RETURNS integer"
+    " LANGUAGE plpgsql AS $$"
+    " DECLARE st smallint; n bigint; added integer;"
+    " BEGIN"
+    "  SELECT state INTO st FROM uploads WHERE id = u FOR UPDATE;"
+    "  IF NOT FOUND THEN RETURN 3; END IF;"
+    "  IF st <> 0 THEN RETURN 2; END IF;"
+    "  INSERT INTO blocks(upload, idx) VALUES (u, i) ON CONFLICT DO NOTHING;"
+    "  GET DIAGNOSTICS added = ROW_COUNT;"
+    "  UPDATE uploads SET nblocks = nblocks + added, touched = now() WHERE id = u"
+    "   RETURNING nblocks INTO n;"
+    "  IF n < total THEN RETURN 0; END IF;"
+    "  UPDATE uploads SET state = 1, claimed = now() WHERE id = u;"
+    "  RETURN 1;"
+    " END $$;";
+
+struct store_meta {
+	struct store *s;
+	char *conninfo;
+	pthread_mutex_t mu; /* the pool */
+	pthread_cond_t cv;
+	PGconn *pool[POOL_MAX];
+	int used[POOL_MAX];
+	PGconn *w;           /* the commit thread's */
+	int64_t down_logged; /* wall second of the last "unreachable" line */
+};
+
+/* ---- connections ---- */
+
+static PGconn *
+pg_connect(const char *conninfo)
+{
+	/* Later keywords win: the connection string may override these defaults. */
+	static const char *const keys[] = { "connect_timeout", "application_name", "options",
+		"keepalives_idle", "dbname", NULL };
+	const char *vals[] = { "5", "stepd", "-c statement_timeout=15000 -c lock_timeout=10000",
+		"10", conninfo, NULL };
+
+	return PQconnectdbParams(keys, vals, 1);
+}
+
+/* One line of a libpq message (its first), in buf. */
+static const char *
+pg_msg(const char *msg, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s", msg != NULL ? msg : "");
+	buf[strcspn(buf, "\n")] = '\0';
+	return buf;
+}
+
+/* Logs that the database cannot be reached, once every 10 s at most. */
+static void
+pg_down(struct store_meta *m, PGconn *c)
+{
+	char buf[256];
+	int64_t now = util_wall_s();
+
+	if (now - m->down_logged < 10)
+		return;
+	m->down_logged = now;
+	log_warnx("postgresql: %s", pg_msg(PQerrorMessage(c), buf, sizeof(buf)));
+}
+
+/* A usable pool connection (reconnected when it broke), or NULL (then STEP_ECONNECT). */
+static PGconn *
+conn_get(struct store_meta *m, int *slot)
+{
+	PGconn *c;
+	int i;
+
+	pthread_mutex_lock(&m->mu);
+	for (;;) {
+		for (i = 0; i < POOL_MAX && m->used[i]; i++)
+			;
+		if (i < POOL_MAX)
+			break;
+		pthread_cond_wait(&m->cv, &m->mu);
+	}
+	m->used[i] = 1;
+	pthread_mutex_unlock(&m->mu);
+	*slot = i;
+	if (m->pool[i] == NULL)
+		m->pool[i] = pg_connect(m->conninfo);
+	else if (PQstatus(m->pool[i]) != CONNECTION_OK)
+		PQreset(m->pool[i]);
+	c = m->pool[i];
+	if (c != NULL && PQstatus(c) == CONNECTION_OK)
+		return c;
+	if (c != NULL)
+		pg_down(m, c);
+	pthread_mutex_lock(&m->mu);
+	m->used[i] = 0;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+static void
+conn_put(struct store_meta *m, int slot)
+{
+	pthread_mutex_lock(&m->mu);
+	m->used[slot] = 0;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* The commit thread's connection, or NULL. */
+static PGconn *
+conn_w(struct store_meta *m)
+{
+	if (m->w == NULL)
+		m->w = pg_connect(m->conninfo);
+	else if (PQstatus(m->w) != CONNECTION_OK)
+		PQreset(m->w);
+	if (m->w != NULL && PQstatus(m->w) == CONNECTION_OK)
+		return m->w;
+	if (m->w != NULL)
+		pg_down(m, m->w);
+	return NULL;
+}
+
+/* The error a failed result stands for: STEP_ECONNECT when the database is gone, too slow
+ * (a statement or lock timeout) or shutting down, else STEP_EIO. */
+static int
+res_err(struct store_meta *m, PGconn *c, const PGresult *res)
+{
+	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	char buf[256];
+
+	if (PQstatus(c) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
+	    strncmp(state, "57", 2) == 0 || strncmp(state, "53", 2) == 0 ||
+	    strcmp(state, "55P03") == 0 || strcmp(state, "40001") == 0 ||
+	    strcmp(state, "40P01") == 0) {
+		pg_down(m, c);
+		return STEP_ECONNECT;
+	}
+	log_warnx("postgresql: %s", pg_msg(PQresultErrorMessage(res), buf, sizeof(buf)));
+	return STEP_EIO;
+}
+
+/* Runs sql with n text parameters on c: the result (PQclear it), or NULL and *err. */
+static PGresult *
+pq(struct store_meta *m, PGconn *c, const char *sql, int n, const char *const *v, int *err)
+{
+	PGresult *res = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return res;
+	*err = res_err(m, c, res);
+	PQclear(res);
+	return NULL;
+}
+
+/* A NUL-terminated copy of key (keylen bytes), or NULL. */
+static char *
+kdup(const char *key, size_t keylen)
+{
+	char *k = malloc(keylen + 1);
+
+	if (k != NULL) {
+		memcpy(k, key, keylen);
+		k[keylen] = '\0';
+	}
+	return k;
+}
+
+/*
+ * Runs sql with user and key (keylen bytes) as $1, $2 and up to two more text parameters,
+ * on a pool connection: the result or NULL and *err.
+ */
+static PGresult *
+pq_key(struct store_meta *m, const char *sql, const char *user, const char *key, size_t keylen,
+    const char *p3, const char *p4, int *err)
+{
+	const char *v[4];
+	PGresult *res = NULL;
+	PGconn *c;
+	int slot, n = p4 != NULL ? 4 : p3 != NULL ? 3 : 2;
+	char *k = kdup(key, keylen);
+
+	*err = STEP_ENOMEM;
+	if (k == NULL)
+		return NULL;
+	v[0] = user;
+	v[1] = k;
+	v[2] = p3;
+	v[3] = p4;
+	*err = STEP_ECONNECT;
+	if ((c = conn_get(m, &slot)) != NULL) {
+		res = pq(m, c, sql, n, v, err);
+		conn_put(m, slot);
+	}
+	free(k);
+	return res;
+}
+
+/* Runs sql with the text parameters v on a pool connection: result, or NULL and *err. */
+static PGresult *
+pq_pool(struct store_meta *m, const char *sql, int n, const char *const *v, int *err)
+{
+	PGresult *res = NULL;
+	PGconn *c;
+	int slot;
+
+	*err = STEP_ECONNECT;
+	if ((c = conn_get(m, &slot)) != NULL) {
+		res = pq(m, c, sql, n, v, err);
+		conn_put(m, slot);
+	}
+	return res;
+}
+
+/* ---- lookups ---- */
+
+static int
+pg_exists(struct store_meta *m, const char *user, const char *key, size_t keylen, int data)
+{
+	PGresult *res = pq_key(m,
+	    data ? "SELECT 1 FROM data WHERE usr = $1 AND key = $2"
+	         : "SELECT 1 FROM objects WHERE usr = $1 AND key = $2",
+	    user, key, keylen, NULL, NULL, &(int){ 0 });
+	int r;
+
+	if (res == NULL)
+		return STEP_ECONNECT;
+	r = PQntuples(res) > 0;
+	PQclear(res);
+	return r;
+}
+
+static void
+pg_read_nop(struct store_meta *m)
+{
+}
+
+static int
+pg_object_get(
+    struct store_meta *m, const char *user, const char *key, size_t keylen, struct store_obj *o)
+{
+	int err = 0;
+	PGresult *res =
+	    pq_key(m, "SELECT size, block_size, md5, file FROM objects WHERE usr = $1 AND key = $2",
+	        user, key, keylen, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return STEP_ENOENT;
+	}
+	o->size = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	o->block_size = (uint32_t)strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+	snprintf(o->md5, sizeof(o->md5), "%s", PQgetvalue(res, 0, 2));
+	snprintf(o->file, sizeof(o->file), "%s", PQgetvalue(res, 0, 3));
+	PQclear(res);
+	return o->block_size > 0 ? STEP_OK : STEP_EIO;
+}
+
+static int
+pg_blob_read(struct store_meta *m, const char *file, uint64_t off, uint8_t *dst, size_t len)
+{
+	char o[24], l[24];
+	const char *v[3] = { file + 5, o, l };
+	PGresult *res;
+	PGconn *c;
+	int slot, r;
+
+	if (strncmp(file, "blob:", 5) != 0 || off > STORE_INLINE_MAX || len > STORE_INLINE_MAX)
+		return STEP_EIO;
+	snprintf(o, sizeof(o), "%" PRIu64, off + 1);
+	snprintf(l, sizeof(l), "%zu", len);
+	if ((c = conn_get(m, &slot)) == NULL)
+		return STEP_ECONNECT;
+	/* A binary result: the bytes as they are. */
+	res = PQexecParams(c,
+	    "SELECT substring(data FROM $2::int FOR $3::int) FROM blobs WHERE id = $1::bigint", 3,
+	    NULL, v, NULL, NULL, 1);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		r = res_err(m, c, res);
+	else if (PQntuples(res) == 0 || (size_t)PQgetlength(res, 0, 0) != len)
+		r = STEP_ENOENT;
+	else
+		r = (memcpy(dst, PQgetvalue(res, 0, 0), len), STEP_OK);
+	conn_put(m, slot);
+	PQclear(res);
+	return r;
+}
+
+static int
+pg_data_get(struct store_meta *m, const char *user, const char *key, size_t keylen, char **json)
+{
+	int err = 0;
+	PGresult *res = pq_key(m, "SELECT json FROM data WHERE usr = $1 AND key = $2", user, key,
+	    keylen, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	err = STEP_ENOENT;
+	if (PQntuples(res) > 0)
+		err = (*json = strdup(PQgetvalue(res, 0, 0))) != NULL ? STEP_OK : STEP_ENOMEM;
+	PQclear(res);
+	return err;
+}
+
+static int
+pg_list(struct store_meta *m, const char *user, int data, const char *prefix, size_t plen,
+    const char *after, size_t alen, long long limit,
+    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
+{
+	char lim[24], *p = kdup(prefix, plen), *a = kdup(after, alen);
+	const char *v[4] = { user, a, p, lim };
+	PGresult *res = NULL;
+	int err = STEP_ENOMEM, i, n;
+
+	*more = 0;
+	snprintf(lim, sizeof(lim), "%lld", limit + 1);
+	if (p != NULL && a != NULL)
+		res = pq_pool(m,
+		    data ? "SELECT key FROM data WHERE usr = $1 AND key > $2 AND key >= $3 AND"
+		           " starts_with(key, $3) ORDER BY key LIMIT $4::bigint"
+		         : "SELECT key FROM objects WHERE usr = $1 AND key > $2 AND key >= $3 AND"
+		           " starts_with(key, $3) ORDER BY key LIMIT $4::bigint",
+		    4, v, &err);
+	free(p);
+	free(a);
+	if (res == NULL)
+		return err;
+	n = PQntuples(res);
+	err = STEP_OK;
+	for (i = 0; i < n && err == 0; i++) {
+		if (i == limit) {
+			*more = 1;
+			break;
+		}
+		err = fn(arg, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+	}
+	PQclear(res);
+	return err;
+}
+
+static int
+pg_obj_gen(struct store_meta *m, const char *user, int64_t *gen)
+{
+	const char *v[1] = { user };
+	int err = 0;
+	PGresult *res = pq_pool(m, "SELECT gen FROM obj_gen WHERE usr = $1", 1, v, &err);
+
+	if (res == NULL)
+		return err;
+	*gen = PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	return STEP_OK;
+}
+
+/* A value of step_info, inserted as def when missing: 0 and out (n bytes), or an error. */
+static int
+info_get(struct store_meta *m, const char *name, const char *def, char *out, size_t n)
+{
+	const char *v[2] = { name, def };
+	int err = 0;
+	PGresult *res = pq_pool(m,
+	    "WITH i AS (INSERT INTO step_info(name, value) VALUES($1, $2) ON CONFLICT DO NOTHING"
+	    " RETURNING value) SELECT value FROM i UNION ALL"
+	    " SELECT value FROM step_info WHERE name = $1",
+	    2, v, &err);
+
+	if (res == NULL)
+		return err;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return STEP_EIO;
+	}
+	snprintf(out, n, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return STEP_OK;
+}
+
+static int
+pg_store_id(struct store_meta *m, char id[33])
+{
+	uint8_t b[16];
+	char hex[33];
+
+	if (hash_random(b, sizeof(b)) != 0)
+		return STEP_EIO;
+	hash_to_hex(b, sizeof(b), hex);
+	return info_get(m, "store_id", hex, id, 33);
+}
+
+/* ---- uploads ---- */
+
+static int
+pg_upload_find(struct store_meta *m, const char *user, const char *key, size_t keylen, int blocks,
+    struct meta_upload_found *f)
+{
+	int err = 0, i, n;
+	size_t len;
+	char *p;
+	PGresult *res = pq_key(m,
+	    "SELECT id, file, size, block_size, coalesce(claim, ''), replace, state"
+	    " FROM uploads WHERE usr = $1 AND key = $2",
+	    user, key, keylen, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return STEP_ENOENT;
+	}
+	len = strlen(user) + 1 + keylen + 1 + 82 + 33;
+	if ((f->buf = p = malloc(len)) == NULL) {
+		PQclear(res);
+		return STEP_ENOMEM;
+	}
+	f->row.user = memcpy(p, user, strlen(user) + 1);
+	p += strlen(user) + 1;
+	f->row.key = memcpy(p, key, keylen);
+	p[keylen] = '\0';
+	p += keylen + 1;
+	f->row.keylen = keylen;
+	f->row.file = p;
+	snprintf(p, 82, "%s", PQgetvalue(res, 0, 1));
+	p += 82;
+	snprintf(p, 33, "%s", PQgetvalue(res, 0, 4));
+	f->row.claim = p[0] != '\0' ? p : NULL;
+	f->row.rid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	f->row.size = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	f->row.block_size = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+	f->row.replace = PQgetvalue(res, 0, 5)[0] == 't';
+	f->row.state = (int)strtol(PQgetvalue(res, 0, 6), NULL, 10);
+	PQclear(res);
+	if (!blocks || f->row.state != 0)
+		return STEP_OK;
+	{
+		char rid[24];
+		const char *v[1] = { rid };
+
+		snprintf(rid, sizeof(rid), "%" PRId64, f->row.rid);
+		if ((res = pq_pool(m, "SELECT idx FROM blocks WHERE upload = $1::bigint", 1, v,
+		         &err)) == NULL) {
+			free(f->buf);
+			f->buf = NULL;
+			return err;
+		}
+	}
+	n = PQntuples(res);
+	if (n > 0 && (f->blocks = calloc((size_t)n, sizeof(*f->blocks))) == NULL) {
+		PQclear(res);
+		free(f->buf);
+		f->buf = NULL;
+		return STEP_ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		f->blocks[i] = strtoull(PQgetvalue(res, i, 0), NULL, 10);
+	f->nblocks = (size_t)n;
+	PQclear(res);
+	return STEP_OK;
+}
+
+/* Runs sql with an upload row id as $1 (and more text parameters) on a pool connection. */
+static PGresult *
+pq_rid(struct store_meta *m, const char *sql, int64_t rid, const char *p2, const char *p3,
+    const char *p4, int *err)
+{
+	char r[24];
+	const char *v[4] = { r, p2, p3, p4 };
+
+	snprintf(r, sizeof(r), "%" PRId64, rid);
+	return pq_pool(m, sql, p4 != NULL ? 4 : p3 != NULL ? 3 : p2 != NULL ? 2 : 1, v, err);
+}
+
+static int
+pg_upload_begin(struct store_meta *m, struct store_upload *u)
+{
+	char file[128], size[24], bs[24];
+	const char *v[8] = { u->user, u->key, file, size, bs, u->want_md5, u->replace ? "t" : "f",
+		u->size == 0 ? "1" : "0" };
+	int err = 0;
+	PGresult *res;
+
+	upload_fname(u, "", file, sizeof(file));
+	snprintf(size, sizeof(size), "%" PRIu64, u->size);
+	snprintf(bs, sizeof(bs), "%" PRIu32, u->block_size);
+	res = pq_pool(m,
+	    "INSERT INTO uploads(usr, key, file, size, block_size, claim, replace, state, claimed)"
+	    " VALUES($1, $2, $3, $4::bigint, $5::integer, NULLIF($6, ''), $7::boolean,"
+	    " $8::smallint, CASE WHEN $8::smallint = 1 THEN now() END)"
+	    " ON CONFLICT (usr, key) DO NOTHING RETURNING id",
+	    8, v, &err);
+	if (res == NULL)
+		return err;
+	err = STEP_EEXIST;
+	if (PQntuples(res) > 0) {
+		u->rid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		err = STEP_OK;
+	}
+	PQclear(res);
+	return err;
+}
+
+static int
+pg_upload_drop(struct store_meta *m, int64_t rid)
+{
+	int err = 0, r;
+	PGresult *res = pq_rid(m,
+	    "WITH d AS (DELETE FROM uploads WHERE id = $1::bigint AND state = 0 RETURNING 1)"
+	    " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM uploads WHERE id = "
+	    "$1::bigint)",
+	    rid, NULL, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	/* Dropped now, or gone already: 1; still there (claimed by a commit): 0. */
+	r = PQgetvalue(res, 0, 0)[0] != '0' || PQgetvalue(res, 0, 1)[0] == '0';
+	PQclear(res);
+	return r;
+}
+
+static int
+pg_block_done(struct store_meta *m, int64_t rid, uint64_t idx, uint64_t total)
+{
+	char i[24], t[24];
+	int err = 0, r;
+	PGresult *res;
+
+	snprintf(i, sizeof(i), "%" PRIu64, idx);
+	snprintf(t, sizeof(t), "%" PRIu64, total);
+	res = pq_rid(
+	    m, "SELECT step_block($1::bigint, $2::bigint, $3::bigint)", rid, i, t, NULL, &err);
+	if (res == NULL)
+		return err;
+	r = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return r >= META_BLOCK_RECORDED && r <= META_BLOCK_GONE ? r : STEP_EIO;
+}
+
+/* The upload row's state ("" when gone) and the md5 of the object its commit made ("" when
+ * none): 0, or an error. */
+static int
+upload_outcome(struct store_meta *m, const struct store_upload *u, char state[4], char md5[33])
+{
+	char file[128];
+	int err = 0;
+	PGresult *res;
+
+	upload_fname(u, "", file, sizeof(file));
+	res = pq_rid(m,
+	    "SELECT (SELECT state FROM uploads WHERE id = $1::bigint), (SELECT md5 FROM objects"
+	    " WHERE usr = $2 AND key = $3 AND src = $4)",
+	    u->rid, u->user, u->key, file, &err);
+	if (res == NULL)
+		return err;
+	snprintf(state, 4, "%s", PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
+	snprintf(md5, 33, "%s", PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+	PQclear(res);
+	return STEP_OK;
+}
+
+static int
+pg_await(struct store_meta *m, const struct store_upload *u, char md5[33])
+{
+	char state[4];
+	int r = upload_outcome(m, u, state, md5);
+
+	if (r != 0)
+		return r;
+	if (state[0] != '\0')
+		return state[0] == '0' ? STEP_EBUSY : STORE_PENDING;
+	return md5[0] != '\0' ? STEP_OK : STEP_ENOENT;
+}
+
+static int
+pg_resolve(struct store_meta *m, const struct store_upload *u)
+{
+	char state[4], md5[33];
+	int r = upload_outcome(m, u, state, md5);
+
+	if (r != 0)
+		return r;
+	if (md5[0] != '\0')
+		return 1;
+	return state[0] != '\0' ? 0 : STEP_ENOENT;
+}
+
+static int
+pg_unclaim(struct store_meta *m, int64_t rid, int drop)
+{
+	int err = 0;
+	PGresult *res = pq_rid(m,
+	    drop ? "DELETE FROM uploads WHERE id = $1::bigint"
+	         : "UPDATE uploads SET state = 0, claimed = NULL WHERE id = $1::bigint AND state = "
+	           "1",
+	    rid, NULL, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	PQclear(res);
+	return STEP_OK;
+}
+
+static void
+pg_expire(struct store_meta *m, struct store *s, int64_t ttl,
+    void (*gone)(struct store *s, const char *file))
+{
+	char t[24], take[24], inl[24];
+	const char *v[2] = { take, inl };
+	PGresult *res;
+	int err = 0, i;
+
+	snprintf(t, sizeof(t), "%" PRId64, ttl);
+	res = pq_rid(m,
+	    "DELETE FROM uploads WHERE state = 0 AND touched < now() - make_interval(secs =>"
+	    " $1::double precision) RETURNING file",
+	    ttl, NULL, NULL, NULL, &err);
+	for (i = 0; res != NULL && i < PQntuples(res); i++)
+		gone(s, PQgetvalue(res, i, 0));
+	PQclear(res);
+	/* A claim nobody finished (its instance died): an upload with files is open again
+	 * (its next block commits it), an inline one (its bytes were in that memory) goes. */
+	snprintf(take, sizeof(take), "%d", STORE_TAKEOVER_S);
+	snprintf(inl, sizeof(inl), "%u", STORE_INLINE_MAX);
+	res = pq_pool(m,
+	    "WITH x AS (DELETE FROM uploads WHERE state = 1 AND claimed < now() -"
+	    " make_interval(secs => $1::double precision) AND size <= $2::bigint AND"
+	    " size <= block_size RETURNING 1) UPDATE uploads SET state = 0, claimed = NULL"
+	    " WHERE state = 1 AND claimed < now() - make_interval(secs => $1::double precision)"
+	    " AND NOT (size <= $2::bigint AND size <= block_size)",
+	    2, v, &err);
+	PQclear(res);
+}
+
+/* ---- the group commit: one transaction, sent as a pipeline ---- */
+
+static const char q_commit[] =
+    "WITH d AS (DELETE FROM uploads WHERE $1::bigint <> 0 AND id = $1::bigint AND state = 1"
+    " RETURNING 1),"
+    " ok AS (SELECT 1 WHERE $1::bigint = 0 OR EXISTS (SELECT 1 FROM d)),"
+    " o AS (SELECT file, size FROM objects WHERE usr = $2 AND key = $3),"
+    " b AS (INSERT INTO blobs(data) SELECT $11::bytea WHERE $12::boolean AND"
+    " EXISTS (SELECT 1 FROM ok) AND ($10::boolean OR NOT EXISTS (SELECT 1 FROM o))"
+    " RETURNING id),"
+    " i AS (INSERT INTO objects(usr, key, file, size, block_size, md5, mtime, src)"
+    " SELECT $2, $3, CASE WHEN $12::boolean THEN 'blob:' || (SELECT id FROM b) ELSE $4 END,"
+    " $5::bigint, $6::integer, $7, $8::bigint, $9 WHERE EXISTS (SELECT 1 FROM ok) AND"
+    " (NOT $12::boolean OR EXISTS (SELECT 1 FROM b))"
+    " ON CONFLICT (usr, key) DO UPDATE SET file = excluded.file, size = excluded.size,"
+    " block_size = excluded.block_size, md5 = excluded.md5, mtime = excluded.mtime,"
+    " src = excluded.src WHERE $10::boolean RETURNING 1),"
+    " ob AS (DELETE FROM blobs WHERE EXISTS (SELECT 1 FROM i) AND $10::boolean AND"
+    " id = (SELECT substr(file, 6)::bigint FROM o WHERE file LIKE 'blob:%')),"
+    " g AS (INSERT INTO obj_gen(usr, gen) SELECT $2, 1 WHERE EXISTS (SELECT 1 FROM i) AND"
+    " EXISTS (SELECT 1 FROM o) ON CONFLICT (usr) DO UPDATE SET gen = obj_gen.gen + 1)"
+    " SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM i), (SELECT file FROM o),"
+    " (SELECT size FROM o)";
+
+static const char q_delete[] =
+    "WITH d AS (DELETE FROM objects WHERE usr = $1 AND key = $2 RETURNING file, size),"
+    " b AS (DELETE FROM blobs WHERE id = (SELECT substr(file, 6)::bigint FROM d"
+    " WHERE file LIKE 'blob:%')),"
+    " g AS (INSERT INTO obj_gen(usr, gen) SELECT $1, 1 WHERE EXISTS (SELECT 1 FROM d)"
+    " ON CONFLICT (usr) DO UPDATE SET gen = obj_gen.gen + 1)"
+    " SELECT file, size FROM d";
+
+/* Sends a COMMIT job's statement. 1 sent, 0 nothing to send, -1 failed. */
+static int
+send_commit(struct store *s, PGconn *c, struct store_job *j)
+{
+	struct store_upload *u = j->u;
+	char rid[24], file[128], size[24], bs[24], mt[24];
+	const char *v[12];
+	int len[12] = { 0 }, fmt[12] = { 0 };
+
+	snprintf(rid, sizeof(rid), "%" PRId64, u->rid);
+	if (j->err != 0) {
+		/* A failed commit (MD5, files): the upload is discarded, as with SQLite. */
+		v[0] = rid;
+		return u->rid == 0 ? 0
+		    : PQsendQueryParams(c, "DELETE FROM uploads WHERE id = $1::bigint", 1, NULL, v,
+		          NULL, NULL, 0) == 1
+		    ? 1
+		    : -1;
+	}
+	upload_fname(u, "", file, sizeof(file));
+	snprintf(size, sizeof(size), "%" PRIu64, u->size);
+	snprintf(bs, sizeof(bs), "%" PRIu32,
+	    u->block_size < s->o.block_size ? u->block_size : s->o.block_size);
+	snprintf(mt, sizeof(mt), "%" PRId64, util_wall_s());
+	v[0] = rid;
+	v[1] = u->user;
+	v[2] = u->key;
+	v[3] = file;
+	v[4] = size;
+	v[5] = bs;
+	v[6] = j->md5;
+	v[7] = mt;
+	v[8] = file;
+	v[9] = u->replace ? "t" : "f";
+	v[10] = u->inl ? (const char *)u->mem : NULL;
+	len[10] = u->inl ? (int)u->size : 0;
+	fmt[10] = 1;
+	v[11] = u->inl ? "t" : "f";
+	return PQsendQueryParams(c, q_commit, 12, NULL, v, len, fmt, 0) == 1 ? 1 : -1;
+}
+
+/* Sends job j's statement: 1 sent, 0 nothing to send, -1 failed. */
+static int
+send_job(struct store *s, PGconn *c, struct store_job *j)
+{
+	const char *v[3];
+	char rid[24];
+
+	switch (j->kind) {
+	case JOB_COMMIT:
+		return send_commit(s, c, j);
+	case JOB_DROP:
+		if (j->u->rid == 0)
+			return 0;
+		snprintf(rid, sizeof(rid), "%" PRId64, j->u->rid);
+		v[0] = rid;
+		return PQsendQueryParams(c,
+		           "DELETE FROM uploads WHERE id = $1::bigint AND state = 0", 1, NULL, v,
+		           NULL, NULL, 0) == 1
+		    ? 1
+		    : -1;
+	case JOB_OBJ_DELETE:
+	case JOB_DATA_SAVE:
+	case JOB_DATA_DELETE:
+		v[0] = j->user;
+		v[1] = j->key;
+		v[2] = j->json;
+		return PQsendQueryParams(c,
+		           j->kind == JOB_OBJ_DELETE ? q_delete
+		               : j->kind == JOB_DATA_SAVE
+		               ? "INSERT INTO data(usr, key, json) VALUES($1, $2, $3)"
+		                 " ON CONFLICT DO NOTHING RETURNING 1"
+		               : "DELETE FROM data WHERE usr = $1 AND key = $2 RETURNING 1",
+		           j->kind == JOB_DATA_SAVE ? 3 : 2, NULL, v, NULL, NULL, 0) == 1
+		    ? 1
+		    : -1;
+	default:
+		return 0;
+	}
+}
+
+/* Reads job j's result (res, a success) into j. */
+static void
+take_result(struct store_job *j, PGresult *res)
+{
+	int n = PQntuples(res);
+
+	switch (j->kind) {
+	case JOB_COMMIT:
+		if (j->err != 0 || n == 0)
+			break;
+		if (PQgetvalue(res, 0, 0)[0] == '0') {
+			j->err =
+			    STEP_ENOENT; /* the upload was dropped meanwhile (DELETE, expiry) */
+		} else if (PQgetvalue(res, 0, 1)[0] == '0') {
+			j->err = STEP_EEXIST;
+		} else if (j->u->replace && !PQgetisnull(res, 0, 2)) {
+			snprintf(j->old_file, sizeof(j->old_file), "%s", PQgetvalue(res, 0, 2));
+			j->old_size = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
+		}
+		break;
+	case JOB_OBJ_DELETE:
+		j->err = n > 0 ? STEP_OK : STEP_ENOENT;
+		if (n > 0) {
+			snprintf(j->file, sizeof(j->file), "%s", PQgetvalue(res, 0, 0));
+			j->size = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+		}
+		break;
+	case JOB_DATA_SAVE:
+		j->err = n > 0 ? STEP_OK : STEP_EEXIST;
+		break;
+	case JOB_DATA_DELETE:
+		j->err = n > 0 ? STEP_OK : STEP_ENOENT;
+		break;
+	default:
+		break;
+	}
+}
+
+/* Reads one query's result and the NULL after it: 0, or an error (the first one). */
+static int
+read_one(struct store_meta *m, PGconn *c, struct store_job *j)
+{
+	PGresult *res = PQgetResult(c), *end;
+	ExecStatusType st = PQresultStatus(res);
+	int r = STEP_OK;
+
+	if (res == NULL)
+		return STEP_ECONNECT;
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+		if (j != NULL)
+			take_result(j, res);
+	} else {
+		r = st == PGRES_PIPELINE_ABORTED ? STEP_EIO : res_err(m, c, res);
+	}
+	PQclear(res);
+	if ((end = PQgetResult(c)) != NULL) {
+		PQclear(end);
+		return STEP_ECONNECT;
+	}
+	return r;
+}
+
+/* Reads the result of the pipeline's sync: 0, or STEP_ECONNECT. */
+static int
+sync_result(PGconn *c)
+{
+	PGresult *res = PQgetResult(c);
+	int ok = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+
+	PQclear(res);
+	return ok ? STEP_OK : STEP_ECONNECT;
+}
+
+/* Sends and reads one chunk of jobs from *jp (at most PIPE_CHUNK with a statement). */
+static int
+pipe_chunk(struct store_meta *m, struct store *s, PGconn *c, struct store_job **jp, int begin)
+{
+	struct store_job *sent[PIPE_CHUNK], *j = *jp;
+	int n = 0, i, r = STEP_OK, e;
+
+	if (begin && PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+		return STEP_ECONNECT;
+	for (; j != NULL && n < PIPE_CHUNK; j = j->next) {
+		if ((e = send_job(s, c, j)) < 0)
+			return STEP_ECONNECT;
+		if (e > 0)
+			sent[n++] = j;
+	}
+	*jp = j;
+	if (PQpipelineSync(c) != 1)
+		return STEP_ECONNECT;
+	if (begin && (e = read_one(m, c, NULL)) != 0)
+		r = e;
+	for (i = 0; i < n; i++)
+		if ((e = read_one(m, c, sent[i])) != 0 && r == 0)
+			r = e;
+	return sync_result(c) != 0 ? STEP_ECONNECT : r;
+}
+
+/* Runs sql (no parameters) on c: 1 when it succeeded. */
+static int
+exec_ok(PGconn *c, const char *sql)
+{
+	PGresult *res = PQexec(c, sql);
+	ExecStatusType st = PQresultStatus(res);
+
+	PQclear(res);
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+static void
+pg_apply(struct store_meta *m, struct store *s, struct store_job *batch)
+{
+	struct store_job *j = batch;
+	PGconn *c = conn_w(m);
+	int r = c != NULL ? STEP_OK : STEP_ECONNECT, first = 1;
+
+	if (r == 0 && PQenterPipelineMode(c) != 1)
+		r = STEP_ECONNECT;
+	while (r == 0 && (j != NULL || first)) {
+		r = pipe_chunk(m, s, c, &j, first);
+		first = 0;
+	}
+	if (r == 0) {
+		if (PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
+			r = STEP_ECONNECT;
+		else if (PQpipelineSync(c) != 1 || (r = read_one(m, c, NULL)) != 0)
+			r = r != 0 ? r : STEP_ECONNECT;
+		else
+			r = sync_result(c);
+	}
+	/* Whatever went through is rolled back: nothing is half-committed. A connection in
+	 * an unknown state is closed and opened afresh next time. */
+	if (c != NULL && (PQexitPipelineMode(c) != 1 || (r != 0 && !exec_ok(c, "ROLLBACK")))) {
+		PQfinish(m->w);
+		m->w = NULL;
+	}
+	if (r == 0)
+		return;
+	for (j = batch; j != NULL; j = j->next)
+		if (j->err == 0 || j->kind == JOB_OBJ_DELETE)
+			j->err = r;
+}
+
+/* ---- not used with shared metadata ---- */
+
+static int
+pg_uploads(struct store_meta *m, struct store *s,
+    void (*fn)(struct store *s, const struct meta_upload_row *row))
+{
+	return STEP_OK;
+}
+
+static int
+pg_file_named(struct store_meta *m, const char *file)
+{
+	return 1;
+}
+
+static int
+pg_pack_end(struct store_meta *m, unsigned n, uint64_t *end)
+{
+	*end = UINT64_MAX;
+	return STEP_OK;
+}
+
+static void
+pg_idle(struct store_meta *m, int busy)
+{
+}
+
+/* ---- open ---- */
+
+/* The connection string: --metadata's value, or the first line of FILE for "@FILE". A
+ * password inside a string given directly is refused: it would show in ps and logs. */
+static int
+conninfo_load(const char *arg, char **out, char *errbuf, size_t errlen)
+{
+	PQconninfoOption *opts, *o;
+	char buf[4096];
+	char *err = NULL;
+	FILE *f;
+
+	if (arg[0] == '@') {
+		if ((f = fopen(arg + 1, "re")) == NULL || fgets(buf, sizeof(buf), f) == NULL) {
+			snprintf(errbuf, errlen,
+			    "cannot read the metadata connection string from '%s'", arg + 1);
+			if (f != NULL)
+				fclose(f);
+			return STEP_EINVAL;
+		}
+		fclose(f);
+		buf[strcspn(buf, "\r\n")] = '\0';
+		return (*out = strdup(buf)) != NULL ? STEP_OK : STEP_ENOMEM;
+	}
+	if ((opts = PQconninfoParse(arg, &err)) == NULL) {
+		snprintf(errbuf, errlen, "--metadata: not a PostgreSQL connection string or URL");
+		PQfreemem(err);
+		return STEP_EINVAL;
+	}
+	for (o = opts; o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0') {
+			PQconninfoFree(opts);
+			snprintf(errbuf, errlen,
+			    "--metadata holds a password, which ps and logs would show: use "
+			    "PGPASSFILE "
+			    "or PGPASSWORD, or put the connection string in a file (--metadata "
+			    "@FILE)");
+			return STEP_EINVAL;
+		}
+	PQconninfoFree(opts);
+	return (*out = strdup(arg)) != NULL ? STEP_OK : STEP_ENOMEM;
+}
+
+/* The schema, created or migrated under an advisory lock (instances starting together
+ * wait for each other); a newer one than ours is refused. */
+static int
+schema_check(struct store_meta *m, PGconn *c, char *errbuf, size_t errlen)
+{
+	PGresult *res = NULL;
+	char msg[256];
+	int v = -1;
+
+	if (!exec_ok(c, "BEGIN") || !exec_ok(c, "SELECT pg_advisory_xact_lock(" ADVISORY_KEY ")") ||
+	    !exec_ok(c, "CREATE TABLE IF NOT EXISTS step_schema(version integer NOT NULL)") ||
+	    PQresultStatus(res = PQexec(c, "SELECT coalesce(max(version), 0) FROM step_schema")) !=
+	        PGRES_TUPLES_OK)
+		goto fail;
+	v = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	res = NULL;
+	if (v > SCHEMA_VERSION) {
+		exec_ok(c, "ROLLBACK");
+		snprintf(errbuf, errlen,
+		    "the metadata database has schema version %d, newer than this stepd's %d: "
+		    "upgrade stepd",
+		    v, SCHEMA_VERSION);
+		return STEP_EINVAL;
+	}
+	if (v < 1 &&
+	    (!exec_ok(c, schema_v1) || !exec_ok(c, "INSERT INTO step_schema(version) VALUES(1)")))
+		goto fail;
+	if (exec_ok(c, "COMMIT"))
+		return STEP_OK;
+fail:
+	snprintf(errbuf, errlen, "cannot create or check the metadata schema: %s",
+	    pg_msg(PQerrorMessage(c), msg, sizeof(msg)));
+	PQclear(res);
+	exec_ok(c, "ROLLBACK");
+	return STEP_EIO;
+}
+
+/*
+ * ROOT/cluster.id: a random id made by the first instance and recorded in the database.
+ * An instance whose root holds another id (or none, while the database has one) does not
+ * share the others' root: refused.
+ */
+static int
+marker_check(struct store_meta *m, char *errbuf, size_t errlen)
+{
+	char path[4200], mine[64] = "", want[64];
+	uint8_t b[16];
+	int fd, r;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/cluster.id", m->s->root);
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+		n = read(fd, mine, sizeof(mine) - 1);
+		close(fd);
+		mine[n > 0 ? n : 0] = '\0';
+		mine[strcspn(mine, "\n")] = '\0';
+	} else if (errno == ENOENT && hash_random(b, sizeof(b)) == 0) {
+		hash_to_hex(b, sizeof(b), mine);
+		if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) <
+		        0 ||
+		    write(fd, mine, 32) != 32 || fsync(fd) != 0) {
+			snprintf(errbuf, errlen, "cannot write '%s': %s", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return STEP_ESYS;
+		}
+		close(fd);
+	}
+	if ((r = info_get(m, "root_marker", mine, want, sizeof(want))) != 0) {
+		snprintf(errbuf, errlen, "cannot read the root marker from the metadata database");
+		return r;
+	}
+	if (mine[0] != '\0' && strcmp(mine, want) == 0)
+		return STEP_OK;
+	snprintf(errbuf, errlen,
+	    "'%s' is not the shared root of this cluster: its cluster.id is '%s', the metadata "
+	    "database expects '%s' (every stepd must use the same shared --root)",
+	    m->s->root, mine, want);
+	return STEP_EINVAL;
+}
+
+static void
+pg_close(struct store_meta *m)
+{
+	int i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < POOL_MAX; i++)
+		PQfinish(m->pool[i]);
+	PQfinish(m->w);
+	pthread_mutex_destroy(&m->mu);
+	pthread_cond_destroy(&m->cv);
+	free(m->conninfo);
+	free(m);
+}
+
+static int
+pg_open(struct store *s, struct store_meta **out, char *errbuf, size_t errlen)
+{
+	struct store_meta *m = calloc(1, sizeof(*m));
+	char msg[512];
+	PGconn *c;
+	int r;
+
+	if (m == NULL)
+		return STEP_ENOMEM;
+	m->s = s;
+	pthread_mutex_init(&m->mu, NULL);
+	pthread_cond_init(&m->cv, NULL);
+	if ((r = conninfo_load(s->o.metadata, &m->conninfo, errbuf, errlen)) != 0)
+		goto fail;
+	c = m->pool[0] = pg_connect(m->conninfo);
+	if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+		char *p;
+
+		/* libpq's message names the host and what failed (refused, authentication,
+		 * no such database); made one line. Never the connection string. */
+		snprintf(msg, sizeof(msg), "%s", c != NULL ? PQerrorMessage(c) : "out of memory");
+		while ((p = strchr(msg, '\n')) != NULL)
+			*p = p[1] != '\0' ? ' ' : '\0';
+		snprintf(
+		    errbuf, errlen, "cannot connect to the PostgreSQL metadata database: %s", msg);
+		r = STEP_ECONNECT;
+		goto fail;
+	}
+	if ((r = schema_check(m, c, errbuf, errlen)) != 0 ||
+	    (r = marker_check(m, errbuf, errlen)) != 0)
+		goto fail;
+	log_info("metadata: PostgreSQL database '%s' on %s", PQdb(c),
+	    PQhost(c) != NULL ? PQhost(c) : "(default)");
+	*out = m;
+	return STEP_OK;
+fail:
+	pg_close(m);
+	return r;
+}
+
+const struct store_meta_ops store_meta_pg = {
+	.name = "postgresql",
+	.open = pg_open,
+	.close = pg_close,
+	.store_id = pg_store_id,
+	.exists = pg_exists,
+	.read_begin = pg_read_nop,
+	.read_end = pg_read_nop,
+	.object_get = pg_object_get,
+	.blob_read = pg_blob_read,
+	.data_get = pg_data_get,
+	.list = pg_list,
+	.obj_gen = pg_obj_gen,
+	.uploads = pg_uploads,
+	.apply = pg_apply,
+	.file_named = pg_file_named,
+	.pack_end = pg_pack_end,
+	.idle = pg_idle,
+	.shared = 1,
+	.inline_in_meta = 1,
+	.upload_find = pg_upload_find,
+	.upload_begin = pg_upload_begin,
+	.upload_drop = pg_upload_drop,
+	.block_done = pg_block_done,
+	.await = pg_await,
+	.resolve = pg_resolve,
+	.unclaim = pg_unclaim,
+	.expire = pg_expire,
+};
