@@ -243,10 +243,12 @@ prepare_root(const struct opts *o, char *out)
 /*
  * Takes ROOT/stepd.lock (flock, held for the life of the process) and writes our PID in
  * it, so that a second stepd on the same root (SQLite metadata shared without a cluster
- * backend) refuses to start, naming the first one. 0, or -1 after printing why.
+ * backend) refuses to start, naming the first one. With --metadata (shared: several
+ * instances on one root) the lock is shared: they coexist, a SQLite stepd is refused.
+ * 0, or -1 after printing why.
  */
 static int
-lock_root(const char *root)
+lock_root(const char *root, int shared)
 {
 	char path[PATH_MAX], pid[32] = "";
 	ssize_t n;
@@ -257,7 +259,7 @@ lock_root(const char *root)
 		fprintf(stderr, "stepd: cannot open '%s/stepd.lock': %s\n", root, strerror(errno));
 		return -1;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+	if (flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
 		if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0)
 			pid[strcspn(pid, "\n")] = '\0';
 		fprintf(stderr, "stepd: another stepd (PID %s) is serving '%s'\n",
@@ -400,7 +402,7 @@ serve(const struct opts *o)
 	 * With it, the ports are bound and the TLS key read as root, then the root is opened
 	 * (and created) only as the unprivileged user. */
 	if (o->setuid == NULL &&
-	    (prepare_root(o, root) != 0 || (o->metadata == NULL && lock_root(root) != 0) ||
+	    (prepare_root(o, root) != 0 || lock_root(root, o->metadata != NULL) != 0 ||
 	        (ob = open_backend(o, root, &au, &st, err, sizeof(err))) != 0))
 		goto out;
 	lo.bind = o->bind;
@@ -427,7 +429,7 @@ serve(const struct opts *o)
 		goto out;
 	if (o->setuid != NULL) {
 		if (drop_privileges(o, err, sizeof(err)) != 0 || prepare_root(o, root) != 0 ||
-		    (o->metadata == NULL && lock_root(root) != 0) ||
+		    lock_root(root, o->metadata != NULL) != 0 ||
 		    (ob = open_backend(o, root, &au, &st, err, sizeof(err))) != 0)
 			goto out;
 		loop_set_backend(l, st, au);

@@ -169,6 +169,27 @@ await_queue(struct store *s, struct store_upload *u, struct store_waiter *w)
 	return STORE_PENDING;
 }
 
+/* Queues the commit of u (claimed by this instance) again. 0 or STEP_ENOMEM. */
+static int
+recommit(struct store *s, struct store_upload *u)
+{
+	struct store_job *cj = job_new(JOB_COMMIT);
+
+	if (cj == NULL)
+		return STEP_ENOMEM;
+	pthread_mutex_lock(&s->mu);
+	if (!u->inl) {
+		hash_reset(u->md5);
+		u->next_hashed = 0;
+	}
+	u->state = UP_COMMITTING;
+	u->refs++;
+	cj->u = u;
+	pthread_mutex_unlock(&s->mu);
+	job_queue_push(s, cj);
+	return STEP_OK;
+}
+
 /* A commit of u failed because the metadata went away: did its transaction commit? Asked
  * again (resolve_run) until the metadata answers. Commit thread. */
 static void
@@ -188,8 +209,9 @@ resolve_later(struct store *s, struct store_upload *u)
 
 /*
  * One round over the commits whose outcome is unknown: committed after all (nothing to
- * do), not committed (the file goes back to tmp/ and the row is open again: the client's
- * next block commits it), or gone meanwhile (the file goes).
+ * do), not committed (the row is still this instance's claim: the file goes back to tmp/
+ * and the commit is queued again, hashing the file afresh), or gone meanwhile (the file
+ * goes). Waiters of the upload's blocks wait for it (await) or ask again.
  */
 static void
 resolve_run(struct store *s)
@@ -203,11 +225,13 @@ resolve_run(struct store *s)
 
 		upload_fname(u, "", from, sizeof(from));
 		upload_fname(u, ".part", to, sizeof(to));
-		if (r == 0 && !u->inl && !j->err && renameat(s->objfd, from, s->tmpfd, to) == 0)
-			j->err = 1; /* renamed back: not again */
-		if (r == 0)
-			r = s->mops->unclaim(s->meta, u->rid, u->inl) == 0 ? 1 : STEP_ECONNECT;
-		else if (r == STEP_ENOENT && !u->inl)
+		if (r == 0 && !u->inl)
+			renameat(s->objfd, from, s->tmpfd, to); /* ENOENT: never renamed */
+		if (r == 0 && recommit(s, u) != 0) {
+			pp = &j->next;
+			continue;
+		}
+		if (r == STEP_ENOENT && !u->inl)
 			unlinkat(s->objfd, from, 0);
 		if (r < 0 && r != STEP_ENOENT) {
 			pp = &j->next;
@@ -494,10 +518,12 @@ commit_main(void *arg)
 	next_sweep = util_now_ms() + (uint64_t)interval_ms;
 	for (;;) {
 		struct store_job *batch, *j;
-		int n = 1;
+		int n = 1, waited;
 
 		pthread_mutex_lock(&s->qmu);
-		while (s->qhead == NULL && !s->stop && util_now_ms() < next_sweep) {
+		waited = 0;
+		while (s->qhead == NULL && !s->stop && util_now_ms() < next_sweep &&
+		    !(waited && (s->awaiting != NULL || s->resolving != NULL))) {
 			struct timespec ts;
 			uint64_t wait_ms = next_sweep - util_now_ms();
 
@@ -512,6 +538,7 @@ commit_main(void *arg)
 				ts.tv_nsec -= 1000000000L;
 			}
 			pthread_cond_timedwait(&s->qcond, &s->qmu, &ts);
+			waited = 1;
 		}
 		if (s->qhead == NULL && s->stop) {
 			pthread_mutex_unlock(&s->qmu);

@@ -105,8 +105,6 @@ struct store_meta_ops {
 	/* A commit of u whose transaction's outcome is unknown: 1 committed, 0 not (its row is
 	 * claimed still), STEP_ENOENT (gone), or an error (ask again later). */
 	int (*resolve)(struct store_meta *m, const struct store_upload *u);
-	/* Gives a claimed row back (open again; drop: deleted). */
-	int (*unclaim)(struct store_meta *m, int64_t rid, int drop);
 	/* Drops rows idle for ttl seconds (gone(s, file) for each, to remove its temp files)
 	 * and gives back claims older than STORE_TAKEOVER_S. */
 	void (*expire)(struct store_meta *m, struct store *s, int64_t ttl,

@@ -57,7 +57,7 @@ static const char schema_v1[] =
     "CREATE TABLE uploads(id bigserial PRIMARY KEY, usr text COLLATE \"C\" NOT NULL,"
     " key text COLLATE \"C\" NOT NULL, file text NOT NULL, size bigint NOT NULL,"
     " block_size integer NOT NULL, claim text, replace boolean NOT NULL DEFAULT false,"
-    " state smallint NOT NULL DEFAULT 0, nblocks bigint NOT NULL DEFAULT 0,"
+    " state smallint NOT NULL DEFAULT 0, claimed_by text, nblocks bigint NOT NULL DEFAULT 0,"
     " touched timestamptz NOT NULL DEFAULT now(), claimed timestamptz, UNIQUE(usr, key));"
     "CREATE INDEX uploads_touched ON uploads(touched);"
     "CREATE TABLE blocks(upload bigint NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,"
@@ -65,19 +65,20 @@ static const char schema_v1[] =
     "CREATE TABLE data(usr text COLLATE \"C\" NOT NULL, key text COLLATE \"C\" NOT NULL,"
     " json text NOT NULL, PRIMARY KEY(usr, key));"
     "CREATE TABLE obj_gen(usr text COLLATE \"C\" PRIMARY KEY, gen bigint NOT NULL);"
-    "CREATE FUNCTION step_block(u bigint, i bigint, total bigint) RETURNS integer"
+    "CREATE FUNCTION step_block(u bigint, i bigint, total bigint, me text) RETURNS integer"
     " LANGUAGE plpgsql AS $$"
-    " DECLARE st smallint; n bigint; added integer;"
+    " DECLARE st smallint; cb text; n bigint; added integer;"
     " BEGIN"
-    "  SELECT state INTO st FROM uploads WHERE id = u FOR UPDATE;"
+    "  SELECT state, claimed_by INTO st, cb FROM uploads WHERE id = u FOR UPDATE;"
     "  IF NOT FOUND THEN RETURN 3; END IF;"
+    "  IF st <> 0 AND cb = me THEN RETURN 1; END IF;" /* ours, its answer was lost */
     "  IF st <> 0 THEN RETURN 2; END IF;"
     "  INSERT INTO blocks(upload, idx) VALUES (u, i) ON CONFLICT DO NOTHING;"
     "  GET DIAGNOSTICS added = ROW_COUNT;"
     "  UPDATE uploads SET nblocks = nblocks + added, touched = now() WHERE id = u"
     "   RETURNING nblocks INTO n;"
     "  IF n < total THEN RETURN 0; END IF;"
-    "  UPDATE uploads SET state = 1, claimed = now() WHERE id = u;"
+    "  UPDATE uploads SET state = 1, claimed = now(), claimed_by = me WHERE id = u;"
     "  RETURN 1;"
     " END $$;";
 
@@ -89,10 +90,18 @@ struct store_meta {
 	PGconn *pool[POOL_MAX];
 	int used[POOL_MAX];
 	PGconn *w;           /* the commit thread's */
+	char me[33];         /* this instance's id: whose claims are whose */
 	int64_t down_logged; /* wall second of the last "unreachable" line */
 };
 
 /* ---- connections ---- */
+
+/* The server's notices ("relation already exists, skipping") are not ours to print. */
+static void
+pg_notice(void *arg, const char *msg)
+{
+	log_debug("postgresql: %s", msg);
+}
 
 static PGconn *
 pg_connect(const char *conninfo)
@@ -103,7 +112,11 @@ pg_connect(const char *conninfo)
 	const char *vals[] = { "5", "stepd", "-c statement_timeout=15000 -c lock_timeout=10000",
 		"10", conninfo, NULL };
 
-	return PQconnectdbParams(keys, vals, 1);
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+	if (c != NULL)
+		PQsetNoticeProcessor(c, pg_notice, NULL);
+	return c;
 }
 
 /* One line of a libpq message (its first), in buf. */
@@ -464,10 +477,12 @@ pg_upload_find(struct store_meta *m, const char *user, const char *key, size_t k
 	int err = 0, i, n;
 	size_t len;
 	char *p;
+	/* state: 0 open, 1 claimed by another instance, 2 claimed by this one. */
 	PGresult *res = pq_key(m,
-	    "SELECT id, file, size, block_size, coalesce(claim, ''), replace, state"
+	    "SELECT id, file, size, block_size, coalesce(claim, ''), replace,"
+	    " CASE WHEN state = 0 THEN 0 WHEN claimed_by = $3 THEN 2 ELSE 1 END"
 	    " FROM uploads WHERE usr = $1 AND key = $2",
-	    user, key, keylen, NULL, NULL, &err);
+	    user, key, keylen, m->me, NULL, &err);
 
 	if (res == NULL)
 		return err;
@@ -541,8 +556,8 @@ static int
 pg_upload_begin(struct store_meta *m, struct store_upload *u)
 {
 	char file[128], size[24], bs[24];
-	const char *v[8] = { u->user, u->key, file, size, bs, u->want_md5, u->replace ? "t" : "f",
-		u->size == 0 ? "1" : "0" };
+	const char *v[9] = { u->user, u->key, file, size, bs, u->want_md5, u->replace ? "t" : "f",
+		u->size == 0 ? "1" : "0", m->me };
 	int err = 0;
 	PGresult *res;
 
@@ -550,11 +565,11 @@ pg_upload_begin(struct store_meta *m, struct store_upload *u)
 	snprintf(size, sizeof(size), "%" PRIu64, u->size);
 	snprintf(bs, sizeof(bs), "%" PRIu32, u->block_size);
 	res = pq_pool(m,
-	    "INSERT INTO uploads(usr, key, file, size, block_size, claim, replace, state, claimed)"
-	    " VALUES($1, $2, $3, $4::bigint, $5::integer, NULLIF($6, ''), $7::boolean,"
-	    " $8::smallint, CASE WHEN $8::smallint = 1 THEN now() END)"
+	    "INSERT INTO uploads(usr, key, file, size, block_size, claim, replace, state, claimed,"
+	    " claimed_by) VALUES($1, $2, $3, $4::bigint, $5::integer, NULLIF($6, ''),"
+	    " $7::boolean, $8::smallint, CASE WHEN $8::smallint = 1 THEN now() END, $9)"
 	    " ON CONFLICT (usr, key) DO NOTHING RETURNING id",
-	    8, v, &err);
+	    9, v, &err);
 	if (res == NULL)
 		return err;
 	err = STEP_EEXIST;
@@ -594,7 +609,7 @@ pg_block_done(struct store_meta *m, int64_t rid, uint64_t idx, uint64_t total)
 	snprintf(i, sizeof(i), "%" PRIu64, idx);
 	snprintf(t, sizeof(t), "%" PRIu64, total);
 	res = pq_rid(
-	    m, "SELECT step_block($1::bigint, $2::bigint, $3::bigint)", rid, i, t, NULL, &err);
+	    m, "SELECT step_block($1::bigint, $2::bigint, $3::bigint, $4)", rid, i, t, m->me, &err);
 	if (res == NULL)
 		return err;
 	r = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
@@ -648,22 +663,6 @@ pg_resolve(struct store_meta *m, const struct store_upload *u)
 	if (md5[0] != '\0')
 		return 1;
 	return state[0] != '\0' ? 0 : STEP_ENOENT;
-}
-
-static int
-pg_unclaim(struct store_meta *m, int64_t rid, int drop)
-{
-	int err = 0;
-	PGresult *res = pq_rid(m,
-	    drop ? "DELETE FROM uploads WHERE id = $1::bigint"
-	         : "UPDATE uploads SET state = 0, claimed = NULL WHERE id = $1::bigint AND state = "
-	           "1",
-	    rid, NULL, NULL, NULL, &err);
-
-	if (res == NULL)
-		return err;
-	PQclear(res);
-	return STEP_OK;
 }
 
 static void
@@ -1127,6 +1126,7 @@ pg_open(struct store *s, struct store_meta **out, char *errbuf, size_t errlen)
 {
 	struct store_meta *m = calloc(1, sizeof(*m));
 	char msg[512];
+	uint8_t b[16];
 	PGconn *c;
 	int r;
 
@@ -1135,6 +1135,11 @@ pg_open(struct store *s, struct store_meta **out, char *errbuf, size_t errlen)
 	m->s = s;
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
+	if (hash_random(b, sizeof(b)) != 0) {
+		r = STEP_EIO;
+		goto fail;
+	}
+	hash_to_hex(b, sizeof(b), m->me);
 	if ((r = conninfo_load(s->o.metadata, &m->conninfo, errbuf, errlen)) != 0)
 		goto fail;
 	c = m->pool[0] = pg_connect(m->conninfo);
@@ -1189,6 +1194,5 @@ const struct store_meta_ops store_meta_pg = {
 	.block_done = pg_block_done,
 	.await = pg_await,
 	.resolve = pg_resolve,
-	.unclaim = pg_unclaim,
 	.expire = pg_expire,
 };

@@ -784,9 +784,17 @@ upload_from_row(const struct meta_upload_found *f)
 	return u;
 }
 
-/* Brings the entry cur (same row) in line with the row f. Under mu. */
+static void shared_commit(
+    struct store *s, struct store_upload *u, struct store_job *cj, struct store_waiter *w);
+
+/*
+ * Brings the entry cur (same row) in line with the row f. A row this instance claimed while
+ * cur is still open is a claim whose answer was lost (the database went away after it
+ * committed): this instance commits it now, with the job *cjp (then set to NULL). Under mu.
+ */
 static void
-upload_refresh(struct store_upload *cur, const struct meta_upload_found *f)
+upload_refresh(struct store *s, struct store_upload *cur, const struct meta_upload_found *f,
+    struct store_job **cjp)
 {
 	size_t i;
 
@@ -794,7 +802,11 @@ upload_refresh(struct store_upload *cur, const struct meta_upload_found *f)
 	for (i = 0; i < f->nblocks; i++)
 		if (f->blocks[i] < cur->total && !bitmap_test(&cur->bm, f->blocks[i]))
 			bitmap_set(&cur->bm, f->blocks[i]);
-	if (f->row.state != 0 && cur->state == UP_OPEN) {
+	if (f->row.state == 2 && cur->state == UP_OPEN && *cjp != NULL &&
+	    (!cur->inl || cur->mem != NULL)) {
+		shared_commit(s, cur, *cjp, NULL);
+		*cjp = NULL;
+	} else if (f->row.state != 0 && cur->state == UP_OPEN) {
 		cur->state = UP_COMMITTING;
 		cur->remote = 1;
 	} else if (f->row.state == 0 && cur->remote) {
@@ -808,6 +820,7 @@ upload_sync(struct store *s, const char *user, const char *key, size_t keylen, i
 {
 	struct meta_upload_found f;
 	struct store_upload *cur, *nu = NULL;
+	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
 	int r;
 
@@ -817,7 +830,10 @@ upload_sync(struct store *s, const char *user, const char *key, size_t keylen, i
 	r = s->mops->upload_find(s->meta, user, key, keylen, blocks, &f);
 	if (r != 0 && r != STEP_ENOENT)
 		return r;
-	if (r == 0 && (nu = upload_from_row(&f)) == NULL) {
+	if (r == 0 &&
+	    ((nu = upload_from_row(&f)) == NULL ||
+	        (f.row.state == 2 && (cj = job_new(JOB_COMMIT)) == NULL))) {
+		upload_free(nu);
 		free(f.buf);
 		free(f.blocks);
 		return STEP_ENOMEM;
@@ -834,13 +850,14 @@ upload_sync(struct store *s, const char *user, const char *key, size_t keylen, i
 		cur = NULL;
 	}
 	if (cur != NULL && nu != NULL && cur->rid == nu->rid) {
-		upload_refresh(cur, &f);
+		upload_refresh(s, cur, &f, &cj);
 	} else if (cur == NULL && nu != NULL) {
 		map_insert(s, nu);
 		nu = NULL;
 	}
 	pthread_mutex_unlock(&s->mu);
 	upload_free(nu);
+	job_free(cj);
 	free(f.buf);
 	free(f.blocks);
 	return STEP_OK;
@@ -874,8 +891,10 @@ shared_commit(struct store *s, struct store_upload *u, struct store_job *cj, str
 			bitmap_set(&u->bm, i);
 	u->state = UP_COMMITTING;
 	u->remote = 0;
-	w->next = u->waiters;
-	u->waiters = w;
+	if (w != NULL) {
+		w->next = u->waiters;
+		u->waiters = w;
+	}
 	u->refs++;
 	cj->u = u;
 	job_queue_push(s, cj);
@@ -922,6 +941,10 @@ shared_write(struct store *s, struct store_upload *u, uint64_t index, const uint
 		r = STEP_ENOENT;
 	if (r != 0)
 		goto unlock;
+	if (u->state == UP_COMMITTING && !u->remote && rr != META_BLOCK_GONE) {
+		r = shared_state(s, u, w); /* this instance commits it already: its answer */
+		goto unlock;
+	}
 	switch (rr) {
 	case META_BLOCK_GONE:
 		upload_forget(s, u);

@@ -316,7 +316,7 @@ ok 'power loss simulated: block 1 zeroed in the .part while the sidecar says rec
 	p=$(ls "$STEPD_ROOT"/tmp/*.part) && [ -n "$p" ] &&
 	dd if=/dev/zero of="$p" bs=20480 seek=1 count=1 conv=notrunc 2>/dev/null'
 t_start 'restart' --auth open
-ok 'block 1 is asked for again (received lists 0 and 2 only); the warning is logged' '
+sqlite_ok 'block 1 is asked for again (received lists 0 and 2 only); the warning is logged' '
 	grep -q "1 acknowledged block(s) not on disk" "$STEPD_LOG" &&
 	python3 -c "
 exec(open(\"$T_DIR/dos.py\").read().split(\"cmd, port\")[0])
@@ -340,7 +340,7 @@ ok 'plant an orphan in obj/ and 5000 unreferenced bytes at the end of the last p
 	pk=$(ls "$STEPD_ROOT"/pack/*.pack | tail -1) && stat -c %s "$pk" >pack.size &&
 	head -c 5000 /dev/urandom >>"$pk"'
 t_start 'restart' --auth open
-ok 'both are gone; the objects are intact' '
+sqlite_ok 'both are gone; the objects are intact' '
 	grep -q "removed 1 object file(s) that no object names" "$STEPD_LOG" &&
 	grep -q "5000 unreferenced byte(s) at its end removed" "$STEPD_LOG" &&
 	[ ! -e "$STEPD_ROOT/obj/$(printf %064d 0).0123456789abcdef" ] &&

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""cluster_wire.py - scenarios of t1150: two stepd instances on one PostgreSQL database and
+one shared root, driven over the raw STEP protocol (server_wire.py's client).
+
+Usage: cluster_wire.py SCENARIO PORT_A PORT_B [ARGS...]   (exit 0 = pass, messages on stderr)
+"""
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_wire import (DEFAULT_BS, Conn, Fail, check, download, expect, login, md5, r,  # noqa: E402
+                         still_serving)
+
+USER = "cluster"
+
+
+def sess(port):
+    c = Conn(port)
+    return c, login(c, USER)
+
+
+def blk(data, bs, i):
+    return data[i * bs:(i + 1) * bs]
+
+
+def verify(port, key, data):
+    c, t = sess(port)
+    got = download(c, t, key)
+    c.close()
+    check(got == data, "object %r verifies on port %d" % (key, port))
+
+
+def sc_alternate(pa, pb):
+    """An upload whose blocks alternate between the two instances; SAVE on A, the last
+    block on B; the object verifies on both, and each answer carried the right md5."""
+    a, ta = sess(pa)
+    b, tb = sess(pb)
+    data = os.urandom(9 * DEFAULT_BS + 123)
+    plan, _ = expect(a, r("FILE", "SAVE", token=ta, key="alt", size=len(data)), 200)
+    bs, total = plan["block_size"], plan["total_block"]
+    last = None
+    for i in range(total):
+        c, t = (a, ta) if i % 2 == 0 else (b, tb)
+        last, _ = expect(c, r("FILE", "UPLOAD", token=t, key="alt", block_index=i), 200,
+                         blk(data, bs, i), what="UPLOAD %d on %s" % (i, "AB"[i % 2]))
+    check(last.get("md5") == md5(data), "the completing block carries the md5: %r" % last)
+    verify(pa, "alt", data)
+    verify(pb, "alt", data)
+    # A resume asked on B sees the blocks A received (the metadata's, not B's memory).
+    data2 = os.urandom(5 * DEFAULT_BS)
+    expect(a, r("FILE", "SAVE", token=ta, key="alt2", size=len(data2)), 200)
+    for i in (0, 2):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="alt2", block_index=i), 200,
+               blk(data2, bs, i))
+    p, _ = expect(b, r("FILE", "SAVE", token=tb, key="alt2", size=len(data2)), 200)
+    check(p["received"] == [[0, 0], [2, 2]], "B's plan lists A's blocks: %r" % p)
+    # Small (inline) objects: SAVE on A, the block on B; PUTMANY on B, read on A.
+    expect(a, r("FILE", "SAVE", token=ta, key="small", size=5), 200)
+    expect(b, r("FILE", "UPLOAD", token=tb, key="small", block_index=0), 200, b"hello")
+    verify(pa, "small", b"hello")
+    still_serving(pa)
+    still_serving(pb)
+
+
+def sc_kill_a(pa, pb):
+    """Phase 1 of 'resume on B after A is SIGKILLed': half an upload through A."""
+    a, ta = sess(pa)
+    data = bytes(range(256)) * (40 * DEFAULT_BS // 256) + b"tail"
+    open(sys.argv[4], "wb").write(data)
+    plan, _ = expect(a, r("FILE", "SAVE", token=ta, key="killed", size=len(data)), 200)
+    for i in range(plan["total_block"] // 2):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="killed", block_index=i), 200,
+               blk(data, plan["block_size"], i))
+
+
+def sc_resume_b(pa, pb):
+    """Phase 2: A is dead; B resumes the upload with the blocks A received, finishes it."""
+    data = open(sys.argv[4], "rb").read()
+    b, tb = sess(pb)
+    plan, _ = expect(b, r("FILE", "SAVE", token=tb, key="killed", size=len(data)), 200)
+    bs, total = plan["block_size"], plan["total_block"]
+    check(plan["received"] == [[0, total // 2 - 1]], "B resumes A's blocks: %r"
+          % plan["received"])
+    for i in range(total // 2, total):
+        last, _ = expect(b, r("FILE", "UPLOAD", token=tb, key="killed", block_index=i), 200,
+                         blk(data, bs, i))
+    check(last["md5"] == md5(data), "committed on B")
+    verify(pb, "killed", data)
+    still_serving(pb)
+
+
+def race(fns):
+    """Runs the functions at once; their results (or exceptions) in order."""
+    out = [None] * len(fns)
+    go = threading.Barrier(len(fns))
+
+    def run(i):
+        try:
+            go.wait(10)
+            out[i] = fns[i]()
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            out[i] = e
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    return out
+
+
+def sc_both_complete(pa, pb):
+    """The same key completed on both instances at once (the last block sent to both, and
+    two last blocks of different indexes, one to each): one commit, both answers 200 with
+    the object's md5, the object intact."""
+    for rnd in range(6):
+        key = "both%d" % rnd
+        data = os.urandom(6 * DEFAULT_BS + rnd)
+        a, ta = sess(pa)
+        b, tb = sess(pb)
+        plan, _ = expect(a, r("FILE", "SAVE", token=ta, key=key, size=len(data)), 200)
+        bs, total = plan["block_size"], plan["total_block"]
+        lasts = [total - 1, total - 1] if rnd % 2 == 0 else [total - 2, total - 1]
+        for i in range(total):
+            if i not in lasts:
+                expect(a, r("FILE", "UPLOAD", token=ta, key=key, block_index=i), 200,
+                       blk(data, bs, i))
+        res = race([lambda c=c, t=t, i=i: c.req(r("FILE", "UPLOAD", token=t, key=key,
+                                                  block_index=i), blk(data, bs, i))[0]
+                    for (c, t), i in zip([(a, ta), (b, tb)], lasts)])
+        for x in res:
+            check(isinstance(x, dict) and x["status"] == 200, "round %d: both 200: %r"
+                  % (rnd, res))
+        md5s = [x.get("md5") for x in res if x.get("md5")]
+        check(md5s and all(m == md5(data) for m in md5s), "round %d: md5s %r" % (rnd, res))
+        verify(pa, key, data)
+        verify(pb, key, data)
+        a.close()
+        b.close()
+    still_serving(pa)
+
+
+def sc_delete_race(pa, pb):
+    """DELETE on one instance while the other serves a DOWNLOAD (the DELETE wins from its
+    commit on: 404, never other bytes) or commits the same key (either the commit comes
+    first and the object is then deleted or kept whole, or the DELETE drops the upload and
+    the last block is refused): never a half state, and the key is usable afterwards."""
+    a, ta = sess(pa)
+    b, tb = sess(pb)
+    data = os.urandom(8 * DEFAULT_BS)
+    expect(a, r("FILE", "SAVE", token=ta, key="d", size=len(data)), 200)
+    for i in range(8):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="d", block_index=i), 200,
+               blk(data, DEFAULT_BS, i))
+    g, _ = expect(b, r("FILE", "GET", token=tb, key="d"), 200)
+    d0, b0 = expect(b, r("FILE", "DOWNLOAD", token=tb, key="d", block_index=0), 200)
+    check(b0 == data[:DEFAULT_BS], "first block before the delete")
+    expect(a, r("FILE", "DELETE", token=ta, key="d"), 200)
+    expect(b, r("FILE", "DOWNLOAD", token=tb, key="d", block_index=1), 404,
+           what="DOWNLOAD after another instance's DELETE")
+    expect(b, r("FILE", "GET", token=tb, key="d"), 404)
+    outcomes = set()
+    for rnd in range(8):
+        key = "dc%d" % rnd
+        expect(b, r("FILE", "SAVE", token=tb, key=key, size=len(data)), 200)
+        for i in range(7):
+            expect(b, r("FILE", "UPLOAD", token=tb, key=key, block_index=i), 200,
+                   blk(data, DEFAULT_BS, i))
+        up, de = race([
+            lambda: b.req(r("FILE", "UPLOAD", token=tb, key=key, block_index=7),
+                          blk(data, DEFAULT_BS, 7))[0],
+            lambda: a.req(r("FILE", "DELETE", token=ta, key=key))[0]])
+        check(isinstance(up, dict) and isinstance(de, dict), "answers: %r %r" % (up, de))
+        g, _ = a.req(r("FILE", "GET", token=ta, key=key))
+        if up["status"] == 200:
+            check(up["md5"] == md5(data), "committed whole")
+            # The delete came after the commit (object gone) or hit it (object kept).
+            check(de["status"] in (200, 404), "delete answer %r" % de)
+            if g["status"] == 200:
+                verify(pa, key, data)
+                outcomes.add("commit, delete refused")
+            else:
+                check(de["status"] == 200, "gone only by a delete: %r %r" % (de, g))
+                outcomes.add("commit, then delete")
+        else:
+            check(g["status"] == 404 and de["status"] == 404, "delete first: %r %r %r"
+                  % (up, de, g))
+            outcomes.add("delete dropped the upload")
+        # Whatever happened, the key takes a new upload.
+        expect(a, r("FILE", "DELETE", token=ta, key=key), 404) if g["status"] != 200 else \
+            expect(a, r("FILE", "DELETE", token=ta, key=key), 200)
+        expect(a, r("FILE", "SAVE", token=ta, key=key, size=3), 200)
+        expect(a, r("FILE", "UPLOAD", token=ta, key=key, block_index=0), 200, b"new")
+        verify(pb, key, b"new")
+    print("outcomes: %s" % sorted(outcomes), file=sys.stderr)
+    still_serving(pa)
+    still_serving(pb)
+
+
+def sc_expire(pa, pb):
+    """Abandoned uploads expire with both instances sweeping; an upload whose blocks keep
+    coming (alternately to A and B, none idle for the TTL) is never dropped."""
+    root = sys.argv[4]
+    a, ta = sess(pa)
+    b, tb = sess(pb)
+    gone = os.urandom(3 * DEFAULT_BS)
+    expect(a, r("FILE", "SAVE", token=ta, key="abandoned", size=len(gone)), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="abandoned", block_index=0), 200, gone[:DEFAULT_BS])
+    expect(b, r("FILE", "SAVE", token=tb, key="abandoned2", size=len(gone)), 200)
+    live = os.urandom(400 * 1024)
+    plan, _ = expect(a, r("FILE", "SAVE", token=ta, key="live", size=len(live)), 200)
+    total = plan["total_block"]
+    tmp = os.path.join(root, "tmp")
+    i = 0
+    deadline = time.time() + 60
+    # Paced blocks (one every 0.3 s, far below the TTL) until both abandoned uploads are
+    # gone from the shared tmp/ (only "live"'s temp file is left) - bounded by the deadline.
+    while True:
+        names = [n for n in os.listdir(tmp) if n.endswith(".part")]
+        if len(names) == 1:
+            break
+        check(time.time() < deadline, "abandoned uploads expire: %r" % names)
+        if i < total - 1:
+            c, t = (a, ta) if i % 2 == 0 else (b, tb)
+            expect(c, r("FILE", "UPLOAD", token=t, key="live", block_index=i), 200,
+                   blk(live, DEFAULT_BS, i))
+            i += 1
+        time.sleep(0.3)  # pacing of the live upload, not a synchronisation
+    check(i < total - 1 or True, "")
+    expect(a, r("FILE", "UPLOAD", token=ta, key="abandoned", block_index=1), 408,
+           gone[DEFAULT_BS:2 * DEFAULT_BS], what="a block of an expired upload")
+    p, _ = expect(b, r("FILE", "SAVE", token=tb, key="live", size=len(live)), 200)
+    check(p["received"] == ([[0, i - 1]] if i > 0 else []), "live upload kept: %r" % p)
+    for k in range(i, total):
+        expect(b, r("FILE", "UPLOAD", token=tb, key="live", block_index=k), 200,
+               blk(live, DEFAULT_BS, k))
+    verify(pa, "live", live)
+    still_serving(pa)
+
+
+def main():
+    name, pa, pb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    fn = globals().get("sc_" + name)
+    if fn is None:
+        print("unknown scenario " + name, file=sys.stderr)
+        return 2
+    try:
+        fn(pa, pb)
+    except (Fail, EOFError, OSError, KeyError, ValueError) as e:
+        print("FAIL %s: %s: %s" % (name, type(e).__name__, e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+#!/bin/sh
+# t1150 — two stepd on one PostgreSQL database (a throwaway cluster this script starts as
+# an unprivileged user, unix socket only) and one shared root: blocks of one upload
+# alternate between the instances; B resumes what A received after A is SIGKILLed; the
+# same key completed on both at once commits once; DELETE on one races DOWNLOAD and commit
+# on the other; abandoned uploads expire with both sweeping, an upload in use never does;
+# PostgreSQL stopped and started during a stepsync backup loses nothing. Also the bad
+# starts: unreachable database or bad URL (one line, exit 78), a password on the command
+# line, a newer schema, a root that is not the shared one.
+. "$TOP/tests/lib.sh"
+. "$TOP/tests/pg_lib.sh"
+pg_need
+
+W="python3 $TOP/tests/cluster_wire.py"
+pg_start
+ok 'a throwaway PostgreSQL starts' "[ $? -eq 0 ]"
+M=$(pg_db cluster)
+ROOT=$T_DIR/shared.root
+
+# two [ARGS...] — starts instances a and b on the shared root; PA, PB, PIDA, PIDB.
+two() {
+	STEPD_NAME=a STEPD_ROOT_DIR=$ROOT start_stepd --auth open --metadata "$M" "$@" &&
+		PA=$STEPD_PORT PIDA=$STEPD_PID &&
+		STEPD_NAME=b STEPD_ROOT_DIR=$ROOT start_stepd --auth open --metadata "$M" "$@" &&
+		PB=$STEPD_PORT PIDB=$STEPD_PID
+}
+
+two
+ok 'two stepd on one database and one root' '[ -n "${PB:-}" ]'
+ok 'blocks alternating between the instances; the object verifies on both' \
+	"$W alternate $PA $PB"
+ok 'half an upload through A' "$W kill_a $PA $PB '$T_DIR/killed.bin'"
+kill -KILL "$PIDA"
+wait "$PIDA" 2>/dev/null
+ok 'A SIGKILLed: B resumes with the blocks A received and commits' \
+	"$W resume_b $PA $PB '$T_DIR/killed.bin'"
+STEPD_NAME=a STEPD_ROOT_DIR=$ROOT start_stepd --auth open --metadata "$M"
+PA=$STEPD_PORT PIDA=$STEPD_PID
+ok 'A restarted over the shared root' '[ -n "$PA" ]'
+ok 'the same key completed on both at once: one commit, both answered, intact' \
+	"$W both_complete $PA $PB"
+ok 'DELETE on one instance against DOWNLOAD and commit on the other' \
+	"$W delete_race $PA $PB"
+stop_stepd $PIDA
+ra=$?
+stop_stepd $PIDB
+rb=$?
+ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
+
+two --upload-ttl 3
+ok 'abandoned uploads expire with two instances; one in use never does' \
+	"$W expire $PA $PB '$ROOT'"
+
+stop_stepd $PIDA
+ra=$?
+stop_stepd $PIDB
+rb=$?
+ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
+
+# PostgreSQL stopped and started in the middle of a backup through instance A.
+two
+SRC=$T_DIR/tree
+mkdir -p "$SRC/small"
+head -c 12582912 /dev/urandom >"$SRC/big.bin"
+i=0
+while [ $i -lt 200 ]; do
+	head -c $((10 + i * 37)) /dev/urandom >"$SRC/small/f$i"
+	i=$((i + 1))
+done
+echo demo >"$T_DIR/pw"
+S="$BIN/stepsync --server 127.0.0.1:$PA --user demo --password-file $T_DIR/pw --timeout 5"
+obj_bytes() { du -sb "$ROOT/tmp" "$ROOT/obj" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+base=$(obj_bytes)
+$S --state "$T_DIR/st.db" --bwlimit 8M sync --name pgdown "$SRC" >"$T_DIR/sync.out" 2>&1 &
+spid=$!
+ok 'the backup is under way' "wait_for '[ \$(obj_bytes) -gt \$((base + 2000000)) ] || ! kill -0 $spid' 600"
+ok 'PostgreSQL stops (fast) during the backup' 'pg_stop'
+ok 'a request meanwhile is answered 503 (retryable)' "python3 -c '
+import sys; sys.path.insert(0, \"$TOP/tests\")
+from server_wire import *
+c = Conn($PA)
+rep, _ = c.req(r(\"AUTH\", \"LOGIN\", username=\"x\", password=md5(b\"x\")))
+t = rep[\"token\"]
+rep, _ = c.req(r(\"FILE\", \"GET\", token=t, key=\"nope\"))
+sys.exit(0 if rep[\"status\"] == 503 else print(rep) or 1)'"
+ok 'PostgreSQL starts again' 'pg_restart'
+wait "$spid"
+rc=$?
+ok "the backup rode through or exited 75 (got $rc)" "[ $rc -eq 0 ] || [ $rc -eq 75 ]"
+ok 'the backup completes' '$S --state "$T_DIR/st.db" sync --name pgdown "$SRC" >sync2.out 2>&1 || { cat sync2.out; false; }'
+ok 'restore through instance B is identical' '
+	$BIN/stepsync --server 127.0.0.1:$PB --user demo --password-file $T_DIR/pw \
+		--state "$T_DIR/fresh.db" restore --name pgdown --to "$T_DIR/out" &&
+	diff -r "$SRC" "$T_DIR/out"'
+stop_stepd $PIDA
+ra=$?
+stop_stepd $PIDB
+rb=$?
+ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
+
+# Bad starts: one line on stderr, exit 78; nothing served.
+ok 'unreachable database: one line naming it, exit 78' '
+	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "host=127.0.0.1 port=1 dbname=x user=x" 2>e1 &&
+	[ $(wc -l <e1) -eq 1 ] && grep -q "127.0.0.1" e1 && cat e1'
+ok 'a missing database: exit 78 saying so' '
+	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "host=$PG_HOST user=postgres dbname=nosuch" 2>e2 &&
+	[ $(wc -l <e2) -eq 1 ] && grep -q nosuch e2 && cat e2'
+ok 'a bad URL: exit 78' '
+	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "postgresql://[" 2>e3 && cat e3'
+ok 'a password on the command line is refused (exit 78), never printed' '
+	expect_exit 78 $BIN/stepd --port 0 --root r1 \
+		--metadata "postgresql://u:s3cr3t@127.0.0.1:1/x" 2>e4 && ! grep -q s3cr3t e4 && cat e4'
+ok 'the connection string from a file (@FILE) works' '
+	echo "$M" >conn && $BIN/stepd --port 0 --root "$ROOT" --metadata @conn --version >/dev/null'
+ok 'a root that is not the shared one is refused' '
+	expect_exit 78 $BIN/stepd --port 0 --root other.root --metadata "$M" 2>e5 &&
+	grep -q "not the shared root" e5 && cat e5'
+ok 'a newer schema is refused, naming its version' '
+	pg_psql "INSERT INTO step_schema VALUES(99)" cluster &&
+	expect_exit 78 $BIN/stepd --port 0 --root "$ROOT" --metadata "$M" 2>e6 &&
+	grep -q "version 99" e6 && cat e6 &&
+	pg_psql "DELETE FROM step_schema WHERE version = 99" cluster'
+done_testing
