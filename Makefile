@@ -37,8 +37,8 @@ SHELL_T    = $(sort $(wildcard tests/t[0-9]*.sh))
 
 PROVE_FLAGS ?= -j2
 
-.PHONY: all stepd stepsync unit test check check-san deps fuzz fuzz-smoke bench \
-        format format-check lint install clean demo
+.PHONY: all stepd stepsync unit test check check-pg check-san deps fuzz fuzz-smoke bench \
+        format format-check lint install clean demo cluster-demo
 
 all: $(B)/stepd $(B)/stepsync
 
@@ -86,10 +86,16 @@ check-san:
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	$(MAKE) test B=build-san CFLAGS='-O1 -g' SAN='$(SAN_FLAGS)'
 
-# make check: dependencies, the fuzz smoke runs, the suite plainly, then under ASan+UBSan.
+# The server suite again with every stepd on PostgreSQL metadata (a throwaway cluster).
+check-pg: all
+	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) sh tests/run-pg.sh $(PROVE_FLAGS)
+
+# make check: dependencies, the fuzz smoke runs, the suite plainly (and its server part on
+# PostgreSQL), then under ASan+UBSan.
 check: deps
 	$(MAKE) fuzz-smoke
 	$(MAKE) test
+	$(MAKE) check-pg
 	$(MAKE) check-san
 
 deps:
@@ -126,6 +132,10 @@ bench: all
 
 demo: deps all
 	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) bash contrib/demo.sh
+
+# Two stepd on a throwaway PostgreSQL behind HAProxy; one is killed mid-upload.
+cluster-demo: deps all
+	BIN=$(CURDIR)/$(B) TOP=$(CURDIR) bash contrib/cluster-demo.sh
 
 C_FILES = $(wildcard common/*.[ch] db/*.[ch] config/*.[ch] server/*.[ch] agent/*.[ch] \
           tests/unit/*.[ch] tests/fuzz/*.[ch])

@@ -3,7 +3,8 @@
 # Does nothing when they are all present; needs root (or sudo) otherwise.
 set -e
 PKGS="build-essential pkgconf clang libclang-rt-14-dev libjansson-dev libsqlite3-dev libssl-dev
-libcmocka-dev libinih-dev openssl python3 rsync restic sqlite3 iproute2 nftables procps psmisc clang-format"
+libcmocka-dev libinih-dev openssl python3 rsync restic sqlite3 iproute2 nftables procps psmisc clang-format
+libpq-dev postgresql haproxy"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
