@@ -127,14 +127,18 @@ save_exists(struct store *s, const struct store_upload *old, const char *user, c
 /*
  * Shared metadata: the new upload's row, written now (not by the commit thread) so that
  * every instance finds it; another instance's upload of the key that got there first
- * makes this SAVE STORE_LOCKED (retry). Its temp file goes when it fails. Under mu.
+ * makes this SAVE STORE_LOCKED (retry). Its temp file goes when it fails. An inline
+ * (one-block) or empty upload gets no row, as with SQLite: it lives in this instance's
+ * memory until its commit, so its SAVE and UPLOAD must reach the same instance (a client
+ * whose connection moved SAVEs again). Under mu.
  */
 static int
 save_row(struct store *s, struct store_upload *u)
 {
 	int r;
 
-	if (!s->mops->shared || (r = s->mops->upload_begin(s->meta, u)) == 0)
+	if (!s->mops->shared || u->inl || u->size == 0 ||
+	    (r = s->mops->upload_begin(s->meta, u)) == 0)
 		return STEP_OK;
 	upload_unlink_files(s, u);
 	return r == STEP_EEXIST ? STORE_LOCKED : r;
@@ -192,7 +196,8 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
 		bs = want_bs < max ? want_bs : max;
 	if (size > s->o.max_object_size || (size + bs - 1) / bs > MAX_TOTAL_BLOCK)
 		return STEP_ETOOBIG;
-	if ((r = upload_sync(s, user, key, keylen, 1)) != 0)
+	/* An inline or empty plan is this instance's alone: nothing to look up elsewhere. */
+	if (!(size <= INLINE_MAX && size <= bs) && (r = upload_sync(s, user, key, keylen, 1)) != 0)
 		return r;
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
@@ -277,9 +282,20 @@ store_upload_get(
 	struct store_upload *u;
 	int r;
 
+	key_id(user, key, keylen, id);
+	/* Shared metadata: an entry this instance has open is used as it is (a block for an
+	 * upload gone elsewhere is refused by the metadata); any other is looked up. */
+	pthread_mutex_lock(&s->mu);
+	u = map_find(s, id);
+	if (u != NULL && (u->inl || (u->state == UP_OPEN && !u->remote))) {
+		u->refs++;
+		*up = u;
+		pthread_mutex_unlock(&s->mu);
+		return STEP_OK;
+	}
+	pthread_mutex_unlock(&s->mu);
 	if ((r = upload_sync(s, user, key, keylen, 0)) != 0)
 		return r;
-	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
 	if ((u = map_find(s, id)) != NULL) {
 		u->refs++;

@@ -89,6 +89,8 @@ struct store_meta {
 	pthread_cond_t cv;
 	PGconn *pool[POOL_MAX];
 	int used[POOL_MAX];
+	int ready[POOL_MAX]; /* its statements are prepared (0 after a (re)connect) */
+	int w_ready;
 	PGconn *w;           /* the commit thread's */
 	char me[33];         /* this instance's id: whose claims are whose */
 	int64_t down_logged; /* wall second of the last "unreachable" line */
@@ -104,12 +106,19 @@ pg_notice(void *arg, const char *msg)
 }
 
 static PGconn *
-pg_connect(const char *conninfo)
+pg_connect(const char *conninfo, int durable)
 {
-	/* Later keywords win: the connection string may override these defaults. */
+	/* Later keywords win: the connection string may override these defaults. Requests
+	 * record uploads and blocks without waiting for the WAL flush (like the SQLite
+	 * backend's upload rows, written by the commit thread later): after a crash of the
+	 * database a few acknowledged blocks may be asked for again, as after a power loss.
+	 * The commit thread's transactions (objects, deletes, DATA) wait for it. */
 	static const char *const keys[] = { "connect_timeout", "application_name", "options",
 		"keepalives_idle", "dbname", NULL };
-	const char *vals[] = { "5", "stepd", "-c statement_timeout=15000 -c lock_timeout=10000",
+	const char *vals[] = { "5", "stepd",
+		durable
+		    ? "-c statement_timeout=15000 -c lock_timeout=10000"
+		    : "-c statement_timeout=15000 -c lock_timeout=10000 -c synchronous_commit=off",
 		"10", conninfo, NULL };
 
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
@@ -141,6 +150,8 @@ pg_down(struct store_meta *m, PGconn *c)
 	log_warnx("postgresql: %s", pg_msg(PQerrorMessage(c), buf, sizeof(buf)));
 }
 
+static int prepare(PGconn *c, int w);
+
 /* A usable pool connection (reconnected when it broke), or NULL (then STEP_ECONNECT). */
 static PGconn *
 conn_get(struct store_meta *m, int *slot)
@@ -159,12 +170,16 @@ conn_get(struct store_meta *m, int *slot)
 	m->used[i] = 1;
 	pthread_mutex_unlock(&m->mu);
 	*slot = i;
+	if (m->pool[i] == NULL || PQstatus(m->pool[i]) != CONNECTION_OK)
+		m->ready[i] = 0;
 	if (m->pool[i] == NULL)
-		m->pool[i] = pg_connect(m->conninfo);
+		m->pool[i] = pg_connect(m->conninfo, 0);
 	else if (PQstatus(m->pool[i]) != CONNECTION_OK)
 		PQreset(m->pool[i]);
 	c = m->pool[i];
-	if (c != NULL && PQstatus(c) == CONNECTION_OK)
+	if (c != NULL && PQstatus(c) == CONNECTION_OK && !m->ready[i])
+		m->ready[i] = prepare(c, 0);
+	if (c != NULL && PQstatus(c) == CONNECTION_OK && m->ready[i])
 		return c;
 	if (c != NULL)
 		pg_down(m, c);
@@ -188,11 +203,15 @@ conn_put(struct store_meta *m, int slot)
 static PGconn *
 conn_w(struct store_meta *m)
 {
+	if (m->w == NULL || PQstatus(m->w) != CONNECTION_OK)
+		m->w_ready = 0;
 	if (m->w == NULL)
-		m->w = pg_connect(m->conninfo);
+		m->w = pg_connect(m->conninfo, 1);
 	else if (PQstatus(m->w) != CONNECTION_OK)
 		PQreset(m->w);
-	if (m->w != NULL && PQstatus(m->w) == CONNECTION_OK)
+	if (m->w != NULL && PQstatus(m->w) == CONNECTION_OK && !m->w_ready)
+		m->w_ready = prepare(m->w, 1);
+	if (m->w != NULL && PQstatus(m->w) == CONNECTION_OK && m->w_ready)
 		return m->w;
 	if (m->w != NULL)
 		pg_down(m, m->w);
@@ -222,7 +241,9 @@ res_err(struct store_meta *m, PGconn *c, const PGresult *res)
 static PGresult *
 pq(struct store_meta *m, PGconn *c, const char *sql, int n, const char *const *v, int *err)
 {
-	PGresult *res = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+	/* "@name": a statement prepare() made. */
+	PGresult *res = sql[0] == '@' ? PQexecPrepared(c, sql + 1, n, v, NULL, NULL, 0)
+	                              : PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(res);
 
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
@@ -296,10 +317,8 @@ pq_pool(struct store_meta *m, const char *sql, int n, const char *const *v, int 
 static int
 pg_exists(struct store_meta *m, const char *user, const char *key, size_t keylen, int data)
 {
-	PGresult *res = pq_key(m,
-	    data ? "SELECT 1 FROM data WHERE usr = $1 AND key = $2"
-	         : "SELECT 1 FROM objects WHERE usr = $1 AND key = $2",
-	    user, key, keylen, NULL, NULL, &(int){ 0 });
+	PGresult *res =
+	    pq_key(m, data ? "@ex_data" : "@ex_obj", user, key, keylen, NULL, NULL, &(int){ 0 });
 	int r;
 
 	if (res == NULL)
@@ -728,6 +747,32 @@ static const char q_delete[] =
     " ON CONFLICT (usr) DO UPDATE SET gen = obj_gen.gen + 1)"
     " SELECT file, size FROM d";
 
+/*
+ * Prepares the statements run most (planned once per connection, not per object): the
+ * commit's on the commit thread's connection (w), the existence checks on the others.
+ * 1, or 0 when the connection failed.
+ */
+static int
+prepare(PGconn *c, int w)
+{
+	PGresult *res;
+	int ok;
+
+	if (w) {
+		res = PQprepare(c, "commit", q_commit, 0, NULL);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		return ok;
+	}
+	res = PQprepare(c, "ex_obj", "SELECT 1 FROM objects WHERE usr = $1 AND key = $2", 0, NULL);
+	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	res = PQprepare(c, "ex_data", "SELECT 1 FROM data WHERE usr = $1 AND key = $2", 0, NULL);
+	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	return ok;
+}
+
 /* Sends a COMMIT job's statement. 1 sent, 0 nothing to send, -1 failed. */
 static int
 send_commit(struct store *s, PGconn *c, struct store_job *j)
@@ -766,7 +811,7 @@ send_commit(struct store *s, PGconn *c, struct store_job *j)
 	len[10] = u->inl ? (int)u->size : 0;
 	fmt[10] = 1;
 	v[11] = u->inl ? "t" : "f";
-	return PQsendQueryParams(c, q_commit, 12, NULL, v, len, fmt, 0) == 1 ? 1 : -1;
+	return PQsendQueryPrepared(c, "commit", 12, v, len, fmt, 0) == 1 ? 1 : -1;
 }
 
 /* Sends job j's statement: 1 sent, 0 nothing to send, -1 failed. */
@@ -1032,7 +1077,8 @@ schema_check(struct store_meta *m, PGconn *c, char *errbuf, size_t errlen)
 	char msg[256];
 	int v = -1;
 
-	if (!exec_ok(c, "BEGIN") || !exec_ok(c, "SELECT pg_advisory_xact_lock(" ADVISORY_KEY ")") ||
+	if (!exec_ok(c, "BEGIN") || !exec_ok(c, "SET LOCAL synchronous_commit = on") ||
+	    !exec_ok(c, "SELECT pg_advisory_xact_lock(" ADVISORY_KEY ")") ||
 	    !exec_ok(c, "CREATE TABLE IF NOT EXISTS step_schema(version integer NOT NULL)") ||
 	    PQresultStatus(res = PQexec(c, "SELECT coalesce(max(version), 0) FROM step_schema")) !=
 	        PGRES_TUPLES_OK)
@@ -1142,7 +1188,7 @@ pg_open(struct store *s, struct store_meta **out, char *errbuf, size_t errlen)
 	hash_to_hex(b, sizeof(b), m->me);
 	if ((r = conninfo_load(s->o.metadata, &m->conninfo, errbuf, errlen)) != 0)
 		goto fail;
-	c = m->pool[0] = pg_connect(m->conninfo);
+	c = m->pool[0] = pg_connect(m->conninfo, 0);
 	if (c == NULL || PQstatus(c) != CONNECTION_OK) {
 		char *p;
 

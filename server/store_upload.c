@@ -471,6 +471,8 @@ block_put(struct store *s, struct store_upload *u, uint64_t index, const uint8_t
 
 static int shared_write(struct store *s, struct store_upload *u, uint64_t index,
     const uint8_t *data, size_t len, struct store_waiter *w);
+static void writeback_plan(struct store_upload *u, uint64_t wb[4]);
+static void writeback_run(int fd, const uint64_t wb[4]);
 
 /*
  * Start writeback of the contiguous prefix every WRITEBACK_BYTES, so the commit's sync
@@ -495,6 +497,19 @@ writeback_plan(struct store_upload *u, uint64_t wb[4])
 	u->wb_last = wb[0];
 }
 
+/* Starts what writeback_plan planned (outside mu). */
+static void
+writeback_run(int fd, const uint64_t wb[4])
+{
+	if (wb[1] > 0 &&
+	    sync_file_range(fd, (off_t)wb[0], (off_t)wb[1], SYNC_FILE_RANGE_WRITE) != 0)
+		log_debug("sync_file_range: %s", strerror(errno));
+	/* Pages still dirty or under writeback are skipped: this never waits for the disk,
+	 * and the commit's fdatasync still makes everything durable. */
+	if (wb[3] > 0)
+		posix_fadvise(fd, (off_t)wb[2], (off_t)wb[3], POSIX_FADV_DONTNEED);
+}
+
 int
 store_upload_write(struct store *s, struct store_upload *u, uint64_t index, const uint8_t *data,
     size_t len, struct store_waiter *w)
@@ -503,7 +518,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	int fd = -1, r, fail = 0, need_map;
 	uint64_t wb[4] = { 0, 0, 0, 0 }; /* writeback, then drop-behind: offset, length */
 
-	if (s->mops->shared)
+	if (s->mops->shared && u->rid != 0)
 		return shared_write(s, u, index, data, len, w);
 	if (u->inl)
 		return inline_write(s, u, data, len, w);
@@ -583,13 +598,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 		goto out;
 	}
 	pthread_mutex_unlock(&s->mu);
-	if (wb[1] > 0 &&
-	    sync_file_range(fd, (off_t)wb[0], (off_t)wb[1], SYNC_FILE_RANGE_WRITE) != 0)
-		log_debug("sync_file_range: %s", strerror(errno));
-	/* Pages still dirty or under writeback are skipped: this never waits for the disk,
-	 * and the commit's fdatasync still makes everything durable. */
-	if (wb[3] > 0)
-		posix_fadvise(fd, (off_t)wb[2], (off_t)wb[3], POSIX_FADV_DONTNEED);
+	writeback_run(fd, wb);
 	r = STEP_OK;
 out:
 	if (fd >= 0)
@@ -913,6 +922,7 @@ shared_write(struct store *s, struct store_upload *u, uint64_t index, const uint
 {
 	struct store_job *cj = job_new(JOB_COMMIT);
 	uint8_t *mem = NULL;
+	uint64_t wb[4] = { 0, 0, 0, 0 };
 	int fd = -1, r, rr = 0, fail = 0;
 
 	if (cj == NULL || (u->inl && (mem = malloc(len)) == NULL)) {
@@ -976,11 +986,15 @@ shared_write(struct store *s, struct store_upload *u, uint64_t index, const uint
 			hash_update(u->md5, data, len);
 			u->next_hashed++;
 		}
-		if (fd >= 0)
+		if (fd >= 0) {
 			upload_catch_up(u, fd, CATCHUP_BLOCKS);
+			writeback_plan(u, wb);
+		}
 	}
 unlock:
 	pthread_mutex_unlock(&s->mu);
+	if (fd >= 0)
+		writeback_run(fd, wb);
 out:
 	if (fd >= 0)
 		close(fd);

@@ -56,10 +56,15 @@ def sc_alternate(pa, pb):
                blk(data2, bs, i))
     p, _ = expect(b, r("FILE", "SAVE", token=tb, key="alt2", size=len(data2)), 200)
     check(p["received"] == [[0, 0], [2, 2]], "B's plan lists A's blocks: %r" % p)
-    # Small (inline) objects: SAVE on A, the block on B; PUTMANY on B, read on A.
+    # A one-block (inline) upload lives in the memory of the instance that planned it until
+    # its commit (documented): its block on the other instance is 408, a SAVE there works.
     expect(a, r("FILE", "SAVE", token=ta, key="small", size=5), 200)
+    expect(b, r("FILE", "UPLOAD", token=tb, key="small", block_index=0), 408, b"hello")
+    expect(b, r("FILE", "SAVE", token=tb, key="small", size=5), 200)
     expect(b, r("FILE", "UPLOAD", token=tb, key="small", block_index=0), 200, b"hello")
     verify(pa, "small", b"hello")
+    expect(a, r("FILE", "UPLOAD", token=ta, key="small", block_index=0), 402, b"hello",
+           what="A's stale inline plan: the key exists now")
     still_serving(pa)
     still_serving(pb)
 

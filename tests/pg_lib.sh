@@ -6,6 +6,7 @@
 #   pg_db NAME              # creates database NAME (once); prints a --metadata string
 #   pg_stop / pg_restart    # pg_ctl stop -m fast / start again on the same data
 #
+# PG_FSYNC=on keeps fsync on (benchmarks); tests turn it off.
 # The cluster lives in its own directory outside $T_DIR (the server runs as another user
 # and $T_DIR is 0700), listens on no TCP port, trusts local connections, and is stopped
 # and removed when the script exits.
@@ -48,7 +49,7 @@ pg_start() {
 
 pg_restart() {
 	pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 60 \
-		-o "-c listen_addresses='' -k $PG_DIR -c fsync=off -c max_connections=200" \
+		-o "-c listen_addresses='' -k $PG_DIR -c fsync=${PG_FSYNC:-off} -c max_connections=200" \
 		start >/dev/null
 }
 

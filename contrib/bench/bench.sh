@@ -5,14 +5,15 @@
 #
 #   BENCH_BIG_MIB   size of the large-file test (default 512)
 #   BENCH_SMALL_N   number of small files for the sync test (default 20000)
-#   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch snap")
+#   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch snap
+#                   cluster")
 #   BENCH_ROUNDS    rounds of the large-file measurements (default 1; ratios are per round,
 #                   the summary prints their median)
 set -u
 : "${BIN:?}" "${TOP:?}"
 BIG_MIB=${BENCH_BIG_MIB:-512}
 SMALL_N=${BENCH_SMALL_N:-20000}
-PARTS=${BENCH_PARTS:-put server sync smallobj rss watch snap}
+PARTS=${BENCH_PARTS:-put server sync smallobj rss watch snap cluster}
 W=$(mktemp -d "${TMPDIR:-/tmp}/step-bench.XXXXXX")
 PIDS=""
 cleanup() {
@@ -254,6 +255,10 @@ if [[ " $PARTS " == *" smallobj "* ]]; then
 	python3 "$TOP/contrib/bench/smallfiles.py" --port "$PORT_small" -n "$SMALL_N" -c 4 || echo "smallfiles failed"
 	stop_pid "$PID_small"
 	rm -rf "$W/small.root"
+fi
+
+if [[ " $PARTS " == *" cluster "* ]]; then
+	W="$W" BIG_MIB="$BIG_MIB" SMALL_N="$SMALL_N" bash "$TOP/contrib/bench/cluster.sh"
 fi
 
 if [[ " $PARTS " == *" rss "* ]]; then
