@@ -244,6 +244,19 @@ def sc_expire(pa, pb):
     still_serving(pa)
 
 
+def sc_token(pa, pb):
+    """A user added with stepd --metadata ... user add: a token from a LOGIN on A works on B
+    (one HMAC secret and one user table in the shared root)."""
+    a = Conn(pa)
+    rep, _ = a.req(r("AUTH", "LOGIN", username="carol", password=md5(b"carol's pw")))
+    check(rep["status"] == 200, "login on A: %r" % rep)
+    b = Conn(pb)
+    expect(b, r("DATA", "SAVE", token=rep["token"], key="t", v=1), 200, what="A's token on B")
+    rep2, _ = b.req(r("AUTH", "LOGIN", username="carol", password=md5(b"wrong")))
+    check(rep2["status"] == 401, "a wrong password on B: %r" % rep2)
+    still_serving(pb)
+
+
 def main():
     name, pa, pb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     fn = globals().get("sc_" + name)

@@ -98,6 +98,19 @@ stop_stepd $PIDB
 rb=$?
 ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
 
+ok 'stepd --metadata ... user add works against the cluster' '
+	echo "carol'"'"'s pw" | $BIN/stepd --root "$ROOT" --metadata "$M" user add carol'
+STEPD_NAME=a STEPD_ROOT_DIR=$ROOT start_stepd --metadata "$M"
+PA=$STEPD_PORT PIDA=$STEPD_PID
+STEPD_NAME=b STEPD_ROOT_DIR=$ROOT start_stepd --metadata "$M"
+PB=$STEPD_PORT PIDB=$STEPD_PID
+ok 'a token from a LOGIN on A verifies on B (auth users)' "$W token $PA $PB"
+stop_stepd $PIDA
+ra=$?
+stop_stepd $PIDB
+rb=$?
+ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
+
 # Bad starts: one line on stderr, exit 78; nothing served.
 ok 'unreachable database: one line naming it, exit 78' '
 	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "host=127.0.0.1 port=1 dbname=x user=x" 2>e1 &&
