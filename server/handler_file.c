@@ -82,6 +82,11 @@ file_save(struct hreq *r)
 		return HANDLER_PENDING; /* p is the store's until done() */
 	}
 	hpending_free(p);
+	if (e == STORE_RETRY) {
+		json_decref(reply);
+		return hreq_fail(r, STEP_ST_UNAVAILABLE,
+		    "The key is being committed on another instance; retry.");
+	}
 	if (e == STORE_LOCKED) {
 		json_decref(reply);
 		return hreq_fail(r, STEP_ST_LOCKED,
@@ -227,6 +232,9 @@ lookup(struct hreq *r, const char *key, size_t keylen, struct store_obj *o)
 		return 0;
 	if (e == STEP_EBUSY)
 		hreq_fail(r, STEP_ST_NOTFOUND, "The file is not completely uploaded.");
+	else if (e == STORE_RETRY)
+		hreq_fail(r, STEP_ST_UNAVAILABLE,
+		    "The file is being committed on another instance; retry.");
 	else if (e == STEP_ENOENT)
 		hreq_fail(r, STEP_ST_NOTFOUND, "The key is not found.");
 	else

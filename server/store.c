@@ -155,6 +155,8 @@ save_over(struct store *s, struct store_upload *old, uint64_t size, const char *
 {
 	int r;
 
+	if (old->state == UP_COMMITTING && old->remote)
+		return STORE_RETRY; /* committed or given back within moments: ask again */
 	if (old->state == UP_COMMITTING)
 		return replace ? STORE_LOCKED : STEP_EEXIST;
 	if ((r = save_exists(s, old, old->user, old->key, old->keylen, replace)) != 0)
@@ -456,11 +458,12 @@ store_object_get(
 	}
 	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
-	/* An upload replacing the key's object leaves the old one readable until it commits. */
-	busy = (u = map_find(s, id)) == NULL ? 0 : u->replace ? 1 : 2;
+	/* An upload replacing the key's object leaves the old one readable until it commits;
+	 * one committing on another instance is decided within moments (retry). */
+	busy = (u = map_find(s, id)) == NULL ? 0 : u->replace ? 1 : u->remote ? 3 : 2;
 	pthread_mutex_unlock(&s->mu);
-	if (busy == 2)
-		return STEP_EBUSY;
+	if (busy >= 2)
+		return busy == 3 ? STORE_RETRY : STEP_EBUSY;
 	r = s->mops->object_get(s->meta, user, key, keylen, o);
 	return r == STEP_ENOENT && busy ? STEP_EBUSY : r;
 }

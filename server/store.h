@@ -32,11 +32,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_PENDING     1    /* the waiter will be called from the commit thread */
-#define STORE_TMP_DELETED 2    /* DELETE hit an upload in progress; its data is gone */
-#define STORE_LOCKED      3    /* SAVE: another session's upload of the key is active */
-#define STORE_TAKEOVER_S  60   /* ...active: a block within this many seconds */
-#define STORE_MAX_KEY     8192 /* bytes */
+#define STORE_PENDING     1  /* the waiter will be called from the commit thread */
+#define STORE_TMP_DELETED 2  /* DELETE hit an upload in progress; its data is gone */
+#define STORE_LOCKED      3  /* SAVE: another session's upload of the key is active */
+#define STORE_TAKEOVER_S  60 /* ...active: a block within this many seconds */
+#define STORE_RETRY                                                                                \
+	4                  /* SAVE, GET: the key's commit is being decided on another              \
+	                    * instance (shared metadata): answer 503, retry */
+#define STORE_MAX_KEY 8192 /* bytes */
 
 struct store;
 struct store_upload; /* an upload in progress; refcounted */
