@@ -16,6 +16,7 @@
 #include "err.h"
 #include "lock.h"
 #include "manifest.h"
+#include "progress.h"
 #include "snapshot.h"
 #include "sync.h"
 
@@ -97,6 +98,15 @@ dry_report(struct agent *a, const char *name, const struct sync_result *r)
 	    r->gone);
 }
 
+/* The progress line on a terminal: entries scanned, bytes sent, rate, ETA. While the
+ * scan goes on the count of files is not final: the line stays open. */
+static void
+on_progress(void *arg, const struct sync_progress *p)
+{
+	progress_run(arg, p->files_done, p->files_total + (p->scanning ? 1 : 0), p->bytes_done,
+	    p->bytes_total);
+}
+
 /* One tree, one snapshot: the engine's run, then its summary. */
 static int
 sync_one(struct agent *a, const char *name, const char *root, char *const *exclude, size_t nexclude,
@@ -104,6 +114,7 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 {
 	struct sync_opts o;
 	struct sync_result res;
+	struct progress *pg = NULL;
 	int ex;
 
 	memset(&o, 0, sizeof(o));
@@ -115,7 +126,12 @@ sync_one(struct agent *a, const char *name, const char *root, char *const *exclu
 	o.dry_run = dry_run;
 	o.allow_mass_delete = allow_mass_delete;
 	o.skip_unchanged = skip_unchanged;
+	if (!dry_run && a->progress && progress_new(1, &pg) == 0) {
+		o.progress = on_progress;
+		o.progress_arg = pg;
+	}
 	ex = sync_run(&o, NULL, &res);
+	progress_free(pg);
 	if (dry_run && res.dry_listed)
 		dry_report(a, name, &res);
 	else if (!dry_run && res.seq != 0 && (ex == AGENT_EXIT_OK || ex == SYNC_EXIT_INCOMPLETE))

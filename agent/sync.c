@@ -20,6 +20,23 @@ sync_is_transport(int r)
 	    r == STEP_ETLS || r == STEP_EPROTO || r == STEP_ESTOPPED;
 }
 
+/* Tells the progress hook, if any, how far the run is. */
+void
+sync_progress_note(struct sync_job *s, int scanning)
+{
+	struct sync_progress p;
+
+	if (s->progress == NULL)
+		return;
+	p.files_done = p.files_total = s->visited;
+	p.bytes_done = s->sent_bytes;
+	p.bytes_total = s->pending_bytes + s->chunk_bytes_new;
+	if (p.bytes_done > p.bytes_total)
+		p.bytes_total = p.bytes_done; /* content another run had half sent */
+	p.scanning = scanning;
+	s->progress(s->progress_arg, &p);
+}
+
 int
 sync_exit_for(struct sync_job *s, int r)
 {
@@ -153,6 +170,7 @@ job_finish(struct sync_job *s, struct client *c, struct manifest_header *h, int 
 	if (!unchanged && (r = sync_record_snapshot(s, c, h)) != 0)
 		return sync_exit_for(s, r);
 	*unchangedp = unchanged;
+	sync_progress_note(s, 0);
 	log_info("%s snapshot #%" PRIu64 " in %.3f s", unchanged ? "kept" : "recorded", h->seq,
 	    util_now_s() - t0);
 	if (s->read_errors > 0 || s->busy_kept > 0) {

@@ -28,6 +28,7 @@ struct agent;
 struct sync_progress {
 	uint64_t files_done, files_total; /* entries visited / found so far by the scan */
 	uint64_t bytes_done, bytes_total; /* bytes sent / to send */
+	int scanning;                     /* the scan goes on: files_total still grows */
 };
 
 /* Called from the main thread as the run goes on (often: keep it cheap). */

@@ -180,6 +180,7 @@ struct sync_job {
 };
 
 /* sync.c */
+void sync_progress_note(struct sync_job *s, int scanning);
 void sync_set_fatal(struct sync_job *s, int r, const char *what, const char *detail);
 int sync_is_transport(int r);
 int sync_exit_for(struct sync_job *s, int r);

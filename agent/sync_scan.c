@@ -383,7 +383,9 @@ sync_visit(void *ctx, const struct scan_entry *se)
 
 	if (n > MANIFEST_PATH_MAX)
 		return 0; /* the scanner already refuses these */
-	if ((++s->visited & 1023) == 0 && util_stop_pending()) {
+	if ((++s->visited & 63) == 0)
+		sync_progress_note(s, 1);
+	if ((s->visited & 1023) == 0 && util_stop_pending()) {
 		sync_set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
 		return STEP_ESTOPPED;
 	}

@@ -467,6 +467,7 @@ sync_upload_pending(struct sync_job *s, struct client *c)
 		r = uploader_collect(s, c);
 		if (db_commit(s->db) != 0 && r == 0)
 			r = STEP_EIO;
+		sync_progress_note(s, 0);
 		if (r == 0)
 			r = uploader_start(s, &started);
 		if (r != 0)
