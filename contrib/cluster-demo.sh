@@ -33,7 +33,7 @@ echo "metadata: $M"
 ROOT=$W/shared-root # in production: the same CephFS/NFS path on every host
 PA=$(freeport) PB=$(freeport) PF=$(freeport)
 start() { # NAME PORT
-	"$BIN/stepd" --bind 127.0.0.1 --port "$2" --port-file "$W/$1.port" --root "$ROOT" \
+	"$BIN/stepd" --bind 127.0.0.1 --port "$2" --port-file "$W/$1.port" --root "$ROOT" --init \
 		--auth open --metadata "$M" >>"$W/$1.log" 2>&1 &
 	PIDS="$PIDS $!"
 	eval "PID_$1=$!"

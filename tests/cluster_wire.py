@@ -244,6 +244,14 @@ def sc_expire(pa, pb):
     still_serving(pa)
 
 
+def sc_alt_again(pa, pb):
+    """The object of 'alternate' is there (another instance, started later)."""
+    c, t = sess(pa)
+    g, _ = expect(c, r("FILE", "GET", token=t, key="alt"), 200)
+    check(g["size"] == 9 * DEFAULT_BS + 123, "alt: %r" % g)
+    still_serving(pa)
+
+
 def sc_token(pa, pb):
     """A user added with stepd --metadata ... user add: a token from a LOGIN on A works on B
     (one HMAC secret and one user table in the shared root)."""

@@ -159,7 +159,7 @@ start_stepd() {
 		set -- --metadata "host=$STEP_TEST_PG_HOST user=postgres dbname=$db" "$@"
 	fi
 	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$T_DIR/$name.port" \
-		--root "$STEPD_ROOT" "$@" >>"$STEPD_LOG" 2>&1 &
+		--root "$STEPD_ROOT" --init "$@" >>"$STEPD_LOG" 2>&1 &
 	STEPD_PID=$!
 	track_pid $STEPD_PID
 	if ! wait_for "[ -s '$T_DIR/$name.port' ] || ! kill -0 $STEPD_PID" 400 ||

@@ -115,22 +115,26 @@ stop_stepd $PIDB
 rb=$?
 ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
 
+echo "$M" >"$T_DIR/conn"
+STEPD_NAME=f STEPD_ROOT_DIR=$ROOT start_stepd --auth open --metadata "@$T_DIR/conn"
+ok 'the connection string from a file (--metadata @FILE): serves the cluster'"'"'s objects' \
+	"python3 $TOP/tests/cluster_wire.py alt_again $STEPD_PORT $STEPD_PORT"
+t_stop 'SIGTERM exits 0'
+
 # Bad starts: one line on stderr, exit 78; nothing served.
 ok 'unreachable database: one line naming it, exit 78' '
-	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "host=127.0.0.1 port=1 dbname=x user=x" 2>e1 &&
+	expect_exit 78 $BIN/stepd --port 0 --root r1 --init --metadata "host=127.0.0.1 port=1 dbname=x user=x" 2>e1 &&
 	[ $(wc -l <e1) -eq 1 ] && grep -q "127.0.0.1" e1 && cat e1'
 ok 'a missing database: exit 78 saying so' '
-	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "host=$PG_HOST user=postgres dbname=nosuch" 2>e2 &&
+	expect_exit 78 $BIN/stepd --port 0 --root r1 --init --metadata "host=$PG_HOST user=postgres dbname=nosuch" 2>e2 &&
 	[ $(wc -l <e2) -eq 1 ] && grep -q nosuch e2 && cat e2'
 ok 'a bad URL: exit 78' '
-	expect_exit 78 $BIN/stepd --port 0 --root r1 --metadata "postgresql://[" 2>e3 && cat e3'
+	expect_exit 78 $BIN/stepd --port 0 --root r1 --init --metadata "postgresql://[" 2>e3 && cat e3'
 ok 'a password on the command line is refused (exit 78), never printed' '
 	expect_exit 78 $BIN/stepd --port 0 --root r1 \
 		--metadata "postgresql://u:s3cr3t@127.0.0.1:1/x" 2>e4 && ! grep -q s3cr3t e4 && cat e4'
-ok 'the connection string from a file (@FILE) works' '
-	echo "$M" >conn && $BIN/stepd --port 0 --root "$ROOT" --metadata @conn --version >/dev/null'
 ok 'a root that is not the shared one is refused' '
-	expect_exit 78 $BIN/stepd --port 0 --root other.root --metadata "$M" 2>e5 &&
+	expect_exit 78 $BIN/stepd --port 0 --root other.root --init --metadata "$M" 2>e5 &&
 	grep -q "not the shared root" e5 && cat e5'
 ok 'a newer schema is refused, naming its version' '
 	pg_psql "INSERT INTO step_schema VALUES(99)" cluster &&

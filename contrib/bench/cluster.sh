@@ -36,7 +36,7 @@ wait_port() {
 cstart() {
 	name=$1 port=$2 root=$3
 	shift 3
-	"$BIN/stepd" --bind 127.0.0.1 --port "$port" --root "$root" --auth open -q "$@" \
+	"$BIN/stepd" --bind 127.0.0.1 --port "$port" --root "$root" --init --auth open -q "$@" \
 		>"$W/c.$name.log" 2>&1 &
 	CPIDS="$CPIDS $!"
 	wait_port "$port" || { echo "cluster bench: stepd $name did not start"; cat "$W/c.$name.log"; exit 1; }
