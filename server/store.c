@@ -364,6 +364,38 @@ put_obj_new(struct store *s, const char *user, size_t ulen, const struct store_p
  * requests wait for mu. */
 #define PUT_CHUNK 64
 
+/*
+ * With shared metadata, which of the chunk's keys exist, in one query and before mu is
+ * taken (a key committed meanwhile is refused by the commit itself: 402 all the same):
+ * ex[i] 1, 0 or an error; -1 everywhere when the backend has no such query (then each is
+ * looked up under mu, in one read transaction).
+ */
+static void
+put_exists(struct store *s, const char *user, const struct store_put_item *chunk, size_t m,
+    struct put_obj *const *po, int *ex)
+{
+	const char *keys[PUT_CHUNK];
+	size_t lens[PUT_CHUNK], i, k = 0;
+	uint8_t got[PUT_CHUNK];
+	int r;
+
+	for (i = 0; i < m; i++)
+		ex[i] = -1;
+	if (s->mops->exists_many == NULL)
+		return;
+	for (i = 0; i < m; i++)
+		if (po[i] != NULL) {
+			keys[k] = chunk[i].key;
+			lens[k++] = chunk[i].keylen;
+		}
+	r = k > 0 ? s->mops->exists_many(s->meta, user, keys, lens, k, got) : 0;
+	for (i = 0, k = 0; i < m; i++)
+		if (po[i] != NULL) {
+			ex[i] = r != 0 ? r : got[k];
+			k++;
+		}
+}
+
 void
 store_put_many(struct store *s, const char *user, struct store_put_item *items, size_t n)
 {
@@ -371,7 +403,7 @@ store_put_many(struct store *s, const char *user, struct store_put_item *items, 
 	struct put_obj *po[PUT_CHUNK];
 	struct hash_ctx *kc = hash_sha256_new(); /* NULL: key_id() allocates its own */
 	size_t i, c, m, total = 0, ulen = strlen(user);
-	int low;
+	int low, ex[PUT_CHUNK];
 
 	for (i = 0; i < n; i++)
 		total += items[i].len;
@@ -392,6 +424,7 @@ store_put_many(struct store *s, const char *user, struct store_put_item *items, 
 			else if ((po[i] = put_obj_new(s, user, ulen, it, kc)) == NULL)
 				it->status = STEP_ENOMEM;
 		}
+		put_exists(s, user, chunk, m, po, ex);
 		pthread_mutex_lock(&s->mu);
 		s->mops->read_begin(s->meta);
 		for (i = 0; i < m; i++) {
@@ -404,7 +437,9 @@ store_put_many(struct store *s, const char *user, struct store_put_item *items, 
 			u = &po[i]->u;
 			if ((old = map_find(s, u->id)) != NULL)
 				r = old->state == UP_COMMITTING ? STEP_EEXIST : STEP_EBUSY;
-			else if ((r = object_exists(s, user, it->key, it->keylen, 0)) > 0)
+			else if ((r = ex[i] != -1
+			                 ? ex[i]
+			                 : object_exists(s, user, it->key, it->keylen, 0)) > 0)
 				r = STEP_EEXIST;
 			else if (r == 0 && fault_hit(&s->nwrite, s->fault_write, "block write"))
 				r = err_from_errno(s->fault_errno);

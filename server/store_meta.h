@@ -88,6 +88,10 @@ struct store_meta_ops {
 	 */
 	int shared;
 	int inline_in_meta; /* inline objects' bytes go in the metadata, not in packs */
+	/* Which of n keys of user have a complete object (out[i] 1 or 0), in one round trip:
+	 * 0, or an error. NULL: exists() one by one. */
+	int (*exists_many)(struct store_meta *m, const char *user, const char *const *keys,
+	    const size_t *lens, size_t n, uint8_t *out);
 	/* The uploads row of (user, key): 0 and *f (free f->buf, f->blocks), or STEP_ENOENT. */
 	int (*upload_find)(struct store_meta *m, const char *user, const char *key, size_t keylen,
 	    int blocks, struct meta_upload_found *f);

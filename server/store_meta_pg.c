@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "err.h"
@@ -326,6 +327,43 @@ pg_exists(struct store_meta *m, const char *user, const char *key, size_t keylen
 	r = PQntuples(res) > 0;
 	PQclear(res);
 	return r;
+}
+
+static int
+pg_exists_many(struct store_meta *m, const char *user, const char *const *keys, const size_t *lens,
+    size_t n, uint8_t *out)
+{
+	json_t *arr = json_array();
+	const char *v[2] = { user, NULL };
+	char *js = NULL;
+	PGresult *res = NULL;
+	size_t i;
+	int err = STEP_ENOMEM, j, k;
+
+	for (i = 0; arr != NULL && i < n; i++)
+		if (json_array_append_new(arr, json_stringn(keys[i], lens[i])) != 0)
+			break;
+	if (arr != NULL && i == n && (js = json_dumps(arr, JSON_COMPACT)) != NULL) {
+		v[1] = js;
+		res = pq_pool(m,
+		    "SELECT k FROM json_array_elements_text($2::json) AS k WHERE EXISTS"
+		    " (SELECT 1 FROM objects WHERE usr = $1 AND key = k)",
+		    2, v, &err);
+	}
+	json_decref(arr);
+	free(js);
+	if (res == NULL)
+		return err;
+	memset(out, 0, n);
+	for (j = 0; j < PQntuples(res); j++)
+		for (i = 0; i < n; i++) {
+			k = PQgetlength(res, j, 0);
+			if ((size_t)k == lens[i] &&
+			    memcmp(PQgetvalue(res, j, 0), keys[i], lens[i]) == 0)
+				out[i] = 1;
+		}
+	PQclear(res);
+	return STEP_OK;
 }
 
 static void
@@ -1234,6 +1272,7 @@ const struct store_meta_ops store_meta_pg = {
 	.idle = pg_idle,
 	.shared = 1,
 	.inline_in_meta = 1,
+	.exists_many = pg_exists_many,
 	.upload_find = pg_upload_find,
 	.upload_begin = pg_upload_begin,
 	.upload_drop = pg_upload_drop,
