@@ -44,6 +44,10 @@ cstart() {
 cstop() { for p in $CPIDS; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; CPIDS=""; }
 echo bench >"$W/c.pw"
 [ -s "$W/big" ] || head -c $((BIG_MIB << 20)) /dev/urandom >"$W/big"
+# Written back and read once before the first measurement, so that (a) does not pay for
+# the file's own writeback.
+sync
+cat "$W/big" >/dev/null
 
 # measure LABEL PORT — sets SMALL_<LABEL> (objects/s) and BIG_<LABEL> (MiB/s).
 measure() {
