@@ -777,6 +777,16 @@ static const char q_commit[] =
     " SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM i), (SELECT file FROM o),"
     " (SELECT size FROM o)";
 
+/* The commit of a new small object (inline, no uploads row, not a replace): the common case
+ * of a backup of many small files, in a statement of two steps instead of seven. */
+static const char q_commit_small[] =
+    "WITH b AS (INSERT INTO blobs(data) SELECT $6::bytea WHERE NOT EXISTS"
+    " (SELECT 1 FROM objects WHERE usr = $1 AND key = $2) RETURNING id),"
+    " i AS (INSERT INTO objects(usr, key, file, size, block_size, md5, mtime, src)"
+    " SELECT $1, $2, 'blob:' || id, $3::bigint, $4::integer, $5, $7::bigint, '' FROM b"
+    " ON CONFLICT (usr, key) DO NOTHING RETURNING 1)"
+    " SELECT 1, (SELECT count(*) FROM i), NULL, NULL";
+
 static const char q_delete[] =
     "WITH d AS (DELETE FROM objects WHERE usr = $1 AND key = $2 RETURNING file, size),"
     " b AS (DELETE FROM blobs WHERE id = (SELECT substr(file, 6)::bigint FROM d"
@@ -799,6 +809,9 @@ prepare(PGconn *c, int w)
 	if (w) {
 		res = PQprepare(c, "commit", q_commit, 0, NULL);
 		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		res = PQprepare(c, "commit_small", q_commit_small, 0, NULL);
+		ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
 		PQclear(res);
 		return ok;
 	}
@@ -835,6 +848,12 @@ send_commit(struct store *s, PGconn *c, struct store_job *j)
 	snprintf(bs, sizeof(bs), "%" PRIu32,
 	    u->block_size < s->o.block_size ? u->block_size : s->o.block_size);
 	snprintf(mt, sizeof(mt), "%" PRId64, util_wall_s());
+	if (u->inl && u->rid == 0 && !u->replace) {
+		const char *w[7] = { u->user, u->key, size, bs, j->md5, (const char *)u->mem, mt };
+		int wl[7] = { 0, 0, 0, 0, 0, (int)u->size, 0 }, wf[7] = { 0, 0, 0, 0, 0, 1, 0 };
+
+		return PQsendQueryPrepared(c, "commit_small", 7, w, wl, wf, 0) == 1 ? 1 : -1;
+	}
 	v[0] = rid;
 	v[1] = u->user;
 	v[2] = u->key;

@@ -73,14 +73,14 @@ measure a "$P"
 cstop
 rm -rf "$W/c.a.root"
 M=$(pg_db bench_b)
-cstart b "$P" "$W/c.b.root" --metadata "$M"
+cstart b "$P" "$W/c.b.root" --metadata "$M" ${BENCH_PG_ARGS:-}
 measure b "$P"
 cstop
 rm -rf "$W/c.b.root"
 M=$(pg_db bench_c)
 PA=$(freeport) PB=$(freeport) PF=$(freeport)
-cstart c1 "$PA" "$W/c.c.root" --metadata "$M"
-cstart c2 "$PB" "$W/c.c.root" --metadata "$M"
+cstart c1 "$PA" "$W/c.c.root" --metadata "$M" ${BENCH_PG_ARGS:-}
+cstart c2 "$PB" "$W/c.c.root" --metadata "$M" ${BENCH_PG_ARGS:-}
 STEP_FRONT=127.0.0.1:$PF STEPD_A=127.0.0.1:$PA STEPD_B=127.0.0.1:$PB \
 	haproxy -db -f "$TOP/contrib/haproxy/haproxy.cfg" >"$W/c.haproxy.log" 2>&1 &
 CPIDS="$CPIDS $!"
