@@ -447,14 +447,22 @@ batch_run(struct store *s, struct store_job *batch)
 	}
 }
 
-/* The temp files of an upload named file ("<stem>.<gen>") that expired (expire's gone). */
+/* The temp files of an upload named file ("<stem>.<gen>") that expired, or (reopen) the
+ * file of one whose committing instance died, back from obj/ (expire's gone). */
 static void
-unlink_tmp(struct store *s, const char *file)
+unlink_tmp(struct store *s, const char *file, int reopen)
 {
 	char name[128];
 
 	if (strlen(file) != 81)
 		return;
+	if (reopen) {
+		snprintf(name, sizeof(name), "%s.part", file);
+		if (renameat(s->objfd, file, s->tmpfd, name) == 0)
+			log_info(
+			    "upload of '%.64s': its committing instance died; open again", file);
+		return;
+	}
 	log_info("upload of '%.64s' expired", file);
 	snprintf(name, sizeof(name), "%s.part", file);
 	unlinkat(s->tmpfd, name, 0);

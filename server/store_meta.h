@@ -109,10 +109,11 @@ struct store_meta_ops {
 	/* A commit of u whose transaction's outcome is unknown: 1 committed, 0 not (its row is
 	 * claimed still), STEP_ENOENT (gone), or an error (ask again later). */
 	int (*resolve)(struct store_meta *m, const struct store_upload *u);
-	/* Drops rows idle for ttl seconds (gone(s, file) for each, to remove its temp files)
-	 * and gives back claims older than STORE_TAKEOVER_S. */
+	/* Drops rows idle for ttl seconds (gone(s, file, 0) for each: its temp files go) and
+	 * gives back the claims of instances that died (gone(s, file, 1): its file, if moved
+	 * to obj/ already, goes back to tmp/). Also this instance's heartbeat. */
 	void (*expire)(struct store_meta *m, struct store *s, int64_t ttl,
-	    void (*gone)(struct store *s, const char *file));
+	    void (*gone)(struct store *s, const char *file, int reopen));
 };
 
 extern const struct store_meta_ops store_meta_sqlite;

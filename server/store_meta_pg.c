@@ -47,6 +47,7 @@
 #define POOL_MAX       8   /* connections for requests */
 #define PIPE_CHUNK     256 /* jobs sent before their results are read */
 #define ADVISORY_KEY   "735560801"
+#define DEAD_S         180 /* an instance not seen this long is dead (heartbeat <= 60 s) */
 
 static const char schema_v1[] =
     "CREATE TABLE step_info(name text PRIMARY KEY, value text NOT NULL);"
@@ -66,6 +67,7 @@ static const char schema_v1[] =
     "CREATE TABLE data(usr text COLLATE \"C\" NOT NULL, key text COLLATE \"C\" NOT NULL,"
     " json text NOT NULL, PRIMARY KEY(usr, key));"
     "CREATE TABLE obj_gen(usr text COLLATE \"C\" PRIMARY KEY, gen bigint NOT NULL);"
+    "CREATE TABLE step_instances(id text PRIMARY KEY, seen timestamptz NOT NULL);"
     "CREATE FUNCTION step_block(u bigint, i bigint, total bigint, me text) RETURNS integer"
     " LANGUAGE plpgsql AS $$"
     " DECLARE st smallint; cb text; n bigint; added integer;"
@@ -722,34 +724,56 @@ pg_resolve(struct store_meta *m, const struct store_upload *u)
 	return state[0] != '\0' ? 0 : STEP_ENOENT;
 }
 
+/* This instance is alive (step_instances): its claims are not taken over. */
+static int
+heartbeat(struct store_meta *m)
+{
+	const char *v[1] = { m->me };
+	int err = 0;
+	PGresult *res = pq_pool(m,
+	    "INSERT INTO step_instances(id, seen) VALUES($1, now())"
+	    " ON CONFLICT (id) DO UPDATE SET seen = now()",
+	    1, v, &err);
+
+	PQclear(res);
+	return res != NULL ? STEP_OK : err;
+}
+
 static void
 pg_expire(struct store_meta *m, struct store *s, int64_t ttl,
-    void (*gone)(struct store *s, const char *file))
+    void (*gone)(struct store *s, const char *file, int reopen))
 {
-	char t[24], take[24], inl[24];
-	const char *v[2] = { take, inl };
+	char dead[24], inl[24];
+	const char *v[2] = { dead, inl };
 	PGresult *res;
 	int err = 0, i;
 
-	snprintf(t, sizeof(t), "%" PRId64, ttl);
+	heartbeat(m);
 	res = pq_rid(m,
 	    "DELETE FROM uploads WHERE state = 0 AND touched < now() - make_interval(secs =>"
 	    " $1::double precision) RETURNING file",
 	    ttl, NULL, NULL, NULL, &err);
 	for (i = 0; res != NULL && i < PQntuples(res); i++)
-		gone(s, PQgetvalue(res, i, 0));
+		gone(s, PQgetvalue(res, i, 0), 0);
 	PQclear(res);
-	/* A claim nobody finished (its instance died): an upload with files is open again
-	 * (its next block commits it), an inline one (its bytes were in that memory) goes. */
-	snprintf(take, sizeof(take), "%d", STORE_TAKEOVER_S);
+	/* Claims of an instance not seen for DEAD_S (it died while committing): an upload
+	 * with files is open again, its file back in tmp/ if the dead one had moved it (its
+	 * next block or SAVE commits it); an inline one (its bytes were in that memory) goes.
+	 * A live instance's claim is never taken, however long its commit takes. */
+	snprintf(dead, sizeof(dead), "%d", DEAD_S);
 	snprintf(inl, sizeof(inl), "%u", STORE_INLINE_MAX);
 	res = pq_pool(m,
-	    "WITH x AS (DELETE FROM uploads WHERE state = 1 AND claimed < now() -"
-	    " make_interval(secs => $1::double precision) AND size <= $2::bigint AND"
-	    " size <= block_size RETURNING 1) UPDATE uploads SET state = 0, claimed = NULL"
-	    " WHERE state = 1 AND claimed < now() - make_interval(secs => $1::double precision)"
-	    " AND NOT (size <= $2::bigint AND size <= block_size)",
+	    "WITH dead AS (SELECT id FROM uploads u WHERE state = 1 AND NOT EXISTS (SELECT 1"
+	    " FROM step_instances i WHERE i.id = u.claimed_by AND i.seen > now() -"
+	    " make_interval(secs => $1::double precision)) FOR UPDATE SKIP LOCKED),"
+	    " x AS (DELETE FROM uploads WHERE id IN (SELECT id FROM dead) AND size <= $2::bigint"
+	    " AND size <= block_size RETURNING 1)"
+	    " UPDATE uploads SET state = 0, claimed = NULL, claimed_by = NULL WHERE id IN"
+	    " (SELECT id FROM dead) AND NOT (size <= $2::bigint AND size <= block_size)"
+	    " RETURNING file",
 	    2, v, &err);
+	for (i = 0; res != NULL && i < PQntuples(res); i++)
+		gone(s, PQgetvalue(res, i, 0), 1);
 	PQclear(res);
 }
 
@@ -1262,6 +1286,10 @@ pg_open(struct store *s, struct store_meta **out, char *errbuf, size_t errlen)
 	if ((r = schema_check(m, c, errbuf, errlen)) != 0 ||
 	    (r = marker_check(m, errbuf, errlen)) != 0)
 		goto fail;
+	if ((r = heartbeat(m)) != 0) {
+		snprintf(errbuf, errlen, "cannot register this instance in the metadata database");
+		goto fail;
+	}
 	log_info("metadata: PostgreSQL database '%s' on %s", PQdb(c),
 	    PQhost(c) != NULL ? PQhost(c) : "(default)");
 	*out = m;
