@@ -473,6 +473,82 @@ test_objgen_cap_claim(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Uploads all of data (blocks of 4 bytes) to u; the commit's error. */
+static int
+upload_all(struct store *s, struct store_upload *u, const uint8_t *data, size_t len)
+{
+	struct wait w;
+	size_t off;
+	int r = 0;
+
+	wait_init(&w);
+	for (off = 0; off < len && r == 0; off += 4)
+		r = store_upload_write(
+		    s, u, off / 4, data + off, len - off < 4 ? len - off : 4, &w.w);
+	store_upload_put(s, u);
+	if (r != STORE_PENDING)
+		return r;
+	wait_for_done(&w);
+	return w.err;
+}
+
+/* The replace extension: the old object is read until the new one commits; a failed
+ * replace leaves it; without the flag the key exists. */
+static void
+test_replace(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", cmd[128], m1[33], m2[33], bad[33];
+	const char *root = mkdtemp(tmpl);
+	const uint8_t one[] = "0123456789", two[] = "abcdefghij";
+	struct store_upload *u = NULL;
+	struct store_plan plan;
+	struct store_obj o;
+	struct store *s;
+	uint8_t buf[10];
+	int64_t gen = -1;
+
+	assert_non_null(root);
+	hash_md5_hex(one, 10, m1);
+	hash_md5_hex(two, 10, m2);
+	hash_md5_hex(two, 9, bad);
+	s = open_store(root);
+	assert_int_equal(store_file_save(s, "u", "k", 1, 10, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	assert_int_equal(upload_all(s, u, one, 10), 0);
+	assert_int_equal(store_file_save(s, "u", "k", 1, 10, &plan, NULL), STEP_EEXIST);
+	assert_int_equal(store_file_save_rep(s, "u", "k", 1, 10, 0, NULL, NULL, 1, &plan, NULL), 0);
+	free(plan.ranges);
+	/* Half of it: the old object is what GET and DOWNLOAD read. */
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	assert_int_equal(store_upload_write(s, u, 0, two, 4, NULL), 0);
+	store_upload_put(s, u);
+	assert_int_equal(store_object_get(s, "u", "k", 1, &o), 0);
+	assert_string_equal(o.md5, m1);
+	assert_int_equal(store_object_read(s, &o, 0, buf, 10), 0);
+	assert_memory_equal(buf, one, 10);
+	assert_int_equal(store_file_save(s, "u", "k", 1, 10, &plan, NULL), STEP_EEXIST);
+	/* The rest: the key is the new object, obj_gen moved. */
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	assert_int_equal(upload_all(s, u, two, 10), 0);
+	assert_int_equal(store_object_get(s, "u", "k", 1, &o), 0);
+	assert_string_equal(o.md5, m2);
+	assert_int_equal(store_object_read(s, &o, 0, buf, 10), 0);
+	assert_memory_equal(buf, two, 10);
+	assert_int_equal(store_obj_gen(s, "u", &gen), 0);
+	assert_int_equal(gen, 1);
+	/* A replace whose commit fails (declared md5 not matching): the object stays. */
+	assert_int_equal(store_file_save_rep(s, "u", "k", 1, 10, 0, NULL, bad, 1, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(store_upload_get(s, "u", "k", 1, &u), 0);
+	assert_int_equal(upload_all(s, u, one, 10), STEP_EMISMATCH);
+	assert_int_equal(store_object_get(s, "u", "k", 1, &o), 0);
+	assert_string_equal(o.md5, m2);
+	store_free(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -484,6 +560,7 @@ main(void)
 		cmocka_unit_test(test_put_many),
 		cmocka_unit_test(test_pack_rollover),
 		cmocka_unit_test(test_objgen_cap_claim),
+		cmocka_unit_test(test_replace),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
