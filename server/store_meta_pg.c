@@ -22,6 +22,9 @@
  * A commit thread sends a batch as one pipeline (group commit): one round trip per
  * PIPE_CHUNK jobs, not one per object. When PostgreSQL is slow or gone, requests get
  * STEP_ECONNECT (503) and nothing is half-committed.
+ *
+ * Test-only hook: STEP_PG_DEAD_S=N takes over the claims of instances not seen for N
+ * seconds instead of DEAD_S.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -96,6 +99,7 @@ struct store_meta {
 	int w_ready;
 	PGconn *w;           /* the commit thread's */
 	char me[33];         /* this instance's id: whose claims are whose */
+	int dead_s;          /* DEAD_S, or STEP_PG_DEAD_S (tests) */
 	int64_t down_logged; /* wall second of the last "unreachable" line */
 };
 
@@ -760,7 +764,7 @@ pg_expire(struct store_meta *m, struct store *s, int64_t ttl,
 	 * with files is open again, its file back in tmp/ if the dead one had moved it (its
 	 * next block or SAVE commits it); an inline one (its bytes were in that memory) goes.
 	 * A live instance's claim is never taken, however long its commit takes. */
-	snprintf(dead, sizeof(dead), "%d", DEAD_S);
+	snprintf(dead, sizeof(dead), "%d", m->dead_s);
 	snprintf(inl, sizeof(inl), "%u", STORE_INLINE_MAX);
 	res = pq_pool(m,
 	    "WITH dead AS (SELECT id FROM uploads u WHERE state = 1 AND NOT EXISTS (SELECT 1"
@@ -1267,6 +1271,14 @@ pg_open(struct store *s, struct store_meta **out, char *errbuf, size_t errlen)
 		goto fail;
 	}
 	hash_to_hex(b, sizeof(b), m->me);
+	m->dead_s = DEAD_S;
+	if (getenv("STEP_PG_DEAD_S") != NULL) {
+		long long v;
+
+		if (util_parse_ll(getenv("STEP_PG_DEAD_S"), 1, DEAD_S, &v) == 0)
+			m->dead_s = (int)v;
+		log_warnx("test hook active: STEP_PG_DEAD_S=%d", m->dead_s);
+	}
 	if ((r = conninfo_load(s->o.metadata, &m->conninfo, errbuf, errlen)) != 0)
 		goto fail;
 	c = m->pool[0] = pg_connect(m->conninfo, 0);

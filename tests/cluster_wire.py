@@ -252,6 +252,34 @@ def sc_alt_again(pa, pb):
     still_serving(pa)
 
 
+def sc_dead_claim1(pa, pb):
+    """Phase 1 of 'a dead instance's claim': three of four blocks through A."""
+    a, ta = sess(pa)
+    data = bytes(range(256)) * (4 * DEFAULT_BS // 256)
+    expect(a, r("FILE", "SAVE", token=ta, key="dead", size=len(data)), 200)
+    for i in range(3):
+        expect(a, r("FILE", "UPLOAD", token=ta, key="dead", block_index=i), 200,
+               blk(data, DEFAULT_BS, i))
+
+
+def sc_dead_claim2(pa, pb):
+    """Phase 2: the row was claimed by an instance that never shows up (set in the database
+    by the script); the last block through B is answered once the claim is given back
+    (503: retry) or after it (200); retried, it commits; the object verifies."""
+    data = bytes(range(256)) * (4 * DEFAULT_BS // 256)
+    b, tb = sess(pb)
+    deadline = time.time() + 30
+    while True:
+        rep, _ = b.req(r("FILE", "UPLOAD", token=tb, key="dead", block_index=3),
+                       blk(data, DEFAULT_BS, 3))
+        if rep["status"] == 200:
+            break
+        check(rep["status"] == 503 and time.time() < deadline, "last block: %r" % rep)
+    check(rep["md5"] == md5(data), "committed after the takeover: %r" % rep)
+    verify(pa, "dead", data)
+    still_serving(pb)
+
+
 def sc_token(pa, pb):
     """A user added with stepd --metadata ... user add: a token from a LOGIN on A works on B
     (one HMAC secret and one user table in the shared root)."""

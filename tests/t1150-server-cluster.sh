@@ -102,6 +102,21 @@ stop_stepd $PIDB
 rb=$?
 ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
 
+# A claim of an instance that died between its claim and its commit (faked in the database:
+# an id no instance records) is given back by the others' sweep (STEP_PG_DEAD_S=1, a test
+# hook; sweeps every 2 s with --upload-ttl 4).
+STEP_PG_DEAD_S=1 two --upload-ttl 4
+ok 'three of four blocks through A' "$W dead_claim1 $PA $PB"
+ok 'the upload row claimed by a vanished instance' \
+	"pg_psql \"UPDATE uploads SET state = 1, claimed = now(), claimed_by = 'gone'
+		WHERE key = 'dead'\" cluster"
+ok 'its claim is given back; the last block through B commits it' "$W dead_claim2 $PA $PB"
+stop_stepd $PIDA
+ra=$?
+stop_stepd $PIDB
+rb=$?
+ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
+
 ok 'stepd --metadata ... user add works against the cluster' '
 	echo "carol'"'"'s pw" | $BIN/stepd --root "$ROOT" --metadata "$M" user add carol'
 STEPD_NAME=a STEPD_ROOT_DIR=$ROOT start_stepd --metadata "$M"
