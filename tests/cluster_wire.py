@@ -69,6 +69,39 @@ def sc_alternate(pa, pb):
     still_serving(pb)
 
 
+def sc_concurrent(pa, pb):
+    """Two connections send the blocks of one upload at the same time, even ones to A and
+    odd ones to B (the per-block records never lose each other's bits): before the last
+    two blocks a SAVE on either lists every other block; then it commits once, intact."""
+    data = os.urandom(40 * DEFAULT_BS + 7)
+    a, ta = sess(pa)
+    plan, _ = expect(a, r("FILE", "SAVE", token=ta, key="conc", size=len(data)), 200)
+    bs, total = plan["block_size"], plan["total_block"]
+    b, tb = sess(pb)
+
+    def send(c, t, idx):
+        for i in idx:
+            rep, _ = c.req(r("FILE", "UPLOAD", token=t, key="conc", block_index=i),
+                           blk(data, bs, i))
+            if rep["status"] != 200:
+                return rep
+        return None
+    res = race([lambda: send(a, ta, range(0, total - 2, 2)),
+                lambda: send(b, tb, range(1, total - 2, 2))])
+    check(res == [None, None], "all blocks 200: %r" % res)
+    c, tc = sess(pb)
+    p, _ = expect(c, r("FILE", "SAVE", token=tc, key="conc", size=len(data)), 200)
+    check(p["received"] == [[0, total - 3]], "every block recorded: %r" % p["received"])
+    res = race([lambda: a.req(r("FILE", "UPLOAD", token=ta, key="conc", block_index=total - 2),
+                              blk(data, bs, total - 2))[0],
+                lambda: b.req(r("FILE", "UPLOAD", token=tb, key="conc", block_index=total - 1),
+                              blk(data, bs, total - 1))[0]])
+    check(all(isinstance(x, dict) and x["status"] == 200 for x in res), "last: %r" % res)
+    check(any(x.get("md5") == md5(data) for x in res), "the md5: %r" % res)
+    verify(pa, "conc", data)
+    verify(pb, "conc", data)
+
+
 def sc_kill_a(pa, pb):
     """Phase 1 of 'resume on B after A is SIGKILLed': half an upload through A."""
     a, ta = sess(pa)

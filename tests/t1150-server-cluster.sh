@@ -29,6 +29,8 @@ two
 ok 'two stepd on one database and one root' '[ -n "${PB:-}" ]'
 ok 'blocks alternating between the instances; the object verifies on both' \
 	"$W alternate $PA $PB"
+ok 'blocks of one upload sent to both instances at once: no bit lost, one commit' \
+	"$W concurrent $PA $PB"
 ok 'half an upload through A' "$W kill_a $PA $PB '$T_DIR/killed.bin'"
 kill -KILL "$PIDA"
 wait "$PIDA" 2>/dev/null
