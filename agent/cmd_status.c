@@ -171,6 +171,14 @@ print_json(const struct agent *a, struct db *db, long long pending)
 	json_int_key(o, sq, "last_error_time", "last_error_time");
 	json_int_key(o, sq, "bytes_sent", "bytes_sent");
 	json_int_key(o, sq, "errors", "errors");
+	json_int_key(o, sq, "full_runs", "full_runs");
+	json_int_key(o, sq, "incremental_runs", "incremental_runs");
+	json_int_key(o, sq, "last_run_incremental", "last_run_incremental");
+	json_int_key(o, sq, "last_dirs_scanned", "last_dirs_scanned");
+	json_int_key(o, sq, "last_dirs_reused", "last_dirs_reused");
+	json_int_key(o, sq, "last_files_hashed", "last_files_hashed");
+	json_int_key(o, sq, "dirs_scanned_total", "dirs_scanned_total");
+	json_int_key(o, sq, "files_hashed_total", "files_hashed_total");
 	json_object_set_new(o, "uploads", uploads);
 	json_object_set_new(o, "last_run", json_incref(json_array_get(runs, 0)));
 	if (json_object_get(o, "last_run") == NULL)

@@ -309,6 +309,19 @@ sync_fatal(int ex, const char *msg)
 	return ex == AGENT_EXIT_CONFIG || ex == AGENT_EXIT_USAGE || ex == AGENT_EXIT_TLS;
 }
 
+/* The engine's counters of the last run, and the count of full runs, for `status`. */
+static void
+note_counters(struct watcher *wt, const struct watch_sync_result *res)
+{
+	queue_status_set_int(wt->sq, "last_run_incremental", res->incremental);
+	queue_status_set_int(wt->sq, "last_dirs_scanned", (long long)res->dirs_scanned);
+	queue_status_set_int(wt->sq, "last_dirs_reused", (long long)res->dirs_reused);
+	queue_status_set_int(wt->sq, "last_files_hashed", (long long)res->files_hashed);
+	queue_status_add(wt->sq, res->incremental ? "incremental_runs" : "full_runs", 1);
+	queue_status_add(wt->sq, "dirs_scanned_total", (long long)res->dirs_scanned);
+	queue_status_add(wt->sq, "files_hashed_total", (long long)res->files_hashed);
+}
+
 /* Syncs every tree with pending entries; acknowledges what each successful sync covered. */
 static void
 sync_pending(struct watcher *wt)
@@ -338,7 +351,8 @@ sync_pending(struct watcher *wt)
 		errbuf[0] = '\0';
 		wt->sync_error[0] = '\0';
 		memset(&res, 0, sizeof(res));
-		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
+		if (watch_sync_changes(wt->a, d->name, d->path, d->qkey, mark, &res, errbuf,
+		        sizeof(errbuf)) != 0) {
 			if (util_stop_pending()) {
 				/* SIGTERM/SIGINT cut the sync short: not an error, and the
 				 * changes stay queued for the next start. */
@@ -382,9 +396,15 @@ sync_pending(struct watcher *wt)
 			queue_status_set(wt->sq, "last_snapshot", res.snapshot);
 			queue_status_set_int(wt->sq, "last_snapshot_time", util_wall_s());
 		}
-		log_info("synced '%s' (%lld %s)%s%s", d->path, n,
-		    agent_plural((uint64_t)n, "change", "changes"),
-		    res.snapshot[0] ? ": snapshot " : "", res.snapshot);
+		note_counters(wt, &res);
+		log_info("synced '%s' (%lld %s)%s%s; %s run: %llu %s read, %llu reused, %llu "
+		         "%s hashed",
+		    d->path, n, agent_plural((uint64_t)n, "change", "changes"),
+		    res.snapshot[0] ? ": snapshot " : "", res.snapshot,
+		    res.incremental ? "incremental" : "full", (unsigned long long)res.dirs_scanned,
+		    agent_plural(res.dirs_scanned, "directory", "directories"),
+		    (unsigned long long)res.dirs_reused, (unsigned long long)res.files_hashed,
+		    agent_plural(res.files_hashed, "file", "files"));
 	}
 	if (failed) {
 		wt->backoff_ms = next_backoff;

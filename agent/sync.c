@@ -84,6 +84,7 @@ job_free(struct sync_job *s)
 	sync_uploader_free(s, s->up); /* waits for batches still in flight */
 	sender_free(s->snd);
 	tree_builder_free(s->tb);
+	sync_inc_release(s);
 	free(s->queued.slot);
 	free(s->cbuf);
 	buf_release(&s->clist);
@@ -194,7 +195,6 @@ sync_run(const struct sync_opts *o, const struct sync_changes *ch, struct sync_r
 	double t0;
 	int r, unchanged = 0, ex = AGENT_EXIT_FAIL;
 
-	(void)ch;
 	memset(res, 0, sizeof(*res));
 	memset(&h, 0, sizeof(h));
 	if (agent_db(s->a, &s->db) != 0) {
@@ -203,7 +203,7 @@ sync_run(const struct sync_opts *o, const struct sync_changes *ch, struct sync_r
 	}
 	if ((r = files_migrate(s->db)) != 0 || (r = snapshots_migrate(s->db)) != 0 ||
 	    (r = sync_bind_server(s->a, s->db)) != 0 || (r = files_new(s->db, &s->files)) != 0 ||
-	    (r = manifest_writer_new(&s->mw)) != 0) {
+	    (r = manifest_writer_new(&s->mw)) != 0 || (r = sync_inc_prepare(s, ch)) != 0) {
 		agent_error("state database: %s", step_strerror(r));
 		goto done;
 	}
@@ -229,6 +229,12 @@ done:
 	job_result(s, h.seq != 0 ? &h : NULL, res);
 	res->unchanged = unchanged;
 	res->exit_status = ex;
+	res->incremental = s->inc;
+	res->dirs_reused = s->dirs_reused;
+	/* A run that failed after its scan leaves trees it may not have sent: the next run
+	 * reads the whole tree. */
+	if (ex != AGENT_EXIT_OK && ex != SYNC_EXIT_INCOMPLETE && !o->dry_run && s->files != NULL)
+		(void)files_dirtree_clear(s->files, s->name);
 	job_free(s);
 	if (!o->dry_run)
 		agent_record_run(o->a, o->name, ex); /* for `stepsync status` (db/runs.h) */

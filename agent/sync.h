@@ -52,7 +52,11 @@ struct sync_opts {
  * engine scans the whole tree.
  */
 struct sync_changes {
-	int full; /* the caller knows nothing: scan the whole tree */
+	int full;          /* the caller knows nothing: scan the whole tree */
+	char *const *dirs; /* directories whose entries changed (relative, "" the root) */
+	size_t ndirs;
+	char *const *trees; /* subtrees to read whole (created or moved in; "" all) */
+	size_t ntrees;
 };
 
 struct sync_result {
@@ -70,6 +74,8 @@ struct sync_result {
 	uint64_t dirs_scanned; /* directories whose entries were read */
 	uint64_t files_hashed; /* files read and hashed (or chunked) */
 	uint64_t visited;      /* entries the scan handed over */
+	uint64_t dirs_reused;  /* directories whose last tree was reused, not read */
+	int incremental;       /* only the directories named by the changes were read */
 };
 
 /*

@@ -138,7 +138,7 @@ finish_other(struct sync_job *s, const struct deferred *q)
 	int r;
 
 	memset(&te, 0, sizeof(te));
-	te.type = q->kind == DQ_DIR ? TREE_DIR : TREE_SYMLINK;
+	te.type = q->kind == DQ_DIR || q->kind == DQ_SUB ? TREE_DIR : TREE_SYMLINK;
 	te.mode = q->mode;
 	te.mtime_ns = q->mtime_ns;
 	te.uid = q->uid;
@@ -147,11 +147,19 @@ finish_other(struct sync_job *s, const struct deferred *q)
 		te.target = q->target;
 		te.targetlen = strlen(q->target);
 	}
-	if ((r = tree_builder_add(s->tb, q->path, &te)) != 0)
+	if (q->kind == DQ_SUB) {
+		struct tree_counts c = { q->sub.files, q->sub.dirs, q->sub.symlinks, q->sub.bytes };
+
+		memcpy(te.subtree, q->sub.id, sizeof(te.subtree));
+		r = tree_builder_add_subtree(s->tb, q->path, &te, &c);
+	} else {
+		r = tree_builder_add(s->tb, q->path, &te);
+	}
+	if (r != 0)
 		return r;
 
 	memcpy(e->path, q->path, strlen(q->path) + 1); /* <= MANIFEST_PATH_MAX: sync_visit */
-	e->type = q->kind == DQ_DIR ? MANIFEST_DIR : MANIFEST_SYMLINK;
+	e->type = q->kind == DQ_LINK ? MANIFEST_SYMLINK : MANIFEST_DIR;
 	e->mode = q->mode;
 	e->mtime_ns = q->mtime_ns;
 	e->size = 0;
@@ -194,7 +202,7 @@ flush_deferred(struct sync_job *s)
 			manifest_object_key(sha[k], q->row.okey, sizeof(q->row.okey));
 			hash_to_hex(d[k++], HASH_MD5_LEN, q->row.md5);
 		}
-		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK)) {
+		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK || q->kind == DQ_SUB)) {
 			r = finish_other(s, q);
 		} else if (r == 0) {
 			r = finish_file(
@@ -234,7 +242,8 @@ defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_ro
 			.uid = (uint32_t)se->st->st_uid,
 			.gid = (uint32_t)se->st->st_gid };
 
-		return kind == DQ_DIR || kind == DQ_LINK
+		now.sub = s->nsub;
+		return kind == DQ_DIR || kind == DQ_LINK || kind == DQ_SUB
 		    ? finish_other(s, &now)
 		    : finish_file(s, se->path, row, kind == DQ_SAME, NULL, now.uid, now.gid);
 	}
@@ -250,6 +259,7 @@ defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_ro
 	q->mtime_ns = scan_mtime_ns(se->st);
 	q->uid = (uint32_t)se->st->st_uid;
 	q->gid = (uint32_t)se->st->st_gid;
+	q->sub = s->nsub;
 	if (kind == DQ_HASH) {
 		q->h = s->hheld;
 		s->hheld = NULL;
@@ -375,6 +385,21 @@ visit_file(struct sync_job *s, const struct scan_entry *se)
 	return defer(s, s->hheld != NULL ? DQ_HASH : DQ_FILE, se, &row);
 }
 
+/* A directory: read (its entries come next), or, in an incremental run, its tree of the
+ * last run reused and its contents skipped. */
+static int
+visit_dir(struct sync_job *s, const struct scan_entry *se)
+{
+	int r;
+
+	if ((r = sync_inc_reuse(s, se->path)) < 0)
+		return r;
+	if (r == 1)
+		return (r = defer(s, DQ_SUB, se, NULL)) != 0 ? r : SCAN_SKIP;
+	s->dirs_scanned++;
+	return defer(s, DQ_DIR, se, NULL);
+}
+
 static int
 sync_visit(void *ctx, const struct scan_entry *se)
 {
@@ -389,10 +414,11 @@ sync_visit(void *ctx, const struct scan_entry *se)
 		sync_set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
 		return STEP_ESTOPPED;
 	}
+	sync_inc_seen(s, se->path);
 	if (S_ISREG(se->st->st_mode))
 		return visit_file(s, se);
 	if (S_ISDIR(se->st->st_mode))
-		return defer(s, DQ_DIR, se, NULL);
+		return visit_dir(s, se);
 	if (S_ISLNK(se->st->st_mode) && strlen(se->target) <= MANIFEST_PATH_MAX)
 		return defer(s, DQ_LINK, se, NULL);
 	return 0; /* the scanner only hands out directories, symlinks and files */
@@ -481,6 +507,70 @@ cursor_close(struct sync_job *s)
 	s->rdb = NULL;
 }
 
+/* The scan's statements, uploaders, tree builder and counts (in the scan's transaction). */
+static int
+scan_prepare(struct sync_job *s)
+{
+	int r;
+
+	if ((r = db_exec(s->db,
+	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT NOT NULL,"
+	         " path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL);"
+	         "DELETE FROM temp.sync_pending;")) != 0)
+		return r;
+	/* Each key at most once: see struct pend_set. */
+	if ((r = db_err(sqlite3_prepare_v2(db_handle(s->db),
+	         "INSERT INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)", -1,
+	         &s->pend_ins, NULL))) != 0 ||
+	    (r = db_err(sqlite3_prepare_v2(db_handle(s->db),
+	         "SELECT okey FROM temp.sync_pending WHERE rowid = ?", -1, &s->pend_key, NULL))) !=
+	        0)
+		return r;
+	if (!s->dry_run && s->up == NULL && (r = sync_uploader_new(s)) != 0)
+		return r;
+	if (!s->dry_run && s->snd == NULL && (r = sync_sender_start(s)) != 0)
+		return r;
+	if ((r = tree_builder_new(sync_tree_emit, s, &s->tb)) != 0)
+		return r;
+	tree_builder_on_close(s->tb, sync_tree_closed, s);
+	if (s->inc) /* s->known: the root's count of the last run */
+		return files_next_gen(s->files, s->name, &s->gen);
+	/* A full run stores every directory's tree anew. */
+	if ((r = files_dirtree_clear(s->files, s->name)) != 0 ||
+	    (r = files_count(s->files, s->name, &s->known)) != 0 ||
+	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
+		return r;
+	cursor_open(s); /* an incremental run looks its few files up */
+	return 0;
+}
+
+/* The walk and the trees; in an incremental run, the files gone. */
+static int
+scan_walk(struct sync_job *s, struct scan_stats *stats)
+{
+	int r;
+
+	s->dirs_scanned = 1; /* the root */
+	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, stats);
+	if (r == 0)
+		r = flush_deferred(s);
+	if (r == 0)
+		r = tree_builder_finish(s->tb, s->root_id);
+	if (r == 0)
+		r = s->tree_err;
+	if (r == 0)
+		tree_builder_counts(s->tb, &s->counts);
+	if (r == 0 && s->inc)
+		r = sync_inc_vanish(s);
+	if (r == 0)
+		r = sync_collect_sent(s);
+	if (r == 0) /* the last small files go while the run commits the scan */
+		r = sync_uploader_scan_step(s, s->scan_c, 1);
+	drop_deferred(s);
+	cursor_close(s);
+	return r;
+}
+
 /* Steps 2 and 3: the scan in one transaction. Returns 0, an error, or 1 for "stop here,
  * *exitp says how" (dry run, mass deletion). */
 int
@@ -492,40 +582,9 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 
 	if ((r = db_begin(s->db)) != 0)
 		return r;
-	if ((r = db_exec(s->db,
-	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT NOT NULL,"
-	         " path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL);"
-	         "DELETE FROM temp.sync_pending;")) != 0)
+	if ((r = scan_prepare(s)) != 0)
 		goto fail;
-	/* Each key at most once: see struct pend_set. */
-	if ((r = db_err(sqlite3_prepare_v2(db_handle(s->db),
-	         "INSERT INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)", -1,
-	         &s->pend_ins, NULL))) != 0 ||
-	    (r = db_err(sqlite3_prepare_v2(db_handle(s->db),
-	         "SELECT okey FROM temp.sync_pending WHERE rowid = ?", -1, &s->pend_key, NULL))) !=
-	        0)
-		goto fail;
-	if (!s->dry_run && s->up == NULL && (r = sync_uploader_new(s)) != 0)
-		goto fail;
-	if (!s->dry_run && s->snd == NULL && (r = sync_sender_start(s)) != 0)
-		goto fail;
-	if ((r = tree_builder_new(sync_tree_emit, s, &s->tb)) != 0)
-		goto fail;
-	if ((r = files_count(s->files, s->name, &s->known)) != 0 ||
-	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
-		goto fail;
-	cursor_open(s);
-	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
-	if (r == 0)
-		r = flush_deferred(s);
-	if (r == 0)
-		r = tree_builder_finish(s->tb, s->root_id);
-	if (r == 0)
-		r = sync_collect_sent(s);
-	if (r == 0) /* the last small files go while the run commits the scan */
-		r = sync_uploader_scan_step(s, s->scan_c, 1);
-	drop_deferred(s);
-	cursor_close(s);
+	r = scan_walk(s, &stats);
 	if (r == STEP_ESYS) {
 		e = errno;
 		db_rollback(s->db);
@@ -553,7 +612,7 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 		*exitp = r == 0 ? AGENT_EXIT_OK : AGENT_EXIT_FAIL;
 		return 1;
 	}
-	if (s->found < s->known && (r = mark_seen(s)) != 0)
+	if (!s->inc && s->found < s->known && (r = mark_seen(s)) != 0)
 		goto fail;
 	return db_commit(s->db);
 fail:

@@ -390,6 +390,7 @@ struct level {
 	size_t n, cap;
 	char *last; /* the last name added with '/' after a directory, for the order check */
 	size_t lastlen;
+	struct tree_counts cnt; /* what the level holds so far, subtrees included */
 };
 
 struct tree_builder {
@@ -400,7 +401,19 @@ struct tree_builder {
 	struct buf out;
 	uint64_t ntrees, nbytes;
 	int done;
+	tree_close_fn *on_close;
+	void *on_close_arg;
+	struct tree_counts root_cnt;
 };
+
+static void
+counts_add(struct tree_counts *to, const struct tree_counts *c)
+{
+	to->files += c->files;
+	to->dirs += c->dirs;
+	to->symlinks += c->symlinks;
+	to->bytes += c->bytes;
+}
 
 static void
 entry_free_copy(struct tree_entry *e)
@@ -503,8 +516,13 @@ level_close(struct tree_builder *b)
 	b->ntrees++;
 	b->nbytes += buf_avail(&b->out);
 	memcpy(l->self.subtree, id, HASH_SHA256_LEN);
-	if (b->depth == 1)
+	if (b->on_close != NULL)
+		b->on_close(b->on_close_arg, l->path, id, &l->cnt);
+	if (b->depth == 1) {
+		b->root_cnt = l->cnt;
 		return STEP_OK;
+	}
+	counts_add(&b->lv[b->depth - 2].cnt, &l->cnt);
 	if ((r = level_add(&b->lv[b->depth - 2], &l->self, l->self.name, l->self.namelen)) != 0)
 		return r;
 	level_release(l);
@@ -571,8 +589,10 @@ level_order(struct level *l, const char *name, size_t namelen, int isdir)
 	return STEP_OK;
 }
 
-int
-tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e)
+/* tree_builder_add(), or with sub (its counts) tree_builder_add_subtree(). */
+static int
+builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e,
+    const struct tree_counts *sub)
 {
 	size_t len, namelen, parentlen;
 	const char *slash, *name;
@@ -592,6 +612,8 @@ tree_builder_add(struct tree_builder *b, const char *path, const struct tree_ent
 	t = *e;
 	t.name = name;
 	t.namelen = namelen;
+	if (sub != NULL && t.type != TREE_DIR)
+		return STEP_EINVAL;
 	if (t.type == TREE_DIR)
 		t.nchunks = 0, t.chunks = NULL, t.size = 0;
 	if ((r = entry_valid(&t)) != 0)
@@ -610,8 +632,44 @@ tree_builder_add(struct tree_builder *b, const char *path, const struct tree_ent
 	if ((r = level_order(l, name, namelen, t.type == TREE_DIR)) != 0)
 		return r;
 	if (t.type == TREE_DIR)
+		l->cnt.dirs++;
+	else if (t.type == TREE_SYMLINK)
+		l->cnt.symlinks++;
+	else
+		l->cnt.files++, l->cnt.bytes += t.size;
+	if (sub != NULL) {
+		counts_add(&l->cnt, sub);
+		return level_add(l, &t, name, namelen);
+	}
+	if (t.type == TREE_DIR)
 		return level_open(b, path, len, &t, namelen);
 	return level_add(l, &t, name, namelen);
+}
+
+int
+tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e)
+{
+	return builder_add(b, path, e, NULL);
+}
+
+int
+tree_builder_add_subtree(struct tree_builder *b, const char *path, const struct tree_entry *e,
+    const struct tree_counts *c)
+{
+	return builder_add(b, path, e, c);
+}
+
+void
+tree_builder_on_close(struct tree_builder *b, tree_close_fn *fn, void *arg)
+{
+	b->on_close = fn;
+	b->on_close_arg = arg;
+}
+
+void
+tree_builder_counts(const struct tree_builder *b, struct tree_counts *c)
+{
+	*c = b->root_cnt;
 }
 
 int

@@ -109,6 +109,27 @@ typedef int tree_emit_fn(
 struct tree_builder;
 int tree_builder_new(tree_emit_fn *emit, void *arg, struct tree_builder **outp);
 int tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e);
+
+/* What a subtree holds (the directory itself not counted). */
+struct tree_counts {
+	uint64_t files, dirs, symlinks, bytes;
+};
+/*
+ * Adds directory path as a finished subtree, without opening a level: e->subtree is its
+ * tree's id (from an earlier build; not emitted again), c what it holds. Same order rules
+ * and errors as tree_builder_add().
+ */
+int tree_builder_add_subtree(struct tree_builder *b, const char *path, const struct tree_entry *e,
+    const struct tree_counts *c);
+/*
+ * Called as each directory's tree is finished (after emit): its path ("" for the root;
+ * borrowed for the call), its id and what it holds. NULL: none.
+ */
+typedef void tree_close_fn(
+    void *arg, const char *path, const uint8_t id[HASH_SHA256_LEN], const struct tree_counts *c);
+void tree_builder_on_close(struct tree_builder *b, tree_close_fn *fn, void *arg);
+/* After tree_builder_finish(): what the whole tree holds. */
+void tree_builder_counts(const struct tree_builder *b, struct tree_counts *c);
 int tree_builder_finish(struct tree_builder *b, uint8_t root[HASH_SHA256_LEN]);
 /* Trees emitted so far, and their total bytes. */
 void tree_builder_stats(const struct tree_builder *b, uint64_t *ntrees, uint64_t *nbytes);

@@ -113,6 +113,27 @@ queue_mark(sqlite3 *db, const char *dir, long long *seqp)
 }
 
 int
+queue_each(sqlite3 *db, const char *dir, long long seq, queue_entry_fn *fn, void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db,
+	    "SELECT path, kind FROM watch_queue WHERE dir = ?1 AND seq <= ?2 ORDER BY path", -1,
+	    &st, NULL);
+	if (rc != SQLITE_OK)
+		return sql_err(rc);
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, seq);
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		r = fn(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1));
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sql_err(rc);
+	sqlite3_finalize(st);
+	return r;
+}
+
+int
 queue_ack(sqlite3 *db, const char *dir, long long seq)
 {
 	return run(
