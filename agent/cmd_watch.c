@@ -44,10 +44,11 @@
 
 /* One watched tree. */
 struct wdir {
-	char *name;  /* owned; snapshot NAME, or NULL for the sync engine's default */
-	char *path;  /* owned; absolute, resolved */
-	char *qkey;  /* owned; the queue's dir column: name, else path */
-	int removed; /* its [dir] section went away at a SIGHUP: no longer synced */
+	char *name;    /* owned; snapshot NAME, or NULL for the sync engine's default */
+	char *path;    /* owned; absolute, resolved */
+	char *qkey;    /* owned; the queue's dir column: name, else path */
+	int removed;   /* its [dir] section went away at a SIGHUP: no longer synced */
+	uint64_t held; /* files gone but held back by its last sync: runs are full ones */
 };
 
 struct watcher {
@@ -218,6 +219,32 @@ prom_run(const struct runs_rec *r, void *arg)
 }
 
 /* node_exporter textfile: written atomically so the collector never sees half a file. */
+/* Deletions held back (status key "held", see sync.h's hold_mass_delete), per name. */
+static void
+prom_held(struct watcher *wt, FILE *f)
+{
+	char *text = NULL;
+	json_t *all = NULL, *e;
+	const char *name;
+
+	fputs("# HELP stepsync_held_deletions Files gone from a directory whose deletion is "
+	      "held back (most of the tree vanished); release with stepsync sync "
+	      "--allow-mass-delete.\n"
+	      "# TYPE stepsync_held_deletions gauge\n",
+	    f);
+	if (queue_status_get(wt->sq, "held", &text) == 0)
+		all = json_loads(text, 0, NULL);
+	json_object_foreach(all, name, e)
+	{
+		fputs("stepsync_held_deletions{name=\"", f);
+		prom_label(f, name);
+		fprintf(
+		    f, "\"} %lld\n", (long long)json_integer_value(json_object_get(e, "files")));
+	}
+	json_decref(all);
+	free(text);
+}
+
 static void
 write_prometheus(struct watcher *wt)
 {
@@ -258,6 +285,7 @@ write_prometheus(struct watcher *wt)
 	    last, bytes, pending, errors);
 	if (runs_migrate(wt->db) == 0)
 		runs_each(wt->db, prom_run, f);
+	prom_held(wt, f);
 	if (fclose(f) != 0 || text == NULL) {
 		free(text);
 		log_warn("cannot write '%s'", wt->prometheus);
@@ -351,8 +379,12 @@ sync_pending(struct watcher *wt)
 		errbuf[0] = '\0';
 		wt->sync_error[0] = '\0';
 		memset(&res, 0, sizeof(res));
-		if (watch_sync_changes(wt->a, d->name, d->path, d->qkey, mark, &res, errbuf,
-		        sizeof(errbuf)) != 0) {
+		/* While deletions are held back, an incremental run could drop some of them
+		 * (those in a directory it reads): every run reads the whole tree. */
+		if ((d->held > 0
+		            ? watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf))
+		            : watch_sync_changes(wt->a, d->name, d->path, d->qkey, mark, &res,
+		                  errbuf, sizeof(errbuf))) != 0) {
 			if (util_stop_pending()) {
 				/* SIGTERM/SIGINT cut the sync short: not an error, and the
 				 * changes stay queued for the next start. */
@@ -390,6 +422,12 @@ sync_pending(struct watcher *wt)
 			continue;
 		}
 		queue_ack(wt->sq, d->qkey, mark);
+		if (res.held > 0 && d->held == 0)
+			log_warnx("'%s': most files are gone (unmounted disk?): %llu deletions are "
+			          "held back, everything else is backed up; 'stepsync status' says "
+			          "how to release them",
+			    d->path, (unsigned long long)res.held);
+		d->held = res.held;
 		queue_status_set_int(wt->sq, "last_success", util_wall_s());
 		queue_status_add(wt->sq, "bytes_sent", (long long)res.bytes_sent);
 		if (res.snapshot[0] != '\0') {

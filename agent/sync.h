@@ -43,6 +43,9 @@ struct sync_opts {
 	int dry_run;                /* list what would be sent; send and record nothing */
 	int allow_mass_delete;      /* record a snapshot even when most known files vanished */
 	int skip_unchanged;         /* no new snapshot when the tree is the latest snapshot */
+	int hold_mass_delete;       /* instead of refusing a mass deletion, hold it back: the files
+	                               gone stay in the snapshot (res->held), the rest is backed
+	                               up; a run with allow_mass_delete releases them */
 	sync_progress_fn *progress; /* NULL: none */
 	void *progress_arg;
 };
@@ -76,6 +79,7 @@ struct sync_result {
 	uint64_t visited;      /* entries the scan handed over */
 	uint64_t dirs_reused;  /* directories whose last tree was reused, not read */
 	int incremental;       /* only the directories named by the changes were read */
+	uint64_t held;         /* files gone from the tree kept in the snapshot (held back) */
 };
 
 /*

@@ -185,6 +185,13 @@ struct sync_job {
 	struct files_dirtree nsub; /* the subtree defer() takes for DQ_SUB */
 	int tree_err;              /* sync_tree_closed()'s first error */
 	char digest[33];           /* root_digest()'s */
+
+	/* Holding back a mass deletion (sync_hold.c). */
+	int hold_mass_delete; /* the caller's wish: hold instead of refusing */
+	int holding;          /* this scan puts the files gone into the snapshot */
+	uint64_t held;        /* files gone but kept in the snapshot */
+	char *lastpath;       /* the last entry handed to the trees */
+	int last_isdir;
 	struct tree_counts counts; /* what the snapshot holds */
 	int dry_listed;            /* a dry run listed what it would send */
 	sync_progress_fn *progress;
@@ -212,7 +219,13 @@ int sync_inc_vanish(struct sync_job *s);
 void sync_tree_closed(
     void *arg, const char *path, const uint8_t id[HASH_SHA256_LEN], const struct tree_counts *c);
 
+/* sync_hold.c */
+#define SYNC_HOLD_AGAIN (-1000) /* scan_phase's *exitp: run again, holding */
+int sync_hold_catch_up(struct sync_job *s, const char *upto, int isdir);
+void sync_hold_note(struct agent *a, const char *name, const char *root, uint64_t held);
+
 /* sync_scan.c */
+int sync_defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_row *row);
 int sync_scan_phase(struct sync_job *s, int *exitp);
 
 /* sync_read.c */

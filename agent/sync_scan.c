@@ -228,8 +228,8 @@ drop_deferred(struct sync_job *s)
 /* Finishes the visit of scan entry se (row: a file's), or queues it to be finished with
  * the next batch (flush_deferred): a small file whose content sync_hash_once read (s->hheld,
  * DQ_HASH), and every entry after one, so that the manifest keeps the scan's order. */
-static int
-defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_row *row)
+int
+sync_defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_row *row)
 {
 	struct deferred *q;
 
@@ -283,7 +283,7 @@ not_read(struct sync_job *s, const struct scan_entry *se, int r, struct files_ro
 		            "goes into this snapshot",
 		    se->path);
 		s->busy_kept++;
-		return defer(s, DQ_SAME, se, old);
+		return sync_defer(s, DQ_SAME, se, old);
 	}
 	if (r == STEP_ECHANGED)
 		agent_error(
@@ -321,7 +321,7 @@ visit_file(struct sync_job *s, const struct scan_entry *se)
 	    row.dev == (uint64_t)st->st_dev && row.ctime_ns == scan_ctime_ns(st);
 	/* A chunked file whose chunks are not all known on the server is read again. */
 	if (unchanged && (row.okey[0] != 'c' || row.known))
-		return defer(s, DQ_SAME, se, &row);
+		return sync_defer(s, DQ_SAME, se, &row);
 	old = row;
 	have = have && row.known;
 	memset(&row, 0, sizeof(row));
@@ -382,7 +382,7 @@ visit_file(struct sync_job *s, const struct scan_entry *se)
 	row.mtime_ns = scan_mtime_ns(&hst);
 	row.ctime_ns = scan_ctime_ns(&hst);
 	row.mode = hst.st_mode;
-	return defer(s, s->hheld != NULL ? DQ_HASH : DQ_FILE, se, &row);
+	return sync_defer(s, s->hheld != NULL ? DQ_HASH : DQ_FILE, se, &row);
 }
 
 /* A directory: read (its entries come next), or, in an incremental run, its tree of the
@@ -395,9 +395,9 @@ visit_dir(struct sync_job *s, const struct scan_entry *se)
 	if ((r = sync_inc_reuse(s, se->path)) < 0)
 		return r;
 	if (r == 1)
-		return (r = defer(s, DQ_SUB, se, NULL)) != 0 ? r : SCAN_SKIP;
+		return (r = sync_defer(s, DQ_SUB, se, NULL)) != 0 ? r : SCAN_SKIP;
 	s->dirs_scanned++;
-	return defer(s, DQ_DIR, se, NULL);
+	return sync_defer(s, DQ_DIR, se, NULL);
 }
 
 static int
@@ -405,9 +405,12 @@ sync_visit(void *ctx, const struct scan_entry *se)
 {
 	struct sync_job *s = ctx;
 	size_t n = strlen(se->path);
+	int r;
 
 	if (n > MANIFEST_PATH_MAX)
 		return 0; /* the scanner already refuses these */
+	if (s->holding && (r = sync_hold_catch_up(s, se->path, S_ISDIR(se->st->st_mode))) != 0)
+		return r;
 	if ((++s->visited & 63) == 0)
 		sync_progress_note(s, 1);
 	if ((s->visited & 1023) == 0 && util_stop_pending()) {
@@ -420,7 +423,7 @@ sync_visit(void *ctx, const struct scan_entry *se)
 	if (S_ISDIR(se->st->st_mode))
 		return visit_dir(s, se);
 	if (S_ISLNK(se->st->st_mode) && strlen(se->target) <= MANIFEST_PATH_MAX)
-		return defer(s, DQ_LINK, se, NULL);
+		return sync_defer(s, DQ_LINK, se, NULL);
 	return 0; /* the scanner only hands out directories, symlinks and files */
 }
 
@@ -541,6 +544,8 @@ scan_prepare(struct sync_job *s)
 	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
 		return r;
 	cursor_open(s); /* an incremental run looks its few files up */
+	if (s->holding && s->cur == NULL)
+		s->holding = 0; /* cannot: the mass deletion is refused */
 	return 0;
 }
 
@@ -552,6 +557,8 @@ scan_walk(struct sync_job *s, struct scan_stats *stats)
 
 	s->dirs_scanned = 1; /* the root */
 	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, stats);
+	if (r == 0 && s->holding)
+		r = sync_hold_catch_up(s, NULL, 0);
 	if (r == 0)
 		r = flush_deferred(s);
 	if (r == 0)
@@ -598,6 +605,10 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 	gone = s->known - s->found;
 	if (s->known > 0 && gone * 2 > s->known && !s->allow_mass_delete) {
 		db_rollback(s->db);
+		if (s->hold_mass_delete && !s->holding) {
+			*exitp = SYNC_HOLD_AGAIN; /* again, keeping the files gone */
+			return 1;
+		}
 		agent_error("sync '%s': %" PRIu64 " of %" PRIu64 " known files are gone from '%s' "
 		            "(unmounted disk?); no snapshot recorded. Rerun with "
 		            "--allow-mass-delete if this is intended",

@@ -213,6 +213,9 @@ run_sync(struct agent *a, const char *name, const char *path, const struct sync_
 		/* The start-up sync and the periodic rescan mostly find nothing new: they keep
 		 * the latest snapshot instead of recording an identical one. */
 		o.skip_unchanged = 1;
+		/* A mass deletion never stops the watcher: it is held back (status says
+		 * what and how to release it). */
+		o.hold_mass_delete = 1;
 		rc = sync_run(&o, ch, &sr);
 		if (sr.seq != 0 && (rc == AGENT_EXIT_OK || rc == SYNC_EXIT_INCOMPLETE))
 			cmd_sync_report(a, name, &sr);
@@ -224,6 +227,7 @@ run_sync(struct agent *a, const char *name, const char *path, const struct sync_
 	res->dirs_scanned = sr.dirs_scanned;
 	res->dirs_reused = sr.dirs_reused;
 	res->files_hashed = sr.files_hashed;
+	res->held = sr.held;
 	if (rc != AGENT_EXIT_OK && a->runs_recorded == recorded && !util_stop_pending())
 		agent_record_run(a, name, rc); /* failed before the tree */
 	if (rc != AGENT_EXIT_OK) {

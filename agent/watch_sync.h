@@ -17,6 +17,7 @@ struct watch_sync_result {
 	int exit_status;     /* the sync's exit status (AGENT_EXIT_*), also on failure */
 	int incremental;     /* only the changed directories were read */
 	uint64_t dirs_scanned, dirs_reused, files_hashed; /* the engine's counters */
+	uint64_t held; /* files gone but held back in the snapshot (mass deletion) */
 };
 
 /*

@@ -345,6 +345,24 @@ files_cursor_find(struct files_cursor *c, const char *path, struct files_row *ro
 	return 0;
 }
 
+int
+files_cursor_peek(struct files_cursor *c, const char **pathp, struct files_row *row)
+{
+	if (c->state != SQLITE_ROW)
+		return c->state == SQLITE_DONE ? 0 : db_err(c->state);
+	*pathp = (const char *)sqlite3_column_text(c->st, 0);
+	row_from(c->st, 1, row);
+	return *pathp != NULL;
+}
+
+int
+files_cursor_next(struct files_cursor *c)
+{
+	if (c->state == SQLITE_ROW)
+		c->state = sqlite3_step(c->st);
+	return c->state == SQLITE_ROW || c->state == SQLITE_DONE ? 0 : db_err(c->state);
+}
+
 void
 files_cursor_free(struct files_cursor *c)
 {

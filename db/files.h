@@ -62,6 +62,12 @@ struct files_cursor;
 int files_cursor_open(struct db *db, const char *dir, struct files_cursor **outp);
 int files_cursor_find(struct files_cursor *c, const char *path, struct files_row *row);
 void files_cursor_free(struct files_cursor *c);
+/*
+ * The row the walk is on, without moving: 1 with its path (borrowed until the walk moves)
+ * and *row, 0 past the end, or a database error. files_cursor_next() moves to the next row.
+ */
+int files_cursor_peek(struct files_cursor *c, const char **pathp, struct files_row *row);
+int files_cursor_next(struct files_cursor *c);
 
 /* 1 when okey is recorded as on the server, 0 when not, or a negative STEP_E*. */
 int files_object_known(struct files *f, const char *okey);
