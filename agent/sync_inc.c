@@ -3,7 +3,7 @@
  * directories whose entries changed and the subtrees that must be read whole (a
  * directory created or moved in); the scan reads those and their ancestors (their trees
  * change with them) and reuses every other directory's tree id as the last run stored it
- * (table dirtrees), without reading below it. Entries gone from the named directories
+ * (table dirtrees), without reading below it. Entries gone from the directories read
  * are found with one query per entry of the state, and dropped.
  *
  * Safety: a reused tree must be recorded as on the server (objects table), the table
@@ -64,6 +64,17 @@ copy_paths(char *const *v, size_t n)
 	return c;
 }
 
+/* Remembers that directory path is read (its vanished entries are looked for). */
+static void
+read_dir(struct sync_job *s, const char *path)
+{
+	if (s->nreaddirs == s->capreaddirs) {
+		s->capreaddirs = s->capreaddirs ? 2 * s->capreaddirs : 16;
+		s->readdirs = xrealloc(s->readdirs, s->capreaddirs * sizeof(*s->readdirs));
+	}
+	s->readdirs[s->nreaddirs++] = xstrdup(path);
+}
+
 int
 sync_inc_prepare(struct sync_job *s, const struct sync_changes *ch)
 {
@@ -86,8 +97,7 @@ sync_inc_prepare(struct sync_job *s, const struct sync_changes *ch)
 	}
 	s->inc = 1;
 	s->known = root.files;
-	s->dirty = copy_paths(ch->dirs, ch->ndirs);
-	s->ndirty = ch->ndirs;
+	read_dir(s, "");
 	s->deep = copy_paths(ch->trees, ch->ntrees);
 	s->ndeep = ch->ntrees;
 	set_add(&s->vset, "", 0);
@@ -107,11 +117,11 @@ sync_inc_release(struct sync_job *s)
 {
 	size_t i;
 
-	for (i = 0; i < s->ndirty; i++)
-		free(s->dirty[i]);
+	for (i = 0; i < s->nreaddirs; i++)
+		free(s->readdirs[i]);
 	for (i = 0; i < s->ndeep; i++)
 		free(s->deep[i]);
-	free(s->dirty);
+	free(s->readdirs);
 	free(s->deep);
 	free(s->vset.slot);
 	free(s->tset.slot);
@@ -155,7 +165,13 @@ sync_inc_reuse(struct sync_job *s, const char *path)
 	char key[MANIFEST_KEY_MAX + 1];
 	int r;
 
-	if (!s->inc || must_read(s, path))
+	if (!s->inc)
+		return 0;
+	if (set_has(&s->vset, path, strlen(path))) {
+		read_dir(s, path);
+		return 0;
+	}
+	if (must_read(s, path))
 		return 0;
 	if ((r = files_dirtree_get(s->files, s->name, path, &s->nsub)) != 0)
 		return r == STEP_ENOENT ? 0 : r;
@@ -255,8 +271,8 @@ sync_inc_vanish(struct sync_job *s)
 	size_t i;
 	int r;
 
-	for (i = 0; i < s->ndirty; i++)
-		if ((r = vanish_in(s, s->dirty[i], 0)) != 0)
+	for (i = 0; i < s->nreaddirs; i++)
+		if ((r = vanish_in(s, s->readdirs[i], 0)) != 0)
 			return r;
 	for (i = 0; i < s->ndeep; i++)
 		if ((r = vanish_in(s, s->deep[i], 1)) != 0)

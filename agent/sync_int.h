@@ -177,8 +177,8 @@ struct sync_job {
 	struct idset vset; /* directories to read (ids: SHA-256 of the path) */
 	struct idset tset; /* subtrees to read whole */
 	struct idset seen; /* every path the scan reported */
-	char **dirty;      /* the caller's directories, whose vanished entries go */
-	size_t ndirty;
+	char **readdirs;   /* the directories read (not below a subtree read whole) */
+	size_t nreaddirs, capreaddirs;
 	char **deep; /* the caller's subtrees */
 	size_t ndeep;
 	uint64_t vanished;         /* files gone from those */
