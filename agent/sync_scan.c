@@ -536,8 +536,13 @@ scan_prepare(struct sync_job *s)
 	if ((r = tree_builder_new(sync_tree_emit, s, &s->tb)) != 0)
 		return r;
 	tree_builder_on_close(s->tb, sync_tree_closed, s);
-	if (s->inc) /* s->known: the root's count of the last run */
-		return files_next_gen(s->files, s->name, &s->gen);
+	/* An incremental run: s->known is the root's count of the last run, and rows are
+	 * dropped one by one (sync_inc_vanish()), not by generation: any gen will do (max(gen)
+	 * would be a pass over the whole table). */
+	if (s->inc) {
+		s->gen = 1;
+		return 0;
+	}
 	/* A full run stores every directory's tree anew. */
 	if ((r = files_dirtree_clear(s->files, s->name)) != 0 ||
 	    (r = files_count(s->files, s->name, &s->known)) != 0 ||
