@@ -807,6 +807,101 @@ keep(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, size_t l
 	return 0;
 }
 
+/* What the on-close hook saw: each directory's path, id and counts. */
+struct closed {
+	size_t n;
+	char path[8][16];
+	uint8_t id[8][HASH_SHA256_LEN];
+	struct tree_counts c[8];
+};
+
+static void
+on_closed(
+    void *arg, const char *path, const uint8_t id[HASH_SHA256_LEN], const struct tree_counts *c)
+{
+	struct closed *cl = arg;
+
+	assert_true(cl->n < 8);
+	snprintf(cl->path[cl->n], sizeof(cl->path[0]), "%s", path);
+	memcpy(cl->id[cl->n], id, HASH_SHA256_LEN);
+	cl->c[cl->n++] = *c;
+}
+
+/* An incremental build: the directory "b" added as the finished subtree the first build
+ * closed (its id and counts) gives the same root id and counts, and emits no tree of b. */
+static void
+test_builder_subtree(void **state)
+{
+	static const char *paths[] = { "a.txt", "b", "b/c", "b/c/f", "b/l", "z" };
+	static const int types[] = { TREE_FILE, TREE_DIR, TREE_DIR, TREE_FILE, TREE_SYMLINK,
+		TREE_FILE };
+	struct tree_builder *b = NULL;
+	struct kept k = { 0 };
+	struct closed cl = { 0 };
+	struct tree_counts all, all2, bc;
+	uint8_t root[HASH_SHA256_LEN], root2[HASH_SHA256_LEN], bid[HASH_SHA256_LEN];
+	struct tree_entry e;
+	struct tree_chunk ch = { { 7 }, 42 };
+	size_t j;
+
+	(void)state;
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(tree_builder_new(keep, &k, &b), 0);
+		tree_builder_on_close(b, on_closed, &cl);
+		for (j = 0; j < 6; j++) {
+			memset(&e, 0, sizeof(e));
+			e.type = types[j];
+			e.mode = 0750;
+			e.mtime_ns = 5;
+			if (e.type == TREE_FILE)
+				e.chunks = &ch, e.nchunks = 1, e.size = 42;
+			if (e.type == TREE_SYMLINK)
+				e.target = "c/f", e.targetlen = 3;
+			if (pass == 1 && j == 1) {
+				memcpy(e.subtree, bid, HASH_SHA256_LEN);
+				assert_int_equal(tree_builder_add_subtree(b, paths[j], &e, &bc), 0);
+				j = 4; /* its contents are not added again */
+				continue;
+			}
+			assert_int_equal(tree_builder_add(b, paths[j], &e), 0);
+		}
+		assert_int_equal(tree_builder_finish(b, pass ? root2 : root), 0);
+		tree_builder_counts(b, pass ? &all2 : &all);
+		tree_builder_free(b);
+		if (pass == 0) {
+			/* closed: b/c, b, then the root */
+			assert_int_equal(cl.n, 3);
+			assert_string_equal(cl.path[1], "b");
+			assert_string_equal(cl.path[2], "");
+			assert_memory_equal(cl.id[2], root, HASH_SHA256_LEN);
+			memcpy(bid, cl.id[1], HASH_SHA256_LEN);
+			bc = cl.c[1];
+			assert_int_equal(bc.files, 1);
+			assert_int_equal(bc.dirs, 1);
+			assert_int_equal(bc.symlinks, 1);
+			assert_int_equal(bc.bytes, 42);
+			cl.n = 0;
+			while (k.n > 0)
+				free(k.data[--k.n]);
+		}
+	}
+	assert_memory_equal(root, root2, HASH_SHA256_LEN);
+	assert_int_equal(cl.n, 1); /* only the root closed: b was not built again */
+	assert_int_equal(k.n, 1);
+	assert_int_equal(all.files, 3);
+	assert_int_equal(all.dirs, 2);
+	assert_int_equal(all.symlinks, 1);
+	assert_int_equal(all.bytes, 126);
+	assert_memory_equal(&all, &all2, sizeof(all));
+	while (k.n > 0)
+		free(k.data[--k.n]);
+	/* a subtree must be a directory */
+	assert_int_equal(tree_builder_new(keep, &k, &b), 0);
+	e.type = TREE_FILE;
+	assert_int_equal(tree_builder_add_subtree(b, "x", &e, &bc), STEP_EINVAL);
+	tree_builder_free(b);
+}
+
 /* Scan order puts "a.txt" before the directory "a" (its key is "a/"), the tree puts "a"
  * first; a directory's id, as its parent names it, is that of the tree emitted for it. */
 static void
@@ -869,6 +964,7 @@ main(void)
 		cmocka_unit_test(test_decode_refuses),
 		cmocka_unit_test(test_builder),
 		cmocka_unit_test(test_builder_links),
+		cmocka_unit_test(test_builder_subtree),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
