@@ -51,7 +51,7 @@ ok "watch of a missing directory fails with a message" '
 ok "watch --help describes every option with its default" '
 	$SS watch --help >h && for o in --name --debounce --rescan --prometheus --syslog; do
 		grep -q -- "^  $o " h || { echo "missing $o"; exit 1; }; done &&
-	grep -q "default 1000" h && grep -q "default 3600" h &&
+	grep -q "default 1000" h && grep -q "else 21600, six hours" h &&
 	grep -q "max_user_watches" h && grep -q "exit status" h &&
 	! grep -q -- "--max-watches" h
 '
