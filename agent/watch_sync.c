@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,9 @@ run_sync(struct agent *a, const char *name, const char *path, const struct sync_
 		 * what and how to release it). */
 		o.hold_mass_delete = 1;
 		rc = sync_run(&o, ch, &sr);
+		/* The engine keeps freed memory for its next run (mallopt in sync.c); a watcher
+		 * idles between runs: give it back. */
+		malloc_trim(0);
 		if (sr.seq != 0 && (rc == AGENT_EXIT_OK || rc == SYNC_EXIT_INCOMPLETE))
 			cmd_sync_report(a, name, &sr);
 		lock_release(lockfd);
