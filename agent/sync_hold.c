@@ -96,6 +96,8 @@ hold_one(struct sync_job *s, const char *path, struct files_row *row)
 
 	if (s->lastpath != NULL && strcmp(path, s->lastpath) == 0)
 		return 0; /* the scan has it as a directory or symlink now */
+	if (row->okey[0] != '\0' && !row->known)
+		return 0; /* its content is not known on the server: nothing to keep */
 	if (exists(s, path, n))
 		return 0;       /* the scan has it in another form, or left it out */
 	for (k = 0; k < n; k++) /* its directories the scan does not have: not on disk */

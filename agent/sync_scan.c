@@ -608,7 +608,7 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 		goto fail;
 	s->read_errors += stats.errors;
 	gone = s->known - s->found;
-	if (s->known > 0 && gone * 2 > s->known && !s->allow_mass_delete) {
+	if (s->known > 0 && gone * 2 > s->known && !s->allow_mass_delete && !s->holding) {
 		db_rollback(s->db);
 		if (s->hold_mass_delete && !s->holding) {
 			*exitp = SYNC_HOLD_AGAIN; /* again, keeping the files gone */
