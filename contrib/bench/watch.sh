@@ -102,7 +102,7 @@ PY
 one_size() {
 	local nf=$1 T=$X/t$1 i t0 t1 c0 c1 s0 s1 nsync ready run
 	rm -rf "$X" && mkdir -p "$X"
-	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$X/port" --root "$X/root" --auth open -q \
+	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$X/port" --root "$X/root" --init --auth open -q \
 		>"$X/stepd.log" 2>&1 &
 	SPID=$!
 	PIDS="$PIDS $SPID"
