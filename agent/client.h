@@ -153,7 +153,7 @@ void client_keys_free(char **keys, size_t n);
  * goes to a temporary key first (verified), then the old key is deleted and the file
  * uploaded to it (verified), then the temporary key deleted: a failure leaves at least one
  * full copy, and the error sentence names the key that holds it. */
-#define CLIENT_PUT_ATOMIC 0x8
+#define CLIENT_PUT_ATOMIC   0x8
 /* No resume rows in the state database for this transfer (small files sent while another
  * connection holds the state's write lock: a sync's scan). */
 #define CLIENT_PUT_NO_STATE 0x4

@@ -46,7 +46,8 @@ put_help(void)
 	       "FILEs, each with file, key, size, md5 or error.\n"
 	       "exit status: 0 all uploaded; 2 usage; 5 the key exists (402) or another upload\n"
 	       "  of it is in progress (423); 6 MD5 mismatch or FILE changed while read; 74 FILE\n"
-	       "  cannot be read or is not a regular file (a FIFO, a directory...); 75 server unreachable or connection lost; 76 TLS failed;\n"
+	       "  cannot be read or is not a regular file (a FIFO, a directory...); 75 server "
+	       "unreachable or connection lost; 76 TLS failed;\n"
 	       "  77 login refused; 78 no server, user or password; 1 other failures.\n"
 	       "  With several FILEs, every one is tried and the status is the first failure's.\n",
 	    put_usage);

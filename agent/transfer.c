@@ -570,7 +570,8 @@ declare_md5(struct up *u)
 	if (!(u->c->ext & CLIENT_EXT_SAVE_MD5) || u->want_md5[0] != '\0')
 		return STEP_OK;
 	if (u->known_md5 == NULL) {
-		if ((h = hash_md5_new()) == NULL || (u->src.fd >= 0 && (buf = malloc(1u << 18)) == NULL))
+		if ((h = hash_md5_new()) == NULL ||
+		    (u->src.fd >= 0 && (buf = malloc(1u << 18)) == NULL))
 			return client_fail(u->c, STEP_ENOMEM, "out of memory");
 		if (u->src.fd < 0)
 			hash_update(h, u->src.mem, u->src.size);
@@ -579,8 +580,10 @@ declare_md5(struct up *u)
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k <= 0) {
-				r = k < 0 ? client_fail(u->c, STEP_ESYS, "cannot read: %s", strerror(errno))
-				          : client_fail(u->c, STEP_ECHANGED, "file shrank while it was read");
+				r = k < 0 ? client_fail(
+				                u->c, STEP_ESYS, "cannot read: %s", strerror(errno))
+				          : client_fail(u->c, STEP_ECHANGED,
+				                "file shrank while it was read");
 				goto out;
 			}
 			hash_update(h, buf, (size_t)k);
@@ -624,17 +627,18 @@ save_request(struct up *u)
  * Takes the blocks the server says it holds ("received"). With a declared MD5 they
  * belong to an upload of the same content (stepd resumes nothing else, and refuses a
  * commit that does not match). Without one they may be anyone's blocks of another file:
- * only those this client itself sent (local resume state, in had) are kept, and the rest
- * are sent again.
+ * only those this client itself sent (local resume state, in had) are kept; the number of
+ * the others is returned (sending them again would not help: stepd keeps the first copy
+ * of a block, so do_save() abandons that upload and starts a new one).
  */
-static void
+static uint32_t
 take_received(struct up *u, const json_t *received, const struct blockset *had)
 {
 	struct blockset got;
 	uint32_t i, dropped = 0;
 
 	if (received == NULL || blockset_init(&got, u->total) != 0)
-		return;
+		return 0;
 	if (blockset_add_ranges(&got, received) != 0)
 		log_info("ignoring a malformed received list for '%s'", u->key);
 	for (i = 0; got.count > 0 && i < u->total; i++) {
@@ -646,18 +650,16 @@ take_received(struct up *u, const json_t *received, const struct blockset *had)
 			dropped++;
 	}
 	blockset_release(&got);
-	if (dropped > 0)
-		log_info("sending %u blocks of '%s' again: the server's copies may be another "
-		         "file's",
-		    dropped, u->key);
 	if (u->acked.count > 0)
 		log_info(
 		    "server already has %u of %u blocks of '%s'", u->acked.count, u->total, u->key);
+	return dropped;
 }
 
-/* Applies a SAVE answer: the plan, the upload id and the "received" ranges. */
+/* Applies a SAVE answer: the plan, the upload id and the "received" ranges (*droppedp:
+ * how many of those are not known to be ours, see take_received()). */
 static int
-save_plan(struct up *u, const json_t *resp, uint32_t want)
+save_plan(struct up *u, const json_t *resp, uint32_t want, uint32_t *droppedp)
 {
 	struct blockset had = { NULL, 0, 0 };
 	long long bs, total;
@@ -688,7 +690,7 @@ save_plan(struct up *u, const json_t *resp, uint32_t want)
 			return client_fail(u->c, STEP_ENOMEM, "out of memory");
 		u->hashed = 0;
 		hash_reset(u->md5);
-		take_received(u, json_object_get(resp, "received"), NULL);
+		*droppedp = take_received(u, json_object_get(resp, "received"), NULL);
 		return STEP_OK;
 	}
 	/* The same plan: what this client had sent may be kept (see take_received()). */
@@ -697,22 +699,19 @@ save_plan(struct up *u, const json_t *resp, uint32_t want)
 		u->acked = had;
 		return client_fail(u->c, STEP_ENOMEM, "out of memory");
 	}
-	take_received(u, json_object_get(resp, "received"), &had);
+	*droppedp = take_received(u, json_object_get(resp, "received"), &had);
 	blockset_release(&had);
 	return r;
 }
 
-/* Sends SAVE; fills the plan and adds "received" ranges. */
+/* One SAVE round trip; fills the plan and adds "received" ranges (see save_plan()). */
 static int
-do_save(struct up *u, int *existsp)
+save_once(struct up *u, int *existsp, uint32_t *droppedp)
 {
 	json_t *req = NULL, *resp = NULL;
 	uint32_t want;
 	int r, timeout = -1;
 
-	*existsp = 0;
-	if ((r = declare_md5(u)) != 0)
-		return r;
 	if ((req = save_request(u)) == NULL)
 		return client_fail(u->c, STEP_ENOMEM, "out of memory");
 	want = want_block_size(u->c, u->src.size, u->src.fd < 0);
@@ -739,11 +738,36 @@ do_save(struct up *u, int *existsp)
 	} else if (r == STEP_ESTATUS) {
 		r = client_fail_status(u->c, r, "server refused upload", u->c->status);
 	} else if (r == 0) {
-		r = save_plan(u, resp, want);
+		r = save_plan(u, resp, want, droppedp);
 	}
 	json_decref(req);
 	json_decref(resp);
 	return r;
+}
+
+/*
+ * Sends SAVE (declaring the MD5 when the server takes it). An upload in progress whose
+ * blocks cannot be known to be this file's (no save_md5, not sent by us) is abandoned
+ * (DELETE) and SAVE asked again, once: a server keeps the first copy of a block, so
+ * sending ours again would still commit a mix.
+ */
+static int
+do_save(struct up *u, int *existsp)
+{
+	uint32_t dropped = 0;
+	int r;
+
+	*existsp = 0;
+	if ((r = declare_md5(u)) != 0)
+		return r;
+	if ((r = save_once(u, existsp, &dropped)) != 0 || dropped == 0 || u->replace)
+		return r;
+	log_info("the server holds %u blocks of '%s' that may be another file's; starting over",
+	    dropped, u->key);
+	if ((r = client_file_delete(u->c, u->key)) != 0 && r != STEP_ENOENT)
+		return r;
+	blockset_clear(&u->acked);
+	return save_once(u, existsp, &dropped);
 }
 
 static void
@@ -878,6 +902,7 @@ struct put_state {
 	int need_save, did_save, replaced, exists, resumed, was_resuming;
 	int token_retries, lost, md5_fails;
 	uint32_t token_progress;
+	int last_err; /* the last transient error retried, for when the attempts run out */
 };
 
 /* Outcomes of the steps of put_blocks() besides 0 and errors. */
@@ -909,11 +934,13 @@ put_save(struct up *u, struct put_state *ps, struct client_result *res, int atte
 	    (u->c->status == STEP_ST_THROTTLE || u->c->status == STEP_ST_UNAVAILABLE)) {
 		/* Too many uploads in progress (or the server is busy): those finish by
 		 * themselves; ask again after a pause. */
+		ps->last_err = r;
 		client_backoff(attempt + 1);
 		return PUT_NEXT;
 	}
 	if (r != 0) {
 		if (client_transient(r) && u->src.size > 0) {
+			ps->last_err = r;
 			client_disconnect(u->c);
 			client_backoff(attempt + 1);
 			return PUT_NEXT;
@@ -1003,6 +1030,7 @@ put_pass_failed(struct up *u, struct put_state *ps, int r, int attempt)
 	}
 	if (!client_transient(r))
 		return r;
+	ps->last_err = r;
 	log_info("%s; retrying", u->c->err);
 	client_backoff(attempt + 1);
 	return PUT_NEXT;
@@ -1017,6 +1045,7 @@ put_blocks(struct up *u, struct put_state *ps, struct client_result *res)
 	for (attempt = 0; attempt < XFER_ATTEMPTS; attempt++) {
 		if ((r = client_ensure(u->c)) != 0) {
 			if (client_transient(r) && attempt + 1 < XFER_ATTEMPTS) {
+				ps->last_err = r;
 				client_backoff(attempt + 1);
 				continue;
 			}
@@ -1045,7 +1074,9 @@ put_blocks(struct up *u, struct put_state *ps, struct client_result *res)
 		else if (k != PUT_NEXT)
 			return k;
 	}
-	return r != 0 && r > XFER_PIPEFAIL ? r : client_fail(u->c, STEP_EIO, "upload did not complete");
+	if (ps->last_err != 0)
+		return ps->last_err; /* its sentence is still the session's */
+	return client_fail(u->c, STEP_EIO, "upload did not complete");
 }
 
 /*
