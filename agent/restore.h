@@ -11,6 +11,11 @@
  * is checked before the file is renamed into place). setuid, setgid and sticky bits and
  * world-writable directories are dropped unless preserve_special_bits.
  *
+ * Owners (uid/gid, numerically) are restored with o->owner (as root). Aligned 4 KiB runs
+ * of zeros are never written, so a sparse file comes back sparse (holes, the size set at
+ * the end). The files of one hard-link group (tree.h link) come back as hard links of one
+ * inode (restore_links.h), within what the restore covers.
+ *
  * Durability comes from one syncfs() of the target's filesystem at the end, not from an
  * fsync per file. Never prints: every problem is a sentence handed to opts->error.
  */
@@ -60,6 +65,7 @@ struct restore_stats {
 	uint64_t kept;      /* files already in the target, different, left alone (reported) */
 	uint64_t unchanged; /* files already in the target, identical: not written */
 	uint64_t requests;  /* GET and DOWNLOAD requests sent */
+	uint64_t hardlinks; /* files made hard links of another restored file (tree.h link) */
 };
 
 /*
