@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -553,4 +554,15 @@ agent_release(struct agent *a)
 	config_free(a->cfg);
 	a->cfg = NULL;
 	OPENSSL_cleanse(a->password_md5, sizeof(a->password_md5));
+}
+
+void
+agent_fmt_time(int64_t t, char *out, size_t outlen)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t <= 0 || gmtime_r(&tt, &tm) == NULL ||
+	    strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, outlen, "-");
 }

@@ -98,6 +98,8 @@ const char *agent_tty_str(FILE *f, const char *s);
 
 /* one when n is 1, else many: "1 file", "2 files". */
 const char *agent_plural(uint64_t n, const char *one, const char *many);
+/* t as "2026-12-07T05:01:09Z" (UTC), or "-" when t <= 0. */
+void agent_fmt_time(int64_t t, char *out, size_t outlen);
 
 /*
  * The exit status for a failed call: err a STEP_E* code, status the last STEP status (0:

@@ -212,17 +212,20 @@ out:
 static int
 check_name(struct check_run *k, const char *name)
 {
-	uint64_t lo = 0, hi = 0, s;
+	uint64_t *seqs = NULL;
+	size_t n = 0, i;
 	int r;
 
-	if ((r = snapshot_range(k->c, name, 0, &lo, &hi)) != 0)
+	if ((r = snapshot_list(k->c, name, &seqs, &n)) != 0)
 		return r;
-	if (lo == 0)
+	if (n == 0)
 		agent_error("check: no snapshot named '%s' on the server", name);
-	for (s = lo; s != 0 && s <= hi; s++)
-		if ((r = check_snapshot(k, name, s)) != 0)
-			return r;
-	return lo == 0 ? STEP_ENOENT : 0;
+	for (i = 0; i < n && r == 0; i++)
+		r = check_snapshot(k, name, seqs[i]);
+	free(seqs);
+	if (r != 0)
+		return r;
+	return n == 0 ? STEP_ENOENT : 0;
 }
 
 int

@@ -1,11 +1,11 @@
 /*
- * cmd_prune.c — `stepsync prune --keep N`: delete a NAME's oldest snapshots and the
- * objects no remaining snapshot references.
+ * cmd_prune.c — `stepsync prune --keep-last/--keep-daily/... N`: delete the snapshots of
+ * a NAME that no keep rule keeps (retention.h), then the objects no remaining snapshot
+ * references.
  *
- * Safety rules: manifests are deleted oldest first (the remaining ones stay a
- * contiguous range, which snapshot discovery without LIST relies on); the latest N,
- * N >= 1, are never touched; an object is deleted only when it is referenced by a
- * deleted manifest and by no remaining manifest of any NAME this agent can see (every
+ * Safety rules: a non-empty policy always keeps the newest snapshot; snapshots are
+ * deleted oldest first; an object is deleted only when it is referenced by a
+ * deleted snapshot and by no remaining snapshot of any NAME this agent can see (every
  * manifest on a server with LIST; else this NAME, the config's [dir]s and the names in
  * the state database). Runs under the same lock as sync, so no sync of this state can
  * be between "object uploaded" and "manifest recorded" meanwhile.
@@ -28,6 +28,8 @@
 #include "lock.h"
 #include "log.h"
 #include "manifest.h"
+#include "prune.h"
+#include "retention.h"
 #include "snapshot.h"
 #include "snapshots.h"
 #include "treewalk.h"
@@ -41,6 +43,7 @@ struct prune_run {
 	sqlite3_stmt *ins;      /* the table a format-2 walk fills (one of the two above) */
 	sqlite3_stmt *has_keep; /* is a key in prune_keep? */
 	int err;                /* a database error in a walk callback */
+	int log_removed;        /* log_info() each deleted snapshot */
 	struct manifest_entry e;
 };
 
@@ -158,18 +161,17 @@ static int
 keep_name(struct prune_run *p, const char *name)
 {
 	char key[MANIFEST_KEY_MAX + 1];
-	uint64_t lo = 0, hi = 0, s;
+	uint64_t *seqs = NULL;
+	size_t n = 0, i;
 	int r;
 
-	if ((r = snapshot_range(p->c, name, 0, &lo, &hi)) != 0)
+	if ((r = snapshot_list(p->c, name, &seqs, &n)) != 0)
 		return r;
-	for (s = lo; s != 0 && s <= hi; s++) {
-		if (manifest_snapshot_key(name, s, key, sizeof(key)) != 0)
-			continue;
-		if ((r = collect(p, key, p->ins_keep)) != 0)
-			return r;
-	}
-	return 0;
+	for (i = 0; i < n && r == 0; i++)
+		if (manifest_snapshot_key(name, seqs[i], key, sizeof(key)) == 0)
+			r = collect(p, key, p->ins_keep);
+	free(seqs);
+	return r;
 }
 
 /* Keep set from everything but name's deleted range. */
@@ -256,133 +258,363 @@ out:
 	return r;
 }
 
+/* The snapshots of name with their times (the server's DATA record, the truth for every
+ * agent, else this state's; 0 when neither has one) in *snapsp. 0 or a client error. */
 static int
-prune_name(struct prune_run *p, const char *name, uint64_t keep)
+list_snaps(struct prune_run *p, const char *name, struct retention_snap **snapsp, size_t *np)
 {
-	char key[MANIFEST_KEY_MAX + 1];
-	uint64_t lo = 0, hi = 0, s, last_del, nobj = 0, nsnap = 0;
+	struct retention_snap *v;
+	struct snapshots_rec rec;
+	uint64_t *seqs = NULL;
+	size_t n = 0, i;
 	int r;
 
-	if ((r = snapshot_range(p->c, name, 0, &lo, &hi)) != 0) {
-		agent_error("cannot list the snapshots of '%s': %s", name, client_error(p->c));
-		return snapshot_exit_code(r);
+	if ((r = snapshot_list(p->c, name, &seqs, &n)) != 0)
+		return r;
+	v = xcalloc(n ? n : 1, sizeof(*v));
+	for (i = 0; i < n; i++) {
+		v[i].seq = seqs[i];
+		r = snapshot_info_get(p->c, name, seqs[i], &rec);
+		if (r == 0 && rec.time > 0)
+			v[i].time = rec.time;
+		else if (r != 0 && r != STEP_ENOENT)
+			break;
+		else if (snapshots_get(p->db, name, seqs[i], &rec) == 0)
+			v[i].time = rec.time;
+		r = 0;
 	}
-	if (lo == 0 || hi - lo + 1 <= keep) {
-		printf("prune '%s': %" PRIu64 " snapshots, nothing to delete\n", name,
-		    lo ? hi - lo + 1 : 0);
-		return AGENT_EXIT_OK;
+	free(seqs);
+	if (r != 0) {
+		free(v);
+		return r;
 	}
-	last_del = hi - keep;
+	*snapsp = v;
+	*np = n;
+	return 0;
+}
+
+static int
+by_seq(const void *a, const void *b)
+{
+	const struct retention_snap *x = a, *y = b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* "daily,monthly" for the rules that keep s (or "unknown time"). */
+static void
+reasons_str(const struct retention_snap *s, char *out, size_t outlen)
+{
+	size_t len = 0;
+	int r;
+
+	out[0] = '\0';
+	if (s->reasons & KEEP_UNKNOWN_TIME)
+		snprintf(out, outlen, "unknown time");
+	for (r = 0; r < KEEP_NRULES; r++)
+		if ((s->reasons & (1u << r)) && len < outlen)
+			len += (size_t)snprintf(out + len, outlen - len, "%s%s", len ? "," : "",
+			    retention_rule_name(r));
+}
+
+/* Prints (stderr with --json, else stdout) and returns as JSON what the policy keeps and
+ * deletes; s is sorted by seq. */
+static json_t *
+report_plan(
+    struct prune_run *p, const char *name, const struct retention_snap *s, size_t n, int dry_run)
+{
+	FILE *out = stdout; /* stderr with --json (agent_json_claim_stdout) */
+	json_t *keep = json_array(), *del = json_array();
+	char when[32], why[96];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		agent_fmt_time(s[i].time, when, sizeof(when));
+		reasons_str(&s[i], why, sizeof(why));
+		if (dry_run || p->a->verbose > 0)
+			fprintf(out, "%s %s#%" PRIu64 "  %s%s%s\n",
+			    s[i].reasons ? "keep  " : (dry_run ? "would delete" : "delete"), name,
+			    s[i].seq, when, s[i].reasons ? "  " : "", why);
+		json_array_append_new(s[i].reasons ? keep : del,
+		    s[i].reasons
+		        ? json_pack("{s:I, s:s, s:s}", "id", (json_int_t)s[i].seq, "time", when,
+		              "reasons", why)
+		        : json_pack("{s:I, s:s}", "id", (json_int_t)s[i].seq, "time", when));
+	}
+	return json_pack("{s:o, s:o}", "kept", keep, "deleted", del);
+}
+
+/* Fills the temp tables prune_keep (what stays referenced) and prune_cand (what the
+ * deleted snapshots referenced). */
+static int
+mark(struct prune_run *p, const char *name, const struct retention_snap *s, size_t n)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	size_t i;
+	int r;
+
 	if ((r = db_exec(p->db,
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_keep(okey TEXT PRIMARY KEY);"
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_cand(okey TEXT PRIMARY KEY);"
 	         "DELETE FROM temp.prune_keep; DELETE FROM temp.prune_cand;")) != 0)
-		goto dberr;
+		return r;
 	if (sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_keep VALUES(?)",
 	        -1, &p->ins_keep, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_cand VALUES(?)",
 	        -1, &p->ins_cand, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "SELECT 1 FROM temp.prune_keep WHERE okey = ?", -1,
 	        &p->has_keep, NULL) != SQLITE_OK) {
-		r = STEP_EIO;
-		goto dberr;
+		agent_error("state database: %s", db_errmsg(p->db));
+		return STEP_EIO;
 	}
-	/* 1. What stays referenced; 2. what the deleted manifests referenced. */
-	for (s = last_del + 1; s <= hi; s++) {
-		manifest_snapshot_key(name, s, key, sizeof(key));
-		if ((r = collect(p, key, p->ins_keep)) != 0)
-			goto fail;
+	for (i = 0; i < n; i++) {
+		manifest_snapshot_key(name, s[i].seq, key, sizeof(key));
+		if (s[i].reasons && (r = collect(p, key, p->ins_keep)) != 0)
+			return r;
 	}
 	if ((r = keep_others(p, name)) != 0) {
 		agent_error(
 		    "cannot read the other snapshots: %s; nothing deleted", client_error(p->c));
-		goto fail;
+		return r;
 	}
-	for (s = lo; s <= last_del; s++) {
-		manifest_snapshot_key(name, s, key, sizeof(key));
-		if ((r = collect(p, key, p->ins_cand)) != 0)
-			goto fail;
+	for (i = 0; i < n; i++) {
+		manifest_snapshot_key(name, s[i].seq, key, sizeof(key));
+		if (!s[i].reasons && (r = collect(p, key, p->ins_cand)) != 0)
+			return r;
 	}
-	/* 3. Manifests, oldest first. */
-	for (s = lo; s <= last_del; s++) {
-		manifest_snapshot_key(name, s, key, sizeof(key));
+	return 0;
+}
+
+/* Deletes the snapshots the policy does not keep (oldest first), then the objects nobody
+ * references any more. *nsnapp and *nobjp count what went. */
+static int
+delete_unkept(struct prune_run *p, const char *name, const struct retention_snap *s, size_t n,
+    uint64_t *nsnapp, uint64_t *nobjp)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	size_t i;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		if (s[i].reasons)
+			continue;
+		manifest_snapshot_key(name, s[i].seq, key, sizeof(key));
 		if ((r = client_file_delete(p->c, key)) != 0 && r != STEP_ENOENT) {
-			agent_error("cannot delete snapshot %s#%" PRIu64 ": %s", name, s,
+			agent_error("cannot delete snapshot %s#%" PRIu64 ": %s", name, s[i].seq,
 			    client_error(p->c));
-			goto fail;
+			return r;
 		}
-		snapshots_delete(p->db, name, s);
-		nsnap++;
+		snapshots_delete(p->db, name, s[i].seq);
+		if (p->log_removed)
+			log_info("prune '%s': deleted snapshot #%" PRIu64, name, s[i].seq);
+		(*nsnapp)++;
 	}
-	/* 4. Objects nobody references any more. */
-	if ((r = sweep(p, &nobj)) != 0)
-		goto fail;
-	printf("prune '%s': deleted %" PRIu64 " %s (#%" PRIu64 "..#%" PRIu64 ") and %" PRIu64
-	       " unreferenced %s; kept #%" PRIu64 "..#%" PRIu64 "\n",
-	    name, nsnap, agent_plural(nsnap, "snapshot", "snapshots"), lo, last_del, nobj,
-	    agent_plural(nobj, "object", "objects"), last_del + 1, hi);
-	if (p->a->json)
-		agent_json(p->a,
-		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "command", "prune", "name",
-		        name, "deleted_snapshots", (json_int_t)nsnap, "deleted_objects",
-		        (json_int_t)nobj, "first_deleted", (json_int_t)lo, "first_kept",
-		        (json_int_t)(last_del + 1), "last_kept", (json_int_t)hi));
-	r = AGENT_EXIT_OK;
-	goto out;
-dberr:
-	agent_error("state database: %s", db_errmsg(p->db));
-fail:
-	r = r < 0 ? snapshot_exit_code(r) : AGENT_EXIT_FAIL;
+	return sweep(p, nobjp);
+}
+
+static int
+prune_policy(struct prune_run *p, const char *name, const struct keep_policy *pol, int dry_run,
+    struct prune_result *res)
+{
+	struct retention_snap *s = NULL;
+	size_t n = 0, i, ndel = 0;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if ((r = list_snaps(p, name, &s, &n)) != 0) {
+		agent_error("cannot list the snapshots of '%s': %s", name, client_error(p->c));
+		return r;
+	}
+	retention_apply(pol, s, n);
+	qsort(s, n, sizeof(*s), by_seq);
+	for (i = 0; i < n; i++)
+		ndel += s[i].reasons == 0;
+	res->plan = report_plan(p, name, s, n, dry_run);
+	res->kept = n - ndel;
+	if (ndel == 0 || dry_run) {
+		res->would_delete = ndel;
+		goto out;
+	}
+	if ((r = mark(p, name, s, n)) == 0)
+		r = delete_unkept(p, name, s, n, &res->deleted_snapshots, &res->deleted_objects);
 out:
 	sqlite3_finalize(p->ins_keep);
 	sqlite3_finalize(p->ins_cand);
 	sqlite3_finalize(p->has_keep);
 	p->ins_keep = p->ins_cand = p->has_keep = NULL;
+	free(s);
 	return r;
+}
+
+/* The command's summary line and JSON document for one name. */
+static int
+prune_name(struct prune_run *p, const char *name, const struct keep_policy *pol, int dry_run)
+{
+	struct prune_result res;
+	char polstr[128];
+	int r;
+
+	retention_format(pol, polstr, sizeof(polstr));
+	r = prune_policy(p, name, pol, dry_run, &res);
+	if (r != 0) {
+		json_decref(res.plan);
+		r = r < 0 ? snapshot_exit_code(r) : AGENT_EXIT_FAIL;
+		return agent_json_error(p->a, "prune", client_error(p->c), r);
+	}
+	if (dry_run)
+		printf("prune '%s' (%s), dry run: would delete %zu %s, keep %zu\n", name, polstr,
+		    res.would_delete, agent_plural(res.would_delete, "snapshot", "snapshots"),
+		    res.kept);
+	else
+		printf("prune '%s' (%s): deleted %" PRIu64 " %s and %" PRIu64
+		       " unreferenced %s; kept %zu %s\n",
+		    name, polstr, res.deleted_snapshots,
+		    agent_plural(res.deleted_snapshots, "snapshot", "snapshots"),
+		    res.deleted_objects, agent_plural(res.deleted_objects, "object", "objects"),
+		    res.kept, agent_plural(res.kept, "snapshot", "snapshots"));
+	if (p->a->json) {
+		json_object_set_new(res.plan, "command", json_string("prune"));
+		json_object_set_new(res.plan, "name", json_string(name));
+		json_object_set_new(res.plan, "policy", json_string(polstr));
+		json_object_set_new(res.plan, "dry_run", json_boolean(dry_run));
+		json_object_set_new(
+		    res.plan, "deleted_snapshots", json_integer((json_int_t)res.deleted_snapshots));
+		json_object_set_new(
+		    res.plan, "deleted_objects", json_integer((json_int_t)res.deleted_objects));
+		agent_json(p->a, json_incref(res.plan));
+	}
+	json_decref(res.plan);
+	return AGENT_EXIT_OK;
+}
+
+int
+prune_apply(struct agent *a, struct client *c, struct db *db, const char *name,
+    const struct keep_policy *pol, int dry_run, int log_removed, struct prune_result *res)
+{
+	struct prune_run *p = xcalloc(1, sizeof(*p));
+	int r;
+
+	p->a = a;
+	p->c = c;
+	p->db = db;
+	p->log_removed = log_removed;
+	r = prune_policy(p, name, pol, dry_run, res);
+	free(p);
+	return r;
+}
+
+/* The policy from the options, else from the config's [dir] of name. 0, or a usage exit. */
+static int
+pick_policy(struct agent *a, const char *name, struct keep_policy *pol)
+{
+	const struct config_dir *d;
+
+	if (!retention_empty(pol))
+		return 0;
+	d = config_find_dir(a->cfg, name);
+	if (d != NULL && d->keep != NULL) {
+		char err[256];
+
+		if (retention_parse(d->keep, pol, err, sizeof(err)) == 0)
+			return 0;
+		agent_error("[dir \"%s\"] %s", name, err);
+		return SYNC_EXIT_CONFIG;
+	}
+	agent_error("prune: no keep rule; give --keep-last/--keep-daily/... or set "
+	            "'keep = ...' in the [dir \"%s\"] section",
+	    name);
+	return AGENT_EXIT_USAGE;
+}
+
+static const char prune_usage[] =
+    "prune [--name NAME] [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
+    "       [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run]";
+
+static void
+prune_help(void)
+{
+	printf("usage: stepsync %s\n\n"
+	       "Deletes NAME's snapshots that no keep rule keeps, then the objects that no\n"
+	       "remaining snapshot of any NAME references. Rules as restic's forget: the\n"
+	       "newest N snapshots (last), and the newest snapshot of each of the newest N\n"
+	       "hours, days, ISO weeks, months and years (local time) that have one; a\n"
+	       "snapshot kept by any rule stays, and so does one of unknown time. Without\n"
+	       "options, the rules of 'keep = last=N daily=N ...' in the config's [dir NAME].\n\n"
+	       "  --name NAME        the snapshot name (default: the config's only [dir])\n"
+	       "  --keep-last N      keep the newest N snapshots (--keep N: the same)\n"
+	       "  --keep-hourly N    keep the newest snapshot of each of the last N hours\n"
+	       "  --keep-daily N     ... days\n"
+	       "  --keep-weekly N    ... ISO weeks\n"
+	       "  --keep-monthly N   ... months\n"
+	       "  --keep-yearly N    ... years\n"
+	       "  --dry-run          list what would be kept (and why) and deleted; change\n"
+	       "                     nothing\n\n"
+	       "Exit status: 0 done, 2 usage, 75 server unreachable or another sync/prune\n"
+	       "is running, 77 login refused, 78 configuration, 1 other failure.\n",
+	    prune_usage);
+}
+
+/* Parses prune's options into *pol, *namep and *dry_run: 0, -1 for --help, or a usage
+ * exit status. */
+static int
+prune_opts(int argc, char **argv, struct keep_policy *pol, const char **namep, int *dry_run)
+{
+	static const struct option opts[] = {
+		{ "keep", required_argument, NULL, 'k' },
+		{ "keep-last", required_argument, NULL, 'k' },
+		{ "keep-hourly", required_argument, NULL, 'H' },
+		{ "keep-daily", required_argument, NULL, 'D' },
+		{ "keep-weekly", required_argument, NULL, 'W' },
+		{ "keep-monthly", required_argument, NULL, 'M' },
+		{ "keep-yearly", required_argument, NULL, 'Y' },
+		{ "dry-run", no_argument, NULL, 'd' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const char rules[] = "kHDWMY"; /* in enum order: KEEP_LAST .. KEEP_YEARLY */
+	long long v;
+	int ch;
+
+	memset(pol, 0, sizeof(*pol));
+	while ((ch = getopt_long(argc, argv, "+k:n:h", opts, NULL)) != -1) {
+		if (ch != 0 && strchr(rules, ch) != NULL) {
+			if (util_parse_ll(optarg, 1, 1000000, &v) != 0) {
+				agent_error("--keep-%s needs a number from 1 to 1000000",
+				    retention_rule_name((int)(strchr(rules, ch) - rules)));
+				return AGENT_EXIT_USAGE;
+			}
+			pol->n[strchr(rules, ch) - rules] = (unsigned)v;
+		} else if (ch == 'd') {
+			*dry_run = 1;
+		} else if (ch == 'n') {
+			*namep = optarg;
+		} else if (ch == 'h') {
+			prune_help();
+			return -1;
+		} else {
+			return agent_usage(prune_usage);
+		}
+	}
+	return optind != argc ? agent_usage(prune_usage) : 0;
 }
 
 int
 cmd_prune(struct agent *a, int argc, char **argv)
 {
-	static const char usage[] = "prune --keep N [--name NAME]";
-	static const struct option opts[] = {
-		{ "keep", required_argument, NULL, 'k' },
-		{ "name", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct prune_run *p = NULL;
+	struct keep_policy pol;
 	const char *name = NULL;
 	char sp[4096];
-	long long keep = 0;
 	pid_t holder = 0;
-	int ch, r, lockfd = -1;
+	int r, dry_run = 0, lockfd = -1;
 
-	while ((ch = getopt_long(argc, argv, "+k:n:h", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'k':
-			if (util_parse_ll(optarg, 1, 1000000000, &keep) != 0) {
-				agent_error("--keep needs a number of at least 1");
-				return AGENT_EXIT_USAGE;
-			}
-			break;
-		case 'n':
-			name = optarg;
-			break;
-		case 'h':
-			printf("usage: stepsync %s\n\nDeletes NAME's snapshots except the newest "
-			       "N, and\n"
-			       "the objects that no remaining snapshot references.\n",
-			    usage);
-			return AGENT_EXIT_OK;
-		default:
-			return agent_usage(usage);
-		}
-	}
-	if (optind != argc || keep < 1)
-		return agent_usage(usage);
+	if ((r = prune_opts(argc, argv, &pol, &name, &dry_run)) != 0)
+		return r < 0 ? AGENT_EXIT_OK : r;
 	if (name == NULL && (name = snapshot_default_name(a)) == NULL)
 		return AGENT_EXIT_USAGE;
+	if ((r = pick_policy(a, name, &pol)) != 0)
+		return r;
 	if (a->state_path != NULL)
 		snprintf(sp, sizeof(sp), "%s", a->state_path);
 	else if (config_default_state_path(sp, sizeof(sp)) != 0) {
@@ -404,7 +636,7 @@ cmd_prune(struct agent *a, int argc, char **argv)
 		r = AGENT_EXIT_FAIL;
 		goto out;
 	}
-	r = prune_name(p, name, (uint64_t)keep);
+	r = prune_name(p, name, &pol, dry_run);
 out:
 	free(p);
 	lock_release(lockfd);

@@ -29,17 +29,6 @@ struct snap_name {
 	uint64_t newest;
 };
 
-static void
-fmt_time(int64_t t, char *out, size_t outlen)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (t <= 0 || gmtime_r(&tt, &tm) == NULL ||
-	    strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, outlen, "-");
-}
-
 int
 snapshots_parse_id(const char *name, const char *id, uint64_t *seqp, char *errbuf, size_t errlen)
 {
@@ -172,12 +161,14 @@ list_names(struct agent *a, struct client *c)
 		if ((r = client_connect(c)) == 0) {
 			names_known(a, &names, &nn);
 			for (i = 0; i < nn && r == 0; i++) {
-				uint64_t lo = 0, hi = 0;
+				uint64_t *seqs = NULL;
+				size_t ns = 0;
 
-				if ((r = snapshot_range(c, names[i].name, 0, &lo, &hi)) == 0) {
-					names[i].newest = hi;
-					names[i].count = hi > 0 ? hi - lo + 1 : 0;
+				if ((r = snapshot_list(c, names[i].name, &seqs, &ns)) == 0) {
+					names[i].newest = ns > 0 ? seqs[ns - 1] : 0;
+					names[i].count = ns;
 				}
+				free(seqs);
 			}
 		}
 	}
@@ -204,7 +195,7 @@ list_names(struct agent *a, struct client *c)
 			    a, "snapshots", client_error(c), agent_client_exit(c, r));
 			goto out;
 		}
-		fmt_time(rec.time, when, sizeof(when));
+		agent_fmt_time(rec.time, when, sizeof(when));
 		if (a->json) {
 			json_array_append_new(out,
 			    json_pack("{s:s, s:I, s:I, s:s, s:I}", "name", names[i].name,
@@ -234,19 +225,14 @@ static int
 list_one(struct agent *a, struct client *c, const char *name, uint64_t only_seq)
 {
 	struct snapshots_rec rec;
-	uint64_t lo = 0, hi = 0, seq;
+	uint64_t *seqs = NULL, seq;
+	size_t ns = 0, i;
 	json_t *out = json_array();
 	char when[32];
 	int r, ex = AGENT_EXIT_OK;
 
-	if ((r = snapshot_range(c, name, 0, &lo, &hi)) != 0) {
-		agent_error("cannot list the snapshots of '%s': %s", name, client_error(c));
-		ex = agent_json_error(a, "snapshots", client_error(c), agent_client_exit(c, r));
-		goto out;
-	}
 	if (only_seq != 0) {
-		if (lo == 0 || only_seq < lo || only_seq > hi ||
-		    (r = snapshot_exists(c, name, only_seq)) == 0) {
+		if ((r = snapshot_exists(c, name, only_seq)) == 0) {
 			agent_error("no snapshot %s#%" PRIu64 " on the server", name, only_seq);
 			ex = agent_json_error(
 			    a, "snapshots", "no such snapshot", AGENT_EXIT_NOTFOUND);
@@ -259,11 +245,18 @@ list_one(struct agent *a, struct client *c, const char *name, uint64_t only_seq)
 			    a, "snapshots", client_error(c), agent_client_exit(c, r));
 			goto out;
 		}
-		lo = hi = only_seq;
+		seqs = xmalloc(sizeof(*seqs));
+		seqs[0] = only_seq;
+		ns = 1;
+	} else if ((r = snapshot_list(c, name, &seqs, &ns)) != 0) {
+		agent_error("cannot list the snapshots of '%s': %s", name, client_error(c));
+		ex = agent_json_error(a, "snapshots", client_error(c), agent_client_exit(c, r));
+		goto out;
 	}
 	if (!a->json)
 		printf("%-10s  %-20s  %10s  %14s\n", "ID", "TIME", "FILES", "BYTES");
-	for (seq = lo; seq != 0 && seq <= hi; seq++) {
+	for (i = 0; i < ns; i++) {
+		seq = seqs[i];
 		r = snapshot_info_get(c, name, seq, &rec);
 		if (r == STEP_ENOENT) {
 			memset(&rec, 0, sizeof(rec));
@@ -275,7 +268,7 @@ list_one(struct agent *a, struct client *c, const char *name, uint64_t only_seq)
 			    a, "snapshots", client_error(c), agent_client_exit(c, r));
 			goto out;
 		}
-		fmt_time(rec.time, when, sizeof(when));
+		agent_fmt_time(rec.time, when, sizeof(when));
 		if (a->json)
 			json_array_append_new(out,
 			    json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "name", name,
@@ -290,6 +283,7 @@ list_one(struct agent *a, struct client *c, const char *name, uint64_t only_seq)
 	if (a->json)
 		agent_json(a, json_incref(out));
 out:
+	free(seqs);
 	json_decref(out);
 	return ex;
 }

@@ -53,8 +53,9 @@ static const struct command commands[] = {
 	    "name: snapshot: to: path: preserve-special-bits overwrite: help|nst" },
 	{ "snapshots", cmd_snapshots, "list snapshot names, or the snapshots of a name",
 	    "name: snapshot: json help|ns" },
-	{ "prune", cmd_prune, "delete old snapshots and unreferenced objects",
-	    "keep: name: dry-run help|kn" },
+	{ "prune", cmd_prune, "delete snapshots no keep rule keeps, and unreferenced objects",
+	    "keep: keep-last: keep-hourly: keep-daily: keep-weekly: keep-monthly: keep-yearly: "
+	    "name: dry-run help|kn" },
 	{ "check", cmd_check, "check that the snapshots can be restored",
 	    "name: read-data help|n" },
 };

@@ -1,6 +1,7 @@
 /*
  * snapshot.c — locating a NAME's snapshots on any STEP server: LIST when the server has
- * it, otherwise probing DATA records and manifests with GETs (O(log n) round trips).
+ * it, otherwise probing DATA records (O(log n) round trips for the latest) and manifests
+ * (one round trip each, for the whole list).
  * Never deletes anything.
  */
 #include <errno.h>
@@ -180,42 +181,62 @@ snapshot_latest(struct client *c, const char *name, uint64_t hint, uint64_t *seq
 	return 0;
 }
 
-int
-snapshot_range(struct client *c, const char *name, uint64_t hint, uint64_t *lowp, uint64_t *highp)
+static int
+cmp_seq(const void *a, const void *b)
 {
-	uint64_t lo, hi, mid, high = 0;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Appends seq to *v (n elements, *cap allocated). */
+static void
+push_seq(uint64_t **v, size_t *n, size_t *cap, uint64_t seq)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 16;
+		*v = xrealloc(*v, *cap * sizeof(**v));
+	}
+	(*v)[(*n)++] = seq;
+}
+
+int
+snapshot_list(struct client *c, const char *name, uint64_t **seqsp, size_t *np)
+{
+	char prefix[MANIFEST_KEY_MAX + 1];
+	char **keys = NULL;
+	uint64_t *v = NULL, seq, high = 0;
+	size_t n = 0, cap = 0, nk = 0, i;
 	int r;
 
-	if (client_has_ext(c, "list"))
-		return range_by_list(c, name, lowp, highp);
-	if ((r = snapshot_latest(c, name, hint, &high)) != 0)
-		return r;
-	*lowp = *highp = 0;
-	if (high == 0)
-		return 0;
-	if ((r = snapshot_exists(c, name, high)) <= 0)
-		return r; /* the newest manifest is gone: nothing usable */
-	/* Manifests are pruned from the low end: absent below low, present from low. */
-	lo = 0;
-	hi = high;
-	if ((r = snapshot_exists(c, name, 1)) < 0)
-		return r;
-	if (r == 1) {
-		hi = 1;
+	*seqsp = NULL;
+	*np = 0;
+	if (client_has_ext(c, "list")) {
+		if ((r = manifest_snapshot_prefix(name, prefix, sizeof(prefix))) != 0 ||
+		    (r = client_list(c, prefix, &keys, &nk)) != 0)
+			return r;
+		for (i = 0; i < nk; i++)
+			if (manifest_snapshot_seq(keys[i], prefix, &seq) == 0)
+				push_seq(&v, &n, &cap, seq);
+		client_keys_free(keys, nk);
+		if (n > 1)
+			qsort(v, n, sizeof(*v), cmp_seq);
 	} else {
-		lo = 1; /* lo absent, hi present */
-		while (hi - lo > 1) {
-			mid = lo + (hi - lo) / 2;
-			if ((r = snapshot_exists(c, name, mid)) < 0)
+		/* Retention prunes from anywhere, so the manifests of 1..latest are probed one
+		 * by one: n round trips, for servers that cannot list. */
+		if ((r = snapshot_latest(c, name, 0, &high)) != 0)
+			return r;
+		for (seq = 1; seq <= high; seq++) {
+			if ((r = snapshot_exists(c, name, seq)) < 0) {
+				free(v);
 				return r;
-			if (r)
-				hi = mid;
-			else
-				lo = mid;
+			}
+			if (r == 1)
+				push_seq(&v, &n, &cap, seq);
 		}
 	}
-	*lowp = hi;
-	*highp = high;
+	*seqsp = v;
+	*np = n;
 	return 0;
 }
 

@@ -46,11 +46,11 @@ int snapshot_exit_code(int err);
 int snapshot_latest(struct client *c, const char *name, uint64_t hint, uint64_t *seqp);
 
 /*
- * The manifests of name still on the server: [*lowp .. *highp], both 0 when none.
- * Returns 0 or a client error.
+ * The seqs of name's snapshots on the server, ascending, in *seqsp (caller frees; NULL
+ * and *np 0 when none). Retention deletes from anywhere in the series, so there may be
+ * gaps. Returns 0 or a client error.
  */
-int snapshot_range(
-    struct client *c, const char *name, uint64_t hint, uint64_t *lowp, uint64_t *highp);
+int snapshot_list(struct client *c, const char *name, uint64_t **seqsp, size_t *np);
 
 /* 1 when manifest seq of name is on the server, 0 when not, or a client error. */
 int snapshot_exists(struct client *c, const char *name, uint64_t seq);

@@ -1,16 +1,9 @@
 /*
- * watch_sync.c — `stepsync watch`'s seam to the sync engine. Until the sync engine
- * exports a library call for one run, this calls the `sync` command function in-process
- * (never a shell). The reference is weak so the watcher builds and its tests run even
- * in a tree where the sync command is not linked in.
- *
- * What a run did is read back from the state database the sync engine keeps, not from
- * its printed summary: the snapshot is the newest seq recorded for the name (table
- * "snapshots"), and the bytes sent are the growth of the total size of content objects
- * recorded as on the server (table "objects"; content another agent had already sent
- * counts too, content pruned meanwhile is not subtracted below 0).
+ * watch_sync.c — `stepsync watch`'s seam to the sync engine (sync.h): one run of
+ * sync_run() under the state's lock, as `stepsync sync --skip-unchanged` would do it,
+ * its summary printed like sync's, its counters handed back.
  */
-#include <getopt.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -19,99 +12,89 @@
 
 #include "client.h"
 #include "cmd.h"
-#include "db.h"
+#include "cmd_sync.h"
+#include "config.h"
 #include "err.h"
-#include "snapshots.h"
+#include "lock.h"
+#include "snapshot.h"
+#include "sync.h"
 #include "util.h"
 #include "watch_sync.h"
 
-int cmd_sync(struct agent *a, int argc, char **argv) __attribute__((weak));
-
-/* Total size of the objects known to be on the server; 0 when the table is missing. */
-static uint64_t
-objects_bytes(struct agent *a)
+/* Takes the lock `stepsync sync` takes: 0, or the exit status after a message. */
+static int
+take_lock(struct agent *a, int *fdp)
 {
-	sqlite3_stmt *st = NULL;
-	uint64_t n = 0;
+	char sp[4096];
+	pid_t holder = 0;
+	int r;
 
-	if (a->db == NULL)
-		return 0;
-	if (sqlite3_prepare_v2(
-	        db_handle(a->db), "SELECT total(size) FROM objects", -1, &st, NULL) != SQLITE_OK)
-		return 0;
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_double(st, 0) > 0)
-		n = (uint64_t)sqlite3_column_double(st, 0);
-	sqlite3_finalize(st);
-	return n;
-}
-
-/* res->snapshot = "NAME#SEQ" of the newest snapshot the state records for the tree. */
-static void
-latest_snapshot(struct agent *a, const char *name, const char *path, struct watch_sync_result *res)
-{
-	char base[PATH_MAX];
-	uint64_t seq = 0;
-
-	if (name == NULL) {
-		/* The sync engine's default name: the directory's base name. */
-		snprintf(base, sizeof(base), "%s", path);
-		name = basename(base);
+	if (sync_state_path(a, sp, sizeof(sp)) != 0) {
+		agent_error("no state database path (set --state or HOME)");
+		return SYNC_EXIT_CONFIG;
 	}
-	if (a->db == NULL || snapshots_latest(a->db, name, &seq) != 0 || seq == 0) {
-		snprintf(res->snapshot, sizeof(res->snapshot), "%s", name);
-		return;
+	r = lock_acquire(sp, fdp, &holder);
+	if (r == STEP_EBUSY) {
+		if (holder > 0)
+			agent_error("another sync (pid %ld) is using '%s'; try again later",
+			    (long)holder, sp);
+		else
+			agent_error("another sync is using '%s'; try again later", sp);
+		return SYNC_EXIT_TEMPFAIL;
 	}
-	snprintf(res->snapshot, sizeof(res->snapshot), "%s#%" PRIu64, name, seq);
+	if (r != 0) {
+		agent_error("cannot lock '%s.lock': %s", sp, strerror(errno));
+		return SYNC_EXIT_CONFIG;
+	}
+	return 0;
 }
 
 int
 watch_sync_dir(struct agent *a, const char *name, const char *path, struct watch_sync_result *res,
     char *errbuf, size_t errlen)
 {
-	char arg0[] = "sync", opt[] = "--name", skip[] = "--skip-unchanged";
-	char namebuf[256], pathbuf[4096];
-	char *argv[6];
-	uint64_t before, after;
-	int argc = 0, rc, recorded;
+	const struct config_dir *cd;
+	struct sync_opts o;
+	struct sync_result sr;
+	char base[PATH_MAX];
+	int lockfd = -1, rc, recorded;
 
 	memset(res, 0, sizeof(*res));
-	if (cmd_sync == NULL) {
-		snprintf(errbuf, errlen, "this stepsync has no sync engine");
-		return STEP_EINVAL;
-	}
-	if ((name != NULL &&
-	        snprintf(namebuf, sizeof(namebuf), "%s", name) >= (int)sizeof(namebuf)) ||
-	    snprintf(pathbuf, sizeof(pathbuf), "%s", path) >= (int)sizeof(pathbuf)) {
+	if (snprintf(base, sizeof(base), "%s", path) >= (int)sizeof(base)) {
 		snprintf(errbuf, errlen, "name or path too long");
 		return STEP_EINVAL;
 	}
-	argv[argc++] = arg0;
-	/* The start-up sync and the periodic rescan mostly find nothing new: they keep the
-	 * latest snapshot instead of recording an identical one (a whole manifest each time). */
-	argv[argc++] = skip;
-	if (name != NULL) {
-		argv[argc++] = opt;
-		argv[argc++] = namebuf;
-	}
-	argv[argc++] = pathbuf;
-	argv[argc] = NULL;
-	before = objects_bytes(a);
-	optind = 0; /* the command parses its own options with getopt */
+	if (name == NULL)
+		name = basename(base); /* the sync engine's default name */
 	recorded = a->runs_recorded;
 	a->run_command = "watch";
-	rc = cmd_sync(a, argc, argv);
+	if ((rc = take_lock(a, &lockfd)) == 0) {
+		cd = config_find_dir(a->cfg, name);
+		memset(&o, 0, sizeof(o));
+		o.a = a;
+		o.name = name;
+		o.root = path;
+		o.exclude = cd != NULL ? cd->exclude : NULL;
+		o.nexclude = cd != NULL ? cd->nexclude : 0;
+		/* The start-up sync and the periodic rescan mostly find nothing new: they keep
+		 * the latest snapshot instead of recording an identical one. */
+		o.skip_unchanged = 1;
+		rc = sync_run(&o, NULL, &sr);
+		if (sr.seq != 0 && (rc == AGENT_EXIT_OK || rc == SYNC_EXIT_INCOMPLETE))
+			cmd_sync_report(a, name, &sr);
+		lock_release(lockfd);
+	}
 	fflush(stdout);
 	res->exit_status = rc;
 	if (rc != AGENT_EXIT_OK && a->runs_recorded == recorded && !util_stop_pending())
-		agent_record_run(a, name != NULL ? name : "", rc); /* failed before the tree */
+		agent_record_run(a, name, rc); /* failed before the tree */
 	if (rc != AGENT_EXIT_OK) {
 		snprintf(errbuf, errlen, "sync exited with status %d", rc);
 		watch_sync_reset(a);
 		return STEP_ESTATUS;
 	}
-	after = objects_bytes(a);
-	res->bytes_sent = after > before ? after - before : 0;
-	latest_snapshot(a, name, path, res);
+	res->bytes_sent = sr.sent_bytes;
+	snprintf(res->snapshot, sizeof(res->snapshot), "%s#%" PRIu64, name, sr.seq);
 	return STEP_OK;
 }
 

@@ -329,6 +329,17 @@ cfg_dir(struct cfg_parse *ps, const char *name, const char *key, const char *val
 		d->exclude[d->nexclude++] = v;
 		return STEP_OK;
 	}
+	if (strcmp(key, "keep") == 0) {
+		/* Checked by its users (agent/retention.h), which live above this library. */
+		if (d->keep != NULL || *val == '\0') {
+			cfg_fail(
+			    ps, STEP_EINVAL, "'keep' given twice or empty for [dir \"%s\"]", name);
+			return STEP_EINVAL;
+		}
+		if ((d->keep = cfg_strdup(val)) == NULL)
+			return STEP_ENOMEM;
+		return STEP_OK;
+	}
 	cfg_fail(ps, STEP_EINVAL, "unknown key '%s' in [dir \"%s\"]", key, name);
 	return STEP_EINVAL;
 }
@@ -534,6 +545,7 @@ config_free(struct config *c)
 		for (j = 0; j < c->dirs[i].nexclude; j++)
 			free(c->dirs[i].exclude[j]);
 		free(c->dirs[i].exclude);
+		free(c->dirs[i].keep);
 		free(c->dirs[i].name);
 		free(c->dirs[i].path);
 	}

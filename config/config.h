@@ -21,7 +21,8 @@ struct config_dir {
 	char *path;     /* absolute path of the folder (a leading ~/ is expanded) */
 	char **exclude; /* fnmatch patterns, see config_exclude_match() */
 	size_t nexclude;
-	int line; /* line of the section header, for messages */
+	char *keep; /* retention rules "last=N daily=N ..." (agent/retention.h); NULL: none */
+	int line;   /* line of the section header, for messages */
 };
 
 struct config {

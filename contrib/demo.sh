@@ -14,6 +14,8 @@ trap cleanup EXIT
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 echo "== demo workspace: $W"
+say "stepd --root $W/srv init   (a new, empty root)"
+"$BIN/stepd" --root "$W/srv" init
 say "stepd --root $W/srv user add demo   (password from stdin)"
 echo "correct horse battery staple" | "$BIN/stepd" --root "$W/srv" user add demo
 "$BIN/stepd" --root "$W/srv" user list

@@ -13,6 +13,7 @@
 #endif
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: stepd --root DIR [options]\n"
+	    "       stepd --root DIR init             (create a new, empty root)\n"
 	    "       stepd --root DIR user add NAME   (password read from stdin, one line)\n"
 	    "       stepd --root DIR user del NAME     (its tokens stop working at once)\n"
 	    "       stepd --root DIR user passwd NAME  (new password from stdin; old tokens end)\n"
@@ -57,7 +59,9 @@ usage(FILE *f)
 	    "  --tls-key FILE         PEM private key of that certificate\n"
 	    "  --tls-port-file FILE   write the chosen TLS port to FILE (before --port-file)\n"
 	    "  --no-plain             with --tls-port: serve TLS only (no plain port)\n"
-	    "  --root DIR             storage root (objects, uploads, metadata, secret)\n"
+	    "  --root DIR             storage root (objects, uploads, metadata, secret);\n"
+	    "                         it must exist (a mistyped path is an error)\n"
+	    "  --init                 create the root if it does not exist\n"
 	    "  --auth users|open      user database (default) or the course rule\n"
 	    "                         password == md5(username)\n"
 	    "  --block-size BYTES     block size of new upload plans and of download plans\n"
@@ -117,6 +121,7 @@ struct opts {
 	long long fail_delay;                                /* seconds, first throttle wait */
 	long long max_uploads;                               /* per user */
 	int no_plain;
+	int init; /* --init or `init`: create a missing root */
 };
 
 /*
@@ -205,7 +210,8 @@ tighten_dir(int dirfd, const char *name, const char *path)
 }
 
 /*
- * Creates the root if needed (0700) and writes its real path (symlinks in the given path
+ * Creates the root if it is missing and --init was given (0700; without it a missing root,
+ * most often a mistyped path, is an error) and writes its real path (symlinks in the given path
  * resolved: the root itself may be a symlink, nothing inside it may) to out. The root,
  * obj/ and tmp/ of ours with group or other permissions are tightened to 0700. 0, or -1
  * after printing why.
@@ -216,6 +222,13 @@ prepare_root(const struct opts *o, char *out)
 	struct stat sb;
 	int fd;
 
+	if (!o->init && stat(o->root, &sb) != 0 && errno == ENOENT) {
+		fprintf(stderr,
+		    "stepd: the root '%s' does not exist; create it with 'stepd --root %s init' "
+		    "(or start with --init)\n",
+		    o->root, o->root);
+		return -1;
+	}
 	if (util_mkdirs(o->root, 0700) != 0 || realpath(o->root, out) == NULL) {
 		fprintf(stderr, "stepd: cannot create '%s': %s\n", o->root, strerror(errno));
 		return -1;
@@ -445,81 +458,229 @@ out:
 	return r;
 }
 
+enum {
+	O_BIND = 256,
+	O_PORT,
+	O_PORTFILE,
+	O_ROOT,
+	O_AUTH,
+	O_BS,
+	O_MAXBS,
+	O_TTTL,
+	O_UTTL,
+	O_IDLE,
+	O_MAXC,
+	O_THR,
+	O_MAXO,
+	O_TLSPORT,
+	O_TLSCERT,
+	O_TLSKEY,
+	O_TLSPORTFILE,
+	O_FAILLIMIT,
+	O_FAILWINDOW,
+	O_SETUID,
+	O_LOGINTO,
+	O_MAXSRC,
+	O_MAXUNAUTH,
+	O_NOPLAIN,
+	O_FAILDELAY,
+	O_MAXUP,
+	O_INIT,
+	O_HELP,
+	O_VERSION
+};
+
+static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
+	{ "port", required_argument, NULL, O_PORT },
+	{ "port-file", required_argument, NULL, O_PORTFILE },
+	{ "root", required_argument, NULL, O_ROOT }, { "auth", required_argument, NULL, O_AUTH },
+	{ "block-size", required_argument, NULL, O_BS },
+	{ "max-block-size", required_argument, NULL, O_MAXBS },
+	{ "token-ttl", required_argument, NULL, O_TTTL },
+	{ "upload-ttl", required_argument, NULL, O_UTTL },
+	{ "idle-timeout", required_argument, NULL, O_IDLE },
+	{ "max-connections", required_argument, NULL, O_MAXC },
+	{ "threads", required_argument, NULL, O_THR },
+	{ "max-object-size", required_argument, NULL, O_MAXO },
+	{ "tls-port", required_argument, NULL, O_TLSPORT },
+	{ "tls-cert", required_argument, NULL, O_TLSCERT },
+	{ "tls-key", required_argument, NULL, O_TLSKEY },
+	{ "tls-port-file", required_argument, NULL, O_TLSPORTFILE },
+	{ "login-fail-limit", required_argument, NULL, O_FAILLIMIT },
+	{ "login-fail-window", required_argument, NULL, O_FAILWINDOW },
+	{ "setuid", required_argument, NULL, O_SETUID },
+	{ "login-timeout", required_argument, NULL, O_LOGINTO },
+	{ "max-per-source", required_argument, NULL, O_MAXSRC },
+	{ "max-unauth-per-source", required_argument, NULL, O_MAXUNAUTH },
+	{ "no-plain", no_argument, NULL, O_NOPLAIN },
+	{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
+	{ "max-uploads-per-user", required_argument, NULL, O_MAXUP },
+	{ "init", no_argument, NULL, O_INIT }, { "help", no_argument, NULL, O_HELP },
+	{ "version", no_argument, NULL, O_VERSION }, { NULL, 0, NULL, 0 } };
+
+/* The integer options: where each goes and its range. */
+static const struct num_opt_def {
+	int code;
+	size_t off; /* of the long long in struct opts */
+	long long min, max;
+} num_opts[] = {
+	{ O_PORT, offsetof(struct opts, port), 0, 65535 },
+	{ O_TLSPORT, offsetof(struct opts, tls_port), 0, 65535 },
+	{ O_TTTL, offsetof(struct opts, token_ttl), 1, 10LL * 365 * 86400 },
+	{ O_UTTL, offsetof(struct opts, upload_ttl), 1, 10LL * 365 * 86400 },
+	{ O_IDLE, offsetof(struct opts, idle_timeout), 1, 86400 * 30 },
+	{ O_MAXC, offsetof(struct opts, max_conns), 1, 1000000 },
+	{ O_THR, offsetof(struct opts, threads), 1, 256 },
+	{ O_FAILLIMIT, offsetof(struct opts, fail_limit), 0, 1000000 },
+	{ O_FAILWINDOW, offsetof(struct opts, fail_window), 1, 86400 * 30 },
+	{ O_LOGINTO, offsetof(struct opts, login_timeout), 1, 86400 },
+	{ O_MAXSRC, offsetof(struct opts, max_per_source), 0, 1000000 },
+	{ O_MAXUNAUTH, offsetof(struct opts, max_unauth), 0, 1000000 },
+	{ O_MAXUP, offsetof(struct opts, max_uploads), 0, 100000000 },
+	{ O_FAILDELAY, offsetof(struct opts, fail_delay), 1, 86400 },
+};
+
+/* A size option (--block-size, --max-block-size): 1..16M. */
+static int
+size_opt(const char *name, const char *arg, long long *out)
+{
+	unsigned long long sz;
+
+	if (util_parse_size(arg, &sz) != 0 || sz < 1 || sz > (16u << 20)) {
+		fprintf(stderr, "stepd: invalid --%s '%s' (1..16M)\n", name, arg);
+		return -1;
+	}
+	*out = (long long)sz;
+	return 0;
+}
+
+/* Applies one parsed option other than --help and --version. 0, or -1 after saying why. */
+static int
+apply_opt(struct opts *o, int c, const char *arg)
+{
+	const struct option *lo;
+	size_t i;
+
+	for (i = 0; i < sizeof(num_opts) / sizeof(num_opts[0]); i++)
+		if (num_opts[i].code == c) {
+			for (lo = lopts; lo->val != c; lo++)
+				;
+			return num_opt(lo->name, arg, num_opts[i].min, num_opts[i].max,
+			    (long long *)(void *)((char *)o + num_opts[i].off));
+		}
+	switch (c) {
+	case O_BIND:
+		o->bind = arg;
+		return 0;
+	case O_PORTFILE:
+		o->port_file = arg;
+		return 0;
+	case O_TLSCERT:
+		o->tls_cert = arg;
+		return 0;
+	case O_TLSKEY:
+		o->tls_key = arg;
+		return 0;
+	case O_TLSPORTFILE:
+		o->tls_port_file = arg;
+		return 0;
+	case O_ROOT:
+		o->root = arg;
+		return 0;
+	case O_SETUID:
+		o->setuid = arg;
+		return 0;
+	case O_NOPLAIN:
+		o->no_plain = 1;
+		return 0;
+	case O_INIT:
+		o->init = 1;
+		return 0;
+	case O_AUTH:
+		o->auth = arg;
+		if (strcmp(arg, "users") == 0 || strcmp(arg, "open") == 0)
+			return 0;
+		fprintf(stderr, "stepd: --auth must be 'users' or 'open'\n");
+		return -1;
+	case O_BS:
+		return size_opt("block-size", arg, &o->block_size);
+	case O_MAXBS:
+		return size_opt("max-block-size", arg, &o->max_block);
+	case O_MAXO:
+		if (util_parse_size(arg, &o->max_object) == 0)
+			return 0;
+		fprintf(stderr, "stepd: invalid --max-object-size '%s'\n", arg);
+		return -1;
+	case 'v':
+		o->verbosity++;
+		return 0;
+	case 'q':
+		o->verbosity--;
+		return 0;
+	default:
+		usage(stderr);
+		return -1;
+	}
+}
+
+/* Checks the options that only make sense together. 0, or 2 after saying why. */
+static int
+check_opts(const struct opts *o)
+{
+	if (o->root == NULL) {
+		fprintf(stderr, "stepd: --root DIR is required\n");
+		usage(stderr);
+		return 2;
+	}
+	if (o->tls_port >= 0 && (o->tls_cert == NULL || o->tls_key == NULL)) {
+		fprintf(stderr, "stepd: --tls-port needs --tls-cert FILE and --tls-key FILE\n");
+		return 2;
+	}
+	if (o->tls_port < 0 && (o->tls_cert != NULL || o->tls_key != NULL || o->tls_port_file)) {
+		fprintf(
+		    stderr, "stepd: --tls-cert, --tls-key and --tls-port-file need --tls-port\n");
+		return 2;
+	}
+	if (o->no_plain && o->tls_port < 0) {
+		fprintf(stderr, "stepd: --no-plain needs --tls-port (TLS only)\n");
+		return 2;
+	}
+	return 0;
+}
+
+/* `stepd --root DIR init`: creates the root (and nothing else yet). */
+static int
+cmd_init(struct opts *o)
+{
+	char root[PATH_MAX], err[512];
+
+	if (o->setuid != NULL && drop_privileges(o, err, sizeof(err)) != 0) {
+		fprintf(stderr, "stepd: %s\n", err);
+		return 1;
+	}
+	o->init = 1;
+	if (prepare_root(o, root) != 0)
+		return 1;
+	printf("stepd: root '%s' ready\n", root);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
-	enum {
-		O_BIND = 256,
-		O_PORT,
-		O_PORTFILE,
-		O_ROOT,
-		O_AUTH,
-		O_BS,
-		O_MAXBS,
-		O_TTTL,
-		O_UTTL,
-		O_IDLE,
-		O_MAXC,
-		O_THR,
-		O_MAXO,
-		O_TLSPORT,
-		O_TLSCERT,
-		O_TLSKEY,
-		O_TLSPORTFILE,
-		O_FAILLIMIT,
-		O_FAILWINDOW,
-		O_SETUID,
-		O_LOGINTO,
-		O_MAXSRC,
-		O_MAXUNAUTH,
-		O_NOPLAIN,
-		O_FAILDELAY,
-		O_MAXUP,
-		O_HELP,
-		O_VERSION
-	};
-	static const struct option lopts[] = { { "bind", required_argument, NULL, O_BIND },
-		{ "port", required_argument, NULL, O_PORT },
-		{ "port-file", required_argument, NULL, O_PORTFILE },
-		{ "root", required_argument, NULL, O_ROOT },
-		{ "auth", required_argument, NULL, O_AUTH },
-		{ "block-size", required_argument, NULL, O_BS },
-		{ "max-block-size", required_argument, NULL, O_MAXBS },
-		{ "token-ttl", required_argument, NULL, O_TTTL },
-		{ "upload-ttl", required_argument, NULL, O_UTTL },
-		{ "idle-timeout", required_argument, NULL, O_IDLE },
-		{ "max-connections", required_argument, NULL, O_MAXC },
-		{ "threads", required_argument, NULL, O_THR },
-		{ "max-object-size", required_argument, NULL, O_MAXO },
-		{ "tls-port", required_argument, NULL, O_TLSPORT },
-		{ "tls-cert", required_argument, NULL, O_TLSCERT },
-		{ "tls-key", required_argument, NULL, O_TLSKEY },
-		{ "tls-port-file", required_argument, NULL, O_TLSPORTFILE },
-		{ "login-fail-limit", required_argument, NULL, O_FAILLIMIT },
-		{ "login-fail-window", required_argument, NULL, O_FAILWINDOW },
-		{ "setuid", required_argument, NULL, O_SETUID },
-		{ "login-timeout", required_argument, NULL, O_LOGINTO },
-		{ "max-per-source", required_argument, NULL, O_MAXSRC },
-		{ "max-unauth-per-source", required_argument, NULL, O_MAXUNAUTH },
-		{ "no-plain", no_argument, NULL, O_NOPLAIN },
-		{ "login-fail-delay", required_argument, NULL, O_FAILDELAY },
-		{ "max-uploads-per-user", required_argument, NULL, O_MAXUP },
-		{ "help", no_argument, NULL, O_HELP }, { "version", no_argument, NULL, O_VERSION },
-		{ NULL, 0, NULL, 0 } };
 	struct opts o = { "0.0.0.0", NULL, NULL, "users", NULL, NULL, NULL, -1, STEP_DEFAULT_PORT,
 		STEPD_DEFAULT_BLOCK, 86400, 7 * 86400, 300, 4096, 0, 64ull << 30, 0,
 		AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW, NULL, 0, 0, STORE_BIG_BLOCK_MAX,
 		LOOP_LOGIN_TIMEOUT, LOOP_MAX_PER_SOURCE, LOOP_MAX_UNAUTH_PER_SOURCE, 1,
-		STORE_MAX_UPLOADS, 0 };
+		STORE_MAX_UPLOADS, 0, 0 };
 	static const char *const conf_keys[] = { "bind", "port", "port-file", "root", "auth",
 		"block-size", "max-block-size", "token-ttl", "upload-ttl", "idle-timeout",
 		"max-connections", "threads", "max-object-size", "tls-port", "tls-cert", "tls-key",
 		"tls-port-file", "login-fail-limit", "login-fail-window", "setuid", "login-timeout",
 		"max-per-source", "max-unauth-per-source", "login-fail-delay",
 		"max-uploads-per-user", NULL };
-	unsigned long long sz;
 	char cerr[512];
-	int c;
+	int c, r;
 
 	umask(077);
 #ifdef __GLIBC__
@@ -536,146 +697,26 @@ main(int argc, char **argv)
 		return 2;
 	}
 	while ((c = getopt_long(argc, argv, "+vq", lopts, NULL)) != -1) {
-		int bad = 0;
-
-		switch (c) {
-		case O_BIND:
-			o.bind = optarg;
-			break;
-		case O_PORT:
-			bad = num_opt("port", optarg, 0, 65535, &o.port);
-			break;
-		case O_PORTFILE:
-			o.port_file = optarg;
-			break;
-		case O_TLSPORT:
-			bad = num_opt("tls-port", optarg, 0, 65535, &o.tls_port);
-			break;
-		case O_TLSCERT:
-			o.tls_cert = optarg;
-			break;
-		case O_TLSKEY:
-			o.tls_key = optarg;
-			break;
-		case O_TLSPORTFILE:
-			o.tls_port_file = optarg;
-			break;
-		case O_ROOT:
-			o.root = optarg;
-			break;
-		case O_AUTH:
-			o.auth = optarg;
-			if (strcmp(optarg, "users") != 0 && strcmp(optarg, "open") != 0) {
-				fprintf(stderr, "stepd: --auth must be 'users' or 'open'\n");
-				bad = 1;
-			}
-			break;
-		case O_BS:
-			if (util_parse_size(optarg, &sz) != 0 || sz < 1 || sz > (16u << 20)) {
-				fprintf(
-				    stderr, "stepd: invalid --block-size '%s' (1..16M)\n", optarg);
-				bad = 1;
-			}
-			o.block_size = (long long)sz;
-			break;
-		case O_MAXBS:
-			if (util_parse_size(optarg, &sz) != 0 || sz < 1 || sz > (16u << 20)) {
-				fprintf(stderr, "stepd: invalid --max-block-size '%s' (1..16M)\n",
-				    optarg);
-				bad = 1;
-			}
-			o.max_block = (long long)sz;
-			break;
-		case O_MAXO:
-			if (util_parse_size(optarg, &o.max_object) != 0) {
-				fprintf(stderr, "stepd: invalid --max-object-size '%s'\n", optarg);
-				bad = 1;
-			}
-			break;
-		case O_TTTL:
-			bad = num_opt("token-ttl", optarg, 1, 10LL * 365 * 86400, &o.token_ttl);
-			break;
-		case O_UTTL:
-			bad = num_opt("upload-ttl", optarg, 1, 10LL * 365 * 86400, &o.upload_ttl);
-			break;
-		case O_IDLE:
-			bad = num_opt("idle-timeout", optarg, 1, 86400 * 30, &o.idle_timeout);
-			break;
-		case O_MAXC:
-			bad = num_opt("max-connections", optarg, 1, 1000000, &o.max_conns);
-			break;
-		case O_THR:
-			bad = num_opt("threads", optarg, 1, 256, &o.threads);
-			break;
-		case O_FAILLIMIT:
-			bad = num_opt("login-fail-limit", optarg, 0, 1000000, &o.fail_limit);
-			break;
-		case O_FAILWINDOW:
-			bad = num_opt("login-fail-window", optarg, 1, 86400 * 30, &o.fail_window);
-			break;
-		case O_SETUID:
-			o.setuid = optarg;
-			break;
-		case O_LOGINTO:
-			bad = num_opt("login-timeout", optarg, 1, 86400, &o.login_timeout);
-			break;
-		case O_MAXSRC:
-			bad = num_opt("max-per-source", optarg, 0, 1000000, &o.max_per_source);
-			break;
-		case O_MAXUNAUTH:
-			bad = num_opt("max-unauth-per-source", optarg, 0, 1000000, &o.max_unauth);
-			break;
-		case O_NOPLAIN:
-			o.no_plain = 1;
-			break;
-		case O_MAXUP:
-			bad = num_opt("max-uploads-per-user", optarg, 0, 100000000, &o.max_uploads);
-			break;
-		case O_FAILDELAY:
-			bad = num_opt("login-fail-delay", optarg, 1, 86400, &o.fail_delay);
-			break;
-		case 'v':
-			o.verbosity++;
-			break;
-		case 'q':
-			o.verbosity--;
-			break;
-		case O_HELP:
+		if (c == O_HELP) {
 			usage(stdout);
 			return 0;
-		case O_VERSION:
+		}
+		if (c == O_VERSION) {
 			printf("stepd %s\n", STEPD_VERSION);
 			return 0;
-		default:
-			usage(stderr);
-			return 2;
 		}
-		if (bad)
+		if (apply_opt(&o, c, optarg) != 0)
 			return 2;
 	}
 	log_init("stepd", LOG_LVL_INFO + o.verbosity < 0 ? 0 : LOG_LVL_INFO + o.verbosity, false);
-	if (o.root == NULL) {
-		fprintf(stderr, "stepd: --root DIR is required\n");
-		usage(stderr);
-		return 2;
-	}
-	if (o.tls_port >= 0 && (o.tls_cert == NULL || o.tls_key == NULL)) {
-		fprintf(stderr, "stepd: --tls-port needs --tls-cert FILE and --tls-key FILE\n");
-		return 2;
-	}
-	if (o.tls_port < 0 && (o.tls_cert != NULL || o.tls_key != NULL || o.tls_port_file)) {
-		fprintf(
-		    stderr, "stepd: --tls-cert, --tls-key and --tls-port-file need --tls-port\n");
-		return 2;
-	}
-	if (o.no_plain && o.tls_port < 0) {
-		fprintf(stderr, "stepd: --no-plain needs --tls-port (TLS only)\n");
-		return 2;
-	}
+	if ((r = check_opts(&o)) != 0)
+		return r;
 	if (o.setuid != NULL && setuid_lookup(&o) != 0)
 		return 1;
 	if (optind < argc && strcmp(argv[optind], "user") == 0)
 		return cmd_user(&o, argc - optind, argv + optind);
+	if (optind + 1 == argc && strcmp(argv[optind], "init") == 0)
+		return cmd_init(&o);
 	if (optind < argc) {
 		fprintf(stderr, "stepd: unexpected argument '%s'\n", argv[optind]);
 		return 2;

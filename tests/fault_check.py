@@ -256,7 +256,7 @@ def start_stepd(stepd, root, fault, log):
         os.unlink(pf)
     env = dict(os.environ, STEP_FAULT=fault)
     p = subprocess.Popen([stepd, "--bind", "127.0.0.1", "--port", "0", "--port-file", pf,
-                          "--root", root, "--auth", "open", "--block-size", "1000",
+                          "--root", root, "--init", "--auth", "open", "--block-size", "1000",
                           "--threads", "2"], env=env, stdout=log, stderr=log)
     for _ in range(400):
         if os.path.exists(pf) and os.path.getsize(pf) > 0:

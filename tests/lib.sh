@@ -138,7 +138,7 @@ start_stepd() {
 	STEPD_LOG=$T_DIR/$name.log
 	rm -f "$T_DIR/$name.port"
 	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$T_DIR/$name.port" \
-		--root "$STEPD_ROOT" "$@" >>"$STEPD_LOG" 2>&1 &
+		--root "$STEPD_ROOT" --init "$@" >>"$STEPD_LOG" 2>&1 &
 	STEPD_PID=$!
 	track_pid $STEPD_PID
 	if ! wait_for "[ -s '$T_DIR/$name.port' ] || ! kill -0 $STEPD_PID" 400 ||

@@ -6,6 +6,11 @@
 W="python3 $TOP/tests/server_wire.py"
 R=$T_DIR/stepd.root
 
+ok 'a missing root is refused, naming init; nothing is created (exit 1)' "
+	expect_exit 1 $BIN/stepd --bind 127.0.0.1 --port 0 --root '$R' 2>err &&
+	grep -q \"does not exist; create it with 'stepd --root $R init'\" err && [ ! -e '$R' ] &&
+	echo pw | expect_exit 1 $BIN/stepd --root '$R' user add alice 2>/dev/null && [ ! -e '$R' ]"
+ok 'stepd init creates it, mode 0700' "$BIN/stepd --root '$R' init >/dev/null && [ \$(stat -c %a '$R') = 700 ]"
 ok 'user add reads the password from stdin' "echo 'pw one' | $BIN/stepd --root '$R' user add alice"
 ok 'second user' "echo 'pw two' | $BIN/stepd --root '$R' user add bob"
 ok 'adding an existing user fails' "echo x | expect_exit 1 $BIN/stepd --root '$R' user add alice"

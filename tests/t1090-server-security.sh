@@ -312,7 +312,7 @@ ok '--setuid nobody over a root owned by root: refused, named' '
 	expect_exit 1 $BIN/stepd --bind 127.0.0.1 --port 0 --root "$R" --setuid $DU 2>err &&
 	cat err && grep -q "belongs to uid 0" err'
 ok '--setuid also for user add: the database is created by nobody (setuid = in --config)' '
-	echo pw | $BIN/stepd --root "$D/home/root2" --setuid $DU user add dave 2>err &&
+	echo pw | $BIN/stepd --root "$D/home/root2" --init --setuid $DU user add dave 2>err &&
 	[ -z "$(find "$D/home/root2" ! -user $DU)" ] &&
 	printf "setuid = $DU\n" >su.conf &&
 	$BIN/stepd --config su.conf --root "$D/home/root2" user list | grep -q dave &&
@@ -333,7 +333,7 @@ ok 'TLS key (root-only, 0600) and a port below 1024 are used before dropping to 
 		-keyout key.pem -out cert.pem -days 2 -subj "/CN=127.0.0.1" \
 		-addext "subjectAltName=IP:127.0.0.1" 2>/dev/null && chmod 0600 key.pem &&
 	$BIN/stepd --bind 127.0.0.1 --port $LOW --tls-port 0 --tls-port-file tpf \
-		--tls-cert cert.pem --tls-key key.pem --root "$D/home/root" --auth open \
+		--tls-cert cert.pem --tls-key key.pem --root "$D/home/root" --init --auth open \
 		--setuid $DU >low.log 2>&1 &
 	pid=$!
 	wait_for "[ -s tpf ] && grep -q \"running as user\" low.log || ! kill -0 $pid" 400 &&

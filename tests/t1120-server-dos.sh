@@ -277,7 +277,7 @@ t_stop 'SIGTERM exits 0'
 STEPD_NAME=fds
 ok 'stepd under ulimit -n 64 starts' '
 	(ulimit -n 64 && exec $BIN/stepd --bind 127.0.0.1 --port 0 --port-file fds.port \
-		--root fds.root --auth open --max-per-source 0 --max-unauth-per-source 0 \
+		--root fds.root --init --auth open --max-per-source 0 --max-unauth-per-source 0 \
 		>fds.log 2>&1) &
 	echo $! >fds.pid && wait_for "[ -s fds.port ]" 400'
 FP=$(cat "$T_DIR/fds.port" 2>/dev/null)
@@ -390,7 +390,7 @@ t_stop 'SIGTERM exits 0'
 STEPD_NAME=rev
 R=$T_DIR/rev.root
 ok 'users alice and bob' '
-	echo pw-a | $BIN/stepd --root "$R" user add alice && echo pw-b | $BIN/stepd --root "$R" user add bob'
+	echo pw-a | $BIN/stepd --root "$R" --init user add alice && echo pw-b | $BIN/stepd --root "$R" user add bob'
 STEPD_ROOT_DIR=$R
 t_start 'stepd (auth users)'
 ok 'user del: bob'"'"'s token is refused at once (403)' '
@@ -469,7 +469,7 @@ ok 'a test certificate (RSA, so static-RSA suites could be offered)' '
 		-subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null'
 ok 'stepd --no-plain: TLS only' '
 	$BIN/stepd --bind 127.0.0.1 --port 0 --port-file np.port --tls-port 0 \
-		--tls-port-file np.tport --tls-cert cert.pem --tls-key key.pem --root np.root \
+		--tls-port-file np.tport --tls-cert cert.pem --tls-key key.pem --root np.root --init \
 		--auth open --no-plain >np.log 2>&1 &
 	echo $! >np.pid && wait_for "[ -s np.tport ] && grep -q listening np.log" 400 &&
 	[ ! -e np.port ] && [ "$(grep -c "^listening on" np.log)" = 1 ] &&

@@ -110,7 +110,7 @@ if [ -n "$netem_skip" ]; then
 	echo "ok $t_count # skip netem: $netem_skip"
 else
 	ip netns exec "${NS}s" "$BIN/stepd" --bind 10.201.7.2 --port 0 --port-file netem.port \
-		--root netem.root --auth open >>netem.log 2>&1 &
+		--root netem.root --init --auth open >>netem.log 2>&1 &
 	NETEM_STEPD=$!
 	track_pid $NETEM_STEPD
 	ok 'stepd starts in the server namespace' 'wait_for "[ -s netem.port ]" 400'

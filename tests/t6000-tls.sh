@@ -46,18 +46,18 @@ ok "stepd: --tls-port without a certificate is a usage error (exit 2)" '
 	grep -q "needs --tls-cert" err
 '
 ok "stepd: a missing certificate file is named, exit 1, nothing listens" '
-	expect_exit 1 "$BIN/stepd" --root r --bind 127.0.0.1 --port 0 --port-file pf \
+	expect_exit 1 "$BIN/stepd" --root r --init --bind 127.0.0.1 --port 0 --port-file pf \
 		--tls-port 0 --tls-cert nope.pem --tls-key "$C/server.key" 2>err &&
 	grep -q "cannot read TLS certificate .nope.pem.: No such file" err && [ ! -e pf ]
 '
 ok "stepd: a file that is not a certificate is refused with the reason" '
 	echo "not a certificate" >bad.pem &&
-	expect_exit 1 "$BIN/stepd" --root r --bind 127.0.0.1 --port 0 \
+	expect_exit 1 "$BIN/stepd" --root r --init --bind 127.0.0.1 --port 0 \
 		--tls-port 0 --tls-cert bad.pem --tls-key "$C/server.key" 2>err &&
 	grep -q "cannot load TLS certificate .bad.pem.: " err
 '
 ok "stepd: a key that does not match the certificate is refused" '
-	expect_exit 1 "$BIN/stepd" --root r --bind 127.0.0.1 --port 0 \
+	expect_exit 1 "$BIN/stepd" --root r --init --bind 127.0.0.1 --port 0 \
 		--tls-port 0 --tls-cert "$C/server.pem" --tls-key "$C/other.key" 2>err &&
 	grep -q "does not match certificate" err
 '

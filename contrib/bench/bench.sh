@@ -30,7 +30,7 @@ start_stepd() {
 	name=$1
 	shift
 	rm -rf "$W/$name.root" "$W/$name.port"
-	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$W/$name.port" --root "$W/$name.root" \
+	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$W/$name.port" --root "$W/$name.root" --init \
 		--auth open -q "$@" >"$W/$name.log" 2>&1 &
 	PIDS="$PIDS $!"
 	eval "PID_$name=$!"

@@ -30,7 +30,7 @@ for i in range(n):
         os.write(fd, (b"%d\n" % i).rjust(size, b"x")[-size:])
     os.close(fd)
 PY
-"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$D/port" --root "$D/srv" --auth open -q \
+"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$D/port" --root "$D/srv" --init --auth open -q \
 	>"$D/stepd.log" 2>&1 &
 spid=$!
 n=0

@@ -33,7 +33,7 @@ jf() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().st
 start_stepd() {
 	name=$1
 	rm -rf "$D/$name.root" "$D/$name.port"
-	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$D/$name.port" --root "$D/$name.root" \
+	"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$D/$name.port" --root "$D/$name.root" --init \
 		--auth open -q >"$D/$name.log" 2>&1 &
 	PIDS="$PIDS $!"
 	n=0

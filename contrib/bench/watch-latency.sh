@@ -34,7 +34,7 @@ row() { printf '%-58s %10s %10s %8s\n' "$@"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 wait_file() { n=0; while [ ! -s "$1" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done; [ -s "$1" ]; }
 
-"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$X/port" --root "$X/root" --auth open -q \
+"$BIN/stepd" --bind 127.0.0.1 --port 0 --port-file "$X/port" --root "$X/root" --init --auth open -q \
 	>"$X/stepd.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_file "$X/port" || { echo "# watch-latency: stepd did not start"; cat "$X/stepd.log"; exit 1; }

@@ -1,0 +1,13 @@
+/*
+ * cmd_sync.h — what `stepsync sync` shares with `stepsync watch`: the summary of one run.
+ */
+#ifndef STEP_CMD_SYNC_H
+#define STEP_CMD_SYNC_H
+
+struct agent;
+struct sync_result;
+
+/* The run's summary on stdout: a line unless -q, one JSON result with --json. */
+void cmd_sync_report(struct agent *a, const char *name, const struct sync_result *r);
+
+#endif
