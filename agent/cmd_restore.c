@@ -25,6 +25,7 @@
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
+#include "progress.h"
 #include "snapshot.h"
 #include "restore.h"
 #include "util.h"
@@ -294,6 +295,33 @@ restore_error(void *arg, const char *msg)
 	agent_error("%s", msg);
 }
 
+/* The progress line of a format-2 restore: the totals are the snapshot's (the whole of it)
+ * or what the walk has found so far (a --path, or a record without counts). */
+struct restore_progress {
+	struct progress *pg;
+	uint64_t files, bytes; /* the snapshot's, 0 when unknown */
+};
+
+static void
+restore_progress_cb(void *arg, uint64_t files_done, uint64_t files_seen, uint64_t bytes_done,
+    uint64_t bytes_seen, int final)
+{
+	struct restore_progress *rp = arg;
+
+	if (final) {
+		/* ends the line ("done") whatever the snapshot's counts said */
+		files_seen = files_done;
+		bytes_seen = bytes_done;
+	} else {
+		files_seen = files_seen > rp->files ? files_seen : rp->files;
+		bytes_seen = bytes_seen > rp->bytes ? bytes_seen : rp->bytes;
+		/* not "done" before the end: the walk may still find more */
+		if (files_done >= files_seen && bytes_done >= bytes_seen)
+			files_seen = files_done + 1;
+	}
+	progress_run(rp->pg, files_done, files_seen, bytes_done, bytes_seen);
+}
+
 /* Restores a format-2 snapshot (or its subpath) into r->to; returns the exit status. */
 static int
 restore_format2(struct restore_run *r, const char *name, uint64_t seq,
@@ -302,6 +330,7 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	struct client_opts co;
 	struct restore_opts ro;
 	struct restore_stats st;
+	struct restore_progress rp = { NULL, 0, 0 };
 	char errbuf[256];
 	int rc;
 
@@ -317,7 +346,16 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	ro.overwrite = r->overwrite;
 	ro.owner = geteuid() == 0;
 	ro.error = restore_error;
+	if (r->a->progress && !r->a->json && progress_new(1, &rp.pg) == 0) {
+		if (subpath == NULL) {
+			rp.files = rec->files;
+			rp.bytes = rec->bytes;
+		}
+		ro.progress = restore_progress_cb;
+		ro.progress_arg = &rp;
+	}
 	rc = restore_tree(&ro, rec->root, subpath, &st);
+	progress_free(rp.pg); /* the line ends before the summary */
 	r->files = st.files;
 	r->dirs_done = st.dirs;
 	r->symlinks = st.symlinks;

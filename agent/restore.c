@@ -105,6 +105,10 @@ struct engine {
 	long pid;
 	struct restore_stats st;
 	struct rlinks *links; /* restored files of hard-link groups */
+	/* progress (atomics): files and bytes found in the trees so far, and done */
+	uint64_t pg_files_seen, pg_bytes_seen, pg_files_done, pg_bytes_done;
+	uint64_t pg_last_ms; /* the last call of o->progress */
+	pthread_mutex_t pgmu;
 };
 
 /* ---- small helpers ---- */
@@ -212,6 +216,38 @@ static void
 count_failed(struct engine *g)
 {
 	ADD(&g->st.failed, 1);
+}
+
+/* Calls o->progress when 100 ms have passed since the last call (or final), one at a time. */
+static void
+progress_tick(struct engine *g, int final)
+{
+	uint64_t now, last;
+
+	if (g->o->progress == NULL)
+		return;
+	now = util_now_ms();
+	last = __atomic_load_n(&g->pg_last_ms, __ATOMIC_RELAXED);
+	if (!final && (now - last < 100 || pthread_mutex_trylock(&g->pgmu) != 0))
+		return;
+	if (final)
+		pthread_mutex_lock(&g->pgmu);
+	__atomic_store_n(&g->pg_last_ms, now, __ATOMIC_RELAXED);
+	g->o->progress(g->o->progress_arg, __atomic_load_n(&g->pg_files_done, __ATOMIC_RELAXED),
+	    __atomic_load_n(&g->pg_files_seen, __ATOMIC_RELAXED),
+	    __atomic_load_n(&g->pg_bytes_done, __ATOMIC_RELAXED),
+	    __atomic_load_n(&g->pg_bytes_seen, __ATOMIC_RELAXED), final);
+	pthread_mutex_unlock(&g->pgmu);
+}
+
+/* One file done (restored, failed or left as it was), bytes of it not counted yet. */
+static void
+progress_file(struct engine *g, uint64_t bytes)
+{
+	ADD(&g->pg_files_done, 1);
+	if (bytes > 0)
+		ADD(&g->pg_bytes_done, bytes);
+	progress_tick(g, 0);
 }
 
 /* A file of hard-link group link was restored as name in d: noted for restore_links.c. */
@@ -333,6 +369,7 @@ file_finish(struct engine *g, struct rfile *f)
 		ADD(&g->st.bytes, f->size);
 		link_record(g, f->dir, f->name, f->link, f->digest);
 	}
+	progress_file(g, 0);
 	dir_release(g, f->dir);
 	free(f->name);
 	free(f);
@@ -451,6 +488,8 @@ chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, si
 		snprintf(j->err, sizeof(j->err), "cannot write: %s", strerror(e));
 		return STEP_ESYS;
 	}
+	ADD(&g->pg_bytes_done, n);
+	progress_tick(g, 0);
 	return 0;
 }
 
@@ -729,8 +768,15 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 
 	memcpy(name, e->name, e->namelen);
 	name[e->namelen] = '\0';
-	if (e->type != TREE_DIR && existing(g, d, e, name))
+	if (e->type == TREE_FILE) {
+		ADD(&g->pg_files_seen, 1);
+		ADD(&g->pg_bytes_seen, e->size);
+	}
+	if (e->type != TREE_DIR && existing(g, d, e, name)) {
+		if (e->type == TREE_FILE)
+			progress_file(g, e->size);
 		return;
+	}
 	switch (e->type) {
 	case TREE_DIR:
 		r = add_subdir(g, d, e, name, b);
@@ -740,6 +786,7 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 			r = add_file(g, d, e, name, b);
 			break;
 		}
+		progress_file(g, 0);
 		if ((err = make_empty_file(g, d, e, name)) == 0) {
 			uint8_t digest[HASH_SHA256_LEN];
 
@@ -1143,6 +1190,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	g.pid = (long)getpid();
 	pthread_mutex_init(&g.mu, NULL);
 	pthread_mutex_init(&g.errmu, NULL);
+	pthread_mutex_init(&g.pgmu, NULL);
 	pthread_cond_init(&g.cv, NULL);
 	if (o->client == NULL || o->target == NULL || nconn > RESTORE_CONN_MAX) {
 		r = STEP_EINVAL;
@@ -1187,6 +1235,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	drain(&g);
 	if (g.abort_rc == 0)
 		relink(&g, flushfd);
+	progress_tick(&g, 1);
 	if (g.abort_rc != 0 && g.abort_rc != STEP_EIO)
 		report(&g, "restore stopped: %s",
 		    g.abort_rc == STEP_ESTOPPED ? "interrupted"
@@ -1225,5 +1274,6 @@ out:
 	pthread_cond_destroy(&g.cv);
 	pthread_mutex_destroy(&g.mu);
 	pthread_mutex_destroy(&g.errmu);
+	pthread_mutex_destroy(&g.pgmu);
 	return r;
 }

@@ -45,6 +45,14 @@ enum restore_overwrite {
 	RESTORE_OVERWRITE_IF_NEWER,
 };
 
+/*
+ * Progress: files and bytes done (restored, failed, or found already there) and found so far
+ * in the trees walked (the totals grow as the walk goes on). Called from any thread, at
+ * most about ten times a second, never two at once, and once more at the end (final 1).
+ */
+typedef void restore_progress_fn(void *arg, uint64_t files_done, uint64_t files_seen,
+    uint64_t bytes_done, uint64_t bytes_seen, int final);
+
 struct restore_opts {
 	const struct client_opts *client; /* each connection's settings (borrowed) */
 	int nconn;                        /* connections, one thread each; 0: 4 */
@@ -55,6 +63,8 @@ struct restore_opts {
 	int overwrite; /* enum restore_overwrite */
 	restore_error_fn *error; /* NULL: errors are only counted */
 	void *error_arg;
+	restore_progress_fn *progress; /* NULL: none */
+	void *progress_arg;
 };
 
 struct restore_stats {
