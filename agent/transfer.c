@@ -83,6 +83,8 @@ struct up {
 	char upload_id[40];
 	char pre_md5[HASH_MD5_HEX]; /* declare_md5()'s result, when it had to read the file */
 	int replace;                /* replace extension: SAVE carries "replace": true */
+	int no_preread;             /* a file's MD5 is not read ahead to be declared */
+	int hold_last;              /* the last block waits for every other one (see put_blocks) */
 	/* resume state */
 	struct db *db;
 	char srv[300];
@@ -283,6 +285,8 @@ next_packet(struct up *u, uint32_t *cursor, struct outpkt *pk)
 
 	while (*cursor < u->total) {
 		i = (*cursor)++;
+		if (u->hold_last && i + 1 == u->total && !blockset_test(&u->acked, i))
+			continue; /* sent by a pass of its own, see put_blocks() */
 		if (blockset_test(&u->acked, i)) {
 			if (i == u->hashed) {
 				if ((r = read_block(u, i, &p, &len)) != 0)
@@ -555,8 +559,9 @@ upload_pass(struct up *u)
 
 /*
  * save_md5: the source's MD5, computed before SAVE so that it can be declared (a file is
- * read once more for it; the stamps check in client_put_file() catches a change between
- * this read and the upload, and so does the server's MD5 check of the commit).
+ * read once more for it, unless no_preread; the stamps check in client_put_file() catches
+ * a change between this read and the upload, and so does the server's MD5 check of the
+ * commit).
  */
 static int
 declare_md5(struct up *u)
@@ -567,7 +572,8 @@ declare_md5(struct up *u)
 	ssize_t k;
 	int r = STEP_OK;
 
-	if (!(u->c->ext & CLIENT_EXT_SAVE_MD5) || u->want_md5[0] != '\0')
+	if (!(u->c->ext & CLIENT_EXT_SAVE_MD5) || u->want_md5[0] != '\0' ||
+	    (u->known_md5 == NULL && u->no_preread))
 		return STEP_OK;
 	if (u->known_md5 == NULL) {
 		if ((h = hash_md5_new()) == NULL ||
@@ -732,9 +738,12 @@ save_once(struct up *u, int *existsp, uint32_t *droppedp)
 	} else if (r == STEP_ESTATUS && u->c->status == STEP_ST_TOKEN) {
 		r = XFER_TOKEN;
 	} else if (r == STEP_ESTATUS && u->c->status == STEP_ST_LOCKED) {
+		/* (During a replace, rm would delete the old object too: no such hint.) */
 		r = client_fail(u->c, STEP_ESTATUS,
 		    "another upload of this key, with other content, is in progress (423); try "
-		    "again later, or abandon it with 'stepsync rm' if it was yours");
+		    "again later%s",
+		    u->replace ? " (an abandoned one is given up 60 s after its last block)"
+		               : ", or abandon it with 'stepsync rm' if it was yours");
 	} else if (r == STEP_ESTATUS) {
 		r = client_fail_status(u->c, r, "server refused upload", u->c->status);
 	} else if (r == 0) {
@@ -949,6 +958,7 @@ put_save(struct up *u, struct put_state *ps, struct client_result *res, int atte
 	}
 	ps->need_save = 0;
 	ps->did_save = 1;
+	u->hold_last = ps->fs != NULL; /* again, for an upload started over */
 	if (u->acked.count > 0)
 		ps->resumed = 1;
 	if (ps->path != NULL)
@@ -1064,7 +1074,20 @@ put_blocks(struct up *u, struct put_state *ps, struct client_result *res)
 		}
 		if (u->acked.count == u->total)
 			return STEP_OK;
-		if ((r = upload_pass(u)) == 0 || r == XFER_EXISTS)
+		r = upload_pass(u);
+		if (r == 0 && u->hold_last && u->acked.count + 1 == u->total) {
+			/* Every block but the last is in. The last one commits the upload: it
+			 * goes only if the file is still the one that was read, so that a file
+			 * changed during the upload is never committed (with the replace
+			 * extension, the old object then stays). */
+			if (source_changed(u, ps->fs))
+				return client_fail(
+				    u->c, STEP_ECHANGED, "file changed while it was read");
+			u->hold_last = 0;
+			attempt--;
+			continue;
+		}
+		if (r == 0 || r == XFER_EXISTS)
 			return STEP_OK;
 		k = put_pass_failed(u, ps, r, attempt);
 		if (k == PUT_DONE)
@@ -1099,6 +1122,7 @@ put_run(
 	ps.fs = fs;
 	ps.need_save = 1;
 	u->replace = (flags & CLIENT_PUT_REPLACE) && (u->c->ext & CLIENT_EXT_REPLACE);
+	u->hold_last = fs != NULL;
 	if (path != NULL && u->db != NULL && u->key[0] != '\0' && resume_local(u, path, fs)) {
 		ps.was_resuming = 1;
 		if (!(u->c->ext & CLIENT_EXT_RESUME)) {
@@ -1229,6 +1253,9 @@ client_put_file(
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	u.src.fd = fd;
 	u.src.size = f0.size;
+	/* A content-addressed object (sync's, EXIST_OK) is checked against its key by its
+	 * caller, which deletes a torn one: its file is read once, as the design wants. */
+	u.no_preread = (flags & CLIENT_PUT_EXIST_OK) != 0;
 	key_to_json(&u);
 	if (!(flags & CLIENT_PUT_NO_STATE) && c->state_path != NULL &&
 	    (u.db = client_state(c)) != NULL && uploads_migrate(u.db) != 0)

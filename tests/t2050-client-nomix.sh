@@ -111,32 +111,34 @@ ok "without save_md5, blocks on the server that we did not send are not trusted"
 
 # put --replace: the legacy path (a temporary key) against stepd with the extension
 # ignored and against the reference server; the atomic path when stepd offers "replace".
-replace_tests() { # WHO SS-FUNCTION LIST-KEYS-COMMAND
-	who=$1 sf=$2 lk=$3
+# The slow uploads are watched until the key being uploaded (TMP: the temporary key's
+# suffix on the legacy path) has blocks in; they take 8 s or more, plenty for a poll.
+replace_tests() { # WHO SS-FUNCTION LIST-KEYS-COMMAND KEY-PREFIX TMP
+	who=$1 sf=$2 lk=$3 k=$4 tmp=$5
 	ok "$who: put --replace of an existing key replaces it, no temporary key left" "
-		$sf put --key rk one.bin >/dev/null && $sf put --replace --key rk two.bin >/dev/null &&
-		$sf get rk -o rk.out >/dev/null && cmp two.bin rk.out &&
-		$lk >k && grep -q '^rk\$' k && ! grep -q stepsync-new k"
+		$sf put --key ${k}rk one.bin >/dev/null && $sf put --replace --key ${k}rk two.bin >/dev/null &&
+		$sf get ${k}rk -o rk.out >/dev/null && cmp two.bin rk.out &&
+		$lk >k && grep -q '^${k}rk\$' k && ! grep -q '^${k}rk.stepsync-new' k"
 	ok "$who: --replace of a file that changes during the upload: exit 6, old content stays" "
-		$sf put --key rc one.bin >/dev/null && cp two.bin c.bin &&
-		$sf --state c-$sf.db put --replace --bwlimit 1M --key rc c.bin >/dev/null 2>e & pc=\$!
-		wait_for 'acked c-$sf.db rc 2' 400 &&
+		$sf put --key ${k}rc one.bin >/dev/null && cp two.bin c.bin &&
+		$sf --state c-$sf.db put --replace --bwlimit 500k --key ${k}rc c.bin >/dev/null 2>e & pc=\$!
+		wait_for 'acked c-$sf.db ${k}rc$tmp 2' 400 &&
 		printf XXXX | dd of=c.bin bs=1 seek=100 conv=notrunc 2>/dev/null &&
 		wait \$pc; rc=\$?; cat e; [ \$rc -eq 6 ] && grep -q 'changed' e &&
-		$sf get rc -o rc.out >/dev/null && cmp one.bin rc.out"
+		$sf get ${k}rc -o rc.out >/dev/null && cmp one.bin rc.out"
 	ok "$who: --replace killed during the upload: the old content stays downloadable" "
-		$sf put --key rkill one.bin >/dev/null &&
-		$sf --state k-$sf.db put --replace --bwlimit 1M --key rkill two.bin >/dev/null 2>&1 & pk=\$!
-		wait_for 'acked k-$sf.db rkill 2' 400 && kill -9 \$pk; wait \$pk 2>/dev/null
-		$sf get rkill -o rkill.out >/dev/null && cmp one.bin rkill.out"
+		$sf put --key ${k}rkill one.bin >/dev/null &&
+		$sf --state k-$sf.db put --replace --bwlimit 500k --key ${k}rkill two.bin >/dev/null 2>&1 & pk=\$!
+		wait_for 'acked k-$sf.db ${k}rkill$tmp 2' 400 && kill -9 \$pk; wait \$pk 2>/dev/null
+		$sf get ${k}rkill -o rkill.out >/dev/null && cmp one.bin rkill.out"
 }
 lss() { STEPSYNC_IGNORE_EXT=replace ss "$@"; }
-replace_tests "stepd, legacy path" lss "keys $STEPD_PORT"
+replace_tests "stepd, legacy path" lss "keys $STEPD_PORT" l .stepsync-new
 start_ref_server || exit 1
 rs() { "$S" --server "127.0.0.1:$REF_PORT" --user bob --timeout 10 "$@"; }
-replace_tests "reference server" rs "ls $T_DIR/ref.root/bob"
+replace_tests "reference server" rs "ls $T_DIR/ref.root/bob" r .stepsync-new
 if has_ext "$STEPD_PORT" replace; then
-	replace_tests "stepd, replace extension" ss "keys $STEPD_PORT"
+	replace_tests "stepd, replace extension" ss "keys $STEPD_PORT" x ""
 	ok "stepd, replace extension: the old object stays visible during the upload" '
 		ss put --key vis one.bin >/dev/null &&
 		ss --state v.db put --replace --bwlimit 1M --key vis two.bin >/dev/null 2>&1 & pv=$!
