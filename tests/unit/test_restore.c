@@ -77,6 +77,7 @@ start_stepd(const char *extra)
 		argv[argc++] = "open";
 		argv[argc++] = "--threads";
 		argv[argc++] = "2";
+		argv[argc++] = "--init"; /* a missing root is an error without it */
 	}
 	argv[argc++] = "--port";
 	argv[argc++] = "0";
