@@ -48,6 +48,7 @@ struct restore_run {
 	int special;   /* --preserve-special-bits */
 	int overwrite; /* enum restore_overwrite */
 	uint64_t kept, unchanged;
+	uint64_t hardlinks; /* names made hard links of another restored file */
 	const char *subpath; /* --path, NULL: everything */
 	size_t sublen;
 	int fatal; /* a client error that ends the restore (server gone) */
@@ -363,6 +364,7 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	r->failed = st.failed;
 	r->kept = st.kept;
 	r->unchanged = st.unchanged;
+	r->hardlinks = st.hardlinks;
 	switch (rc) {
 	case 0:
 		return r->kept > 0 ? AGENT_EXIT_CONFLICT : AGENT_EXIT_OK;
@@ -374,7 +376,8 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 		r->failed++;
 		return AGENT_EXIT_FAIL;
 	case STEP_ESYS:
-		agent_error("cannot restore into '%s': %s", r->to, strerror(errno));
+		/* the engine said why (the target cannot be opened or flushed); errno is
+		 * long gone by now */
 		return AGENT_EXIT_FAIL;
 	default:
 		r->failed++;
@@ -435,17 +438,23 @@ restore_report(struct agent *a, const struct restore_run *r, const char *name, u
 {
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
-		        "restore", "name", name, "seq", (json_int_t)seq, "to", r->to, "files",
-		        (json_int_t)r->files, "dirs", (json_int_t)r->dirs_done, "symlinks",
+		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		        "command", "restore", "name", name, "seq", (json_int_t)seq, "to", r->to,
+		        "files", (json_int_t)r->files, "dirs", (json_int_t)r->dirs_done, "symlinks",
 		        (json_int_t)r->symlinks, "bytes", (json_int_t)r->bytes, "failed",
 		        (json_int_t)r->failed, "kept", (json_int_t)r->kept, "unchanged",
-		        (json_int_t)r->unchanged));
+		        (json_int_t)r->unchanged, "hardlinks", (json_int_t)r->hardlinks));
 	if (a->verbose >= 0) {
 		char extra[160] = "";
+		size_t len;
 
+		if (r->hardlinks > 0)
+			snprintf(extra, sizeof(extra), "; %" PRIu64 " %s", r->hardlinks,
+			    r->hardlinks == 1 ? "file is a hard link of another"
+			                      : "files are hard links of others");
+		len = strlen(extra);
 		if (r->unchanged > 0 || r->kept > 0)
-			snprintf(extra, sizeof(extra),
+			snprintf(extra + len, sizeof(extra) - len,
 			    "; %" PRIu64 " already there and identical, %" PRIu64
 			    " left alone (they differ)",
 			    r->unchanged, r->kept);

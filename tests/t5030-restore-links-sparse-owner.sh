@@ -24,8 +24,11 @@ AS_ROOT=0
 [ "$(id -u)" = 0 ] && chown 1234:5678 "$SRC/owned.txt" "$SRC/b" && AS_ROOT=1
 $SS --state "$T_DIR/st.db" sync --name t "$SRC" >/dev/null || exit 1
 R=$T_DIR/out
-ok "the restore exits 0 and the tree is the same" '
-	$SS restore --name t --to "$R" && same_tree "$SRC" "$R"'
+ok "the restore exits 0, the tree is the same, the summary counts the links" '
+	$SS restore --name t --to "$R" >sum && same_tree "$SRC" "$R" && cat sum &&
+	grep -q "; 2 files are hard links of others" sum &&
+	$SS --json restore --name t --to "$T_DIR/outj" >j &&
+	python3 -c "import json; d=json.load(open(\"j\")); assert d[\"hardlinks\"] == 2, d"'
 ok "hard links come back as one inode with three names" '
 	i=$(stat -c %i "$R/a/f") && [ "$(stat -c %i "$R/b/g")" = "$i" ] &&
 	[ "$(stat -c %i "$R/b/h")" = "$i" ] && [ "$(stat -c %h "$R/a/f")" = 3 ] &&
@@ -49,4 +52,7 @@ ok "a second snapshot of the unchanged tree reuses every tree (link groups are s
 	$SS --state "$T_DIR/st.db" --json sync --name t "$SRC" >o &&
 	python3 -c "import json; d=json.load(open(\"o\")); assert d[\"trees_sent\"] == 0 and d[\"sent_files\"] == 0, d" &&
 	$SS restore --name t --to "$T_DIR/out2" && [ "$(stat -c %h "$T_DIR/out2/b/g")" = 3 ]'
+ok "a target that is a file: exit 1, one line that says why" '
+	: >"$T_DIR/plain" && expect_exit 1 $SS restore --name t --to "$T_DIR/plain" 2>e; cat e &&
+	[ "$(wc -l <e)" = 1 ] && grep -q "cannot open .*plain.*: Not a directory" e'
 done_testing
