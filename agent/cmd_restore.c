@@ -48,7 +48,7 @@ struct restore_run {
 	int special;   /* --preserve-special-bits */
 	int overwrite; /* enum restore_overwrite */
 	uint64_t kept, unchanged;
-	uint64_t hardlinks; /* names made hard links of another restored file */
+	uint64_t hardlinks;  /* names made hard links of another restored file */
 	const char *subpath; /* --path, NULL: everything */
 	size_t sublen;
 	int fatal; /* a client error that ends the restore (server gone) */
