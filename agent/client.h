@@ -220,6 +220,7 @@ struct client_job {
 	const char *key;          /* NULL: basename of path */
 	int flags;                /* CLIENT_PUT_* */
 	int rc;                   /* out: 0 or STEP_E* */
+	int status;               /* out: client_status() when rc != 0 (0: no answer) */
 	char error[256];          /* out: client_error() sentence when rc != 0 */
 	struct client_result res; /* out when rc == 0 */
 };

@@ -247,7 +247,7 @@ cmd_put(struct agent *a, int argc, char **argv)
 		struct client_job *j = &jobs[job_of[i]];
 
 		if (ex[i] == 0 && j->rc != 0) {
-			ex[i] = agent_exit_code(j->rc, 0, j->error);
+			ex[i] = agent_exit_code(j->rc, j->status, j->error);
 			snprintf(why[i], sizeof(why[i]), "%s", j->error);
 		}
 		r = put_report(a, out, argv[optind + i], ex[i], why[i], &j->res);

@@ -1766,6 +1766,7 @@ many_worker(void *arg)
 			snprintf(j->error, sizeof(j->error), "%s", step_strerror(r));
 		} else {
 			j->rc = client_put_file(c, j->path, j->key, j->flags, &j->res);
+			j->status = j->rc != 0 ? client_status(c) : 0;
 			if (j->rc != 0)
 				snprintf(j->error, sizeof(j->error), "%s", client_error(c));
 		}

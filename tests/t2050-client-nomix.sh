@@ -75,6 +75,17 @@ ok "a put of other content while an upload is in progress: exit 5, the first one
 	expect_exit 5 ss put --key busy two.bin 2>eb && cat eb &&
 	grep -q "another upload of this key, with other content, is in progress (423)" eb &&
 	wait $pa && ss get busy -o busy.out >/dev/null && cmp one.bin busy.out'
+ok "the same over several connections: that file exit 5, the others uploaded" '
+	mkdir -p m && cp two.bin m/busy2 && echo other >m/other &&
+	"$S" --server "127.0.0.1:$STEPD_PORT" --user bob --state a2.db put --bwlimit 1M \
+		--key busy2 one.bin >/dev/null 2>ea & pa=$!
+	wait_for "acked a2.db busy2 2" 400 &&
+	expect_exit 5 ss --json put --connections 2 m/busy2 m/other >oc &&
+	python3 -c "
+import json; d = {o[\"file\"]: o for o in json.load(open(\"oc\"))}
+assert d[\"m/busy2\"][\"exit_status\"] == 5 and \"423\" in d[\"m/busy2\"][\"error\"], d
+assert d[\"m/other\"][\"key\"] == \"other\", d" &&
+	wait $pa && ss get busy2 -o busy2.out >/dev/null && cmp one.bin busy2.out'
 ok "a put of the same content joins the upload in progress; both exit 0" '
 	"$S" --server "127.0.0.1:$STEPD_PORT" --user bob --state j.db put --bwlimit 1M \
 		--key join one.bin >/dev/null 2>ea & pa=$!
