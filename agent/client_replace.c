@@ -53,11 +53,18 @@ client_put_replace_legacy(
     struct client *c, const char *path, const char *key, int flags, struct client_result *res)
 {
 	struct client_result first;
+	struct client_file_info info;
 	char tmp[CLIENT_KEY_MAX + 1], hex[13];
 	uint8_t rnd[6];
 	int r;
 
 	flags &= ~(CLIENT_PUT_REPLACE | CLIENT_PUT_ATOMIC | CLIENT_PUT_EXIST_OK);
+	/* Nothing to replace: an ordinary upload (one that finds the key made meanwhile is
+	 * refused, 402, and changes nothing). */
+	if ((r = client_file_info(c, key, &info)) == STEP_ENOENT)
+		return client_put_file(c, path, key, flags, res);
+	if (r != 0)
+		return r;
 	if (strlen(key) + strlen(REPLACE_TAG) + 12 > CLIENT_KEY_MAX)
 		return client_fail(c, STEP_EINVAL,
 		    "key too long for a safe --replace on this server (at most %d bytes)",

@@ -130,6 +130,10 @@ replace_tests() { # WHO SS-FUNCTION LIST-KEYS-COMMAND KEY-PREFIX TMP
 		$sf put --key ${k}rk one.bin >/dev/null && $sf put --replace --key ${k}rk two.bin >/dev/null &&
 		$sf get ${k}rk -o rk.out >/dev/null && cmp two.bin rk.out &&
 		$lk >k && grep -q '^${k}rk\$' k && ! grep -q '^${k}rk.stepsync-new' k"
+	ok "$who: put --replace of a key that does not exist is an ordinary upload" "
+		$sf put --replace --key ${k}new one.bin >/dev/null &&
+		$sf get ${k}new -o new.out >/dev/null && cmp one.bin new.out &&
+		$lk >k && ! grep -q '^${k}new.stepsync-new' k"
 	ok "$who: --replace of a file that changes during the upload: exit 6, old content stays" "
 		$sf put --key ${k}rc one.bin >/dev/null && cp two.bin c.bin &&
 		$sf --state c-$sf.db put --replace --bwlimit 500k --key ${k}rc c.bin >/dev/null 2>e & pc=\$!
@@ -156,7 +160,8 @@ if has_ext "$STEPD_PORT" replace; then
 		wait_for "acked v.db vis 2" 400 && ss get vis -o vis.out >/dev/null &&
 		cmp one.bin vis.out && wait $pv && ss get vis -o vis.out >/dev/null && cmp two.bin vis.out'
 else
-	for t in "replaces it" "changes during the upload" "killed during the upload" "old object visible"; do
+	for t in "replaces it" "a new key" "changes during the upload" "killed during the upload" \
+		"old object visible"; do
 		skip "stepd, replace extension: $t" "this stepd does not advertise replace (server branch)"
 	done
 fi
