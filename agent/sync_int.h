@@ -107,6 +107,7 @@ struct deferred {
 	unsigned mode;
 	int64_t mtime_ns;
 	uint32_t uid, gid;
+	uint64_t link;            /* files: links_group() */
 	struct held *h;           /* DQ_HASH: its content */
 	struct files_dirtree sub; /* DQ_SUB: a directory whose tree the last run built */
 };

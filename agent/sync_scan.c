@@ -3,14 +3,15 @@
  * the files table, the trees built bottom-up, vanished files dropped, mass deletion refused.
  */
 #include "sync_int.h"
+#include "links.h"
 
 static void cursor_close(struct sync_job *s);
 
 /* Adds a file's entry to the trees: its chunks are the list of a chunked file, one
  * chunk (the whole content) otherwise, none when empty. */
 static int
-tree_add_file(
-    struct sync_job *s, const char *path, const struct files_row *row, uint32_t uid, uint32_t gid)
+tree_add_file(struct sync_job *s, const char *path, const struct files_row *row, uint32_t uid,
+    uint32_t gid, uint64_t link)
 {
 	struct tree_entry te;
 	struct tree_chunk one, *chunks = NULL;
@@ -24,6 +25,7 @@ tree_add_file(
 	te.mtime_ns = row->mtime_ns;
 	te.uid = uid;
 	te.gid = gid;
+	te.link = link; /* links_group(): several hard links, else 0 */
 	te.size = row->size;
 	if (row->okey[0] == 'c') {
 		if ((r = files_chunks_get(s->files, row->okey, &data, &len)) != 0)
@@ -67,7 +69,7 @@ newlist_add(struct sync_job *s, const char *okey)
  * the manifest. unchanged: the row is the state's, as found. */
 static int
 finish_file(struct sync_job *s, const char *path, struct files_row *row, int unchanged,
-    struct held *h, uint32_t uid, uint32_t gid)
+    struct held *h, uint32_t uid, uint32_t gid, uint64_t link)
 {
 	struct manifest_entry *e = &s->ent;
 	size_t n = strlen(path);
@@ -78,7 +80,7 @@ finish_file(struct sync_job *s, const char *path, struct files_row *row, int unc
 		free(h);
 		return r;
 	}
-	if ((r = tree_add_file(s, path, row, uid, gid)) != 0) {
+	if ((r = tree_add_file(s, path, row, uid, gid, link)) != 0) {
 		free(h);
 		return r;
 	}
@@ -206,7 +208,7 @@ flush_deferred(struct sync_job *s)
 			r = finish_other(s, q);
 		} else if (r == 0) {
 			r = finish_file(
-			    s, q->path, &q->row, q->kind == DQ_SAME, q->h, q->uid, q->gid);
+			    s, q->path, &q->row, q->kind == DQ_SAME, q->h, q->uid, q->gid, q->link);
 			q->h = NULL; /* finish_file took it */
 		}
 		deferred_free(q);
@@ -240,12 +242,14 @@ sync_defer(struct sync_job *s, int kind, const struct scan_entry *se, struct fil
 			.mode = se->st->st_mode & 07777,
 			.mtime_ns = scan_mtime_ns(se->st),
 			.uid = (uint32_t)se->st->st_uid,
-			.gid = (uint32_t)se->st->st_gid };
+			.gid = (uint32_t)se->st->st_gid,
+			.link = links_group(se->st) };
 
 		now.sub = s->nsub;
 		return kind == DQ_DIR || kind == DQ_LINK || kind == DQ_SUB
 		    ? finish_other(s, &now)
-		    : finish_file(s, se->path, row, kind == DQ_SAME, NULL, now.uid, now.gid);
+		    : finish_file(
+		          s, se->path, row, kind == DQ_SAME, NULL, now.uid, now.gid, now.link);
 	}
 	q = &s->dq[s->ndq++];
 	memset(q, 0, sizeof(*q));
@@ -260,6 +264,7 @@ sync_defer(struct sync_job *s, int kind, const struct scan_entry *se, struct fil
 	q->uid = (uint32_t)se->st->st_uid;
 	q->gid = (uint32_t)se->st->st_gid;
 	q->sub = s->nsub;
+	q->link = links_group(se->st);
 	if (kind == DQ_HASH) {
 		q->h = s->hheld;
 		s->hheld = NULL;

@@ -57,8 +57,10 @@ entry_valid(const struct tree_entry *e)
 		}
 		return sum == e->size ? STEP_OK : STEP_EINVAL;
 	case TREE_DIR:
-		return STEP_OK;
+		return e->link == 0 ? STEP_OK : STEP_EINVAL;
 	case TREE_SYMLINK:
+		if (e->link != 0)
+			return STEP_EINVAL;
 		if (e->targetlen == 0 || e->targetlen > TREE_TARGET_MAX || e->target == NULL ||
 		    memchr(e->target, '\0', e->targetlen) != NULL)
 			return STEP_EINVAL;
@@ -110,7 +112,9 @@ encode_entry(const struct tree_entry *e, struct buf *out)
 	size_t n = 0;
 	int r;
 
-	head[n++] = (uint8_t)e->type;
+	/* A file with a link group is its own wire type, so that every other entry (and
+	 * every tree without hard links) keeps the bytes, and the id, it always had. */
+	head[n++] = (uint8_t)(e->type == TREE_FILE && e->link != 0 ? TREE_WIRE_LINKED : e->type);
 	n += put_varint(head + n, e->namelen);
 	if ((r = buf_append(out, head, n)) != 0 || (r = buf_append(out, e->name, e->namelen)) != 0)
 		return r;
@@ -132,7 +136,7 @@ encode_entry(const struct tree_entry *e, struct buf *out)
 			if ((r = buf_append(out, c, n)) != 0)
 				return r;
 		}
-		return STEP_OK;
+		return e->link != 0 ? append_varint(out, e->link) : STEP_OK;
 	case TREE_DIR:
 		if ((r = buf_append(out, head, n)) != 0)
 			return r;
@@ -306,14 +310,15 @@ tree_reader_next(struct tree_reader *r, struct tree_entry *e)
 	struct tree_entry t;
 	const uint8_t *p;
 	uint64_t v;
-	int rc;
+	int rc, wire;
 
 	if (r->left == 0)
 		return r->p == r->end ? 0 : STEP_EPROTO;
 	memset(&t, 0, sizeof(t));
 	if ((rc = get_bytes(r, 1, &p)) != 0)
 		return rc;
-	t.type = *p;
+	wire = *p;
+	t.type = wire == TREE_WIRE_LINKED ? TREE_FILE : wire;
 	if (t.type != TREE_FILE && t.type != TREE_DIR && t.type != TREE_SYMLINK)
 		return STEP_EPROTO;
 	if ((rc = get_varint(r, &v)) != 0)
@@ -344,6 +349,9 @@ tree_reader_next(struct tree_reader *r, struct tree_entry *e)
 	case TREE_FILE:
 		if ((rc = read_chunks(r, &t)) != 0)
 			return rc;
+		/* linked: a link group id, never 0 (that would be the plain type's bytes) */
+		if (wire == TREE_WIRE_LINKED && ((rc = get_varint(r, &t.link)) != 0 || t.link == 0))
+			return rc != 0 ? rc : STEP_EPROTO;
 		break;
 	case TREE_DIR:
 		if ((rc = get_bytes(r, HASH_SHA256_LEN, &p)) != 0)

@@ -382,6 +382,85 @@ test_encode_refuses(void **state)
 	expect_encode(e, 5, STEP_EINVAL);
 }
 
+/* Hard links: type 4 carries a link group, decodes as a file with that link; files
+ * without one keep type 1's bytes (old trees and ids unchanged); a link on a directory or
+ * symlink is refused by the encoder, a type-4 entry with link 0 or cut short by the reader. */
+static void
+test_links(void **state)
+{
+	static const uint64_t sizes[] = { 7, 3 };
+	struct tree_entry e[2], got;
+	struct tree_chunk c[2];
+	struct tree_reader r;
+	struct raw w, plain;
+	struct buf b;
+
+	(void)state;
+	raw_head(&w, 2);
+	raw_file(&w, "f", 10, 2, sizes);
+	w.b[8 + 1 + 1] = TREE_WIRE_LINKED; /* magic, version, count, then the type byte */
+	raw_varint(&w, 300);
+	raw_file(&w, "g", 10, 2, sizes);
+	memset(c[0].id, 0xa0, HASH_SHA256_LEN);
+	memset(c[1].id, 0xa1, HASH_SHA256_LEN);
+	c[0].size = 7;
+	c[1].size = 3;
+	memset(e, 0, sizeof(e));
+	for (int i = 0; i < 2; i++) {
+		e[i].type = TREE_FILE;
+		e[i].mode = 0644;
+		e[i].mtime_ns = -3;
+		e[i].uid = 1000;
+		e[i].gid = 100;
+		e[i].namelen = 1;
+		e[i].size = 10;
+		e[i].chunks = c;
+		e[i].nchunks = 2;
+	}
+	e[0].name = "f";
+	e[0].link = 300;
+	e[1].name = "g";
+	buf_init(&b, TREE_MAX_BYTES);
+	assert_int_equal(tree_encode(e, 2, &b), 0);
+	assert_int_equal(buf_avail(&b), w.n);
+	assert_memory_equal(buf_ptr(&b), w.b, w.n);
+	assert_int_equal(tree_reader_init(&r, buf_ptr(&b), buf_avail(&b)), 0);
+	assert_int_equal(tree_reader_next(&r, &got), 1);
+	assert_int_equal(got.type, TREE_FILE);
+	assert_int_equal(got.link, 300);
+	assert_int_equal(got.nchunks, 2);
+	assert_int_equal(tree_reader_next(&r, &got), 1);
+	assert_int_equal(got.link, 0);
+	assert_int_equal(tree_reader_next(&r, &got), 0);
+	tree_reader_release(&r);
+	/* without the link: exactly the old type-1 bytes */
+	e[0].link = 0;
+	raw_head(&plain, 2);
+	raw_file(&plain, "f", 10, 2, sizes);
+	raw_file(&plain, "g", 10, 2, sizes);
+	buf_reset(&b);
+	assert_int_equal(tree_encode(e, 2, &b), 0);
+	assert_int_equal(buf_avail(&b), plain.n);
+	assert_memory_equal(buf_ptr(&b), plain.b, plain.n);
+	buf_release(&b);
+	/* a link on a directory or a symlink */
+	memset(e, 0, sizeof(e));
+	e[0].type = TREE_DIR, e[0].name = "d", e[0].namelen = 1, e[0].link = 1;
+	expect_encode(e, 1, STEP_EINVAL);
+	e[0].type = TREE_SYMLINK, e[0].target = "t", e[0].targetlen = 1;
+	expect_encode(e, 1, STEP_EINVAL);
+	/* link 0 in a type-4 entry is not canonical; a missing link is truncation */
+	raw_head(&w, 1);
+	raw_file(&w, "f", 10, 2, sizes);
+	w.b[8 + 1 + 1] = TREE_WIRE_LINKED;
+	assert_int_equal(decode_all(w.b, w.n, NULL), STEP_EPROTO);
+	raw_varint(&w, 0);
+	assert_int_equal(decode_all(w.b, w.n, NULL), STEP_EPROTO);
+	w.n--;
+	raw_varint(&w, 1);
+	assert_int_equal(decode_all(w.b, w.n, NULL), 0);
+}
+
 static void
 test_decode_refuses(void **state)
 {
@@ -962,6 +1041,7 @@ main(void)
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_encode_refuses),
 		cmocka_unit_test(test_decode_refuses),
+		cmocka_unit_test(test_links),
 		cmocka_unit_test(test_builder),
 		cmocka_unit_test(test_builder_links),
 		cmocka_unit_test(test_builder_subtree),
