@@ -73,6 +73,26 @@ held_json(sqlite3 *sq)
 	return all;
 }
 
+/* The sync engine's counters of the watcher's last run, when a watcher ran. */
+static void
+engine_print(sqlite3 *sq)
+{
+	long long inc = 0, dirs = 0, reused = 0, hashed = 0, full = 0, incs = 0;
+
+	if (queue_status_get_int(sq, "last_run_incremental", &inc) != 0)
+		return;
+	queue_status_get_int(sq, "last_dirs_scanned", &dirs);
+	queue_status_get_int(sq, "last_dirs_reused", &reused);
+	queue_status_get_int(sq, "last_files_hashed", &hashed);
+	queue_status_get_int(sq, "full_runs", &full);
+	queue_status_get_int(sq, "incremental_runs", &incs);
+	printf("last watcher run: %s, %lld %s read, %lld reused, %lld %s hashed "
+	       "(%lld full and %lld incremental runs)\n",
+	    inc ? "incremental" : "full", dirs,
+	    agent_plural((uint64_t)dirs, "directory", "directories"), reused, hashed,
+	    agent_plural((uint64_t)hashed, "file", "files"), full, incs);
+}
+
 /* The held deletions, a line each. */
 static void
 held_print(sqlite3 *sq)
@@ -267,6 +287,7 @@ print_text(struct db *db, long long pending)
 	queue_status_get_int(sq, "bytes_sent", &v);
 	printf("bytes sent: %lld\n", v);
 	held_print(sq);
+	engine_print(sq);
 	if (queue_status_get(sq, "last_error", &s) == 0) {
 		v = 0;
 		queue_status_get_int(sq, "last_error_time", &v);

@@ -41,8 +41,9 @@ ok "a change deep in the tree reads the 4 directories on its path and hashes 1 f
 	arrives && [ "$(st full_runs)" = 1 ] && [ "$(st last_run_incremental)" = 1 ] &&
 	[ "$(st last_dirs_scanned)" = 4 ] && [ "$(st last_files_hashed)" = 1 ]
 '
-ok "the watcher logs the counters of each run" '
-	grep -q "incremental run: 4 directories read, .* 1 file hashed" "$T_DIR/watch.err"
+ok "the watcher logs the counters of each run, and status shows them" '
+	grep -q "incremental run: 4 directories read, .* 1 file hashed" "$T_DIR/watch.err" &&
+	$SW status | grep -q "^last watcher run: incremental, 4 directories read, [0-9]* reused, 1 file hashed (1 full and 1 incremental runs)"
 '
 
 mv "$D/a2" "$T_DIR/outside"
