@@ -588,6 +588,10 @@ reload_config(struct watcher *wt)
 		for (i = 0; i < a->cfg->ndirs; i++)
 			wdir_adopt(wt, a->cfg->dirs[i].name, a->cfg->dirs[i].path);
 	}
+	/* Excludes may have changed: the trees of the last runs do not say so, a full run
+	 * of every directory does. */
+	queue_all(wt);
+	watch_debounce_note(&wt->deb, util_now_ms());
 	log_info("SIGHUP: configuration reloaded from '%s'", file);
 	wt->retry_at_ms = util_now_ms();
 	wt->backoff_ms = 0;
