@@ -1,7 +1,8 @@
 /*
  * sync.h — the sync engine: one run backs up one tree and records one snapshot.
  *
- * `stepsync sync` and `stepsync watch` both call sync_run(); the commands only parse
+ * `stepsync sync` and `stepsync watch` both call sync_run() (watch with the changes its
+ * inotify events name, so only those directories are read); the commands only parse
  * arguments and print (the engine prints only its error sentences through agent_error()
  * and, in a dry run, the "would send" lines). Order of a run, and why:
  *   1. (the caller) lock the state, so no two runs overlap;

@@ -8,6 +8,8 @@
  *   sync_send.c    chunks and trees to the sender (sender.h)
  *   sync_upload.c  whole small files to client pools (client_pool.h), resumable
  *   sync_server.c  the server's side: the objects cache, snapshot records
+ *   sync_inc.c     incremental runs: what to read, reused trees, entries gone
+ *   sync_hold.c    a mass deletion held back (the watcher's choice instead of 65)
  */
 #ifndef STEP_SYNC_INT_H
 #define STEP_SYNC_INT_H
