@@ -33,6 +33,7 @@
 #include "step.h"
 #include "util.h"
 #include "watch.h"
+#include "watch_retention.h"
 #include "watch_sync.h"
 
 #define WATCH_USAGE                                                                                \
@@ -501,6 +502,8 @@ adopt_config(struct watcher *wt, struct config *new, char *errbuf, size_t errlen
 		snprintf(errbuf, errlen, "bad server '%s'", new->server);
 		return -1;
 	}
+	if (watch_retention_check(new, errbuf, errlen) != 0)
+		return -1;
 	if (a->state_path != NULL && old != NULL && a->state_path == old->state_path) {
 		if (new->state_path == NULL || strcmp(new->state_path, old->state_path) != 0)
 			log_warnx("SIGHUP: the state database stays '%s' until a restart",
@@ -856,6 +859,18 @@ pick_dirs(struct watcher *wt, int argc, char **argv, const char *name)
 	return 0;
 }
 
+/* A [dir]'s keep rules are applied by the watcher itself: a bad one stops it at start. */
+static int
+check_keep_rules(const struct config *cfg)
+{
+	char err[512];
+
+	if (watch_retention_check(cfg, err, sizeof(err)) == 0)
+		return 0;
+	agent_error("%s", err);
+	return AGENT_EXIT_CONFIG;
+}
+
 int
 cmd_watch(struct agent *a, int argc, char **argv)
 {
@@ -875,6 +890,8 @@ cmd_watch(struct agent *a, int argc, char **argv)
 		log_init("stepsync", log_get_level(), true);
 	wt.from_config = optind == argc && name == NULL;
 	if ((r = pick_dirs(&wt, argc, argv, name)) != 0)
+		goto out;
+	if ((r = check_keep_rules(a->cfg)) != 0)
 		goto out;
 	r = AGENT_EXIT_FAIL;
 	if (agent_db(a, &wt.db) != 0)

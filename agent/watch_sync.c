@@ -24,6 +24,7 @@
 #include "snapshot.h"
 #include "sync.h"
 #include "util.h"
+#include "watch_retention.h"
 #include "watch_sync.h"
 
 /* Takes the lock `stepsync sync` takes: 0, or the exit status after a message. */
@@ -52,6 +53,17 @@ take_lock(struct agent *a, int *fdp)
 		return SYNC_EXIT_CONFIG;
 	}
 	return 0;
+}
+
+/* The [dir]'s keep rules, at most once an hour, under the sync's lock. */
+static void
+apply_retention(struct agent *a, const char *name)
+{
+	struct client *c;
+	struct db *db;
+
+	if (agent_client(a, &c) == 0 && agent_db(a, &db) == 0)
+		watch_retention_tick(a, c, db, name, util_wall_s());
 }
 
 /* What the queue says changed (see watch_sync_changes()). */
@@ -223,6 +235,8 @@ run_sync(struct agent *a, const char *name, const char *path, const struct sync_
 		malloc_trim(0);
 		if (sr.seq != 0 && (rc == AGENT_EXIT_OK || rc == SYNC_EXIT_INCOMPLETE))
 			cmd_sync_report(a, name, &sr);
+		if (rc == AGENT_EXIT_OK || rc == SYNC_EXIT_INCOMPLETE)
+			apply_retention(a, name);
 		lock_release(lockfd);
 	}
 	fflush(stdout);
