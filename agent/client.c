@@ -352,6 +352,62 @@ client_roundtrip(struct client *c, const json_t *req, const void *bin, size_t bi
 	return c->status == STEP_ST_OK ? STEP_OK : STEP_ESTATUS;
 }
 
+/* The extensions this client knows, by their LOGIN names. */
+static const struct {
+	const char *name;
+	unsigned bit;
+} ext_names[] = {
+	{ "resume", CLIENT_EXT_RESUME },
+	{ "block_md5", CLIENT_EXT_BLOCK_MD5 },
+	{ "list", CLIENT_EXT_LIST },
+	{ "zero_size", CLIENT_EXT_ZERO_SIZE },
+	{ "bye", CLIENT_EXT_BYE },
+	{ "putmany", CLIENT_EXT_PUTMANY },
+	{ "big_blocks", CLIENT_EXT_BIG_BLOCKS },
+	{ "objgen", CLIENT_EXT_OBJGEN },
+	{ "any_block", CLIENT_EXT_ANY_BLOCK },
+	{ "save_md5", CLIENT_EXT_SAVE_MD5 },
+	{ "replace", CLIENT_EXT_REPLACE },
+};
+
+/* The bit of extension name, 0 when unknown. */
+static unsigned
+ext_bit(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(ext_names) / sizeof(ext_names[0]); i++)
+		if (strcmp(ext_names[i].name, name) == 0)
+			return ext_names[i].bit;
+	return 0;
+}
+
+/*
+ * The extensions to act as if the server had not advertised: $STEPSYNC_IGNORE_EXT, a
+ * comma-separated list of names (a test hook, so that the paths for servers without an
+ * extension can be tried against stepd; not documented for users).
+ */
+static unsigned
+ext_ignored(void)
+{
+	const char *env = getenv("STEPSYNC_IGNORE_EXT");
+	char name[32];
+	unsigned bits = 0;
+	size_t n;
+
+	while (env != NULL && *env != '\0') {
+		n = strcspn(env, ",");
+		if (n < sizeof(name)) {
+			memcpy(name, env, n);
+			name[n] = '\0';
+			bits |= ext_bit(name);
+		}
+		env += n;
+		env += *env == ',';
+	}
+	return bits;
+}
+
 /* Reads LOGIN's "server" and "extensions" fields. */
 static void
 learn_server(struct client *c, const json_t *resp)
@@ -376,28 +432,10 @@ learn_server(struct client *c, const json_t *resp)
 	ext = json_object_get(resp, "extensions");
 	json_array_foreach(ext, i, v)
 	{
-		s = json_string_value(v);
-		if (s == NULL)
-			continue;
-		if (strcmp(s, "resume") == 0)
-			c->ext |= CLIENT_EXT_RESUME;
-		else if (strcmp(s, "block_md5") == 0)
-			c->ext |= CLIENT_EXT_BLOCK_MD5;
-		else if (strcmp(s, "list") == 0)
-			c->ext |= CLIENT_EXT_LIST;
-		else if (strcmp(s, "zero_size") == 0)
-			c->ext |= CLIENT_EXT_ZERO_SIZE;
-		else if (strcmp(s, "bye") == 0)
-			c->ext |= CLIENT_EXT_BYE;
-		else if (strcmp(s, "putmany") == 0)
-			c->ext |= CLIENT_EXT_PUTMANY;
-		else if (strcmp(s, "big_blocks") == 0)
-			c->ext |= CLIENT_EXT_BIG_BLOCKS;
-		else if (strcmp(s, "objgen") == 0)
-			c->ext |= CLIENT_EXT_OBJGEN;
-		else if (strcmp(s, "any_block") == 0)
-			c->ext |= CLIENT_EXT_ANY_BLOCK;
+		if ((s = json_string_value(v)) != NULL)
+			c->ext |= ext_bit(s);
 	}
+	c->ext &= ~ext_ignored();
 	if (c->store_id[0] == '\0')
 		c->ext &= ~(unsigned)CLIENT_EXT_OBJGEN;
 }
@@ -491,29 +529,9 @@ client_connect(struct client *c)
 int
 client_has_ext(struct client *c, const char *name)
 {
-	unsigned bit = 0;
-
 	if (client_ensure(c) != 0)
 		return 0;
-	if (strcmp(name, "resume") == 0)
-		bit = CLIENT_EXT_RESUME;
-	else if (strcmp(name, "block_md5") == 0)
-		bit = CLIENT_EXT_BLOCK_MD5;
-	else if (strcmp(name, "list") == 0)
-		bit = CLIENT_EXT_LIST;
-	else if (strcmp(name, "zero_size") == 0)
-		bit = CLIENT_EXT_ZERO_SIZE;
-	else if (strcmp(name, "bye") == 0)
-		bit = CLIENT_EXT_BYE;
-	else if (strcmp(name, "putmany") == 0)
-		bit = CLIENT_EXT_PUTMANY;
-	else if (strcmp(name, "big_blocks") == 0)
-		bit = CLIENT_EXT_BIG_BLOCKS;
-	else if (strcmp(name, "objgen") == 0)
-		bit = CLIENT_EXT_OBJGEN;
-	else if (strcmp(name, "any_block") == 0)
-		bit = CLIENT_EXT_ANY_BLOCK;
-	return (c->ext & bit) != 0;
+	return (c->ext & ext_bit(name)) != 0;
 }
 
 int

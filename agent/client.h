@@ -148,6 +148,12 @@ void client_keys_free(char **keys, size_t n);
 #define CLIENT_PUT_EXIST_OK                                                                        \
 	0x2 /* an existing key with the same MD5 is success (content-                              \
 	       addressed keys); with a different MD5 STEP_EEXIST */
+/* With CLIENT_PUT_REPLACE: the old object stays until the new one is verified. stepd's
+ * replace extension swaps them atomically at the commit; against other servers the file
+ * goes to a temporary key first (verified), then the old key is deleted and the file
+ * uploaded to it (verified), then the temporary key deleted: a failure leaves at least one
+ * full copy, and the error sentence names the key that holds it. */
+#define CLIENT_PUT_ATOMIC   0x8
 /* No resume rows in the state database for this transfer (small files sent while another
  * connection holds the state's write lock: a sync's scan). */
 #define CLIENT_PUT_NO_STATE 0x4
@@ -214,6 +220,7 @@ struct client_job {
 	const char *key;          /* NULL: basename of path */
 	int flags;                /* CLIENT_PUT_* */
 	int rc;                   /* out: 0 or STEP_E* */
+	int status;               /* out: client_status() when rc != 0 (0: no answer) */
 	char error[256];          /* out: client_error() sentence when rc != 0 */
 	struct client_result res; /* out when rc == 0 */
 };

@@ -21,6 +21,8 @@
 #define CLIENT_EXT_BIG_BLOCKS 0x40
 #define CLIENT_EXT_OBJGEN     0x80
 #define CLIENT_EXT_ANY_BLOCK  0x100
+#define CLIENT_EXT_SAVE_MD5   0x200
+#define CLIENT_EXT_REPLACE    0x400
 
 #define CLIENT_RX_CHUNK (256u << 10) /* bytes asked of recv() at a time */
 
@@ -116,6 +118,14 @@ int client_resp_status(const json_t *resp);
  * 0 on 200, STEP_ESTATUS otherwise (*respp set), transport errors. */
 int client_roundtrip(struct client *c, const json_t *req, const void *bin, size_t binlen,
     int timeout_ms, json_t **respp);
+
+/*
+ * put --replace without the replace extension (CLIENT_PUT_ATOMIC): the temporary-key
+ * dance, through client_put_file() without the replace flags. Returns what
+ * client_put_file() does; on failure the sentence says which key holds a full copy.
+ */
+int client_put_replace_legacy(
+    struct client *c, const char *path, const char *key, int flags, struct client_result *res);
 
 /* The state database (opened on first use); NULL when there is none or it fails (the
  * failure is logged: resume then simply does not happen). */

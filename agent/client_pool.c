@@ -766,6 +766,7 @@ put_slow(struct pool_worker *w, struct client_job *j)
 
 	rc = client_put_file(w->c, j->path, j->key, j->flags, &j->res);
 	j->rc = rc;
+	j->status = rc != 0 ? client_status(w->c) : 0;
 	if (rc != 0) {
 		snprintf(j->error, sizeof(j->error), "%s", client_error(w->c));
 		if (is_fatal_transport(rc))

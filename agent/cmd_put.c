@@ -24,19 +24,30 @@ put_help(void)
 	       "Uploads each FILE (a regular file), verifies the server's MD5 and prints the\n"
 	       "key and MD5.\n"
 	       "  --key KEY          key to store a single FILE under (default: its file name)\n"
-	       "  --replace          replace an existing KEY: it is deleted first, then FILE is\n"
-	       "                     uploaded, so if the upload fails the key holds nothing\n"
+	       "  --replace          replace an existing KEY, which keeps its old content until\n"
+	       "                     the new one is verified: on stepd (extension replace) the\n"
+	       "                     swap is atomic and a failed upload leaves the old object;\n"
+	       "                     on other servers FILE goes to a temporary key KEY.stepsync-\n"
+	       "                     new-XXXX first (verified), then KEY is deleted and uploaded\n"
+	       "                     again: between the two KEY holds nothing (readers get 404),\n"
+	       "                     and a failure there leaves the new content only under the\n"
+	       "                     temporary key, which the error names (default: refuse an\n"
+	       "                     existing KEY, exit 5)\n"
 	       "  --bwlimit RATE     cap the transfer rate, bytes per second, e.g. 500k, 10M\n"
 	       "                     (default: unlimited)\n"
 	       "  --connections N    upload up to N files at once over N connections\n"
 	       "                     (1..64, default 1)\n"
 	       "An interrupted upload resumes when --state DB is given (or the server\n"
-	       "supports it). With --json: one JSON object, or an array of them for several\n"
+	       "supports it). To stepd, put declares FILE's MD5 (extension save_md5): the\n"
+	       "server commits those bytes or nothing, and while another client uploads other\n"
+	       "content to KEY, put stops with exit status 5 instead of mixing the two (an\n"
+	       "interrupted upload of your own blocks KEY for 60 s, or until 'stepsync rm KEY').\n"
+	       "With --json: one JSON object, or an array of them for several\n"
 	       "FILEs, each with file, key, size, md5 or error.\n"
-	       "exit status: 0 all uploaded; 2 usage; 5 the key exists (402) or is being uploaded "
-	       "(423); 6 MD5 mismatch or FILE\n"
-	       "  changed while read; 74 FILE cannot be read or is not a regular file (a FIFO,\n"
-	       "  a directory...); 75 server unreachable or connection lost; 76 TLS failed;\n"
+	       "exit status: 0 all uploaded; 2 usage; 5 the key exists (402) or another upload\n"
+	       "  of it is in progress (423); 6 MD5 mismatch or FILE changed while read; 74 FILE\n"
+	       "  cannot be read or is not a regular file (a FIFO, a directory...); 75 server "
+	       "unreachable or connection lost; 76 TLS failed;\n"
 	       "  77 login refused; 78 no server, user or password; 1 other failures.\n"
 	       "  With several FILEs, every one is tried and the status is the first failure's.\n",
 	    put_usage);
@@ -118,7 +129,7 @@ put_parse(struct agent *a, int argc, char **argv, const char **keyp, int *flagsp
 			*keyp = optarg;
 			break;
 		case PO_REPLACE:
-			*flagsp |= CLIENT_PUT_REPLACE;
+			*flagsp |= CLIENT_PUT_REPLACE | CLIENT_PUT_ATOMIC;
 			break;
 		case PO_BWLIMIT:
 			if (util_parse_size(optarg, &sz) != 0 || sz == 0) {
@@ -236,7 +247,7 @@ cmd_put(struct agent *a, int argc, char **argv)
 		struct client_job *j = &jobs[job_of[i]];
 
 		if (ex[i] == 0 && j->rc != 0) {
-			ex[i] = agent_exit_code(j->rc, 0, j->error);
+			ex[i] = agent_exit_code(j->rc, j->status, j->error);
 			snprintf(why[i], sizeof(why[i]), "%s", j->error);
 		}
 		r = put_report(a, out, argv[optind + i], ex[i], why[i], &j->res);

@@ -25,6 +25,7 @@
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
+#include "progress.h"
 #include "snapshot.h"
 #include "restore.h"
 #include "util.h"
@@ -47,6 +48,7 @@ struct restore_run {
 	int special;   /* --preserve-special-bits */
 	int overwrite; /* enum restore_overwrite */
 	uint64_t kept, unchanged;
+	uint64_t hardlinks;  /* names made hard links of another restored file */
 	const char *subpath; /* --path, NULL: everything */
 	size_t sublen;
 	int fatal; /* a client error that ends the restore (server gone) */
@@ -294,6 +296,33 @@ restore_error(void *arg, const char *msg)
 	agent_error("%s", msg);
 }
 
+/* The progress line of a format-2 restore: the totals are the snapshot's (the whole of it)
+ * or what the walk has found so far (a --path, or a record without counts). */
+struct restore_progress {
+	struct progress *pg;
+	uint64_t files, bytes; /* the snapshot's, 0 when unknown */
+};
+
+static void
+restore_progress_cb(void *arg, uint64_t files_done, uint64_t files_seen, uint64_t bytes_done,
+    uint64_t bytes_seen, int final)
+{
+	struct restore_progress *rp = arg;
+
+	if (final) {
+		/* ends the line ("done") whatever the snapshot's counts said */
+		files_seen = files_done;
+		bytes_seen = bytes_done;
+	} else {
+		files_seen = files_seen > rp->files ? files_seen : rp->files;
+		bytes_seen = bytes_seen > rp->bytes ? bytes_seen : rp->bytes;
+		/* not "done" before the end: the walk may still find more */
+		if (files_done >= files_seen && bytes_done >= bytes_seen)
+			files_seen = files_done + 1;
+	}
+	progress_run(rp->pg, files_done, files_seen, bytes_done, bytes_seen);
+}
+
 /* Restores a format-2 snapshot (or its subpath) into r->to; returns the exit status. */
 static int
 restore_format2(struct restore_run *r, const char *name, uint64_t seq,
@@ -302,6 +331,7 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	struct client_opts co;
 	struct restore_opts ro;
 	struct restore_stats st;
+	struct restore_progress rp = { NULL, 0, 0 };
 	char errbuf[256];
 	int rc;
 
@@ -317,7 +347,16 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	ro.overwrite = r->overwrite;
 	ro.owner = geteuid() == 0;
 	ro.error = restore_error;
+	if (r->a->progress && !r->a->json && progress_new(1, &rp.pg) == 0) {
+		if (subpath == NULL) {
+			rp.files = rec->files;
+			rp.bytes = rec->bytes;
+		}
+		ro.progress = restore_progress_cb;
+		ro.progress_arg = &rp;
+	}
 	rc = restore_tree(&ro, rec->root, subpath, &st);
+	progress_free(rp.pg); /* the line ends before the summary */
 	r->files = st.files;
 	r->dirs_done = st.dirs;
 	r->symlinks = st.symlinks;
@@ -325,6 +364,7 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 	r->failed = st.failed;
 	r->kept = st.kept;
 	r->unchanged = st.unchanged;
+	r->hardlinks = st.hardlinks;
 	switch (rc) {
 	case 0:
 		return r->kept > 0 ? AGENT_EXIT_CONFLICT : AGENT_EXIT_OK;
@@ -336,7 +376,8 @@ restore_format2(struct restore_run *r, const char *name, uint64_t seq,
 		r->failed++;
 		return AGENT_EXIT_FAIL;
 	case STEP_ESYS:
-		agent_error("cannot restore into '%s': %s", r->to, strerror(errno));
+		/* the engine said why (the target cannot be opened or flushed); errno is
+		 * long gone by now */
 		return AGENT_EXIT_FAIL;
 	default:
 		r->failed++;
@@ -397,17 +438,23 @@ restore_report(struct agent *a, const struct restore_run *r, const char *name, u
 {
 	if (a->json)
 		agent_json(a,
-		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "command",
-		        "restore", "name", name, "seq", (json_int_t)seq, "to", r->to, "files",
-		        (json_int_t)r->files, "dirs", (json_int_t)r->dirs_done, "symlinks",
+		    json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		        "command", "restore", "name", name, "seq", (json_int_t)seq, "to", r->to,
+		        "files", (json_int_t)r->files, "dirs", (json_int_t)r->dirs_done, "symlinks",
 		        (json_int_t)r->symlinks, "bytes", (json_int_t)r->bytes, "failed",
 		        (json_int_t)r->failed, "kept", (json_int_t)r->kept, "unchanged",
-		        (json_int_t)r->unchanged));
+		        (json_int_t)r->unchanged, "hardlinks", (json_int_t)r->hardlinks));
 	if (a->verbose >= 0) {
 		char extra[160] = "";
+		size_t len;
 
+		if (r->hardlinks > 0)
+			snprintf(extra, sizeof(extra), "; %" PRIu64 " %s", r->hardlinks,
+			    r->hardlinks == 1 ? "file is a hard link of another"
+			                      : "files are hard links of others");
+		len = strlen(extra);
 		if (r->unchanged > 0 || r->kept > 0)
-			snprintf(extra, sizeof(extra),
+			snprintf(extra + len, sizeof(extra) - len,
 			    "; %" PRIu64 " already there and identical, %" PRIu64
 			    " left alone (they differ)",
 			    r->unchanged, r->kept);

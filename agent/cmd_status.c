@@ -55,6 +55,67 @@ json_str_key(json_t *obj, sqlite3 *sq, const char *key, const char *field)
 	free(v);
 }
 
+/* The deletions held back by watchers (status key "held"): an object by snapshot name of
+ * {"files", "since", "release"}; {} when none. */
+static json_t *
+held_json(sqlite3 *sq)
+{
+	char *text = NULL;
+	json_t *all = NULL;
+
+	if (queue_status_get(sq, "held", &text) == 0)
+		all = json_loads(text, 0, NULL);
+	free(text);
+	if (!json_is_object(all)) {
+		json_decref(all);
+		all = json_object();
+	}
+	return all;
+}
+
+/* The sync engine's counters of the watcher's last run, when a watcher ran. */
+static void
+engine_print(sqlite3 *sq)
+{
+	long long inc = 0, dirs = 0, reused = 0, hashed = 0, full = 0, incs = 0;
+
+	if (queue_status_get_int(sq, "last_run_incremental", &inc) != 0)
+		return;
+	queue_status_get_int(sq, "last_dirs_scanned", &dirs);
+	queue_status_get_int(sq, "last_dirs_reused", &reused);
+	queue_status_get_int(sq, "last_files_hashed", &hashed);
+	queue_status_get_int(sq, "full_runs", &full);
+	queue_status_get_int(sq, "incremental_runs", &incs);
+	printf("last watcher run: %s, %lld %s read, %lld reused, %lld %s hashed "
+	       "(%lld full and %lld incremental runs)\n",
+	    inc ? "incremental" : "full", dirs,
+	    agent_plural((uint64_t)dirs, "directory", "directories"), reused, hashed,
+	    agent_plural((uint64_t)hashed, "file", "files"), full, incs);
+}
+
+/* The held deletions, a line each. */
+static void
+held_print(sqlite3 *sq)
+{
+	json_t *all = held_json(sq), *e;
+	const char *name;
+	char when[64];
+
+	if (json_object_size(all) == 0)
+		printf("held deletions: none\n");
+	json_object_foreach(all, name, e)
+	{
+		fmt_time(
+		    (long long)json_integer_value(json_object_get(e, "since")), when, sizeof(when));
+		printf("held deletions: %s: %lld files gone but kept in its snapshots since %s "
+		       "(most of the tree vanished); to record the deletions run: %s\n",
+		    agent_tty_str(stdout, name),
+		    (long long)json_integer_value(json_object_get(e, "files")), when,
+		    agent_tty_str(stdout, json_string_value(json_object_get(e, "release"))));
+	}
+	json_decref(all);
+}
+
 /* Whole per cent of blocks acknowledged (a finished plan of 0 blocks is 100). */
 static int
 percent(const struct upload_progress *p)
@@ -171,6 +232,15 @@ print_json(const struct agent *a, struct db *db, long long pending)
 	json_int_key(o, sq, "last_error_time", "last_error_time");
 	json_int_key(o, sq, "bytes_sent", "bytes_sent");
 	json_int_key(o, sq, "errors", "errors");
+	json_int_key(o, sq, "full_runs", "full_runs");
+	json_int_key(o, sq, "incremental_runs", "incremental_runs");
+	json_int_key(o, sq, "last_run_incremental", "last_run_incremental");
+	json_int_key(o, sq, "last_dirs_scanned", "last_dirs_scanned");
+	json_int_key(o, sq, "last_dirs_reused", "last_dirs_reused");
+	json_int_key(o, sq, "last_files_hashed", "last_files_hashed");
+	json_int_key(o, sq, "dirs_scanned_total", "dirs_scanned_total");
+	json_int_key(o, sq, "files_hashed_total", "files_hashed_total");
+	json_object_set_new(o, "held", held_json(sq));
 	json_object_set_new(o, "uploads", uploads);
 	json_object_set_new(o, "last_run", json_incref(json_array_get(runs, 0)));
 	if (json_object_get(o, "last_run") == NULL)
@@ -216,6 +286,8 @@ print_text(struct db *db, long long pending)
 	v = 0;
 	queue_status_get_int(sq, "bytes_sent", &v);
 	printf("bytes sent: %lld\n", v);
+	held_print(sq);
+	engine_print(sq);
 	if (queue_status_get(sq, "last_error", &s) == 0) {
 		v = 0;
 		queue_status_get_int(sq, "last_error_time", &v);

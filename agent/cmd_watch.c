@@ -33,6 +33,7 @@
 #include "step.h"
 #include "util.h"
 #include "watch.h"
+#include "watch_retention.h"
 #include "watch_sync.h"
 
 #define WATCH_USAGE                                                                                \
@@ -41,13 +42,21 @@
 #define BACKOFF_MIN_MS    500
 #define BACKOFF_MAX_MS    60000
 #define POLL_UNWATCHED_MS 2000 /* fallback scan period for directories without a watch */
+/* The verification rescan's default period. Incremental runs trust inotify; the full
+ * rescan is the safety net for what it cannot see (a change through another mount of a
+ * network file system, a bug). A no-change full run of a million files costs about ten
+ * seconds of CPU and, with a cold cache, minutes of disk: six hours keeps that under
+ * 0.1 % of a core. */
+#define WATCH_RESCAN_S    21600
 
 /* One watched tree. */
 struct wdir {
-	char *name;  /* owned; snapshot NAME, or NULL for the sync engine's default */
-	char *path;  /* owned; absolute, resolved */
-	char *qkey;  /* owned; the queue's dir column: name, else path */
-	int removed; /* its [dir] section went away at a SIGHUP: no longer synced */
+	char *name;    /* owned; snapshot NAME, or NULL for the sync engine's default */
+	char *path;    /* owned; absolute, resolved */
+	char *qkey;    /* owned; the queue's dir column: name, else path */
+	int removed;   /* its [dir] section went away at a SIGHUP: no longer synced */
+	uint64_t held; /* files gone but held back by its last sync: runs are full ones */
+	uint64_t rescan_ms, next_rescan_ms; /* its verification rescan */
 };
 
 struct watcher {
@@ -58,7 +67,8 @@ struct watcher {
 	size_t ndirs;
 	struct watch *w; /* owned */
 	struct watch_debounce deb;
-	uint64_t debounce_ms, rescan_ms, next_rescan_ms, next_poll_ms;
+	uint64_t debounce_ms, next_poll_ms;
+	uint64_t rescan_ms;   /* --rescan, 0 when not given */
 	uint64_t retry_at_ms; /* 0: no retry pending */
 	uint64_t backoff_ms;
 	int max_watches;
@@ -115,6 +125,14 @@ wdir_add(struct watcher *wt, const char *name, const char *path)
 	d->path = xstrdup(real);
 	d->qkey = xstrdup(name != NULL ? name : real);
 	d->removed = 0;
+	d->held = 0;
+	/* --rescan, else the [dir]'s rescan key, else the default. */
+	d->rescan_ms = wt->rescan_ms;
+	if (d->rescan_ms == 0 && name != NULL && config_find_dir(wt->a->cfg, name) != NULL)
+		d->rescan_ms = (uint64_t)config_find_dir(wt->a->cfg, name)->rescan_s * 1000;
+	if (d->rescan_ms == 0)
+		d->rescan_ms = (uint64_t)WATCH_RESCAN_S * 1000;
+	d->next_rescan_ms = util_now_ms() + d->rescan_ms;
 	return 0;
 }
 
@@ -218,6 +236,32 @@ prom_run(const struct runs_rec *r, void *arg)
 }
 
 /* node_exporter textfile: written atomically so the collector never sees half a file. */
+/* Deletions held back (status key "held", see sync.h's hold_mass_delete), per name. */
+static void
+prom_held(struct watcher *wt, FILE *f)
+{
+	char *text = NULL;
+	json_t *all = NULL, *e;
+	const char *name;
+
+	fputs("# HELP stepsync_held_deletions Files gone from a directory whose deletion is "
+	      "held back (most of the tree vanished); release with stepsync sync "
+	      "--allow-mass-delete.\n"
+	      "# TYPE stepsync_held_deletions gauge\n",
+	    f);
+	if (queue_status_get(wt->sq, "held", &text) == 0)
+		all = json_loads(text, 0, NULL);
+	json_object_foreach(all, name, e)
+	{
+		fputs("stepsync_held_deletions{name=\"", f);
+		prom_label(f, name);
+		fprintf(
+		    f, "\"} %lld\n", (long long)json_integer_value(json_object_get(e, "files")));
+	}
+	json_decref(all);
+	free(text);
+}
+
 static void
 write_prometheus(struct watcher *wt)
 {
@@ -258,6 +302,7 @@ write_prometheus(struct watcher *wt)
 	    last, bytes, pending, errors);
 	if (runs_migrate(wt->db) == 0)
 		runs_each(wt->db, prom_run, f);
+	prom_held(wt, f);
 	if (fclose(f) != 0 || text == NULL) {
 		free(text);
 		log_warn("cannot write '%s'", wt->prometheus);
@@ -309,6 +354,19 @@ sync_fatal(int ex, const char *msg)
 	return ex == AGENT_EXIT_CONFIG || ex == AGENT_EXIT_USAGE || ex == AGENT_EXIT_TLS;
 }
 
+/* The engine's counters of the last run, and the count of full runs, for `status`. */
+static void
+note_counters(struct watcher *wt, const struct watch_sync_result *res)
+{
+	queue_status_set_int(wt->sq, "last_run_incremental", res->incremental);
+	queue_status_set_int(wt->sq, "last_dirs_scanned", (long long)res->dirs_scanned);
+	queue_status_set_int(wt->sq, "last_dirs_reused", (long long)res->dirs_reused);
+	queue_status_set_int(wt->sq, "last_files_hashed", (long long)res->files_hashed);
+	queue_status_add(wt->sq, res->incremental ? "incremental_runs" : "full_runs", 1);
+	queue_status_add(wt->sq, "dirs_scanned_total", (long long)res->dirs_scanned);
+	queue_status_add(wt->sq, "files_hashed_total", (long long)res->files_hashed);
+}
+
 /* Syncs every tree with pending entries; acknowledges what each successful sync covered. */
 static void
 sync_pending(struct watcher *wt)
@@ -338,7 +396,12 @@ sync_pending(struct watcher *wt)
 		errbuf[0] = '\0';
 		wt->sync_error[0] = '\0';
 		memset(&res, 0, sizeof(res));
-		if (watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf)) != 0) {
+		/* While deletions are held back, an incremental run could drop some of them
+		 * (those in a directory it reads): every run reads the whole tree. */
+		if ((d->held > 0
+		            ? watch_sync_dir(wt->a, d->name, d->path, &res, errbuf, sizeof(errbuf))
+		            : watch_sync_changes(wt->a, d->name, d->path, d->qkey, mark, &res,
+		                  errbuf, sizeof(errbuf))) != 0) {
 			if (util_stop_pending()) {
 				/* SIGTERM/SIGINT cut the sync short: not an error, and the
 				 * changes stay queued for the next start. */
@@ -376,15 +439,27 @@ sync_pending(struct watcher *wt)
 			continue;
 		}
 		queue_ack(wt->sq, d->qkey, mark);
+		if (res.held > 0 && d->held == 0)
+			log_warnx("'%s': most files are gone (unmounted disk?): %llu deletions are "
+			          "held back, everything else is backed up; 'stepsync status' says "
+			          "how to release them",
+			    d->path, (unsigned long long)res.held);
+		d->held = res.held;
 		queue_status_set_int(wt->sq, "last_success", util_wall_s());
 		queue_status_add(wt->sq, "bytes_sent", (long long)res.bytes_sent);
 		if (res.snapshot[0] != '\0') {
 			queue_status_set(wt->sq, "last_snapshot", res.snapshot);
 			queue_status_set_int(wt->sq, "last_snapshot_time", util_wall_s());
 		}
-		log_info("synced '%s' (%lld %s)%s%s", d->path, n,
-		    agent_plural((uint64_t)n, "change", "changes"),
-		    res.snapshot[0] ? ": snapshot " : "", res.snapshot);
+		note_counters(wt, &res);
+		log_info("synced '%s' (%lld %s)%s%s; %s run: %llu %s read, %llu reused, %llu "
+		         "%s hashed",
+		    d->path, n, agent_plural((uint64_t)n, "change", "changes"),
+		    res.snapshot[0] ? ": snapshot " : "", res.snapshot,
+		    res.incremental ? "incremental" : "full", (unsigned long long)res.dirs_scanned,
+		    agent_plural(res.dirs_scanned, "directory", "directories"),
+		    (unsigned long long)res.dirs_reused, (unsigned long long)res.files_hashed,
+		    agent_plural(res.files_hashed, "file", "files"));
 	}
 	if (failed) {
 		wt->backoff_ms = next_backoff;
@@ -427,6 +502,8 @@ adopt_config(struct watcher *wt, struct config *new, char *errbuf, size_t errlen
 		snprintf(errbuf, errlen, "bad server '%s'", new->server);
 		return -1;
 	}
+	if (watch_retention_check(new, errbuf, errlen) != 0)
+		return -1;
 	if (a->state_path != NULL && old != NULL && a->state_path == old->state_path) {
 		if (new->state_path == NULL || strcmp(new->state_path, old->state_path) != 0)
 			log_warnx("SIGHUP: the state database stays '%s' until a restart",
@@ -514,6 +591,10 @@ reload_config(struct watcher *wt)
 		for (i = 0; i < a->cfg->ndirs; i++)
 			wdir_adopt(wt, a->cfg->dirs[i].name, a->cfg->dirs[i].path);
 	}
+	/* Excludes may have changed: the trees of the last runs do not say so, a full run
+	 * of every directory does. */
+	queue_all(wt);
+	watch_debounce_note(&wt->deb, util_now_ms());
 	log_info("SIGHUP: configuration reloaded from '%s'", file);
 	wt->retry_at_ms = util_now_ms();
 	wt->backoff_ms = 0;
@@ -571,6 +652,24 @@ sync_timeout(const struct watcher *wt, uint64_t now)
 	return t > r ? t : r;
 }
 
+/* Queues the verification rescan (a full run) of every directory whose period is up. */
+static void
+periodic_rescan(struct watcher *wt, uint64_t now)
+{
+	size_t i;
+
+	for (i = 0; i < wt->ndirs; i++) {
+		struct wdir *d = &wt->dirs[i];
+
+		if (now < d->next_rescan_ms || d->removed)
+			continue;
+		log_info("periodic rescan of '%s'", d->path);
+		queue_one(wt, d->path, QUEUE_RESCAN);
+		watch_debounce_note(&wt->deb, now);
+		d->next_rescan_ms = now + d->rescan_ms;
+	}
+}
+
 static int
 watch_loop(struct watcher *wt, int sfd)
 {
@@ -581,7 +680,8 @@ watch_loop(struct watcher *wt, int sfd)
 
 		min_timeout(&t, sync_timeout(wt, now));
 		min_timeout(&t, watch_next_timeout(wt->w, now));
-		min_timeout(&t, until(wt->next_rescan_ms, now));
+		for (size_t i = 0; i < wt->ndirs; i++)
+			min_timeout(&t, until(wt->dirs[i].next_rescan_ms, now));
 		/* Idle with every directory watched, nothing wakes the loop but the rescan. */
 		if (watch_unwatched_count(wt->w) > 0)
 			min_timeout(&t, until(wt->next_poll_ms, now));
@@ -604,12 +704,7 @@ watch_loop(struct watcher *wt, int sfd)
 			watch_poll_unwatched(wt->w);
 			wt->next_poll_ms = now + POLL_UNWATCHED_MS;
 		}
-		if (now >= wt->next_rescan_ms) {
-			log_info("periodic rescan");
-			queue_all(wt);
-			watch_debounce_note(&wt->deb, now);
-			wt->next_rescan_ms = now + wt->rescan_ms;
-		}
+		periodic_rescan(wt, now);
 		if (db_commit(wt->db) != 0) {
 			log_warnx("cannot commit queued changes: %s", db_errmsg(wt->db));
 			db_rollback(wt->db);
@@ -641,7 +736,9 @@ watch_help(void)
 	       "                     (default 1000; 0..3600000); a batch that keeps getting\n"
 	       "                     events is synced after max(10 * MS, 10 s) anyway\n"
 	       "  --rescan SECONDS   full rescan of every directory this often, the safety\n"
-	       "                     net for anything inotify missed (default 3600)\n"
+	       "                     net for anything inotify missed (default: the [dir]'s\n"
+	       "                     rescan key, else 21600, six hours); between rescans\n"
+	       "                     only the directories inotify names are read\n"
 	       "  --prometheus FILE  after every sync write node_exporter textfile metrics\n"
 	       "                     (last success time, bytes sent, files pending, errors,\n"
 	       "                     each directory's last run exit status and time)\n"
@@ -762,6 +859,18 @@ pick_dirs(struct watcher *wt, int argc, char **argv, const char *name)
 	return 0;
 }
 
+/* A [dir]'s keep rules are applied by the watcher itself: a bad one stops it at start. */
+static int
+check_keep_rules(const struct config *cfg)
+{
+	char err[512];
+
+	if (watch_retention_check(cfg, err, sizeof(err)) == 0)
+		return 0;
+	agent_error("%s", err);
+	return AGENT_EXIT_CONFIG;
+}
+
 int
 cmd_watch(struct agent *a, int argc, char **argv)
 {
@@ -773,7 +882,6 @@ cmd_watch(struct agent *a, int argc, char **argv)
 	memset(&wt, 0, sizeof(wt));
 	wt.a = a;
 	wt.debounce_ms = 1000;
-	wt.rescan_ms = 3600 * 1000;
 	if ((r = parse_opts(&wt, argc, argv, &name, &use_syslog)) != 0) {
 		r = r < 0 ? AGENT_EXIT_OK : r;
 		goto out;
@@ -782,6 +890,8 @@ cmd_watch(struct agent *a, int argc, char **argv)
 		log_init("stepsync", log_get_level(), true);
 	wt.from_config = optind == argc && name == NULL;
 	if ((r = pick_dirs(&wt, argc, argv, name)) != 0)
+		goto out;
+	if ((r = check_keep_rules(a->cfg)) != 0)
 		goto out;
 	r = AGENT_EXIT_FAIL;
 	if (agent_db(a, &wt.db) != 0)
@@ -821,7 +931,6 @@ cmd_watch(struct agent *a, int argc, char **argv)
 		    agent_plural(wt.ndirs, "directory", "directories"), watch_count(wt.w),
 		    agent_plural(watch_count(wt.w), "watch", "watches"));
 	fflush(stdout);
-	wt.next_rescan_ms = util_now_ms() + wt.rescan_ms;
 	wt.next_poll_ms = util_now_ms() + POLL_UNWATCHED_MS;
 	/* From here on the sync engine's messages go to the log (start-up errors above are
 	 * printed plainly). */

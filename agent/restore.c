@@ -32,6 +32,7 @@
 #include "fetch.h"
 #include "manifest.h"
 #include "restore.h"
+#include "restore_links.h"
 #include "tree.h"
 #include "util.h"
 
@@ -39,6 +40,7 @@
 #define BATCH_JOBS    32           /* chunks a worker takes at once, at most... */
 #define BATCH_BYTES   (256u << 10) /* ...and bytes of them (a large chunk goes alone) */
 #define STOP_EVERY    64           /* next() calls between looks for a pending signal */
+#define HOLE_BLOCK    4096         /* aligned runs of zeros this long are left as holes */
 
 #define ADD(p, n) __atomic_add_fetch((p), (n), __ATOMIC_RELAXED)
 
@@ -69,6 +71,8 @@ struct rfile {
 	uint32_t nchunks, left; /* chunks, and chunks not ended */
 	int fd;                 /* the temporary file, -1 until the first bytes */
 	int failed;
+	uint64_t link;                   /* its hard-link group, 0: none */
+	uint8_t digest[HASH_SHA256_LEN]; /* with link: rlinks_digest() of its chunks */
 };
 
 struct rjob {
@@ -100,6 +104,11 @@ struct engine {
 	unsigned long tmpseq;
 	long pid;
 	struct restore_stats st;
+	struct rlinks *links; /* restored files of hard-link groups */
+	/* progress (atomics): files and bytes found in the trees so far, and done */
+	uint64_t pg_files_seen, pg_bytes_seen, pg_files_done, pg_bytes_done;
+	uint64_t pg_last_ms; /* the last call of o->progress */
+	pthread_mutex_t pgmu;
 };
 
 /* ---- small helpers ---- */
@@ -209,6 +218,56 @@ count_failed(struct engine *g)
 	ADD(&g->st.failed, 1);
 }
 
+/* Calls o->progress when 100 ms have passed since the last call (or final), one at a time. */
+static void
+progress_tick(struct engine *g, int final)
+{
+	uint64_t now, last;
+
+	if (g->o->progress == NULL)
+		return;
+	now = util_now_ms();
+	last = __atomic_load_n(&g->pg_last_ms, __ATOMIC_RELAXED);
+	if (!final && (now - last < 100 || pthread_mutex_trylock(&g->pgmu) != 0))
+		return;
+	if (final)
+		pthread_mutex_lock(&g->pgmu);
+	__atomic_store_n(&g->pg_last_ms, now, __ATOMIC_RELAXED);
+	g->o->progress(g->o->progress_arg, __atomic_load_n(&g->pg_files_done, __ATOMIC_RELAXED),
+	    __atomic_load_n(&g->pg_files_seen, __ATOMIC_RELAXED),
+	    __atomic_load_n(&g->pg_bytes_done, __ATOMIC_RELAXED),
+	    __atomic_load_n(&g->pg_bytes_seen, __ATOMIC_RELAXED), final);
+	pthread_mutex_unlock(&g->pgmu);
+}
+
+/* One file done (restored, failed or left as it was), bytes of it not counted yet. */
+static void
+progress_file(struct engine *g, uint64_t bytes)
+{
+	ADD(&g->pg_files_done, 1);
+	if (bytes > 0)
+		ADD(&g->pg_bytes_done, bytes);
+	progress_tick(g, 0);
+}
+
+/* A file of hard-link group link was restored as name in d: noted for restore_links.c. */
+static void
+link_record(struct engine *g, const struct rdir *d, const char *name, uint64_t link,
+    const uint8_t digest[HASH_SHA256_LEN])
+{
+	char dir[1024] = "";
+	size_t len;
+
+	if (link == 0)
+		return;
+	len = path_put(d, dir, sizeof(dir));
+	if (len > 0 && dir[len - 1] == '/')
+		dir[len - 1] = '\0';
+	if (rlinks_add(g->links, link, digest, dir, name, d->mtime_ns, d->meta) != 0)
+		report(g, "out of memory: '%s%s%s' is restored as a copy, not a hard link", dir,
+		    *dir ? "/" : "", name);
+}
+
 /* ---- directories ---- */
 
 /* One entry of d finished (or its tree was processed): the last one finishes d, which
@@ -290,7 +349,9 @@ file_finish(struct engine *g, struct rfile *f)
 	if (!f->failed && f->fd < 0)
 		f->failed = 1; /* cannot happen: every chunk has bytes */
 	if (!f->failed) {
-		if ((e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns)) != 0 ||
+		/* the size, for a file that ends in a hole (chunk_write() left it unwritten) */
+		if ((ftruncate(f->fd, (off_t)f->size) != 0 && (e = errno) != 0) ||
+		    (e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns)) != 0 ||
 		    (renameat(f->dir->fd, f->tmp, f->dir->fd, f->name) != 0 && (e = errno) != 0)) {
 			path_of(f->dir, f->name, path, sizeof(path));
 			report(g, "cannot restore '%s': %s", path, strerror(e));
@@ -306,7 +367,9 @@ file_finish(struct engine *g, struct rfile *f)
 	} else {
 		ADD(&g->st.files, 1);
 		ADD(&g->st.bytes, f->size);
+		link_record(g, f->dir, f->name, f->link, f->digest);
 	}
+	progress_file(g, 0);
 	dir_release(g, f->dir);
 	free(f->name);
 	free(f);
@@ -357,11 +420,63 @@ file_fd(struct engine *g, struct rjob *j, int *fdp)
 }
 
 static int
+all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* The length of the run at p (file offset off, n bytes left) to write: up to the next
+ * aligned HOLE_BLOCK of zeros. */
+static size_t
+data_run(const uint8_t *p, size_t n, uint64_t off)
+{
+	size_t run = HOLE_BLOCK - (size_t)(off % HOLE_BLOCK), seg;
+
+	if (run > n)
+		return n;
+	while (run < n) {
+		seg = n - run < HOLE_BLOCK ? n - run : HOLE_BLOCK;
+		if (seg == HOLE_BLOCK && all_zero(p + run, seg))
+			break;
+		run += seg;
+	}
+	return run;
+}
+
+/*
+ * Writes n bytes at off into the new (empty) file fd, leaving every aligned HOLE_BLOCK of
+ * zeros unwritten: it reads as zeros, and a sparse file stays sparse (file_finish() sets
+ * the size). 0, or errno.
+ */
+static int
+write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+	size_t i = 0, run, done;
+	ssize_t k;
+
+	while (i < n) {
+		if ((off + i) % HOLE_BLOCK == 0 && n - i >= HOLE_BLOCK &&
+		    all_zero(p + i, HOLE_BLOCK)) {
+			i += HOLE_BLOCK;
+			continue;
+		}
+		run = data_run(p + i, n - i, off + i);
+		for (done = 0; done < run; done += (size_t)k) {
+			k = pwrite(fd, p + i + done, run - done, (off_t)(off + i + done));
+			if (k < 0 && errno == EINTR)
+				k = 0;
+			else if (k < 0)
+				return errno;
+		}
+		i += run;
+	}
+	return 0;
+}
+
+static int
 chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, size_t n)
 {
-	size_t done = 0;
-	ssize_t k;
-	int fd, r;
+	int fd, r, e;
 
 	if (off + n > j->size) {
 		snprintf(j->err, sizeof(j->err), "the server sent more bytes than the chunk has");
@@ -369,16 +484,12 @@ chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, si
 	}
 	if ((r = file_fd(g, j, &fd)) != 0)
 		return r;
-	while (done < n) {
-		k = pwrite(fd, p + done, n - done, (off_t)(j->off + off + done));
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot write: %s", strerror(errno));
-			return STEP_ESYS;
-		}
-		done += (size_t)k;
+	if ((e = write_sparse(fd, p, n, j->off + off)) != 0) {
+		snprintf(j->err, sizeof(j->err), "cannot write: %s", strerror(e));
+		return STEP_ESYS;
 	}
+	ADD(&g->pg_bytes_done, n);
+	progress_tick(g, 0);
 	return 0;
 }
 
@@ -538,6 +649,8 @@ add_file(
 	f->gid = e->gid;
 	f->size = e->size;
 	f->nchunks = f->left = (uint32_t)e->nchunks;
+	if ((f->link = e->link) != 0)
+		rlinks_digest(e, f->digest);
 	for (size_t i = 0; i < e->nchunks; i++) {
 		if ((j = calloc(1, sizeof(*j))) == NULL) {
 			while (first != NULL) {
@@ -655,8 +768,15 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 
 	memcpy(name, e->name, e->namelen);
 	name[e->namelen] = '\0';
-	if (e->type != TREE_DIR && existing(g, d, e, name))
+	if (e->type == TREE_FILE) {
+		ADD(&g->pg_files_seen, 1);
+		ADD(&g->pg_bytes_seen, e->size);
+	}
+	if (e->type != TREE_DIR && existing(g, d, e, name)) {
+		if (e->type == TREE_FILE)
+			progress_file(g, e->size);
 		return;
+	}
 	switch (e->type) {
 	case TREE_DIR:
 		r = add_subdir(g, d, e, name, b);
@@ -666,8 +786,14 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 			r = add_file(g, d, e, name, b);
 			break;
 		}
-		if ((err = make_empty_file(g, d, e, name)) == 0)
+		progress_file(g, 0);
+		if ((err = make_empty_file(g, d, e, name)) == 0) {
+			uint8_t digest[HASH_SHA256_LEN];
+
 			ADD(&g->st.files, 1);
+			rlinks_digest(e, digest);
+			link_record(g, d, name, e->link, digest);
+		}
 		break;
 	default:
 		if ((err = make_symlink(g, d, e, name)) == 0)
@@ -1033,6 +1159,22 @@ run_workers(struct engine *g, struct worker *w, int nconn)
 	}
 }
 
+static void
+link_report(void *arg, const char *msg)
+{
+	report(arg, "%s", msg);
+}
+
+/* After the workers: the names of each hard-link group become links of one inode. */
+static void
+relink(struct engine *g, int targetfd)
+{
+	uint64_t failed = 0;
+
+	g->st.hardlinks = rlinks_apply(g->links, targetfd, link_report, g, &failed);
+	g->st.failed += failed;
+}
+
 int
 restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], const char *subpath,
     struct restore_stats *st)
@@ -1048,6 +1190,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	g.pid = (long)getpid();
 	pthread_mutex_init(&g.mu, NULL);
 	pthread_mutex_init(&g.errmu, NULL);
+	pthread_mutex_init(&g.pgmu, NULL);
 	pthread_cond_init(&g.cv, NULL);
 	if (o->client == NULL || o->target == NULL || nconn > RESTORE_CONN_MAX) {
 		r = STEP_EINVAL;
@@ -1059,7 +1202,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 		goto out;
 	}
 	raise_nofile();
-	if ((rd = calloc(1, sizeof(*rd))) == NULL) {
+	if (rlinks_new(&g.links) != 0 || (rd = calloc(1, sizeof(*rd))) == NULL) {
 		r = STEP_ENOMEM;
 		goto out;
 	}
@@ -1090,6 +1233,9 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 
 	run_workers(&g, w, nconn);
 	drain(&g);
+	if (g.abort_rc == 0)
+		relink(&g, flushfd);
+	progress_tick(&g, 1);
 	if (g.abort_rc != 0 && g.abort_rc != STEP_EIO)
 		report(&g, "restore stopped: %s",
 		    g.abort_rc == STEP_ESTOPPED ? "interrupted"
@@ -1124,8 +1270,10 @@ out:
 	for (size_t i = 0; i < g.ncomp; i++)
 		free(g.comp[i]);
 	free(g.comp);
+	rlinks_free(g.links);
 	pthread_cond_destroy(&g.cv);
 	pthread_mutex_destroy(&g.mu);
 	pthread_mutex_destroy(&g.errmu);
+	pthread_mutex_destroy(&g.pgmu);
 	return r;
 }

@@ -11,6 +11,11 @@
  * is checked before the file is renamed into place). setuid, setgid and sticky bits and
  * world-writable directories are dropped unless preserve_special_bits.
  *
+ * Owners (uid/gid, numerically) are restored with o->owner (as root). Aligned 4 KiB runs
+ * of zeros are never written, so a sparse file comes back sparse (holes, the size set at
+ * the end). The files of one hard-link group (tree.h link) come back as hard links of one
+ * inode (restore_links.h), within what the restore covers.
+ *
  * Durability comes from one syncfs() of the target's filesystem at the end, not from an
  * fsync per file. Never prints: every problem is a sentence handed to opts->error.
  */
@@ -40,6 +45,14 @@ enum restore_overwrite {
 	RESTORE_OVERWRITE_IF_NEWER,
 };
 
+/*
+ * Progress: files and bytes done (restored, failed, or found already there) and found so far
+ * in the trees walked (the totals grow as the walk goes on). Called from any thread, at
+ * most about ten times a second, never two at once, and once more at the end (final 1).
+ */
+typedef void restore_progress_fn(void *arg, uint64_t files_done, uint64_t files_seen,
+    uint64_t bytes_done, uint64_t bytes_seen, int final);
+
 struct restore_opts {
 	const struct client_opts *client; /* each connection's settings (borrowed) */
 	int nconn;                        /* connections, one thread each; 0: 4 */
@@ -50,6 +63,8 @@ struct restore_opts {
 	int overwrite; /* enum restore_overwrite */
 	restore_error_fn *error; /* NULL: errors are only counted */
 	void *error_arg;
+	restore_progress_fn *progress; /* NULL: none */
+	void *progress_arg;
 };
 
 struct restore_stats {
@@ -60,6 +75,7 @@ struct restore_stats {
 	uint64_t kept;      /* files already in the target, different, left alone (reported) */
 	uint64_t unchanged; /* files already in the target, identical: not written */
 	uint64_t requests;  /* GET and DOWNLOAD requests sent */
+	uint64_t hardlinks; /* files made hard links of another restored file (tree.h link) */
 };
 
 /*

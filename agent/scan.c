@@ -195,7 +195,7 @@ walk_one(struct scan_walk *w, int dfd, size_t plen, const char *name)
 		}
 		if ((r = w->fn(w->ctx, &e)) != 0) {
 			close(cfd);
-			return r;
+			return r == SCAN_SKIP ? 0 : r;
 		}
 		r = walk_dir(w, cfd, elen);
 		close(cfd);

@@ -35,8 +35,10 @@ struct scan_stats {
 
 /*
  * Callback: returns 0 to go on, a negative STEP_E* to stop the walk (scan_tree then
- * returns that code).
+ * returns that code), or for a directory SCAN_SKIP: go on without walking its contents
+ * (an incremental sync reuses what it knows of an unchanged subtree).
  */
+#define SCAN_SKIP 1
 typedef int scan_fn(void *ctx, const struct scan_entry *e);
 
 /*

@@ -66,6 +66,7 @@ job_new(const struct sync_opts *o)
 	s->allow_mass_delete = o->allow_mass_delete;
 	s->skip_unchanged = o->skip_unchanged;
 	s->progress = o->progress;
+	s->hold_mass_delete = o->hold_mass_delete;
 	s->progress_arg = o->progress_arg;
 	/* Chunks (up to CHUNK_MAX) are allocated and freed all the time: glibc would map and
 	 * unmap each one (and fault its pages in again); keep them on the heap instead. */
@@ -84,6 +85,8 @@ job_free(struct sync_job *s)
 	sync_uploader_free(s, s->up); /* waits for batches still in flight */
 	sender_free(s->snd);
 	tree_builder_free(s->tb);
+	sync_inc_release(s);
+	free(s->lastpath);
 	free(s->queued.slot);
 	free(s->cbuf);
 	buf_release(&s->clist);
@@ -185,51 +188,75 @@ job_finish(struct sync_job *s, struct client *c, struct manifest_header *h, int 
 	return AGENT_EXIT_OK;
 }
 
+/* One run of job s: setup, scan, uploads, snapshot. Returns the exit status, or
+ * SYNC_HOLD_AGAIN; *h is the snapshot (h->seq 0: none). */
+static int
+job_run(
+    struct sync_job *s, const struct sync_changes *ch, struct manifest_header *h, int *unchangedp)
+{
+	struct client *c = NULL;
+	double t0;
+	int r, ex = AGENT_EXIT_FAIL;
+
+	if (agent_db(s->a, &s->db) != 0)
+		return SYNC_EXIT_CONFIG;
+	if ((r = files_migrate(s->db)) != 0 || (r = snapshots_migrate(s->db)) != 0 ||
+	    (r = sync_bind_server(s->a, s->db)) != 0 || (r = files_new(s->db, &s->files)) != 0 ||
+	    (r = manifest_writer_new(&s->mw)) != 0 || (r = sync_inc_prepare(s, ch)) != 0) {
+		agent_error("state database: %s", step_strerror(r));
+		return AGENT_EXIT_FAIL;
+	}
+	if (agent_client(s->a, &c) != 0)
+		return SYNC_EXIT_CONFIG;
+	s->scan_c = c;
+	t0 = util_now_s();
+	if (!s->dry_run && (r = sync_verify_cache(s, c)) != 0)
+		return sync_exit_for(s, r);
+	if ((r = sync_scan_phase(s, &ex)) != 0)
+		return r < 0 ? sync_exit_for(s, r) : ex;
+	log_info("scanned '%s' in %.3f s: %" PRIu64 " files hashed, %" PRIu64 " to send", s->root,
+	    util_now_s() - t0, s->hashed, s->pending);
+	if (s->held > 0)
+		log_info("'%s': %" PRIu64 " files gone from the tree are held back (kept in the "
+		         "snapshot)",
+		    s->root, s->held);
+	return job_finish(s, c, h, unchangedp);
+}
+
 int
 sync_run(const struct sync_opts *o, const struct sync_changes *ch, struct sync_result *res)
 {
 	struct sync_job *s = job_new(o);
 	struct manifest_header h;
-	struct client *c = NULL;
-	double t0;
-	int r, unchanged = 0, ex = AGENT_EXIT_FAIL;
+	int unchanged = 0, ex;
 
-	(void)ch;
 	memset(res, 0, sizeof(*res));
 	memset(&h, 0, sizeof(h));
-	if (agent_db(s->a, &s->db) != 0) {
-		ex = SYNC_EXIT_CONFIG;
-		goto done;
+	ex = job_run(s, ch, &h, &unchanged);
+	if (ex == SYNC_HOLD_AGAIN) {
+		log_info("'%s': %" PRIu64 " of %" PRIu64 " known files are gone: holding the "
+		         "deletions back",
+		    s->root, s->known - s->found, s->known);
+		job_free(s);
+		s = job_new(o);
+		s->holding = 1;
+		ex = job_run(s, NULL, &h, &unchanged);
+		if (ex == SYNC_HOLD_AGAIN) /* not reached: a holding run does not ask */
+			ex = SYNC_EXIT_MASSDEL;
 	}
-	if ((r = files_migrate(s->db)) != 0 || (r = snapshots_migrate(s->db)) != 0 ||
-	    (r = sync_bind_server(s->a, s->db)) != 0 || (r = files_new(s->db, &s->files)) != 0 ||
-	    (r = manifest_writer_new(&s->mw)) != 0) {
-		agent_error("state database: %s", step_strerror(r));
-		goto done;
-	}
-	if (agent_client(s->a, &c) != 0) {
-		ex = SYNC_EXIT_CONFIG;
-		goto done;
-	}
-	s->scan_c = c;
-	t0 = util_now_s();
-	if (!s->dry_run && (r = sync_verify_cache(s, c)) != 0) {
-		ex = sync_exit_for(s, r);
-		goto done;
-	}
-	if ((r = sync_scan_phase(s, &ex)) != 0) {
-		if (r < 0)
-			ex = sync_exit_for(s, r);
-		goto done;
-	}
-	log_info("scanned '%s' in %.3f s: %" PRIu64 " files hashed, %" PRIu64 " to send", s->root,
-	    util_now_s() - t0, s->hashed, s->pending);
-	ex = job_finish(s, c, &h, &unchanged);
-done:
 	job_result(s, h.seq != 0 ? &h : NULL, res);
 	res->unchanged = unchanged;
 	res->exit_status = ex;
+	res->incremental = s->inc;
+	res->dirs_reused = s->dirs_reused;
+	res->held = s->held;
+	/* A run that failed after its scan leaves trees it may not have sent: the next run
+	 * reads the whole tree. */
+	if (ex != AGENT_EXIT_OK && ex != SYNC_EXIT_INCOMPLETE && !o->dry_run && s->files != NULL)
+		(void)files_dirtree_clear(s->files, s->name);
 	job_free(s);
+	if (!o->dry_run && (ex == AGENT_EXIT_OK || ex == SYNC_EXIT_INCOMPLETE))
+		sync_hold_note(o->a, o->name, o->root, res->held);
 	if (!o->dry_run)
 		agent_record_run(o->a, o->name, ex); /* for `stepsync status` (db/runs.h) */
 	return ex;

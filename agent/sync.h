@@ -1,7 +1,8 @@
 /*
  * sync.h — the sync engine: one run backs up one tree and records one snapshot.
  *
- * `stepsync sync` and `stepsync watch` both call sync_run(); the commands only parse
+ * `stepsync sync` and `stepsync watch` both call sync_run() (watch with the changes its
+ * inotify events name, so only those directories are read); the commands only parse
  * arguments and print (the engine prints only its error sentences through agent_error()
  * and, in a dry run, the "would send" lines). Order of a run, and why:
  *   1. (the caller) lock the state, so no two runs overlap;
@@ -43,6 +44,9 @@ struct sync_opts {
 	int dry_run;                /* list what would be sent; send and record nothing */
 	int allow_mass_delete;      /* record a snapshot even when most known files vanished */
 	int skip_unchanged;         /* no new snapshot when the tree is the latest snapshot */
+	int hold_mass_delete;       /* instead of refusing a mass deletion, hold it back: the files
+	                               gone stay in the snapshot (res->held), the rest is backed
+	                               up; a run with allow_mass_delete releases them */
 	sync_progress_fn *progress; /* NULL: none */
 	void *progress_arg;
 };
@@ -52,7 +56,11 @@ struct sync_opts {
  * engine scans the whole tree.
  */
 struct sync_changes {
-	int full; /* the caller knows nothing: scan the whole tree */
+	int full;          /* the caller knows nothing: scan the whole tree */
+	char *const *dirs; /* directories whose entries changed (relative, "" the root) */
+	size_t ndirs;
+	char *const *trees; /* subtrees to read whole (created or moved in; "" all) */
+	size_t ntrees;
 };
 
 struct sync_result {
@@ -70,6 +78,9 @@ struct sync_result {
 	uint64_t dirs_scanned; /* directories whose entries were read */
 	uint64_t files_hashed; /* files read and hashed (or chunked) */
 	uint64_t visited;      /* entries the scan handed over */
+	uint64_t dirs_reused;  /* directories whose last tree was reused, not read */
+	int incremental;       /* only the directories named by the changes were read */
+	uint64_t held;         /* files gone from the tree kept in the snapshot (held back) */
 };
 
 /*

@@ -8,6 +8,8 @@
  *   sync_send.c    chunks and trees to the sender (sender.h)
  *   sync_upload.c  whole small files to client pools (client_pool.h), resumable
  *   sync_server.c  the server's side: the objects cache, snapshot records
+ *   sync_inc.c     incremental runs: what to read, reused trees, entries gone
+ *   sync_hold.c    a mass deletion held back (the watcher's choice instead of 65)
  */
 #ifndef STEP_SYNC_INT_H
 #define STEP_SYNC_INT_H
@@ -98,7 +100,7 @@ struct pend_set {
  * A scan entry whose visit waits (see defer): a small file read but not hashed yet, or
  * anything that comes after one in the manifest.
  */
-enum { DQ_HASH, DQ_FILE, DQ_SAME, DQ_DIR, DQ_LINK };
+enum { DQ_HASH, DQ_FILE, DQ_SAME, DQ_DIR, DQ_LINK, DQ_SUB };
 struct deferred {
 	int kind;
 	struct files_row row; /* files: complete but DQ_HASH's okey and md5 */
@@ -107,7 +109,9 @@ struct deferred {
 	unsigned mode;
 	int64_t mtime_ns;
 	uint32_t uid, gid;
-	struct held *h; /* DQ_HASH: its content */
+	uint64_t link;            /* files: links_group() */
+	struct held *h;           /* DQ_HASH: its content */
+	struct files_dirtree sub; /* DQ_SUB: a directory whose tree the last run built */
 };
 
 /* A set of 32-byte ids (chunks and trees queued this run), open addressing. */
@@ -168,7 +172,31 @@ struct sync_job {
 
 	uint64_t known, found, hashed, read_errors, visited;
 	uint64_t dirs_scanned; /* directories whose entries the scan read */
-	int dry_listed;        /* a dry run listed what it would send */
+	uint64_t dirs_reused;  /* directories whose tree the last run's was */
+
+	/* Incremental runs (sync_inc.c): only the directories the caller names, and their
+	 * ancestors, are read; every other directory's tree is the last run's. */
+	int inc;
+	struct idset vset; /* directories to read (ids: SHA-256 of the path) */
+	struct idset tset; /* subtrees to read whole */
+	struct idset seen; /* every path the scan reported */
+	char **readdirs;   /* the directories read (not below a subtree read whole) */
+	size_t nreaddirs, capreaddirs;
+	char **deep; /* the caller's subtrees */
+	size_t ndeep;
+	uint64_t vanished;         /* files gone from those */
+	struct files_dirtree nsub; /* the subtree defer() takes for DQ_SUB */
+	int tree_err;              /* sync_tree_closed()'s first error */
+	char digest[33];           /* root_digest()'s */
+
+	/* Holding back a mass deletion (sync_hold.c). */
+	int hold_mass_delete; /* the caller's wish: hold instead of refusing */
+	int holding;          /* this scan puts the files gone into the snapshot */
+	uint64_t held;        /* files gone but kept in the snapshot */
+	char *lastpath;       /* the last entry handed to the trees */
+	int last_isdir;
+	struct tree_counts counts; /* what the snapshot holds */
+	int dry_listed;            /* a dry run listed what it would send */
 	sync_progress_fn *progress;
 	void *progress_arg;
 	uint64_t pending, pending_bytes;
@@ -185,7 +213,22 @@ void sync_set_fatal(struct sync_job *s, int r, const char *what, const char *det
 int sync_is_transport(int r);
 int sync_exit_for(struct sync_job *s, int r);
 
+/* sync_inc.c */
+int sync_inc_prepare(struct sync_job *s, const struct sync_changes *ch);
+void sync_inc_release(struct sync_job *s);
+void sync_inc_seen(struct sync_job *s, const char *path);
+int sync_inc_reuse(struct sync_job *s, const char *path);
+int sync_inc_vanish(struct sync_job *s);
+void sync_tree_closed(
+    void *arg, const char *path, const uint8_t id[HASH_SHA256_LEN], const struct tree_counts *c);
+
+/* sync_hold.c */
+#define SYNC_HOLD_AGAIN (-1000) /* scan_phase's *exitp: run again, holding */
+int sync_hold_catch_up(struct sync_job *s, const char *upto, int isdir);
+void sync_hold_note(struct agent *a, const char *name, const char *root, uint64_t held);
+
 /* sync_scan.c */
+int sync_defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_row *row);
 int sync_scan_phase(struct sync_job *s, int *exitp);
 
 /* sync_read.c */
@@ -195,6 +238,8 @@ int sync_chunk_file(struct sync_job *s, int dirfd, const char *name, const struc
     int try, struct files_row *row, struct stat *stp);
 
 /* sync_send.c */
+int sync_idset_has(const struct idset *set, const uint8_t id[HASH_SHA256_LEN]);
+void sync_idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN]);
 int sync_queued_key(struct sync_job *s, const char *okey);
 int sync_collect_sent(struct sync_job *s);
 int sync_send_object(struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data,

@@ -3,6 +3,7 @@
  * cut into content-defined chunks, each checked unchanged while it was read.
  */
 #include "sync_int.h"
+#include "sparse.h"
 
 /* Opens a file the scan saw (st0, its lstat) for reading, with *ap the stat it is read
  * against: st0 on the first try, an fstat after the open on a retry (try > 0). The
@@ -167,7 +168,8 @@ sync_chunk_file(struct sync_job *s, int dirfd, const char *name, const struct st
 			fill -= off;
 			off = 0;
 			while (!eof && fill < SYNC_CBUF) {
-				n = read(fd, s->cbuf + fill, SYNC_CBUF - fill);
+				n = sparse_read(
+				    fd, s->cbuf + fill, SYNC_CBUF - fill); /* holes unread */
 				if (n < 0 && errno == EINTR)
 					continue;
 				if (n < 0)

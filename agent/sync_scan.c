@@ -3,14 +3,15 @@
  * the files table, the trees built bottom-up, vanished files dropped, mass deletion refused.
  */
 #include "sync_int.h"
+#include "links.h"
 
 static void cursor_close(struct sync_job *s);
 
 /* Adds a file's entry to the trees: its chunks are the list of a chunked file, one
  * chunk (the whole content) otherwise, none when empty. */
 static int
-tree_add_file(
-    struct sync_job *s, const char *path, const struct files_row *row, uint32_t uid, uint32_t gid)
+tree_add_file(struct sync_job *s, const char *path, const struct files_row *row, uint32_t uid,
+    uint32_t gid, uint64_t link)
 {
 	struct tree_entry te;
 	struct tree_chunk one, *chunks = NULL;
@@ -24,6 +25,7 @@ tree_add_file(
 	te.mtime_ns = row->mtime_ns;
 	te.uid = uid;
 	te.gid = gid;
+	te.link = link; /* links_group(): several hard links, else 0 */
 	te.size = row->size;
 	if (row->okey[0] == 'c') {
 		if ((r = files_chunks_get(s->files, row->okey, &data, &len)) != 0)
@@ -67,7 +69,7 @@ newlist_add(struct sync_job *s, const char *okey)
  * the manifest. unchanged: the row is the state's, as found. */
 static int
 finish_file(struct sync_job *s, const char *path, struct files_row *row, int unchanged,
-    struct held *h, uint32_t uid, uint32_t gid)
+    struct held *h, uint32_t uid, uint32_t gid, uint64_t link)
 {
 	struct manifest_entry *e = &s->ent;
 	size_t n = strlen(path);
@@ -78,7 +80,7 @@ finish_file(struct sync_job *s, const char *path, struct files_row *row, int unc
 		free(h);
 		return r;
 	}
-	if ((r = tree_add_file(s, path, row, uid, gid)) != 0) {
+	if ((r = tree_add_file(s, path, row, uid, gid, link)) != 0) {
 		free(h);
 		return r;
 	}
@@ -138,7 +140,7 @@ finish_other(struct sync_job *s, const struct deferred *q)
 	int r;
 
 	memset(&te, 0, sizeof(te));
-	te.type = q->kind == DQ_DIR ? TREE_DIR : TREE_SYMLINK;
+	te.type = q->kind == DQ_DIR || q->kind == DQ_SUB ? TREE_DIR : TREE_SYMLINK;
 	te.mode = q->mode;
 	te.mtime_ns = q->mtime_ns;
 	te.uid = q->uid;
@@ -147,11 +149,19 @@ finish_other(struct sync_job *s, const struct deferred *q)
 		te.target = q->target;
 		te.targetlen = strlen(q->target);
 	}
-	if ((r = tree_builder_add(s->tb, q->path, &te)) != 0)
+	if (q->kind == DQ_SUB) {
+		struct tree_counts c = { q->sub.files, q->sub.dirs, q->sub.symlinks, q->sub.bytes };
+
+		memcpy(te.subtree, q->sub.id, sizeof(te.subtree));
+		r = tree_builder_add_subtree(s->tb, q->path, &te, &c);
+	} else {
+		r = tree_builder_add(s->tb, q->path, &te);
+	}
+	if (r != 0)
 		return r;
 
 	memcpy(e->path, q->path, strlen(q->path) + 1); /* <= MANIFEST_PATH_MAX: sync_visit */
-	e->type = q->kind == DQ_DIR ? MANIFEST_DIR : MANIFEST_SYMLINK;
+	e->type = q->kind == DQ_LINK ? MANIFEST_SYMLINK : MANIFEST_DIR;
 	e->mode = q->mode;
 	e->mtime_ns = q->mtime_ns;
 	e->size = 0;
@@ -194,11 +204,11 @@ flush_deferred(struct sync_job *s)
 			manifest_object_key(sha[k], q->row.okey, sizeof(q->row.okey));
 			hash_to_hex(d[k++], HASH_MD5_LEN, q->row.md5);
 		}
-		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK)) {
+		if (r == 0 && (q->kind == DQ_DIR || q->kind == DQ_LINK || q->kind == DQ_SUB)) {
 			r = finish_other(s, q);
 		} else if (r == 0) {
 			r = finish_file(
-			    s, q->path, &q->row, q->kind == DQ_SAME, q->h, q->uid, q->gid);
+			    s, q->path, &q->row, q->kind == DQ_SAME, q->h, q->uid, q->gid, q->link);
 			q->h = NULL; /* finish_file took it */
 		}
 		deferred_free(q);
@@ -220,8 +230,8 @@ drop_deferred(struct sync_job *s)
 /* Finishes the visit of scan entry se (row: a file's), or queues it to be finished with
  * the next batch (flush_deferred): a small file whose content sync_hash_once read (s->hheld,
  * DQ_HASH), and every entry after one, so that the manifest keeps the scan's order. */
-static int
-defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_row *row)
+int
+sync_defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_row *row)
 {
 	struct deferred *q;
 
@@ -232,11 +242,14 @@ defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_ro
 			.mode = se->st->st_mode & 07777,
 			.mtime_ns = scan_mtime_ns(se->st),
 			.uid = (uint32_t)se->st->st_uid,
-			.gid = (uint32_t)se->st->st_gid };
+			.gid = (uint32_t)se->st->st_gid,
+			.link = links_group(se->st) };
 
-		return kind == DQ_DIR || kind == DQ_LINK
+		now.sub = s->nsub;
+		return kind == DQ_DIR || kind == DQ_LINK || kind == DQ_SUB
 		    ? finish_other(s, &now)
-		    : finish_file(s, se->path, row, kind == DQ_SAME, NULL, now.uid, now.gid);
+		    : finish_file(
+		          s, se->path, row, kind == DQ_SAME, NULL, now.uid, now.gid, now.link);
 	}
 	q = &s->dq[s->ndq++];
 	memset(q, 0, sizeof(*q));
@@ -250,6 +263,8 @@ defer(struct sync_job *s, int kind, const struct scan_entry *se, struct files_ro
 	q->mtime_ns = scan_mtime_ns(se->st);
 	q->uid = (uint32_t)se->st->st_uid;
 	q->gid = (uint32_t)se->st->st_gid;
+	q->sub = s->nsub;
+	q->link = links_group(se->st);
 	if (kind == DQ_HASH) {
 		q->h = s->hheld;
 		s->hheld = NULL;
@@ -273,7 +288,7 @@ not_read(struct sync_job *s, const struct scan_entry *se, int r, struct files_ro
 		            "goes into this snapshot",
 		    se->path);
 		s->busy_kept++;
-		return defer(s, DQ_SAME, se, old);
+		return sync_defer(s, DQ_SAME, se, old);
 	}
 	if (r == STEP_ECHANGED)
 		agent_error(
@@ -311,7 +326,7 @@ visit_file(struct sync_job *s, const struct scan_entry *se)
 	    row.dev == (uint64_t)st->st_dev && row.ctime_ns == scan_ctime_ns(st);
 	/* A chunked file whose chunks are not all known on the server is read again. */
 	if (unchanged && (row.okey[0] != 'c' || row.known))
-		return defer(s, DQ_SAME, se, &row);
+		return sync_defer(s, DQ_SAME, se, &row);
 	old = row;
 	have = have && row.known;
 	memset(&row, 0, sizeof(row));
@@ -372,7 +387,22 @@ visit_file(struct sync_job *s, const struct scan_entry *se)
 	row.mtime_ns = scan_mtime_ns(&hst);
 	row.ctime_ns = scan_ctime_ns(&hst);
 	row.mode = hst.st_mode;
-	return defer(s, s->hheld != NULL ? DQ_HASH : DQ_FILE, se, &row);
+	return sync_defer(s, s->hheld != NULL ? DQ_HASH : DQ_FILE, se, &row);
+}
+
+/* A directory: read (its entries come next), or, in an incremental run, its tree of the
+ * last run reused and its contents skipped. */
+static int
+visit_dir(struct sync_job *s, const struct scan_entry *se)
+{
+	int r;
+
+	if ((r = sync_inc_reuse(s, se->path)) < 0)
+		return r;
+	if (r == 1)
+		return (r = sync_defer(s, DQ_SUB, se, NULL)) != 0 ? r : SCAN_SKIP;
+	s->dirs_scanned++;
+	return sync_defer(s, DQ_DIR, se, NULL);
 }
 
 static int
@@ -380,21 +410,25 @@ sync_visit(void *ctx, const struct scan_entry *se)
 {
 	struct sync_job *s = ctx;
 	size_t n = strlen(se->path);
+	int r;
 
 	if (n > MANIFEST_PATH_MAX)
 		return 0; /* the scanner already refuses these */
+	if (s->holding && (r = sync_hold_catch_up(s, se->path, S_ISDIR(se->st->st_mode))) != 0)
+		return r;
 	if ((++s->visited & 63) == 0)
 		sync_progress_note(s, 1);
 	if ((s->visited & 1023) == 0 && util_stop_pending()) {
 		sync_set_fatal(s, STEP_ESTOPPED, "stopped", NULL);
 		return STEP_ESTOPPED;
 	}
+	sync_inc_seen(s, se->path);
 	if (S_ISREG(se->st->st_mode))
 		return visit_file(s, se);
 	if (S_ISDIR(se->st->st_mode))
-		return defer(s, DQ_DIR, se, NULL);
+		return visit_dir(s, se);
 	if (S_ISLNK(se->st->st_mode) && strlen(se->target) <= MANIFEST_PATH_MAX)
-		return defer(s, DQ_LINK, se, NULL);
+		return sync_defer(s, DQ_LINK, se, NULL);
 	return 0; /* the scanner only hands out directories, symlinks and files */
 }
 
@@ -481,6 +515,79 @@ cursor_close(struct sync_job *s)
 	s->rdb = NULL;
 }
 
+/* The scan's statements, uploaders, tree builder and counts (in the scan's transaction). */
+static int
+scan_prepare(struct sync_job *s)
+{
+	int r;
+
+	if ((r = db_exec(s->db,
+	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT NOT NULL,"
+	         " path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL);"
+	         "DELETE FROM temp.sync_pending;")) != 0)
+		return r;
+	/* Each key at most once: see struct pend_set. */
+	if ((r = db_err(sqlite3_prepare_v2(db_handle(s->db),
+	         "INSERT INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)", -1,
+	         &s->pend_ins, NULL))) != 0 ||
+	    (r = db_err(sqlite3_prepare_v2(db_handle(s->db),
+	         "SELECT okey FROM temp.sync_pending WHERE rowid = ?", -1, &s->pend_key, NULL))) !=
+	        0)
+		return r;
+	if (!s->dry_run && s->up == NULL && (r = sync_uploader_new(s)) != 0)
+		return r;
+	if (!s->dry_run && s->snd == NULL && (r = sync_sender_start(s)) != 0)
+		return r;
+	if ((r = tree_builder_new(sync_tree_emit, s, &s->tb)) != 0)
+		return r;
+	tree_builder_on_close(s->tb, sync_tree_closed, s);
+	/* An incremental run: s->known is the root's count of the last run, and rows are
+	 * dropped one by one (sync_inc_vanish()), not by generation: any gen will do (max(gen)
+	 * would be a pass over the whole table). */
+	if (s->inc) {
+		s->gen = 1;
+		return 0;
+	}
+	/* A full run stores every directory's tree anew. */
+	if ((r = files_dirtree_clear(s->files, s->name)) != 0 ||
+	    (r = files_count(s->files, s->name, &s->known)) != 0 ||
+	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
+		return r;
+	cursor_open(s); /* an incremental run looks its few files up */
+	if (s->holding && s->cur == NULL)
+		s->holding = 0; /* cannot: the mass deletion is refused */
+	return 0;
+}
+
+/* The walk and the trees; in an incremental run, the files gone. */
+static int
+scan_walk(struct sync_job *s, struct scan_stats *stats)
+{
+	int r;
+
+	s->dirs_scanned = 1; /* the root */
+	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, stats);
+	if (r == 0 && s->holding)
+		r = sync_hold_catch_up(s, NULL, 0);
+	if (r == 0)
+		r = flush_deferred(s);
+	if (r == 0)
+		r = tree_builder_finish(s->tb, s->root_id);
+	if (r == 0)
+		r = s->tree_err;
+	if (r == 0)
+		tree_builder_counts(s->tb, &s->counts);
+	if (r == 0 && s->inc)
+		r = sync_inc_vanish(s);
+	if (r == 0)
+		r = sync_collect_sent(s);
+	if (r == 0) /* the last small files go while the run commits the scan */
+		r = sync_uploader_scan_step(s, s->scan_c, 1);
+	drop_deferred(s);
+	cursor_close(s);
+	return r;
+}
+
 /* Steps 2 and 3: the scan in one transaction. Returns 0, an error, or 1 for "stop here,
  * *exitp says how" (dry run, mass deletion). */
 int
@@ -492,40 +599,9 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 
 	if ((r = db_begin(s->db)) != 0)
 		return r;
-	if ((r = db_exec(s->db,
-	         "CREATE TEMP TABLE IF NOT EXISTS sync_pending(okey TEXT NOT NULL,"
-	         " path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL);"
-	         "DELETE FROM temp.sync_pending;")) != 0)
+	if ((r = scan_prepare(s)) != 0)
 		goto fail;
-	/* Each key at most once: see struct pend_set. */
-	if ((r = db_err(sqlite3_prepare_v2(db_handle(s->db),
-	         "INSERT INTO temp.sync_pending(okey, path, size, md5) VALUES(?,?,?,?)", -1,
-	         &s->pend_ins, NULL))) != 0 ||
-	    (r = db_err(sqlite3_prepare_v2(db_handle(s->db),
-	         "SELECT okey FROM temp.sync_pending WHERE rowid = ?", -1, &s->pend_key, NULL))) !=
-	        0)
-		goto fail;
-	if (!s->dry_run && s->up == NULL && (r = sync_uploader_new(s)) != 0)
-		goto fail;
-	if (!s->dry_run && s->snd == NULL && (r = sync_sender_start(s)) != 0)
-		goto fail;
-	if ((r = tree_builder_new(sync_tree_emit, s, &s->tb)) != 0)
-		goto fail;
-	if ((r = files_count(s->files, s->name, &s->known)) != 0 ||
-	    (r = files_next_gen(s->files, s->name, &s->gen)) != 0)
-		goto fail;
-	cursor_open(s);
-	r = scan_tree(s->root, s->exclude, s->nexclude, sync_visit, s, &stats);
-	if (r == 0)
-		r = flush_deferred(s);
-	if (r == 0)
-		r = tree_builder_finish(s->tb, s->root_id);
-	if (r == 0)
-		r = sync_collect_sent(s);
-	if (r == 0) /* the last small files go while the run commits the scan */
-		r = sync_uploader_scan_step(s, s->scan_c, 1);
-	drop_deferred(s);
-	cursor_close(s);
+	r = scan_walk(s, &stats);
 	if (r == STEP_ESYS) {
 		e = errno;
 		db_rollback(s->db);
@@ -537,8 +613,12 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 		goto fail;
 	s->read_errors += stats.errors;
 	gone = s->known - s->found;
-	if (s->known > 0 && gone * 2 > s->known && !s->allow_mass_delete) {
+	if (s->known > 0 && gone * 2 > s->known && !s->allow_mass_delete && !s->holding) {
 		db_rollback(s->db);
+		if (s->hold_mass_delete && !s->holding) {
+			*exitp = SYNC_HOLD_AGAIN; /* again, keeping the files gone */
+			return 1;
+		}
 		agent_error("sync '%s': %" PRIu64 " of %" PRIu64 " known files are gone from '%s' "
 		            "(unmounted disk?); no snapshot recorded. Rerun with "
 		            "--allow-mass-delete if this is intended",
@@ -553,7 +633,7 @@ sync_scan_phase(struct sync_job *s, int *exitp)
 		*exitp = r == 0 ? AGENT_EXIT_OK : AGENT_EXIT_FAIL;
 		return 1;
 	}
-	if (s->found < s->known && (r = mark_seen(s)) != 0)
+	if (!s->inc && s->found < s->known && (r = mark_seen(s)) != 0)
 		goto fail;
 	return db_commit(s->db);
 fail:

@@ -15,8 +15,8 @@ idset_pos(const struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 	return (size_t)h & (set->cap - 1);
 }
 
-static int
-idset_has(const struct idset *set, const uint8_t id[HASH_SHA256_LEN])
+int
+sync_idset_has(const struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 {
 	static const uint8_t zero[HASH_SHA256_LEN];
 	size_t i;
@@ -30,8 +30,8 @@ idset_has(const struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 	return 0;
 }
 
-static void
-idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN])
+void
+sync_idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 {
 	static const uint8_t zero[HASH_SHA256_LEN];
 	size_t i;
@@ -42,7 +42,7 @@ idset_add(struct idset *set, const uint8_t id[HASH_SHA256_LEN])
 
 		for (i = 0; i < set->cap; i++)
 			if (memcmp(set->slot[i], zero, HASH_SHA256_LEN) != 0)
-				idset_add(&q, set->slot[i]);
+				sync_idset_add(&q, set->slot[i]);
 		free(set->slot);
 		*set = q;
 	}
@@ -60,7 +60,7 @@ sync_queued_key(struct sync_job *s, const char *okey)
 	uint8_t id[HASH_SHA256_LEN];
 
 	return manifest_is_object_key(okey) && util_hex_decode(okey + 2, id, sizeof(id)) == 0 &&
-	    idset_has(&s->queued, id);
+	    sync_idset_has(&s->queued, id);
 }
 
 /* Records one finished chunk or tree upload (in the caller's transaction). */
@@ -119,7 +119,7 @@ sync_send_object(struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], const ui
 	int r;
 
 	*newp = 0;
-	if (idset_has(&s->queued, id))
+	if (sync_idset_has(&s->queued, id))
 		return 0;
 	if (tag == SEND_TREE)
 		manifest_tree_key(id, key, sizeof(key));
@@ -129,7 +129,7 @@ sync_send_object(struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], const ui
 		return r < 0 ? r : 0;
 	if ((r = sync_pend_has(s, key, sync_pend_fp(key))) != 0)
 		return r < 0 ? r : 0;
-	idset_add(&s->queued, id);
+	sync_idset_add(&s->queued, id);
 	*newp = 1;
 	if (s->snd == NULL)
 		return 0;

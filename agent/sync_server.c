@@ -4,6 +4,29 @@
  */
 #include "sync_int.h"
 
+/* What the snapshot holds, from its trees (an incremental run reads part of the tree). */
+static void
+snapshot_counts(const struct sync_job *s, struct manifest_header *h)
+{
+	h->files = s->counts.files;
+	h->dirs = s->counts.dirs;
+	h->symlinks = s->counts.symlinks;
+	h->bytes = s->counts.bytes;
+}
+
+/* The snapshot's digest in the state (snapshots.h): the first 128 bits of its root tree's
+ * id, which says "same tree" for every entry's name, type, metadata and content. */
+static const char *
+root_digest(struct sync_job *s)
+{
+	char hex[2 * HASH_SHA256_LEN + 1];
+
+	hash_to_hex(s->root_id, HASH_SHA256_LEN, hex);
+	memcpy(s->digest, hex, 32);
+	s->digest[32] = '\0';
+	return s->digest;
+}
+
 /*
  * With --skip-unchanged, a run whose tree is exactly the latest snapshot's (same
  * manifest entries, by digest) records no new one: that snapshot, still on the server
@@ -22,7 +45,7 @@ sync_snapshot_unchanged(struct sync_job *s, struct client *c, struct manifest_he
 	if ((r = snapshots_latest(s->db, s->name, &local)) != 0)
 		return r;
 	if (local == 0 || snapshots_get(s->db, s->name, local, &rec) != 0 ||
-	    strcmp(rec.digest, manifest_writer_digest(s->mw)) != 0)
+	    strcmp(rec.digest, root_digest(s)) != 0)
 		return 0;
 	if ((r = snapshot_latest(c, s->name, local, &latest)) != 0) {
 		sync_set_fatal(s, r, "cannot find the latest snapshot", client_error(c));
@@ -39,7 +62,7 @@ sync_snapshot_unchanged(struct sync_job *s, struct client *c, struct manifest_he
 	snprintf(h->name, sizeof(h->name), "%s", s->name);
 	h->seq = local;
 	h->time = rec.time;
-	manifest_writer_counts(s->mw, h);
+	snapshot_counts(s, h);
 	return 1;
 }
 
@@ -67,7 +90,7 @@ sync_record_snapshot(struct sync_job *s, struct client *c, struct manifest_heade
 	snprintf(h->name, sizeof(h->name), "%s", s->name);
 	h->time = util_wall_s();
 	h->seq = (latest > local ? latest : local) + 1;
-	manifest_writer_counts(s->mw, h);
+	snapshot_counts(s, h);
 	memset(&sr, 0, sizeof(sr));
 	snprintf(sr.name, sizeof(sr.name), "%s", s->name);
 	memcpy(sr.root, s->root_id, sizeof(sr.root));
@@ -93,7 +116,7 @@ sync_record_snapshot(struct sync_job *s, struct client *c, struct manifest_heade
 		goto out;
 	}
 	memset(&rec, 0, sizeof(rec));
-	snprintf(rec.digest, sizeof(rec.digest), "%s", manifest_writer_digest(s->mw));
+	snprintf(rec.digest, sizeof(rec.digest), "%s", root_digest(s));
 	rec.seq = h->seq;
 	rec.time = h->time;
 	rec.files = h->files;

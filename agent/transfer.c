@@ -39,6 +39,8 @@
 #define XFER_TOKEN    (-102) /* 403: log in again */
 #define XFER_EXISTS   (-103) /* 402: the key is complete already */
 #define XFER_STALLEND (-104) /* every block sent, the last answers never came */
+#define XFER_LOCKED   (-105) /* 423: the upload was started over by another client */
+#define XFER_MD5FAIL  (-106) /* 410: the commit does not match the MD5 declared at SAVE */
 
 #define XFER_ATTEMPTS     8    /* passes of one transfer before giving up */
 #define STATE_BATCH       64   /* acknowledged blocks between state commits (64 KiB ones) */
@@ -74,6 +76,15 @@ struct up {
 	int window;
 	char server_md5[HASH_MD5_HEX]; /* from the completing UPLOAD, "" until then */
 	uint64_t sent;
+	/* save_md5 extension: the whole source's MD5 declared at SAVE (the server commits
+	 * nothing else) and the upload's id from the SAVE answer, carried by every UPLOAD so
+	 * that blocks never land in an upload someone else started over. "" when unused. */
+	char want_md5[HASH_MD5_HEX];
+	char upload_id[40];
+	char pre_md5[HASH_MD5_HEX]; /* declare_md5()'s result, when it had to read the file */
+	int replace;                /* replace extension: SAVE carries "replace": true */
+	int no_preread;             /* a file's MD5 is not read ahead to be declared */
+	int hold_last;              /* the last block waits for every other one (see put_blocks) */
 	/* resume state */
 	struct db *db;
 	char srv[300];
@@ -268,12 +279,14 @@ static int
 next_packet(struct up *u, uint32_t *cursor, struct outpkt *pk)
 {
 	const uint8_t *p;
-	char bmd5[HASH_MD5_HEX + 32] = "";
+	char bmd5[HASH_MD5_HEX + 32] = "", uid[sizeof(u->upload_id) + 20] = "";
 	uint32_t i, len;
 	int n, r;
 
 	while (*cursor < u->total) {
 		i = (*cursor)++;
+		if (u->hold_last && i + 1 == u->total && !blockset_test(&u->acked, i))
+			continue; /* sent by a pass of its own, see put_blocks() */
 		if (blockset_test(&u->acked, i)) {
 			if (i == u->hashed) {
 				if ((r = read_block(u, i, &p, &len)) != 0)
@@ -291,10 +304,12 @@ next_packet(struct up *u, uint32_t *cursor, struct outpkt *pk)
 			hash_md5_hex(p, len, hex);
 			snprintf(bmd5, sizeof(bmd5), ",\"block_md5\":\"%s\"", hex);
 		}
+		if (u->upload_id[0] != '\0')
+			snprintf(uid, sizeof(uid), ",\"upload_id\":\"%s\"", u->upload_id);
 		n = snprintf((char *)pk->hj + STEP_HDR_LEN, sizeof(pk->hj) - STEP_HDR_LEN,
 		    "{\"type\":\"FILE\",\"operation\":\"UPLOAD\",\"direction\":\"REQUEST\","
-		    "\"token\":\"%s\",\"key\":%s,\"block_index\":%u,\"block_size\":%u%s}",
-		    u->c->token, u->key_json, i, u->bs, bmd5);
+		    "\"token\":\"%s\",\"key\":%s,\"block_index\":%u,\"block_size\":%u%s%s}",
+		    u->c->token, u->key_json, i, u->bs, bmd5, uid);
 		if (n < 0 || (size_t)n >= sizeof(pk->hj) - STEP_HDR_LEN)
 			return client_fail(u->c, STEP_ETOOBIG, "request too long");
 		codec_put_header(pk->hj, (uint32_t)n, len);
@@ -339,6 +354,26 @@ write_packet(struct up *u, struct outpkt *pk)
 	return fifo_push(u, pk->index);
 }
 
+/*
+ * The save_md5 refusals of an UPLOAD: XFER_LOCKED (423, the upload this block was meant
+ * for has been started over by another client) or XFER_MD5FAIL (the completing block's
+ * commit refused: the bytes do not match the declared MD5), else 0.
+ */
+static int
+refusal_kind(const struct up *u, int st, const json_t *resp)
+{
+	const char *msg = "";
+
+	if (u->want_md5[0] == '\0')
+		return 0;
+	if (st == STEP_ST_LOCKED)
+		return XFER_LOCKED;
+	codec_get_str(resp, "status_msg", &msg, NULL);
+	if (st == STEP_ST_FIELD && strstr(msg, "does not match the md5") != NULL)
+		return XFER_MD5FAIL;
+	return 0;
+}
+
 /* Handles every complete answer in rx. */
 static int
 read_answers(struct up *u)
@@ -381,8 +416,11 @@ read_answers(struct up *u)
 				u->unsaved++;
 			continue;
 		}
+		r = refusal_kind(u, st, resp);
 		json_decref(resp);
 		log_info("UPLOAD of block %u of '%s' answered %d", i, u->key, st);
+		if (r != 0)
+			return r;
 		if (st == STEP_ST_TOKEN)
 			return XFER_TOKEN;
 		if (st == STEP_ST_EXISTS)
@@ -519,24 +557,170 @@ upload_pass(struct up *u)
 
 /* ---- SAVE and the put driver ---- */
 
-/* Sends SAVE; fills the plan and adds "received" ranges. */
+/*
+ * save_md5: the source's MD5, computed before SAVE so that it can be declared (a file is
+ * read once more for it, unless no_preread; the stamps check in client_put_file() catches
+ * a change between this read and the upload, and so does the server's MD5 check of the
+ * commit).
+ */
 static int
-do_save(struct up *u, int *existsp)
+declare_md5(struct up *u)
 {
-	json_t *req = NULL, *resp = NULL, *received;
-	const char *k;
-	long long bs, total;
-	uint32_t want;
-	int r, timeout = -1;
+	uint8_t dig[HASH_MD5_LEN], *buf = NULL;
+	struct hash_ctx *h = NULL;
+	uint64_t off = 0;
+	ssize_t k;
+	int r = STEP_OK;
 
-	*existsp = 0;
+	if (!(u->c->ext & CLIENT_EXT_SAVE_MD5) || u->want_md5[0] != '\0' ||
+	    (u->known_md5 == NULL && u->no_preread))
+		return STEP_OK;
+	if (u->known_md5 == NULL) {
+		if ((h = hash_md5_new()) == NULL ||
+		    (u->src.fd >= 0 && (buf = malloc(1u << 18)) == NULL))
+			return client_fail(u->c, STEP_ENOMEM, "out of memory");
+		if (u->src.fd < 0)
+			hash_update(h, u->src.mem, u->src.size);
+		while (u->src.fd >= 0 && off < u->src.size) {
+			k = pread(u->src.fd, buf, 1u << 18, (off_t)off);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				r = k < 0 ? client_fail(
+				                u->c, STEP_ESYS, "cannot read: %s", strerror(errno))
+				          : client_fail(u->c, STEP_ECHANGED,
+				                "file shrank while it was read");
+				goto out;
+			}
+			hash_update(h, buf, (size_t)k);
+			off += (uint64_t)k;
+		}
+		hash_final(h, dig);
+		hash_to_hex(dig, HASH_MD5_LEN, u->pre_md5);
+		u->known_md5 = u->pre_md5; /* the streaming hash is not needed any more */
+	}
+	snprintf(u->want_md5, sizeof(u->want_md5), "%s", u->known_md5);
+out:
+	free(buf);
+	hash_free(h);
+	return r;
+}
+
+/* The SAVE request for u (new reference), or NULL when out of memory. */
+static json_t *
+save_request(struct up *u)
+{
+	json_t *req;
+	uint32_t want;
+
 	if ((req = client_req(u->c, "FILE", "SAVE")) == NULL)
-		return client_fail(u->c, STEP_ENOMEM, "out of memory");
+		return NULL;
 	json_object_set_new(req, "size", json_integer((json_int_t)u->src.size));
 	if (u->key[0] != '\0')
 		json_object_set_new(req, "key", json_string(u->key));
 	if ((want = want_block_size(u->c, u->src.size, u->src.fd < 0)) > 0)
 		json_object_set_new(req, "want_block_size", json_integer(want));
+	if (u->want_md5[0] != '\0')
+		json_object_set_new(req, "md5", json_string(u->want_md5));
+	if (u->want_md5[0] != '\0' && u->upload_id[0] != '\0')
+		json_object_set_new(req, "upload_id", json_string(u->upload_id));
+	if (u->replace)
+		json_object_set_new(req, "replace", json_true());
+	return req;
+}
+
+/*
+ * Takes the blocks the server says it holds ("received"). With a declared MD5 they
+ * belong to an upload of the same content (stepd resumes nothing else, and refuses a
+ * commit that does not match). Without one they may be anyone's blocks of another file:
+ * only those this client itself sent (local resume state, in had) are kept; the number of
+ * the others is returned (sending them again would not help: stepd keeps the first copy
+ * of a block, so do_save() abandons that upload and starts a new one).
+ */
+static uint32_t
+take_received(struct up *u, const json_t *received, const struct blockset *had)
+{
+	struct blockset got;
+	uint32_t i, dropped = 0;
+
+	if (received == NULL || blockset_init(&got, u->total) != 0)
+		return 0;
+	if (blockset_add_ranges(&got, received) != 0)
+		log_info("ignoring a malformed received list for '%s'", u->key);
+	for (i = 0; got.count > 0 && i < u->total; i++) {
+		if (!blockset_test(&got, i))
+			continue;
+		if (u->want_md5[0] != '\0' || (had != NULL && blockset_test(had, i)))
+			blockset_set(&u->acked, i);
+		else
+			dropped++;
+	}
+	blockset_release(&got);
+	if (u->acked.count > 0)
+		log_info(
+		    "server already has %u of %u blocks of '%s'", u->acked.count, u->total, u->key);
+	return dropped;
+}
+
+/* Applies a SAVE answer: the plan, the upload id and the "received" ranges (*droppedp:
+ * how many of those are not known to be ours, see take_received()). */
+static int
+save_plan(struct up *u, const json_t *resp, uint32_t want, uint32_t *droppedp)
+{
+	struct blockset had = { NULL, 0, 0 };
+	long long bs, total;
+	const char *k;
+	int r = STEP_OK;
+
+	if (codec_get_int(resp, "block_size", &bs) != 0 || bs < 1 || bs > STEP_MAX_BIN ||
+	    codec_get_int(resp, "total_block", &total) != 0 ||
+	    (uint64_t)total != (u->src.size + (uint64_t)bs - 1) / (uint64_t)bs)
+		return client_fail(u->c, STEP_EPROTO, "server sent an inconsistent upload plan");
+	if (u->key[0] == '\0' && codec_get_str(resp, "key", &k, NULL) == 0)
+		snprintf(u->key, sizeof(u->key), "%s", k);
+	if (codec_get_str(resp, "upload_id", &k, NULL) == 0 && strlen(k) < sizeof(u->upload_id) &&
+	    strspn(k, "0123456789abcdefABCDEF") == strlen(k))
+		snprintf(u->upload_id, sizeof(u->upload_id), "%s", k);
+	else
+		u->upload_id[0] = '\0';
+	if (want == 0)
+		u->c->plan_bs = (uint32_t)bs; /* the server's own plan (client_pool relies on it) */
+	if (u->blk == NULL || u->bs != (uint32_t)bs || u->total != (uint32_t)total) {
+		blockset_release(&u->acked);
+		free(u->blk);
+		u->blk = NULL;
+		u->bs = (uint32_t)bs;
+		u->total = (uint32_t)total;
+		if (blockset_init(&u->acked, u->total) != 0 ||
+		    (u->src.fd >= 0 && (u->blk = malloc(u->bs)) == NULL))
+			return client_fail(u->c, STEP_ENOMEM, "out of memory");
+		u->hashed = 0;
+		hash_reset(u->md5);
+		*droppedp = take_received(u, json_object_get(resp, "received"), NULL);
+		return STEP_OK;
+	}
+	/* The same plan: what this client had sent may be kept (see take_received()). */
+	had = u->acked;
+	if (blockset_init(&u->acked, u->total) != 0) {
+		u->acked = had;
+		return client_fail(u->c, STEP_ENOMEM, "out of memory");
+	}
+	*droppedp = take_received(u, json_object_get(resp, "received"), &had);
+	blockset_release(&had);
+	return r;
+}
+
+/* One SAVE round trip; fills the plan and adds "received" ranges (see save_plan()). */
+static int
+save_once(struct up *u, int *existsp, uint32_t *droppedp)
+{
+	json_t *req = NULL, *resp = NULL;
+	uint32_t want;
+	int r, timeout = -1;
+
+	if ((req = save_request(u)) == NULL)
+		return client_fail(u->c, STEP_ENOMEM, "out of memory");
+	want = want_block_size(u->c, u->src.size, u->src.fd < 0);
 	if (u->src.size == 0 && !(u->c->ext & CLIENT_EXT_ZERO_SIZE))
 		timeout =
 		    ZERO_SIZE_WAIT_MS < u->c->timeout_ms ? ZERO_SIZE_WAIT_MS : u->c->timeout_ms;
@@ -548,60 +732,51 @@ do_save(struct up *u, int *existsp)
 	if (r == STEP_ETIMEDOUT && u->src.size == 0) {
 		client_disconnect(u->c);
 		r = client_fail(u->c, STEP_ESTATUS, "server does not support empty files");
-		goto out;
-	}
-	if (r == STEP_ESTATUS && u->c->status == STEP_ST_EXISTS) {
+	} else if (r == STEP_ESTATUS && u->c->status == STEP_ST_EXISTS) {
 		*existsp = 1;
 		r = client_fail_status(u->c, STEP_EEXIST, "server refused key", u->c->status);
-		goto out;
-	}
-	if (r == STEP_ESTATUS && u->c->status == STEP_ST_TOKEN) {
+	} else if (r == STEP_ESTATUS && u->c->status == STEP_ST_TOKEN) {
 		r = XFER_TOKEN;
-		goto out;
-	}
-	if (r == STEP_ESTATUS) {
+	} else if (r == STEP_ESTATUS && u->c->status == STEP_ST_LOCKED) {
+		/* (During a replace, rm would delete the old object too: no such hint.) */
+		r = client_fail(u->c, STEP_ESTATUS,
+		    "another upload of this key, with other content, is in progress (423); try "
+		    "again later%s",
+		    u->replace ? " (an abandoned one is given up 60 s after its last block)"
+		               : ", or abandon it with 'stepsync rm' if it was yours");
+	} else if (r == STEP_ESTATUS) {
 		r = client_fail_status(u->c, r, "server refused upload", u->c->status);
-		goto out;
+	} else if (r == 0) {
+		r = save_plan(u, resp, want, droppedp);
 	}
-	if (r != 0)
-		goto out;
-	if (codec_get_int(resp, "block_size", &bs) != 0 || bs < 1 || bs > STEP_MAX_BIN ||
-	    codec_get_int(resp, "total_block", &total) != 0 ||
-	    (uint64_t)total != (u->src.size + (uint64_t)bs - 1) / (uint64_t)bs) {
-		r = client_fail(u->c, STEP_EPROTO, "server sent an inconsistent upload plan");
-		goto out;
-	}
-	if (u->key[0] == '\0' && codec_get_str(resp, "key", &k, NULL) == 0)
-		snprintf(u->key, sizeof(u->key), "%s", k);
-	if (want == 0)
-		u->c->plan_bs = (uint32_t)bs; /* the server's own plan (client_pool relies on it) */
-	if (u->blk == NULL || u->bs != (uint32_t)bs || u->total != (uint32_t)total) {
-		blockset_release(&u->acked);
-		free(u->blk);
-		u->blk = NULL;
-		u->bs = (uint32_t)bs;
-		u->total = (uint32_t)total;
-		if (blockset_init(&u->acked, u->total) != 0 ||
-		    (u->src.fd >= 0 && (u->blk = malloc(u->bs)) == NULL)) {
-			r = client_fail(u->c, STEP_ENOMEM, "out of memory");
-			goto out;
-		}
-		u->hashed = 0;
-		hash_reset(u->md5);
-	} else {
-		blockset_clear(&u->acked);
-	}
-	received = json_object_get(resp, "received");
-	if (received != NULL && blockset_add_ranges(&u->acked, received) != 0)
-		log_info("ignoring a malformed received list for '%s'", u->key);
-	if (u->acked.count > 0)
-		log_info(
-		    "server already has %u of %u blocks of '%s'", u->acked.count, u->total, u->key);
-	r = STEP_OK;
-out:
 	json_decref(req);
 	json_decref(resp);
 	return r;
+}
+
+/*
+ * Sends SAVE (declaring the MD5 when the server takes it). An upload in progress whose
+ * blocks cannot be known to be this file's (no save_md5, not sent by us) is abandoned
+ * (DELETE) and SAVE asked again, once: a server keeps the first copy of a block, so
+ * sending ours again would still commit a mix.
+ */
+static int
+do_save(struct up *u, int *existsp)
+{
+	uint32_t dropped = 0;
+	int r;
+
+	*existsp = 0;
+	if ((r = declare_md5(u)) != 0)
+		return r;
+	if ((r = save_once(u, existsp, &dropped)) != 0 || dropped == 0 || u->replace)
+		return r;
+	log_info("the server holds %u blocks of '%s' that may be another file's; starting over",
+	    dropped, u->key);
+	if ((r = client_file_delete(u->c, u->key)) != 0 && r != STEP_ENOENT)
+		return r;
+	blockset_clear(&u->acked);
+	return save_once(u, existsp, &dropped);
 }
 
 static void
@@ -678,7 +853,8 @@ resume_local(struct up *u, const char *path, const struct fstamp *fs)
 			ok = 1;
 	} else {
 		log_info("'%s' changed since its interrupted upload; starting over", path);
-		if (client_file_delete(u->c, u->key) != 0)
+		/* (With the replace extension the key may hold the old object: leave it.) */
+		if (!u->replace && client_file_delete(u->c, u->key) != 0)
 			log_info("could not delete the stale upload of '%s': %s", u->key,
 			    client_error(u->c));
 		uploads_delete(u->db, u->srv, u->c->user, u->key);
@@ -712,6 +888,220 @@ record_start(struct up *u, const char *path, const struct fstamp *fs)
 	u->saved_ms = util_now_ms();
 }
 
+/* 1 when the file behind u (stamped fs when opened) is not the same any more. */
+static int
+source_changed(const struct up *u, const struct fstamp *fs)
+{
+	struct stat st;
+	struct fstamp now;
+
+	if (u->src.fd < 0 || fs == NULL)
+		return 0;
+	if (fstat(u->src.fd, &st) != 0)
+		return 1;
+	stamp_of(&st, &now);
+	return memcmp(&now, fs, sizeof(now)) != 0;
+}
+
+/* What one put_run() has gone through. */
+struct put_state {
+	int flags; /* CLIENT_PUT_* */
+	const char *path;
+	const struct fstamp *fs;
+	int need_save, did_save, replaced, exists, resumed, was_resuming;
+	int token_retries, lost, md5_fails;
+	uint32_t token_progress;
+	int last_err; /* the last transient error retried, for when the attempts run out */
+};
+
+/* Outcomes of the steps of put_blocks() besides 0 and errors. */
+#define PUT_NEXT  1 /* go round again (the attempt counts) */
+#define PUT_RETRY 2 /* go round again (the attempt does not count) */
+#define PUT_DONE  3 /* nothing more to send (every block acknowledged, or the key existed) */
+
+/* The SAVE step: 0 (the plan is in u), PUT_* or an error. */
+static int
+put_save(struct up *u, struct put_state *ps, struct client_result *res, int attempt)
+{
+	int r = do_save(u, &ps->exists);
+
+	if (r == XFER_TOKEN) {
+		client_disconnect(u->c);
+		return PUT_NEXT;
+	}
+	if (ps->exists && (ps->flags & CLIENT_PUT_REPLACE) && !ps->replaced && !u->replace) {
+		/* A server without the replace extension: delete, then upload. */
+		ps->replaced = 1;
+		return (r = client_file_delete(u->c, u->key)) != 0 ? r : PUT_RETRY;
+	}
+	if (ps->exists && ((ps->flags & CLIENT_PUT_EXIST_OK) || ps->was_resuming)) {
+		/* Resuming: the interrupted run may have completed it. */
+		res->existed = 1;
+		return PUT_DONE;
+	}
+	if (r == STEP_ESTATUS &&
+	    (u->c->status == STEP_ST_THROTTLE || u->c->status == STEP_ST_UNAVAILABLE)) {
+		/* Too many uploads in progress (or the server is busy): those finish by
+		 * themselves; ask again after a pause. */
+		ps->last_err = r;
+		client_backoff(attempt + 1);
+		return PUT_NEXT;
+	}
+	if (r != 0) {
+		if (client_transient(r) && u->src.size > 0) {
+			ps->last_err = r;
+			client_disconnect(u->c);
+			client_backoff(attempt + 1);
+			return PUT_NEXT;
+		}
+		return r;
+	}
+	ps->need_save = 0;
+	ps->did_save = 1;
+	u->hold_last = ps->fs != NULL; /* again, for an upload started over */
+	if (u->acked.count > 0)
+		ps->resumed = 1;
+	if (ps->path != NULL)
+		record_start(u, ps->path, ps->fs);
+	return 0;
+}
+
+/* After a failed pass whose outcome r is one of save_md5's refusals: PUT_NEXT or an error. */
+static int
+put_refused(struct up *u, struct put_state *ps, int r)
+{
+	if (r == XFER_LOCKED)
+		return client_fail(u->c, STEP_ESTATUS,
+		    "another client started the upload of this key over with other content "
+		    "(423); nothing of this file was committed");
+	if (source_changed(u, ps->fs))
+		return client_fail(u->c, STEP_ECHANGED, "file changed while it was read");
+	if (++ps->md5_fails > 1)
+		return client_fail(u->c, STEP_EMISMATCH,
+		    "server refused the commit twice: the blocks it holds do not match the "
+		    "file's md5 %s",
+		    u->want_md5);
+	/* Someone else's blocks were in the upload we resumed: send everything again. */
+	log_info("the server's copy of '%s' did not match its md5; sending it all again", u->key);
+	blockset_clear(&u->acked);
+	u->server_md5[0] = '\0';
+	ps->need_save = 1;
+	ps->resumed = 0;
+	return PUT_NEXT;
+}
+
+/* After a failed pass (r: what upload_pass() returned): PUT_* or an error. */
+static int
+put_pass_failed(struct up *u, struct put_state *ps, int r, int attempt)
+{
+	struct client_file_info probe;
+
+	client_disconnect(u->c);
+	switch (r) {
+	case XFER_STALLEND:
+		/* The last answers never came: the server may have committed anyway. */
+		log_info("no answer to the last blocks of '%s'; asking the server", u->key);
+		if ((r = client_file_info(u->c, u->key, &probe)) == 0)
+			return PUT_DONE;
+		if (r != STEP_ENOENT && !client_transient(r))
+			return r;
+		u->c->degraded = 1;
+		return PUT_NEXT;
+	case XFER_PIPEFAIL:
+		if (!u->c->degraded)
+			log_info("pipelining failed on %s:%d; one request at a time", u->c->host,
+			    u->c->port);
+		u->c->degraded = 1;
+		return PUT_NEXT;
+	case XFER_TOKEN:
+		/* Expired token: log in again. Only repeated refusals without any progress in
+		 * between are fatal. */
+		if (u->acked.count != ps->token_progress)
+			ps->token_retries = 0;
+		ps->token_progress = u->acked.count;
+		if (++ps->token_retries > 3)
+			return client_fail(u->c, STEP_EAUTH, "token refused repeatedly");
+		return PUT_RETRY;
+	case XFER_NOUPLOAD:
+		/* After our own SAVE this is a server that restarted and forgot an upload it
+		 * had not yet made durable (or a one-block upload it keeps in memory): start
+		 * over, but not forever against a server that always says 408. */
+		if (ps->did_save && ++ps->lost > 2)
+			return client_fail_status(
+			    u->c, STEP_ESTATUS, "server lost the upload", STEP_ST_OPERATION);
+		log_info("server has no upload of '%s' in progress; starting over", u->key);
+		blockset_clear(&u->acked);
+		ps->need_save = 1;
+		ps->resumed = 0;
+		return PUT_NEXT;
+	case XFER_LOCKED:
+	case XFER_MD5FAIL:
+		return put_refused(u, ps, r);
+	}
+	if (!client_transient(r))
+		return r;
+	ps->last_err = r;
+	log_info("%s; retrying", u->c->err);
+	client_backoff(attempt + 1);
+	return PUT_NEXT;
+}
+
+/* SAVE and passes until every block is acknowledged: 0 or an error. */
+static int
+put_blocks(struct up *u, struct put_state *ps, struct client_result *res)
+{
+	int attempt, r = 0, k;
+
+	for (attempt = 0; attempt < XFER_ATTEMPTS; attempt++) {
+		if ((r = client_ensure(u->c)) != 0) {
+			if (client_transient(r) && attempt + 1 < XFER_ATTEMPTS) {
+				ps->last_err = r;
+				client_backoff(attempt + 1);
+				continue;
+			}
+			return r;
+		}
+		if (ps->need_save) {
+			k = put_save(u, ps, res, attempt);
+			if (k == PUT_DONE)
+				return STEP_OK;
+			if (k == PUT_RETRY)
+				attempt--;
+			if (k != 0 && k != PUT_NEXT && k != PUT_RETRY)
+				return k;
+			if (k != 0)
+				continue;
+		}
+		if (u->acked.count == u->total)
+			return STEP_OK;
+		r = upload_pass(u);
+		if (r == 0 && u->hold_last && u->acked.count + 1 == u->total) {
+			/* Every block but the last is in. The last one commits the upload: it
+			 * goes only if the file is still the one that was read, so that a file
+			 * changed during the upload is never committed (with the replace
+			 * extension, the old object then stays). */
+			if (source_changed(u, ps->fs))
+				return client_fail(
+				    u->c, STEP_ECHANGED, "file changed while it was read");
+			u->hold_last = 0;
+			attempt--;
+			continue;
+		}
+		if (r == 0 || r == XFER_EXISTS)
+			return STEP_OK;
+		k = put_pass_failed(u, ps, r, attempt);
+		if (k == PUT_DONE)
+			return STEP_OK;
+		if (k == PUT_RETRY)
+			attempt--;
+		else if (k != PUT_NEXT)
+			return k;
+	}
+	if (ps->last_err != 0)
+		return ps->last_err; /* its sentence is still the session's */
+	return client_fail(u->c, STEP_EIO, "upload did not complete");
+}
+
 /*
  * The put driver: SAVE (or local resume), passes until every block is acknowledged,
  * then the final check. path/fs are NULL for memory sources.
@@ -720,131 +1110,31 @@ static int
 put_run(
     struct up *u, const char *path, const struct fstamp *fs, int flags, struct client_result *res)
 {
+	struct put_state ps;
 	struct client_file_info info;
 	char local_md5[HASH_MD5_HEX];
 	uint8_t dig[HASH_MD5_LEN];
-	int need_save = 1, did_save = 0, replaced = 0, exists = 0, attempt, r = 0, resumed = 0;
-	int token_retries = 0, was_resuming = 0, lost = 0;
-	uint32_t token_progress = 0;
+	int r;
 
+	memset(&ps, 0, sizeof(ps));
+	ps.flags = flags;
+	ps.path = path;
+	ps.fs = fs;
+	ps.need_save = 1;
+	u->replace = (flags & CLIENT_PUT_REPLACE) && (u->c->ext & CLIENT_EXT_REPLACE);
+	u->hold_last = fs != NULL;
 	if (path != NULL && u->db != NULL && u->key[0] != '\0' && resume_local(u, path, fs)) {
-		was_resuming = 1;
-		if (u->c->ext & CLIENT_EXT_RESUME) {
-			need_save = 1; /* stepd keeps the blocks and tells us which */
-		} else {
-			need_save = 0; /* a reference server would throw its blocks away */
-			resumed = 1;
+		ps.was_resuming = 1;
+		if (!(u->c->ext & CLIENT_EXT_RESUME)) {
+			ps.need_save = 0; /* a reference server would throw its blocks away */
+			ps.resumed = 1;
 			log_info("resuming '%s': %u of %u blocks already sent", u->key,
 			    u->acked.count, u->total);
-		}
+		} /* else stepd keeps the blocks and tells us which: SAVE */
 	}
 again:
-	for (attempt = 0; attempt < XFER_ATTEMPTS; attempt++) {
-		if ((r = client_ensure(u->c)) != 0) {
-			if (client_transient(r) && attempt + 1 < XFER_ATTEMPTS) {
-				client_backoff(attempt + 1);
-				continue;
-			}
-			return r;
-		}
-		if (need_save) {
-			r = do_save(u, &exists);
-			if (r == XFER_TOKEN) {
-				client_disconnect(u->c);
-				continue;
-			}
-			if (exists && (flags & CLIENT_PUT_REPLACE) && !replaced) {
-				replaced = 1;
-				if ((r = client_file_delete(u->c, u->key)) != 0)
-					return r;
-				attempt--;
-				continue;
-			}
-			if (exists && ((flags & CLIENT_PUT_EXIST_OK) || was_resuming)) {
-				/* Resuming: the interrupted run may have completed it. */
-				res->existed = 1;
-				break;
-			}
-			if (r == STEP_ESTATUS &&
-			    (u->c->status == STEP_ST_THROTTLE ||
-			        u->c->status == STEP_ST_UNAVAILABLE)) {
-				/* Too many uploads in progress (or the server is busy): those
-				 * finish by themselves; ask again after a pause. */
-				client_backoff(attempt + 1);
-				continue;
-			}
-			if (r != 0) {
-				if (client_transient(r) && u->src.size > 0) {
-					client_disconnect(u->c);
-					client_backoff(attempt + 1);
-					continue;
-				}
-				return r;
-			}
-			need_save = 0;
-			did_save = 1;
-			if (u->acked.count > 0)
-				resumed = 1;
-			if (path != NULL)
-				record_start(u, path, fs);
-		}
-		if (u->acked.count == u->total)
-			break;
-		r = upload_pass(u);
-		if (r == 0 || r == XFER_EXISTS)
-			break;
-		client_disconnect(u->c);
-		if (r == XFER_STALLEND) {
-			/* The last answers never came: the server may have committed anyway. */
-			struct client_file_info probe;
-
-			log_info("no answer to the last blocks of '%s'; asking the server", u->key);
-			r = client_file_info(u->c, u->key, &probe);
-			if (r == 0)
-				break;
-			if (r != STEP_ENOENT && !client_transient(r))
-				return r;
-			u->c->degraded = 1;
-			continue;
-		}
-		if (r == XFER_PIPEFAIL) {
-			if (!u->c->degraded)
-				log_info("pipelining failed on %s:%d; one request at a time",
-				    u->c->host, u->c->port);
-			u->c->degraded = 1;
-			continue;
-		}
-		if (r == XFER_TOKEN) {
-			/* Expired token: log in again. Only repeated refusals without any
-			 * progress in between are fatal. */
-			if (u->acked.count != token_progress)
-				token_retries = 0;
-			token_progress = u->acked.count;
-			if (++token_retries > 3)
-				return client_fail(u->c, STEP_EAUTH, "token refused repeatedly");
-			attempt--;
-			continue;
-		}
-		if (r == XFER_NOUPLOAD) {
-			/* After our own SAVE this is a server that restarted and forgot an upload
-			 * it had not yet made durable (or a one-block upload it keeps in memory):
-			 * start over, but not forever against a server that always says 408. */
-			if (did_save && ++lost > 2)
-				return client_fail_status(u->c, STEP_ESTATUS,
-				    "server lost the upload", STEP_ST_OPERATION);
-			log_info("server has no upload of '%s' in progress; starting over", u->key);
-			blockset_clear(&u->acked);
-			need_save = 1;
-			resumed = 0;
-			continue;
-		}
-		if (!client_transient(r))
-			return r;
-		log_info("%s; retrying", u->c->err);
-		client_backoff(attempt + 1);
-	}
-	if (attempt == XFER_ATTEMPTS)
-		return r != 0 ? r : client_fail(u->c, STEP_EIO, "upload did not complete");
+	if ((r = put_blocks(u, &ps, res)) != 0)
+		return r;
 	if (res->existed && u->total == 0 && u->blk == NULL) {
 		/* Key existed before any plan: hash the whole source to compare. */
 		struct client_file_info pre;
@@ -865,7 +1155,7 @@ again:
 		hash_to_hex(dig, HASH_MD5_LEN, local_md5);
 	}
 	if ((r = verify_final(u, local_md5, &info)) != 0) {
-		if (r == STEP_ENOENT && !res->existed && ++lost <= 2) {
+		if (r == STEP_ENOENT && !res->existed && ++ps.lost <= 2) {
 			/* Every block was acknowledged, yet the object is not there: the server
 			 * threw blocks away (a reference server restarts an upload when another
 			 * client SAVEs the same key). Send it all again. */
@@ -874,8 +1164,8 @@ again:
 			hash_reset(u->md5);
 			u->hashed = 0;
 			u->server_md5[0] = '\0';
-			need_save = 1;
-			resumed = 0;
+			ps.need_save = 1;
+			ps.resumed = 0;
 			goto again;
 		}
 		if (res->existed)
@@ -888,7 +1178,7 @@ again:
 	memcpy(res->md5, local_md5, HASH_MD5_HEX);
 	res->blocks_sent = u->sent;
 	res->blocks_total = u->total;
-	res->resumed = resumed;
+	res->resumed = ps.resumed;
 	u->c->err[0] = '\0';
 	return STEP_OK;
 }
@@ -939,6 +1229,15 @@ client_put_file(
 			return client_fail(c, STEP_ENOMEM, "out of memory");
 		key = basename(tmp);
 	}
+	if ((flags & CLIENT_PUT_REPLACE) && (flags & CLIENT_PUT_ATOMIC)) {
+		/* Without the replace extension: the temporary-key dance (client_replace.c). */
+		if ((r = client_ensure(c)) != 0 || !(c->ext & CLIENT_EXT_REPLACE)) {
+			if (r == 0)
+				r = client_put_replace_legacy(c, path, key, flags, res);
+			free(tmp);
+			return r;
+		}
+	}
 	if ((r = up_init(&u, c, key)) != 0)
 		goto out;
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0 ||
@@ -954,6 +1253,9 @@ client_put_file(
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	u.src.fd = fd;
 	u.src.size = f0.size;
+	/* A content-addressed object (sync's, EXIST_OK) is checked against its key by its
+	 * caller, which deletes a torn one: its file is read once, as the design wants. */
+	u.no_preread = (flags & CLIENT_PUT_EXIST_OK) != 0;
 	key_to_json(&u);
 	if (!(flags & CLIENT_PUT_NO_STATE) && c->state_path != NULL &&
 	    (u.db = client_state(c)) != NULL && uploads_migrate(u.db) != 0)
@@ -971,8 +1273,11 @@ client_put_file(
 			if (memcmp(&f0, &f1, sizeof(f0)) != 0 || memcmp(&f0, &f2, sizeof(f0)) != 0)
 				r = client_fail(c, STEP_ECHANGED, "file changed while it was read");
 		}
-		if (r == STEP_ECHANGED && !res->existed) {
-			/* What the server holds is a torn copy: never leave it as good. */
+		if (r == STEP_ECHANGED && !res->existed &&
+		    (u.server_md5[0] != '\0' || !(c->ext & CLIENT_EXT_SAVE_MD5))) {
+			/* What the server holds is a torn copy: never leave it as good. (With
+			 * save_md5 nothing was committed unless our own UPLOAD said so: the key
+			 * may hold someone else's object, or the old one being replaced.) */
 			if (client_file_delete(c, u.key) != 0)
 				log_info("could not delete the torn upload of '%s'", u.key);
 		}
@@ -1461,6 +1766,7 @@ many_worker(void *arg)
 			snprintf(j->error, sizeof(j->error), "%s", step_strerror(r));
 		} else {
 			j->rc = client_put_file(c, j->path, j->key, j->flags, &j->res);
+			j->status = j->rc != 0 ? client_status(c) : 0;
 			if (j->rc != 0)
 				snprintf(j->error, sizeof(j->error), "%s", client_error(c));
 		}

@@ -57,8 +57,10 @@ entry_valid(const struct tree_entry *e)
 		}
 		return sum == e->size ? STEP_OK : STEP_EINVAL;
 	case TREE_DIR:
-		return STEP_OK;
+		return e->link == 0 ? STEP_OK : STEP_EINVAL;
 	case TREE_SYMLINK:
+		if (e->link != 0)
+			return STEP_EINVAL;
 		if (e->targetlen == 0 || e->targetlen > TREE_TARGET_MAX || e->target == NULL ||
 		    memchr(e->target, '\0', e->targetlen) != NULL)
 			return STEP_EINVAL;
@@ -110,7 +112,9 @@ encode_entry(const struct tree_entry *e, struct buf *out)
 	size_t n = 0;
 	int r;
 
-	head[n++] = (uint8_t)e->type;
+	/* A file with a link group is its own wire type, so that every other entry (and
+	 * every tree without hard links) keeps the bytes, and the id, it always had. */
+	head[n++] = (uint8_t)(e->type == TREE_FILE && e->link != 0 ? TREE_WIRE_LINKED : e->type);
 	n += put_varint(head + n, e->namelen);
 	if ((r = buf_append(out, head, n)) != 0 || (r = buf_append(out, e->name, e->namelen)) != 0)
 		return r;
@@ -132,7 +136,7 @@ encode_entry(const struct tree_entry *e, struct buf *out)
 			if ((r = buf_append(out, c, n)) != 0)
 				return r;
 		}
-		return STEP_OK;
+		return e->link != 0 ? append_varint(out, e->link) : STEP_OK;
 	case TREE_DIR:
 		if ((r = buf_append(out, head, n)) != 0)
 			return r;
@@ -306,14 +310,15 @@ tree_reader_next(struct tree_reader *r, struct tree_entry *e)
 	struct tree_entry t;
 	const uint8_t *p;
 	uint64_t v;
-	int rc;
+	int rc, wire;
 
 	if (r->left == 0)
 		return r->p == r->end ? 0 : STEP_EPROTO;
 	memset(&t, 0, sizeof(t));
 	if ((rc = get_bytes(r, 1, &p)) != 0)
 		return rc;
-	t.type = *p;
+	wire = *p;
+	t.type = wire == TREE_WIRE_LINKED ? TREE_FILE : wire;
 	if (t.type != TREE_FILE && t.type != TREE_DIR && t.type != TREE_SYMLINK)
 		return STEP_EPROTO;
 	if ((rc = get_varint(r, &v)) != 0)
@@ -344,6 +349,9 @@ tree_reader_next(struct tree_reader *r, struct tree_entry *e)
 	case TREE_FILE:
 		if ((rc = read_chunks(r, &t)) != 0)
 			return rc;
+		/* linked: a link group id, never 0 (that would be the plain type's bytes) */
+		if (wire == TREE_WIRE_LINKED && ((rc = get_varint(r, &t.link)) != 0 || t.link == 0))
+			return rc != 0 ? rc : STEP_EPROTO;
 		break;
 	case TREE_DIR:
 		if ((rc = get_bytes(r, HASH_SHA256_LEN, &p)) != 0)
@@ -390,6 +398,7 @@ struct level {
 	size_t n, cap;
 	char *last; /* the last name added with '/' after a directory, for the order check */
 	size_t lastlen;
+	struct tree_counts cnt; /* what the level holds so far, subtrees included */
 };
 
 struct tree_builder {
@@ -400,7 +409,19 @@ struct tree_builder {
 	struct buf out;
 	uint64_t ntrees, nbytes;
 	int done;
+	tree_close_fn *on_close;
+	void *on_close_arg;
+	struct tree_counts root_cnt;
 };
+
+static void
+counts_add(struct tree_counts *to, const struct tree_counts *c)
+{
+	to->files += c->files;
+	to->dirs += c->dirs;
+	to->symlinks += c->symlinks;
+	to->bytes += c->bytes;
+}
 
 static void
 entry_free_copy(struct tree_entry *e)
@@ -503,8 +524,13 @@ level_close(struct tree_builder *b)
 	b->ntrees++;
 	b->nbytes += buf_avail(&b->out);
 	memcpy(l->self.subtree, id, HASH_SHA256_LEN);
-	if (b->depth == 1)
+	if (b->on_close != NULL)
+		b->on_close(b->on_close_arg, l->path, id, &l->cnt);
+	if (b->depth == 1) {
+		b->root_cnt = l->cnt;
 		return STEP_OK;
+	}
+	counts_add(&b->lv[b->depth - 2].cnt, &l->cnt);
 	if ((r = level_add(&b->lv[b->depth - 2], &l->self, l->self.name, l->self.namelen)) != 0)
 		return r;
 	level_release(l);
@@ -571,8 +597,10 @@ level_order(struct level *l, const char *name, size_t namelen, int isdir)
 	return STEP_OK;
 }
 
-int
-tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e)
+/* tree_builder_add(), or with sub (its counts) tree_builder_add_subtree(). */
+static int
+builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e,
+    const struct tree_counts *sub)
 {
 	size_t len, namelen, parentlen;
 	const char *slash, *name;
@@ -592,6 +620,8 @@ tree_builder_add(struct tree_builder *b, const char *path, const struct tree_ent
 	t = *e;
 	t.name = name;
 	t.namelen = namelen;
+	if (sub != NULL && t.type != TREE_DIR)
+		return STEP_EINVAL;
 	if (t.type == TREE_DIR)
 		t.nchunks = 0, t.chunks = NULL, t.size = 0;
 	if ((r = entry_valid(&t)) != 0)
@@ -610,8 +640,44 @@ tree_builder_add(struct tree_builder *b, const char *path, const struct tree_ent
 	if ((r = level_order(l, name, namelen, t.type == TREE_DIR)) != 0)
 		return r;
 	if (t.type == TREE_DIR)
+		l->cnt.dirs++;
+	else if (t.type == TREE_SYMLINK)
+		l->cnt.symlinks++;
+	else
+		l->cnt.files++, l->cnt.bytes += t.size;
+	if (sub != NULL) {
+		counts_add(&l->cnt, sub);
+		return level_add(l, &t, name, namelen);
+	}
+	if (t.type == TREE_DIR)
 		return level_open(b, path, len, &t, namelen);
 	return level_add(l, &t, name, namelen);
+}
+
+int
+tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e)
+{
+	return builder_add(b, path, e, NULL);
+}
+
+int
+tree_builder_add_subtree(struct tree_builder *b, const char *path, const struct tree_entry *e,
+    const struct tree_counts *c)
+{
+	return builder_add(b, path, e, c);
+}
+
+void
+tree_builder_on_close(struct tree_builder *b, tree_close_fn *fn, void *arg)
+{
+	b->on_close = fn;
+	b->on_close_arg = arg;
+}
+
+void
+tree_builder_counts(const struct tree_builder *b, struct tree_counts *c)
+{
+	*c = b->root_cnt;
 }
 
 int

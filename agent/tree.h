@@ -12,12 +12,17 @@
  *   count    number of entries
  *   entries  sorted by name, bytewise (memcmp; a name before every longer name that starts
  *            with it), no two equal, each:
- *     type (1 byte: 1 file, 2 dir, 3 symlink), name length, name bytes,
- *     mode (permission bits, <= 07777), mtime_ns (zig-zag), uid, gid,
+ *     type (1 byte: 1 file, 2 dir, 3 symlink, 4 file with a link group), name length,
+ *     name bytes, mode (permission bits, <= 07777), mtime_ns (zig-zag), uid, gid,
  *     file:    size, chunk count, then per chunk: 32-byte id, chunk size (>= 1)
+ *     linked:  as file, then the link group id (>= 1)
  *     dir:     32-byte subtree id
  *     symlink: target length, target bytes
  *   nothing after the last entry.
+ * Type 4 was added for hard links (a file whose inode has several names): the files of one
+ * snapshot that carry the same link id were one inode, and restore makes them one again.
+ * A file without one is type 1 as before, so trees without hard links keep their bytes and
+ * ids, and every tree written before type 4 existed still decodes the same.
  * The same entries always give the same bytes, so an unchanged directory gives the same
  * id in every snapshot and is stored once.
  *
@@ -45,6 +50,7 @@
 #define TREE_MAX_BYTES   (256u << 20) /* largest tree object accepted */
 
 enum tree_type { TREE_FILE = 1, TREE_DIR = 2, TREE_SYMLINK = 3 };
+#define TREE_WIRE_LINKED 4 /* the wire type of a TREE_FILE with link != 0 */
 
 struct tree_chunk {
 	uint8_t id[HASH_SHA256_LEN]; /* SHA-256 of the chunk's bytes */
@@ -64,6 +70,8 @@ struct tree_entry {
 	uint8_t subtree[HASH_SHA256_LEN]; /* dirs */
 	const char *target;               /* symlinks: targetlen bytes */
 	size_t targetlen;
+	uint64_t link; /* files: 0, or the link group of a file with several hard links (the
+	                  same nonzero value for every name of one inode in a snapshot) */
 };
 
 /*
@@ -109,6 +117,27 @@ typedef int tree_emit_fn(
 struct tree_builder;
 int tree_builder_new(tree_emit_fn *emit, void *arg, struct tree_builder **outp);
 int tree_builder_add(struct tree_builder *b, const char *path, const struct tree_entry *e);
+
+/* What a subtree holds (the directory itself not counted). */
+struct tree_counts {
+	uint64_t files, dirs, symlinks, bytes;
+};
+/*
+ * Adds directory path as a finished subtree, without opening a level: e->subtree is its
+ * tree's id (from an earlier build; not emitted again), c what it holds. Same order rules
+ * and errors as tree_builder_add().
+ */
+int tree_builder_add_subtree(struct tree_builder *b, const char *path, const struct tree_entry *e,
+    const struct tree_counts *c);
+/*
+ * Called as each directory's tree is finished (after emit): its path ("" for the root;
+ * borrowed for the call), its id and what it holds. NULL: none.
+ */
+typedef void tree_close_fn(
+    void *arg, const char *path, const uint8_t id[HASH_SHA256_LEN], const struct tree_counts *c);
+void tree_builder_on_close(struct tree_builder *b, tree_close_fn *fn, void *arg);
+/* After tree_builder_finish(): what the whole tree holds. */
+void tree_builder_counts(const struct tree_builder *b, struct tree_counts *c);
 int tree_builder_finish(struct tree_builder *b, uint8_t root[HASH_SHA256_LEN]);
 /* Trees emitted so far, and their total bytes. */
 void tree_builder_stats(const struct tree_builder *b, uint64_t *ntrees, uint64_t *nbytes);

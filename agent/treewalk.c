@@ -83,7 +83,7 @@ walk_tree(struct walk *w, const uint8_t id[HASH_SHA256_LEN], size_t plen)
 			r = STEP_EINVAL;
 			goto out;
 		}
-		if (plen > 0)
+		if (plen > 0 && plen < MANIFEST_PATH_MAX) /* (n <= MANIFEST_PATH_MAX says so) */
 			w->path[plen] = '/';
 		memcpy(w->path + plen + (plen > 0), e.name, e.namelen);
 		w->path[n] = '\0';

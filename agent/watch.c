@@ -576,7 +576,9 @@ dispatch(struct watch *w, const struct inotify_event *ev, uint64_t now_ms)
 			log_error("out of memory watching '%s'", path);
 		w->cb(w->arg, WATCH_EV_RESCAN, path, NULL);
 	} else if (ev->mask & (IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB)) {
-		if (!(ev->mask & IN_ISDIR))
+		/* A directory's own change (chmod, touch) is in its parent's tree: incremental
+		 * runs read only the directories named by an event. */
+		if (!(ev->mask & IN_ISDIR) || (ev->mask & IN_ATTRIB))
 			w->cb(w->arg, WATCH_EV_CHANGE, path, NULL);
 	}
 }

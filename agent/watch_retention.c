@@ -3,6 +3,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cmd.h"
 #include "config.h"
@@ -10,6 +11,7 @@
 #include "log.h"
 #include "prune.h"
 #include "retention.h"
+#include "util.h"
 #include "watch_retention.h"
 
 int
@@ -30,17 +32,42 @@ watch_retention_check(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* When each name's rules were last applied (the watcher is one thread). */
+static struct last_run {
+	char *name;
+	int64_t time;
+} * last_runs;
+static size_t nlast_runs;
+
+static int64_t *
+last_run_of(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < nlast_runs; i++)
+		if (strcmp(last_runs[i].name, name) == 0)
+			return &last_runs[i].time;
+	last_runs = xrealloc(last_runs, (nlast_runs + 1) * sizeof(*last_runs));
+	last_runs[nlast_runs].name = xstrdup(name);
+	last_runs[nlast_runs].time = 0;
+	return &last_runs[nlast_runs++].time;
+}
+
 int
 watch_retention_tick(
-    struct agent *a, struct client *c, struct db *db, const char *name, int64_t now, int64_t *lastp)
+    struct agent *a, struct client *c, struct db *db, const char *name, int64_t now)
 {
+	int64_t *lastp;
 	const struct config_dir *d = config_find_dir(a->cfg, name);
 	struct prune_result res;
 	struct keep_policy pol;
 	char why[256], polstr[128];
 	int r;
 
-	if (d == NULL || d->keep == NULL || (*lastp != 0 && now - *lastp < WATCH_RETENTION_EVERY))
+	if (d == NULL || d->keep == NULL)
+		return 0;
+	lastp = last_run_of(name);
+	if (*lastp != 0 && now - *lastp < WATCH_RETENTION_EVERY)
 		return 0;
 	*lastp = now;
 	if (retention_parse(d->keep, &pol, why, sizeof(why)) != 0) {

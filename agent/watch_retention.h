@@ -20,12 +20,12 @@ struct db;
 int watch_retention_check(const struct config *cfg, char *err, size_t errlen);
 
 /*
- * Applies name's keep rules (none: nothing) when *lastp is 0 or at least
- * WATCH_RETENTION_EVERY seconds before now, then sets *lastp = now. A failure is logged
- * and retried an hour later; it never stops the watcher. Returns the number of deleted
- * snapshots, or a negative error.
+ * Applies name's keep rules (none: nothing) when they were never applied to name by this
+ * process or at least WATCH_RETENTION_EVERY seconds before now. A failure is logged and
+ * retried an hour later; it never stops the watcher. Call with the state lock held.
+ * Returns the number of deleted snapshots, or a negative error.
  */
-int watch_retention_tick(struct agent *a, struct client *c, struct db *db, const char *name,
-    int64_t now, int64_t *lastp);
+int watch_retention_tick(
+    struct agent *a, struct client *c, struct db *db, const char *name, int64_t now);
 
 #endif

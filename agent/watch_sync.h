@@ -15,6 +15,9 @@ struct watch_sync_result {
 	uint64_t bytes_sent; /* file content uploaded by this sync; 0 when unknown */
 	char snapshot[128];  /* the snapshot recorded ("NAME#SEQ"), "" when unknown */
 	int exit_status;     /* the sync's exit status (AGENT_EXIT_*), also on failure */
+	int incremental;     /* only the changed directories were read */
+	uint64_t dirs_scanned, dirs_reused, files_hashed; /* the engine's counters */
+	uint64_t held; /* files gone but held back in the snapshot (mass deletion) */
 };
 
 /*
@@ -27,6 +30,15 @@ struct watch_sync_result {
  */
 int watch_sync_dir(struct agent *a, const char *name, const char *path,
     struct watch_sync_result *res, char *errbuf, size_t errlen);
+
+/*
+ * The same run, told what changed: the queue's entries of qkey up to sequence number mark
+ * (db/queue.h) become the directories to read and the subtrees to read whole; an entry
+ * that says "rescan everything" (start, queue overflow, the periodic rescan) makes it a
+ * full run, as watch_sync_dir().
+ */
+int watch_sync_changes(struct agent *a, const char *name, const char *path, const char *qkey,
+    long long mark, struct watch_sync_result *res, char *errbuf, size_t errlen);
 
 /*
  * Drops the agent's server session so the next sync connects afresh (after a failure,

@@ -329,6 +329,19 @@ cfg_dir(struct cfg_parse *ps, const char *name, const char *key, const char *val
 		d->exclude[d->nexclude++] = v;
 		return STEP_OK;
 	}
+	if (strcmp(key, "rescan") == 0) {
+		char *end;
+
+		errno = 0;
+		d->rescan_s = strtol(val, &end, 10);
+		if (errno != 0 || end == val || *end != '\0' || d->rescan_s < 60 ||
+		    d->rescan_s > 30L * 86400) {
+			cfg_fail(ps, STEP_EINVAL,
+			    "bad rescan '%s' in [dir \"%s\"]: seconds, 60..2592000", val, name);
+			return STEP_EINVAL;
+		}
+		return STEP_OK;
+	}
 	if (strcmp(key, "keep") == 0) {
 		/* Checked by its users (agent/retention.h), which live above this library. */
 		if (d->keep != NULL || *val == '\0') {

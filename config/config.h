@@ -21,8 +21,9 @@ struct config_dir {
 	char *path;     /* absolute path of the folder (a leading ~/ is expanded) */
 	char **exclude; /* fnmatch patterns, see config_exclude_match() */
 	size_t nexclude;
-	char *keep; /* retention rules "last=N daily=N ..." (agent/retention.h); NULL: none */
-	int line;   /* line of the section header, for messages */
+	char *keep;    /* retention rules "last=N daily=N ..." (agent/retention.h); NULL: none */
+	long rescan_s; /* `rescan = SECONDS`: the watcher's verification rescan; 0 unset */
+	int line;      /* line of the section header, for messages */
 };
 
 struct config {

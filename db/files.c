@@ -26,6 +26,11 @@ static const char *const files_steps[] = {
 	/* Chunk lists of large files (format 2): id "c.<sha256 of data>", data the chunks'
 	 * 32-byte ids each followed by its size, 8 bytes little-endian. */
 	"CREATE TABLE chunklists(id TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;",
+	/* The tree id of every directory as the last run built it, and what it holds: an
+	 * incremental run reuses the trees of directories it has no reason to read. */
+	"CREATE TABLE dirtrees(dir TEXT NOT NULL, path TEXT NOT NULL, id BLOB NOT NULL,"
+	" files INTEGER NOT NULL, dirs INTEGER NOT NULL, symlinks INTEGER NOT NULL,"
+	" bytes INTEGER NOT NULL, PRIMARY KEY(dir, path)) WITHOUT ROWID;",
 };
 
 enum {
@@ -40,6 +45,12 @@ enum {
 	ST_OFORGET,
 	ST_CPUT,
 	ST_CGET,
+	ST_DTGET,
+	ST_DTPUT,
+	ST_DTCLEAR,
+	ST_SEEK,
+	ST_DROP1,
+	ST_DROPR,
 	ST_N
 };
 
@@ -60,6 +71,16 @@ static const char *const files_sql[ST_N] = {
 	[ST_OFORGET] = "DELETE FROM objects WHERE okey = ?1",
 	[ST_CPUT] = "INSERT OR IGNORE INTO chunklists(id, data) VALUES(?1, ?2)",
 	[ST_CGET] = "SELECT data FROM chunklists WHERE id = ?1",
+	[ST_DTGET] = "SELECT id, files, dirs, symlinks, bytes FROM dirtrees WHERE dir = ?1 AND"
+	             " path = ?2",
+	[ST_DTPUT] = "INSERT OR REPLACE INTO dirtrees(dir, path, id, files, dirs, symlinks, bytes)"
+	             " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[ST_DTCLEAR] = "DELETE FROM dirtrees WHERE dir = ?1",
+	/* An unbounded range binds ?3 as a blob: every text sorts before every blob. */
+	[ST_SEEK] = "SELECT path FROM files WHERE dir = ?1 AND path >= ?2 AND path < ?3"
+	            " ORDER BY path LIMIT 1",
+	[ST_DROP1] = "DELETE FROM files WHERE dir = ?1 AND path = ?2",
+	[ST_DROPR] = "DELETE FROM files WHERE dir = ?1 AND path >= ?2 AND path < ?3",
 };
 
 struct files {
@@ -324,6 +345,24 @@ files_cursor_find(struct files_cursor *c, const char *path, struct files_row *ro
 	return 0;
 }
 
+int
+files_cursor_peek(struct files_cursor *c, const char **pathp, struct files_row *row)
+{
+	if (c->state != SQLITE_ROW)
+		return c->state == SQLITE_DONE ? 0 : db_err(c->state);
+	*pathp = (const char *)sqlite3_column_text(c->st, 0);
+	row_from(c->st, 1, row);
+	return *pathp != NULL;
+}
+
+int
+files_cursor_next(struct files_cursor *c)
+{
+	if (c->state == SQLITE_ROW)
+		c->state = sqlite3_step(c->st);
+	return c->state == SQLITE_ROW || c->state == SQLITE_DONE ? 0 : db_err(c->state);
+}
+
 void
 files_cursor_free(struct files_cursor *c)
 {
@@ -370,4 +409,104 @@ files_chunks_get(struct files *f, const char *id, void **datap, size_t *lenp)
 	*datap = d;
 	*lenp = n;
 	return 0;
+}
+
+int
+files_dirtree_get(struct files *f, const char *dir, const char *path, struct files_dirtree *t)
+{
+	sqlite3_stmt *st = f->st[ST_DTGET];
+	int rc, r = STEP_ENOENT;
+
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == (int)sizeof(t->id)) {
+		memcpy(t->id, sqlite3_column_blob(st, 0), sizeof(t->id));
+		t->files = (uint64_t)sqlite3_column_int64(st, 1);
+		t->dirs = (uint64_t)sqlite3_column_int64(st, 2);
+		t->symlinks = (uint64_t)sqlite3_column_int64(st, 3);
+		t->bytes = (uint64_t)sqlite3_column_int64(st, 4);
+		r = 0;
+	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		r = db_err(rc);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
+int
+files_dirtree_put(struct files *f, const char *dir, const char *path, const struct files_dirtree *t)
+{
+	sqlite3_stmt *st = f->st[ST_DTPUT];
+
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, t->id, sizeof(t->id), SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)t->files);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)t->dirs);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)t->symlinks);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)t->bytes);
+	return run(st);
+}
+
+int
+files_dirtree_clear(struct files *f, const char *dir)
+{
+	sqlite3_bind_text(f->st[ST_DTCLEAR], 1, dir, -1, SQLITE_STATIC);
+	return run(f->st[ST_DTCLEAR]);
+}
+
+/* Binds the range [lo, hi) (hi NULL: no end) as ?2 and ?3. */
+static void
+bind_range(sqlite3_stmt *st, const char *lo, const char *hi)
+{
+	static const uint8_t top = 0xff;
+
+	sqlite3_bind_text(st, 2, lo, -1, SQLITE_STATIC);
+	if (hi != NULL)
+		sqlite3_bind_text(st, 3, hi, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_blob(st, 3, &top, 1, SQLITE_STATIC);
+}
+
+int
+files_seek(
+    struct files *f, const char *dir, const char *lo, const char *hi, char *out, size_t outlen)
+{
+	sqlite3_stmt *st = f->st[ST_SEEK];
+	int rc, r = 0;
+
+	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
+	bind_range(st, lo, hi);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		copy_text(st, 0, out, outlen);
+		r = 1;
+	} else if (rc != SQLITE_DONE) {
+		r = db_err(rc);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
+int
+files_drop(struct files *f, const char *dir, const char *path)
+{
+	sqlite3_bind_text(f->st[ST_DROP1], 1, dir, -1, SQLITE_STATIC);
+	sqlite3_bind_text(f->st[ST_DROP1], 2, path, -1, SQLITE_STATIC);
+	return run(f->st[ST_DROP1]);
+}
+
+int
+files_drop_range(struct files *f, const char *dir, const char *lo, const char *hi, uint64_t *np)
+{
+	int r;
+
+	sqlite3_bind_text(f->st[ST_DROPR], 1, dir, -1, SQLITE_STATIC);
+	bind_range(f->st[ST_DROPR], lo, hi);
+	r = run(f->st[ST_DROPR]);
+	*np = r == 0 ? (uint64_t)sqlite3_changes(db_handle(f->db)) : 0;
+	return r;
 }

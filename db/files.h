@@ -62,6 +62,12 @@ struct files_cursor;
 int files_cursor_open(struct db *db, const char *dir, struct files_cursor **outp);
 int files_cursor_find(struct files_cursor *c, const char *path, struct files_row *row);
 void files_cursor_free(struct files_cursor *c);
+/*
+ * The row the walk is on, without moving: 1 with its path (borrowed until the walk moves)
+ * and *row, 0 past the end, or a database error. files_cursor_next() moves to the next row.
+ */
+int files_cursor_peek(struct files_cursor *c, const char **pathp, struct files_row *row);
+int files_cursor_next(struct files_cursor *c);
 
 /* 1 when okey is recorded as on the server, 0 when not, or a negative STEP_E*. */
 int files_object_known(struct files *f, const char *okey);
@@ -80,5 +86,31 @@ int files_object_forget(struct files *f, const char *okey);
 #define FILES_CHUNK_REC 40
 int files_chunks_put(struct files *f, const char *id, const void *data, size_t len);
 int files_chunks_get(struct files *f, const char *id, void **datap, size_t *lenp);
+
+/*
+ * Directory trees of the last run (incremental syncs): a directory's tree id (path
+ * relative to the tree, "" for the root) and what its subtree holds. get: 0 or
+ * STEP_ENOENT; clear forgets every directory of dir (the next run reads them all).
+ */
+struct files_dirtree {
+	uint8_t id[32];
+	uint64_t files, dirs, symlinks, bytes;
+};
+int files_dirtree_get(struct files *f, const char *dir, const char *path, struct files_dirtree *t);
+int files_dirtree_put(
+    struct files *f, const char *dir, const char *path, const struct files_dirtree *t);
+int files_dirtree_clear(struct files *f, const char *dir);
+
+/*
+ * The first path of dir's rows in [lo, hi) (hi NULL: no end), bytewise: 1 and the path in
+ * out, 0 when none, or a database error. Lets a caller step through one directory's
+ * entries and skip its subdirectories' rows at one query each.
+ */
+int files_seek(
+    struct files *f, const char *dir, const char *lo, const char *hi, char *out, size_t outlen);
+/* Deletes the row (dir, path); or the rows in [lo, hi), their number in *np. */
+int files_drop(struct files *f, const char *dir, const char *path);
+int files_drop_range(
+    struct files *f, const char *dir, const char *lo, const char *hi, uint64_t *np);
 
 #endif

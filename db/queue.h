@@ -44,6 +44,13 @@ int queue_count(sqlite3 *db, const char *dir, long long *countp);
  */
 int queue_mark(sqlite3 *db, const char *dir, long long *seqp);
 
+/*
+ * Calls fn for each of dir's entries whose sequence number is <= seq, in path order
+ * (path borrowed for the call). fn returns 0 to go on. 0, fn's error or STEP_EIO.
+ */
+typedef int queue_entry_fn(void *arg, const char *path, int kind);
+int queue_each(sqlite3 *db, const char *dir, long long seq, queue_entry_fn *fn, void *arg);
+
 /* Removes dir's entries whose sequence number is <= seq. */
 int queue_ack(sqlite3 *db, const char *dir, long long seq);
 

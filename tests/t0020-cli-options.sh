@@ -54,6 +54,18 @@ ok "every long option of every --help is in stepsync(1)" '
 		grep -q -F -- "$(printf "%s" "$o" | sed "s/-/\\\\-/g")" "$MAN" || missing="$missing $o"
 	done <opts &&
 	{ [ -z "$missing" ] || { echo "not in stepsync.1:$missing"; exit 1; }; }'
+ok "every long option and subcommand of stepd --help is in stepd(8)" '
+	"$BIN/stepd" --help >stepd.help &&
+	grep -o -- "--[a-z][a-z-]*" stepd.help | sort -u >sopts && [ -s sopts ] && missing="" &&
+	while read -r o; do
+		grep -q -F -- "$(printf "%s" "$o" | sed "s/-/\\\\-/g")" "$TOP/contrib/man/stepd.8" ||
+			missing="$missing $o"
+	done <sopts &&
+	for w in init "user add" "user del" "user passwd" "user list"; do
+		grep -q "stepd --root DIR $w" stepd.help || { echo "stepd --help lacks $w"; exit 1; }
+		grep -q "$w" "$TOP/contrib/man/stepd.8" || missing="$missing [$w]"
+	done &&
+	{ [ -z "$missing" ] || { echo "not in stepd.8:$missing"; exit 1; }; }'
 ok "every command has --help with a usage line and exit 0" '
 	for c in put get rm info data ping sync restore snapshots prune watch status; do
 		"$S" $c --help >h && grep -q "^usage: stepsync $c" h || { echo $c; exit 1; }

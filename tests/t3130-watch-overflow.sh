@@ -4,7 +4,9 @@
 # instance, restored at once), a watcher stopped with SIGSTOP misses the events of 200
 # new files and a new directory. The overflow must trigger a rescan that puts all of them
 # in a snapshot, and the directory created during the overflow must be watched afterwards.
-# Needs root to write the sysctl; skipped otherwise.
+# The rescan is exactly one full run (the engine's count in `status --json`); the changes
+# after it are synced incrementally again. Needs root to write the sysctl; skipped
+# otherwise.
 . "$TOP/tests/lib.sh"
 . "$TOP/tests/watch_lib.sh"
 
@@ -20,6 +22,11 @@ watch_init
 mkdir -p "$D/sub"
 echo seed >"$D/sub/seed.txt"
 SW="$SS --state $T_DIR/watch.db"
+
+# st FIELD — an integer field of the watcher's `status --json`.
+st() {
+	$SW status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
+}
 
 echo 16 >"$Q"
 $SW -v watch --name W --debounce 100 "$D" >"$T_DIR/watch.out" 2>"$T_DIR/watch.err" &
@@ -48,8 +55,15 @@ ok "the overflow is noticed and logged" '
 ok "the rescan puts every file whose event was lost in a snapshot" '
 	arrives && [ $(ls "$T_DIR/restore.$(cat "$T_DIR/seen")/sub" | wc -l) -eq 201 ]
 '
+ok "the overflow made exactly one full run more than the start-up scan" '
+	[ "$(st full_runs)" = 2 ]
+'
 ok "a directory created during the overflow is watched afterwards" '
 	echo later >"$D/late/later.txt" && arrives
+'
+ok "...and synced by an incremental run: still exactly one full rescan for the overflow" '
+	[ "$(st full_runs)" = 2 ] && [ "$(st last_run_incremental)" = 1 ] &&
+	[ "$(st last_dirs_scanned)" = 2 ]
 '
 kill -TERM $WATCH_PID
 wait $WATCH_PID

@@ -7,6 +7,7 @@
 #   BENCH_SMALL_N   number of small files for the sync test (default 20000)
 #   BENCH_PARTS     which parts to run (default "put server sync smallobj rss watch snap
 #                   cluster")
+#   WATCH_SIZES     tree sizes of the watch part (default "100000"; try "100000 1000000")
 #   BENCH_ROUNDS    rounds of the large-file measurements (default 1; ratios are per round,
 #                   the summary prints their median)
 set -u
@@ -266,9 +267,10 @@ if [[ " $PARTS " == *" rss "* ]]; then
 	W="$W" "$TOP/contrib/bench/rss.sh"
 fi
 
-if [[ " $PARTS " == *" watch "* ]] && [ -x "$TOP/contrib/bench/watch-latency.sh" ]; then
-	echo "## watch: change -> restorable snapshot"
-	W="$W" SSPW="$W/pw" "$TOP/contrib/bench/watch-latency.sh"
+if [[ " $PARTS " == *" watch "* ]]; then
+	# WATCH_SIZES (default 100000; the issue's goals are for 1000000), WATCH_CHANGES,
+	# WATCH_BURST: see watch.sh
+	W="$W" SSPW="$W/pw" "$TOP/contrib/bench/watch.sh"
 fi
 
 if [[ " $PARTS " == *" snap "* ]]; then

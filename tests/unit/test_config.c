@@ -89,6 +89,19 @@ test_empty_and_defaults(void **state)
 	config_free(NULL);
 }
 
+/* The watcher's verification rescan period of a [dir]: unset is 0. */
+static void
+test_dir_rescan(void **state)
+{
+	struct config *c =
+	    parse_ok("[dir \"a\"]\npath = /a\nrescan = 3600\n[dir \"b\"]\npath = /b\n");
+
+	(void)state;
+	assert_int_equal(c->dirs[0].rescan_s, 3600);
+	assert_int_equal(c->dirs[1].rescan_s, 0);
+	config_free(c);
+}
+
 static void
 test_errors_name_line(void **state)
 {
@@ -109,6 +122,10 @@ test_errors_name_line(void **state)
 	assert_non_null(
 	    strstr(parse_err("[dir \"a\"]\npath = rel/dir\n", err, sizeof(err)), "absolute"));
 	assert_non_null(strstr(parse_err("x = 1\n", err, sizeof(err)), "outside any section"));
+	assert_non_null(strstr(
+	    parse_err("[dir \"a\"]\npath = /a\nrescan = 59\n", err, sizeof(err)), "t.conf:3:"));
+	assert_non_null(strstr(
+	    parse_err("[dir \"a\"]\npath = /a\nrescan = 1h\n", err, sizeof(err)), "60..2592000"));
 	assert_non_null(strstr(parse_err("[server]\nuser=a\nuser=b\n", err, sizeof(err)),
 	    "t.conf:3: 'user' given twice"));
 }
@@ -230,6 +247,7 @@ main(void)
 		cmocka_unit_test(test_address),
 		cmocka_unit_test(test_default_paths),
 		cmocka_unit_test(test_exclude),
+		cmocka_unit_test(test_dir_rescan),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

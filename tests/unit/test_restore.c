@@ -77,6 +77,7 @@ start_stepd(const char *extra)
 		argv[argc++] = "open";
 		argv[argc++] = "--threads";
 		argv[argc++] = "2";
+		argv[argc++] = "--init"; /* a missing root is an error without it */
 	}
 	argv[argc++] = "--port";
 	argv[argc++] = "0";
@@ -264,6 +265,7 @@ on_error(void *arg, const char *msg)
 }
 
 static int overwrite; /* enum restore_overwrite of the next restore() */
+static int owner;     /* restore_opts.owner of the next restore() */
 
 static int
 restore(const uint8_t root[HASH_SHA256_LEN], const char *to, const char *sub, int preserve,
@@ -278,6 +280,7 @@ restore(const uint8_t root[HASH_SHA256_LEN], const char *to, const char *sub, in
 	o.target = to;
 	o.preserve_special_bits = preserve;
 	o.overwrite = overwrite;
+	o.owner = owner;
 	o.error = on_error;
 	o.no_flush = getenv("NO_FLUSH") != NULL;
 	if (getenv("NCONN") != NULL)
@@ -473,6 +476,101 @@ test_sample(void **state)
 	target("t2", to, sizeof(to));
 	assert_int_equal(restore(S.root, to, NULL, 1, 2, NULL), 0);
 	check_sample(to, 1);
+}
+
+/*
+ * Hard links, sparse files and owners: /a/one, /b/two and /b/three of link group 7 come
+ * back as one inode, /b/diff (group 7 too, but other chunks: the file changed between its
+ * names during the backup) stays a copy, /b/solo (group 9, alone) a plain file; /b keeps
+ * its time although links were made in it; /sparse (a hole of 600000 bytes inside, 400000
+ * at its end) is restored with holes; as root, every owner (uid 1234, gid 5678) is set.
+ */
+static void
+test_links_sparse_owner(void **state)
+{
+	struct tree_entry a[1], b[4], r[3];
+	struct tree_chunk cx, cy, cs[2];
+	uint8_t a_id[HASH_SHA256_LEN], b_id[HASH_SHA256_LEN], root[HASH_SHA256_LEN];
+	uint8_t *x = bytes(30000, 5), *y = bytes(30000, 6), *sp = calloc(1, 1150000);
+	char to[PATH_MAX + 16], path[PATH_MAX * 2];
+	struct stat one, two, three, diff, sst, bst;
+	struct restore_stats st;
+
+	(void)state;
+	assert_non_null(sp);
+	memcpy(sp, x, 30000);
+	memcpy(sp + 630000 + 20000, y, 30000); /* data, 620000 zeros, data, 400000 zeros */
+	put(x, 30000, cx.id);
+	cx.size = 30000;
+	put(y, 30000, cy.id);
+	cy.size = 30000;
+	put(sp, 750000, cs[0].id);
+	cs[0].size = 750000;
+	put(sp + 750000, 400000, cs[1].id);
+	cs[1].size = 400000;
+	a[0] = ent(TREE_FILE, "one", 0644, T0 + 1);
+	a[0].chunks = &cx, a[0].nchunks = 1, a[0].size = 30000, a[0].link = 7;
+	put_tree(a, 1, a_id);
+	b[0] = ent(TREE_FILE, "two", 0644, T0 + 1);
+	b[0].chunks = &cx, b[0].nchunks = 1, b[0].size = 30000, b[0].link = 7;
+	b[1] = ent(TREE_FILE, "three", 0644, T0 + 1);
+	b[1].chunks = &cx, b[1].nchunks = 1, b[1].size = 30000, b[1].link = 7;
+	b[2] = ent(TREE_FILE, "diff", 0644, T0 + 2);
+	b[2].chunks = &cy, b[2].nchunks = 1, b[2].size = 30000, b[2].link = 7;
+	b[3] = ent(TREE_FILE, "solo", 0644, T0 + 3);
+	b[3].chunks = &cy, b[3].nchunks = 1, b[3].size = 30000, b[3].link = 9;
+	put_tree(b, 4, b_id);
+	r[0] = ent(TREE_DIR, "a", 0755, T0 + 4);
+	memcpy(r[0].subtree, a_id, HASH_SHA256_LEN);
+	r[1] = ent(TREE_DIR, "b", 0755, T0 + 5);
+	memcpy(r[1].subtree, b_id, HASH_SHA256_LEN);
+	r[2] = ent(TREE_FILE, "sparse", 0600, T0 + 6);
+	r[2].chunks = cs, r[2].nchunks = 2, r[2].size = 1150000;
+	for (int i = 0; i < 3; i++)
+		r[i].uid = 1234, r[i].gid = 5678;
+	put_tree(r, 3, root);
+
+	owner = geteuid() == 0;
+	target("links", to, sizeof(to));
+	assert_int_equal(restore(root, to, NULL, 0, 3, &st), 0);
+	owner = 0;
+	assert_int_equal(nerrors, 0);
+	assert_int_equal(st.hardlinks, 2);
+	assert_file(to, "a/one", x, 30000, 0644, T0 + 1);
+	assert_file(to, "b/two", x, 30000, 0644, T0 + 1);
+	assert_file(to, "b/diff", y, 30000, 0644, T0 + 2);
+	assert_file(to, "b/solo", y, 30000, 0644, T0 + 3);
+	assert_file(to, "sparse", sp, 1150000, 0600, T0 + 6);
+	snprintf(path, sizeof(path), "%s/a/one", to);
+	assert_int_equal(stat(path, &one), 0);
+	snprintf(path, sizeof(path), "%s/b/two", to);
+	assert_int_equal(stat(path, &two), 0);
+	snprintf(path, sizeof(path), "%s/b/three", to);
+	assert_int_equal(stat(path, &three), 0);
+	snprintf(path, sizeof(path), "%s/b/diff", to);
+	assert_int_equal(stat(path, &diff), 0);
+	assert_true(one.st_ino == two.st_ino && one.st_ino == three.st_ino);
+	assert_int_equal(one.st_nlink, 3);
+	assert_true(diff.st_ino != one.st_ino && diff.st_nlink == 1);
+	snprintf(path, sizeof(path), "%s/b", to);
+	assert_int_equal(stat(path, &bst), 0);
+	assert_true((int64_t)bst.st_mtim.tv_sec * 1000000000 + bst.st_mtim.tv_nsec == T0 + 5);
+	snprintf(path, sizeof(path), "%s/sparse", to);
+	assert_int_equal(stat(path, &sst), 0);
+	/* 60000 bytes of data; the 1 MB of zeros are holes (a few blocks around the data) */
+	if ((long long)sst.st_blocks * 512 >= 200000)
+		print_message("# sparse: %lld bytes allocated\n", (long long)sst.st_blocks * 512),
+		    fail();
+	if (geteuid() == 0) {
+		assert_int_equal(sst.st_uid, 1234);
+		assert_int_equal(sst.st_gid, 5678);
+		assert_int_equal(bst.st_uid, 1234);
+		assert_int_equal(one.st_gid, 1000);
+	}
+	assert_true(no_temps(to));
+	free(x);
+	free(y);
+	free(sp);
 }
 
 static void
@@ -839,6 +937,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sample),
 		cmocka_unit_test(test_subpath),
+		cmocka_unit_test(test_links_sparse_owner),
 		cmocka_unit_test(test_symlink_in_target),
 		cmocka_unit_test(test_wrong_bytes),
 		cmocka_unit_test(test_ancestor),

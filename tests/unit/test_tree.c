@@ -382,6 +382,85 @@ test_encode_refuses(void **state)
 	expect_encode(e, 5, STEP_EINVAL);
 }
 
+/* Hard links: type 4 carries a link group, decodes as a file with that link; files
+ * without one keep type 1's bytes (old trees and ids unchanged); a link on a directory or
+ * symlink is refused by the encoder, a type-4 entry with link 0 or cut short by the reader. */
+static void
+test_links(void **state)
+{
+	static const uint64_t sizes[] = { 7, 3 };
+	struct tree_entry e[2], got;
+	struct tree_chunk c[2];
+	struct tree_reader r;
+	struct raw w, plain;
+	struct buf b;
+
+	(void)state;
+	raw_head(&w, 2);
+	raw_file(&w, "f", 10, 2, sizes);
+	w.b[8 + 1 + 1] = TREE_WIRE_LINKED; /* magic, version, count, then the type byte */
+	raw_varint(&w, 300);
+	raw_file(&w, "g", 10, 2, sizes);
+	memset(c[0].id, 0xa0, HASH_SHA256_LEN);
+	memset(c[1].id, 0xa1, HASH_SHA256_LEN);
+	c[0].size = 7;
+	c[1].size = 3;
+	memset(e, 0, sizeof(e));
+	for (int i = 0; i < 2; i++) {
+		e[i].type = TREE_FILE;
+		e[i].mode = 0644;
+		e[i].mtime_ns = -3;
+		e[i].uid = 1000;
+		e[i].gid = 100;
+		e[i].namelen = 1;
+		e[i].size = 10;
+		e[i].chunks = c;
+		e[i].nchunks = 2;
+	}
+	e[0].name = "f";
+	e[0].link = 300;
+	e[1].name = "g";
+	buf_init(&b, TREE_MAX_BYTES);
+	assert_int_equal(tree_encode(e, 2, &b), 0);
+	assert_int_equal(buf_avail(&b), w.n);
+	assert_memory_equal(buf_ptr(&b), w.b, w.n);
+	assert_int_equal(tree_reader_init(&r, buf_ptr(&b), buf_avail(&b)), 0);
+	assert_int_equal(tree_reader_next(&r, &got), 1);
+	assert_int_equal(got.type, TREE_FILE);
+	assert_int_equal(got.link, 300);
+	assert_int_equal(got.nchunks, 2);
+	assert_int_equal(tree_reader_next(&r, &got), 1);
+	assert_int_equal(got.link, 0);
+	assert_int_equal(tree_reader_next(&r, &got), 0);
+	tree_reader_release(&r);
+	/* without the link: exactly the old type-1 bytes */
+	e[0].link = 0;
+	raw_head(&plain, 2);
+	raw_file(&plain, "f", 10, 2, sizes);
+	raw_file(&plain, "g", 10, 2, sizes);
+	buf_reset(&b);
+	assert_int_equal(tree_encode(e, 2, &b), 0);
+	assert_int_equal(buf_avail(&b), plain.n);
+	assert_memory_equal(buf_ptr(&b), plain.b, plain.n);
+	buf_release(&b);
+	/* a link on a directory or a symlink */
+	memset(e, 0, sizeof(e));
+	e[0].type = TREE_DIR, e[0].name = "d", e[0].namelen = 1, e[0].link = 1;
+	expect_encode(e, 1, STEP_EINVAL);
+	e[0].type = TREE_SYMLINK, e[0].target = "t", e[0].targetlen = 1;
+	expect_encode(e, 1, STEP_EINVAL);
+	/* link 0 in a type-4 entry is not canonical; a missing link is truncation */
+	raw_head(&w, 1);
+	raw_file(&w, "f", 10, 2, sizes);
+	w.b[8 + 1 + 1] = TREE_WIRE_LINKED;
+	assert_int_equal(decode_all(w.b, w.n, NULL), STEP_EPROTO);
+	raw_varint(&w, 0);
+	assert_int_equal(decode_all(w.b, w.n, NULL), STEP_EPROTO);
+	w.n--;
+	raw_varint(&w, 1);
+	assert_int_equal(decode_all(w.b, w.n, NULL), 0);
+}
+
 static void
 test_decode_refuses(void **state)
 {
@@ -807,6 +886,101 @@ keep(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, size_t l
 	return 0;
 }
 
+/* What the on-close hook saw: each directory's path, id and counts. */
+struct closed {
+	size_t n;
+	char path[8][16];
+	uint8_t id[8][HASH_SHA256_LEN];
+	struct tree_counts c[8];
+};
+
+static void
+on_closed(
+    void *arg, const char *path, const uint8_t id[HASH_SHA256_LEN], const struct tree_counts *c)
+{
+	struct closed *cl = arg;
+
+	assert_true(cl->n < 8);
+	snprintf(cl->path[cl->n], sizeof(cl->path[0]), "%s", path);
+	memcpy(cl->id[cl->n], id, HASH_SHA256_LEN);
+	cl->c[cl->n++] = *c;
+}
+
+/* An incremental build: the directory "b" added as the finished subtree the first build
+ * closed (its id and counts) gives the same root id and counts, and emits no tree of b. */
+static void
+test_builder_subtree(void **state)
+{
+	static const char *paths[] = { "a.txt", "b", "b/c", "b/c/f", "b/l", "z" };
+	static const int types[] = { TREE_FILE, TREE_DIR, TREE_DIR, TREE_FILE, TREE_SYMLINK,
+		TREE_FILE };
+	struct tree_builder *b = NULL;
+	struct kept k = { 0 };
+	struct closed cl = { 0 };
+	struct tree_counts all, all2, bc;
+	uint8_t root[HASH_SHA256_LEN], root2[HASH_SHA256_LEN], bid[HASH_SHA256_LEN];
+	struct tree_entry e;
+	struct tree_chunk ch = { { 7 }, 42 };
+	size_t j;
+
+	(void)state;
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(tree_builder_new(keep, &k, &b), 0);
+		tree_builder_on_close(b, on_closed, &cl);
+		for (j = 0; j < 6; j++) {
+			memset(&e, 0, sizeof(e));
+			e.type = types[j];
+			e.mode = 0750;
+			e.mtime_ns = 5;
+			if (e.type == TREE_FILE)
+				e.chunks = &ch, e.nchunks = 1, e.size = 42;
+			if (e.type == TREE_SYMLINK)
+				e.target = "c/f", e.targetlen = 3;
+			if (pass == 1 && j == 1) {
+				memcpy(e.subtree, bid, HASH_SHA256_LEN);
+				assert_int_equal(tree_builder_add_subtree(b, paths[j], &e, &bc), 0);
+				j = 4; /* its contents are not added again */
+				continue;
+			}
+			assert_int_equal(tree_builder_add(b, paths[j], &e), 0);
+		}
+		assert_int_equal(tree_builder_finish(b, pass ? root2 : root), 0);
+		tree_builder_counts(b, pass ? &all2 : &all);
+		tree_builder_free(b);
+		if (pass == 0) {
+			/* closed: b/c, b, then the root */
+			assert_int_equal(cl.n, 3);
+			assert_string_equal(cl.path[1], "b");
+			assert_string_equal(cl.path[2], "");
+			assert_memory_equal(cl.id[2], root, HASH_SHA256_LEN);
+			memcpy(bid, cl.id[1], HASH_SHA256_LEN);
+			bc = cl.c[1];
+			assert_int_equal(bc.files, 1);
+			assert_int_equal(bc.dirs, 1);
+			assert_int_equal(bc.symlinks, 1);
+			assert_int_equal(bc.bytes, 42);
+			cl.n = 0;
+			while (k.n > 0)
+				free(k.data[--k.n]);
+		}
+	}
+	assert_memory_equal(root, root2, HASH_SHA256_LEN);
+	assert_int_equal(cl.n, 1); /* only the root closed: b was not built again */
+	assert_int_equal(k.n, 1);
+	assert_int_equal(all.files, 3);
+	assert_int_equal(all.dirs, 2);
+	assert_int_equal(all.symlinks, 1);
+	assert_int_equal(all.bytes, 126);
+	assert_memory_equal(&all, &all2, sizeof(all));
+	while (k.n > 0)
+		free(k.data[--k.n]);
+	/* a subtree must be a directory */
+	assert_int_equal(tree_builder_new(keep, &k, &b), 0);
+	e.type = TREE_FILE;
+	assert_int_equal(tree_builder_add_subtree(b, "x", &e, &bc), STEP_EINVAL);
+	tree_builder_free(b);
+}
+
 /* Scan order puts "a.txt" before the directory "a" (its key is "a/"), the tree puts "a"
  * first; a directory's id, as its parent names it, is that of the tree emitted for it. */
 static void
@@ -867,8 +1041,10 @@ main(void)
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_encode_refuses),
 		cmocka_unit_test(test_decode_refuses),
+		cmocka_unit_test(test_links),
 		cmocka_unit_test(test_builder),
 		cmocka_unit_test(test_builder_links),
+		cmocka_unit_test(test_builder_subtree),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
