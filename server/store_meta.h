@@ -119,4 +119,14 @@ struct store_meta_ops {
 extern const struct store_meta_ops store_meta_sqlite;
 extern const struct store_meta_ops store_meta_pg;
 
+/*
+ * LIST ranges (store_list.c). store_list_lower(): the range starts at *low (1: strictly
+ * after it, 0: itself included), the later of after and prefix. store_list_upper(): the
+ * exclusive upper bound of the keys that start with prefix, written to out (valid UTF-8);
+ * its length, or 0 when there is none (an empty prefix).
+ */
+int store_list_lower(const char *prefix, size_t plen, const char *after, size_t alen,
+    const char **low, size_t *lowlen);
+size_t store_list_upper(const char *prefix, size_t plen, char *out, size_t outlen);
+
 #endif

@@ -451,22 +451,47 @@ pg_list(struct store_meta *m, const char *user, int data, const char *prefix, si
     const char *after, size_t alen, long long limit,
     int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
 {
-	char lim[24], *p = kdup(prefix, plen), *a = kdup(after, alen);
-	const char *v[4] = { user, a, p, lim };
+	/* [table][strict][upper bound]; a range on the (usr, key) primary key (C collation:
+	 * byte order), then starts_with() for the prefix itself. */
+	static const char *const sql[2][2][2] = {
+		{ { "SELECT key FROM objects WHERE usr = $1 AND key >= $2 AND starts_with(key, $3)"
+		    " ORDER BY key LIMIT $4::bigint",
+		      "SELECT key FROM objects WHERE usr = $1 AND key >= $2 AND key < $5 AND"
+		      " starts_with(key, $3) ORDER BY key LIMIT $4::bigint" },
+		    { "SELECT key FROM objects WHERE usr = $1 AND key > $2 AND starts_with(key, $3)"
+		      " ORDER BY key LIMIT $4::bigint",
+		        "SELECT key FROM objects WHERE usr = $1 AND key > $2 AND key < $5 AND"
+		        " starts_with(key, $3) ORDER BY key LIMIT $4::bigint" } },
+		{ { "SELECT key FROM data WHERE usr = $1 AND key >= $2 AND starts_with(key, $3)"
+		    " ORDER BY key LIMIT $4::bigint",
+		      "SELECT key FROM data WHERE usr = $1 AND key >= $2 AND key < $5 AND"
+		      " starts_with(key, $3) ORDER BY key LIMIT $4::bigint" },
+		    { "SELECT key FROM data WHERE usr = $1 AND key > $2 AND starts_with(key, $3)"
+		      " ORDER BY key LIMIT $4::bigint",
+		        "SELECT key FROM data WHERE usr = $1 AND key > $2 AND key < $5 AND"
+		        " starts_with(key, $3) ORDER BY key LIMIT $4::bigint" } },
+	};
+	char lim[24], up[STORE_MAX_KEY + 8], *p = kdup(prefix, plen), *a = NULL, *u = NULL;
+	const char *low;
+	size_t lowlen, uplen;
 	PGresult *res = NULL;
-	int err = STEP_ENOMEM, i, n;
+	int err = STEP_ENOMEM, i, n, strict;
 
 	*more = 0;
 	snprintf(lim, sizeof(lim), "%lld", limit + 1);
-	if (p != NULL && a != NULL)
-		res = pq_pool(m,
-		    data ? "SELECT key FROM data WHERE usr = $1 AND key > $2 AND key >= $3 AND"
-		           " starts_with(key, $3) ORDER BY key LIMIT $4::bigint"
-		         : "SELECT key FROM objects WHERE usr = $1 AND key > $2 AND key >= $3 AND"
-		           " starts_with(key, $3) ORDER BY key LIMIT $4::bigint",
-		    4, v, &err);
+	strict = store_list_lower(prefix, plen, after, alen, &low, &lowlen);
+	a = kdup(low, lowlen);
+	uplen = store_list_upper(prefix, plen, up, sizeof(up));
+	if (uplen > 0)
+		u = kdup(up, uplen);
+	if (p != NULL && a != NULL && (uplen == 0 || u != NULL)) {
+		const char *v[5] = { user, a, p, lim, u };
+
+		res = pq_pool(m, sql[data != 0][strict][uplen > 0], uplen > 0 ? 5 : 4, v, &err);
+	}
 	free(p);
 	free(a);
+	free(u);
 	if (res == NULL)
 		return err;
 	n = PQntuples(res);

@@ -200,26 +200,41 @@ sq_list(struct store_meta *m, const char *user, int data, const char *prefix, si
     const char *after, size_t alen, long long limit,
     int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
 {
+	static const char *const sql[2][2] = {
+		{ "SELECT key FROM objects WHERE user = ?1 AND key >= ?2 AND key < ?3 AND "
+		  "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key",
+		    "SELECT key FROM objects WHERE user = ?1 AND key > ?2 AND key < ?3 AND "
+		    "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key" },
+		{ "SELECT key FROM data WHERE user = ?1 AND key >= ?2 AND key < ?3 AND "
+		  "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key",
+		    "SELECT key FROM data WHERE user = ?1 AND key > ?2 AND key < ?3 AND "
+		    "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key" },
+	};
 	sqlite3_stmt *st = NULL;
+	const char *low;
+	char up[STORE_MAX_KEY + 8];
+	size_t lowlen, uplen;
 	long long n = 0;
-	int r, step;
+	int r, step, strict;
 
 	*more = 0;
+	strict = store_list_lower(prefix, plen, after, alen, &low, &lowlen);
+	/* No upper bound (an empty prefix): 0xF5 starts no UTF-8 sequence, every key is
+	 * below it. */
+	if ((uplen = store_list_upper(prefix, plen, up, sizeof(up))) == 0)
+		memcpy(up, "\xf5", uplen = 1);
 	pthread_mutex_lock(&m->rlock);
-	/* substr() on a BLOB cast compares bytes, so any prefix works. */
-	if (sqlite3_prepare_v2(m->rdb,
-	        data ? "SELECT key FROM data WHERE user = ?1 AND key > ?2 AND key >= ?3 AND "
-	               "substr(CAST(key AS BLOB), 1, ?4) = CAST(?3 AS BLOB) ORDER BY key"
-	             : "SELECT key FROM objects WHERE user = ?1 AND key > ?2 AND key >= ?3 AND "
-	               "substr(CAST(key AS BLOB), 1, ?4) = CAST(?3 AS BLOB) ORDER BY key",
-	        -1, &st, NULL) != SQLITE_OK) {
+	/* A range on the (user, key) index; substr() on a BLOB cast compares bytes, so any
+	 * prefix works. */
+	if (sqlite3_prepare_v2(m->rdb, sql[data != 0][strict], -1, &st, NULL) != SQLITE_OK) {
 		r = STEP_EIO;
 		goto out;
 	}
 	sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, after, (int)alen, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, prefix, (int)plen, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)plen);
+	sqlite3_bind_text(st, 2, low, (int)lowlen, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, up, (int)uplen, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, prefix, (int)plen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)plen);
 	r = STEP_OK;
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
 		if (n == limit) {
