@@ -101,6 +101,59 @@ client_backoff(int attempt)
 		;
 }
 
+#define OUTAGE_FIRST_MS 250  /* the first wait of an outage */
+#define OUTAGE_MAX_MS   8000 /* ...doubling up to this */
+
+void
+client_set_outage(struct client *c, int ms)
+{
+	c->outage_ms = ms > 0 ? ms : 0;
+}
+
+void
+client_outage_clear(struct client *c)
+{
+	c->outage_since = 0;
+	c->outage_n = 0;
+}
+
+int
+client_outage_wait(struct client *c, int r)
+{
+	uint64_t now = util_now_ms(), ms, end;
+
+	if (r != STEP_ESTATUS || c->outage_ms <= 0 ||
+	    (c->status != STEP_ST_UNAVAILABLE && c->status != STEP_ST_THROTTLE) ||
+	    util_stop_pending())
+		return 0;
+	if (c->outage_since == 0)
+		c->outage_since = now;
+	if (now - c->outage_since >= (uint64_t)c->outage_ms) {
+		if (c->outage_n >= 0)
+			log_warnx("%s:%d has refused requests for %d s; giving up", c->host,
+			    c->port, (int)((now - c->outage_since) / 1000));
+		c->outage_n = -1; /* said once */
+		return 0;
+	}
+	ms = (uint64_t)OUTAGE_FIRST_MS << (c->outage_n < 5 ? c->outage_n : 5);
+	if (ms > OUTAGE_MAX_MS)
+		ms = OUTAGE_MAX_MS;
+	if (c->outage_n == 0)
+		log_warnx("%s:%d: %s (%d); trying again for up to %d s", c->host, c->port,
+		    client_status_text(c->status), c->status, c->outage_ms / 1000);
+	else
+		log_info("%s (%d); trying again in %.2f s", client_status_text(c->status),
+		    c->status, (double)ms / 1000);
+	c->outage_n++;
+	/* In slices, so that a stop request is seen at once. */
+	for (end = now + ms; (now = util_now_ms()) < end && !util_stop_pending();) {
+		struct timespec ts = { 0, (long)(end - now < 50 ? end - now : 50) * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+	return !util_stop_pending();
+}
+
 static char *
 dup_or_null(const char *s)
 {
@@ -132,6 +185,7 @@ client_new(const struct client_opts *o, struct client **outp)
 	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
 	c->window_opt = o->window;
 	c->retries = o->retries == 0 ? 5 : (o->retries < 0 ? 0 : o->retries);
+	c->outage_ms = o->outage_ms > 0 ? o->outage_ms : 0;
 	c->block_md5 = o->block_md5;
 	c->bw = o->bw;
 	c->progress = o->progress;
@@ -349,6 +403,8 @@ client_roundtrip(struct client *c, const json_t *req, const void *bin, size_t bi
 	client_rx_consume(c, pktlen);
 	c->status = client_resp_status(resp);
 	*respp = resp;
+	if (c->status == STEP_ST_OK)
+		client_outage_clear(c);
 	return c->status == STEP_ST_OK ? STEP_OK : STEP_ESTATUS;
 }
 
@@ -509,6 +565,11 @@ client_ensure(struct client *c)
 		return STEP_OK;
 	for (attempt = 0;; attempt++) {
 		r = connect_login(c);
+		/* (Not 429: that is the login throttle, whose "retry in N s" is the caller's.) */
+		if (c->status == STEP_ST_UNAVAILABLE && client_outage_wait(c, r)) {
+			attempt--; /* an outage: bounded by its own clock */
+			continue;
+		}
 		if (r == 0 || r == STEP_EAUTH || r == STEP_ETLS || r == STEP_ENOMEM ||
 		    r == STEP_ESTATUS || attempt >= c->retries)
 			return r;
@@ -580,6 +641,12 @@ request_timeout(struct client *c, const json_t *req0, const void *bin, size_t bi
 			resp = NULL;
 			client_disconnect(c);
 			attempt--;
+			continue;
+		}
+		if (r == STEP_ESTATUS && client_outage_wait(c, r)) {
+			json_decref(resp);
+			resp = NULL;
+			attempt--; /* an outage: bounded by its own clock */
 			continue;
 		}
 		if (r == 0 || r == STEP_ESTATUS) {

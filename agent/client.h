@@ -45,6 +45,8 @@ struct client_opts {
 	int timeout_ms;               /* connect, read and write timeout; 0 means 30000 */
 	int window;                   /* UPLOAD/DOWNLOAD requests in flight; 0: automatic */
 	int retries;                  /* attempts after a transient failure; 0 means 5, -1 none */
+	int outage_ms;                /* a request refused 503 or 429 is tried again for this
+	                               * long (client_set_outage()); 0: not */
 	struct bwlimit *bw;           /* shared rate limit (borrowed), NULL: unlimited */
 	const char *state_path;       /* SQLite state for upload resume; NULL: none */
 	int block_md5;                /* 1: send block_md5 to servers advertising it */
@@ -71,6 +73,16 @@ int client_connect(struct client *c);
 
 /* Closes the connection (the next request reconnects and logs in). */
 void client_disconnect(struct client *c);
+
+/*
+ * Rides through a temporary server outage: a request answered 503 (unavailable, e.g. its
+ * metadata database restarting) or 429 (too busy) is tried again after 0.25 s, doubling to
+ * 8 s, while the session's refusals have lasted less than ms milliseconds (counted from the
+ * first refusal since the session's last answered request; 0: not at all, the default).
+ * An upload keeps what the server acknowledged and continues from its "received" blocks.
+ * A pending stop (util_stop_pending()) ends the waiting at once.
+ */
+void client_set_outage(struct client *c, int ms);
 
 /* Replaces the progress callback (fn NULL: none). */
 void client_set_progress(struct client *c, client_progress_fn *fn, void *arg);

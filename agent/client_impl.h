@@ -34,9 +34,12 @@ struct client {
 	int tls;
 	char *ca;
 	int timeout_ms;
-	int window_opt; /* --window, 0: automatic */
-	int retries;    /* transient-failure attempts */
-	int block_md5;  /* send block_md5 to servers that advertise it */
+	int window_opt;        /* --window, 0: automatic */
+	int retries;           /* transient-failure attempts */
+	int outage_ms;         /* client_set_outage()'s */
+	uint64_t outage_since; /* util_now_ms() of the first refusal of this outage, 0: none */
+	int outage_n;          /* waits in this outage */
+	int block_md5;         /* send block_md5 to servers that advertise it */
 	struct bwlimit *bw;
 	char *state_path;
 	client_progress_fn *progress;
@@ -74,6 +77,15 @@ int client_transient(int r);
 
 /* Connects and logs in unless connected. 0 or an error (sentence set). */
 int client_ensure(struct client *c);
+
+/*
+ * After a failed request (r, c->status): 1 when it is a refusal worth riding through
+ * (503, 429; see client_set_outage()) and the outage has not lasted too long, after
+ * waiting the next backoff delay; else 0 at once. client_outage_clear() after an answered
+ * request ends the outage.
+ */
+int client_outage_wait(struct client *c, int r);
+void client_outage_clear(struct client *c);
 
 /* Sleeps before retry attempt n (1, 2, ...): bounded exponential backoff. */
 void client_backoff(int attempt);

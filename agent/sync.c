@@ -208,6 +208,7 @@ job_run(
 	}
 	if (agent_client(s->a, &c) != 0)
 		return SYNC_EXIT_CONFIG;
+	client_set_outage(c, SYNC_OUTAGE_MS);
 	s->scan_c = c;
 	t0 = util_now_s();
 	if (!s->dry_run && (r = sync_verify_cache(s, c)) != 0)

@@ -70,6 +70,9 @@
 #define SYNC_CBUF        (64u << 20) /* the chunking read buffer */
 #define SYNC_SEND_BUDGET (64u << 20) /* chunk and tree bytes queued or in flight */
 #define SYNC_CHUNK_BATCH 16          /* chunks hashed side by side (md5_many's lanes) */
+/* How long a session rides through a server outage (503, 429: client_set_outage()) before
+ * its requests fail: a file, chunk, tree or the snapshot record waits and continues. */
+#define SYNC_OUTAGE_MS   120000
 
 enum { SEND_CHUNK = 1, SEND_TREE = 2, SEND_FILE = 3 };
 

@@ -172,6 +172,7 @@ sync_sender_start(struct sync_job *s)
 		sync_set_fatal(s, r, "cannot connect", errbuf);
 		return r;
 	}
+	o.outage_ms = SYNC_OUTAGE_MS;
 	if ((r = sender_new(&o, nconn, SYNC_SEND_BUDGET, &s->snd)) != 0)
 		sync_set_fatal(s, r, "cannot connect", step_strerror(r));
 	return r;

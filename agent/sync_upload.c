@@ -340,6 +340,7 @@ uploader_start(struct sync_job *s, size_t *startedp)
 			sync_set_fatal(s, r, "cannot connect", errbuf);
 			return r;
 		}
+		o.outage_ms = SYNC_OUTAGE_MS;
 		nconn = s->a->connections;
 		if (nconn <= 1 && s->pending >= 16)
 			nconn = SYNC_AUTO_CONN;

@@ -41,6 +41,7 @@
 #define XFER_STALLEND (-104) /* every block sent, the last answers never came */
 #define XFER_LOCKED   (-105) /* 423: the upload was started over by another client */
 #define XFER_MD5FAIL  (-106) /* 410: the commit does not match the MD5 declared at SAVE */
+#define XFER_OUTAGE   (-107) /* 503/429 while the session rides through outages */
 
 #define XFER_ATTEMPTS     8    /* passes of one transfer before giving up */
 #define STATE_BATCH       64   /* acknowledged blocks between state commits (64 KiB ones) */
@@ -414,6 +415,7 @@ read_answers(struct up *u)
 			json_decref(resp);
 			if (blockset_set(&u->acked, i))
 				u->unsaved++;
+			client_outage_clear(u->c);
 			continue;
 		}
 		r = refusal_kind(u, st, resp);
@@ -427,6 +429,8 @@ read_answers(struct up *u)
 			return XFER_EXISTS;
 		if (st == STEP_ST_OPERATION)
 			return XFER_NOUPLOAD;
+		if ((st == STEP_ST_UNAVAILABLE || st == STEP_ST_THROTTLE) && u->c->outage_ms > 0)
+			return XFER_OUTAGE; /* the block was not stored: SAVE again, then resume */
 		/* 5xx (only servers with our extensions send them): the server failed, e.g. its
 		 * disk is full; the upload is gone there, and one request at a time cannot help. */
 		if (st >= 500)
@@ -939,6 +943,8 @@ put_save(struct up *u, struct put_state *ps, struct client_result *res, int atte
 		res->existed = 1;
 		return PUT_DONE;
 	}
+	if (client_outage_wait(u->c, r))
+		return PUT_RETRY; /* an outage: bounded by its own clock */
 	if (r == STEP_ESTATUS &&
 	    (u->c->status == STEP_ST_THROTTLE || u->c->status == STEP_ST_UNAVAILABLE)) {
 		/* Too many uploads in progress (or the server is busy): those finish by
@@ -1037,6 +1043,15 @@ put_pass_failed(struct up *u, struct put_state *ps, int r, int attempt)
 	case XFER_LOCKED:
 	case XFER_MD5FAIL:
 		return put_refused(u, ps, r);
+	case XFER_OUTAGE:
+		/* Blocks (or the commit) refused while the server cannot reach its metadata:
+		 * nothing of them was recorded. After the wait, SAVE again: its "received" list
+		 * says where to continue (a commit that did happen answers 402). */
+		if (!client_outage_wait(u->c, STEP_ESTATUS))
+			return client_fail_status(
+			    u->c, STEP_ESTATUS, "server failed to store block", u->c->status);
+		ps->need_save = 1;
+		return PUT_RETRY;
 	}
 	if (!client_transient(r))
 		return r;
