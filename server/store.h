@@ -18,12 +18,17 @@
  * calls the waiting requests' completion functions from that thread. Functions that queue
  * such work return STORE_PENDING and call the waiter exactly once later.
  *
- * Test-only fault hook: STEP_FAULT="write:N[,fsync:M][,dirsync:D][,alloc:K][,enospc|eio]"
+ * Test-only fault hook:
+ * STEP_FAULT="write:N[,fsync:M][,dirsync:D][,alloc:K][,times:T|for:MS][,enospc|eio|enotconn]"
  * makes the N-th block pwrite (and/or the M-th commit sync, the D-th sync of obj/ after a
- * commit's renames) fail with ENOSPC (default) or EIO, and
+ * commit's renames; with times:T each of them and the T-1 after it, with for:MS every one
+ * for MS milliseconds from the first failure) fail with ENOSPC
+ * (default, answered 507), EIO (500) or ENOTCONN (503, as when storage or the metadata
+ * database is unreachable: clients retry), and
  * the K-th allocation on the request path (handler replies and pending replies, DATA
  * records, DOWNLOAD buffers, uploads, commit jobs, resume plans) fail as if malloc had
- * returned NULL: that request is answered 500, the server goes on. Each fault fires once.
+ * returned NULL: that request is answered 500, the server goes on. Each fault fires once
+ * (write, fsync, dirsync: T times, or for MS ms).
  * STEP_PACK_MAX=BYTES (tests) starts a new pack file once one would grow past BYTES.
  */
 #ifndef STEPD_STORE_H

@@ -24,6 +24,9 @@
 int
 err_from_errno(int e)
 {
+	if (e == ENOTCONN)
+		return STEP_ECONNECT; /* shared storage unreachable (and STEP_FAULT's enotconn): 503
+		                       */
 	return (e == ENOSPC || e == EDQUOT) ? STEP_ENOSPC : STEP_EIO;
 }
 
