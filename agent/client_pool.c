@@ -531,7 +531,10 @@ on_putmany(struct pool_worker *w, const json_t *resp)
 	w->pmhead = (w->pmhead + 1) % (POOL_PM_DEPTH + 1);
 	w->pmsent--;
 	whole = st != STEP_ST_OK || !json_is_array(res) || json_array_size(res) != b->n;
-	if (whole) {
+	if (whole && (st == STEP_ST_UNAVAILABLE || st == STEP_ST_THROTTLE)) {
+		/* The server is down or busy for a while, not unable: PUTMANY stays on. */
+		log_info("PUTMANY refused (%d): %u files go with SAVE and UPLOAD", st, b->n);
+	} else if (whole) {
 		log_info("PUTMANY refused (%d): %u files go with SAVE and UPLOAD, and the rest too",
 		    st, b->n);
 		w->pm_off = 1;
