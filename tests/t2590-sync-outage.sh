@@ -59,7 +59,7 @@ track_pid $spid
 ok 'sync waits for the unavailable server, saying so' \
 	"wait_for 'grep -q \"unavailable (503); trying again\" down.out || ! kill -0 $spid' 600 && kill -0 $spid"
 kill -TERM $spid
-wait $spid
+wait $spid 2>/dev/null
 rc=$?
 ok "SIGTERM ends the sync: killed by the signal (got $rc)" "[ $rc -eq 143 ]"
 STEPSYNC_CONFIG=$T_DIR/none.conf $SS --state "$T_DIR/watch.db" watch --name w --debounce 100 \
