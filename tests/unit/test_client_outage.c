@@ -114,5 +114,6 @@ main(void)
 		cmocka_unit_test(stop_pending),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests_name("client_outage", tests, NULL, NULL);
 }
