@@ -243,6 +243,9 @@ ok 'from one address: 2 unauthenticated connections, the 3rd refused (503); othe
 import sys; sys.argv = [\"x\", \"none\", \"$STEPD_PORT\"]
 exec(open(\"$T_DIR/dos.py\").read().split(\"cmd, port\")[0])
 a = [C($STEPD_PORT, \"127.0.0.2\") for _ in range(2)]
+# Answered, so stepd has counted both (its threads accept in any order otherwise).
+for c in a:
+    assert c.req({\"direction\": \"EARTH\"})[0][\"status\"] == 333
 x = C($STEPD_PORT, \"127.0.0.2\")
 rep, _ = x.recv()
 assert rep[\"status\"] == 503 and \"unauthenticated\" in rep[\"status_msg\"], rep
