@@ -181,6 +181,33 @@ sync_config_dirs(struct agent *a, const char *name, int dry, int mass, int skip)
 }
 
 int
+sync_take_lock(struct agent *a, int *fdp)
+{
+	char sp[4096];
+	pid_t holder = 0;
+	int r;
+
+	if (sync_state_path(a, sp, sizeof(sp)) != 0) {
+		agent_error("no state database path (set --state or HOME)");
+		return SYNC_EXIT_CONFIG;
+	}
+	r = lock_acquire(sp, fdp, &holder);
+	if (r == STEP_EBUSY) {
+		if (holder > 0)
+			agent_error("another sync (pid %ld) is using '%s'; try again later",
+			    (long)holder, sp);
+		else
+			agent_error("another sync is using '%s'; try again later", sp);
+		return SYNC_EXIT_TEMPFAIL;
+	}
+	if (r != 0) {
+		agent_error("cannot lock '%s.lock': %s", sp, strerror(errno));
+		return SYNC_EXIT_CONFIG;
+	}
+	return 0;
+}
+
+int
 cmd_sync(struct agent *a, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -193,9 +220,8 @@ cmd_sync(struct agent *a, int argc, char **argv)
 	};
 	const char *name = NULL;
 	const struct config_dir *cd;
-	char root[PATH_MAX], sp[4096], base[PATH_MAX];
+	char root[PATH_MAX], base[PATH_MAX];
 	int c, dry = 0, mass = 0, skip = 0, lockfd = -1, ex = AGENT_EXIT_OK, r;
-	pid_t holder = 0;
 
 	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -235,25 +261,8 @@ cmd_sync(struct agent *a, int argc, char **argv)
 		agent_error("no [dir \"%s\"] in the config file", name);
 		return SYNC_EXIT_CONFIG;
 	}
-	if ((r = sync_state_path(a, sp, sizeof(sp))) != 0) {
-		agent_error("no state database path (set --state or HOME)");
-		return SYNC_EXIT_CONFIG;
-	}
-	if (!dry) {
-		r = lock_acquire(sp, &lockfd, &holder);
-		if (r == STEP_EBUSY) {
-			if (holder > 0)
-				agent_error("another sync (pid %ld) is using '%s'; try again later",
-				    (long)holder, sp);
-			else
-				agent_error("another sync is using '%s'; try again later", sp);
-			return SYNC_EXIT_TEMPFAIL;
-		}
-		if (r != 0) {
-			agent_error("cannot lock '%s.lock': %s", sp, strerror(errno));
-			return SYNC_EXIT_CONFIG;
-		}
-	}
+	if (!dry && (r = sync_take_lock(a, &lockfd)) != 0)
+		return r;
 	if (argc - optind == 1) {
 		if (realpath(argv[optind], root) == NULL) {
 			agent_error("cannot open '%s': %s", argv[optind], strerror(errno));

@@ -27,34 +27,6 @@
 #include "watch_retention.h"
 #include "watch_sync.h"
 
-/* Takes the lock `stepsync sync` takes: 0, or the exit status after a message. */
-static int
-take_lock(struct agent *a, int *fdp)
-{
-	char sp[4096];
-	pid_t holder = 0;
-	int r;
-
-	if (sync_state_path(a, sp, sizeof(sp)) != 0) {
-		agent_error("no state database path (set --state or HOME)");
-		return SYNC_EXIT_CONFIG;
-	}
-	r = lock_acquire(sp, fdp, &holder);
-	if (r == STEP_EBUSY) {
-		if (holder > 0)
-			agent_error("another sync (pid %ld) is using '%s'; try again later",
-			    (long)holder, sp);
-		else
-			agent_error("another sync is using '%s'; try again later", sp);
-		return SYNC_EXIT_TEMPFAIL;
-	}
-	if (r != 0) {
-		agent_error("cannot lock '%s.lock': %s", sp, strerror(errno));
-		return SYNC_EXIT_CONFIG;
-	}
-	return 0;
-}
-
 /* The [dir]'s keep rules, at most once an hour, under the sync's lock. */
 static void
 apply_retention(struct agent *a, const char *name)
@@ -215,7 +187,7 @@ run_sync(struct agent *a, const char *name, const char *path, const struct sync_
 		name = basename(base); /* the sync engine's default name */
 	recorded = a->runs_recorded;
 	a->run_command = "watch";
-	if ((rc = take_lock(a, &lockfd)) == 0) {
+	if ((rc = sync_take_lock(a, &lockfd)) == 0) {
 		cd = config_find_dir(a->cfg, name);
 		memset(&o, 0, sizeof(o));
 		o.a = a;
