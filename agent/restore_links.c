@@ -119,9 +119,14 @@ static int
 member_cmp(const void *a, const void *b)
 {
 	const struct rmember *x = a, *y = b;
+	int c;
 
 	if (x->link != y->link)
 		return x->link < y->link ? -1 : 1;
+	/* Names whose content differs (the file changed between them during the backup) are
+	 * linked among themselves, each set to its first restored member. */
+	if ((c = memcmp(x->digest, y->digest, HASH_SHA256_LEN)) != 0)
+		return c;
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
@@ -209,12 +214,11 @@ rlinks_apply(struct rlinks *l, int targetfd, rlinks_report_fn *report, void *arg
 	for (size_t i = 0; i < l->n; i++) {
 		const struct rmember *m = &l->m[i];
 
-		if (first == NULL || first->link != m->link) {
-			first = m;
+		if (first == NULL || first->link != m->link ||
+		    memcmp(first->digest, m->digest, HASH_SHA256_LEN) != 0) {
+			first = m; /* a new group, or other content within it */
 			continue;
 		}
-		if (memcmp(first->digest, m->digest, HASH_SHA256_LEN) != 0)
-			continue; /* the file changed between its names during the backup */
 		if ((e = link_one(targetfd, first, m)) == 0) {
 			linked++;
 			continue;

@@ -495,6 +495,7 @@ test_links_sparse_owner(void **state)
 	char to[PATH_MAX + 16], path[PATH_MAX * 2];
 	struct stat one, two, three, diff, sst, bst;
 	struct restore_stats st;
+	int rc;
 
 	(void)state;
 	assert_non_null(sp);
@@ -532,7 +533,10 @@ test_links_sparse_owner(void **state)
 
 	owner = geteuid() == 0;
 	target("links", to, sizeof(to));
-	assert_int_equal(restore(root, to, NULL, 0, 3, &st), 0);
+	rc = restore(root, to, NULL, 0, 3, &st);
+	if (rc != 0)
+		fprintf(stderr, "# restore: %d: %s\n", rc, errors);
+	assert_int_equal(rc, 0);
 	owner = 0;
 	assert_int_equal(nerrors, 0);
 	assert_int_equal(st.hardlinks, 2);
