@@ -356,6 +356,20 @@ upload_catch_up(struct store_upload *u, int fd, uint64_t max_blocks)
 	return r;
 }
 
+/* Queues the commit of u in job cj, with w (NULL: none) among its waiters. Under mu. */
+static void
+commit_queue(struct store *s, struct store_upload *u, struct store_job *cj, struct store_waiter *w)
+{
+	u->state = UP_COMMITTING;
+	if (w != NULL) {
+		w->next = u->waiters;
+		u->waiters = w;
+	}
+	u->refs++;
+	cj->u = u;
+	job_queue_push(s, cj);
+}
+
 /*
  * Keeps the one block of an inline upload and queues its commit. The copy and its MD5 are
  * made before taking mu (u->inl never changes), so the lock every request and the commit
@@ -410,12 +424,7 @@ inline_write(struct store *s, struct store_upload *u, const uint8_t *data, size_
 	bitmap_set(&u->bm, 0);
 	u->next_hashed = 1;
 	u->touched = util_wall_s();
-	u->state = UP_COMMITTING;
-	w->next = u->waiters;
-	u->waiters = w;
-	u->refs++;
-	cj->u = u;
-	job_queue_push(s, cj);
+	commit_queue(s, u, cj, w);
 	cj = NULL;
 	r = STORE_PENDING;
 out:
@@ -587,12 +596,7 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	if (!bitmap_full(&u->bm))
 		writeback_plan(u, wb);
 	if (bitmap_full(&u->bm)) {
-		u->state = UP_COMMITTING;
-		w->next = u->waiters;
-		u->waiters = w;
-		u->refs++;
-		cj->u = u;
-		job_queue_push(s, cj);
+		commit_queue(s, u, cj, w);
 		pthread_mutex_unlock(&s->mu);
 		r = STORE_PENDING;
 		goto out;
@@ -898,15 +902,8 @@ shared_commit(struct store *s, struct store_upload *u, struct store_job *cj, str
 	for (i = 0; i < u->total; i++)
 		if (!bitmap_test(&u->bm, i))
 			bitmap_set(&u->bm, i);
-	u->state = UP_COMMITTING;
 	u->remote = 0;
-	if (w != NULL) {
-		w->next = u->waiters;
-		u->waiters = w;
-	}
-	u->refs++;
-	cj->u = u;
-	job_queue_push(s, cj);
+	commit_queue(s, u, cj, w);
 }
 
 /*
