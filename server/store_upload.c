@@ -948,8 +948,13 @@ shared_write(struct store *s, struct store_upload *u, uint64_t index, const uint
 		r = STEP_ENOENT;
 	if (r != 0)
 		goto unlock;
+	if (u->state == UP_COMMITTING && !u->remote && rr == META_BLOCK_RECORDED) {
+		/* Recorded before another connection's block completed the set and won the
+		 * claim: that block's answer carries the md5, this one is a plain OK. */
+		goto unlock;
+	}
 	if (u->state == UP_COMMITTING && !u->remote && rr != META_BLOCK_GONE) {
-		r = shared_state(s, u, w); /* this instance commits it already: its answer */
+		r = shared_state(s, u, w); /* a repeat while this instance commits: its answer */
 		goto unlock;
 	}
 	switch (rr) {
