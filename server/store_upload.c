@@ -464,10 +464,12 @@ block_put(struct store *s, struct store_upload *u, uint64_t index, const uint8_t
 	if (n == (ssize_t)len) {
 		/* The block's hash, not a mere flag: after a power loss the map may outlive the
 		 * bytes, and a restart re-checks every block against it (load_upload). */
-		uint64_t h = block_hash(data, len);
+		if (mapfd >= 0) {
+			uint64_t h = block_hash(data, len);
 
-		if (mapfd >= 0 && pwrite(mapfd, &h, sizeof(h), map_off(index)) != sizeof(h))
-			n = -1;
+			if (pwrite(mapfd, &h, sizeof(h), map_off(index)) != sizeof(h))
+				n = -1;
+		}
 	} else if (n >= 0) {
 		errno = EIO;
 		n = -1;
@@ -588,19 +590,20 @@ store_upload_write(struct store *s, struct store_upload *u, uint64_t index, cons
 	}
 	bitmap_set(&u->bm, index);
 	u->touched = util_wall_s();
-	if (index == u->next_hashed) {
-		hash_update(u->md5, data, len);
-		u->next_hashed++;
-	}
-	upload_catch_up(u, fd, CATCHUP_BLOCKS);
-	if (!bitmap_full(&u->bm))
-		writeback_plan(u, wb);
 	if (bitmap_full(&u->bm)) {
+		/* What is left to hash is hashed by the commit thread, out of mu: a chunk sent
+		 * as one block, with others side by side (commit_hash_many). */
 		commit_queue(s, u, cj, w);
 		pthread_mutex_unlock(&s->mu);
 		r = STORE_PENDING;
 		goto out;
 	}
+	if (index == u->next_hashed) {
+		hash_update(u->md5, data, len);
+		u->next_hashed++;
+	}
+	upload_catch_up(u, fd, CATCHUP_BLOCKS);
+	writeback_plan(u, wb);
 	pthread_mutex_unlock(&s->mu);
 	writeback_run(fd, wb);
 	r = STEP_OK;
