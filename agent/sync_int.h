@@ -52,6 +52,11 @@
 #define SYNC_HASH_BUF    (256 << 10) /* read size while hashing */
 #define SYNC_HASH_TRY    3           /* attempts on a file that changes while it is hashed */
 #define SYNC_AUTO_CONN   4           /* connections for many uploads when --connections is 1 */
+/* Connections of the chunk and tree sender when --connections is smaller. Each carries
+ * one object at a time (SAVE, UPLOAD, the commit's answer), so this is how many commits
+ * stepd can group and hash side by side: 4 gave it batches of 2, 8 of 5, for stepd's CPU
+ * per GiB 1.8 s and 1.3 s. */
+#define SYNC_CHUNK_CONN  8
 /* Files up to this size are sent while the scan goes on: one block on every STEP server
  * seen (the reference plans 20480-byte blocks), so they need no resume rows, which could
  * not be written while the scan holds the state's write lock. */

@@ -160,13 +160,13 @@ sync_tree_emit(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data
 	return 0;
 }
 
-/* The sender of chunks and trees: --connections sessions, SYNC_AUTO_CONN when 1. */
+/* The sender of chunks and trees: --connections sessions, at least SYNC_CHUNK_CONN. */
 int
 sync_sender_start(struct sync_job *s)
 {
 	struct client_opts o;
 	char errbuf[256];
-	int r, nconn = s->a->connections > 1 ? s->a->connections : SYNC_AUTO_CONN;
+	int r, nconn = s->a->connections > SYNC_CHUNK_CONN ? s->a->connections : SYNC_CHUNK_CONN;
 
 	if ((r = agent_client_opts(s->a, &o, errbuf, sizeof(errbuf))) != 0) {
 		sync_set_fatal(s, r, "cannot connect", errbuf);

@@ -144,6 +144,20 @@ save_row(struct store *s, struct store_upload *u)
 	return r == STEP_EEXIST ? STORE_LOCKED : r;
 }
 
+/* Makes the one-block upload u inline beyond INLINE_MAX when packs hold inline bytes and
+ * the budget allows (INLINE_BIG_MAX): 1, else 0. Under mu (so the check and the add are
+ * one step); upload_free gives the bytes back. */
+static int
+inline_reserve(struct store *s, struct store_upload *u)
+{
+	if (s->mops->inline_in_meta || u->size > INLINE_BIG_MAX ||
+	    atomic_load(&s->inl_bytes) + u->size > INLINE_BUDGET)
+		return 0;
+	atomic_fetch_add(&s->inl_bytes, u->size);
+	u->inl_budget = &s->inl_bytes;
+	return 1;
+}
+
 /*
  * A SAVE of a key whose upload old is in progress: the answer (resumed: 0 and plan;
  * STEP_EEXIST, STORE_LOCKED, ...), or SAVE_NEW when old was dropped and a new upload
@@ -228,7 +242,7 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
 	/* An inline upload has neither files nor an uploads row: its one block is held in
 	 * memory from its UPLOAD to its commit, and a restart simply forgets the plan (the
 	 * client sends the block again). */
-	u->inl = size > 0 && size <= INLINE_MAX && u->total == 1;
+	u->inl = size > 0 && u->total == 1 && (size <= INLINE_MAX || inline_reserve(s, u));
 	if (md5 != NULL)
 		snprintf(u->want_md5, sizeof(u->want_md5), "%s", md5);
 	u->replace = replace;

@@ -84,6 +84,8 @@ queue_upload_job(struct store *s, int kind, struct store_upload *u)
 	return STEP_OK;
 }
 
+#define HASH_MANY_MAX (16u << 20) /* largest upload mapped (and read) whole */
+
 /* Opens the temp object of a complete upload once its writers are done. */
 static void
 commit_open(struct store *s, struct store_job *j)
@@ -100,16 +102,38 @@ commit_open(struct store *s, struct store_job *j)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/*
- * The MD5s of the batch's uploads that nobody hashed yet (a chunk sent as one block: its
- * block is not hashed under mu, see store_upload_write), side by side in md5_many's lanes:
- * on a first backup of large files this is most of stepd's CPU, several times cheaper so.
- * The bytes are read through a mapping of the temp object, still in the page cache.
- * Larger uploads (a put of a big file: read back as it streams) and those it cannot map
- * are left to commit_finish.
- */
-#define HASH_MANY_MAX (16u << 20) /* largest upload mapped (and read) whole */
+/* The bytes of j's upload for commit_hash_many, or NULL: an unhashed inline block, or the
+ * temp object of an upload nobody hashed yet (mapped: *mapped is set). */
+static const void *
+hash_many_data(struct store_job *j, int *mapped)
+{
+	struct store_upload *u = j->u;
+	struct stat sb;
+	void *p;
 
+	*mapped = 0;
+	if (j->kind != JOB_COMMIT || j->err != 0 || u->size == 0 || u->size > HASH_MANY_MAX)
+		return NULL;
+	if (u->inl)
+		return u->mem_md5[0] == '\0' ? u->mem : NULL;
+	/* A file shorter than the mapping would fault: the slow path reports it. */
+	if (u->next_hashed != 0 || fstat(u->fd, &sb) != 0 || (uint64_t)sb.st_size < u->size)
+		return NULL;
+	p = mmap(NULL, (size_t)u->size, PROT_READ, MAP_SHARED | MAP_POPULATE, u->fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	*mapped = 1;
+	return p;
+}
+
+/*
+ * The MD5s of the batch's uploads that nobody hashed yet (a big inline block, or a chunk
+ * sent as one block to a temp file: neither is hashed under mu, see store_upload_write),
+ * side by side in md5_many's lanes: on a first backup of large files this is most of
+ * stepd's CPU, several times cheaper so. A temp object is read through a mapping (it is
+ * still in the page cache). Larger uploads (a put of a big file: hashed as it streams)
+ * and those it cannot map are left to commit_finish.
+ */
 static void
 commit_hash_many(struct store_job *batch)
 {
@@ -117,34 +141,28 @@ commit_hash_many(struct store_job *batch)
 	size_t len[64], n = 0, i;
 	struct store_job *js[64], *j = batch;
 	uint8_t out[64][MD5_DIGEST_LEN];
+	int mapped[64];
 
 	for (;;) {
 		for (; j != NULL && n < 64; j = j->next) {
-			struct store_upload *u = j->u;
-			struct stat sb;
-			void *p;
-
-			if (j->kind != JOB_COMMIT || j->err != 0 || u->inl || u->next_hashed != 0 ||
-			    u->size == 0 || u->size > HASH_MANY_MAX)
-				continue;
-			/* A file shorter than the mapping would fault: the slow path reports it. */
-			if (fstat(u->fd, &sb) != 0 || (uint64_t)sb.st_size < u->size)
-				continue;
-			p = mmap(
-			    NULL, (size_t)u->size, PROT_READ, MAP_SHARED | MAP_POPULATE, u->fd, 0);
-			if (p == MAP_FAILED)
+			if ((data[n] = hash_many_data(j, &mapped[n])) == NULL)
 				continue;
 			js[n] = j;
-			data[n] = p;
-			len[n++] = (size_t)u->size;
+			len[n++] = (size_t)j->u->size;
 		}
 		if (n == 0)
 			return;
 		md5_many(n, data, len, out);
 		for (i = 0; i < n; i++) {
+			struct store_upload *u = js[i]->u;
+
 			hash_to_hex(out[i], MD5_DIGEST_LEN, js[i]->md5);
-			js[i]->u->next_hashed = js[i]->u->total;
-			munmap((void *)data[i], len[i]);
+			if (mapped[i]) {
+				u->next_hashed = u->total;
+				munmap((void *)data[i], len[i]);
+			} else {
+				memcpy(u->mem_md5, js[i]->md5, sizeof(u->mem_md5));
+			}
 		}
 		n = 0;
 	}
@@ -161,6 +179,8 @@ commit_finish(struct store_job *j)
 	if (j->err != 0)
 		return;
 	if (u->inl) {
+		if (u->mem_md5[0] == '\0')
+			hash_md5_hex(u->mem, (size_t)u->size, u->mem_md5);
 		memcpy(j->md5, u->mem_md5, sizeof(j->md5));
 	} else if (j->md5[0] == '\0') {
 		/* State is COMMITTING: nobody else touches md5/next_hashed now. */

@@ -27,6 +27,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <stdatomic.h>
+
 #include "bitmap.h"
 #include "hash.h"
 #include "store.h"
@@ -43,6 +45,14 @@
  * entry or separate sync per object. Older stores kept them in SQLite (table blobs,
  * objects.file "blob:<rowid>"); those are still read and deleted. */
 #define INLINE_MAX      STORE_INLINE_MAX
+/* With packs (not with the metadata holding inline bytes), one-block objects up to
+ * INLINE_BIG_MAX are inline as well while the inline uploads open hold at most
+ * INLINE_BUDGET bytes (reserved at SAVE): the chunks and trees of a backup (at most 4 MiB)
+ * then cost one pack append and one sync per batch instead of a temp file, an uploads
+ * row, a rename and a directory sync each. Beyond the budget they get temp files as
+ * before. */
+#define INLINE_BIG_MAX  (8u << 20)
+#define INLINE_BUDGET   (256u << 20)
 #define BLOB_PREFIX     "blob:" /* objects.file of an inline object: "blob:<rowid>" */
 /* Inline objects committed since packs exist are appended to pack/NNNNNNNN.pack instead:
  * objects.file is "pack:<number>:<offset>" and the length is objects.size. A batch of them
@@ -82,13 +92,14 @@ struct store_upload {
 	int remote;                  /* shared: UP_COMMITTING by another instance */
 	char *user, *key;            /* owned; key is keylen bytes (+NUL) */
 	size_t keylen;
-	uint64_t size;       /* bytes */
-	uint32_t block_size; /* bytes */
-	uint64_t total;      /* blocks */
-	int fd, mapfd;       /* temp object and sidecar; -1 until opened */
-	int inl;             /* inline (one block, <= INLINE_MAX): no files, kept in mem */
-	uint8_t *mem;        /* inline: the block once received (size bytes), owned */
-	char mem_md5[33];    /* inline: MD5 (hex) of mem */
+	uint64_t size;                /* bytes */
+	uint32_t block_size;          /* bytes */
+	uint64_t total;               /* blocks */
+	int fd, mapfd;                /* temp object and sidecar; -1 until opened */
+	int inl;                      /* inline (one block, <= INLINE_MAX): no files, kept in mem */
+	_Atomic uint64_t *inl_budget; /* a big inline upload: the budget it holds size of */
+	uint8_t *mem;                 /* inline: the block once received (size bytes), owned */
+	char mem_md5[33];             /* inline: MD5 (hex) of mem */
 	struct bitmap bm;
 	struct hash_ctx *md5;
 	uint64_t next_hashed; /* blocks [0, next_hashed) are in md5 */
@@ -150,11 +161,12 @@ struct store {
 	pthread_mutex_t pmu;       /* packfd */
 	int *packfd;               /* by pack number: O_RDWR fds opened on first use, or -1 */
 	unsigned npackfd;
-	unsigned pack_no;       /* the pack inline commits append to (commit thread) */
-	uint64_t pack_end;      /* its size: where the next batch goes */
-	int pack_dirty;         /* written since the last sync (commit thread) */
-	uint64_t pack_wrote[2]; /* offset and length the last batch wrote (commit thread) */
-	uint64_t pack_max;      /* PACK_MAX, or STEP_PACK_MAX (tests) */
+	unsigned pack_no;           /* the pack inline commits append to (commit thread) */
+	uint64_t pack_end;          /* its size: where the next batch goes */
+	int pack_dirty;             /* written since the last sync (commit thread) */
+	_Atomic uint64_t inl_bytes; /* INLINE_BUDGET bytes held by big inline uploads */
+	uint64_t pack_wrote[2];     /* offset and length the last batch wrote (commit thread) */
+	uint64_t pack_max;          /* PACK_MAX, or STEP_PACK_MAX (tests) */
 	pthread_mutex_t mu;
 	pthread_cond_t wcond; /* writers reached 0 */
 	struct store_upload *map[MAP_BUCKETS];

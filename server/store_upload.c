@@ -157,6 +157,8 @@ upload_free(struct store_upload *u)
 		close(u->fd);
 	if (u->mapfd >= 0)
 		close(u->mapfd);
+	if (u->inl_budget != NULL)
+		atomic_fetch_sub(u->inl_budget, u->size);
 	bitmap_release(&u->bm);
 	hash_free(u->md5);
 	if (!u->onebuf) {
@@ -392,7 +394,10 @@ inline_write(struct store *s, struct store_upload *u, const uint8_t *data, size_
 		return STEP_ENOMEM;
 	}
 	memcpy(mem, data, len);
-	hash_md5_hex(mem, len, md5);
+	/* A big one is hashed by the commit thread, with others side by side. */
+	md5[0] = '\0';
+	if (len <= INLINE_MAX)
+		hash_md5_hex(mem, len, md5);
 	low = space_low(s->tmpfd, len); /* the blob goes to SQLite: the same reserve */
 	pthread_mutex_lock(&s->mu);
 	if (u->state == UP_DEAD) {

@@ -10,9 +10,17 @@ mkdir -p "$SRC"
 head -c 25165824 /dev/urandom >"$SRC/big.bin" # 24 MiB
 echo small >"$SRC/small.txt"
 
-# kill_and_rerun LABEL OBJDIR PATTERN STEPSYNC... — starts a slow sync of the 24 MiB file
-# (cut into chunks of 256 KiB to 8 MiB, each an object), kills it once the server holds
-# at least 6 complete objects matching PATTERN in OBJDIR, reruns it, and checks that the
+# stored DIRS PATTERN — bytes of the complete objects the server holds: files matching
+# PATTERN in DIRS (a list) over 200 KiB: the reference server's objects (a file each), or
+# stepd's object files and packs (one-block objects are appended to a pack at commit).
+stored() {
+	# shellcheck disable=SC2086 # DIRS is a list of paths without blanks
+	find $1 -name "$2" -size +200k -printf '%s\n' 2>/dev/null | awk '{s += $1} END {print s + 0}'
+}
+
+# kill_and_rerun LABEL DIR PATTERN STEPSYNC... — starts a slow sync of the 24 MiB file
+# (cut into chunks of 128 KiB to 4 MiB, each an object), kills it once the server holds at
+# least 3 MiB of complete objects (stored DIR PATTERN), reruns it, and checks that the
 # chunks already there were not sent again and that the snapshot restores exactly.
 kill_and_rerun() {
 	label=$1
@@ -22,11 +30,10 @@ kill_and_rerun() {
 	st=$T_DIR/$label.db
 	"$@" --state "$st" --bwlimit 3M sync --name big "$SRC" >"$T_DIR/$label.1" 2>&1 &
 	pid=$!
-	wait_for "[ \$(find $dir -name '$pat' -size +200k 2>/dev/null | wc -l) -ge 6 ]" 400 ||
-		{ kill -9 $pid; return 1; }
+	wait_for "[ \$(stored '$dir' '$pat') -ge 3145728 ]" 400 || { kill -9 $pid; return 1; }
 	kill -9 $pid
 	wait $pid 2>/dev/null
-	there=$(find "$dir" -name "$pat" -size +200k -printf '%s\n' | awk '{s += $1} END {print s}')
+	there=$(stored "$dir" "$pat")
 	"$@" --state "$st" --json sync --name big "$SRC" >"$T_DIR/$label.2" || return 1
 	sent=$(json_field "$T_DIR/$label.2" sent_bytes)
 	echo "already there: $there bytes; sent again: $sent bytes"
@@ -39,7 +46,7 @@ kill_and_rerun() {
 start_stepd --auth open || exit 1
 echo demo >"$T_DIR/pw"
 ok "stepd: killed mid-upload, the rerun sends only the missing chunks" '
-	kill_and_rerun stepd "$STEPD_ROOT/obj" "*" $BIN/stepsync --server 127.0.0.1:$STEPD_PORT --user demo \
+	kill_and_rerun stepd "$STEPD_ROOT/obj $STEPD_ROOT/pack" "*" $BIN/stepsync --server 127.0.0.1:$STEPD_PORT --user demo \
 		--password-file $T_DIR/pw
 '
 

@@ -100,10 +100,11 @@ ok "an object deleted by another client: check says so, the next sync sends it a
 '
 
 ok "prune --keep 1: older chunks go, the latest snapshot still checks and restores" '
-	n0=$(find "$STEPD_ROOT/obj" -type f | wc -l) &&
-	$SS --state "$T_DIR/st.db" prune --name t --keep 1 >"$T_DIR/prune.out" &&
-	cat "$T_DIR/prune.out" && n1=$(find "$STEPD_ROOT/obj" -type f | wc -l) &&
-	[ "$n1" -lt "$n0" ] && $SS check --name t --read-data &&
+	n0=$(du -sk "$STEPD_ROOT/obj" "$STEPD_ROOT/pack" | awk "{s += \$1} END {print s}") &&
+	$SS --state "$T_DIR/st.db" prune --name t --keep 1 >"$T_DIR/prune.out" && cat "$T_DIR/prune.out" &&
+	n1=$(du -sk "$STEPD_ROOT/obj" "$STEPD_ROOT/pack" | awk "{s += \$1} END {print s}") &&
+	echo "store: $n0 KiB before, $n1 KiB after" && [ "$n1" -lt "$n0" ] &&
+	$SS check --name t --read-data &&
 	$SS --state "$T_DIR/f4.db" restore --name t --to "$T_DIR/r9" && same_tree "$SRC" "$T_DIR/r9"
 '
 
