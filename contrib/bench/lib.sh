@@ -31,3 +31,19 @@ CONF
 		n=$((n + 1))
 	done
 }
+
+# level FILE... — puts every measured tool in the same state before it starts: dirty data
+# written back, the page cache emptied (as root; on this kind of VM, whoever runs after a
+# tool that left its output cached, or after one that dropped it, gets pages at a very
+# different cost: 1 GiB written took rsync 2.5 s after one and 1.1 s after the other),
+# then FILE... (the source) read back into the cache.
+level() {
+	sync
+	if [ -w /proc/sys/vm/drop_caches ]; then
+		echo 1 >/proc/sys/vm/drop_caches
+	elif [ -z "${LEVEL_WARNED:-}" ]; then
+		echo "# not root: page caches are not dropped between tools (figures less comparable)"
+		LEVEL_WARNED=1
+	fi
+	[ $# -eq 0 ] || cat "$@" >/dev/null
+}

@@ -53,14 +53,15 @@ RPORT=$RSYNC_PORT
 echo "## one ${MIB} MiB file: first backup, changes, restore (stepsync -> stepd with chunks and trees)"
 mkdir -p "$D/big"
 head -c $((MIB << 20)) /dev/urandom >"$D/big/disk.img"
-cat "$D/big/disk.img" >/dev/null
-sync
+level "$D/big/disk.img"
 timeit t_ss SS --state "$D/st.db" --json sync --name big "$D/big"
 row "stepsync sync, first backup" "$t_ss" "$(rate "$MIB" "$t_ss")" "1.00"
+level "$D/big/disk.img"
 timeit t_rs rsync -a --whole-file --fsync "$D/big/" "rsync://127.0.0.1:$RPORT/bench/big/"
 row "rsync -a --whole-file --fsync -> rsyncd (speedup of ours)" "$t_rs" "$(rate "$MIB" "$t_rs")" "$(ratio "$t_rs" "$t_ss")"
 if [ $HAVE_RESTIC = 1 ]; then
 	restic init -q --repo "$D/restic" >/dev/null 2>&1
+	level "$D/big/disk.img"
 	timeit t_rb restic -q --repo "$D/restic" backup "$D/big"
 	row "restic backup, local repository (speedup of ours)" "$t_rb" "$(rate "$MIB" "$t_rb")" "$(ratio "$t_rb" "$t_ss")"
 fi
@@ -99,11 +100,13 @@ for kind in overwrite append insert; do
 done
 
 rm -rf "$D/out.big"
+level
 timeit t_sr SS --state "$D/fresh.db" restore --name big --to "$D/out.big"
 cmp -s "$D/big/disk.img" "$D/out.big/disk.img" || echo "# WARNING: restore differs"
 row "stepsync restore (empty state) of the large file" "$t_sr" "$(rate "$MIB" "$t_sr")" "1.00"
 if [ $HAVE_RESTIC = 1 ]; then
 	rm -rf "$D/out.restic"
+	level
 	timeit t_rr restic -q --repo "$D/restic" restore latest --target "$D/out.restic"
 	row "restic restore of the same (speedup of ours)" "$t_rr" "$(rate "$MIB" "$t_rr")" "$(ratio "$t_rr" "$t_sr")"
 fi
