@@ -549,6 +549,85 @@ test_replace(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* count_parts ROOT — temp objects (".part") under ROOT/tmp. */
+static int
+count_parts(const char *root)
+{
+	char cmd[256];
+	FILE *f;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "find '%s/tmp' -name '*.part' | wc -l", root);
+	assert_non_null(f = popen(cmd, "r"));
+	assert_int_equal(fscanf(f, "%d", &n), 1);
+	pclose(f);
+	return n;
+}
+
+#define BIG (8u << 20)
+
+/* One-block objects of up to 8 MiB are inline (no temp file, appended to a pack at their
+ * commit) while the open ones hold at most 256 MiB: the 33rd open SAVE of 8 MiB gets a temp
+ * file; a committed one gives its share back. Both kinds commit with the right MD5 (the
+ * commit thread hashes them) and read back. */
+static void
+test_big_inline_budget(void **state)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX", want[33], key[16], cmd[128];
+	const char *root = mkdtemp(tmpl);
+	struct store_opts opts = { root, BIG, 1ull << 30, 3600, NULL };
+	uint8_t *data = malloc(BIG), back[4096];
+	struct store_upload *u = NULL;
+	struct store_plan plan;
+	struct store_obj o;
+	struct store *s = NULL;
+	struct wait w;
+	char err[256];
+	int i;
+
+	assert_non_null(root);
+	assert_non_null(data);
+	for (i = 0; i < (int)BIG; i++)
+		data[i] = (uint8_t)(i * 13 + (i >> 12));
+	hash_md5_hex(data, BIG, want);
+	assert_int_equal(store_open(&opts, &s, err, sizeof(err)), 0);
+	for (i = 0; i < 33; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		assert_int_equal(store_file_save(s, "u", key, 3, BIG, &plan, NULL), 0);
+		assert_int_equal(plan.total_block, 1);
+		free(plan.ranges);
+	}
+	assert_int_equal(count_parts(root), 1);
+	/* k00 (inline) and k32 (a temp file) commit with the MD5 of their bytes. */
+	for (i = 0; i <= 32; i += 32) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		assert_int_equal(store_upload_get(s, "u", key, 3, &u), 0);
+		wait_init(&w);
+		assert_int_equal(store_upload_write(s, u, 0, data, BIG, &w.w), STORE_PENDING);
+		store_upload_put(s, u);
+		wait_for_done(&w);
+		assert_int_equal(w.err, 0);
+		assert_string_equal(w.md5, want);
+		assert_int_equal(store_object_get(s, "u", key, 3, &o), 0);
+		assert_int_equal(
+		    store_object_read(s, &o, BIG - sizeof(back), back, sizeof(back)), 0);
+		assert_memory_equal(back, data + BIG - sizeof(back), sizeof(back));
+	}
+	store_sync(s); /* the committed uploads are freed */
+	assert_int_equal(count_parts(root), 0);
+	/* k00's share is back: one more open SAVE of 8 MiB is inline, the next is not. */
+	assert_int_equal(store_file_save(s, "u", "k33", 3, BIG, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(count_parts(root), 0);
+	assert_int_equal(store_file_save(s, "u", "k34", 3, BIG, &plan, NULL), 0);
+	free(plan.ranges);
+	assert_int_equal(count_parts(root), 1);
+	store_free(s);
+	free(data);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -561,6 +640,7 @@ main(void)
 		cmocka_unit_test(test_pack_rollover),
 		cmocka_unit_test(test_objgen_cap_claim),
 		cmocka_unit_test(test_replace),
+		cmocka_unit_test(test_big_inline_budget),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
