@@ -29,7 +29,7 @@ struct check_run {
 	int read_data;
 	char **listed; /* sorted o.* keys when the server can LIST, else NULL */
 	size_t nlisted;
-	char **done; /* keys checked already (sorted insertion) */
+	char **done; /* keys checked already: a hash set of capdone slots */
 	size_t ndone, capdone;
 	uint64_t snapshots, trees, objects, bytes_read, problems;
 	const char *snap; /* "NAME#SEQ" being checked, for messages */
@@ -41,29 +41,50 @@ key_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* 1 when key was checked already; else remembers it and returns 0. */
+static uint64_t
+key_hash(const char *key)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+
+	for (; *key != '\0'; key++)
+		h = (h ^ (uint8_t)*key) * 0x100000001b3ull;
+	return h;
+}
+
+/* The slot of key in the open-addressed table done (capdone a power of two): where it is,
+ * or the empty slot where it goes. */
+static char **
+key_slot(char **done, size_t capdone, const char *key)
+{
+	size_t i = (size_t)key_hash(key) & (capdone - 1);
+
+	while (done[i] != NULL && strcmp(done[i], key) != 0)
+		i = (i + 1) & (capdone - 1);
+	return &done[i];
+}
+
+/* 1 when key was checked already; else remembers it and returns 0. A hash set: a check
+ * of a million objects looks each one up in constant time. */
 static int
 seen_key(struct check_run *k, const char *key)
 {
-	size_t lo = 0, hi = k->ndone, mid;
-	int c;
+	char **slot;
 
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		c = strcmp(k->done[mid], key);
-		if (c == 0)
-			return 1;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
+	if (2 * (k->ndone + 1) > k->capdone) {
+		size_t cap = k->capdone ? 2 * k->capdone : 1024, i;
+		char **grown = xcalloc(cap, sizeof(*grown));
+
+		for (i = 0; i < k->capdone; i++)
+			if (k->done[i] != NULL)
+				*key_slot(grown, cap, k->done[i]) = k->done[i];
+		free(k->done);
+		k->done = grown;
+		k->capdone = cap;
 	}
-	if (k->ndone == k->capdone) {
-		k->capdone = k->capdone ? 2 * k->capdone : 256;
-		k->done = xrealloc(k->done, k->capdone * sizeof(*k->done));
-	}
-	memmove(k->done + lo + 1, k->done + lo, (k->ndone - lo) * sizeof(*k->done));
-	k->done[lo] = xstrdup(key);
+	slot = key_slot(k->done, k->capdone, key);
+	if (*slot != NULL)
+		return 1;
+	*slot = xstrdup(key);
 	k->ndone++;
 	return 0;
 }
@@ -307,7 +328,7 @@ cmd_check(struct agent *a, int argc, char **argv)
 		    k.problems   ? "DAMAGED"
 		        : r == 0 ? "no damage found"
 		                 : "not checked");
-	for (i = 0; i < k.ndone; i++)
+	for (i = 0; i < k.capdone; i++)
 		free(k.done[i]);
 	free(k.done);
 	client_keys_free(k.listed, k.nlisted);

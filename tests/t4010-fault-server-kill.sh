@@ -20,9 +20,10 @@ PORT=$STEPD_PORT
 S="$BIN/stepsync --server 127.0.0.1:$PORT --user demo --password-file $T_DIR/pw --timeout 3"
 ST=$T_DIR/state.db
 
-# server_bytes — bytes in stepd's object and upload directories.
+# server_bytes — bytes in stepd's object, pack and upload directories.
 server_bytes() {
-	du -sb "$STEPD_ROOT/obj" "$STEPD_ROOT/tmp" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+	du -sb "$STEPD_ROOT/obj" "$STEPD_ROOT/pack" "$STEPD_ROOT/tmp" 2>/dev/null |
+		awk '{ s += $1 } END { print s + 0 }'
 }
 
 rode=0
