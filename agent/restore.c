@@ -12,8 +12,10 @@
  * (depth first, few directories open) before chunks, unless many directories are open already.
  *
  * Never follows a symlink in the target: a directory is made with mkdirat() and opened
- * with O_NOFOLLOW | O_DIRECTORY relative to its parent's descriptor; files are created
- * with O_CREAT | O_EXCL | O_NOFOLLOW under a temporary name and renamed; symlinks are made
+ * with O_NOFOLLOW | O_DIRECTORY relative to its parent's descriptor; files are written
+ * unnamed (O_TMPFILE) and linked to their name when complete and verified (linkat never
+ * replaces), or where O_TMPFILE or linkat cannot be used, created with O_CREAT | O_EXCL |
+ * O_NOFOLLOW under a temporary name and renamed; symlinks are made
  * under a temporary name and renamed; modes and times go through descriptors (utimensat
  * with AT_SYMLINK_NOFOLLOW for symlinks). Never prints.
  */
@@ -46,6 +48,12 @@
 
 enum { JOB_TREE = 1, JOB_CHUNK };
 
+/* How a file gets its name once complete: an O_TMPFILE linked in place with linkat(), by
+ * AT_EMPTY_PATH or through /proc/self/fd; or (NONE) a temporary name, renamed. */
+enum { TMPFILE_NONE = 0, TMPFILE_EMPTY_PATH, TMPFILE_PROC };
+
+int restore_test_no_tmpfile;
+
 struct rdir {
 	struct rdir *parent;
 	int fd;     /* open from when its tree arrived until it is finished; -1 otherwise */
@@ -58,12 +66,15 @@ struct rdir {
 	uint32_t depth; /* 0: the target */
 	size_t pending; /* 1 for its tree until processed, + entries not finished */
 	int ok;         /* created and opened */
+	int fresh;      /* made by this restore (mkdirat succeeded): nothing of its own in it */
 };
 
 struct rfile {
 	struct rdir *dir;
-	char *name; /* owned */
-	char tmp[64];
+	char *name;   /* owned */
+	char tmp[64]; /* the temporary name, when named (else an O_TMPFILE without a name) */
+	int named;
+	int sized; /* the last byte was written (else file_finish() sets the size) */
 	unsigned mode;
 	int64_t mtime_ns;
 	uint32_t uid, gid;
@@ -103,6 +114,7 @@ struct engine {
 	char fatal_msg[512];
 	unsigned long tmpseq;
 	long pid;
+	int tmpfile; /* TMPFILE_*: how files get their names (tmpfile_probe()) */
 	struct restore_stats st;
 	struct rlinks *links; /* restored files of hard-link groups */
 	/* progress (atomics): files and bytes found in the trees so far, and done */
@@ -194,6 +206,42 @@ tmp_name(struct engine *g, char *out, size_t outlen)
 	unsigned long n = __atomic_add_fetch(&g->tmpseq, 1, __ATOMIC_RELAXED);
 
 	snprintf(out, outlen, ".stepsync-restore.%ld.%lu", g->pid, n);
+}
+
+/* Gives the O_TMPFILE fd the name in dirfd (mode: TMPFILE_EMPTY_PATH or TMPFILE_PROC); fails
+ * with EEXIST when the name is taken (never replaces, never follows a symlink there). */
+static int
+link_tmpfile(int mode, int fd, int dirfd, const char *name)
+{
+	char proc[48];
+
+	if (mode == TMPFILE_EMPTY_PATH)
+		return linkat(fd, "", dirfd, name, AT_EMPTY_PATH);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
+/* Whether files can be made unnamed in dirfd (O_TMPFILE) and linked into place, and how:
+ * one is tried under a temporary name, then removed. TMPFILE_NONE: temporary names. */
+static int
+tmpfile_probe(struct engine *g, int dirfd)
+{
+	char tmp[64];
+	int fd, mode;
+
+	if (restore_test_no_tmpfile ||
+	    (fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600)) < 0)
+		return TMPFILE_NONE;
+	tmp_name(g, tmp, sizeof(tmp));
+	for (mode = TMPFILE_EMPTY_PATH; mode <= TMPFILE_PROC; mode++)
+		if (link_tmpfile(mode, fd, dirfd, tmp) == 0)
+			break;
+	if (mode <= TMPFILE_PROC)
+		unlinkat(dirfd, tmp, 0);
+	else
+		mode = TMPFILE_NONE;
+	close(fd);
+	return mode;
 }
 
 /* Mode, owner and times of an open file or directory; 0 or errno. */
@@ -313,7 +361,9 @@ dir_open(struct engine *g, struct rdir *d)
 
 	if (d->parent == NULL)
 		return 0;
-	if (mkdirat(d->parent->fd, d->name, 0700) != 0 && errno != EEXIST) {
+	if (mkdirat(d->parent->fd, d->name, 0700) == 0) {
+		d->fresh = 1;
+	} else if (errno != EEXIST) {
 		path_of(d, "", path, sizeof(path));
 		report(g, "cannot create directory '%s': %s", path, strerror(errno));
 		return -1;
@@ -339,7 +389,28 @@ dir_open(struct engine *g, struct rdir *d)
 
 /* ---- files ---- */
 
-/* The last chunk of f ended: rename into place with its metadata, or clean up. */
+/* Gives f (complete, verified, its metadata set) its name: linked there (an O_TMPFILE) or
+ * renamed from its temporary name; over what took the name meanwhile (--overwrite, or
+ * something made in the target during the restore), as a rename does. 0 or errno. */
+static int
+file_place(struct engine *g, struct rfile *f)
+{
+	int dfd = f->dir->fd;
+
+	if (!f->named) {
+		if (link_tmpfile(g->tmpfile, f->fd, dfd, f->name) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return errno;
+		tmp_name(g, f->tmp, sizeof(f->tmp));
+		if (link_tmpfile(g->tmpfile, f->fd, dfd, f->tmp) != 0)
+			return errno;
+		f->named = 1;
+	}
+	return renameat(dfd, f->tmp, dfd, f->name) == 0 ? 0 : errno;
+}
+
+/* The last chunk of f ended: into place with its metadata, or clean up. */
 static void
 file_finish(struct engine *g, struct rfile *f)
 {
@@ -350,15 +421,15 @@ file_finish(struct engine *g, struct rfile *f)
 		f->failed = 1; /* cannot happen: every chunk has bytes */
 	if (!f->failed) {
 		/* the size, for a file that ends in a hole (chunk_write() left it unwritten) */
-		if ((ftruncate(f->fd, (off_t)f->size) != 0 && (e = errno) != 0) ||
+		if ((!f->sized && ftruncate(f->fd, (off_t)f->size) != 0 && (e = errno) != 0) ||
 		    (e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns)) != 0 ||
-		    (renameat(f->dir->fd, f->tmp, f->dir->fd, f->name) != 0 && (e = errno) != 0)) {
+		    (e = file_place(g, f)) != 0) {
 			path_of(f->dir, f->name, path, sizeof(path));
 			report(g, "cannot restore '%s': %s", path, strerror(e));
 			f->failed = 1;
 		}
 	}
-	if (f->failed && f->fd >= 0)
+	if (f->failed && f->named)
 		unlinkat(f->dir->fd, f->tmp, 0);
 	if (f->fd >= 0)
 		close(f->fd);
@@ -401,12 +472,20 @@ file_fd(struct engine *g, struct rjob *j, int *fdp)
 
 	if (f->nchunks > 1)
 		pthread_mutex_lock(&g->mu);
-	if (f->fd < 0) {
+	if (f->fd < 0 && g->tmpfile != TMPFILE_NONE) {
+		/* no name until it is complete and verified (file_place()) */
+		f->fd = openat(f->dir->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+		if (f->fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+			e = errno;
+	}
+	if (f->fd < 0 && e == 0) {
 		tmp_name(g, f->tmp, sizeof(f->tmp));
 		f->fd = openat(
 		    f->dir->fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (f->fd < 0)
 			e = errno;
+		else
+			f->named = 1;
 	}
 	*fdp = f->fd;
 	if (f->nchunks > 1)
@@ -449,7 +528,7 @@ data_run(const uint8_t *p, size_t n, uint64_t off)
  * the size). 0, or errno.
  */
 static int
-write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
+write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off, uint64_t *endp)
 {
 	size_t i = 0, run, done;
 	ssize_t k;
@@ -469,6 +548,7 @@ write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
 				return errno;
 		}
 		i += run;
+		*endp = off + i;
 	}
 	return 0;
 }
@@ -476,6 +556,7 @@ write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
 static int
 chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, size_t n)
 {
+	uint64_t end = 0;
 	int fd, r, e;
 
 	if (off + n > j->size) {
@@ -484,10 +565,12 @@ chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, si
 	}
 	if ((r = file_fd(g, j, &fd)) != 0)
 		return r;
-	if ((e = write_sparse(fd, p, n, j->off + off)) != 0) {
+	if ((e = write_sparse(fd, p, n, j->off + off, &end)) != 0) {
 		snprintf(j->err, sizeof(j->err), "cannot write: %s", strerror(e));
 		return STEP_ESYS;
 	}
+	if (end == j->file->size) /* seen by file_finish() through chunk_end()'s acq_rel */
+		__atomic_store_n(&j->file->sized, 1, __ATOMIC_RELAXED);
 	ADD(&g->pg_bytes_done, n);
 	progress_tick(g, 0);
 	return 0;
@@ -772,7 +855,9 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 		ADD(&g->pg_files_seen, 1);
 		ADD(&g->pg_bytes_seen, e->size);
 	}
-	if (e->type != TREE_DIR && existing(g, d, e, name)) {
+	/* in a directory this restore made, nothing can be in the way but what another
+	 * process put there since: replaced, as one that came after the look would be */
+	if (e->type != TREE_DIR && !d->fresh && existing(g, d, e, name)) {
 		if (e->type == TREE_FILE)
 			progress_file(g, e->size);
 		return;
@@ -1219,6 +1304,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 		r = STEP_ESYS;
 		goto out;
 	}
+	g.tmpfile = tmpfile_probe(&g, rd->fd);
 	memcpy(rd->id, root, HASH_SHA256_LEN);
 	rd->ok = 1;
 	rd->pending = 1;

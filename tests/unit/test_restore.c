@@ -894,6 +894,39 @@ test_bad_trees(void **state)
 	assert_true(no_temps(to));
 }
 
+/* Both ways a file gets its name: unnamed (O_TMPFILE) and linked, and, as where O_TMPFILE
+ * cannot be used (restore_test_no_tmpfile), a temporary name renamed. Either way the sample
+ * comes back whole, and a file that differs is replaced under --overwrite always (linkat
+ * finds the name taken: a temporary name, renamed over it). */
+static void
+test_tmpfile_or_named(void **state)
+{
+	char to[PATH_MAX + 16], path[PATH_MAX * 2];
+	struct restore_stats st;
+	int fd;
+
+	(void)state;
+	for (int named = 0; named < 2; named++) {
+		restore_test_no_tmpfile = named;
+		target(named ? "named" : "tmpfile", to, sizeof(to));
+		assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), 0);
+		assert_int_equal(nerrors, 0);
+		check_sample(to, 0);
+		snprintf(path, sizeof(path), "%s/d/big", to);
+		assert_true((fd = open(path, O_WRONLY | O_TRUNC)) >= 0);
+		assert_int_equal(write(fd, "x", 1), 1);
+		close(fd);
+		overwrite = RESTORE_OVERWRITE_ALWAYS;
+		assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), 0);
+		overwrite = RESTORE_OVERWRITE_NEVER;
+		assert_int_equal(nerrors, 0);
+		assert_int_equal(st.files, 1);
+		assert_int_equal(st.unchanged, 6);
+		check_sample(to, 0);
+	}
+	restore_test_no_tmpfile = 0;
+}
+
 /* A pending SIGINT (blocked, as a caller that wants a clean stop does) stops the restore
  * between objects: STEP_ESTOPPED, no temporary files. */
 static void
@@ -941,6 +974,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sample),
 		cmocka_unit_test(test_subpath),
+		cmocka_unit_test(test_tmpfile_or_named),
 		cmocka_unit_test(test_links_sparse_owner),
 		cmocka_unit_test(test_symlink_in_target),
 		cmocka_unit_test(test_wrong_bytes),
