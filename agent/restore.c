@@ -67,6 +67,7 @@ struct rdir {
 	size_t pending; /* 1 for its tree until processed, + entries not finished */
 	int ok;         /* created and opened */
 	int fresh;      /* made by this restore (mkdirat succeeded): nothing of its own in it */
+	int64_t newgid; /* the group a file made in it gets (set-group-ID or ours); -1: unknown */
 };
 
 struct rfile {
@@ -74,7 +75,8 @@ struct rfile {
 	char *name;   /* owned */
 	char tmp[64]; /* the temporary name, when named (else an O_TMPFILE without a name) */
 	int named;
-	int sized; /* the last byte was written (else file_finish() sets the size) */
+	int sized;     /* the last byte was written (else file_finish() sets the size) */
+	int made_mode; /* the mode it was made with, umask applied; -1: unknown */
 	unsigned mode;
 	int64_t mtime_ns;
 	uint32_t uid, gid;
@@ -115,6 +117,10 @@ struct engine {
 	unsigned long tmpseq;
 	long pid;
 	int tmpfile; /* TMPFILE_*: how files get their names (tmpfile_probe()) */
+	int umask_known;
+	unsigned umask_bits;
+	uid_t euid;
+	gid_t egid;
 	struct restore_stats st;
 	struct rlinks *links; /* restored files of hard-link groups */
 	/* progress (atomics): files and bytes found in the trees so far, and done */
@@ -244,15 +250,64 @@ tmpfile_probe(struct engine *g, int dirfd)
 	return mode;
 }
 
-/* Mode, owner and times of an open file or directory; 0 or errno. */
+/* The process's umask, from /proc (reading it with umask() would change it for a moment);
+ * 0 or -1. */
 static int
-set_meta(const struct engine *g, int fd, unsigned mode, uint32_t uid, uint32_t gid, int64_t ns)
+read_umask(unsigned *out)
+{
+	char line[128];
+	FILE *fp;
+	int r = -1;
+
+	if ((fp = fopen("/proc/self/status", "re")) == NULL)
+		return -1;
+	while (r != 0 && fgets(line, sizeof(line), fp) != NULL)
+		if (sscanf(line, "Umask: %o", out) == 1)
+			r = 0;
+	fclose(fp);
+	return r;
+}
+
+/* The mode to make f's file with: its own when nothing special and the umask leaves it whole
+ * (an O_TMPFILE has no name until complete: nobody can open it), else 0600; *madep the mode
+ * it will have, -1 when the umask is unknown. */
+static unsigned
+create_mode(const struct engine *g, const struct rfile *f, int unnamed, int *madep)
+{
+	unsigned m = 0600;
+
+	if (unnamed && g->umask_known && (f->mode & ~0777u) == 0 && (f->mode & 0200) != 0 &&
+	    (f->mode & g->umask_bits) == 0)
+		m = f->mode;
+	*madep = g->umask_known ? (int)(m & ~g->umask_bits) : -1;
+	return m;
+}
+
+/* The group a file made in the directory fd gets; -1: unknown. */
+static int64_t
+root_newgid(const struct engine *g, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0)
+		return -1;
+	return st.st_mode & S_ISGID ? (int64_t)st.st_gid : (int64_t)g->egid;
+}
+
+/* Mode, owner and times of an open file or directory; 0 or errno. made_mode and made_gid
+ * (-1: unknown) are what a file this restore made has already: not set again. */
+static int
+set_meta(const struct engine *g, int fd, unsigned mode, uint32_t uid, uint32_t gid, int64_t ns,
+    int made_mode, int64_t made_gid)
 {
 	struct timespec ts[2];
 
-	if (g->o->owner && fchown(fd, (uid_t)uid, (gid_t)gid) != 0)
+	if (g->o->owner &&
+	    (made_gid < 0 || uid != (uint32_t)g->euid || gid != (uint64_t)made_gid) &&
+	    fchown(fd, (uid_t)uid, (gid_t)gid) != 0)
 		return errno;
-	if (fchmod(fd, (mode_t)mode) != 0)
+	/* (a chown clears only set-user-ID and set-group-ID bits, which made_mode never has) */
+	if (made_mode != (int)mode && fchmod(fd, (mode_t)mode) != 0)
 		return errno;
 	to_times(ns, ts);
 	if (futimens(fd, ts) != 0)
@@ -337,7 +392,8 @@ dir_release(struct engine *g, struct rdir *d)
 			ADD(&g->st.dirs, 1);
 		if (d->fd >= 0) {
 			if (d->meta &&
-			    (e = set_meta(g, d->fd, d->mode, d->uid, d->gid, d->mtime_ns)) != 0) {
+			    (e = set_meta(
+			         g, d->fd, d->mode, d->uid, d->gid, d->mtime_ns, -1, -1)) != 0) {
 				path_of(d, "", path, sizeof(path));
 				report(g, "cannot set the mode or time of '%s': %s", path,
 				    strerror(e));
@@ -379,8 +435,12 @@ dir_open(struct engine *g, struct rdir *d)
 	}
 	/* an existing directory we cannot write into (an earlier restore's 0555) gets its
 	 * final mode at the end anyway */
-	if (fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == geteuid())
-		fchmod(fd, (st.st_mode & 07777) | 0700);
+	d->newgid = -1;
+	if (fstat(fd, &st) == 0) {
+		if ((st.st_mode & 0700) != 0700 && st.st_uid == g->euid)
+			fchmod(fd, (st.st_mode & 07777) | 0700);
+		d->newgid = st.st_mode & S_ISGID ? (int64_t)st.st_gid : (int64_t)g->egid;
+	}
 	d->fd = fd; /* seen by other threads through the queue's lock */
 	d->ok = 1;
 	ADD(&g->open_dirs, 1);
@@ -422,7 +482,8 @@ file_finish(struct engine *g, struct rfile *f)
 	if (!f->failed) {
 		/* the size, for a file that ends in a hole (chunk_write() left it unwritten) */
 		if ((!f->sized && ftruncate(f->fd, (off_t)f->size) != 0 && (e = errno) != 0) ||
-		    (e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns)) != 0 ||
+		    (e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns, f->made_mode,
+		         f->dir->newgid)) != 0 ||
 		    (e = file_place(g, f)) != 0) {
 			path_of(f->dir, f->name, path, sizeof(path));
 			report(g, "cannot restore '%s': %s", path, strerror(e));
@@ -474,14 +535,16 @@ file_fd(struct engine *g, struct rjob *j, int *fdp)
 		pthread_mutex_lock(&g->mu);
 	if (f->fd < 0 && g->tmpfile != TMPFILE_NONE) {
 		/* no name until it is complete and verified (file_place()) */
-		f->fd = openat(f->dir->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+		f->fd = openat(f->dir->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC,
+		    create_mode(g, f, 1, &f->made_mode));
 		if (f->fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
 			e = errno;
 	}
 	if (f->fd < 0 && e == 0) {
 		tmp_name(g, f->tmp, sizeof(f->tmp));
-		f->fd = openat(
-		    f->dir->fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		f->fd =
+		    openat(f->dir->fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		        create_mode(g, f, 0, &f->made_mode));
 		if (f->fd < 0)
 			e = errno;
 		else
@@ -629,7 +692,8 @@ make_empty_file(struct engine *g, struct rdir *d, const struct tree_entry *e, co
 	fd = openat(d->fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno;
-	err = set_meta(g, fd, safe_mode(g, TREE_FILE, e->mode), e->uid, e->gid, e->mtime_ns);
+	err =
+	    set_meta(g, fd, safe_mode(g, TREE_FILE, e->mode), e->uid, e->gid, e->mtime_ns, -1, -1);
 	if (err == 0 && renameat(d->fd, tmp, d->fd, name) != 0)
 		err = errno;
 	if (err != 0)
@@ -1273,6 +1337,9 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	memset(&g, 0, sizeof(g));
 	g.o = o;
 	g.pid = (long)getpid();
+	g.euid = geteuid();
+	g.egid = getegid();
+	g.umask_known = read_umask(&g.umask_bits) == 0;
 	pthread_mutex_init(&g.mu, NULL);
 	pthread_mutex_init(&g.errmu, NULL);
 	pthread_mutex_init(&g.pgmu, NULL);
@@ -1305,6 +1372,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 		goto out;
 	}
 	g.tmpfile = tmpfile_probe(&g, rd->fd);
+	rd->newgid = root_newgid(&g, rd->fd);
 	memcpy(rd->id, root, HASH_SHA256_LEN);
 	rd->ok = 1;
 	rd->pending = 1;
