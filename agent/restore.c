@@ -1324,6 +1324,21 @@ relink(struct engine *g, int targetfd)
 	g->st.failed += failed;
 }
 
+static void
+engine_init(struct engine *g, const struct restore_opts *o)
+{
+	memset(g, 0, sizeof(*g));
+	g->o = o;
+	g->pid = (long)getpid();
+	g->euid = geteuid();
+	g->egid = getegid();
+	g->umask_known = read_umask(&g->umask_bits) == 0;
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_mutex_init(&g->errmu, NULL);
+	pthread_mutex_init(&g->pgmu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+}
+
 int
 restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], const char *subpath,
     struct restore_stats *st)
@@ -1334,16 +1349,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	struct rjob *j = NULL;
 	int nconn = o->nconn > 0 ? o->nconn : 4, flushfd = -1, r;
 
-	memset(&g, 0, sizeof(g));
-	g.o = o;
-	g.pid = (long)getpid();
-	g.euid = geteuid();
-	g.egid = getegid();
-	g.umask_known = read_umask(&g.umask_bits) == 0;
-	pthread_mutex_init(&g.mu, NULL);
-	pthread_mutex_init(&g.errmu, NULL);
-	pthread_mutex_init(&g.pgmu, NULL);
-	pthread_cond_init(&g.cv, NULL);
+	engine_init(&g, o);
 	if (o->client == NULL || o->target == NULL || nconn > RESTORE_CONN_MAX) {
 		r = STEP_EINVAL;
 		goto out;
