@@ -524,10 +524,9 @@ restore_options(
 			printf(
 			    "usage: stepsync %s\n\n"
 			    "Restores snapshot ID (default: the latest) of NAME into DIR: files\n"
-			    "(MD5-verified, written to a temporary name and renamed), empty\n"
-			    "directories, symlinks, modes and mtimes. Needs only the server and\n"
-			    "the credentials. ID is SEQ or NAME#SEQ as 'stepsync snapshots' "
-			    "shows.\n\n"
+			    "(verified before they get their names), empty directories,\n"
+			    "symlinks, modes and mtimes. Needs only the server and the\n"
+			    "credentials. ID is SEQ or NAME#SEQ as 'stepsync snapshots' shows.\n\n"
 			    "  --path SUBPATH   restore only SUBPATH (a file or a directory of\n"
 			    "                   the snapshot), at its place under DIR\n"
 			    "  --preserve-special-bits  keep setuid, setgid and sticky bits and\n"

@@ -67,6 +67,8 @@ struct fetcher {
 	void *arg;
 	struct fetch_stats st;
 	struct fobj *head, *tail; /* objects taken and not freed, in order */
+	struct fobj *scan;        /* none before it needs a request sent (fill()); NULL: none */
+	int rescan;               /* an object may need requests again: scan from head */
 	size_t nactive;
 	struct fent *fifo; /* answers expected, in order (a ring) */
 	size_t fhead, flen, fcap;
@@ -118,18 +120,41 @@ ob_fail(struct fetcher *f, struct fobj *ob, int rc, const char *fmt, ...)
 	f->ops->done(f->arg, &ob->o, rc, msg);
 }
 
-/* Frees the ended objects nothing more is expected for. */
+/* Frees an ended object nothing more is expected for, *pp pointing to it. */
+static void
+unlink_ob(struct fetcher *f, struct fobj **pp)
+{
+	struct fobj *ob = *pp;
+
+	*pp = ob->next;
+	if (f->scan == ob)
+		f->scan = ob->next;
+	f->nactive--;
+	free(ob);
+}
+
+/* Frees the ended objects nothing more is expected for, from the head of the list on: answers
+ * come in order, so objects end in order but for a failure, which waits for those before
+ * it (a walk of the whole list for each object would cost more than the object). */
 static void
 reap(struct fetcher *f)
+{
+	while (f->head != NULL && f->head->ended && f->head->inflight == 0)
+		unlink_ob(f, &f->head);
+	if (f->head == NULL)
+		f->tail = NULL;
+}
+
+/* Frees every ended object nothing more is expected for (after a restart). */
+static void
+reap_all(struct fetcher *f)
 {
 	struct fobj **pp = &f->head, *ob;
 
 	f->tail = NULL;
 	while ((ob = *pp) != NULL) {
 		if (ob->ended && ob->inflight == 0) {
-			*pp = ob->next;
-			f->nactive--;
-			free(ob);
+			unlink_ob(f, pp);
 			continue;
 		}
 		f->tail = ob;
@@ -288,6 +313,8 @@ take(struct fetcher *f)
 	else
 		f->head = ob;
 	f->tail = ob;
+	if (f->scan == NULL)
+		f->scan = ob; /* the only one that may need a request */
 	f->nactive++;
 	if (!key_plain(ob->o.key)) {
 		ob_fail(f, ob, STEP_EINVAL, "object key '%.80s' is not plain ASCII", ob->o.key);
@@ -318,11 +345,16 @@ fill(struct fetcher *f)
 
 	while (
 	    f->flen < (size_t)f->window && (f->flen == 0 || f->inflight_bytes < FETCH_INFLIGHT)) {
-		for (ob = f->head; ob != NULL; ob = ob->next)
+		if (f->rescan) {
+			f->scan = f->head;
+			f->rescan = 0;
+		}
+		for (ob = f->scan; ob != NULL; ob = ob->next)
 			if (!ob->ended &&
 			    (ob->state == OB_NEEDGET ||
 			        (ob->state == OB_PLAN && ob->next_req < ob->total)))
 				break;
+		f->scan = ob;
 		if (ob != NULL) {
 			if ((r = queue_request(f, ob, ob->state == OB_NEEDGET ? OP_GET : OP_DL)) !=
 			    0)
@@ -389,6 +421,7 @@ on_get(struct fetcher *f, struct fobj *ob, const json_t *resp, int st)
 	/* any_block: DOWNLOADs name the block size the plan used (a server that ignored
 	 * want_block_size gave its own, and is asked in that) */
 	ob_plan(f, ob, (uint32_t)bs, f->any_block && bs == FETCH_BLOCK);
+	f->rescan = 1; /* its blocks are to be asked for */
 	return STEP_OK;
 }
 
@@ -486,6 +519,7 @@ pass(struct fetcher *f)
 	for (ob = f->head; ob != NULL; ob = ob->next)
 		if (!ob->ended && ob->send_bs && !f->any_block)
 			ob->state = OB_NEEDGET, ob->send_bs = 0;
+	f->rescan = 1;
 	buf_reset(&c->tx);
 	for (;;) {
 		if ((r = fill(f)) != 0)
@@ -541,7 +575,8 @@ restart(struct fetcher *f)
 		if (ob->state == OB_GET)
 			ob->state = OB_NEEDGET;
 	}
-	reap(f);
+	reap_all(f);
+	f->rescan = 1;
 	f->st.restarts++;
 }
 

@@ -12,8 +12,10 @@
  * (depth first, few directories open) before chunks, unless many directories are open already.
  *
  * Never follows a symlink in the target: a directory is made with mkdirat() and opened
- * with O_NOFOLLOW | O_DIRECTORY relative to its parent's descriptor; files are created
- * with O_CREAT | O_EXCL | O_NOFOLLOW under a temporary name and renamed; symlinks are made
+ * with O_NOFOLLOW | O_DIRECTORY relative to its parent's descriptor; files are written
+ * unnamed (O_TMPFILE) and linked to their name when complete and verified (linkat never
+ * replaces), or where O_TMPFILE or linkat cannot be used, created with O_CREAT | O_EXCL |
+ * O_NOFOLLOW under a temporary name and renamed; symlinks are made
  * under a temporary name and renamed; modes and times go through descriptors (utimensat
  * with AT_SYMLINK_NOFOLLOW for symlinks). Never prints.
  */
@@ -46,6 +48,12 @@
 
 enum { JOB_TREE = 1, JOB_CHUNK };
 
+/* How a file gets its name once complete: an O_TMPFILE linked in place with linkat(), by
+ * AT_EMPTY_PATH or through /proc/self/fd; or (NONE) a temporary name, renamed. */
+enum { TMPFILE_NONE = 0, TMPFILE_EMPTY_PATH, TMPFILE_PROC };
+
+int restore_test_no_tmpfile;
+
 struct rdir {
 	struct rdir *parent;
 	int fd;     /* open from when its tree arrived until it is finished; -1 otherwise */
@@ -58,12 +66,17 @@ struct rdir {
 	uint32_t depth; /* 0: the target */
 	size_t pending; /* 1 for its tree until processed, + entries not finished */
 	int ok;         /* created and opened */
+	int fresh;      /* made by this restore (mkdirat succeeded): nothing of its own in it */
+	int64_t newgid; /* the group a file made in it gets (set-group-ID or ours); -1: unknown */
 };
 
 struct rfile {
 	struct rdir *dir;
-	char *name; /* owned */
-	char tmp[64];
+	char *name;   /* owned */
+	char tmp[64]; /* the temporary name, when named (else an O_TMPFILE without a name) */
+	int named;
+	int sized;     /* the last byte was written (else file_finish() sets the size) */
+	int made_mode; /* the mode it was made with, umask applied; -1: unknown */
 	unsigned mode;
 	int64_t mtime_ns;
 	uint32_t uid, gid;
@@ -103,6 +116,11 @@ struct engine {
 	char fatal_msg[512];
 	unsigned long tmpseq;
 	long pid;
+	int tmpfile; /* TMPFILE_*: how files get their names (tmpfile_probe()) */
+	int umask_known;
+	unsigned umask_bits;
+	uid_t euid;
+	gid_t egid;
 	struct restore_stats st;
 	struct rlinks *links; /* restored files of hard-link groups */
 	/* progress (atomics): files and bytes found in the trees so far, and done */
@@ -196,15 +214,100 @@ tmp_name(struct engine *g, char *out, size_t outlen)
 	snprintf(out, outlen, ".stepsync-restore.%ld.%lu", g->pid, n);
 }
 
-/* Mode, owner and times of an open file or directory; 0 or errno. */
+/* Gives the O_TMPFILE fd the name in dirfd (mode: TMPFILE_EMPTY_PATH or TMPFILE_PROC); fails
+ * with EEXIST when the name is taken (never replaces, never follows a symlink there). */
 static int
-set_meta(const struct engine *g, int fd, unsigned mode, uint32_t uid, uint32_t gid, int64_t ns)
+link_tmpfile(int mode, int fd, int dirfd, const char *name)
+{
+	char proc[48];
+
+	if (mode == TMPFILE_EMPTY_PATH)
+		return linkat(fd, "", dirfd, name, AT_EMPTY_PATH);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
+/* Whether files can be made unnamed in dirfd (O_TMPFILE) and linked into place, and how:
+ * one is tried under a temporary name, then removed. TMPFILE_NONE: temporary names. */
+static int
+tmpfile_probe(struct engine *g, int dirfd)
+{
+	char tmp[64];
+	int fd, mode;
+
+	if (restore_test_no_tmpfile ||
+	    (fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600)) < 0)
+		return TMPFILE_NONE;
+	tmp_name(g, tmp, sizeof(tmp));
+	for (mode = TMPFILE_EMPTY_PATH; mode <= TMPFILE_PROC; mode++)
+		if (link_tmpfile(mode, fd, dirfd, tmp) == 0)
+			break;
+	if (mode <= TMPFILE_PROC)
+		unlinkat(dirfd, tmp, 0);
+	else
+		mode = TMPFILE_NONE;
+	close(fd);
+	return mode;
+}
+
+/* The process's umask, from /proc (reading it with umask() would change it for a moment);
+ * 0 or -1. */
+static int
+read_umask(unsigned *out)
+{
+	char line[128];
+	FILE *fp;
+	int r = -1;
+
+	if ((fp = fopen("/proc/self/status", "re")) == NULL)
+		return -1;
+	while (r != 0 && fgets(line, sizeof(line), fp) != NULL)
+		if (sscanf(line, "Umask: %o", out) == 1)
+			r = 0;
+	fclose(fp);
+	return r;
+}
+
+/* The mode to make f's file with: its own when nothing special and the umask leaves it whole
+ * (an O_TMPFILE has no name until complete: nobody can open it), else 0600; *madep the mode
+ * it will have, -1 when the umask is unknown. */
+static unsigned
+create_mode(const struct engine *g, const struct rfile *f, int unnamed, int *madep)
+{
+	unsigned m = 0600;
+
+	if (unnamed && g->umask_known && (f->mode & ~0777u) == 0 && (f->mode & 0200) != 0 &&
+	    (f->mode & g->umask_bits) == 0)
+		m = f->mode;
+	*madep = g->umask_known ? (int)(m & ~g->umask_bits) : -1;
+	return m;
+}
+
+/* The group a file made in the directory fd gets; -1: unknown. */
+static int64_t
+root_newgid(const struct engine *g, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0)
+		return -1;
+	return st.st_mode & S_ISGID ? (int64_t)st.st_gid : (int64_t)g->egid;
+}
+
+/* Mode, owner and times of an open file or directory; 0 or errno. made_mode and made_gid
+ * (-1: unknown) are what a file this restore made has already: not set again. */
+static int
+set_meta(const struct engine *g, int fd, unsigned mode, uint32_t uid, uint32_t gid, int64_t ns,
+    int made_mode, int64_t made_gid)
 {
 	struct timespec ts[2];
 
-	if (g->o->owner && fchown(fd, (uid_t)uid, (gid_t)gid) != 0)
+	if (g->o->owner &&
+	    (made_gid < 0 || uid != (uint32_t)g->euid || gid != (uint64_t)made_gid) &&
+	    fchown(fd, (uid_t)uid, (gid_t)gid) != 0)
 		return errno;
-	if (fchmod(fd, (mode_t)mode) != 0)
+	/* (a chown clears only set-user-ID and set-group-ID bits, which made_mode never has) */
+	if (made_mode != (int)mode && fchmod(fd, (mode_t)mode) != 0)
 		return errno;
 	to_times(ns, ts);
 	if (futimens(fd, ts) != 0)
@@ -289,7 +392,8 @@ dir_release(struct engine *g, struct rdir *d)
 			ADD(&g->st.dirs, 1);
 		if (d->fd >= 0) {
 			if (d->meta &&
-			    (e = set_meta(g, d->fd, d->mode, d->uid, d->gid, d->mtime_ns)) != 0) {
+			    (e = set_meta(
+			         g, d->fd, d->mode, d->uid, d->gid, d->mtime_ns, -1, -1)) != 0) {
 				path_of(d, "", path, sizeof(path));
 				report(g, "cannot set the mode or time of '%s': %s", path,
 				    strerror(e));
@@ -313,7 +417,9 @@ dir_open(struct engine *g, struct rdir *d)
 
 	if (d->parent == NULL)
 		return 0;
-	if (mkdirat(d->parent->fd, d->name, 0700) != 0 && errno != EEXIST) {
+	if (mkdirat(d->parent->fd, d->name, 0700) == 0) {
+		d->fresh = 1;
+	} else if (errno != EEXIST) {
 		path_of(d, "", path, sizeof(path));
 		report(g, "cannot create directory '%s': %s", path, strerror(errno));
 		return -1;
@@ -329,8 +435,12 @@ dir_open(struct engine *g, struct rdir *d)
 	}
 	/* an existing directory we cannot write into (an earlier restore's 0555) gets its
 	 * final mode at the end anyway */
-	if (fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700 && st.st_uid == geteuid())
-		fchmod(fd, (st.st_mode & 07777) | 0700);
+	d->newgid = -1;
+	if (fstat(fd, &st) == 0) {
+		if ((st.st_mode & 0700) != 0700 && st.st_uid == g->euid)
+			fchmod(fd, (st.st_mode & 07777) | 0700);
+		d->newgid = st.st_mode & S_ISGID ? (int64_t)st.st_gid : (int64_t)g->egid;
+	}
 	d->fd = fd; /* seen by other threads through the queue's lock */
 	d->ok = 1;
 	ADD(&g->open_dirs, 1);
@@ -339,7 +449,28 @@ dir_open(struct engine *g, struct rdir *d)
 
 /* ---- files ---- */
 
-/* The last chunk of f ended: rename into place with its metadata, or clean up. */
+/* Gives f (complete, verified, its metadata set) its name: linked there (an O_TMPFILE) or
+ * renamed from its temporary name; over what took the name meanwhile (--overwrite, or
+ * something made in the target during the restore), as a rename does. 0 or errno. */
+static int
+file_place(struct engine *g, struct rfile *f)
+{
+	int dfd = f->dir->fd;
+
+	if (!f->named) {
+		if (link_tmpfile(g->tmpfile, f->fd, dfd, f->name) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return errno;
+		tmp_name(g, f->tmp, sizeof(f->tmp));
+		if (link_tmpfile(g->tmpfile, f->fd, dfd, f->tmp) != 0)
+			return errno;
+		f->named = 1;
+	}
+	return renameat(dfd, f->tmp, dfd, f->name) == 0 ? 0 : errno;
+}
+
+/* The last chunk of f ended: into place with its metadata, or clean up. */
 static void
 file_finish(struct engine *g, struct rfile *f)
 {
@@ -350,15 +481,16 @@ file_finish(struct engine *g, struct rfile *f)
 		f->failed = 1; /* cannot happen: every chunk has bytes */
 	if (!f->failed) {
 		/* the size, for a file that ends in a hole (chunk_write() left it unwritten) */
-		if ((ftruncate(f->fd, (off_t)f->size) != 0 && (e = errno) != 0) ||
-		    (e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns)) != 0 ||
-		    (renameat(f->dir->fd, f->tmp, f->dir->fd, f->name) != 0 && (e = errno) != 0)) {
+		if ((!f->sized && ftruncate(f->fd, (off_t)f->size) != 0 && (e = errno) != 0) ||
+		    (e = set_meta(g, f->fd, f->mode, f->uid, f->gid, f->mtime_ns, f->made_mode,
+		         f->dir->newgid)) != 0 ||
+		    (e = file_place(g, f)) != 0) {
 			path_of(f->dir, f->name, path, sizeof(path));
 			report(g, "cannot restore '%s': %s", path, strerror(e));
 			f->failed = 1;
 		}
 	}
-	if (f->failed && f->fd >= 0)
+	if (f->failed && f->named)
 		unlinkat(f->dir->fd, f->tmp, 0);
 	if (f->fd >= 0)
 		close(f->fd);
@@ -401,12 +533,22 @@ file_fd(struct engine *g, struct rjob *j, int *fdp)
 
 	if (f->nchunks > 1)
 		pthread_mutex_lock(&g->mu);
-	if (f->fd < 0) {
+	if (f->fd < 0 && g->tmpfile != TMPFILE_NONE) {
+		/* no name until it is complete and verified (file_place()) */
+		f->fd = openat(f->dir->fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC,
+		    create_mode(g, f, 1, &f->made_mode));
+		if (f->fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+			e = errno;
+	}
+	if (f->fd < 0 && e == 0) {
 		tmp_name(g, f->tmp, sizeof(f->tmp));
-		f->fd = openat(
-		    f->dir->fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		f->fd =
+		    openat(f->dir->fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		        create_mode(g, f, 0, &f->made_mode));
 		if (f->fd < 0)
 			e = errno;
+		else
+			f->named = 1;
 	}
 	*fdp = f->fd;
 	if (f->nchunks > 1)
@@ -449,7 +591,7 @@ data_run(const uint8_t *p, size_t n, uint64_t off)
  * the size). 0, or errno.
  */
 static int
-write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
+write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off, uint64_t *endp)
 {
 	size_t i = 0, run, done;
 	ssize_t k;
@@ -469,6 +611,7 @@ write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
 				return errno;
 		}
 		i += run;
+		*endp = off + i;
 	}
 	return 0;
 }
@@ -476,6 +619,7 @@ write_sparse(int fd, const uint8_t *p, size_t n, uint64_t off)
 static int
 chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, size_t n)
 {
+	uint64_t end = 0;
 	int fd, r, e;
 
 	if (off + n > j->size) {
@@ -484,10 +628,12 @@ chunk_write(struct engine *g, struct rjob *j, uint64_t off, const uint8_t *p, si
 	}
 	if ((r = file_fd(g, j, &fd)) != 0)
 		return r;
-	if ((e = write_sparse(fd, p, n, j->off + off)) != 0) {
+	if ((e = write_sparse(fd, p, n, j->off + off, &end)) != 0) {
 		snprintf(j->err, sizeof(j->err), "cannot write: %s", strerror(e));
 		return STEP_ESYS;
 	}
+	if (end == j->file->size) /* seen by file_finish() through chunk_end()'s acq_rel */
+		__atomic_store_n(&j->file->sized, 1, __ATOMIC_RELAXED);
 	ADD(&g->pg_bytes_done, n);
 	progress_tick(g, 0);
 	return 0;
@@ -546,7 +692,8 @@ make_empty_file(struct engine *g, struct rdir *d, const struct tree_entry *e, co
 	fd = openat(d->fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errno;
-	err = set_meta(g, fd, safe_mode(g, TREE_FILE, e->mode), e->uid, e->gid, e->mtime_ns);
+	err =
+	    set_meta(g, fd, safe_mode(g, TREE_FILE, e->mode), e->uid, e->gid, e->mtime_ns, -1, -1);
 	if (err == 0 && renameat(d->fd, tmp, d->fd, name) != 0)
 		err = errno;
 	if (err != 0)
@@ -772,7 +919,9 @@ add_entry(struct engine *g, struct rdir *d, const struct tree_entry *e, struct b
 		ADD(&g->pg_files_seen, 1);
 		ADD(&g->pg_bytes_seen, e->size);
 	}
-	if (e->type != TREE_DIR && existing(g, d, e, name)) {
+	/* in a directory this restore made, nothing can be in the way but what another
+	 * process put there since: replaced, as one that came after the look would be */
+	if (e->type != TREE_DIR && !d->fresh && existing(g, d, e, name)) {
 		if (e->type == TREE_FILE)
 			progress_file(g, e->size);
 		return;
@@ -1175,6 +1324,21 @@ relink(struct engine *g, int targetfd)
 	g->st.failed += failed;
 }
 
+static void
+engine_init(struct engine *g, const struct restore_opts *o)
+{
+	memset(g, 0, sizeof(*g));
+	g->o = o;
+	g->pid = (long)getpid();
+	g->euid = geteuid();
+	g->egid = getegid();
+	g->umask_known = read_umask(&g->umask_bits) == 0;
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_mutex_init(&g->errmu, NULL);
+	pthread_mutex_init(&g->pgmu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+}
+
 int
 restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], const char *subpath,
     struct restore_stats *st)
@@ -1185,13 +1349,7 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 	struct rjob *j = NULL;
 	int nconn = o->nconn > 0 ? o->nconn : 4, flushfd = -1, r;
 
-	memset(&g, 0, sizeof(g));
-	g.o = o;
-	g.pid = (long)getpid();
-	pthread_mutex_init(&g.mu, NULL);
-	pthread_mutex_init(&g.errmu, NULL);
-	pthread_mutex_init(&g.pgmu, NULL);
-	pthread_cond_init(&g.cv, NULL);
+	engine_init(&g, o);
 	if (o->client == NULL || o->target == NULL || nconn > RESTORE_CONN_MAX) {
 		r = STEP_EINVAL;
 		goto out;
@@ -1219,6 +1377,8 @@ restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN], 
 		r = STEP_ESYS;
 		goto out;
 	}
+	g.tmpfile = tmpfile_probe(&g, rd->fd);
+	rd->newgid = root_newgid(&g, rd->fd);
 	memcpy(rd->id, root, HASH_SHA256_LEN);
 	rd->ok = 1;
 	rd->pending = 1;

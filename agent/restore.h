@@ -5,11 +5,12 @@
  *
  * What a hostile or corrupted server cannot do: make restore write outside the target,
  * follow a symlink already in the target (directories are opened with O_NOFOLLOW and
- * everything else is created by name relative to a held descriptor, files with O_EXCL under
- * a temporary name, then renamed), loop on a tree that names one of its ancestors (refused,
- * and the depth is bounded), or put wrong bytes under a file's name (each chunk's SHA-256
- * is checked before the file is renamed into place). setuid, setgid and sticky bits and
- * world-writable directories are dropped unless preserve_special_bits.
+ * everything else is created by name relative to a held descriptor; a file is written
+ * without a name (O_TMPFILE) and linked into place when complete, or, where the file system
+ * cannot, with O_EXCL under a temporary name, then renamed), loop on a tree that names one of its
+ * ancestors (refused, and the depth is bounded), or put wrong bytes under a file's name (each
+ * chunk's SHA-256 is checked before the file is renamed into place). setuid, setgid and sticky bits
+ * and world-writable directories are dropped unless preserve_special_bits.
  *
  * Owners (uid/gid, numerically) are restored with o->owner (as root). Aligned 4 KiB runs
  * of zeros are never written, so a sparse file comes back sparse (holes, the size set at
@@ -93,5 +94,9 @@ struct restore_stats {
  */
 int restore_tree(const struct restore_opts *o, const uint8_t root[HASH_SHA256_LEN],
     const char *subpath, struct restore_stats *st);
+
+/* Tests only: 1 makes every file under a temporary name and renames it, as on a file
+ * system without O_TMPFILE. Never set outside tests. */
+extern int restore_test_no_tmpfile;
 
 #endif

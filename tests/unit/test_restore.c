@@ -894,6 +894,103 @@ test_bad_trees(void **state)
 	assert_true(no_temps(to));
 }
 
+/* Both ways a file gets its name: unnamed (O_TMPFILE) and linked, and, as where O_TMPFILE
+ * cannot be used (restore_test_no_tmpfile), a temporary name renamed. Either way the sample
+ * comes back whole, and a file that differs is replaced under --overwrite always (linkat
+ * finds the name taken: a temporary name, renamed over it). */
+static void
+test_tmpfile_or_named(void **state)
+{
+	char to[PATH_MAX + 16], path[PATH_MAX * 2];
+	struct restore_stats st;
+	int fd;
+
+	(void)state;
+	for (int named = 0; named < 2; named++) {
+		restore_test_no_tmpfile = named;
+		target(named ? "named" : "tmpfile", to, sizeof(to));
+		assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), 0);
+		assert_int_equal(nerrors, 0);
+		check_sample(to, 0);
+		snprintf(path, sizeof(path), "%s/d/big", to);
+		assert_true((fd = open(path, O_WRONLY | O_TRUNC)) >= 0);
+		assert_int_equal(write(fd, "x", 1), 1);
+		close(fd);
+		overwrite = RESTORE_OVERWRITE_ALWAYS;
+		assert_int_equal(restore(S.root, to, NULL, 0, 2, &st), 0);
+		overwrite = RESTORE_OVERWRITE_NEVER;
+		assert_int_equal(nerrors, 0);
+		assert_int_equal(st.files, 1);
+		assert_int_equal(st.unchanged, 6);
+		check_sample(to, 0);
+	}
+	restore_test_no_tmpfile = 0;
+}
+
+/*
+ * Modes and owners that a new file may have from the start (restore leaves out the chmod or
+ * chown then): under umask 022, 0644 and 0755 files, 0666 (the umask would take a bit), 0444
+ * (no write bit) and 04755 (dropped to 0755, or kept when asked) all come back exact; as
+ * root, files of our own uid and gid in a set-group-ID target of another group get our gid
+ * all the same (the directory's gid is what a new file has: chown'ed back), another owner
+ * its own.
+ */
+static void
+test_modes_owners(void **state)
+{
+	static const unsigned modes[] = { 0644, 0755, 0666, 0444, 04755 };
+	static const char *names[] = { "a644", "b755", "c666", "d444", "e4755" };
+	struct tree_entry r[6];
+	struct tree_chunk c;
+	uint8_t root[HASH_SHA256_LEN], *x = bytes(3000, 11);
+	char to[PATH_MAX + 16], path[PATH_MAX * 2];
+	struct stat st;
+	mode_t old = umask(022);
+	int asroot = geteuid() == 0;
+
+	(void)state;
+	put(x, 3000, c.id);
+	c.size = 3000;
+	for (int i = 0; i < 5; i++) {
+		r[i] = ent(TREE_FILE, names[i], modes[i], T0 + i);
+		r[i].chunks = &c, r[i].nchunks = 1, r[i].size = 3000;
+		r[i].uid = (uint32_t)geteuid(), r[i].gid = (uint32_t)getegid();
+	}
+	r[5] = ent(TREE_FILE, "f-other", 0640, T0 + 5);
+	r[5].chunks = &c, r[5].nchunks = 1, r[5].size = 3000;
+	r[5].uid = 1234, r[5].gid = 5678;
+	put_tree(r, 6, root);
+	for (int preserve = 0; preserve < 2; preserve++) {
+		target(preserve ? "modes-p" : "modes", to, sizeof(to));
+		assert_int_equal(mkdir(to, 0755), 0);
+		if (asroot)
+			assert_int_equal(chown(to, 0, 4321), 0);
+		assert_int_equal(chmod(to, 02755), 0);
+		owner = asroot;
+		assert_int_equal(restore(root, to, NULL, preserve, 2, NULL), 0);
+		owner = 0;
+		assert_int_equal(nerrors, 0);
+		for (int i = 0; i < 5; i++) {
+			unsigned want = preserve || i < 4 ? modes[i] : 0755;
+
+			assert_file(to, names[i], x, 3000, want, T0 + i);
+			snprintf(path, sizeof(path), "%s/%s", to, names[i]);
+			assert_int_equal(stat(path, &st), 0);
+			if (asroot)
+				assert_int_equal(st.st_gid, getegid());
+		}
+		assert_file(to, "f-other", x, 3000, 0640, T0 + 5);
+		snprintf(path, sizeof(path), "%s/f-other", to);
+		assert_int_equal(stat(path, &st), 0);
+		if (asroot) {
+			assert_int_equal(st.st_uid, 1234);
+			assert_int_equal(st.st_gid, 5678);
+		}
+	}
+	umask(old);
+	free(x);
+}
+
 /* A pending SIGINT (blocked, as a caller that wants a clean stop does) stops the restore
  * between objects: STEP_ESTOPPED, no temporary files. */
 static void
@@ -941,6 +1038,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sample),
 		cmocka_unit_test(test_subpath),
+		cmocka_unit_test(test_tmpfile_or_named),
+		cmocka_unit_test(test_modes_owners),
 		cmocka_unit_test(test_links_sparse_owner),
 		cmocka_unit_test(test_symlink_in_target),
 		cmocka_unit_test(test_wrong_bytes),
