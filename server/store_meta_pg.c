@@ -351,10 +351,7 @@ pg_exists_many(struct store_meta *m, const char *user, const char *const *keys, 
 			break;
 	if (arr != NULL && i == n && (js = json_dumps(arr, JSON_COMPACT)) != NULL) {
 		v[1] = js;
-		res = pq_pool(m,
-		    "SELECT k FROM json_array_elements_text($2::json) AS k WHERE EXISTS"
-		    " (SELECT 1 FROM objects WHERE usr = $1 AND key = k)",
-		    2, v, &err);
+		res = pq_pool(m, "@ex_many", 2, v, &err);
 	}
 	json_decref(arr);
 	free(js);
@@ -872,6 +869,15 @@ prepare(PGconn *c, int w)
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	PQclear(res);
 	res = PQprepare(c, "ex_data", "SELECT 1 FROM data WHERE usr = $1 AND key = $2", 0, NULL);
+	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	/* One probe of the primary key per key (the LIMIT keeps the subquery a nested loop):
+	 * as a plain join or "= ANY" it may be planned as a scan of every row of the user's,
+	 * or of objects (a hash join), which grows with the store. */
+	res = PQprepare(c, "ex_many",
+	    "SELECT k FROM json_array_elements_text($2::json) AS k,"
+	    " LATERAL (SELECT 1 FROM objects WHERE usr = $1 AND key = k LIMIT 1) AS x",
+	    0, NULL);
 	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
 	PQclear(res);
 	return ok;
