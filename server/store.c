@@ -57,6 +57,12 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 	return store_file_save_bs(s, user, key, keylen, size, 0, plan, w);
 }
 
+int
+store_save_may_defer(const struct store *s)
+{
+	return s->chk != NULL;
+}
+
 void
 store_set_max_block_size(struct store *s, uint32_t max)
 {
@@ -188,39 +194,68 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
     uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5, int replace,
     struct store_plan *plan, struct store_waiter *w)
 {
+	struct save_args a = { user, key, keylen, size, s->o.block_size, upload_id, md5, replace };
+	uint32_t max = s->max_block ? s->max_block : STORE_BIG_BLOCK_MAX;
+	int r;
+
+	if (want_bs > a.bs && max > a.bs)
+		a.bs = want_bs < max ? want_bs : max;
+	if (size > s->o.max_object_size || (size + a.bs - 1) / a.bs > MAX_TOTAL_BLOCK)
+		return STEP_ETOOBIG;
+	/* An inline or empty plan is this instance's alone: nothing to look up elsewhere. */
+	if (!(size <= INLINE_MAX && size <= a.bs) &&
+	    (r = upload_sync(s, user, key, keylen, 1)) != 0)
+		return r;
+	if ((r = save_locked(s, &a, 0, plan, w)) == SAVE_DEFER)
+		r = check_queue(s, &a, plan, w);
+	return r;
+}
+
+/*
+ * A new key: SAVE_DEFER when the check thread is to look it up (see save_locked), else
+ * 0 when it has no object, STEP_EEXIST, or an error. Under mu.
+ */
+static int
+save_new_key(struct store *s, const struct save_args *a, int checked, struct store_waiter *w)
+{
+	int r;
+
+	/* With shared metadata the lookup is a round trip: a new inline upload's is made by
+	 * the check thread, together with other SAVEs' and outside mu (store_check.c). */
+	if (!a->replace && !checked && w != NULL && s->chk != NULL && a->size > 0 &&
+	    a->size <= INLINE_MAX && a->size <= a->bs)
+		return SAVE_DEFER;
+	r = a->replace || checked ? 0 : object_exists(s, a->user, a->key, a->keylen, 0);
+	if (r != 0)
+		return r > 0 ? STEP_EEXIST : r;
+	if (s->max_uploads > 0 && ucount_get(s, a->user) >= s->max_uploads)
+		return STEP_EBUSY;
+	return STEP_OK;
+}
+
+int
+save_locked(struct store *s, const struct save_args *a, int checked, struct store_plan *plan,
+    struct store_waiter *w)
+{
 	struct store_upload *u = NULL, *old;
 	struct store_job *cj = NULL;
 	uint8_t id[HASH_SHA256_LEN];
-	uint32_t bs = s->o.block_size, max = s->max_block ? s->max_block : STORE_BIG_BLOCK_MAX;
+	uint64_t size = a->size;
 	int r;
 
-	if (want_bs > bs && max > bs)
-		bs = want_bs < max ? want_bs : max;
-	if (size > s->o.max_object_size || (size + bs - 1) / bs > MAX_TOTAL_BLOCK)
-		return STEP_ETOOBIG;
-	/* An inline or empty plan is this instance's alone: nothing to look up elsewhere. */
-	if (!(size <= INLINE_MAX && size <= bs) && (r = upload_sync(s, user, key, keylen, 1)) != 0)
-		return r;
-	key_id(user, key, keylen, id);
+	key_id(a->user, a->key, a->keylen, id);
 	pthread_mutex_lock(&s->mu);
 	if ((old = map_find(s, id)) != NULL) {
-		if ((r = save_over(s, old, size, upload_id, md5, replace, plan)) != SAVE_NEW)
+		if ((r = save_over(s, old, size, a->upload_id, a->md5, a->replace, plan)) !=
+		    SAVE_NEW)
 			goto out;
-	} else {
-		r = replace ? 0 : object_exists(s, user, key, keylen, 0);
-		if (r != 0) {
-			r = r > 0 ? STEP_EEXIST : r;
-			goto out;
-		}
-		if (s->max_uploads > 0 && ucount_get(s, user) >= s->max_uploads) {
-			r = STEP_EBUSY;
-			goto out;
-		}
+	} else if ((r = save_new_key(s, a, checked, w)) != 0) {
+		goto out;
 	}
 	/* An empty upload commits at once: its commit job is allocated before anything
 	 * changes, so an allocation failure cannot leave it committing with nobody to
 	 * finish it. */
-	if ((u = upload_new(user, key, keylen, size, bs)) == NULL ||
+	if ((u = upload_new(a->user, a->key, a->keylen, size, a->bs)) == NULL ||
 	    (size == 0 && (cj = job_new(JOB_COMMIT)) == NULL)) {
 		r = STEP_ENOMEM;
 		goto out;
@@ -229,9 +264,9 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
 	 * memory from its UPLOAD to its commit, and a restart simply forgets the plan (the
 	 * client sends the block again). */
 	u->inl = size > 0 && size <= INLINE_MAX && u->total == 1;
-	if (md5 != NULL)
-		snprintf(u->want_md5, sizeof(u->want_md5), "%s", md5);
-	u->replace = replace;
+	if (a->md5 != NULL)
+		snprintf(u->want_md5, sizeof(u->want_md5), "%s", a->md5);
+	u->replace = a->replace;
 	if (hash_random(id, 8) != 0) {
 		r = STEP_EIO;
 		goto out;
@@ -687,6 +722,10 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	}
 	s->thread_started = 1;
 	pthread_setname_np(s->thread, "stepd-commit");
+	if ((r = check_start(s)) != 0) {
+		snprintf(errbuf, errlen, "cannot start the check thread");
+		goto out;
+	}
 	*out = s;
 	s = NULL;
 	r = STEP_OK;
@@ -702,6 +741,7 @@ store_free(struct store *s)
 
 	if (s == NULL)
 		return;
+	check_stop(s); /* its SAVEs may queue jobs: before the commit thread stops */
 	if (s->thread_started) {
 		pthread_mutex_lock(&s->qmu);
 		s->stop = 1;

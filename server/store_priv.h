@@ -10,6 +10,8 @@
  *   store_pack.c        packs of small (inline) objects
  *   store_commit.c      the commit queue and thread (group commit): what makes a commit
  *                       happen exactly once, then expiry of abandoned uploads
+ *   store_check.c       shared metadata: the check thread, which looks up whether the keys
+ *                       of many inline SAVEs exist in one round trip and then answers them
  *   store_meta.h        the metadata interface; store_meta_sqlite.c implements it
  *   store_fault.c       the STEP_FAULT test hook
  *
@@ -171,8 +173,19 @@ struct store {
 	/* Fault hook (tests): fail the n-th block pwrite / commit sync (alloc: a global). */
 	long fault_write, fault_fsync, fault_dirsync;
 	int fault_errno;
-	long nwrite, nfsync; /* counted under mu / by the commit thread */
-	long ndirsync;       /* commit thread */
+	long nwrite, nfsync;    /* counted under mu / by the commit thread */
+	long ndirsync;          /* commit thread */
+	struct save_check *chk; /* shared metadata: the check thread (store_check.c), or NULL */
+};
+
+/* A SAVE's arguments (strings borrowed), bs the plan's block size. */
+struct save_args {
+	const char *user, *key;
+	size_t keylen;
+	uint64_t size;
+	uint32_t bs;
+	const char *upload_id, *md5;
+	int replace;
 };
 
 /* ---- store_fault.c ---- */
@@ -230,7 +243,25 @@ void batch_run(struct store *s, struct store_job *batch);
 void waits_drain(struct store *s);
 void *commit_main(void *arg);
 
+/* ---- store_check.c ---- */
+/* Starts the check thread (shared backends with exists_many): 0, or STEP_ESYS. */
+int check_start(struct store *s);
+/* Answers every queued SAVE, then stops the thread. */
+void check_stop(struct store *s);
+/* Queues a SAVE of a new inline upload for the check thread (a copies its arguments):
+ * STORE_PENDING (w is called once plan is filled or the SAVE failed), or STEP_ENOMEM. */
+int check_queue(
+    struct store *s, const struct save_args *a, struct store_plan *plan, struct store_waiter *w);
+
 /* ---- store.c ---- */
+#define SAVE_DEFER (-1001) /* save_locked: queue the SAVE for the check thread */
+/*
+ * The part of a SAVE under mu: 0 with plan, STORE_PENDING (size 0: w waits for the commit),
+ * SAVE_DEFER (a new inline upload, w given, the check thread running: check_queue it), or
+ * an error. checked: the check thread found no object of the key (no lookup again).
+ */
+int save_locked(struct store *s, const struct save_args *a, int checked, struct store_plan *plan,
+    struct store_waiter *w);
 /* 1 when (user, key) has a complete object (data: a DATA record), 0, or STEP_EIO. */
 int object_exists(struct store *s, const char *user, const char *key, size_t keylen, int data);
 
