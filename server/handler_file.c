@@ -174,7 +174,7 @@ file_save(struct hreq *r)
 		return HANDLER_PENDING; /* p is the store's until done() */
 	}
 	if (e == STORE_PENDING)
-		return HANDLER_PENDING; /* sp is the store's until save_done() */
+		return HANDLER_PENDING_SAVE; /* sp is the store's until save_done() */
 	hpending_free(p);
 	if (sp != NULL) {
 		plan = sp->plan;

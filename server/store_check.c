@@ -1,19 +1,29 @@
 /*
- * store_check.c — the check thread (shared metadata only): a SAVE of a key this instance
- * has no upload of must look up whether the key has an object, and with PostgreSQL that
- * is a round trip. Instead of making it in the request path (a worker blocked, and under
- * mu), a SAVE that starts a new inline upload is queued here and answered later
- * (STORE_PENDING); the thread looks up every queued key in one query per user
- * (exists_many), then finishes each SAVE under mu as the request path would have
- * (save_locked with the answer) and calls its waiter. While one query is out, the SAVEs
- * of other connections queue up: one round trip per batch, not one per SAVE.
+ * store_check.c — the check thread (shared metadata only). A SAVE of a key this instance
+ * has no upload of must find out whether the key has an object, and with PostgreSQL that
+ * is a round trip; made in the request path it held up a worker (and mu) per SAVE, and
+ * the UPLOAD pipelined behind the SAVE waited for it.
  *
- * The answer is what a SAVE made at the moment of the query would have found; an object
- * committed after it (here or on another instance) still makes the upload's commit fail
- * with STEP_EEXIST, as it always could with several instances. Nothing else changes:
- * uploads in progress are still found in the map under mu when the SAVE is finished.
+ * Instead a SAVE that starts a new inline (one-block) upload creates it at once, marked
+ * unchecked, and is answered later (STORE_PENDING, its plan already made); a check item
+ * takes its place among the upload's waiters. Then whichever comes first answers it:
+ *   - the upload's commit (its UPLOAD arrived meanwhile): the commit inserts the object
+ *     only if the key has none, in its own statement, so its outcome is the SAVE's
+ *     answer too: committed, the SAVE stands (200); STEP_EEXIST, the SAVE is refused
+ *     (402) and so is the UPLOAD. Both take effect at the commit. Any other failure of
+ *     the commit is the UPLOAD's: the SAVE stands;
+ *   - else this thread: it looks up the keys of every item queued meanwhile in one query
+ *     per user (exists_many), and under mu answers each SAVE whose upload is not being
+ *     committed: no object, the SAVE stands and the upload is checked; an object (or an
+ *     error), the SAVE is refused and the upload, still unchecked, leaves the map.
+ * Under mu, an item is in its upload's waiters until one of the two takes it out: the
+ * commit thread takes every waiter of an upload it commits, this thread only those of an
+ * upload that is not committing; so each SAVE is answered exactly once. A pipelined
+ * SAVE + UPLOAD costs no round trip of its own; a SAVE answered here, one per batch.
+ * Nothing changes for commits: the commit statement decides, as it did before.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +34,12 @@
 #define CHECK_MAX 256 /* keys per query at most */
 
 struct check_item {
-	struct save_args a; /* strings owned (in buf) */
-	struct store_plan *plan;
-	struct store_waiter *w;
+	struct store_waiter cw; /* in u->waiters until the commit or this thread takes it */
+	struct store_upload *u; /* referenced */
+	struct store_waiter *w; /* the SAVE's */
+	atomic_int refs;        /* the queue's, and cw's while the commit may call it */
+	int ans;                /* this thread's answer, or 1: none (the commit answers) */
 	struct check_item *next;
-	char buf[];
 };
 
 struct save_check {
@@ -39,42 +50,52 @@ struct save_check {
 	pthread_t thread;
 };
 
-/* Copies s (NULL stays NULL) to *p, moving p on. */
-static const char *
-put_str(char **p, const char *s, size_t len)
+static void
+item_put(struct check_item *it)
 {
-	char *d = *p;
+	if (atomic_fetch_sub(&it->refs, 1) == 1)
+		free(it);
+}
 
-	if (s == NULL)
+/* cw's done(), from the commit thread: the commit's outcome is the SAVE's answer. */
+static void
+commit_done(struct store_waiter *w, int err, const char *md5hex)
+{
+	struct check_item *it = (struct check_item *)w;
+
+	it->w->done(it->w, err == STEP_EEXIST ? STEP_EEXIST : STEP_OK, NULL);
+	item_put(it);
+}
+
+struct check_item *
+check_item_new(void)
+{
+	struct check_item *it;
+
+	if (step_fault_alloc() || (it = calloc(1, sizeof(*it))) == NULL)
 		return NULL;
-	memcpy(d, s, len);
-	d[len] = '\0';
-	*p += len + 1;
-	return d;
+	it->cw.done = commit_done;
+	atomic_init(&it->refs, 2);
+	return it;
+}
+
+void
+check_item_free(struct check_item *it)
+{
+	free(it);
 }
 
 int
-check_queue(
-    struct store *s, const struct save_args *a, struct store_plan *plan, struct store_waiter *w)
+check_attach(struct store *s, struct check_item *it, struct store_upload *u, struct store_waiter *w)
 {
 	struct save_check *c = s->chk;
-	size_t ul = strlen(a->user), il = a->upload_id != NULL ? strlen(a->upload_id) : 0,
-	       ml = a->md5 != NULL ? strlen(a->md5) : 0;
-	struct check_item *it;
-	char *p;
 
-	if (step_fault_alloc() ||
-	    (it = malloc(sizeof(*it) + ul + 1 + a->keylen + 1 + il + 1 + ml + 1)) == NULL)
-		return STEP_ENOMEM;
-	it->a = *a;
-	p = it->buf;
-	it->a.user = put_str(&p, a->user, ul);
-	it->a.key = put_str(&p, a->key, a->keylen);
-	it->a.upload_id = put_str(&p, a->upload_id, il);
-	it->a.md5 = put_str(&p, a->md5, ml);
-	it->plan = plan;
+	u->unchecked = 1;
+	u->refs++;
+	it->u = u;
 	it->w = w;
-	it->next = NULL;
+	it->cw.next = u->waiters;
+	u->waiters = &it->cw;
 	pthread_mutex_lock(&c->mu);
 	if (c->tail != NULL)
 		c->tail->next = it;
@@ -86,49 +107,159 @@ check_queue(
 	return STORE_PENDING;
 }
 
-/* Finishes the SAVE of it given what the lookup found (1 exists, 0 not, or an error). */
-static void
-check_finish(struct store *s, struct check_item *it, int found)
+/* Where it is in its upload's waiters, or NULL when the commit has it. Under mu. */
+static struct store_waiter **
+item_find(struct check_item *it)
 {
-	int r = found < 0 ? found
-	    : found > 0   ? STEP_EEXIST
-	                  : save_locked(s, &it->a, 1, it->plan, NULL);
+	struct store_waiter **pp;
 
-	it->w->done(it->w, r, NULL);
-	free(it);
+	if (it->u->state == UP_COMMITTING)
+		return NULL;
+	for (pp = &it->u->waiters; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == &it->cw)
+			return pp;
+	return NULL;
+}
+
+/* Takes it out of its upload's waiters: 1, or 0 when the commit has it. Under mu. */
+static int
+item_take(struct check_item *it)
+{
+	struct store_waiter **pp = item_find(it);
+
+	if (pp == NULL)
+		return 0;
+	*pp = it->cw.next;
+	return 1;
 }
 
 /*
- * Looks up the keys of the items of batch that belong to the first item's user (at most
- * CHECK_MAX of them) in one query and finishes those SAVEs: the items left.
+ * What a lookup that found found (1 an object, 0 none, or an error) makes of u's SAVEs:
+ * none, u is checked (they stand); else they are refused and u, if no SAVE has confirmed
+ * it, goes (no files, no row: inline). Their answer. Under mu.
  */
-static struct check_item *
-check_user(struct store *s, struct check_item *batch)
+static int
+settle(struct store *s, struct store_upload *u, int found)
+{
+	if (found == 0) {
+		u->unchecked = 0;
+		return STEP_OK;
+	}
+	if (u->unchecked && u->state == UP_OPEN && map_find(s, u->id) == u) {
+		map_remove(s, u);
+		u->state = UP_DEAD;
+		u->refs--; /* the map's; the items hold their own */
+	}
+	return found > 0 ? STEP_EEXIST : found;
+}
+
+/* Answers it with found unless the commit has it; sets it->ans (1: not answered here).
+ * Under mu. */
+static void
+item_settle(struct store *s, struct check_item *it, int found)
+{
+	it->ans = 1;
+	if (!item_take(it))
+		return;
+	item_put(it); /* cw's reference: the commit cannot call it any more */
+	it->ans = settle(s, it->u, found);
+}
+
+int
+check_now(struct store *s, struct store_upload *u)
+{
+	struct store_waiter **pp = &u->waiters, *w;
+	struct check_item *it;
+	int found = object_exists(s, u->user, u->key, u->keylen, 0), ans = settle(s, u, found);
+
+	while ((w = *pp) != NULL) {
+		if (w->done != commit_done) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		it = (struct check_item *)w;
+		it->w->done(it->w, ans, NULL);
+		item_put(it); /* cw's; the check thread finds it gone and drops the queue's */
+	}
+	return found;
+}
+
+/* Answers the items of batch (ans set) and drops them. */
+static void
+items_finish(struct store *s, struct check_item *batch)
+{
+	struct check_item *it, *next;
+
+	for (it = batch; it != NULL; it = next) {
+		next = it->next;
+		if (it->ans != 1)
+			it->w->done(it->w, it->ans, NULL);
+		upload_unref(s, it->u);
+		item_put(it);
+	}
+}
+
+/*
+ * Looks up the keys of the items of *batch that belong to the first one's user (at most
+ * CHECK_MAX) in one query and settles them; they move to *done, the others stay.
+ */
+static void
+check_user(struct store *s, struct check_item **batch, struct check_item **done)
 {
 	const char *keys[CHECK_MAX];
 	size_t lens[CHECK_MAX];
 	uint8_t got[CHECK_MAX];
 	struct check_item *mine[CHECK_MAX], *rest = NULL, **tail = &rest, *it, *next;
-	const char *user = batch->a.user;
+	const char *user = (*batch)->u->user;
 	size_t n = 0, i;
 	int r;
 
-	for (it = batch; it != NULL; it = next) {
+	for (it = *batch; it != NULL; it = next) {
 		next = it->next;
 		it->next = NULL;
-		if (n < CHECK_MAX && strcmp(it->a.user, user) == 0) {
-			keys[n] = it->a.key;
-			lens[n] = it->a.keylen;
+		if (n < CHECK_MAX && strcmp(it->u->user, user) == 0) {
+			keys[n] = it->u->key;
+			lens[n] = it->u->keylen;
 			mine[n++] = it;
 		} else {
 			*tail = it;
 			tail = &it->next;
 		}
 	}
+	*batch = rest;
 	r = s->mops->exists_many(s->meta, user, keys, lens, n, got);
-	for (i = 0; i < n; i++)
-		check_finish(s, mine[i], r != 0 ? r : got[i]);
-	return rest;
+	pthread_mutex_lock(&s->mu);
+	for (i = 0; i < n; i++) {
+		item_settle(s, mine[i], r != 0 ? r : got[i]);
+		mine[i]->next = *done;
+		*done = mine[i];
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Settles a batch: those whose upload is being committed without a query, then the rest. */
+static void
+check_batch(struct store *s, struct check_item *batch)
+{
+	struct check_item *ask = NULL, *done = NULL, *it, *next;
+
+	pthread_mutex_lock(&s->mu);
+	for (it = batch; it != NULL; it = next) {
+		next = it->next;
+		it->ans = 1;
+		if (item_find(it) == NULL) {
+			it->next = done; /* the commit answers it */
+			done = it;
+		} else {
+			it->next = ask;
+			ask = it;
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	while (ask != NULL)
+		check_user(s, &ask, &done);
+	items_finish(s, done);
 }
 
 static void *
@@ -147,8 +278,7 @@ check_main(void *arg)
 		batch = c->head;
 		c->head = c->tail = NULL;
 		pthread_mutex_unlock(&c->mu);
-		while (batch != NULL)
-			batch = check_user(s, batch);
+		check_batch(s, batch);
 		pthread_mutex_lock(&c->mu);
 	}
 	pthread_mutex_unlock(&c->mu);

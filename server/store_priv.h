@@ -89,6 +89,7 @@ struct store_upload {
 	uint64_t total;      /* blocks */
 	int fd, mapfd;       /* temp object and sidecar; -1 until opened */
 	int inl;             /* inline (one block, <= INLINE_MAX): no files, kept in mem */
+	int unchecked;       /* shared: SAVEs wait for the check thread (store_check.c) */
 	uint8_t *mem;        /* inline: the block once received (size bytes), owned */
 	char mem_md5[33];    /* inline: MD5 (hex) of mem */
 	struct bitmap bm;
@@ -178,16 +179,6 @@ struct store {
 	struct save_check *chk; /* shared metadata: the check thread (store_check.c), or NULL */
 };
 
-/* A SAVE's arguments (strings borrowed), bs the plan's block size. */
-struct save_args {
-	const char *user, *key;
-	size_t keylen;
-	uint64_t size;
-	uint32_t bs;
-	const char *upload_id, *md5;
-	int replace;
-};
-
 /* ---- store_fault.c ---- */
 int fault_hit(long *counter, long at, const char *what);
 void fault_parse(struct store *s);
@@ -244,24 +235,28 @@ void waits_drain(struct store *s);
 void *commit_main(void *arg);
 
 /* ---- store_check.c ---- */
-/* Starts the check thread (shared backends with exists_many): 0, or STEP_ESYS. */
+struct check_item;
+/* A SAVE's check item, while unused, and the SAVE's waiter. */
+struct store_check_ctx {
+	struct check_item *it;
+	struct store_waiter *w;
+};
+/* Starts the check thread (shared backends with exists_many): 0, or an error. */
 int check_start(struct store *s);
 /* Answers every queued SAVE, then stops the thread. */
 void check_stop(struct store *s);
-/* Queues a SAVE of a new inline upload for the check thread (a copies its arguments):
- * STORE_PENDING (w is called once plan is filled or the SAVE failed), or STEP_ENOMEM. */
-int check_queue(
-    struct store *s, const struct save_args *a, struct store_plan *plan, struct store_waiter *w);
+/* A check item for check_attach, or NULL (ENOMEM); check_item_free for one not used. */
+struct check_item *check_item_new(void);
+void check_item_free(struct check_item *it);
+/* Queues the check of u (new, inline, in the map; plan made) for the SAVE waiting on w;
+ * marks u unchecked. STORE_PENDING. Under mu. */
+int check_attach(
+    struct store *s, struct check_item *it, struct store_upload *u, struct store_waiter *w);
+/* Looks u (unchecked, not committing) up now and answers its SAVEs: 1 an object (u has
+ * left the map), 0 none (u is checked), or an error (u has left the map). Under mu. */
+int check_now(struct store *s, struct store_upload *u);
 
 /* ---- store.c ---- */
-#define SAVE_DEFER (-1001) /* save_locked: queue the SAVE for the check thread */
-/*
- * The part of a SAVE under mu: 0 with plan, STORE_PENDING (size 0: w waits for the commit),
- * SAVE_DEFER (a new inline upload, w given, the check thread running: check_queue it), or
- * an error. checked: the check thread found no object of the key (no lookup again).
- */
-int save_locked(struct store *s, const struct save_args *a, int checked, struct store_plan *plan,
-    struct store_waiter *w);
 /* 1 when (user, key) has a complete object (data: a DATA record), 0, or STEP_EIO. */
 int object_exists(struct store *s, const char *user, const char *key, size_t keylen, int data);
 
