@@ -20,8 +20,11 @@
  * Inline (small) objects' bytes are rows of blobs, written in the batch's transaction:
  * packs are append-only files of one writer, which several instances cannot share.
  * A commit thread sends a batch as one pipeline (group commit): one round trip per
- * PIPE_CHUNK jobs, not one per object. When PostgreSQL is slow or gone, requests get
- * STEP_ECONNECT (503) and nothing is half-committed.
+ * PIPE_CHUNK jobs, not one per object. A SAVE of a new inline (one-block) upload makes no
+ * round trip of its own: the upload's commit answers it, or a lookup of many keys at once
+ * (exists_many, store_check.c); the commit statement alone decides whether an object is
+ * inserted, as above. When PostgreSQL is slow or gone, requests get STEP_ECONNECT (503)
+ * and nothing is half-committed.
  *
  * Test-only hook: STEP_PG_DEAD_S=N takes over the claims of instances not seen for N
  * seconds instead of DEAD_S.
