@@ -41,6 +41,8 @@ PA=$STEPD_PORT PIDA=$STEPD_PID
 ok 'A restarted over the shared root' '[ -n "$PA" ]'
 ok 'the same key completed on both at once: one commit, both answered, intact' \
 	"$W both_complete $PA $PB"
+ok 'the same new small key pipelined to both at once: one commit, answers that agree' \
+	"$W small_race $PA $PB"
 ok 'DELETE on one instance against DOWNLOAD and commit on the other' \
 	"$W delete_race $PA $PB"
 stop_stepd $PIDA
