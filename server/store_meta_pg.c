@@ -1384,6 +1384,14 @@ schema_check(struct store_meta *m, PGconn *c, char *errbuf, size_t errlen)
 	if (v < 1 &&
 	    (!exec_ok(c, schema_v1) || !exec_ok(c, "INSERT INTO step_schema(version) VALUES(1)")))
 		goto fail;
+	/* A blob of up to a page stays in its row, uncompressed (as in a pack with SQLite):
+	 * no compression attempt, TOAST chunks and their index entries per small object.
+	 * Set once per database; rows already there are left as they are. */
+	if (!exec_ok(c,
+	        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid ="
+	        " 'blobs'::regclass AND reloptions @> ARRAY['toast_tuple_target=8160'])"
+	        " THEN ALTER TABLE blobs SET (toast_tuple_target = 8160); END IF; END $$"))
+		goto fail;
 	if (exec_ok(c, "COMMIT"))
 		return STEP_OK;
 fail:
