@@ -844,18 +844,19 @@ static const char q_commit_small[] =
  * element per object: each is inserted only if its key has no object (one probe of the
  * primary key each: see ex_many; a key inserted meanwhile, or twice, conflicts). Blob ids
  * are taken first (f is evaluated once) so that each object names its own, and only the
- * objects inserted get their blob. The positions of those are returned. */
+ * objects inserted get their blob, its bytes taken from the array by position (not
+ * carried through f). The positions of those objects are returned. */
 static const char q_commit_many[] =
     "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::integer[],"
-    " $5::text[], $6::bytea[]) WITH ORDINALITY AS v(usr, key, size, bs, md5, data, n)),"
+    " $5::text[]) WITH ORDINALITY AS v(usr, key, size, bs, md5, n)),"
     " f AS (SELECT nextval('blobs_id_seq') AS bid, v.* FROM v LEFT JOIN LATERAL"
     " (SELECT 1 AS x FROM objects o WHERE o.usr = v.usr AND o.key = v.key LIMIT 1) AS e"
     " ON true WHERE e.x IS NULL),"
     " i AS (INSERT INTO objects(usr, key, file, size, block_size, md5, mtime, src)"
     " SELECT usr, key, 'blob:' || bid, size, bs, md5, $7::bigint, '' FROM f"
     " ON CONFLICT (usr, key) DO NOTHING RETURNING substr(file, 6)::bigint AS bid),"
-    " b AS (INSERT INTO blobs(id, data) SELECT bid, data FROM f WHERE bid IN"
-    " (SELECT bid FROM i))"
+    " b AS (INSERT INTO blobs(id, data) SELECT bid, ($6::bytea[])[n::integer] FROM f"
+    " WHERE bid IN (SELECT bid FROM i))"
     " SELECT n FROM f WHERE bid IN (SELECT bid FROM i)";
 
 static const char q_delete[] =
