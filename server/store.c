@@ -64,6 +64,12 @@ store_save_may_defer(const struct store *s)
 }
 
 void
+store_kick(struct store *s)
+{
+	check_kick(s);
+}
+
+void
 store_set_max_block_size(struct store *s, uint32_t max)
 {
 	s->max_block = max;

@@ -164,6 +164,13 @@ int store_file_save_rep(struct store *s, const char *user, const char *key, size
  * valid until then. 0: w is used for size 0 only.
  */
 int store_save_may_defer(const struct store *s);
+/*
+ * Hands such SAVEs, made since the last call, to the check thread; the event loop calls it
+ * after each round of requests, so that a SAVE whose UPLOAD came in the same round is
+ * answered by the commit, without a lookup (a SAVE nobody hands over is looked up after
+ * 50 ms). Any thread; cheap when there is nothing to hand over.
+ */
+void store_kick(struct store *s);
 /* 1 when upload_id (from a SAVE answer) names the upload u, else 0. */
 int store_upload_is(const struct store_upload *u, const char *upload_id);
 /* Sets that limit (bytes; at most the configured block size turns the extension off). */

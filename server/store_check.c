@@ -22,10 +22,12 @@
  * SAVE + UPLOAD costs no round trip of its own; a SAVE answered here, one per batch.
  * Nothing changes for commits: the commit statement decides, as it did before.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "log.h"
@@ -42,10 +44,14 @@ struct check_item {
 	struct check_item *next;
 };
 
+#define KICK_LATE_MS 50 /* staged items nobody handed over are taken after this */
+
 struct save_check {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct check_item *head, *tail;
+	struct check_item *head, *tail;    /* handed to the thread */
+	struct check_item *staged, *slast; /* not yet: their round of requests goes on */
+	atomic_int nstaged;
 	int stop;
 	pthread_t thread;
 };
@@ -96,15 +102,45 @@ check_attach(struct store *s, struct check_item *it, struct store_upload *u, str
 	it->w = w;
 	it->cw.next = u->waiters;
 	u->waiters = &it->cw;
+	/* Staged until check_kick: an UPLOAD behind the SAVE in the same round of requests
+	 * makes the commit answer it, with no lookup at all. */
 	pthread_mutex_lock(&c->mu);
-	if (c->tail != NULL)
-		c->tail->next = it;
+	if (c->staged != NULL)
+		c->slast->next = it;
 	else
-		c->head = it;
-	c->tail = it;
-	pthread_cond_signal(&c->cv);
+		c->staged = it;
+	c->slast = it;
+	atomic_fetch_add(&c->nstaged, 1);
 	pthread_mutex_unlock(&c->mu);
 	return STORE_PENDING;
+}
+
+/* Hands the staged items to the thread. Under c->mu. */
+static void
+unstage(struct save_check *c)
+{
+	if (c->staged == NULL)
+		return;
+	if (c->tail != NULL)
+		c->tail->next = c->staged;
+	else
+		c->head = c->staged;
+	c->tail = c->slast;
+	c->staged = NULL;
+	atomic_store(&c->nstaged, 0);
+	pthread_cond_signal(&c->cv);
+}
+
+void
+check_kick(struct store *s)
+{
+	struct save_check *c = s->chk;
+
+	if (c == NULL || atomic_load(&c->nstaged) == 0)
+		return;
+	pthread_mutex_lock(&c->mu);
+	unstage(c);
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* Where it is in its upload's waiters, or NULL when the commit has it. Under mu. */
@@ -271,8 +307,23 @@ check_main(void *arg)
 
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
-		while (c->head == NULL && !c->stop)
-			pthread_cond_wait(&c->cv, &c->mu);
+		while (c->head == NULL && !c->stop) {
+			/* A safety net: items nobody hands over are taken after a while. */
+			if (c->staged != NULL) {
+				struct timespec ts;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += KICK_LATE_MS * 1000000L;
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000L;
+				}
+				if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+					unstage(c);
+			} else {
+				pthread_cond_wait(&c->cv, &c->mu);
+			}
+		}
 		if (c->head == NULL)
 			break;
 		batch = c->head;
@@ -316,6 +367,7 @@ check_stop(struct store *s)
 	if (c == NULL)
 		return;
 	pthread_mutex_lock(&c->mu);
+	unstage(c);
 	c->stop = 1;
 	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mu);

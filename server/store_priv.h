@@ -252,6 +252,8 @@ void check_item_free(struct check_item *it);
  * marks u unchecked. STORE_PENDING. Under mu. */
 int check_attach(
     struct store *s, struct check_item *it, struct store_upload *u, struct store_waiter *w);
+/* Hands the SAVEs staged since the last call to the check thread (store_kick). */
+void check_kick(struct store *s);
 /* Looks u (unchecked, not committing) up now and answers its SAVEs: 1 an object (u has
  * left the map), 0 none (u is checked), or an error (u has left the map). Under mu. */
 int check_now(struct store *s, struct store_upload *u);
