@@ -161,6 +161,7 @@ pg_down(struct store_meta *m, PGconn *c)
 }
 
 static int prepare(PGconn *c, int w);
+static int exec_ok(PGconn *c, const char *sql);
 
 /* A usable pool connection (reconnected when it broke), or NULL (then STEP_ECONNECT). */
 static PGconn *
@@ -870,7 +871,8 @@ static const char q_delete[] =
 /*
  * Prepares the statements run most (planned once per connection, not per object): the
  * commit's on the commit thread's connection (w), the existence checks on the others.
- * 1, or 0 when the connection failed.
+ * 1, or 0 when the connection failed. Those of an attempt that failed half-way (a lock or
+ * statement timeout) are dropped first, so that the next attempt can succeed.
  */
 static int
 prepare(PGconn *c, int w)
@@ -878,6 +880,8 @@ prepare(PGconn *c, int w)
 	PGresult *res;
 	int ok;
 
+	if (!exec_ok(c, "DEALLOCATE ALL"))
+		return 0;
 	if (w) {
 		res = PQprepare(c, "commit", q_commit, 0, NULL);
 		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -1200,7 +1204,9 @@ sync_result(PGconn *c)
 }
 
 /*
- * Sends and reads one chunk of jobs from *jp (at most PIPE_CHUNK statements). A run of
+ * Sends and reads one chunk of jobs from *jp (at most PIPE_CHUNK statements), the first
+ * one after BEGIN; the last one with COMMIT, in the same round trip (a statement that
+ * fails aborts the rest of the pipeline, COMMIT included: nothing is committed). A run of
  * consecutive small commits is one statement (send_small): the jobs keep their order.
  */
 static int
@@ -1231,6 +1237,8 @@ pipe_chunk(struct store_meta *m, struct store *s, PGconn *c, struct store_job **
 		j = j->next;
 	}
 	*jp = j;
+	if (j == NULL && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
+		return STEP_ECONNECT;
 	if (PQpipelineSync(c) != 1)
 		return STEP_ECONNECT;
 	if (begin && (e = read_one(m, c, NULL, 0)) != 0)
@@ -1238,6 +1246,8 @@ pipe_chunk(struct store_meta *m, struct store *s, PGconn *c, struct store_job **
 	for (i = 0; i < n; i++)
 		if ((e = read_one(m, c, sent[i], cnt[i])) != 0 && r == 0)
 			r = e;
+	if (j == NULL && (e = read_one(m, c, NULL, 0)) != 0 && r == 0)
+		r = e;
 	return sync_result(c) != 0 ? STEP_ECONNECT : r;
 }
 
@@ -1264,14 +1274,6 @@ pg_apply(struct store_meta *m, struct store *s, struct store_job *batch)
 	while (r == 0 && (j != NULL || first)) {
 		r = pipe_chunk(m, s, c, &j, first);
 		first = 0;
-	}
-	if (r == 0) {
-		if (PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
-			r = STEP_ECONNECT;
-		else if (PQpipelineSync(c) != 1 || (r = read_one(m, c, NULL, 0)) != 0)
-			r = r != 0 ? r : STEP_ECONNECT;
-		else
-			r = sync_result(c);
 	}
 	/* Whatever went through is rolled back: nothing is half-committed. A connection in
 	 * an unknown state is closed and opened afresh next time. */

@@ -219,6 +219,48 @@ def sc_small_race(pa, pb):
     still_serving(pb)
 
 
+LOCK_KEYS = ["lk%02d" % i for i in range(10)]
+
+
+def lock_burst(port):
+    from server_wire import pack
+    c, t = sess(port)
+    c.send_raw(b"".join(pack(r("FILE", "SAVE", token=t, key=k, size=3)) +
+                        pack(r("FILE", "UPLOAD", token=t, key=k, block_index=0), b"one")
+                        for k in LOCK_KEYS))
+    out = [(c.recv()[0], c.recv()[0]) for _ in LOCK_KEYS]
+    c.close()
+    return out
+
+
+def sc_lock_during(pa, pb):
+    """While objects is locked past stepd's lock_timeout: pipelined small uploads are
+    answered 503 (retry), none left half-done."""
+    out = lock_burst(pa)
+    for k, (sv, up) in zip(LOCK_KEYS, out):
+        check(sv["status"] in (200, 503) and up["status"] in (200, 503),
+              "%s during the lock: %r %r" % (k, sv, up))
+    check(any(up["status"] == 503 for _, up in out), "no commit met the lock: %r" % out)
+
+
+def sc_lock_after(pa, pb):
+    """After the lock: the commit connection serves again at once (its statements prepared
+    anew); every key of the burst is either committed or free, and commits now."""
+    c, t = sess(pa)
+    for k in LOCK_KEYS:
+        g, _ = c.req(r("FILE", "GET", token=t, key=k))
+        if g["status"] == 200:
+            check(g["md5"] == md5(b"one"), "%s committed intact: %r" % (k, g))
+            continue
+        check(g["status"] == 404, "%s after the lock: %r" % (k, g))
+        expect(c, r("FILE", "SAVE", token=t, key=k, size=3), 200, what="SAVE " + k)
+        up, _ = expect(c, r("FILE", "UPLOAD", token=t, key=k, block_index=0), 200, b"two",
+                       what="UPLOAD " + k)
+        check(up.get("md5") == md5(b"two"), "%s commits after the lock" % k)
+    c.close()
+    still_serving(pa)
+
+
 def sc_delete_race(pa, pb):
     """DELETE on one instance while the other serves a DOWNLOAD (the DELETE wins from its
     commit on: 404, never other bytes) or commits the same key (either the commit comes
