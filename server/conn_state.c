@@ -205,10 +205,12 @@ must_wait(const struct conn_state *cs, const json_t *req)
 
 /* Makes slot the newest pending reply; remembers req's key (none: a server-chosen key that
  * no later request can name yet; keylen SIZE_MAX when it could not be copied, or for a
- * PUTMANY, which names many keys: every keyed request waits for the slot). */
+ * PUTMANY, which names many keys: every keyed request waits for the slot) and whether an
+ * UPLOAD of it need not wait (upload_ok). */
 static void
-slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req)
+slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req, int upload_ok)
 {
+	sl->upload_ok = upload_ok;
 	const char *key, *op;
 	size_t keylen, oplen;
 
@@ -344,8 +346,7 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 			cs->authed = 1;
 		if (r == HANDLER_PENDING || r == HANDLER_PENDING_SAVE) {
 			cs->spare = NULL;
-			sl->upload_ok = r == HANDLER_PENDING_SAVE;
-			slot_link(cs, sl, req);
+			slot_link(cs, sl, req, r == HANDLER_PENDING_SAVE);
 		} else if (r == HANDLER_CLOSE) {
 			cs->closing = 1;
 		}
