@@ -180,8 +180,9 @@ static int
 must_wait(const struct conn_state *cs, const json_t *req)
 {
 	const struct conn_slot *sl;
-	const char *key, *op;
+	const char *key, *op = "";
 	size_t keylen, oplen;
+	int upload;
 
 	if (cs->npending == 0)
 		return 0;
@@ -189,9 +190,10 @@ must_wait(const struct conn_state *cs, const json_t *req)
 	 * password threads' queue before the first failures are counted. */
 	if (codec_get_str(req, "operation", &op, &oplen) == 0 && strcmp(op, "LOGIN") == 0)
 		return 1;
+	upload = strcmp(op, "UPLOAD") == 0;
 	if (codec_get_str(req, "key", &key, &keylen) == 0) {
 		for (sl = cs->qhead; sl != NULL; sl = sl->next)
-			if (!sl->ready &&
+			if (!sl->ready && !(upload && sl->upload_ok) &&
 			    (sl->keylen == SIZE_MAX ||
 			        (sl->key != NULL && sl->keylen == keylen &&
 			            memcmp(sl->key, key, keylen) == 0)))
@@ -203,10 +205,12 @@ must_wait(const struct conn_state *cs, const json_t *req)
 
 /* Makes slot the newest pending reply; remembers req's key (none: a server-chosen key that
  * no later request can name yet; keylen SIZE_MAX when it could not be copied, or for a
- * PUTMANY, which names many keys: every keyed request waits for the slot). */
+ * PUTMANY, which names many keys: every keyed request waits for the slot) and whether an
+ * UPLOAD of it need not wait (upload_ok). */
 static void
-slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req)
+slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req, int upload_ok)
 {
+	sl->upload_ok = upload_ok;
 	const char *key, *op;
 	size_t keylen, oplen;
 
@@ -340,9 +344,9 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 		    cs->peer[0] != '\0' ? cs->peer : NULL);
 		if (h->authed)
 			cs->authed = 1;
-		if (r == HANDLER_PENDING) {
+		if (r == HANDLER_PENDING || r == HANDLER_PENDING_SAVE) {
 			cs->spare = NULL;
-			slot_link(cs, sl, req);
+			slot_link(cs, sl, req, r == HANDLER_PENDING_SAVE);
 		} else if (r == HANDLER_CLOSE) {
 			cs->closing = 1;
 		}

@@ -5,7 +5,8 @@
  * handled while earlier replies are deferred (waiting for a group commit): each deferred
  * reply has a slot in an ordered queue, and replies produced behind it wait in that slot's
  * buffer. A request naming the key of a pending slot (or a LIST while anything is pending)
- * waits until the slot is answered, so it sees the committed result. At most
+ * waits until the slot is answered, so it sees the committed result; but an UPLOAD does
+ * not wait for a SAVE the handler answered HANDLER_PENDING_SAVE. At most
  * CONN_MAX_PENDING slots are outstanding per connection.
  */
 #ifndef STEPD_CONN_STATE_H
@@ -35,6 +36,7 @@ struct conn_slot {
 	int ready;               /* delivered */
 	char *key;               /* the request's key (NULL: none), for ordering */
 	size_t keylen;
+	int upload_ok;    /* an UPLOAD of key need not wait (HANDLER_PENDING_SAVE) */
 	struct buf after; /* replies of later requests, sent after this one */
 	struct conn_slot *next;
 };

@@ -42,6 +42,9 @@ enum {
 	HANDLER_DONE = 0,    /* a reply packet was appended to out */
 	HANDLER_PENDING = 1, /* the reply comes later through post(cookie, ...) */
 	HANDLER_CLOSE = 2,   /* a reply was appended; close the connection after sending it */
+	/* As HANDLER_PENDING, but an UPLOAD of the request's key need not wait for the reply:
+	 * a SAVE answered by its upload's commit or by the check thread (store_check.c). */
+	HANDLER_PENDING_SAVE = 3,
 };
 
 /*

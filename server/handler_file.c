@@ -24,18 +24,115 @@ put_plan(json_t *reply, const char *key, size_t keylen, uint64_t size, uint32_t 
 	json_object_set_new(reply, "total_block", json_integer((json_int_t)total));
 }
 
+/*
+ * The answer to a SAVE the store returned e for (not STORE_PENDING): reply (a 200 holding
+ * the key, stolen) completed with plan (whose ranges are freed), or an error reply.
+ */
+static json_t *
+save_reply(json_t *reply, int e, struct store_plan *plan)
+{
+	const char *msg = "Cannot create the upload.";
+	json_t *ranges;
+	size_t i;
+	int st = handler_status(e);
+
+	if (e == 0) {
+		json_object_set_new(reply, "size", json_integer((json_int_t)plan->size));
+		json_object_set_new(reply, "block_size", json_integer(plan->block_size));
+		json_object_set_new(
+		    reply, "total_block", json_integer((json_int_t)plan->total_block));
+		json_object_set_new(reply, "upload_id", json_string(plan->upload_id));
+		if ((ranges = json_array()) != NULL) {
+			for (i = 0; i < plan->nranges; i++)
+				json_array_append_new(ranges,
+				    json_pack("[II]", (json_int_t)plan->ranges[i][0],
+				        (json_int_t)plan->ranges[i][1]));
+			json_object_set_new(reply, "received", ranges);
+		}
+		if (plan->ranges_cut)
+			json_object_set_new(reply, "received_more", json_true());
+		free(plan->ranges);
+		return reply;
+	}
+	json_decref(reply);
+	if (e == STORE_RETRY) {
+		st = STEP_ST_UNAVAILABLE;
+		msg = "The key is being committed on another instance; retry.";
+	} else if (e == STORE_LOCKED) {
+		st = STEP_ST_LOCKED;
+		msg = "An upload of this key by another client is in progress; retry later.";
+	} else if (e == STEP_EEXIST) {
+		msg = "The key already exists.";
+	} else if (e == STEP_ETOOBIG) {
+		msg = "The file is too large.";
+	} else if (e == STEP_EBUSY) {
+		st = STEP_ST_THROTTLE;
+		msg = "Too many uploads in progress for this user; finish or delete some first.";
+	}
+	return handler_reply("FILE", "SAVE", st, msg);
+}
+
+/* A SAVE the store answers later (store_save_may_defer). */
+struct save_pending {
+	struct store_waiter w;
+	struct handler *h;
+	void *cookie;
+	json_t *reply; /* the 200 reply with the key */
+	struct store_plan plan;
+};
+
+static void
+save_done(struct store_waiter *w, int err, const char *md5hex)
+{
+	struct save_pending *sp = (struct save_pending *)w;
+
+	sp->h->post(sp->h->post_arg, sp->cookie, save_reply(sp->reply, err, &sp->plan), NULL);
+	free(sp);
+}
+
+/* Reads SAVE's optional fields: 0, or a reply has been sent (410) and -1 is returned. */
+static int
+save_fields(struct hreq *r, long long *want, char md5low[33], const char **uid)
+{
+	const char *md5 = NULL;
+	size_t i, mlen = 0, ulen = 0;
+	int e;
+
+	/* big_blocks extension: the largest block the client takes; anything else is ignored. */
+	if (codec_get_int(r->req, "want_block_size", want) != 0 || *want < 0 || *want > UINT32_MAX)
+		*want = 0;
+	/* save_md5 extension: the whole file's MD5, which the commit must match. */
+	if ((e = codec_get_str(r->req, "md5", &md5, &mlen)) != STEP_ENOENT) {
+		if (e != 0 || mlen != 32 || strspn(md5, "0123456789abcdefABCDEF") != 32) {
+			hreq_fail(r, STEP_ST_FIELD, "Field \"md5\" must be 32 hexadecimal digits.");
+			return -1;
+		}
+		for (i = 0; i < 32; i++)
+			md5low[i] = (char)tolower((unsigned char)md5[i]);
+		md5low[32] = '\0';
+	}
+	if ((e = codec_get_str(r->req, "upload_id", uid, &ulen)) != STEP_ENOENT &&
+	    (e != 0 || strlen(*uid) != ulen)) {
+		hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
+		return -1;
+	}
+	if (e != 0)
+		*uid = NULL;
+	return 0;
+}
+
 static int
 file_save(struct hreq *r)
 {
-	struct store_plan plan;
+	struct store_plan plan, *pl = &plan;
 	struct hpending *p = NULL;
-	const char *key;
-	char uuid[37];
-	size_t keylen, i, mlen = 0, ulen = 0;
+	struct save_pending *sp = NULL;
+	struct store_waiter *w = NULL;
+	const char *key, *uid = NULL;
+	char uuid[37], md5low[33] = "";
+	size_t keylen;
 	long long size, want = 0;
-	const char *md5 = NULL, *uid = NULL;
-	char md5low[33] = "";
-	json_t *reply, *ranges;
+	json_t *reply;
 	int e, rep;
 
 	if ((e = codec_get_int(r->req, "size", &size)) != 0)
@@ -44,25 +141,8 @@ file_save(struct hreq *r)
 		                     : "Field \"size\" must be an integer.");
 	if (size < 0)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"size\" must not be negative.");
-	if (hreq_key(r, 1, uuid, &key, &keylen) != 0)
+	if (hreq_key(r, 1, uuid, &key, &keylen) != 0 || save_fields(r, &want, md5low, &uid) != 0)
 		return HANDLER_DONE;
-	/* big_blocks extension: the largest block the client takes; anything else is ignored. */
-	if (codec_get_int(r->req, "want_block_size", &want) != 0 || want < 0 || want > UINT32_MAX)
-		want = 0;
-	/* save_md5 extension: the whole file's MD5, which the commit must match. */
-	if ((e = codec_get_str(r->req, "md5", &md5, &mlen)) != STEP_ENOENT) {
-		if (e != 0 || mlen != 32 || strspn(md5, "0123456789abcdefABCDEF") != 32)
-			return hreq_fail(
-			    r, STEP_ST_FIELD, "Field \"md5\" must be 32 hexadecimal digits.");
-		for (i = 0; i < 32; i++)
-			md5low[i] = (char)tolower((unsigned char)md5[i]);
-		md5low[32] = '\0';
-	}
-	if ((e = codec_get_str(r->req, "upload_id", &uid, &ulen)) != STEP_ENOENT &&
-	    (e != 0 || strlen(uid) != ulen))
-		return hreq_fail(r, STEP_ST_FIELD, "Field \"upload_id\" must be a string.");
-	if (e != 0)
-		uid = NULL;
 	/* replace extension: an existing object of the key is replaced when this commits. */
 	rep = json_is_true(json_object_get(r->req, "replace"));
 	if ((reply = hreq_ok_alloc(r, "Upload plan created.")) == NULL)
@@ -71,52 +151,36 @@ file_save(struct hreq *r)
 		json_decref(reply);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}
-	if (p != NULL)
+	if (p != NULL) {
 		put_plan(p->reply, key, keylen, 0, 0, 0);
+		w = &p->w;
+	}
+	json_object_set_new(reply, "key", json_stringn(key, keylen));
+	if (size > 0 && store_save_may_defer(r->h->st)) {
+		if (step_fault_alloc() || (sp = calloc(1, sizeof(*sp))) == NULL) {
+			json_decref(reply);
+			return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+		}
+		*sp = (struct save_pending){ { save_done, NULL }, r->h, r->cookie, reply, { 0 } };
+		w = &sp->w;
+		pl = &sp->plan;
+	}
 	e = store_file_save_rep(r->h->st, r->user, key, keylen, (uint64_t)size, (uint32_t)want, uid,
-	    md5low[0] != '\0' ? md5low : NULL, rep, &plan, p != NULL ? &p->w : NULL);
-	if (e == STORE_PENDING) {
+	    md5low[0] != '\0' ? md5low : NULL, rep, pl, w);
+	if (e == STORE_PENDING && p != NULL) {
 		json_object_set_new(p->reply, "block_size", json_integer(plan.block_size));
 		json_object_set_new(p->reply, "received", json_array());
 		json_decref(reply);
 		return HANDLER_PENDING; /* p is the store's until done() */
 	}
+	if (e == STORE_PENDING)
+		return HANDLER_PENDING_SAVE; /* sp is the store's until save_done() */
 	hpending_free(p);
-	if (e == STORE_RETRY) {
-		json_decref(reply);
-		return hreq_fail(r, STEP_ST_UNAVAILABLE,
-		    "The key is being committed on another instance; retry.");
+	if (sp != NULL) {
+		plan = sp->plan;
+		free(sp);
 	}
-	if (e == STORE_LOCKED) {
-		json_decref(reply);
-		return hreq_fail(r, STEP_ST_LOCKED,
-		    "An upload of this key by another client is in progress; retry later.");
-	}
-	if (e != 0) {
-		json_decref(reply);
-		if (e == STEP_EEXIST)
-			return hreq_fail(r, STEP_ST_EXISTS, "The key already exists.");
-		if (e == STEP_ETOOBIG)
-			return hreq_fail(r, STEP_ST_TOOLARGE, "The file is too large.");
-		if (e == STEP_EBUSY)
-			return hreq_fail(r, STEP_ST_THROTTLE,
-			    "Too many uploads in progress for this user; finish or delete some "
-			    "first.");
-		return hreq_fail(r, handler_status(e), "Cannot create the upload.");
-	}
-	put_plan(reply, key, keylen, plan.size, plan.block_size, plan.total_block);
-	json_object_set_new(reply, "upload_id", json_string(plan.upload_id));
-	if ((ranges = json_array()) != NULL) {
-		for (i = 0; i < plan.nranges; i++)
-			json_array_append_new(ranges,
-			    json_pack("[II]", (json_int_t)plan.ranges[i][0],
-			        (json_int_t)plan.ranges[i][1]));
-		json_object_set_new(reply, "received", ranges);
-	}
-	if (plan.ranges_cut)
-		json_object_set_new(reply, "received_more", json_true());
-	free(plan.ranges);
-	return hreq_send(r, reply);
+	return hreq_send(r, save_reply(reply, e, &plan));
 }
 
 /* Gets block_index: 0, or a reply has been sent (410) and -1 is returned. */

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "loop.h"
 #include "step.h"
+#include "store.h"
 #include "tls.h"
 #include "util.h"
 
@@ -856,6 +857,10 @@ worker_main(void *arg)
 					conn_process(c);
 			}
 		}
+		/* SAVEs of this round whose answer waits for a lookup (store_check.c): their
+		 * UPLOADs, if any, came in the same round. */
+		if (w->h.st != NULL)
+			store_kick(w->h.st);
 		bury(w);
 		if (util_now_ms() >= next_tick) {
 			worker_timeouts(w);

@@ -57,6 +57,18 @@ store_file_save(struct store *s, const char *user, const char *key, size_t keyle
 	return store_file_save_bs(s, user, key, keylen, size, 0, plan, w);
 }
 
+int
+store_save_may_defer(const struct store *s)
+{
+	return s->chk != NULL;
+}
+
+void
+store_kick(struct store *s)
+{
+	check_kick(s);
+}
+
 void
 store_set_max_block_size(struct store *s, uint32_t max)
 {
@@ -124,6 +136,16 @@ save_exists(struct store *s, const struct store_upload *old, const char *user, c
 
 #define SAVE_NEW (-1000) /* save_over: start a new upload */
 
+/* A SAVE's arguments (strings borrowed), bs the plan's block size. */
+struct save_args {
+	const char *user, *key;
+	size_t keylen;
+	uint64_t size;
+	uint32_t bs;
+	const char *upload_id, *md5;
+	int replace;
+};
+
 /*
  * Shared metadata: the new upload's row, written now (not by the commit thread) so that
  * every instance finds it; another instance's upload of the key that got there first
@@ -158,37 +180,60 @@ inline_reserve(struct store *s, struct store_upload *u)
 	return 1;
 }
 
+/* A resumed plan of old: 0 and plan, or STORE_PENDING (w waits for old's check, it used
+ * or freed), or an error. Under mu. */
+static int
+save_resume(struct store *s, struct store_upload *old, int replace, struct store_plan *plan,
+    struct store_check_ctx *cc)
+{
+	int r;
+
+	old->touched = util_wall_s();
+	old->replace |= replace;
+	r = plan_fill(old, plan);
+	memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
+	/* Its first SAVE's answer is not known yet: this one's is the same. */
+	if (r == 0 && old->unchecked && cc->it != NULL) {
+		r = check_attach(s, cc->it, old, cc->w);
+		cc->it = NULL;
+	}
+	return r;
+}
+
 /*
  * A SAVE of a key whose upload old is in progress: the answer (resumed: 0 and plan;
  * STEP_EEXIST, STORE_LOCKED, ...), or SAVE_NEW when old was dropped and a new upload
  * starts. Under mu.
  */
 static int
-save_over(struct store *s, struct store_upload *old, uint64_t size, const char *upload_id,
-    const char *md5, int replace, struct store_plan *plan)
+save_over(struct store *s, struct store_upload *old, const struct save_args *a,
+    struct store_plan *plan, struct store_check_ctx *cc)
 {
 	int r;
 
 	if (old->state == UP_COMMITTING && old->remote)
 		return STORE_RETRY; /* committed or given back within moments: ask again */
 	if (old->state == UP_COMMITTING)
-		return replace ? STORE_LOCKED : STEP_EEXIST;
-	if ((r = save_exists(s, old, old->user, old->key, old->keylen, replace)) != 0)
+		return a->replace ? STORE_LOCKED : STEP_EEXIST;
+	if ((r = save_exists(s, old, old->user, old->key, old->keylen, a->replace)) != 0)
 		return r > 0 ? STEP_EEXIST : r;
-	if ((r = save_claim(old, size, upload_id, md5)) == STORE_LOCKED)
+	if ((r = save_claim(old, a->size, a->upload_id, a->md5)) == STORE_LOCKED)
 		return r;
-	if (r == 1) {
-		/* Resume extension: keep the received blocks. */
-		old->touched = util_wall_s();
-		old->replace |= replace;
-		r = plan_fill(old, plan);
-		memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
-		return r;
+	/* Not known yet whether the key exists (old's SAVE waits for the check): looked up
+	 * now, as that SAVE would have, before old is started over or made a replace. An
+	 * object there: old has gone, and a replace starts anew. */
+	if (old->unchecked && (r == 0 || a->replace)) {
+		int found = check_now(s, old);
+
+		if (found != 0)
+			return found < 0 ? found : a->replace ? SAVE_NEW : STEP_EEXIST;
 	}
+	if (r == 1) /* Resume extension: keep the received blocks. */
+		return save_resume(s, old, a->replace, plan, cc);
 	/* A different size starts over (as the reference does for any SAVE). With shared
 	 * metadata only if the row is still open: another instance may be committing it. */
 	if (s->mops->shared && (r = s->mops->upload_drop(s->meta, old->rid)) != 1)
-		return r == 0 ? (replace ? STORE_LOCKED : STEP_EEXIST) : r;
+		return r == 0 ? (a->replace ? STORE_LOCKED : STEP_EEXIST) : r;
 	old->state = UP_DEAD;
 	map_remove(s, old);
 	if (queue_upload_job(s, JOB_DROP, old) != 0)
@@ -197,76 +242,99 @@ save_over(struct store *s, struct store_upload *old, uint64_t size, const char *
 	return SAVE_NEW;
 }
 
-int
-store_file_save_rep(struct store *s, const char *user, const char *key, size_t keylen,
-    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5, int replace,
-    struct store_plan *plan, struct store_waiter *w)
+/*
+ * A new key: 0 when it has no object, STEP_EEXIST, or an error; or 1 when its lookup
+ * is left to the check thread (shared metadata, a new inline upload, cc->it set: the
+ * round trip is made for many SAVEs at once, outside mu, or not at all, store_check.c).
+ * Under mu.
+ */
+static int
+save_new_key(struct store *s, const struct save_args *a, const struct store_check_ctx *cc)
 {
-	struct store_upload *u = NULL, *old;
-	struct store_job *cj = NULL;
-	uint8_t id[HASH_SHA256_LEN];
-	uint32_t bs = s->o.block_size, max = s->max_block ? s->max_block : STORE_BIG_BLOCK_MAX;
-	int r;
+	int r = 0;
 
-	if (want_bs > bs && max > bs)
-		bs = want_bs < max ? want_bs : max;
-	if (size > s->o.max_object_size || (size + bs - 1) / bs > MAX_TOTAL_BLOCK)
-		return STEP_ETOOBIG;
-	/* An inline or empty plan is this instance's alone: nothing to look up elsewhere. */
-	if (!(size <= INLINE_MAX && size <= bs) && (r = upload_sync(s, user, key, keylen, 1)) != 0)
-		return r;
-	key_id(user, key, keylen, id);
-	pthread_mutex_lock(&s->mu);
-	if ((old = map_find(s, id)) != NULL) {
-		if ((r = save_over(s, old, size, upload_id, md5, replace, plan)) != SAVE_NEW)
-			goto out;
-	} else {
-		r = replace ? 0 : object_exists(s, user, key, keylen, 0);
-		if (r != 0) {
-			r = r > 0 ? STEP_EEXIST : r;
-			goto out;
-		}
-		if (s->max_uploads > 0 && ucount_get(s, user) >= s->max_uploads) {
-			r = STEP_EBUSY;
-			goto out;
-		}
-	}
-	/* An empty upload commits at once: its commit job is allocated before anything
-	 * changes, so an allocation failure cannot leave it committing with nobody to
-	 * finish it. */
-	if ((u = upload_new(user, key, keylen, size, bs)) == NULL ||
-	    (size == 0 && (cj = job_new(JOB_COMMIT)) == NULL)) {
-		r = STEP_ENOMEM;
-		goto out;
-	}
+	if (!a->replace && cc->it == NULL)
+		r = object_exists(s, a->user, a->key, a->keylen, 0);
+	if (r != 0)
+		return r > 0 ? STEP_EEXIST : r;
+	if (s->max_uploads > 0 && ucount_get(s, a->user) >= s->max_uploads)
+		return STEP_EBUSY;
+	return !a->replace && cc->it != NULL;
+}
+
+/* A new upload for a's plan, its files made; *r set on failure (NULL). Under mu. */
+static struct store_upload *
+save_upload(struct store *s, const struct save_args *a, int *r)
+{
+	struct store_upload *u = upload_new(a->user, a->key, a->keylen, a->size, a->bs);
+	uint8_t id[8];
+
+	*r = STEP_ENOMEM;
+	if (u == NULL)
+		return NULL;
 	/* An inline upload has neither files nor an uploads row: its one block is held in
 	 * memory from its UPLOAD to its commit, and a restart simply forgets the plan (the
 	 * client sends the block again). */
-	u->inl = size > 0 && u->total == 1 && (size <= INLINE_MAX || inline_reserve(s, u));
-	if (md5 != NULL)
-		snprintf(u->want_md5, sizeof(u->want_md5), "%s", md5);
-	u->replace = replace;
+	u->inl = a->size > 0 && u->total == 1 && (a->size <= INLINE_MAX || inline_reserve(s, u));
+	if (a->md5 != NULL)
+		snprintf(u->want_md5, sizeof(u->want_md5), "%s", a->md5);
+	u->replace = a->replace;
 	if (hash_random(id, 8) != 0) {
-		r = STEP_EIO;
-		goto out;
+		*r = STEP_EIO;
+		upload_free(u);
+		return NULL;
 	}
 	hash_to_hex(id, 8, u->gen);
 	if (!u->inl) {
 		/* The temp file is created now and opened again when a block arrives: an
 		 * upload in progress holds no descriptor. */
-		if ((r = upload_open_files(s, u, 1, 0)) != 0) {
+		if ((*r = upload_open_files(s, u, 1, 0)) != 0) {
 			upload_unlink_files(s, u);
-			goto out;
+			upload_free(u);
+			return NULL;
 		}
 		close(u->fd);
 		u->fd = -1;
 	}
-	if ((r = save_row(s, u)) != 0)
+	if ((*r = save_row(s, u)) != 0) {
+		upload_free(u);
+		return NULL;
+	}
+	return u;
+}
+
+/* The part of a SAVE under mu (see store_file_save_rep). */
+static int
+save_locked(struct store *s, const struct save_args *a, struct store_plan *plan,
+    struct store_waiter *w, struct store_check_ctx *cc)
+{
+	struct store_upload *u = NULL, *old;
+	struct store_job *cj = NULL;
+	uint8_t id[HASH_SHA256_LEN];
+	int r, check = 0;
+
+	key_id(a->user, a->key, a->keylen, id);
+	pthread_mutex_lock(&s->mu);
+	if ((old = map_find(s, id)) != NULL) {
+		if ((r = save_over(s, old, a, plan, cc)) != SAVE_NEW)
+			goto out;
+	} else if ((check = save_new_key(s, a, cc)) < 0) {
+		r = check;
+		goto out;
+	}
+	/* An empty upload commits at once: its commit job is allocated before anything
+	 * changes, so an allocation failure cannot leave it committing with nobody to
+	 * finish it. */
+	if (a->size == 0 && (cj = job_new(JOB_COMMIT)) == NULL) {
+		r = STEP_ENOMEM;
+		goto out;
+	}
+	if ((u = save_upload(s, a, &r)) == NULL)
 		goto out;
 	map_insert(s, u); /* the caller's reference becomes the map's */
 	if (!u->inl && !s->mops->shared)
 		queue_upload_job(s, JOB_ROW, u);
-	if (size == 0) {
+	if (a->size == 0) {
 		u->state = UP_COMMITTING;
 		w->next = NULL;
 		u->waiters = w;
@@ -276,17 +344,45 @@ store_file_save_rep(struct store *s, const char *user, const char *key, size_t k
 		cj = NULL;
 		memset(plan, 0, sizeof(*plan));
 		plan->block_size = u->block_size;
-		u = NULL;
 		r = STORE_PENDING;
 		goto out;
 	}
 	r = plan_fill(u, plan);
 	memcpy(plan->upload_id, u->gen, sizeof(plan->upload_id));
-	u = NULL;
+	if (r == 0 && check) {
+		r = check_attach(s, cc->it, u, w);
+		cc->it = NULL;
+	}
 out:
 	pthread_mutex_unlock(&s->mu);
-	upload_free(u);
 	job_free(cj);
+	return r;
+}
+
+int
+store_file_save_rep(struct store *s, const char *user, const char *key, size_t keylen,
+    uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5, int replace,
+    struct store_plan *plan, struct store_waiter *w)
+{
+	struct save_args a = { user, key, keylen, size, s->o.block_size, upload_id, md5, replace };
+	struct store_check_ctx cc = { NULL, w };
+	uint32_t max = s->max_block ? s->max_block : STORE_BIG_BLOCK_MAX;
+	int r;
+
+	if (want_bs > a.bs && max > a.bs)
+		a.bs = want_bs < max ? want_bs : max;
+	if (size > s->o.max_object_size || (size + a.bs - 1) / a.bs > MAX_TOTAL_BLOCK)
+		return STEP_ETOOBIG;
+	/* An inline or empty plan is this instance's alone: nothing to look up elsewhere. */
+	if (!(size <= INLINE_MAX && size <= a.bs)) {
+		if ((r = upload_sync(s, user, key, keylen, 1)) != 0)
+			return r;
+	} else if (s->chk != NULL && w != NULL && size > 0 && !replace &&
+	    (cc.it = check_item_new()) == NULL) {
+		return STEP_ENOMEM;
+	}
+	r = save_locked(s, &a, plan, w, &cc);
+	check_item_free(cc.it); /* not used */
 	return r;
 }
 
@@ -548,9 +644,15 @@ store_file_delete(
 	struct store_upload *u;
 	int r;
 
+	key_id(user, key, keylen, id);
+	/* A SAVE of the key whose answer is not known yet (store_check.c) is answered first,
+	 * as if it had been made before this DELETE. */
+	pthread_mutex_lock(&s->mu);
+	if ((u = map_find(s, id)) != NULL && u->unchecked && u->state == UP_OPEN)
+		check_now(s, u);
+	pthread_mutex_unlock(&s->mu);
 	if ((r = upload_sync(s, user, key, keylen, 0)) != 0)
 		return r;
-	key_id(user, key, keylen, id);
 	pthread_mutex_lock(&s->mu);
 	if ((u = map_find(s, id)) != NULL) {
 		int rep = u->replace;
@@ -701,6 +803,10 @@ store_open(const struct store_opts *o, struct store **out, char *errbuf, size_t 
 	}
 	s->thread_started = 1;
 	pthread_setname_np(s->thread, "stepd-commit");
+	if ((r = check_start(s)) != 0) {
+		snprintf(errbuf, errlen, "cannot start the check thread");
+		goto out;
+	}
 	*out = s;
 	s = NULL;
 	r = STEP_OK;
@@ -716,6 +822,7 @@ store_free(struct store *s)
 
 	if (s == NULL)
 		return;
+	check_stop(s); /* its SAVEs may queue jobs: before the commit thread stops */
 	if (s->thread_started) {
 		pthread_mutex_lock(&s->qmu);
 		s->stop = 1;

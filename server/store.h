@@ -13,6 +13,8 @@
  * reaches the filesystem, so no key can produce '/', '..' or an over-long name. Files are
  * 0600, directories 0700, and nothing inside the root is opened through a symlink.
  *
+ * With shared metadata, a SAVE's lookup of whether its key exists may be answered by
+ * a check thread instead, many SAVEs per round trip (store_save_may_defer).
  * Commits, DATA writes and deletes go through one commit thread that batches them (group
  * commit: one sync, one directory fsync and one SQLite transaction per batch) and then
  * calls the waiting requests' completion functions from that thread. Functions that queue
@@ -154,6 +156,21 @@ int store_file_save_ex(struct store *s, const char *user, const char *key, size_
 int store_file_save_rep(struct store *s, const char *user, const char *key, size_t keylen,
     uint64_t size, uint32_t want_bs, const char *upload_id, const char *md5, int replace,
     struct store_plan *plan, struct store_waiter *w);
+/*
+ * 1 when a SAVE of a size over 0 may be answered later: with shared metadata, a SAVE that
+ * starts a new inline (one-block) upload and is given a waiter w returns STORE_PENDING;
+ * the check thread then fills *plan and calls w->done(w, 0, NULL), or calls it with what
+ * the SAVE would have returned (STEP_EEXIST, STORE_LOCKED, ...). plan and w must stay
+ * valid until then. 0: w is used for size 0 only.
+ */
+int store_save_may_defer(const struct store *s);
+/*
+ * Hands such SAVEs, made since the last call, to the check thread; the event loop calls it
+ * after each round of requests, so that a SAVE whose UPLOAD came in the same round is
+ * answered by the commit, without a lookup (a SAVE nobody hands over is looked up after
+ * 50 ms). Any thread; cheap when there is nothing to hand over.
+ */
+void store_kick(struct store *s);
 /* 1 when upload_id (from a SAVE answer) names the upload u, else 0. */
 int store_upload_is(const struct store_upload *u, const char *upload_id);
 /* Sets that limit (bytes; at most the configured block size turns the extension off). */

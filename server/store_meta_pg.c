@@ -20,8 +20,11 @@
  * Inline (small) objects' bytes are rows of blobs, written in the batch's transaction:
  * packs are append-only files of one writer, which several instances cannot share.
  * A commit thread sends a batch as one pipeline (group commit): one round trip per
- * PIPE_CHUNK jobs, not one per object. When PostgreSQL is slow or gone, requests get
- * STEP_ECONNECT (503) and nothing is half-committed.
+ * PIPE_CHUNK jobs, not one per object. A SAVE of a new inline (one-block) upload makes no
+ * round trip of its own: the upload's commit answers it, or a lookup of many keys at once
+ * (exists_many, store_check.c); the commit statement alone decides whether an object is
+ * inserted, as above. When PostgreSQL is slow or gone, requests get STEP_ECONNECT (503)
+ * and nothing is half-committed.
  *
  * Test-only hook: STEP_PG_DEAD_S=N takes over the claims of instances not seen for N
  * seconds instead of DEAD_S.
@@ -158,6 +161,7 @@ pg_down(struct store_meta *m, PGconn *c)
 }
 
 static int prepare(PGconn *c, int w);
+static int exec_ok(PGconn *c, const char *sql);
 
 /* A usable pool connection (reconnected when it broke), or NULL (then STEP_ECONNECT). */
 static PGconn *
@@ -351,10 +355,7 @@ pg_exists_many(struct store_meta *m, const char *user, const char *const *keys, 
 			break;
 	if (arr != NULL && i == n && (js = json_dumps(arr, JSON_COMPACT)) != NULL) {
 		v[1] = js;
-		res = pq_pool(m,
-		    "SELECT k FROM json_array_elements_text($2::json) AS k WHERE EXISTS"
-		    " (SELECT 1 FROM objects WHERE usr = $1 AND key = k)",
-		    2, v, &err);
+		res = pq_pool(m, "@ex_many", 2, v, &err);
 	}
 	json_decref(arr);
 	free(js);
@@ -840,6 +841,25 @@ static const char q_commit_small[] =
     " ON CONFLICT (usr, key) DO NOTHING RETURNING 1)"
     " SELECT 1, (SELECT count(*) FROM i), NULL, NULL";
 
+/* The commits of many new small objects (as q_commit_small) in one statement, one array
+ * element per object: each is inserted only if its key has no object (one probe of the
+ * primary key each: see ex_many; a key inserted meanwhile, or twice, conflicts). Blob ids
+ * are taken first (f is evaluated once) so that each object names its own, and only the
+ * objects inserted get their blob, its bytes taken from the array by position (not
+ * carried through f). The positions of those objects are returned. */
+static const char q_commit_many[] =
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::integer[],"
+    " $5::text[]) WITH ORDINALITY AS v(usr, key, size, bs, md5, n)),"
+    " f AS (SELECT nextval('blobs_id_seq') AS bid, v.* FROM v LEFT JOIN LATERAL"
+    " (SELECT 1 AS x FROM objects o WHERE o.usr = v.usr AND o.key = v.key LIMIT 1) AS e"
+    " ON true WHERE e.x IS NULL),"
+    " i AS (INSERT INTO objects(usr, key, file, size, block_size, md5, mtime, src)"
+    " SELECT usr, key, 'blob:' || bid, size, bs, md5, $7::bigint, '' FROM f"
+    " ON CONFLICT (usr, key) DO NOTHING RETURNING substr(file, 6)::bigint AS bid),"
+    " b AS (INSERT INTO blobs(id, data) SELECT bid, ($6::bytea[])[n::integer] FROM f"
+    " WHERE bid IN (SELECT bid FROM i))"
+    " SELECT n FROM f WHERE bid IN (SELECT bid FROM i)";
+
 static const char q_delete[] =
     "WITH d AS (DELETE FROM objects WHERE usr = $1 AND key = $2 RETURNING file, size),"
     " b AS (DELETE FROM blobs WHERE id = (SELECT substr(file, 6)::bigint FROM d"
@@ -851,7 +871,8 @@ static const char q_delete[] =
 /*
  * Prepares the statements run most (planned once per connection, not per object): the
  * commit's on the commit thread's connection (w), the existence checks on the others.
- * 1, or 0 when the connection failed.
+ * 1, or 0 when the connection failed. Those of an attempt that failed half-way (a lock or
+ * statement timeout) are dropped first, so that the next attempt can succeed.
  */
 static int
 prepare(PGconn *c, int w)
@@ -859,11 +880,16 @@ prepare(PGconn *c, int w)
 	PGresult *res;
 	int ok;
 
+	if (!exec_ok(c, "DEALLOCATE ALL"))
+		return 0;
 	if (w) {
 		res = PQprepare(c, "commit", q_commit, 0, NULL);
 		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 		PQclear(res);
 		res = PQprepare(c, "commit_small", q_commit_small, 0, NULL);
+		ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		res = PQprepare(c, "commit_many", q_commit_many, 0, NULL);
 		ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
 		PQclear(res);
 		return ok;
@@ -872,6 +898,15 @@ prepare(PGconn *c, int w)
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	PQclear(res);
 	res = PQprepare(c, "ex_data", "SELECT 1 FROM data WHERE usr = $1 AND key = $2", 0, NULL);
+	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	/* One probe of the primary key per key (the LIMIT keeps the subquery a nested loop):
+	 * as a plain join or "= ANY" it may be planned as a scan of every row of the user's,
+	 * or of objects (a hash join), which grows with the store. */
+	res = PQprepare(c, "ex_many",
+	    "SELECT k FROM json_array_elements_text($2::json) AS k,"
+	    " LATERAL (SELECT 1 FROM objects WHERE usr = $1 AND key = k LIMIT 1) AS x",
+	    0, NULL);
 	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
 	PQclear(res);
 	return ok;
@@ -1002,9 +1037,138 @@ take_result(struct store_job *j, PGresult *res)
 	}
 }
 
-/* Reads one query's result and the NULL after it: 0, or an error (the first one). */
+/* ---- many small commits per statement (q_commit_many) ---- */
+
+#define SMALL_MAX 256 /* commits per statement */
+
+/* 1 when j is the commit of a new small object (q_commit_small's). */
 static int
-read_one(struct store_meta *m, PGconn *c, struct store_job *j)
+small_commit(const struct store_job *j)
+{
+	return j->kind == JOB_COMMIT && j->err == 0 && j->u->inl && j->u->rid == 0 &&
+	    !j->u->replace;
+}
+
+/* A binary (PostgreSQL wire format) one-dimensional array being built. */
+struct pg_arr {
+	uint8_t *p;
+	size_t len;
+};
+
+static void
+arr_u32(struct pg_arr *a, uint32_t v)
+{
+	uint8_t *d = a->p + a->len;
+
+	d[0] = (uint8_t)(v >> 24);
+	d[1] = (uint8_t)(v >> 16);
+	d[2] = (uint8_t)(v >> 8);
+	d[3] = (uint8_t)v;
+	a->len += 4;
+}
+
+/* Starts an array of n elements of type oid, room for data bytes of them: 0, or -1. */
+static int
+arr_begin(struct pg_arr *a, uint32_t oid, int n, size_t data)
+{
+	a->len = 0;
+	if ((a->p = malloc(20 + 4 * (size_t)n + data)) == NULL)
+		return -1;
+	arr_u32(a, 1); /* dimensions */
+	arr_u32(a, 0); /* no NULLs */
+	arr_u32(a, oid);
+	arr_u32(a, (uint32_t)n);
+	arr_u32(a, 1); /* lower bound */
+	return 0;
+}
+
+static void
+arr_elem(struct pg_arr *a, const void *d, size_t n)
+{
+	arr_u32(a, (uint32_t)n);
+	memcpy(a->p + a->len, d, n);
+	a->len += n;
+}
+
+static void
+arr_int(struct pg_arr *a, uint64_t v, size_t n)
+{
+	uint8_t b[8];
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		b[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+	arr_elem(a, b, n);
+}
+
+/* Sends the commits of the n jobs from j on (small_commit) as one statement: 1, or -1. */
+static int
+send_small(struct store *s, PGconn *c, struct store_job *j, int n)
+{
+	static const uint32_t oid[6] = { 25, 25, 20, 23, 25, 17 }; /* text, int8, int4, bytea */
+	struct pg_arr a[6] = { { NULL, 0 } };
+	size_t room[6] = { 0, 0, 8 * (size_t)n, 4 * (size_t)n, 32 * (size_t)n, 0 };
+	const char *v[7];
+	int len[7], fmt[7] = { 1, 1, 1, 1, 1, 1, 1 }, i, r = -1;
+	struct store_job *k;
+	uint8_t mt[8];
+	int64_t now = util_wall_s();
+
+	for (k = j, i = 0; i < n; k = k->next, i++) {
+		room[0] += strlen(k->u->user);
+		room[1] += k->u->keylen;
+		room[5] += k->u->size;
+	}
+	for (i = 0; i < 6; i++)
+		if (arr_begin(&a[i], oid[i], n, room[i]) != 0)
+			goto out;
+	for (k = j, i = 0; i < n; k = k->next, i++) {
+		struct store_upload *u = k->u;
+
+		arr_elem(&a[0], u->user, strlen(u->user));
+		arr_elem(&a[1], u->key, u->keylen);
+		arr_int(&a[2], u->size, 8);
+		arr_int(
+		    &a[3], u->block_size < s->o.block_size ? u->block_size : s->o.block_size, 4);
+		arr_elem(&a[4], k->md5, 32);
+		arr_elem(&a[5], u->mem, u->size);
+	}
+	for (i = 0; i < 6; i++) {
+		v[i] = (const char *)a[i].p;
+		len[i] = (int)a[i].len;
+	}
+	for (i = 0; i < 8; i++)
+		mt[i] = (uint8_t)((uint64_t)now >> (8 * (7 - i)));
+	v[6] = (const char *)mt;
+	len[6] = 8;
+	r = PQsendQueryPrepared(c, "commit_many", 7, v, len, fmt, 0) == 1 ? 1 : -1;
+out:
+	for (i = 0; i < 6; i++)
+		free(a[i].p);
+	return r;
+}
+
+/* Reads the result of send_small's statement (res, a success) into its n jobs from j on:
+ * a job whose position is not returned found its key taken (STEP_EEXIST). */
+static void
+take_small(struct store_job *j, int n, PGresult *res)
+{
+	uint8_t done[SMALL_MAX] = { 0 };
+	long p;
+	int i;
+
+	for (i = 0; i < PQntuples(res); i++)
+		if ((p = strtol(PQgetvalue(res, i, 0), NULL, 10)) >= 1 && p <= n)
+			done[p - 1] = 1;
+	for (i = 0; i < n; i++, j = j->next)
+		if (!done[i])
+			j->err = STEP_EEXIST;
+}
+
+/* Reads one query's result and the NULL after it: 0, or an error (the first one). n > 0:
+ * the statement of n small commits from j on (send_small). */
+static int
+read_one(struct store_meta *m, PGconn *c, struct store_job *j, int n)
 {
 	PGresult *res = PQgetResult(c), *end;
 	ExecStatusType st = PQresultStatus(res);
@@ -1013,7 +1177,9 @@ read_one(struct store_meta *m, PGconn *c, struct store_job *j)
 	if (res == NULL)
 		return STEP_ECONNECT;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-		if (j != NULL)
+		if (j != NULL && n > 0)
+			take_small(j, n, res);
+		else if (j != NULL)
 			take_result(j, res);
 	} else {
 		r = st == PGRES_PIPELINE_ABORTED ? STEP_EIO : res_err(m, c, res);
@@ -1037,29 +1203,51 @@ sync_result(PGconn *c)
 	return ok ? STEP_OK : STEP_ECONNECT;
 }
 
-/* Sends and reads one chunk of jobs from *jp (at most PIPE_CHUNK with a statement). */
+/*
+ * Sends and reads one chunk of jobs from *jp (at most PIPE_CHUNK statements), the first
+ * one after BEGIN; the last one with COMMIT, in the same round trip (a statement that
+ * fails aborts the rest of the pipeline, COMMIT included: nothing is committed). A run of
+ * consecutive small commits is one statement (send_small): the jobs keep their order.
+ */
 static int
 pipe_chunk(struct store_meta *m, struct store *s, PGconn *c, struct store_job **jp, int begin)
 {
-	struct store_job *sent[PIPE_CHUNK], *j = *jp;
-	int n = 0, i, r = STEP_OK, e;
+	struct store_job *sent[PIPE_CHUNK], *j = *jp, *k;
+	int cnt[PIPE_CHUNK], n = 0, i, r = STEP_OK, e;
 
 	if (begin && PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
 		return STEP_ECONNECT;
-	for (; j != NULL && n < PIPE_CHUNK; j = j->next) {
+	while (j != NULL && n < PIPE_CHUNK) {
+		for (k = j, i = 0; k != NULL && i < SMALL_MAX && small_commit(k); k = k->next)
+			i++;
+		if (i > 1) {
+			if (send_small(s, c, j, i) < 0)
+				return STEP_ECONNECT;
+			sent[n] = j;
+			cnt[n++] = i;
+			j = k;
+			continue;
+		}
 		if ((e = send_job(s, c, j)) < 0)
 			return STEP_ECONNECT;
-		if (e > 0)
-			sent[n++] = j;
+		if (e > 0) {
+			sent[n] = j;
+			cnt[n++] = 0;
+		}
+		j = j->next;
 	}
 	*jp = j;
+	if (j == NULL && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
+		return STEP_ECONNECT;
 	if (PQpipelineSync(c) != 1)
 		return STEP_ECONNECT;
-	if (begin && (e = read_one(m, c, NULL)) != 0)
+	if (begin && (e = read_one(m, c, NULL, 0)) != 0)
 		r = e;
 	for (i = 0; i < n; i++)
-		if ((e = read_one(m, c, sent[i])) != 0 && r == 0)
+		if ((e = read_one(m, c, sent[i], cnt[i])) != 0 && r == 0)
 			r = e;
+	if (j == NULL && (e = read_one(m, c, NULL, 0)) != 0 && r == 0)
+		r = e;
 	return sync_result(c) != 0 ? STEP_ECONNECT : r;
 }
 
@@ -1086,14 +1274,6 @@ pg_apply(struct store_meta *m, struct store *s, struct store_job *batch)
 	while (r == 0 && (j != NULL || first)) {
 		r = pipe_chunk(m, s, c, &j, first);
 		first = 0;
-	}
-	if (r == 0) {
-		if (PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
-			r = STEP_ECONNECT;
-		else if (PQpipelineSync(c) != 1 || (r = read_one(m, c, NULL)) != 0)
-			r = r != 0 ? r : STEP_ECONNECT;
-		else
-			r = sync_result(c);
 	}
 	/* Whatever went through is rolled back: nothing is half-committed. A connection in
 	 * an unknown state is closed and opened afresh next time. */
@@ -1206,6 +1386,14 @@ schema_check(struct store_meta *m, PGconn *c, char *errbuf, size_t errlen)
 	}
 	if (v < 1 &&
 	    (!exec_ok(c, schema_v1) || !exec_ok(c, "INSERT INTO step_schema(version) VALUES(1)")))
+		goto fail;
+	/* A blob of up to a page stays in its row, uncompressed (as in a pack with SQLite):
+	 * no compression attempt, TOAST chunks and their index entries per small object.
+	 * Set once per database; rows already there are left as they are. */
+	if (!exec_ok(c,
+	        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid ="
+	        " 'blobs'::regclass AND reloptions @> ARRAY['toast_tuple_target=8160'])"
+	        " THEN ALTER TABLE blobs SET (toast_tuple_target = 8160); END IF; END $$"))
 		goto fail;
 	if (exec_ok(c, "COMMIT"))
 		return STEP_OK;

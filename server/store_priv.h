@@ -10,6 +10,8 @@
  *   store_pack.c        packs of small (inline) objects
  *   store_commit.c      the commit queue and thread (group commit): what makes a commit
  *                       happen exactly once, then expiry of abandoned uploads
+ *   store_check.c       shared metadata: the check thread, which looks up whether the keys
+ *                       of many inline SAVEs exist in one round trip and then answers them
  *   store_meta.h        the metadata interface; store_meta_sqlite.c implements it
  *   store_fault.c       the STEP_FAULT test hook
  *
@@ -98,6 +100,7 @@ struct store_upload {
 	int fd, mapfd;                /* temp object and sidecar; -1 until opened */
 	int inl;                      /* inline (one block, <= INLINE_MAX): no files, kept in mem */
 	_Atomic uint64_t *inl_budget; /* a big inline upload: the budget it holds size of */
+	int unchecked;                /* shared: SAVEs wait for the check thread (store_check.c) */
 	uint8_t *mem;                 /* inline: the block once received (size bytes), owned */
 	char mem_md5[33];             /* inline: MD5 (hex) of mem */
 	struct bitmap bm;
@@ -183,8 +186,9 @@ struct store {
 	/* Fault hook (tests): fail the n-th block pwrite / commit sync (alloc: a global). */
 	long fault_write, fault_fsync, fault_dirsync;
 	int fault_errno;
-	long nwrite, nfsync; /* counted under mu / by the commit thread */
-	long ndirsync;       /* commit thread */
+	long nwrite, nfsync;    /* counted under mu / by the commit thread */
+	long ndirsync;          /* commit thread */
+	struct save_check *chk; /* shared metadata: the check thread (store_check.c), or NULL */
 };
 
 /* ---- store_fault.c ---- */
@@ -241,6 +245,30 @@ void batch_run(struct store *s, struct store_job *batch);
 /* At stop: answers the waiters of other instances' commits (503) and forgets the rest. */
 void waits_drain(struct store *s);
 void *commit_main(void *arg);
+
+/* ---- store_check.c ---- */
+struct check_item;
+/* A SAVE's check item, while unused, and the SAVE's waiter. */
+struct store_check_ctx {
+	struct check_item *it;
+	struct store_waiter *w;
+};
+/* Starts the check thread (shared backends with exists_many): 0, or an error. */
+int check_start(struct store *s);
+/* Answers every queued SAVE, then stops the thread. */
+void check_stop(struct store *s);
+/* A check item for check_attach, or NULL (ENOMEM); check_item_free for one not used. */
+struct check_item *check_item_new(void);
+void check_item_free(struct check_item *it);
+/* Queues the check of u (new, inline, in the map; plan made) for the SAVE waiting on w;
+ * marks u unchecked. STORE_PENDING. Under mu. */
+int check_attach(
+    struct store *s, struct check_item *it, struct store_upload *u, struct store_waiter *w);
+/* Hands the SAVEs staged since the last call to the check thread (store_kick). */
+void check_kick(struct store *s);
+/* Looks u (unchecked, not committing) up now and answers its SAVEs: 1 an object (u has
+ * left the map), 0 none (u is checked), or an error (u has left the map). Under mu. */
+int check_now(struct store *s, struct store_upload *u);
 
 /* ---- store.c ---- */
 /* 1 when (user, key) has a complete object (data: a DATA record), 0, or STEP_EIO. */

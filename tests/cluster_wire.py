@@ -179,6 +179,88 @@ def sc_both_complete(pa, pb):
     still_serving(pa)
 
 
+def sc_small_race(pa, pb):
+    """The same new small (inline) key saved and uploaded, pipelined, on both instances at
+    once with different bytes: exactly one UPLOAD commits (200, its md5); the other is
+    refused (402), and so is its SAVE unless that was answered before the commit (200);
+    every key then holds the winner's bytes on both instances."""
+    from server_wire import pack
+    keys = ["sr%03d" % i for i in range(60)]
+    datas = {p: {k: os.urandom(100 + i) + bytes([p & 0xff]) for i, k in enumerate(keys)}
+             for p in (pa, pb)}
+
+    def burst(port):
+        c, t = sess(port)
+        c.send_raw(b"".join(pack(r("FILE", "SAVE", token=t, key=k, size=len(datas[port][k]))) +
+                            pack(r("FILE", "UPLOAD", token=t, key=k, block_index=0),
+                                 datas[port][k]) for k in keys))
+        out = [(c.recv()[0], c.recv()[0]) for _ in keys]
+        c.close()
+        return out
+
+    res = race([lambda: burst(pa), lambda: burst(pb)])
+    for x in res:
+        check(isinstance(x, list), "burst: %r" % x)
+    for i, k in enumerate(keys):
+        won = []
+        for port, out in zip((pa, pb), res):
+            sv, up = out[i]
+            check(sv["status"] in (200, 402) and up["status"] in (200, 402),
+                  "%s on %d: %r %r" % (k, port, sv, up))
+            check(sv["status"] == 200 or up["status"] == 402,
+                  "%s on %d: a refused SAVE, a committed UPLOAD: %r %r" % (k, port, sv, up))
+            if up["status"] == 200:
+                check(up.get("md5") == md5(datas[port][k]), "%s md5 on %d" % (k, port))
+                won.append(port)
+        check(len(won) == 1, "%s: exactly one commit, got %r" % (k, won))
+        verify(pa, k, datas[won[0]][k])
+        verify(pb, k, datas[won[0]][k])
+    still_serving(pa)
+    still_serving(pb)
+
+
+LOCK_KEYS = ["lk%02d" % i for i in range(10)]
+
+
+def lock_burst(port):
+    from server_wire import pack
+    c, t = sess(port)
+    c.send_raw(b"".join(pack(r("FILE", "SAVE", token=t, key=k, size=3)) +
+                        pack(r("FILE", "UPLOAD", token=t, key=k, block_index=0), b"one")
+                        for k in LOCK_KEYS))
+    out = [(c.recv()[0], c.recv()[0]) for _ in LOCK_KEYS]
+    c.close()
+    return out
+
+
+def sc_lock_during(pa, pb):
+    """While objects is locked past stepd's lock_timeout: pipelined small uploads are
+    answered 503 (retry), none left half-done."""
+    out = lock_burst(pa)
+    for k, (sv, up) in zip(LOCK_KEYS, out):
+        check(sv["status"] in (200, 503) and up["status"] in (200, 503),
+              "%s during the lock: %r %r" % (k, sv, up))
+    check(any(up["status"] == 503 for _, up in out), "no commit met the lock: %r" % out)
+
+
+def sc_lock_after(pa, pb):
+    """After the lock: the commit connection serves again at once (its statements prepared
+    anew); every key of the burst is either committed or free, and commits now."""
+    c, t = sess(pa)
+    for k in LOCK_KEYS:
+        g, _ = c.req(r("FILE", "GET", token=t, key=k))
+        if g["status"] == 200:
+            check(g["md5"] == md5(b"one"), "%s committed intact: %r" % (k, g))
+            continue
+        check(g["status"] == 404, "%s after the lock: %r" % (k, g))
+        expect(c, r("FILE", "SAVE", token=t, key=k, size=3), 200, what="SAVE " + k)
+        up, _ = expect(c, r("FILE", "UPLOAD", token=t, key=k, block_index=0), 200, b"two",
+                       what="UPLOAD " + k)
+        check(up.get("md5") == md5(b"two"), "%s commits after the lock" % k)
+    c.close()
+    still_serving(pa)
+
+
 def sc_delete_race(pa, pb):
     """DELETE on one instance while the other serves a DOWNLOAD (the DELETE wins from its
     commit on: 404, never other bytes) or commits the same key (either the commit comes

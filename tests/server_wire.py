@@ -726,6 +726,82 @@ def sc_pipecommit(port):
     still_serving(port)
 
 
+def sc_savecheck(port):
+    """A SAVE's answer when its UPLOAD is pipelined behind it (with PostgreSQL metadata the
+    commit decides both, store_check.c) and when it is not: an existing key is refused
+    (402, and its UPLOAD 402, the object untouched), a new one committed; a DELETE on
+    another connection racing a SAVE of an existing key has an outcome the answers agree
+    with."""
+    c, tok = session(port)
+    old = [("sc%02d" % i, os.urandom(200 + 37 * i)) for i in range(20)]
+    for k, d in old:
+        up, _, _ = upload(c, tok, k, d)
+        check(up.get("md5") == md5(d), "setup upload of %s" % k)
+    new = [("sn%02d" % i, os.urandom(300 + 41 * i)) for i in range(20)]
+    mixed = [x for pair in zip(old, new) for x in pair]
+    blob = b"".join(pack(r("FILE", "SAVE", token=tok, key=k, size=len(d) + 1)) +
+                    pack(r("FILE", "UPLOAD", token=tok, key=k, block_index=0), d + b"!")
+                    for k, d in mixed)
+    c.send_raw(blob)
+    for k, d in mixed:
+        sv, _ = c.recv()
+        up, _ = c.recv()
+        st = 402 if k.startswith("sc") else 200
+        check(sv["operation"] == "SAVE" and sv["status"] == st,
+              "pipelined SAVE %s: wanted %d, got %r" % (k, st, sv))
+        check(up["operation"] == "UPLOAD" and up["status"] == st,
+              "pipelined UPLOAD %s: wanted %d, got %r" % (k, st, up))
+        if st == 200:
+            check(sv["key"] == k and up["key"] == k, "keys of %s: %r %r" % (k, sv, up))
+            check(up.get("md5") == md5(d + b"!"), "md5 of %s: %r" % (k, up))
+            check(sv["total_block"] == 1 and sv["size"] == len(d) + 1 and sv["upload_id"],
+                  "plan of %s: %r" % (k, sv))
+    for k, d in mixed:
+        g, _ = expect(c, r("FILE", "GET", token=tok, key=k), 200, what="GET " + k)
+        want = d if k.startswith("sc") else d + b"!"
+        check(g["md5"] == md5(want), "%s holds what was committed first" % k)
+    # One request at a time: the SAVE is answered before its UPLOAD is sent.
+    expect(c, r("FILE", "SAVE", token=tok, key="sc00", size=5), 402, what="lone SAVE, old key")
+    expect(c, r("FILE", "UPLOAD", token=tok, key="sc00", block_index=0), 402, b"12345",
+           what="UPLOAD after a refused SAVE")
+    up, _, _ = upload(c, tok, "lone", b"lone!")
+    check(up.get("md5") == md5(b"lone!"), "lone SAVE then UPLOAD commits")
+    # DELETE of an existing key on another connection, racing a SAVE of it.
+    d2, tok2 = session(port)
+    for i in range(10):
+        k = "sc%02d" % (i + 1)
+        c.send(r("FILE", "SAVE", token=tok, key=k, size=3))
+        d2.send(r("FILE", "DELETE", token=tok2, key=k))
+        sv, _ = c.recv()
+        dl, _ = d2.recv()
+        check(dl["status"] == 200, "DELETE %s: %r" % (k, dl))
+        check(sv["status"] in (200, 402), "SAVE %s racing a DELETE: %r" % (k, sv))
+        up, _ = c.req(r("FILE", "UPLOAD", token=tok, key=k, block_index=0), b"abc")
+        if sv["status"] == 200:  # after the DELETE
+            check(up["status"] == 200 and up.get("md5") == md5(b"abc"),
+                  "UPLOAD %s after a SAVE that stood: %r" % (k, up))
+            expect(c, r("FILE", "GET", token=tok, key=k), 200, what="GET " + k)
+        else:  # before it: the DELETE removed the object, and the SAVE made no upload
+            check(up["status"] == 408, "UPLOAD %s after a refused SAVE: %r" % (k, up))
+            expect(c, r("FILE", "GET", token=tok, key=k), 404, what="GET " + k)
+    # Two SAVEs of an existing key at once, the second of another size: both refused.
+    c.send(r("FILE", "SAVE", token=tok, key="sc12", size=3))
+    d2.send(r("FILE", "SAVE", token=tok2, key="sc12", size=4))
+    for conn, what in ((c, "first"), (d2, "second")):
+        sv, _ = conn.recv()
+        check(sv["status"] == 402, "%s SAVE of an existing key: %r" % (what, sv))
+    # A SAVE with replace at once with one without: the first refused, the replace stands.
+    c.send(r("FILE", "SAVE", token=tok, key="sc13", size=3))
+    d2.send(r("FILE", "SAVE", token=tok2, key="sc13", size=3, replace=True))
+    sv, _ = c.recv()
+    check(sv["status"] == 402, "SAVE without replace of an existing key: %r" % sv)
+    sv, _ = d2.recv()
+    check(sv["status"] == 200, "SAVE with replace: %r" % sv)
+    up, _ = d2.req(r("FILE", "UPLOAD", token=tok2, key="sc13", block_index=0), b"xyz")
+    check(up["status"] == 200 and up.get("md5") == md5(b"xyz"), "replaced: %r" % up)
+    still_serving(port)
+
+
 def sc_pipefault(port):
     """STEP_FAULT=fsync:1: the commits of the failed batch are all answered 507 and none
     is visible; the others are 200 and complete; the connection goes on."""

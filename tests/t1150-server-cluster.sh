@@ -4,9 +4,10 @@
 # alternate between the instances; B resumes what A received after A is SIGKILLed; the
 # same key completed on both at once commits once; DELETE on one races DOWNLOAD and commit
 # on the other; abandoned uploads expire with both sweeping, an upload in use never does;
-# PostgreSQL stopped and started during a stepsync backup loses nothing. Also the bad
-# starts: unreachable database or bad URL (one line, exit 78), a password on the command
-# line, a newer schema, a root that is not the shared one.
+# PostgreSQL stopped and started during a stepsync backup loses nothing; a lock held past
+# lock_timeout makes small uploads 503, and the commit connection works again after it.
+# Also the bad starts: unreachable database or bad URL (one line, exit 78), a password on
+# the command line, a newer schema, a root that is not the shared one.
 . "$TOP/tests/lib.sh"
 . "$TOP/tests/pg_lib.sh"
 pg_need
@@ -41,6 +42,8 @@ PA=$STEPD_PORT PIDA=$STEPD_PID
 ok 'A restarted over the shared root' '[ -n "$PA" ]'
 ok 'the same key completed on both at once: one commit, both answered, intact' \
 	"$W both_complete $PA $PB"
+ok 'the same new small key pipelined to both at once: one commit, answers that agree' \
+	"$W small_race $PA $PB"
 ok 'DELETE on one instance against DOWNLOAD and commit on the other' \
 	"$W delete_race $PA $PB"
 stop_stepd $PIDA
@@ -129,6 +132,28 @@ ra=$?
 stop_stepd $PIDB
 rb=$?
 ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
+
+# A lock on objects held past stepd's lock_timeout (2 s here) while small uploads come
+# in: they are answered 503, and once it is gone the commit connection works at once. Its
+# first statement to prepare gives up while the lock is held and the next one gets through
+# once it is released: the half-prepared connection is prepared again, not left failing.
+STEPD_NAME=l STEPD_ROOT_DIR=$ROOT start_stepd --auth open \
+	--metadata "$M options='-c lock_timeout=2000'"
+PL=$STEPD_PORT
+pg_psql "BEGIN; LOCK TABLE objects IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT" \
+	cluster >/dev/null &
+LOCKER=$!
+n=0
+until [ "$(pg_psql "SELECT count(*) FROM pg_locks WHERE relation = 'objects'::regclass AND
+	mode = 'AccessExclusiveLock' AND granted" cluster)" = 1 ] || [ $n -ge 200 ]; do
+	sleep 0.05 # polling for the lock to be held, bounded
+	n=$((n + 1))
+done
+ok 'small uploads while objects is locked past lock_timeout: 503, nothing half-done' \
+	"$W lock_during $PL $PL"
+wait "$LOCKER"
+ok 'after the lock: every key committed or free, and commits at once' "$W lock_after $PL $PL"
+t_stop 'SIGTERM exits 0'
 
 echo "$M" >"$T_DIR/conn"
 STEPD_NAME=f STEPD_ROOT_DIR=$ROOT start_stepd --auth open --metadata "@$T_DIR/conn"
