@@ -64,10 +64,16 @@ bwlimit_take(struct bwlimit *bw, size_t n)
 	if (bw->tokens < 0)
 		wait = -bw->tokens / bw->rate;
 	pthread_mutex_unlock(&bw->mu);
-	if (wait <= 0)
-		return;
-	ts.tv_sec = (time_t)wait;
-	ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
+	/* In slices, so that a stop request (SIGTERM) is not kept waiting: with many
+	 * connections the last in line may wait many blocks' worth. Once stopping, what is
+	 * in flight goes unthrottled and the run ends. */
+	while (wait > 0 && !util_stop_pending()) {
+		double slice = wait < 0.1 ? wait : 0.1;
+
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)(slice * 1e9);
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		wait -= slice;
+	}
 }

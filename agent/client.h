@@ -282,7 +282,8 @@ void client_pool_free(struct client_pool *p);
  * it). 0 and *outp, or STEP_ENOMEM / STEP_EINVAL (rate 0). */
 int bwlimit_new(uint64_t rate, struct bwlimit **outp);
 void bwlimit_free(struct bwlimit *bw);
-/* Blocks until n more bytes may be sent. bw NULL: returns at once. */
+/* Blocks until n more bytes may be sent, or a stop is requested (util_stop_pending).
+ * bw NULL: returns at once. */
 void bwlimit_take(struct bwlimit *bw, size_t n);
 
 #endif
