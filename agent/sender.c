@@ -36,10 +36,11 @@ struct sender {
 	struct sjob *dhead, *dtail; /* finished, not collected */
 	size_t bytes, budget;       /* queued or in flight */
 	unsigned busy;              /* jobs being sent */
+	unsigned waiting, queued_n; /* idle workers; jobs queued, not yet taken */
 	int stop, fatal;
 	uint64_t queued, done;
 	pthread_t *threads;
-	int nthreads;
+	int nthreads, maxthreads; /* started on demand, up to maxthreads (a connection each) */
 };
 
 static void
@@ -105,11 +106,15 @@ worker(void *arg)
 		c = NULL;
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->stop && s->qhead == NULL)
+		while (!s->stop && s->qhead == NULL) {
+			s->waiting++;
 			pthread_cond_wait(&s->work, &s->mu);
+			s->waiting--;
+		}
 		if (s->stop)
 			break;
 		j = s->qhead;
+		s->queued_n--;
 		s->qhead = j->next;
 		if (s->qhead == NULL)
 			s->qtail = NULL;
@@ -150,7 +155,6 @@ int
 sender_new(const struct client_opts *o, int nconn, size_t budget, struct sender **outp)
 {
 	struct sender *s;
-	int i;
 
 	if (nconn < 1 || budget == 0)
 		return STEP_EINVAL;
@@ -163,11 +167,9 @@ sender_new(const struct client_opts *o, int nconn, size_t budget, struct sender 
 	pthread_cond_init(&s->space, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	s->threads = xcalloc((size_t)nconn, sizeof(*s->threads));
-	for (i = 0; i < nconn; i++) {
-		if (pthread_create(&s->threads[i], NULL, worker, s) != 0)
-			break;
-		s->nthreads++;
-	}
+	s->maxthreads = nconn;
+	if (pthread_create(&s->threads[0], NULL, worker, s) == 0)
+		s->nthreads = 1;
 	if (s->nthreads == 0) {
 		sender_free(s);
 		return STEP_ENOMEM;
@@ -215,6 +217,11 @@ sender_put(struct sender *s, const char *key, uint8_t *data, size_t len, const c
 			s->qhead = j;
 		s->qtail = j;
 		j = NULL;
+		/* Another worker (and connection) only when every one is busy: a run that
+		 * sends a few trees opens a few connections, a large backup all of them. */
+		if (++s->queued_n > s->waiting && s->nthreads < s->maxthreads &&
+		    pthread_create(&s->threads[s->nthreads], NULL, worker, s) == 0)
+			s->nthreads++;
 		pthread_cond_signal(&s->work);
 	}
 	pthread_mutex_unlock(&s->mu);
