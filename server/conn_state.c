@@ -234,6 +234,76 @@ slot_link(struct conn_state *cs, struct conn_slot *sl, const json_t *req, int up
 	cs->npending++;
 }
 
+/*
+ * The head of the packet at p (avail bytes in): its header in *hdr (bin_len 0 when its
+ * binary part is to be dropped, the length sent in *wire_bin), its JSON's extent in *njp,
+ * a token before authentication and a binary part over one block looked at. 0 to go on,
+ * -1 to wait for more bytes or stop (a framing error was answered).
+ */
+static int
+head_frame(struct conn_state *cs, struct handler *h, const uint8_t *p, size_t avail,
+    struct step_hdr *hdr, size_t *njp, uint32_t *wire_bin)
+{
+	char errbuf[160];
+	json_t *req = NULL;
+	int r;
+
+	if (avail < STEP_HDR_LEN)
+		return -1;
+	r = codec_get_header(p, STEP_MAX_JSON, bin_limit(cs), hdr);
+	if (r == STEP_ETOOBIG) {
+		too_large(cs, hdr);
+		return -1;
+	}
+	if (r != 0) {
+		fail_framing(cs, STEP_ST_MISSING, "Empty JSON part.");
+		return -1;
+	}
+	*wire_bin = hdr->bin_len;
+	/* The extent of a packet's JSON depends on its bytes only: found once, while the
+	 * rest of a large binary part comes in over many reads. */
+	if ((*njp = cs->head_nj) == 0) {
+		r = json_extent(cs, p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr->json_len,
+		    cs->authed ? JSON_BYTES_MAX : CONN_UNAUTH_JSON, njp);
+		if (r == STEP_EAGAIN)
+			return -1;
+		if (r != 0) {
+			fail_framing(cs, STEP_ST_TOOLARGE,
+			    cs->authed ? "JSON part too large."
+			               : "JSON part too large before login.");
+			return -1;
+		}
+		cs->head_nj = *njp;
+	}
+	if (!cs->authed && !cs->head_nobin && cs->head_req == NULL && hdr->bin_len > 0) {
+		/* Before authentication no binary part is buffered: the token decides. */
+		if (codec_decode_json(p + STEP_HDR_LEN, *njp, &req, errbuf, sizeof(errbuf)) == 0) {
+			cs->authed = handler_token_ok(h, req);
+			cs->head_req = req;
+			req = NULL;
+		}
+		/* Without one, answered as if it had no binary part; the bytes are
+		 * dropped as they come (cs->discard, once the packet is consumed). */
+		cs->head_nobin = !cs->authed;
+	}
+	if (cs->head_nobin)
+		hdr->bin_len = 0;
+	if (hdr->bin_len > cs->max_bin) {
+		/* Over one block: only a PUTMANY may be that big, so look at the JSON
+		 * before waiting for the binary part (and keep it parsed). */
+		if (cs->head_req == NULL &&
+		    codec_decode_json(p + STEP_HDR_LEN, *njp, &req, errbuf, sizeof(errbuf)) == 0) {
+			cs->head_req = req;
+			req = NULL;
+		}
+		if (cs->head_req == NULL || !handler_big_bin_ok(cs->head_req)) {
+			too_large(cs, hdr);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 void
 conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_t out_limit)
 {
@@ -259,61 +329,8 @@ conn_state_process(struct conn_state *cs, struct handler *h, void *cookie, size_
 				return;
 			continue;
 		}
-		if (avail < STEP_HDR_LEN)
+		if (head_frame(cs, h, p, avail, &hdr, &nj, &wire_bin) != 0)
 			return;
-		r = codec_get_header(p, STEP_MAX_JSON, bin_limit(cs), &hdr);
-		if (r == STEP_ETOOBIG) {
-			too_large(cs, &hdr);
-			return;
-		}
-		if (r != 0) {
-			fail_framing(cs, STEP_ST_MISSING, "Empty JSON part.");
-			return;
-		}
-		wire_bin = hdr.bin_len;
-		/* The extent of a packet's JSON depends on its bytes only: found once, while the
-		 * rest of a large binary part comes in over many reads. */
-		if ((nj = cs->head_nj) == 0) {
-			r = json_extent(cs, p + STEP_HDR_LEN, avail - STEP_HDR_LEN, hdr.json_len,
-			    cs->authed ? JSON_BYTES_MAX : CONN_UNAUTH_JSON, &nj);
-			if (r == STEP_EAGAIN)
-				return;
-			if (r != 0) {
-				fail_framing(cs, STEP_ST_TOOLARGE,
-				    cs->authed ? "JSON part too large."
-				               : "JSON part too large before login.");
-				return;
-			}
-			cs->head_nj = nj;
-		}
-		if (!cs->authed && !cs->head_nobin && cs->head_req == NULL && hdr.bin_len > 0) {
-			/* Before authentication no binary part is buffered: the token decides. */
-			if (codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) ==
-			    0) {
-				cs->authed = handler_token_ok(h, req);
-				cs->head_req = req;
-				req = NULL;
-			}
-			/* Without one, answered as if it had no binary part; the bytes are
-			 * dropped as they come (cs->discard, once the packet is consumed). */
-			cs->head_nobin = !cs->authed;
-		}
-		if (cs->head_nobin)
-			hdr.bin_len = 0;
-		if (hdr.bin_len > cs->max_bin) {
-			/* Over one block: only a PUTMANY may be that big, so look at the JSON
-			 * before waiting for the binary part (and keep it parsed). */
-			if (cs->head_req == NULL &&
-			    codec_decode_json(p + STEP_HDR_LEN, nj, &req, errbuf, sizeof(errbuf)) ==
-			        0) {
-				cs->head_req = req;
-				req = NULL;
-			}
-			if (cs->head_req == NULL || !handler_big_bin_ok(cs->head_req)) {
-				too_large(cs, &hdr);
-				return;
-			}
-		}
 		total = STEP_HDR_LEN + nj + hdr.bin_len;
 		if (avail < total)
 			return;

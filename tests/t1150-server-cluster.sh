@@ -143,12 +143,11 @@ PL=$STEPD_PORT
 pg_psql "BEGIN; LOCK TABLE objects IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT" \
 	cluster >/dev/null &
 LOCKER=$!
-n=0
-until [ "$(pg_psql "SELECT count(*) FROM pg_locks WHERE relation = 'objects'::regclass AND
-	mode = 'AccessExclusiveLock' AND granted" cluster)" = 1 ] || [ $n -ge 200 ]; do
-	sleep 0.05 # polling for the lock to be held, bounded
-	n=$((n + 1))
-done
+lock_held() {
+	[ "$(pg_psql "SELECT count(*) FROM pg_locks WHERE relation = 'objects'::regclass AND
+		mode = 'AccessExclusiveLock' AND granted" cluster)" = 1 ]
+}
+wait_for lock_held 200
 ok 'small uploads while objects is locked past lock_timeout: 503, nothing half-done' \
 	"$W lock_during $PL $PL"
 wait "$LOCKER"
