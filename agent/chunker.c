@@ -1,23 +1,20 @@
 /*
- * chunker.c — FastCDC content-defined chunking: a Gear rolling hash with normalized
- * chunking. Pure: no state between calls, no I/O, no allocation.
+ * chunker.c — content-defined chunking: FastCDC's Gear rolling hash with a minimum chunk
+ * size. Pure: no state between calls, no I/O, no allocation.
  *
  * The hash is h = (h << 1) + gear[byte], so after 64 bytes every older byte has been
  * shifted out: the hash at a position depends on the 64 bytes before it only. Hashing
  * starts 64 bytes before CHUNK_MIN, so the first possible cut (at CHUNK_MIN) already sees a
  * full window and the bytes before that are skipped unread. The cut test looks at the top
- * bits of h (they mix all 64 bytes of the window; the low bits would see only the last few).
- *
- * Normalized chunking (FastCDC, level 2): before CHUNK_AVG (512 KiB = 2^19) a cut needs 21
- * zero bits (one chance in 2 Mi per byte), from CHUNK_AVG on only 17 (one in 128 Ki), so
- * chunk sizes bunch up around CHUNK_AVG instead of spreading out geometrically; a cut is
- * forced at CHUNK_MAX.
+ * 18 bits of h (they mix all 64 bytes of the window; the low bits would see only the last
+ * few): one byte in 256 Ki is a cut point. One test everywhere, rather than FastCDC's
+ * normalized chunking (a harder test before the average size, an easier one after), so
+ * that after a change the cuts fall back in step with the old ones soon: see chunker.h.
  */
 #include "chunker.h"
 
 #define WINDOW 64
-#define MASK_S (~0ull << (64 - 21)) /* before CHUNK_AVG: harder to cut */
-#define MASK_L (~0ull << (64 - 17)) /* from CHUNK_AVG on: easier */
+#define MASK   (~0ull << (64 - 18)) /* a cut point: the top 18 bits of h are zero */
 
 /*
  * The Gear table: 256 fixed pseudo-random 64-bit values, written out so that no build and
@@ -288,7 +285,6 @@ size_t
 chunk_next(const uint8_t *buf, size_t len)
 {
 	size_t n = len < CHUNK_MAX ? len : CHUNK_MAX;
-	size_t normal = n < CHUNK_AVG ? n : CHUNK_AVG;
 	uint64_t h = 0;
 	size_t i;
 
@@ -298,14 +294,9 @@ chunk_next(const uint8_t *buf, size_t len)
 	for (i = CHUNK_MIN - WINDOW; i < CHUNK_MIN - 1; i++)
 		h = (h << 1) + gear[buf[i]];
 	/* A cut after byte i makes a chunk of i + 1 bytes. */
-	for (; i < normal - 1; i++) {
-		h = (h << 1) + gear[buf[i]];
-		if ((h & MASK_S) == 0)
-			return i + 1;
-	}
 	for (; i < n; i++) {
 		h = (h << 1) + gear[buf[i]];
-		if ((h & MASK_L) == 0)
+		if ((h & MASK) == 0)
 			return i + 1;
 	}
 	return n;

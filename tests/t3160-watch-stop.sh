@@ -56,7 +56,7 @@ ok 'a restarted watcher resumes and records a snapshot that restores exactly' '
 	wait_for "[ \"\$($SS --state $T_DIR/r.db snapshots --name W 2>/dev/null | grep -c \"^[0-9]\")\" -ge 1 ]" 600 &&
 	$SS --state "$T_DIR/fresh.db" restore --name W --to "$T_DIR/out" &&
 	cmp "$D/large.bin" "$T_DIR/out/large.bin"'
-# Each chunk (about 512 KiB) goes up in one UPLOAD: a run that started over would send
+# Each chunk (about 448 KiB) goes up in one UPLOAD: a run that started over would send
 # every chunk again; the chunks in flight when the first run stopped (one on each of
 # its 16 connections) are all that may be sent twice.
 ok 'the resumed upload did not start over (content UPLOADs of both runs)' '
