@@ -89,6 +89,7 @@ job_free(struct sync_job *s)
 	free(s->lastpath);
 	free(s->queued.slot);
 	free(s->cbuf);
+	hashpair_free(s->hp);
 	buf_release(&s->clist);
 	while (s->nnewlists > 0)
 		free(s->newlists[--s->nnewlists]);

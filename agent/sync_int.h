@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <sqlite3.h>
 #include "chunker.h"
+#include "hashpair.h"
 #include "client.h"
 #include "cmd.h"
 #include "config.h"
@@ -75,7 +76,9 @@
 #define SYNC_CHUNKED     (1u << 20)
 #define SYNC_CBUF        (64u << 20) /* the chunking read buffer */
 #define SYNC_SEND_BUDGET (64u << 20) /* chunk and tree bytes queued or in flight */
-#define SYNC_CHUNK_BATCH 16          /* chunks hashed side by side (md5_many's lanes) */
+/* Chunks hashed together: 16 side by side (the lanes of hash_sha256_many and md5_many) on
+ * each of two threads (hashpair.h). */
+#define SYNC_CHUNK_BATCH 32
 /* How long a session rides through a server outage (503, 429: client_set_outage()) before
  * its requests fail: a file, chunk, tree or the snapshot record waits and continues. */
 #define SYNC_OUTAGE_MS   120000
@@ -170,8 +173,9 @@ struct sync_job {
 	int has_gen;       /* the server reports object generations (objgen) */
 	char store_id[65]; /* ...the store's id and the generation at the start */
 	int64_t gen0;
-	uint8_t *cbuf;   /* SYNC_CBUF bytes, for chunking */
-	char **newlists; /* chunk lists to mark known once every upload is in */
+	uint8_t *cbuf;       /* SYNC_CBUF bytes, for chunking */
+	struct hashpair *hp; /* hashes chunks on two threads (NULL: on one) */
+	char **newlists;     /* chunk lists to mark known once every upload is in */
 	size_t nnewlists, capnewlists;
 	struct buf clist; /* the chunk list being built */
 	uint64_t chunked, chunks_new, chunk_bytes_new, trees_new, tree_bytes_new;
@@ -253,6 +257,9 @@ int sync_queued_key(struct sync_job *s, const char *okey);
 int sync_collect_sent(struct sync_job *s);
 int sync_send_object(struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data,
     size_t len, const char *md5, int tag, int *newp);
+/* Whether sync_send_object would send id now: 1 (key set to its key), 0, or an error. */
+int sync_send_wanted(
+    struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], int tag, char key[MANIFEST_KEY_MAX + 1]);
 int sync_tree_emit(void *arg, const uint8_t id[HASH_SHA256_LEN], const uint8_t *data, size_t len);
 int sync_sender_start(struct sync_job *s);
 int sync_sender_finish(struct sync_job *s);

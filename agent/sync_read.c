@@ -132,6 +132,65 @@ out:
 }
 
 /*
+ * A batch of a large file's chunks (data[k], len[k]) into the chunk list, each new one
+ * sent: their SHA-256s (the ids) first, then the MD5s the uploads need of the new ones
+ * only (a mostly unchanged file's chunks need none), on two threads when hp is not NULL.
+ * *freshp: how many are to be sent.
+ *
+ * Two threads only while the file's chunks are found on the server: then nothing else
+ * wants the cores. While chunks are sent, stepsync's senders and the server want them,
+ * and a 1 GiB first backup took 1.15 times as long with the hashing on two threads.
+ */
+static int
+chunk_batch(struct sync_job *s, size_t nb, const void *const data[], const size_t len[],
+    struct hashpair *hp, size_t *freshp)
+{
+	uint8_t ids[SYNC_CHUNK_BATCH][HASH_SHA256_LEN], md5s[SYNC_CHUNK_BATCH][HASH_MD5_LEN];
+	uint8_t rec[FILES_CHUNK_REC];
+	const void *ndata[SYNC_CHUNK_BATCH];
+	size_t nlen[SYNC_CHUNK_BATCH], nn = 0, k;
+	int inew[SYNC_CHUNK_BATCH]; /* chunk k's index in md5s, or -1: not to be sent */
+	char key[MANIFEST_KEY_MAX + 1], md5[HASH_MD5_HEX];
+	int r, isnew, i;
+
+	hashpair_run(hp, nb, data, len, ids, NULL);
+	for (k = 0; k < nb; k++) {
+		inew[k] = -1;
+		if (s->snd == NULL)
+			continue; /* a dry run: sync_send_object only counts */
+		if ((r = sync_send_wanted(s, ids[k], SEND_CHUNK, key)) < 0)
+			return r;
+		if (r > 0) {
+			inew[k] = (int)nn;
+			ndata[nn] = data[k];
+			nlen[nn++] = len[k];
+		}
+	}
+	hashpair_run(hp, nn, ndata, nlen, NULL, md5s);
+	*freshp = nn;
+	for (k = 0; k < nb; k++) {
+		memcpy(rec, ids[k], HASH_SHA256_LEN);
+		for (i = 0; i < 8; i++)
+			rec[HASH_SHA256_LEN + i] = (uint8_t)((uint64_t)len[k] >> (8 * i));
+		if (buf_append(&s->clist, rec, sizeof(rec)) != 0)
+			return STEP_ENOMEM;
+		if (s->snd != NULL && inew[k] < 0)
+			continue; /* on the server, or queued: nothing to send */
+		if (inew[k] >= 0)
+			hash_to_hex(md5s[inew[k]], HASH_MD5_LEN, md5);
+		r = sync_send_object(
+		    s, ids[k], data[k], len[k], inew[k] >= 0 ? md5 : NULL, SEND_CHUNK, &isnew);
+		if (r != 0)
+			return r;
+		if (isnew) {
+			s->chunks_new++;
+			s->chunk_bytes_new += len[k];
+		}
+	}
+	return 0;
+}
+
+/*
  * Reads a large file once, cutting it into chunks: each chunk's id is the SHA-256 of its
  * bytes, each new one is sent from memory while the file is read on. The chunk list goes
  * into the state under "c.<SHA-256 of the list>", which becomes the row's okey. The file
@@ -145,17 +204,18 @@ sync_chunk_file(struct sync_job *s, int dirfd, const char *name, const struct st
 	struct stat a, b;
 	const void *data[SYNC_CHUNK_BATCH];
 	size_t len[SYNC_CHUNK_BATCH], fill = 0, off = 0, pos, k, nb;
-	uint8_t ids[SYNC_CHUNK_BATCH][HASH_SHA256_LEN], md5s[SYNC_CHUNK_BATCH][HASH_MD5_LEN];
-	uint8_t rec[FILES_CHUNK_REC];
-	char md5[HASH_MD5_HEX];
+	uint8_t id[HASH_SHA256_LEN];
 	uint64_t total = 0;
 	ssize_t n;
-	int fd, eof = 0, r = STEP_ESYS, isnew, i;
+	int fd, eof = 0, r = STEP_ESYS, pair = 0;
+	size_t fresh;
 
 	if ((fd = open_scanned(dirfd, name, st0, try, &a)) < 0)
 		return STEP_ESYS;
 	if (s->cbuf == NULL)
 		s->cbuf = xmalloc(SYNC_CBUF);
+	if (s->hp == NULL)
+		(void)hashpair_new(&s->hp); /* else hashed on this thread alone */
 	s->clist.len = 0;
 	for (;;) {
 		if (util_stop_pending()) {
@@ -182,38 +242,19 @@ sync_chunk_file(struct sync_job *s, int dirfd, const char *name, const struct st
 		if (off == fill)
 			break;
 		/* The chunks found in what is read (each with CHUNK_MAX bytes after its start,
-		 * or the file's end), hashed side by side: SHA-256 for the ids, MD5 for the
-		 * uploads. */
-		for (nb = 0, pos = off;
-		     nb < SYNC_CHUNK_BATCH && pos < fill && (eof || fill - pos >= CHUNK_MAX);
+		 * or the file's end). */
+		for (nb = 0, pos = off; nb < (pair ? SYNC_CHUNK_BATCH : SYNC_CHUNK_BATCH / 2) &&
+		     pos < fill && (eof || fill - pos >= CHUNK_MAX);
 		     nb++) {
 			data[nb] = s->cbuf + pos;
 			len[nb] = chunk_next(s->cbuf + pos, fill - pos);
 			pos += len[nb];
 		}
-		hash_sha256_many(nb, data, len, ids);
-		if (s->snd != NULL)
-			md5_many(nb, data, len, md5s);
-		for (k = 0; k < nb; k++) {
-			memcpy(rec, ids[k], HASH_SHA256_LEN);
-			for (i = 0; i < 8; i++)
-				rec[HASH_SHA256_LEN + i] = (uint8_t)((uint64_t)len[k] >> (8 * i));
-			if (buf_append(&s->clist, rec, sizeof(rec)) != 0) {
-				r = STEP_ENOMEM;
-				goto out;
-			}
-			if (s->snd != NULL)
-				hash_to_hex(md5s[k], HASH_MD5_LEN, md5);
-			r = sync_send_object(
-			    s, ids[k], data[k], len[k], s->snd ? md5 : NULL, SEND_CHUNK, &isnew);
-			if (r != 0)
-				goto out;
-			if (isnew) {
-				s->chunks_new++;
-				s->chunk_bytes_new += len[k];
-			}
+		if ((r = chunk_batch(s, nb, data, len, pair ? s->hp : NULL, &fresh)) != 0)
+			goto out;
+		pair = fresh == 0;
+		for (k = 0; k < nb; k++)
 			total += len[k];
-		}
 		off = pos;
 	}
 	r = STEP_ESYS;
@@ -223,8 +264,8 @@ sync_chunk_file(struct sync_job *s, int dirfd, const char *name, const struct st
 		r = STEP_ECHANGED;
 		goto out;
 	}
-	hash_sha256(buf_ptr(&s->clist), s->clist.len, ids[0]);
-	manifest_object_key(ids[0], row->okey, sizeof(row->okey));
+	hash_sha256(buf_ptr(&s->clist), s->clist.len, id);
+	manifest_object_key(id, row->okey, sizeof(row->okey));
 	row->okey[0] = 'c';
 	row->md5[0] = '\0';
 	if ((r = files_chunks_put(s->files, row->okey, buf_ptr(&s->clist), s->clist.len)) != 0)

@@ -105,6 +105,27 @@ sync_collect_sent(struct sync_job *s)
 	return s->snd != NULL ? sender_collect(s->snd, sent_done, s) : 0;
 }
 
+/* Whether sync_send_object would send id now: 1 (key set to its key), 0, or a database
+ * error. */
+int
+sync_send_wanted(
+    struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], int tag, char key[MANIFEST_KEY_MAX + 1])
+{
+	int r;
+
+	if (sync_idset_has(&s->queued, id))
+		return 0;
+	if (tag == SEND_TREE)
+		manifest_tree_key(id, key, MANIFEST_KEY_MAX + 1);
+	else
+		manifest_object_key(id, key, MANIFEST_KEY_MAX + 1);
+	if ((r = files_object_known(s->files, key)) != 0)
+		return r < 0 ? r : 0;
+	if ((r = sync_pend_has(s, key, sync_pend_fp(key))) != 0)
+		return r < 0 ? r : 0;
+	return 1;
+}
+
 /*
  * Sends the object id (len bytes at data; copied) unless the server is known to hold it or
  * this run queued it already. *newp is 1 when it was queued now. In a dry run nothing is
@@ -119,16 +140,8 @@ sync_send_object(struct sync_job *s, const uint8_t id[HASH_SHA256_LEN], const ui
 	int r;
 
 	*newp = 0;
-	if (sync_idset_has(&s->queued, id))
-		return 0;
-	if (tag == SEND_TREE)
-		manifest_tree_key(id, key, sizeof(key));
-	else
-		manifest_object_key(id, key, sizeof(key));
-	if ((r = files_object_known(s->files, key)) != 0)
-		return r < 0 ? r : 0;
-	if ((r = sync_pend_has(s, key, sync_pend_fp(key))) != 0)
-		return r < 0 ? r : 0;
+	if ((r = sync_send_wanted(s, id, tag, key)) <= 0)
+		return r;
 	sync_idset_add(&s->queued, id);
 	*newp = 1;
 	if (s->snd == NULL)

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "hash.h"
+#include "hashpair.h"
 #include "md5.h"
 
 static void
@@ -224,6 +225,49 @@ test_sha256_many(void **state)
 	free(p);
 }
 
+/* hashpair_run, split between two threads from HASHPAIR_SPLIT messages on, gives what
+ * the one-thread calls give, in order, for SHA-256 and MD5 alone or together. */
+static void
+test_hashpair(void **state)
+{
+	size_t nmax = 40, total = 300000, n, i, k;
+	uint8_t *p = noise(total);
+	uint8_t(*ids)[HASH_SHA256_LEN] = calloc(nmax, HASH_SHA256_LEN);
+	uint8_t(*md5s)[HASH_MD5_LEN] = calloc(nmax, HASH_MD5_LEN);
+	uint8_t(*wids)[HASH_SHA256_LEN] = calloc(nmax, HASH_SHA256_LEN);
+	uint8_t(*wmd5s)[HASH_MD5_LEN] = calloc(nmax, HASH_MD5_LEN);
+	struct hashpair *hp;
+	const void *data[40];
+	size_t len[40];
+	uint32_t x = 999;
+
+	(void)state;
+	assert_int_equal(hashpair_new(&hp), 0);
+	for (n = 0; n <= nmax; n++) {
+		make_batch(p, total, n, data, len, &x);
+		hash_sha256_many(n, data, len, wids);
+		md5_many(n, data, len, wmd5s);
+		for (k = 0; k < 3; k++) {
+			memset(ids, 0, nmax * HASH_SHA256_LEN);
+			memset(md5s, 0, nmax * HASH_MD5_LEN);
+			hashpair_run(hp, n, data, len, k != 1 ? ids : NULL, k != 0 ? md5s : NULL);
+			for (i = 0; i < n; i++) {
+				if (k != 1)
+					assert_memory_equal(ids[i], wids[i], HASH_SHA256_LEN);
+				if (k != 0)
+					assert_memory_equal(md5s[i], wmd5s[i], HASH_MD5_LEN);
+			}
+		}
+	}
+	hashpair_free(hp);
+	hashpair_free(NULL);
+	free(ids);
+	free(md5s);
+	free(wids);
+	free(wmd5s);
+	free(p);
+}
+
 int
 main(void)
 {
@@ -233,6 +277,7 @@ main(void)
 		cmocka_unit_test(test_stream_dup_reset),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_sha256_many),
+		cmocka_unit_test(test_hashpair),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
