@@ -38,11 +38,12 @@
 #include "tree.h"
 #include "util.h"
 
-#define DIR_FD_BUDGET 256          /* open directories above which chunks go before trees */
-#define BATCH_JOBS    32           /* chunks a worker takes at once, at most... */
-#define BATCH_BYTES   (256u << 10) /* ...and bytes of them (a large chunk goes alone) */
-#define STOP_EVERY    64           /* next() calls between looks for a pending signal */
-#define HOLE_BLOCK    4096         /* aligned runs of zeros this long are left as holes */
+#define DIR_FD_BUDGET   256          /* open directories above which chunks go before trees */
+#define BATCH_JOBS      32           /* chunks a worker takes at once, at most... */
+#define BATCH_BYTES     (256u << 10) /* ...and bytes of them (a large chunk goes alone) */
+#define STOP_EVERY      64           /* next() calls between looks for a pending signal */
+#define HOLE_BLOCK      4096         /* aligned runs of zeros this long are left as holes */
+#define FLUSH_EARLY_MIN (256u << 10) /* chunks written out as soon as they are complete */
 
 #define ADD(p, n) __atomic_add_fetch((p), (n), __ATOMIC_RELAXED)
 
@@ -518,6 +519,10 @@ chunk_end(struct engine *g, struct rjob *j, int rc, const char *msg)
 		path_of(f->dir, f->name, path, sizeof(path));
 		report(g, "cannot restore '%s': %s", path, j->err[0] ? j->err : msg);
 	}
+	/* A large chunk's pages start for the disk now, so that the final syncfs() finds little
+	 * left to write: a 1 GiB restore spent a quarter of its time in it. */
+	if (rc == 0 && j->size >= FLUSH_EARLY_MIN && !g->o->no_flush && f->fd >= 0)
+		(void)sync_file_range(f->fd, (off_t)j->off, (off_t)j->size, SYNC_FILE_RANGE_WRITE);
 	/* the last chunk to end finishes the file; acq_rel makes the others' writes its own */
 	if (__atomic_sub_fetch(&f->left, 1, __ATOMIC_ACQ_REL) == 0)
 		file_finish(g, f);
