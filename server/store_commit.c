@@ -84,8 +84,6 @@ queue_upload_job(struct store *s, int kind, struct store_upload *u)
 	return STEP_OK;
 }
 
-#define HASH_MANY_MAX (16u << 20) /* largest upload mapped (and read) whole */
-
 /* Opens the temp object of a complete upload once its writers are done. */
 static void
 commit_open(struct store *s, struct store_job *j)
@@ -112,7 +110,7 @@ hash_many_data(struct store_job *j, int *mapped)
 	void *p;
 
 	*mapped = 0;
-	if (j->kind != JOB_COMMIT || j->err != 0 || u->size == 0 || u->size > HASH_MANY_MAX)
+	if (j->kind != JOB_COMMIT || j->err != 0 || u->size == 0 || u->size > HASH_AT_COMMIT_MAX)
 		return NULL;
 	if (u->inl)
 		return u->mem_md5[0] == '\0' ? u->mem : NULL;

@@ -36,39 +36,42 @@
 #include "store.h"
 #include "store_meta.h"
 
-#define MAP_BUCKETS     16384
-#define MAX_TOTAL_BLOCK (1ull << 24) /* bounds bitmap and sidecar sizes */
-#define CATCHUP_BLOCKS  16           /* out-of-order blocks hashed per request at most */
-#define BATCH_MAX       4096         /* jobs per group commit: a few PUTMANY requests */
-#define WRITEBACK_BYTES (8u << 20)   /* start writeback every this much contiguous data */
-#define SPACE_RESERVE   (2u << 20)   /* bytes block writes leave free for SQLite */
+#define MAP_BUCKETS        16384
+#define MAX_TOTAL_BLOCK    (1ull << 24) /* bounds bitmap and sidecar sizes */
+#define CATCHUP_BLOCKS     16           /* out-of-order blocks hashed per request at most */
+/* Uploads up to this size are hashed by the commit thread, read whole through a mapping
+ * (commit_hash_many); larger ones block by block as they come (hash_in_order). */
+#define HASH_AT_COMMIT_MAX (16u << 20)
+#define BATCH_MAX          4096       /* jobs per group commit: a few PUTMANY requests */
+#define WRITEBACK_BYTES    (8u << 20) /* start writeback every this much contiguous data */
+#define SPACE_RESERVE      (2u << 20) /* bytes block writes leave free for SQLite */
 /* One-block objects up to this size are inline: held in memory from their UPLOAD to the
  * commit and then appended to a pack (store_pack.c), with no temp file, rename, directory
  * entry or separate sync per object. Older stores kept them in SQLite (table blobs,
  * objects.file "blob:<rowid>"); those are still read and deleted. */
-#define INLINE_MAX      STORE_INLINE_MAX
+#define INLINE_MAX         STORE_INLINE_MAX
 /* With packs (not with the metadata holding inline bytes), one-block objects up to
  * INLINE_BIG_MAX are inline as well while the inline uploads open hold at most
  * INLINE_BUDGET bytes (reserved at SAVE): the chunks and trees of a backup (at most 4 MiB)
  * then cost one pack append and one sync per batch instead of a temp file, an uploads
  * row, a rename and a directory sync each. Beyond the budget they get temp files as
  * before. */
-#define INLINE_BIG_MAX  (8u << 20)
-#define INLINE_BUDGET   (256u << 20)
-#define BLOB_PREFIX     "blob:" /* objects.file of an inline object: "blob:<rowid>" */
+#define INLINE_BIG_MAX     (8u << 20)
+#define INLINE_BUDGET      (256u << 20)
+#define BLOB_PREFIX        "blob:" /* objects.file of an inline object: "blob:<rowid>" */
 /* Inline objects committed since packs exist are appended to pack/NNNNNNNN.pack instead:
  * objects.file is "pack:<number>:<offset>" and the length is objects.size. A batch of them
  * is one pwritev and one fdatasync, where SQLite wrote each blob twice (WAL, then the
  * checkpoint) a page at a time. Packs are append-only; a deleted object's range is
  * punched out (FALLOC_FL_PUNCH_HOLE), so its space returns to the filesystem. Bytes
  * written by a batch whose transaction never committed are unreferenced garbage. */
-#define PACK_PREFIX     "pack:"
-#define PACK_MAX        (1ull << 30) /* bytes per pack before the next one starts */
+#define PACK_PREFIX        "pack:"
+#define PACK_MAX           (1ull << 30) /* bytes per pack before the next one starts */
 /* The sidecar (.map) of an upload: MAP_MAGIC, then per block 8 bytes, 0 until the block is
  * received, then block_hash() of its bytes. Older sidecars (a byte per block) cannot be
  * checked: their blocks are asked for again. */
-#define MAP_MAGIC       "STEPMAP2"
-#define MAP_HDR         8
+#define MAP_MAGIC          "STEPMAP2"
+#define MAP_HDR            8
 
 enum { UP_OPEN = 0, UP_COMMITTING, UP_DEAD };
 enum {
