@@ -78,9 +78,11 @@
 #define SYNC_CHUNKED     (1u << 20)
 #define SYNC_CBUF        (64u << 20) /* the chunking read buffer */
 #define SYNC_SEND_BUDGET (64u << 20) /* chunk and tree bytes queued or in flight */
-/* Chunks hashed together: 16 side by side (the lanes of hash_sha256_many and md5_many) on
- * each of two threads (hashpair.h). */
-#define SYNC_CHUNK_BATCH 32
+/* Chunks hashed together (hash_sha256_many and md5_many: 16 side by side, each lane taking
+ * the next chunk when its own is done), on one thread or two (hashpair.h). Chunk sizes
+ * vary (192 KiB to 4 MiB): with 16 per call each lane got one and waited for the longest,
+ * and SHA-256 ran at 1.7 GB/s; with 64, 3.3 GB/s. */
+#define SYNC_CHUNK_BATCH 64
 /* How long a session rides through a server outage (503, 429: client_set_outage()) before
  * its requests fail: a file, chunk, tree or the snapshot record waits and continues. */
 #define SYNC_OUTAGE_MS   120000

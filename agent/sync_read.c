@@ -243,8 +243,8 @@ sync_chunk_file(struct sync_job *s, int dirfd, const char *name, const struct st
 			break;
 		/* The chunks found in what is read (each with CHUNK_MAX bytes after its start,
 		 * or the file's end). */
-		for (nb = 0, pos = off; nb < (pair ? SYNC_CHUNK_BATCH : SYNC_CHUNK_BATCH / 2) &&
-		     pos < fill && (eof || fill - pos >= CHUNK_MAX);
+		for (nb = 0, pos = off;
+		     nb < SYNC_CHUNK_BATCH && pos < fill && (eof || fill - pos >= CHUNK_MAX);
 		     nb++) {
 			data[nb] = s->cbuf + pos;
 			len[nb] = chunk_next(s->cbuf + pos, fill - pos);
