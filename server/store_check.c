@@ -16,6 +16,13 @@
  *     per user (exists_many), and under mu answers each SAVE whose upload is not being
  *     committed: no object, the SAVE stands and the upload is checked; an object (or an
  *     error), the SAVE is refused and the upload, still unchecked, leaves the map.
+ * The same lookup records the plans of the SAVEs it lets stand (plan_many), so that an
+ * UPLOAD of such a key may reach another instance (a client that opens a connection per
+ * request, behind a balancer): that instance finds the plan and commits the upload. Such
+ * an upload is then planned: whichever instance commits it consumes the record in the
+ * commit's statement, and a commit that finds it gone (consumed elsewhere, replaced by a
+ * later SAVE, dropped, expired) inserts nothing. A SAVE answered by the commit records
+ * nothing: its UPLOAD came on the same connection.
  * Under mu, an item is in its upload's waiters until one of the two takes it out: the
  * commit thread takes every waiter of an upload it commits, this thread only those of an
  * upload that is not committing; so each SAVE is answered exactly once. A pipelined
@@ -247,6 +254,7 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 	size_t lens[CHECK_MAX];
 	uint8_t got[CHECK_MAX];
 	struct check_item *mine[CHECK_MAX], *rest = NULL, **tail = &rest, *it, *next;
+	struct store_upload *ups[CHECK_MAX];
 	const char *user = (*batch)->u->user;
 	size_t n = 0, i;
 	int r;
@@ -257,6 +265,7 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 		if (n < CHECK_MAX && strcmp(it->u->user, user) == 0) {
 			keys[n] = it->u->key;
 			lens[n] = it->u->keylen;
+			ups[n] = it->u;
 			mine[n++] = it;
 		} else {
 			*tail = it;
@@ -264,10 +273,15 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 		}
 	}
 	*batch = rest;
-	r = s->mops->exists_many(s->meta, user, keys, lens, n, got);
+	r = s->mops->plan_many != NULL ? s->mops->plan_many(s->meta, user, ups, n, got)
+	                               : s->mops->exists_many(s->meta, user, keys, lens, n, got);
 	pthread_mutex_lock(&s->mu);
 	for (i = 0; i < n; i++) {
 		item_settle(s, mine[i], r != 0 ? r : got[i]);
+		/* Its plan is recorded for every instance: its commit consumes the record. Not
+		 * once that commit is queued (its record is then left to expire). */
+		if (r == 0 && !got[i] && s->mops->plan_many != NULL && ups[i]->state == UP_OPEN)
+			ups[i]->planned = 1;
 		mine[i]->next = *done;
 		*done = mine[i];
 	}
