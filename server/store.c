@@ -690,6 +690,10 @@ store_file_delete(
 	}
 	r = object_exists(s, user, key, keylen, 0);
 	pthread_mutex_unlock(&s->mu);
+	/* A one-block upload another instance planned: dropped as that instance would. */
+	if (r == 0 && s->mops->plan_drop != NULL &&
+	    (r = s->mops->plan_drop(s->meta, user, key, keylen)) > 0)
+		return STORE_TMP_DELETED;
 	if (r <= 0)
 		return r == 0 ? STEP_ENOENT : r;
 	return keyed_job(s, JOB_OBJ_DELETE, user, key, keylen, NULL, w);

@@ -244,6 +244,24 @@ items_finish(struct store *s, struct check_item *batch)
 }
 
 /*
+ * The plan of u was recorded (plan_many) while u stopped being open: a commit that does
+ * not consume the record had begun (its UPLOAD came meanwhile), or u was dropped. The
+ * record is deleted after that (a drop job naming its file), or it expires. Under mu.
+ */
+static void
+plan_orphan(struct store *s, struct store_upload *u)
+{
+	struct store_job *j = job_new(JOB_DROP);
+
+	if (j == NULL)
+		return;
+	u->refs++;
+	j->u = u;
+	upload_fname(u, "", j->file, sizeof(j->file));
+	job_queue_push(s, j);
+}
+
+/*
  * Looks up the keys of the items of *batch that belong to the first one's user (at most
  * CHECK_MAX) in one query and settles them; they move to *done, the others stay.
  */
@@ -278,10 +296,13 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 	pthread_mutex_lock(&s->mu);
 	for (i = 0; i < n; i++) {
 		item_settle(s, mine[i], r != 0 ? r : got[i]);
-		/* Its plan is recorded for every instance: its commit consumes the record. Not
-		 * once that commit is queued (its record is then left to expire). */
-		if (r == 0 && !got[i] && s->mops->plan_many != NULL && ups[i]->state == UP_OPEN)
-			ups[i]->planned = 1;
+		/* Its plan is recorded for every instance: its commit consumes the record. */
+		if (r == 0 && !got[i] && s->mops->plan_many != NULL && !ups[i]->planned) {
+			if (ups[i]->state == UP_OPEN)
+				ups[i]->planned = 1;
+			else
+				plan_orphan(s, ups[i]);
+		}
 		mine[i]->next = *done;
 		*done = mine[i];
 	}

@@ -105,6 +105,9 @@ struct store_meta_ops {
 	 * object), STEP_ENOENT (neither), or an error. */
 	int (*plan_find)(struct store_meta *m, const char *user, const char *key, size_t keylen,
 	    struct meta_upload_found *f);
+	/* Deletes the recorded plan of (user, key) (a DELETE on an instance that does not
+	 * have it): 1, 0 (none), or an error. */
+	int (*plan_drop)(struct store_meta *m, const char *user, const char *key, size_t keylen);
 	/* The uploads row of (user, key): 0 and *f (free f->buf, f->blocks), or STEP_ENOENT. */
 	int (*upload_find)(struct store_meta *m, const char *user, const char *key, size_t keylen,
 	    int blocks, struct meta_upload_found *f);

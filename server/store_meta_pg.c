@@ -354,8 +354,8 @@ pg_exists(struct store_meta *m, const char *user, const char *key, size_t keylen
 /* Runs the prepared statement sql with v[1] the JSON text of arr (its reference is taken;
  * NULL or built 0: out of memory) on a pool connection: the result, or NULL and *err. */
 static PGresult *
-pq_json(struct store_meta *m, const char *sql, json_t *arr, int built, const char **v, int n,
-    int *err)
+pq_json(
+    struct store_meta *m, const char *sql, json_t *arr, int built, const char **v, int n, int *err)
 {
 	PGresult *res = NULL;
 	char *js = NULL;
@@ -731,6 +731,20 @@ pg_plan_find(struct store_meta *m, const char *user, const char *key, size_t key
 		f->row.size = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 		f->row.block_size = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
 	}
+	PQclear(res);
+	return err;
+}
+
+static int
+pg_plan_drop(struct store_meta *m, const char *user, const char *key, size_t keylen)
+{
+	int err = 0;
+	PGresult *res = pq_key(m, "DELETE FROM plans WHERE usr = $1 AND key = $2 RETURNING 1", user,
+	    key, keylen, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	err = PQntuples(res) > 0;
 	PQclear(res);
 	return err;
 }
@@ -1124,8 +1138,9 @@ send_job(struct store *s, PGconn *c, struct store_job *j)
 	case JOB_COMMIT:
 		return send_commit(s, c, j);
 	case JOB_DROP:
+		/* An inline upload's: its plan's record, if one was made (store_check.c). */
 		if (j->u->rid == 0)
-			return j->u->planned ? send_plan_drop(c, j->u) : 0;
+			return j->u->planned || j->file[0] != '\0' ? send_plan_drop(c, j->u) : 0;
 		snprintf(rid, sizeof(rid), "%" PRId64, j->u->rid);
 		v[0] = rid;
 		return PQsendQueryParams(c,
@@ -1719,6 +1734,7 @@ const struct store_meta_ops store_meta_pg = {
 	.exists_many = pg_exists_many,
 	.plan_many = pg_plan_many,
 	.plan_find = pg_plan_find,
+	.plan_drop = pg_plan_drop,
 	.upload_find = pg_upload_find,
 	.upload_begin = pg_upload_begin,
 	.upload_drop = pg_upload_drop,

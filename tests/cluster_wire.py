@@ -83,8 +83,9 @@ def sc_small_cross(pa, pb):
     with the right md5; the object reads the same on both; the same UPLOAD again, on A or
     on B, is refused alike (402) and makes no second object. Also: a re-SAVE on A, then the
     UPLOAD on B; SAVEs on A of one key, the UPLOAD on B gets the last plan's size; an
-    UPLOAD of a key never SAVEd is 408 on both; a plan consumed by a commit on B and its
-    object then DELETEd: the stale plan's UPLOAD on A is 408 and creates nothing."""
+    DELETE on B of a plan made on A drops it (then 408 on both); an UPLOAD of a key never
+    SAVEd is 408 on both; a plan consumed by a commit on B and its object then DELETEd:
+    the stale plan's UPLOAD on A is 408 and creates nothing."""
     a, ta = sess(pa)
     b, tb = sess(pb)
     for n, size in enumerate((1, 100, 5000, 16 * 1024)):
@@ -114,6 +115,13 @@ def sc_small_cross(pa, pb):
     expect(b, r("FILE", "UPLOAD", token=tb, key="sizes", block_index=0), 406, b"four",
            what="the first plan's length")
     expect(b, r("FILE", "UPLOAD", token=tb, key="sizes", block_index=0), 200, b"sixsix")
+    # A DELETE on B drops A's plan as A would (404, its data deleted): then 408 on both.
+    expect(a, r("FILE", "SAVE", token=ta, key="dropped", size=3), 200)
+    d, _ = expect(b, r("FILE", "DELETE", token=tb, key="dropped"), 404)
+    check("deleted" in d["status_msg"], "the upload's data deleted: %r" % d)
+    for c, t in ((a, ta), (b, tb)):
+        expect(c, r("FILE", "UPLOAD", token=t, key="dropped", block_index=0), 408, b"abc",
+               what="UPLOAD of a plan DELETEd on B")
     # Never SAVEd: the protocol's 408 on both.
     for c, t in ((a, ta), (b, tb)):
         expect(c, r("FILE", "UPLOAD", token=t, key="never", block_index=0), 408, b"x")
