@@ -244,9 +244,10 @@ items_finish(struct store *s, struct check_item *batch)
 }
 
 /*
- * The plan of u was recorded (plan_many) while u stopped being open: a commit that does
- * not consume the record had begun (its UPLOAD came meanwhile), or u was dropped. The
- * record is deleted after that (a drop job naming its file), or it expires. Under mu.
+ * The plan of u was recorded (plan_many) while u stopped being open: its commit had begun
+ * (its UPLOAD came meanwhile; a commit that does not consume the record, or one that did
+ * before this lookup wrote it again), or u was dropped. The record is deleted after that
+ * (a drop job naming its file, queued behind the commit), or it expires. Under mu.
  */
 static void
 plan_orphan(struct store *s, struct store_upload *u)
@@ -296,8 +297,10 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 	pthread_mutex_lock(&s->mu);
 	for (i = 0; i < n; i++) {
 		item_settle(s, mine[i], r != 0 ? r : got[i]);
-		/* Its plan is recorded for every instance: its commit consumes the record. */
-		if (r == 0 && !got[i] && s->mops->plan_many != NULL && !ups[i]->planned) {
+		/* Its plan is recorded for every instance: its commit consumes the record. One
+		 * committing already may have consumed it before this statement wrote it again:
+		 * deleted after that commit as well. */
+		if (r == 0 && !got[i] && s->mops->plan_many != NULL) {
 			if (ups[i]->state == UP_OPEN)
 				ups[i]->planned = 1;
 			else
