@@ -192,8 +192,10 @@ save_resume(struct store *s, struct store_upload *old, int replace, struct store
 	old->replace |= replace;
 	r = plan_fill(old, plan);
 	memcpy(plan->upload_id, old->gen, sizeof(plan->upload_id));
-	/* Its first SAVE's answer is not known yet: this one's is the same. */
-	if (r == 0 && old->unchecked && cc->it != NULL) {
+	/* Its first SAVE's answer is not known yet: this one's is the same. A plan recorded
+	 * for every instance may have been committed or dropped elsewhere meanwhile: looked
+	 * up (and recorded) again, as a new plan would be. */
+	if (r == 0 && (old->unchecked || old->planned) && cc->it != NULL) {
 		r = check_attach(s, cc->it, old, cc->w);
 		cc->it = NULL;
 	}
@@ -232,7 +234,7 @@ save_over(struct store *s, struct store_upload *old, const struct save_args *a,
 		return save_resume(s, old, a->replace, plan, cc);
 	/* A different size starts over (as the reference does for any SAVE). With shared
 	 * metadata only if the row is still open: another instance may be committing it. */
-	if (s->mops->shared && (r = s->mops->upload_drop(s->meta, old->rid)) != 1)
+	if (s->mops->shared && old->rid != 0 && (r = s->mops->upload_drop(s->meta, old->rid)) != 1)
 		return r == 0 ? (a->replace ? STORE_LOCKED : STEP_EEXIST) : r;
 	old->state = UP_DEAD;
 	map_remove(s, old);
@@ -318,6 +320,9 @@ save_locked(struct store *s, const struct save_args *a, struct store_plan *plan,
 	if ((old = map_find(s, id)) != NULL) {
 		if ((r = save_over(s, old, a, plan, cc)) != SAVE_NEW)
 			goto out;
+		/* Started over: a new inline plan is looked up and recorded as for a new key
+		 * (shared metadata: cc->it set), so that its UPLOAD may reach any instance. */
+		check = !a->replace && cc->it != NULL;
 	} else if ((check = save_new_key(s, a, cc)) < 0) {
 		r = check;
 		goto out;
@@ -412,13 +417,16 @@ store_upload_get(
 	if ((u = map_find(s, id)) != NULL) {
 		u->refs++;
 		*up = u;
-		r = STEP_OK;
-	} else {
-		r = object_exists(s, user, key, keylen, 0);
-		r = r > 0 ? STEP_EEXIST : r == 0 ? STEP_ENOENT : r;
+		pthread_mutex_unlock(&s->mu);
+		return STEP_OK;
 	}
 	pthread_mutex_unlock(&s->mu);
-	return r;
+	/* Shared metadata: a one-block upload planned by another instance (its SAVE went
+	 * there); the same lookup tells whether the key has an object. */
+	if (s->mops->plan_find != NULL)
+		return upload_from_plan(s, user, key, keylen, up);
+	r = object_exists(s, user, key, keylen, 0);
+	return r > 0 ? STEP_EEXIST : r == 0 ? STEP_ENOENT : r;
 }
 
 /* ---- GET / DOWNLOAD / DELETE ---- */
@@ -660,7 +668,8 @@ store_file_delete(
 		/* Shared metadata: the row goes only while it is open (not claimed by a commit
 		 * on another instance), in one conditional statement. */
 		if (u->state == UP_COMMITTING ||
-		    (s->mops->shared && (r = s->mops->upload_drop(s->meta, u->rid)) != 1)) {
+		    (s->mops->shared && u->rid != 0 &&
+		        (r = s->mops->upload_drop(s->meta, u->rid)) != 1)) {
 			pthread_mutex_unlock(&s->mu);
 			return u->state == UP_COMMITTING || r == 0 ? STEP_EBUSY : r;
 		}
@@ -681,6 +690,10 @@ store_file_delete(
 	}
 	r = object_exists(s, user, key, keylen, 0);
 	pthread_mutex_unlock(&s->mu);
+	/* A one-block upload another instance planned: dropped as that instance would. */
+	if (r == 0 && s->mops->plan_drop != NULL &&
+	    (r = s->mops->plan_drop(s->meta, user, key, keylen)) > 0)
+		return STORE_TMP_DELETED;
 	if (r <= 0)
 		return r == 0 ? STEP_ENOENT : r;
 	return keyed_job(s, JOB_OBJ_DELETE, user, key, keylen, NULL, w);

@@ -16,6 +16,13 @@
  *     per user (exists_many), and under mu answers each SAVE whose upload is not being
  *     committed: no object, the SAVE stands and the upload is checked; an object (or an
  *     error), the SAVE is refused and the upload, still unchecked, leaves the map.
+ * The same lookup records the plans of the SAVEs it lets stand (plan_many), so that an
+ * UPLOAD of such a key may reach another instance (a client that opens a connection per
+ * request, behind a balancer): that instance finds the plan and commits the upload. Such
+ * an upload is then planned: whichever instance commits it consumes the record in the
+ * commit's statement, and a commit that finds it gone (consumed elsewhere, replaced by a
+ * later SAVE, dropped, expired) inserts nothing. A SAVE answered by the commit records
+ * nothing: its UPLOAD came on the same connection.
  * Under mu, an item is in its upload's waiters until one of the two takes it out: the
  * commit thread takes every waiter of an upload it commits, this thread only those of an
  * upload that is not committing; so each SAVE is answered exactly once. A pipelined
@@ -237,6 +244,25 @@ items_finish(struct store *s, struct check_item *batch)
 }
 
 /*
+ * The plan of u was recorded (plan_many) while u stopped being open: its commit had begun
+ * (its UPLOAD came meanwhile; a commit that does not consume the record, or one that did
+ * before this lookup wrote it again), or u was dropped. The record is deleted after that
+ * (a drop job naming its file, queued behind the commit), or it expires. Under mu.
+ */
+static void
+plan_orphan(struct store *s, struct store_upload *u)
+{
+	struct store_job *j = job_new(JOB_DROP);
+
+	if (j == NULL)
+		return;
+	u->refs++;
+	j->u = u;
+	upload_fname(u, "", j->file, sizeof(j->file));
+	job_queue_push(s, j);
+}
+
+/*
  * Looks up the keys of the items of *batch that belong to the first one's user (at most
  * CHECK_MAX) in one query and settles them; they move to *done, the others stay.
  */
@@ -247,6 +273,7 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 	size_t lens[CHECK_MAX];
 	uint8_t got[CHECK_MAX];
 	struct check_item *mine[CHECK_MAX], *rest = NULL, **tail = &rest, *it, *next;
+	struct store_upload *ups[CHECK_MAX];
 	const char *user = (*batch)->u->user;
 	size_t n = 0, i;
 	int r;
@@ -257,6 +284,7 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 		if (n < CHECK_MAX && strcmp(it->u->user, user) == 0) {
 			keys[n] = it->u->key;
 			lens[n] = it->u->keylen;
+			ups[n] = it->u;
 			mine[n++] = it;
 		} else {
 			*tail = it;
@@ -264,10 +292,20 @@ check_user(struct store *s, struct check_item **batch, struct check_item **done)
 		}
 	}
 	*batch = rest;
-	r = s->mops->exists_many(s->meta, user, keys, lens, n, got);
+	r = s->mops->plan_many != NULL ? s->mops->plan_many(s->meta, user, ups, n, got)
+	                               : s->mops->exists_many(s->meta, user, keys, lens, n, got);
 	pthread_mutex_lock(&s->mu);
 	for (i = 0; i < n; i++) {
 		item_settle(s, mine[i], r != 0 ? r : got[i]);
+		/* Its plan is recorded for every instance: its commit consumes the record. One
+		 * committing already may have consumed it before this statement wrote it again:
+		 * deleted after that commit as well. */
+		if (r == 0 && !got[i] && s->mops->plan_many != NULL) {
+			if (ups[i]->state == UP_OPEN)
+				ups[i]->planned = 1;
+			else
+				plan_orphan(s, ups[i]);
+		}
 		mine[i]->next = *done;
 		*done = mine[i];
 	}

@@ -92,6 +92,22 @@ struct store_meta_ops {
 	 * 0, or an error. NULL: exists() one by one. */
 	int (*exists_many)(struct store_meta *m, const char *user, const char *const *keys,
 	    const size_t *lens, size_t n, uint8_t *out);
+	/* As exists_many, for new inline (one-block) uploads u[0..n-1] of user whose SAVEs
+	 * the check thread answers (store_check.c); also records the plan of each whose key
+	 * has no object, so that its UPLOAD may reach any instance (plan_find). A later SAVE
+	 * of the key, on any instance, replaces the record; the commit of such an upload
+	 * (u->planned) consumes it, so one instance commits it; expire drops records older
+	 * than the upload TTL. NULL: exists_many, no records. */
+	int (*plan_many)(struct store_meta *m, const char *user, struct store_upload *const *u,
+	    size_t n, uint8_t *out);
+	/* The recorded plan of (user, key), for an UPLOAD on an instance without an upload of
+	 * the key: 0 and *f (rid 0, state 0; free f->buf), STEP_EEXIST (the key has an
+	 * object), STEP_ENOENT (neither), or an error. */
+	int (*plan_find)(struct store_meta *m, const char *user, const char *key, size_t keylen,
+	    struct meta_upload_found *f);
+	/* Deletes the recorded plan of (user, key) (a DELETE on an instance that does not
+	 * have it): 1, 0 (none), or an error. */
+	int (*plan_drop)(struct store_meta *m, const char *user, const char *key, size_t keylen);
 	/* The uploads row of (user, key): 0 and *f (free f->buf, f->blocks), or STEP_ENOENT. */
 	int (*upload_find)(struct store_meta *m, const char *user, const char *key, size_t keylen,
 	    int blocks, struct meta_upload_found *f);

@@ -22,9 +22,13 @@
  * A commit thread sends a batch as one pipeline (group commit): one round trip per
  * PIPE_CHUNK jobs, not one per object. A SAVE of a new inline (one-block) upload makes no
  * round trip of its own: the upload's commit answers it, or a lookup of many keys at once
- * (exists_many, store_check.c); the commit statement alone decides whether an object is
- * inserted, as above. When PostgreSQL is slow or gone, requests get STEP_ECONNECT (503)
- * and nothing is half-committed.
+ * (plan_many, store_check.c); the commit statement alone decides whether an object is
+ * inserted, as above. That lookup also records the plans it lets stand (table plans,
+ * one row per key, the latest SAVE's), so that the UPLOAD may reach another instance
+ * (plan_find); the commit of such a planned upload deletes the row in its statement and
+ * inserts the object only if it did, so one instance commits it; rows older than the
+ * upload TTL are deleted by every instance's sweep (each row goes once). When PostgreSQL is slow or
+ * gone, requests get STEP_ECONNECT (503) and nothing is half-committed.
  *
  * Test-only hook: STEP_PG_DEAD_S=N takes over the claims of instances not seen for N
  * seconds instead of DEAD_S.
@@ -49,7 +53,7 @@
 #include "store_priv.h"
 #include "util.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define POOL_MAX       8   /* connections for requests */
 #define PIPE_CHUNK     256 /* jobs sent before their results are read */
 #define ADVISORY_KEY   "735560801"
@@ -90,6 +94,14 @@ static const char schema_v1[] =
     "  UPDATE uploads SET state = 1, claimed = now(), claimed_by = me WHERE id = u;"
     "  RETURN 1;"
     " END $$;";
+
+/* Version 2: the plans of one-block uploads, for an UPLOAD that reaches another instance
+ * than its SAVE (pg_plan_many, pg_plan_find; consumed by the commit, q_commit_many). */
+static const char schema_v2[] =
+    "CREATE TABLE plans(usr text COLLATE \"C\" NOT NULL, key text COLLATE \"C\" NOT NULL,"
+    " file text NOT NULL, size bigint NOT NULL, block_size integer NOT NULL, claim text,"
+    " made_by text NOT NULL, made timestamptz NOT NULL DEFAULT now(), PRIMARY KEY(usr, key));"
+    "CREATE INDEX plans_made ON plans(made);";
 
 struct store_meta {
 	struct store *s;
@@ -339,27 +351,39 @@ pg_exists(struct store_meta *m, const char *user, const char *key, size_t keylen
 	return r;
 }
 
+/* Runs the prepared statement sql with v[1] the JSON text of arr (its reference is taken;
+ * NULL or built 0: out of memory) on a pool connection: the result, or NULL and *err. */
+static PGresult *
+pq_json(
+    struct store_meta *m, const char *sql, json_t *arr, int built, const char **v, int n, int *err)
+{
+	PGresult *res = NULL;
+	char *js = NULL;
+
+	*err = STEP_ENOMEM;
+	if (arr != NULL && built && (js = json_dumps(arr, JSON_COMPACT)) != NULL) {
+		v[1] = js;
+		res = pq_pool(m, sql, n, v, err);
+	}
+	json_decref(arr);
+	free(js);
+	return res;
+}
+
 static int
 pg_exists_many(struct store_meta *m, const char *user, const char *const *keys, const size_t *lens,
     size_t n, uint8_t *out)
 {
 	json_t *arr = json_array();
 	const char *v[2] = { user, NULL };
-	char *js = NULL;
-	PGresult *res = NULL;
+	PGresult *res;
 	size_t i;
-	int err = STEP_ENOMEM, j, k;
+	int err, j, k;
 
 	for (i = 0; arr != NULL && i < n; i++)
 		if (json_array_append_new(arr, json_stringn(keys[i], lens[i])) != 0)
 			break;
-	if (arr != NULL && i == n && (js = json_dumps(arr, JSON_COMPACT)) != NULL) {
-		v[1] = js;
-		res = pq_pool(m, "@ex_many", 2, v, &err);
-	}
-	json_decref(arr);
-	free(js);
-	if (res == NULL)
+	if ((res = pq_json(m, "@ex_many", arr, i == n, v, 2, &err)) == NULL)
 		return err;
 	memset(out, 0, n);
 	for (j = 0; j < PQntuples(res); j++)
@@ -559,13 +583,36 @@ pg_store_id(struct store_meta *m, char id[33])
 
 /* ---- uploads ---- */
 
+/* Fills f's row with copies of user, key, file and claim ("": none), in f->buf: 0 or
+ * STEP_ENOMEM. */
+static int
+found_init(struct meta_upload_found *f, const char *user, const char *key, size_t keylen,
+    const char *file, const char *claim)
+{
+	size_t len = strlen(user) + 1 + keylen + 1 + 82 + 33;
+	char *p;
+
+	if ((f->buf = p = malloc(len)) == NULL)
+		return STEP_ENOMEM;
+	f->row.user = memcpy(p, user, strlen(user) + 1);
+	p += strlen(user) + 1;
+	f->row.key = memcpy(p, key, keylen);
+	p[keylen] = '\0';
+	p += keylen + 1;
+	f->row.keylen = keylen;
+	f->row.file = p;
+	snprintf(p, 82, "%s", file);
+	p += 82;
+	snprintf(p, 33, "%s", claim);
+	f->row.claim = p[0] != '\0' ? p : NULL;
+	return STEP_OK;
+}
+
 static int
 pg_upload_find(struct store_meta *m, const char *user, const char *key, size_t keylen, int blocks,
     struct meta_upload_found *f)
 {
 	int err = 0, i, n;
-	size_t len;
-	char *p;
 	/* state: 0 open, 1 claimed by another instance, 2 claimed by this one. */
 	PGresult *res = pq_key(m,
 	    "SELECT id, file, size, block_size, coalesce(claim, ''), replace,"
@@ -579,22 +626,10 @@ pg_upload_find(struct store_meta *m, const char *user, const char *key, size_t k
 		PQclear(res);
 		return STEP_ENOENT;
 	}
-	len = strlen(user) + 1 + keylen + 1 + 82 + 33;
-	if ((f->buf = p = malloc(len)) == NULL) {
+	if (found_init(f, user, key, keylen, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 4)) != 0) {
 		PQclear(res);
 		return STEP_ENOMEM;
 	}
-	f->row.user = memcpy(p, user, strlen(user) + 1);
-	p += strlen(user) + 1;
-	f->row.key = memcpy(p, key, keylen);
-	p[keylen] = '\0';
-	p += keylen + 1;
-	f->row.keylen = keylen;
-	f->row.file = p;
-	snprintf(p, 82, "%s", PQgetvalue(res, 0, 1));
-	p += 82;
-	snprintf(p, 33, "%s", PQgetvalue(res, 0, 4));
-	f->row.claim = p[0] != '\0' ? p : NULL;
 	f->row.rid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	f->row.size = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 	f->row.block_size = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
@@ -627,6 +662,91 @@ pg_upload_find(struct store_meta *m, const char *user, const char *key, size_t k
 	f->nblocks = (size_t)n;
 	PQclear(res);
 	return STEP_OK;
+}
+
+/* ---- plans of one-block uploads (schema_v2) ---- */
+
+/*
+ * Checks the keys of n new inline uploads of user's and records the plans of those that
+ * have no object, in one statement: a later plan of the key (a SAVE on any instance)
+ * replaces an earlier one, as a SAVE starts an upload over. Each upload goes as
+ * {"i": position, "k": key, "f": file, "s": size, "b": block size, "c": declared MD5}.
+ */
+static int
+pg_plan_many(
+    struct store_meta *m, const char *user, struct store_upload *const *u, size_t n, uint8_t *out)
+{
+	json_t *arr = json_array(), *o;
+	const char *v[3] = { user, NULL, m->me };
+	char file[128];
+	PGresult *res;
+	size_t i;
+	long long p;
+	int err, j;
+
+	for (i = 0; arr != NULL && i < n; i++) {
+		upload_fname(u[i], "", file, sizeof(file));
+		o = json_pack("{s:I,s:s%,s:s,s:I,s:I,s:s}", "i", (json_int_t)i, "k", u[i]->key,
+		    u[i]->keylen, "f", file, "s", (json_int_t)u[i]->size, "b",
+		    (json_int_t)u[i]->block_size, "c", u[i]->want_md5);
+		if (o == NULL || json_array_append_new(arr, o) != 0)
+			break;
+	}
+	if ((res = pq_json(m, "@plan_many", arr, i == n, v, 3, &err)) == NULL)
+		return err;
+	memset(out, 0, n);
+	for (j = 0; j < PQntuples(res); j++)
+		if ((p = strtoll(PQgetvalue(res, j, 0), NULL, 10)) >= 0 && (size_t)p < n)
+			out[p] = 1;
+	PQclear(res);
+	return STEP_OK;
+}
+
+static int
+pg_plan_find(struct store_meta *m, const char *user, const char *key, size_t keylen,
+    struct meta_upload_found *f)
+{
+	char ttl[24];
+	int err = 0;
+	PGresult *res;
+
+	/* A record older than the TTL is as good as swept (expire). */
+	snprintf(ttl, sizeof(ttl), "%" PRId64, m->s->o.upload_ttl);
+	res = pq_key(m,
+	    "SELECT EXISTS (SELECT 1 FROM objects WHERE usr = $1 AND key = $2), p.file,"
+	    " p.size, p.block_size, coalesce(p.claim, '') FROM (SELECT 1) AS one LEFT JOIN"
+	    " plans p ON p.usr = $1 AND p.key = $2 AND p.made > now() - make_interval(secs =>"
+	    " $3::double precision)",
+	    user, key, keylen, ttl, NULL, &err);
+	if (res == NULL)
+		return err;
+	if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] == 't' || PQgetisnull(res, 0, 1)) {
+		err = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't' ? STEP_EEXIST
+		                                                             : STEP_ENOENT;
+		PQclear(res);
+		return err;
+	}
+	if ((err = found_init(
+	         f, user, key, keylen, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 4))) == 0) {
+		f->row.size = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+		f->row.block_size = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+	}
+	PQclear(res);
+	return err;
+}
+
+static int
+pg_plan_drop(struct store_meta *m, const char *user, const char *key, size_t keylen)
+{
+	int err = 0;
+	PGresult *res = pq_key(m, "DELETE FROM plans WHERE usr = $1 AND key = $2 RETURNING 1", user,
+	    key, keylen, NULL, NULL, &err);
+
+	if (res == NULL)
+		return err;
+	err = PQntuples(res) > 0;
+	PQclear(res);
+	return err;
 }
 
 /* Runs sql with an upload row id as $1 (and more text parameters) on a pool connection. */
@@ -786,6 +906,10 @@ pg_expire(struct store_meta *m, struct store *s, int64_t ttl,
 	for (i = 0; res != NULL && i < PQntuples(res); i++)
 		gone(s, PQgetvalue(res, i, 0), 0);
 	PQclear(res);
+	/* Plans of one-block uploads never committed (nothing on disk): by the same clock. */
+	PQclear(pq_rid(m,
+	    "DELETE FROM plans WHERE made < now() - make_interval(secs => $1::double precision)",
+	    ttl, NULL, NULL, NULL, &err));
 	/* Claims of an instance not seen for DEAD_S (it died while committing): an upload
 	 * with files is open again, its file back in tmp/ if the dead one had moved it (its
 	 * next block or SAVE commits it); an inline one (its bytes were in that memory) goes.
@@ -846,19 +970,44 @@ static const char q_commit_small[] =
  * primary key each: see ex_many; a key inserted meanwhile, or twice, conflicts). Blob ids
  * are taken first (f is evaluated once) so that each object names its own, and only the
  * objects inserted get their blob, its bytes taken from the array by position (not
- * carried through f). The positions of those objects are returned. */
+ * carried through f). A planned upload (its plan recorded for every instance; $8 its
+ * file, '' for the others; $9: there is one) is inserted only if this statement deletes
+ * that record (p): one commit consumes it, on whichever instance. The positions of the
+ * objects inserted are returned with 1, those of planned uploads whose record was gone
+ * (consumed, replaced, expired) while their key has no object with 0. */
 static const char q_commit_many[] =
     "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::integer[],"
-    " $5::text[]) WITH ORDINALITY AS v(usr, key, size, bs, md5, n)),"
+    " $5::text[], $8::text[]) WITH ORDINALITY AS v(usr, key, size, bs, md5, pf, n)),"
+    " p AS (DELETE FROM plans USING v WHERE $9::boolean AND v.pf <> '' AND"
+    " plans.usr = v.usr AND plans.key = v.key AND plans.file = v.pf RETURNING v.n),"
     " f AS (SELECT nextval('blobs_id_seq') AS bid, v.* FROM v LEFT JOIN LATERAL"
     " (SELECT 1 AS x FROM objects o WHERE o.usr = v.usr AND o.key = v.key LIMIT 1) AS e"
-    " ON true WHERE e.x IS NULL),"
+    " ON true WHERE e.x IS NULL AND (v.pf = '' OR v.n IN (SELECT n FROM p))),"
     " i AS (INSERT INTO objects(usr, key, file, size, block_size, md5, mtime, src)"
     " SELECT usr, key, 'blob:' || bid, size, bs, md5, $7::bigint, '' FROM f"
     " ON CONFLICT (usr, key) DO NOTHING RETURNING substr(file, 6)::bigint AS bid),"
     " b AS (INSERT INTO blobs(id, data) SELECT bid, ($6::bytea[])[n::integer] FROM f"
     " WHERE bid IN (SELECT bid FROM i))"
-    " SELECT n FROM f WHERE bid IN (SELECT bid FROM i)";
+    " SELECT n, 1 FROM f WHERE bid IN (SELECT bid FROM i)"
+    " UNION ALL SELECT n, 0 FROM v WHERE $9::boolean AND v.pf <> '' AND v.n NOT IN"
+    " (SELECT n FROM p) AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.usr = v.usr AND"
+    " o.key = v.key)";
+
+/* Records the plans of new inline uploads whose keys have no object and returns the
+ * positions of those whose keys have one (pg_plan_many): one probe of the primary key
+ * each, as ex_many. A key twice in one call keeps its last plan. */
+static const char q_plan_many[] =
+    "WITH v AS (SELECT * FROM json_to_recordset($2::json) AS v(i bigint, k text, f text,"
+    " s bigint, b integer, c text)),"
+    " e AS (SELECT v.i, v.k FROM v, LATERAL (SELECT 1 FROM objects WHERE usr = $1 AND"
+    " key = v.k LIMIT 1) AS x),"
+    " p AS (INSERT INTO plans(usr, key, file, size, block_size, claim, made_by)"
+    " SELECT DISTINCT ON (k) $1, k, f, s, b, NULLIF(c, ''), $3 FROM v"
+    " WHERE k NOT IN (SELECT k FROM e) ORDER BY k, i DESC"
+    " ON CONFLICT (usr, key) DO UPDATE SET file = excluded.file, size = excluded.size,"
+    " block_size = excluded.block_size, claim = excluded.claim, made_by = excluded.made_by,"
+    " made = now())"
+    " SELECT i FROM e";
 
 static const char q_delete[] =
     "WITH d AS (DELETE FROM objects WHERE usr = $1 AND key = $2 RETURNING file, size),"
@@ -909,7 +1058,25 @@ prepare(PGconn *c, int w)
 	    0, NULL);
 	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
 	PQclear(res);
+	res = PQprepare(c, "plan_many", q_plan_many, 0, NULL);
+	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
 	return ok;
+}
+
+/* Sends the deletion of the record of planned upload u (dropped, or its commit failed):
+ * 1 sent, -1 failed. */
+static int
+send_plan_drop(PGconn *c, const struct store_upload *u)
+{
+	char file[128];
+	const char *v[3] = { u->user, u->key, file };
+
+	upload_fname(u, "", file, sizeof(file));
+	return PQsendQueryParams(c, "DELETE FROM plans WHERE usr = $1 AND key = $2 AND file = $3",
+	           3, NULL, v, NULL, NULL, 0) == 1
+	    ? 1
+	    : -1;
 }
 
 /* Sends a COMMIT job's statement. 1 sent, 0 nothing to send, -1 failed. */
@@ -925,9 +1092,10 @@ send_commit(struct store *s, PGconn *c, struct store_job *j)
 	if (j->err != 0) {
 		/* A failed commit (MD5, files): the upload is discarded, as with SQLite. */
 		v[0] = rid;
-		return u->rid == 0 ? 0
-		    : PQsendQueryParams(c, "DELETE FROM uploads WHERE id = $1::bigint", 1, NULL, v,
-		          NULL, NULL, 0) == 1
+		if (u->rid == 0)
+			return u->planned ? send_plan_drop(c, u) : 0;
+		return PQsendQueryParams(c, "DELETE FROM uploads WHERE id = $1::bigint", 1, NULL, v,
+		           NULL, NULL, 0) == 1
 		    ? 1
 		    : -1;
 	}
@@ -970,8 +1138,9 @@ send_job(struct store *s, PGconn *c, struct store_job *j)
 	case JOB_COMMIT:
 		return send_commit(s, c, j);
 	case JOB_DROP:
+		/* An inline upload's: its plan's record, if one was made (store_check.c). */
 		if (j->u->rid == 0)
-			return 0;
+			return j->u->planned || j->file[0] != '\0' ? send_plan_drop(c, j->u) : 0;
 		snprintf(rid, sizeof(rid), "%" PRId64, j->u->rid);
 		v[0] = rid;
 		return PQsendQueryParams(c,
@@ -1105,21 +1274,24 @@ arr_int(struct pg_arr *a, uint64_t v, size_t n)
 static int
 send_small(struct store *s, PGconn *c, struct store_job *j, int n)
 {
-	static const uint32_t oid[6] = { 25, 25, 20, 23, 25, 17 }; /* text, int8, int4, bytea */
-	struct pg_arr a[6] = { { NULL, 0 } };
-	size_t room[6] = { 0, 0, 8 * (size_t)n, 4 * (size_t)n, 32 * (size_t)n, 0 };
-	const char *v[7];
-	int len[7], fmt[7] = { 1, 1, 1, 1, 1, 1, 1 }, i, r = -1;
+	/* text, int8, int4, bytea */
+	static const uint32_t oid[7] = { 25, 25, 20, 23, 25, 17, 25 };
+	struct pg_arr a[7] = { { NULL, 0 } };
+	size_t room[7] = { 0, 0, 8 * (size_t)n, 4 * (size_t)n, 32 * (size_t)n, 0, 0 };
+	const char *v[9];
+	int len[9], fmt[9] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 }, i, r = -1;
 	struct store_job *k;
-	uint8_t mt[8];
+	uint8_t mt[8], planned = 0;
+	char file[128];
 	int64_t now = util_wall_s();
 
 	for (k = j, i = 0; i < n; k = k->next, i++) {
 		room[0] += strlen(k->u->user);
 		room[1] += k->u->keylen;
 		room[5] += k->u->size;
+		room[6] += k->u->planned ? 81 : 0;
 	}
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < 7; i++)
 		if (arr_begin(&a[i], oid[i], n, room[i]) != 0)
 			goto out;
 	for (k = j, i = 0; i < n; k = k->next, i++) {
@@ -1132,6 +1304,12 @@ send_small(struct store *s, PGconn *c, struct store_job *j, int n)
 		    &a[3], u->block_size < s->o.block_size ? u->block_size : s->o.block_size, 4);
 		arr_elem(&a[4], k->md5, 32);
 		arr_elem(&a[5], u->mem, u->size);
+		/* A planned upload's record, which its commit must consume. */
+		file[0] = '\0';
+		if (u->planned)
+			upload_fname(u, "", file, sizeof(file));
+		arr_elem(&a[6], file, strlen(file));
+		planned |= u->planned != 0;
 	}
 	for (i = 0; i < 6; i++) {
 		v[i] = (const char *)a[i].p;
@@ -1141,15 +1319,20 @@ send_small(struct store *s, PGconn *c, struct store_job *j, int n)
 		mt[i] = (uint8_t)((uint64_t)now >> (8 * (7 - i)));
 	v[6] = (const char *)mt;
 	len[6] = 8;
-	r = PQsendQueryPrepared(c, "commit_many", 7, v, len, fmt, 0) == 1 ? 1 : -1;
+	v[7] = (const char *)a[6].p;
+	len[7] = (int)a[6].len;
+	v[8] = (const char *)&planned;
+	len[8] = 1;
+	r = PQsendQueryPrepared(c, "commit_many", 9, v, len, fmt, 0) == 1 ? 1 : -1;
 out:
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < 7; i++)
 		free(a[i].p);
 	return r;
 }
 
 /* Reads the result of send_small's statement (res, a success) into its n jobs from j on:
- * a job whose position is not returned found its key taken (STEP_EEXIST). */
+ * a job whose position is not returned found its key taken (STEP_EEXIST); one returned
+ * with 0, its plan's record gone (STEP_ENOENT: no upload in progress). */
 static void
 take_small(struct store_job *j, int n, PGresult *res)
 {
@@ -1159,10 +1342,10 @@ take_small(struct store_job *j, int n, PGresult *res)
 
 	for (i = 0; i < PQntuples(res); i++)
 		if ((p = strtol(PQgetvalue(res, i, 0), NULL, 10)) >= 1 && p <= n)
-			done[p - 1] = 1;
+			done[p - 1] = PQgetvalue(res, i, 1)[0] == '1' ? 1 : 2;
 	for (i = 0; i < n; i++, j = j->next)
-		if (!done[i])
-			j->err = STEP_EEXIST;
+		if (done[i] != 1)
+			j->err = done[i] == 2 ? STEP_ENOENT : STEP_EEXIST;
 }
 
 /* Reads one query's result and the NULL after it: 0, or an error (the first one). n > 0:
@@ -1220,7 +1403,8 @@ pipe_chunk(struct store_meta *m, struct store *s, PGconn *c, struct store_job **
 	while (j != NULL && n < PIPE_CHUNK) {
 		for (k = j, i = 0; k != NULL && i < SMALL_MAX && small_commit(k); k = k->next)
 			i++;
-		if (i > 1) {
+		/* A planned one alone too: q_commit_small does not consume its plan. */
+		if (i > 1 || (i == 1 && j->u->planned)) {
 			if (send_small(s, c, j, i) < 0)
 				return STEP_ECONNECT;
 			sent[n] = j;
@@ -1387,6 +1571,9 @@ schema_check(struct store_meta *m, PGconn *c, char *errbuf, size_t errlen)
 	if (v < 1 &&
 	    (!exec_ok(c, schema_v1) || !exec_ok(c, "INSERT INTO step_schema(version) VALUES(1)")))
 		goto fail;
+	if (v < 2 &&
+	    (!exec_ok(c, schema_v2) || !exec_ok(c, "INSERT INTO step_schema(version) VALUES(2)")))
+		goto fail;
 	/* A blob of up to a page stays in its row, uncompressed (as in a pack with SQLite):
 	 * no compression attempt, TOAST chunks and their index entries per small object.
 	 * Set once per database; rows already there are left as they are. */
@@ -1545,6 +1732,9 @@ const struct store_meta_ops store_meta_pg = {
 	.shared = 1,
 	.inline_in_meta = 1,
 	.exists_many = pg_exists_many,
+	.plan_many = pg_plan_many,
+	.plan_find = pg_plan_find,
+	.plan_drop = pg_plan_drop,
 	.upload_find = pg_upload_find,
 	.upload_begin = pg_upload_begin,
 	.upload_drop = pg_upload_drop,

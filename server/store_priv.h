@@ -104,8 +104,10 @@ struct store_upload {
 	int inl;                      /* inline (one block, <= INLINE_MAX): no files, kept in mem */
 	_Atomic uint64_t *inl_budget; /* a big inline upload: the budget it holds size of */
 	int unchecked;                /* shared: SAVEs wait for the check thread (store_check.c) */
-	uint8_t *mem;                 /* inline: the block once received (size bytes), owned */
-	char mem_md5[33];             /* inline: MD5 (hex) of mem */
+	int planned;      /* shared, inline: its plan is recorded for every instance (plan_many), so
+	                   * its commit must consume that record (exactly once, by one instance) */
+	uint8_t *mem;     /* inline: the block once received (size bytes), owned */
+	char mem_md5[33]; /* inline: MD5 (hex) of mem */
 	struct bitmap bm;
 	struct hash_ctx *md5;
 	uint64_t next_hashed; /* blocks [0, next_hashed) are in md5 */
@@ -218,6 +220,11 @@ int upload_catch_up(struct store_upload *u, int fd, uint64_t max_blocks);
 void load_upload(struct store *s, const struct meta_upload_row *row);
 int upload_sync(struct store *s, const char *user, const char *key, size_t keylen, int blocks);
 void upload_forget(struct store *s, struct store_upload *u);
+/* An UPLOAD's lookup where neither this instance nor the uploads rows know the key: the
+ * one-block plan another instance recorded (plan_find), made a planned entry of the map. 0
+ * and a reference in *up, STEP_EEXIST (the key has an object), STEP_ENOENT, an error. */
+int upload_from_plan(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_upload **up);
 int await_queue(struct store *s, struct store_upload *u, struct store_waiter *w);
 void remove_orphans(struct store *s);
 

@@ -821,6 +821,40 @@ upload_from_row(const struct meta_upload_found *f)
 	return u;
 }
 
+int
+upload_from_plan(
+    struct store *s, const char *user, const char *key, size_t keylen, struct store_upload **up)
+{
+	struct meta_upload_found f;
+	struct store_upload *nu, *cur;
+	int r;
+
+	memset(&f, 0, sizeof(f));
+	if ((r = s->mops->plan_find(s->meta, user, key, keylen, &f)) != 0)
+		return r;
+	nu = upload_from_row(&f);
+	free(f.buf);
+	if (nu == NULL)
+		return STEP_ENOMEM;
+	if (!nu->inl) { /* plans are recorded for inline uploads only */
+		upload_free(nu);
+		return STEP_ENOENT;
+	}
+	/* Its commit consumes the record: this instance's or the planner's, not both. */
+	nu->planned = 1;
+	pthread_mutex_lock(&s->mu);
+	if ((cur = map_find(s, nu->id)) == NULL) {
+		map_insert(s, nu); /* the new entry's reference becomes the map's */
+		cur = nu;
+		nu = NULL;
+	}
+	cur->refs++;
+	*up = cur;
+	pthread_mutex_unlock(&s->mu);
+	upload_free(nu);
+	return STEP_OK;
+}
+
 static void shared_commit(
     struct store *s, struct store_upload *u, struct store_job *cj, struct store_waiter *w);
 

@@ -56,15 +56,83 @@ def sc_alternate(pa, pb):
                blk(data2, bs, i))
     p, _ = expect(b, r("FILE", "SAVE", token=tb, key="alt2", size=len(data2)), 200)
     check(p["received"] == [[0, 0], [2, 2]], "B's plan lists A's blocks: %r" % p)
-    # A one-block (inline) upload lives in the memory of the instance that planned it until
-    # its commit (documented): its block on the other instance is 408, a SAVE there works.
+    # A one-block (inline) upload SAVEd on A and re-SAVEd on B (a client that moved): B's
+    # plan replaces A's; its block on B commits, A's stale plan then finds the key taken.
     expect(a, r("FILE", "SAVE", token=ta, key="small", size=5), 200)
-    expect(b, r("FILE", "UPLOAD", token=tb, key="small", block_index=0), 408, b"hello")
     expect(b, r("FILE", "SAVE", token=tb, key="small", size=5), 200)
     expect(b, r("FILE", "UPLOAD", token=tb, key="small", block_index=0), 200, b"hello")
     verify(pa, "small", b"hello")
     expect(a, r("FILE", "UPLOAD", token=ta, key="small", block_index=0), 402, b"hello",
            what="A's stale inline plan: the key exists now")
+    still_serving(pa)
+    still_serving(pb)
+
+
+def objects_of(port, key):
+    """The object of key as GET and a full DOWNLOAD on port see it: (md5, bytes)."""
+    c, t = sess(port)
+    g, _ = expect(c, r("FILE", "GET", token=t, key=key), 200, what="GET %s" % key)
+    got = download(c, t, key)
+    c.close()
+    return g["md5"], got
+
+
+def sc_small_cross(pa, pb):
+    """One-block uploads whose SAVE and UPLOAD reach different instances (a client with a
+    connection per request behind a balancer): SAVE on A, UPLOAD on B (directly) commits
+    with the right md5; the object reads the same on both; the same UPLOAD again, on A or
+    on B, is refused alike (402) and makes no second object. Also: a re-SAVE on A, then the
+    UPLOAD on B; SAVEs on A of one key, the UPLOAD on B gets the last plan's size; an
+    DELETE on B of a plan made on A drops it (then 408 on both); an UPLOAD of a key never
+    SAVEd is 408 on both; a plan consumed by a commit on B and its object then DELETEd:
+    the stale plan's UPLOAD on A is 408 and creates nothing."""
+    a, ta = sess(pa)
+    b, tb = sess(pb)
+    for n, size in enumerate((1, 100, 5000, 16 * 1024)):
+        key = "x%d" % n
+        data = os.urandom(size)
+        p, _ = expect(a, r("FILE", "SAVE", token=ta, key=key, size=size), 200)
+        check(p["total_block"] == 1, "one block: %r" % p)
+        up, _ = expect(b, r("FILE", "UPLOAD", token=tb, key=key, block_index=0), 200, data,
+                       what="UPLOAD of %s on B after its SAVE on A" % key)
+        check(up.get("md5") == md5(data), "B's answer carries the md5: %r" % up)
+        ma, ga = objects_of(pa, key)
+        mb, gb = objects_of(pb, key)
+        check(ma == mb == md5(data) and ga == gb == data, "%s identical on A and B" % key)
+        for c, t, who in ((a, ta, "A"), (b, tb, "B")):
+            expect(c, r("FILE", "UPLOAD", token=t, key=key, block_index=0), 402, data,
+                   what="the same UPLOAD again on %s" % who)
+        check(objects_of(pa, key) == (ma, ga), "%s unchanged" % key)
+    # A re-SAVE on A (the plan looked up and recorded again), the UPLOAD on B.
+    expect(a, r("FILE", "SAVE", token=ta, key="resave", size=7), 200)
+    expect(a, r("FILE", "SAVE", token=ta, key="resave", size=7), 200)
+    up, _ = expect(b, r("FILE", "UPLOAD", token=tb, key="resave", block_index=0), 200,
+                   b"resaved")
+    check(up.get("md5") == md5(b"resaved"), "re-SAVE: %r" % up)
+    # A SAVE of another size starts over: B takes the last plan (6 bytes, not 4).
+    expect(a, r("FILE", "SAVE", token=ta, key="sizes", size=4), 200)
+    expect(a, r("FILE", "SAVE", token=ta, key="sizes", size=6), 200)
+    expect(b, r("FILE", "UPLOAD", token=tb, key="sizes", block_index=0), 406, b"four",
+           what="the first plan's length")
+    expect(b, r("FILE", "UPLOAD", token=tb, key="sizes", block_index=0), 200, b"sixsix")
+    # A DELETE on B drops A's plan as A would (404, its data deleted): then 408 on both.
+    expect(a, r("FILE", "SAVE", token=ta, key="dropped", size=3), 200)
+    d, _ = expect(b, r("FILE", "DELETE", token=tb, key="dropped"), 404)
+    check("deleted" in d["status_msg"], "the upload's data deleted: %r" % d)
+    for c, t in ((a, ta), (b, tb)):
+        expect(c, r("FILE", "UPLOAD", token=t, key="dropped", block_index=0), 408, b"abc",
+               what="UPLOAD of a plan DELETEd on B")
+    # Never SAVEd: the protocol's 408 on both.
+    for c, t in ((a, ta), (b, tb)):
+        expect(c, r("FILE", "UPLOAD", token=t, key="never", block_index=0), 408, b"x")
+    # Consumed on B, then DELETEd: A's copy of the plan is stale (408, nothing created).
+    expect(a, r("FILE", "SAVE", token=ta, key="gone", size=3), 200)
+    expect(b, r("FILE", "UPLOAD", token=tb, key="gone", block_index=0), 200, b"one")
+    expect(b, r("FILE", "DELETE", token=tb, key="gone"), 200)
+    expect(a, r("FILE", "UPLOAD", token=ta, key="gone", block_index=0), 408, b"two",
+           what="a consumed plan's UPLOAD after the object's DELETE")
+    expect(b, r("FILE", "GET", token=tb, key="gone"), 404)
+    expect(a, r("FILE", "GET", token=ta, key="gone"), 404)
     still_serving(pa)
     still_serving(pb)
 
@@ -357,6 +425,20 @@ def sc_expire(pa, pb):
                blk(live, DEFAULT_BS, k))
     verify(pa, "live", live)
     still_serving(pa)
+
+
+def sc_plan_expire1(pa, pb):
+    """Phase 1 of 'an abandoned plan expires': a one-block SAVE on A, never UPLOADed."""
+    a, ta = sess(pa)
+    expect(a, r("FILE", "SAVE", token=ta, key="pexp", size=10), 200)
+
+
+def sc_plan_expire2(pa, pb):
+    """Phase 2: the plan's record is gone (swept): its block on B is 408, no object."""
+    b, tb = sess(pb)
+    expect(b, r("FILE", "UPLOAD", token=tb, key="pexp", block_index=0), 408, b"0123456789")
+    expect(b, r("FILE", "GET", token=tb, key="pexp"), 404)
+    still_serving(pb)
 
 
 def sc_alt_again(pa, pb):

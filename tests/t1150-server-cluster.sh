@@ -32,6 +32,14 @@ ok 'blocks alternating between the instances; the object verifies on both' \
 	"$W alternate $PA $PB"
 ok 'blocks of one upload sent to both instances at once: no bit lost, one commit' \
 	"$W concurrent $PA $PB"
+ok 'a small key SAVEd on A, its block UPLOADed on B: committed once, same on both' \
+	"$W small_cross $PA $PB"
+# sql_is SQL WANT — the database's answer to SQL is WANT.
+sql_is() { [ "$(pg_psql "$1" cluster)" = "$2" ]; }
+ok 'every plan those commits consumed is gone' \
+	"sql_is \"SELECT count(*) FROM plans WHERE key IN ('x0', 'x1', 'x2', 'x3', 'resave', 'sizes', 'gone')\" 0"
+ok 'no blob without an object (no second object was stored)' \
+	"sql_is \"SELECT count(*) FROM blobs WHERE 'blob:' || id NOT IN (SELECT file FROM objects)\" 0"
 ok 'half an upload through A' "$W kill_a $PA $PB '$T_DIR/killed.bin'"
 kill -KILL "$PIDA"
 wait "$PIDA" 2>/dev/null
@@ -46,6 +54,28 @@ ok 'the same new small key pipelined to both at once: one commit, answers that a
 	"$W small_race $PA $PB"
 ok 'DELETE on one instance against DOWNLOAD and commit on the other' \
 	"$W delete_race $PA $PB"
+
+# The deployed client's connection-per-block mode (a new connection and LOGIN for every
+# request) through HAProxy balancing round-robin over A and B: the UPLOADs of a file land
+# on other instances than its SAVE, one-block files included.
+if command -v haproxy >/dev/null; then
+	PF=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	sed 's/balance leastconn/balance roundrobin/' "$TOP/contrib/haproxy/haproxy.cfg" >"$T_DIR/rr.cfg"
+	STEP_FRONT=127.0.0.1:$PF STEPD_A=127.0.0.1:$PA STEPD_B=127.0.0.1:$PB \
+		haproxy -db -f "$T_DIR/rr.cfg" >"$T_DIR/haproxy.log" 2>&1 &
+	track_pid $!
+	front_up() { python3 -c "import socket; socket.create_connection(('127.0.0.1', $PF), 1)"; }
+	ok 'HAProxy (round-robin) in front of A and B' 'wait_for front_up 400'
+	RC="python3 $PEERS/ref_client.py --host 127.0.0.1 --port $PF --timeout 30 -q --mode conn-per-block"
+	for n in 1 700 5000 16384 20000 70000; do
+		head -c $n /dev/urandom >"$T_DIR/rr$n.bin"
+		ok "reference client, a connection per request via HAProxy: $n bytes up and down" \
+			"$RC --file rr$n.bin --key rr$n && $RC download --key rr$n --out rr$n.out &&
+			cmp rr$n.bin rr$n.out"
+	done
+else
+	ok 'HAProxy tests # SKIP haproxy is not installed' true
+fi
 stop_stepd $PIDA
 ra=$?
 stop_stepd $PIDB
@@ -55,6 +85,11 @@ ok 'both instances stop with exit 0' "[ $ra -eq 0 ] && [ $rb -eq 0 ]"
 two --upload-ttl 3
 ok 'abandoned uploads expire with two instances; one in use never does' \
 	"$W expire $PA $PB '$ROOT'"
+ok 'a small key SAVEd on A: its plan is recorded for B' "$W plan_expire1 $PA $PB"
+ok 'the plan is recorded' "sql_is \"SELECT count(*) FROM plans WHERE key = 'pexp'\" 1"
+plan_gone() { sql_is "SELECT count(*) FROM plans WHERE key = 'pexp'" 0; }
+ok 'an abandoned plan expires (both instances sweeping)' 'wait_for plan_gone 400'
+ok 'its UPLOAD is then refused on B (408)' "$W plan_expire2 $PA $PB"
 
 stop_stepd $PIDA
 ra=$?
