@@ -170,8 +170,8 @@ hash_sha256_many(
 
 		if (__atomic_load_n(&ni, __ATOMIC_RELAXED) < 0)
 			__atomic_store_n(&ni, sha_ni(), __ATOMIC_RELAXED);
-		mb_hash(__atomic_load_n(&ni, __ATOMIC_RELAXED) ? &sha_ni_tail : &sha, sha_block_avx512,
-		    n, data, len, &out[0][0]);
+		mb_hash(__atomic_load_n(&ni, __ATOMIC_RELAXED) ? &sha_ni_tail : &sha,
+		    sha_block_avx512, n, data, len, &out[0][0]);
 		return;
 	}
 #endif
