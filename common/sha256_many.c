@@ -146,7 +146,7 @@ hash_sha256_many(
 		.iv = sha256_iv,
 		.be = 1,
 		.min_active = 1,
-		.blocks = NULL, /* never needed: the lanes run to the end */
+		.blocks = NULL, /* the lanes run to the end (without SHA-NI) */
 		.digest = sha_digest,
 		.outlen = HASH_SHA256_LEN,
 	};
@@ -157,21 +157,16 @@ hash_sha256_many(
 		vec = hash_sha256_many_lanes(1);
 #ifdef MB_VECTOR
 	if (vec && n > 0) {
-		static const struct mb_algo sha_ni_tail = {
-			.nst = 8,
-			.iv = sha256_iv,
-			.be = 1,
-			.min_active = SHA_NI_LANES,
-			.blocks = sha_blocks_ni,
-			.digest = sha_digest,
-			.outlen = HASH_SHA256_LEN,
-		};
 		static int ni = -1;
+		struct mb_algo a = sha;
 
 		if (__atomic_load_n(&ni, __ATOMIC_RELAXED) < 0)
 			__atomic_store_n(&ni, sha_ni(), __ATOMIC_RELAXED);
-		mb_hash(__atomic_load_n(&ni, __ATOMIC_RELAXED) ? &sha_ni_tail : &sha,
-		    sha_block_avx512, n, data, len, &out[0][0]);
+		if (__atomic_load_n(&ni, __ATOMIC_RELAXED)) {
+			a.min_active = SHA_NI_LANES; /* the last few finished through SHA-NI */
+			a.blocks = sha_blocks_ni;
+		}
+		mb_hash(&a, sha_block_avx512, n, data, len, &out[0][0]);
 		return;
 	}
 #endif
