@@ -34,10 +34,10 @@ t_started() {
 t_cleanup() {
 	# Daemons an ok body started (in its subshell) outlive it, adopted by init: they are
 	# in $T_DIR/.pids with their start time, which tells them from a reused PID.
-	while read -r p t; do
+	[ ! -f "$T_DIR/.pids" ] || while read -r p t; do
 		[ -n "$t" ] && ! t_alive "$p" && [ "$(t_started "$p")" = "$t" ] &&
 			kill -TERM "$p" 2>/dev/null
-	done <"$T_DIR/.pids" 2>/dev/null
+	done <"$T_DIR/.pids"
 	for p in $t_pids; do
 		t_alive "$p" && kill -TERM "$p" 2>/dev/null
 	done
