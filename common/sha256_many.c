@@ -9,11 +9,14 @@
  */
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Update from a given state: no EVP call does */
 #include <string.h>
-#include <cpuid.h>
-#include <openssl/sha.h>
 
 #include "hash.h"
 #include "mbhash.h"
+
+#ifdef MB_VECTOR /* x86-64 */
+#include <cpuid.h>
+#include <openssl/sha.h>
+#endif
 
 static const uint32_t sha256_iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f,
 	0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
