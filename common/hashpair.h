@@ -1,10 +1,10 @@
 /*
  * hashpair.h — a batch of messages hashed by two threads: the caller and one helper.
  *
- * hash_sha256_many and md5_many hash 16 messages side by side on one core. A large file's
- * chunks come in batches of SYNC_CHUNK_BATCH; on two cores, the second half of a batch is
- * hashed by a helper thread while the caller hashes the first, which halves the time a
- * backup of a large, mostly unchanged file takes. A batch of fewer than HASHPAIR_SPLIT
+ * hash_sha256_many and md5_many hash 16 messages side by side on one core. On two cores,
+ * the second half of a batch (a sync's chunks of a large file) is hashed by a helper thread
+ * while the caller hashes the first: a backup of a large, mostly unchanged file is bound by
+ * that hashing, and takes about half the time. A batch of fewer than HASHPAIR_SPLIT
  * messages is hashed by the caller alone: a half with few lanes busy costs as much as a
  * full one.
  */
