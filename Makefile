@@ -144,10 +144,12 @@ format:
 format-check:
 	clang-format --dry-run -Werror $(C_FILES)
 
+# cppcheck reads GCC vector types (md5.c's lanes) as arrays of one element.
 lint:
 	@! grep -nE '\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|strtok)\(' $(C_FILES) || \
 	    { echo "lint: banned function"; exit 1; }
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	    --suppress=ctuArrayIndex:common/md5.c \
 	    -Icommon -Idb -Iconfig -Iserver -Iagent common db config server agent
 
 install: all
