@@ -251,6 +251,7 @@ login_reply(struct handler *h, const char *user, size_t ulen, const char *token)
 	}
 	json_array_append_new(ext, json_string("any_block"));
 	json_array_append_new(ext, json_string("replace"));
+	json_array_append_new(ext, json_string("list_mtime"));
 	json_object_set_new(reply, "token", json_string(token));
 	json_object_set_new(reply, "server", json_string("stepd/" STEPD_VERSION));
 	json_object_set_new(reply, "extensions", ext);

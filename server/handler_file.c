@@ -13,6 +13,7 @@
 #include "handler_priv.h"
 #include "hash.h"
 #include "step.h"
+#include "util.h"
 
 /* Adds key and the plan fields to reply. */
 static void
@@ -415,10 +416,21 @@ file_delete(struct hreq *r)
 	return hreq_fail(r, handler_status(e), "Cannot delete the file.");
 }
 
+/* A LIST answer's arrays: the keys and (list_mtime) their commit times, or NULL. */
+struct list_out {
+	json_t *keys, *mtimes;
+};
+
 static int
-list_add(void *arg, const char *key, size_t keylen)
+list_add(void *arg, const char *key, size_t keylen, int64_t mtime)
 {
-	return json_array_append_new(arg, json_stringn(key, keylen)) == 0 ? 0 : STEP_ENOMEM;
+	struct list_out *o = arg;
+
+	if (json_array_append_new(o->keys, json_stringn(key, keylen)) != 0 ||
+	    (o->mtimes != NULL &&
+	        json_array_append_new(o->mtimes, json_integer((json_int_t)mtime)) != 0))
+		return STEP_ENOMEM;
+	return 0;
 }
 
 int
@@ -427,7 +439,8 @@ handler_list(struct hreq *r, int data)
 	const char *prefix = "", *after = "";
 	size_t plen = 0, alen = 0;
 	long long limit = 1000;
-	json_t *keys, *reply;
+	struct list_out o = { NULL, NULL };
+	json_t *mt, *reply;
 	int64_t gen = 0;
 	int e, more = 0;
 
@@ -438,23 +451,33 @@ handler_list(struct hreq *r, int data)
 	e = codec_get_int(r->req, "limit", &limit);
 	if (e == STEP_EINVAL || limit < 1 || limit > 10000)
 		return hreq_fail(r, STEP_ST_FIELD, "Field \"limit\" must be an integer 1..10000.");
-	if ((keys = json_array()) == NULL)
+	/* list_mtime: FILE only (records have no times); null is absent, as for the others. */
+	mt = data ? NULL : json_object_get(r->req, "mtimes");
+	if (mt != NULL && !json_is_null(mt) && !json_is_boolean(mt))
+		return hreq_fail(r, STEP_ST_FIELD, "Field \"mtimes\" must be a boolean.");
+	if ((o.keys = json_array()) == NULL ||
+	    (json_is_true(mt) && (o.mtimes = json_array()) == NULL)) {
+		json_decref(o.keys);
 		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
+	}
 	/* objgen: read before the listing, so a removal after it shows as a newer gen. */
 	if ((e = store_obj_gen(r->h->st, r->user, &gen)) == 0)
-		e = store_list(r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add,
-		    keys, &more);
-	if (e != 0) {
-		json_decref(keys);
-		return hreq_fail(r, handler_status(e), "Cannot list keys.");
+		e = store_list(
+		    r->h->st, r->user, data, prefix, plen, after, alen, limit, list_add, &o, &more);
+	if (e != 0 || (reply = hreq_ok_alloc(r, "OK")) == NULL) {
+		json_decref(o.keys);
+		json_decref(o.mtimes);
+		return e != 0 ? hreq_fail(r, handler_status(e), "Cannot list keys.")
+		              : hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
 	}
-	if ((reply = hreq_ok_alloc(r, "OK")) == NULL) {
-		json_decref(keys);
-		return hreq_fail(r, STEP_ST_INTERNAL, "Server out of memory.");
-	}
-	json_object_set_new(reply, "keys", keys);
+	json_object_set_new(reply, "keys", o.keys);
 	json_object_set_new(reply, "more", json_boolean(more));
 	json_object_set_new(reply, "obj_gen", json_integer((json_int_t)gen));
+	/* list_mtime: the server's clock after the listing, so no listed mtime is later. */
+	if (o.mtimes != NULL) {
+		json_object_set_new(reply, "mtimes", o.mtimes);
+		json_object_set_new(reply, "now", json_integer((json_int_t)util_wall_s()));
+	}
 	return hreq_send(r, reply);
 }
 

@@ -732,7 +732,7 @@ store_data_delete(
 int
 store_list(struct store *s, const char *user, int data, const char *prefix, size_t plen,
     const char *after, size_t alen, long long limit,
-    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
+    int (*fn)(void *arg, const char *key, size_t keylen, int64_t mtime), void *arg, int *more)
 {
 	return s->mops->list(s->meta, user, data, prefix, plen, after, alen, limit, fn, arg, more);
 }

@@ -248,13 +248,14 @@ int store_data_delete(
     struct store *s, const char *user, const char *key, size_t keylen, struct store_waiter *w);
 
 /*
- * LIST: calls fn(arg, key, keylen) for at most limit keys of user's completed objects
- * (data != 0: DATA records) that start with prefix and sort after after (byte order).
- * *more is set to 1 when further keys exist. Returns 0, fn's non-zero value, STEP_EIO.
+ * LIST: calls fn(arg, key, keylen, mtime) for at most limit keys of user's completed
+ * objects (data != 0: DATA records) that start with prefix and sort after after (byte
+ * order); mtime is the object's commit time (Unix seconds; 0 for records). *more is set to
+ * 1 when further keys exist. Returns 0, fn's non-zero value, STEP_EIO.
  */
 int store_list(struct store *s, const char *user, int data, const char *prefix, size_t plen,
     const char *after, size_t alen, long long limit,
-    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more);
+    int (*fn)(void *arg, const char *key, size_t keylen, int64_t mtime), void *arg, int *more);
 
 /* The store's id (objgen extension): 32 lower-case hex digits, random when the store was
  * first initialised, kept in meta.db; the same for the store's lifetime. Borrowed. */

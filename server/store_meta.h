@@ -64,9 +64,11 @@ struct store_meta_ops {
 	    struct store_meta *m, const char *file, uint64_t off, uint8_t *dst, size_t len);
 	int (*data_get)(
 	    struct store_meta *m, const char *user, const char *key, size_t keylen, char **json);
+	/* store_list (store.h): fn gets each object's mtime column (records: 0). */
 	int (*list)(struct store_meta *m, const char *user, int data, const char *prefix,
 	    size_t plen, const char *after, size_t alen, long long limit,
-	    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more);
+	    int (*fn)(void *arg, const char *key, size_t keylen, int64_t mtime), void *arg,
+	    int *more);
 	int (*obj_gen)(struct store_meta *m, const char *user, int64_t *gen);
 	/* Calls fn for every recorded upload in progress (start-up). */
 	int (*uploads)(struct store_meta *m, struct store *s,

@@ -474,19 +474,20 @@ pg_data_get(struct store_meta *m, const char *user, const char *key, size_t keyl
 static int
 pg_list(struct store_meta *m, const char *user, int data, const char *prefix, size_t plen,
     const char *after, size_t alen, long long limit,
-    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
+    int (*fn)(void *arg, const char *key, size_t keylen, int64_t mtime), void *arg, int *more)
 {
 	/* [table][strict][upper bound]; a range on the (usr, key) primary key (C collation:
-	 * byte order), then starts_with() for the prefix itself. */
+	 * byte order), then starts_with() for the prefix itself. Objects with their commit
+	 * times (list_mtime). */
 	static const char *const sql[2][2][2] = {
-		{ { "SELECT key FROM objects WHERE usr = $1 AND key >= $2 AND starts_with(key, $3)"
-		    " ORDER BY key LIMIT $4::bigint",
-		      "SELECT key FROM objects WHERE usr = $1 AND key >= $2 AND key < $5 AND"
-		      " starts_with(key, $3) ORDER BY key LIMIT $4::bigint" },
-		    { "SELECT key FROM objects WHERE usr = $1 AND key > $2 AND starts_with(key, $3)"
-		      " ORDER BY key LIMIT $4::bigint",
-		        "SELECT key FROM objects WHERE usr = $1 AND key > $2 AND key < $5 AND"
-		        " starts_with(key, $3) ORDER BY key LIMIT $4::bigint" } },
+		{ { "SELECT key, mtime FROM objects WHERE usr = $1 AND key >= $2 AND"
+		    " starts_with(key, $3) ORDER BY key LIMIT $4::bigint",
+		      "SELECT key, mtime FROM objects WHERE usr = $1 AND key >= $2 AND key < $5"
+		      " AND starts_with(key, $3) ORDER BY key LIMIT $4::bigint" },
+		    { "SELECT key, mtime FROM objects WHERE usr = $1 AND key > $2 AND"
+		      " starts_with(key, $3) ORDER BY key LIMIT $4::bigint",
+		        "SELECT key, mtime FROM objects WHERE usr = $1 AND key > $2 AND key < $5"
+		        " AND starts_with(key, $3) ORDER BY key LIMIT $4::bigint" } },
 		{ { "SELECT key FROM data WHERE usr = $1 AND key >= $2 AND starts_with(key, $3)"
 		    " ORDER BY key LIMIT $4::bigint",
 		      "SELECT key FROM data WHERE usr = $1 AND key >= $2 AND key < $5 AND"
@@ -526,7 +527,8 @@ pg_list(struct store_meta *m, const char *user, int data, const char *prefix, si
 			*more = 1;
 			break;
 		}
-		err = fn(arg, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+		err = fn(arg, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0),
+		    data ? 0 : (int64_t)strtoll(PQgetvalue(res, i, 1), NULL, 10));
 	}
 	PQclear(res);
 	return err;

@@ -198,12 +198,12 @@ out:
 static int
 sq_list(struct store_meta *m, const char *user, int data, const char *prefix, size_t plen,
     const char *after, size_t alen, long long limit,
-    int (*fn)(void *arg, const char *key, size_t keylen), void *arg, int *more)
+    int (*fn)(void *arg, const char *key, size_t keylen, int64_t mtime), void *arg, int *more)
 {
 	static const char *const sql[2][2] = {
-		{ "SELECT key FROM objects WHERE user = ?1 AND key >= ?2 AND key < ?3 AND "
+		{ "SELECT key, mtime FROM objects WHERE user = ?1 AND key >= ?2 AND key < ?3 AND "
 		  "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key",
-		    "SELECT key FROM objects WHERE user = ?1 AND key > ?2 AND key < ?3 AND "
+		    "SELECT key, mtime FROM objects WHERE user = ?1 AND key > ?2 AND key < ?3 AND "
 		    "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key" },
 		{ "SELECT key FROM data WHERE user = ?1 AND key >= ?2 AND key < ?3 AND "
 		  "substr(CAST(key AS BLOB), 1, ?5) = CAST(?4 AS BLOB) ORDER BY key",
@@ -242,7 +242,8 @@ sq_list(struct store_meta *m, const char *user, int data, const char *prefix, si
 			break;
 		}
 		if ((r = fn(arg, (const char *)sqlite3_column_text(st, 0),
-		         (size_t)sqlite3_column_bytes(st, 0))) != 0)
+		         (size_t)sqlite3_column_bytes(st, 0),
+		         data ? 0 : (int64_t)sqlite3_column_int64(st, 1))) != 0)
 			goto out;
 		n++;
 	}

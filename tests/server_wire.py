@@ -11,6 +11,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 HOST = "127.0.0.1"
 DEFAULT_BS = 20480  # stepd's default plan: the deployed clients' block size
@@ -450,6 +451,58 @@ def sc_list(port):
     expect(c, r("DATA", "SAVE", token=tok, key="zzz", v=1), 200)
     rep, _ = expect(c, r("DATA", "LIST", token=tok, prefix="cfg."), 200)
     check(rep["keys"] == ["cfg.a", "cfg.b"], "DATA LIST %r" % rep)
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def sc_list_mtime(port):
+    """list_mtime: FILE LIST with "mtimes": true also answers each object's commit time and
+    the server's clock; without it the answer is unchanged; DATA LIST ignores it."""
+    c = Conn(port)
+    rep, _ = c.req(r("AUTH", "LOGIN", username=CUR["user"], password=md5(CUR["user"].encode())))
+    check(rep["status"] == 200 and "list_mtime" in rep.get("extensions", []),
+          "list_mtime advertised: %r" % rep)
+    tok = rep["token"]
+    t0 = int(time.time())
+    # A one-block object, one of several blocks, one through PUTMANY: each commit path.
+    upload(c, tok, "lm.a", b"small")
+    upload(c, tok, "lm.b", os.urandom(2 * DEFAULT_BS + 7))
+    pm_expect(c, tok, [("lm.c", b"batched")], [200])
+    expect(c, r("FILE", "SAVE", token=tok, key="lm.d", size=10), 200)  # in progress
+    rep, _ = expect(c, r("FILE", "LIST", token=tok, prefix="lm.", mtimes=True), 200)
+    t1 = int(time.time())
+    keys, mt, now = rep["keys"], rep.get("mtimes"), rep.get("now")
+    check(keys == ["lm.a", "lm.b", "lm.c"] and rep["more"] is False and is_int(rep["obj_gen"]),
+          "LIST with mtimes: %r" % rep)
+    check(isinstance(mt, list) and len(mt) == len(keys), "one mtime per key: %r" % rep)
+    check(is_int(now) and t0 - 1 <= now <= t1 + 1, "now is the server's clock: %r" % rep)
+    check(all(is_int(m) and t0 - 1 <= m <= now for m in mt),
+          "mtimes within [%d, now]: %r" % (t0 - 1, rep))
+    # Paging keeps keys and mtimes aligned.
+    p1, _ = expect(c, r("FILE", "LIST", token=tok, prefix="lm.", limit=2, mtimes=True), 200)
+    check(p1["keys"] == keys[:2] and p1["mtimes"] == mt[:2] and p1["more"] is True,
+          "first page: %r" % p1)
+    p2, _ = expect(c, r("FILE", "LIST", token=tok, prefix="lm.", after="lm.b", mtimes=True), 200)
+    check(p2["keys"] == keys[2:] and p2["mtimes"] == mt[2:] and is_int(p2["now"]),
+          "second page: %r" % p2)
+    rep, _ = expect(c, r("FILE", "LIST", token=tok, prefix="none.", mtimes=True), 200)
+    check(rep["keys"] == [] and rep["mtimes"] == [] and is_int(rep["now"]), "empty: %r" % rep)
+    # Without the flag (absent, false, null as for the other fields) the answer is as before.
+    for kw in ({}, {"mtimes": False}, {"mtimes": None}):
+        rep, _ = expect(c, r("FILE", "LIST", token=tok, prefix="lm.", **kw), 200)
+        check(rep["keys"] == keys and "mtimes" not in rep and "now" not in rep,
+              "LIST %r: no mtimes, no now: %r" % (kw, rep))
+    expect(c, r("FILE", "LIST", token=tok, mtimes="yes"), 410)
+    expect(c, r("FILE", "LIST", token=tok, mtimes=1), 410)
+    # DATA: records have no times; the field is ignored.
+    expect(c, r("DATA", "SAVE", token=tok, key="lm.cfg", v=1), 200)
+    for v in (True, "yes"):
+        rep, _ = expect(c, r("DATA", "LIST", token=tok, prefix="lm.", mtimes=v), 200)
+        check(rep["keys"] == ["lm.cfg"] and "mtimes" not in rep and "now" not in rep,
+              "DATA LIST mtimes=%r: %r" % (v, rep))
+    still_serving(port)
 
 
 def sc_zero(port):
