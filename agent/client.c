@@ -424,6 +424,7 @@ static const struct {
 	{ "any_block", CLIENT_EXT_ANY_BLOCK },
 	{ "save_md5", CLIENT_EXT_SAVE_MD5 },
 	{ "replace", CLIENT_EXT_REPLACE },
+	{ "list_mtime", CLIENT_EXT_LIST_MTIME },
 };
 
 /* The bit of extension name, 0 when unknown. */
@@ -873,65 +874,120 @@ client_file_delete(struct client *c, const char *key)
 	return r;
 }
 
-int
-client_list(struct client *c, const char *prefix, char ***keysp, size_t *np)
+/* One LIST page after *afterp (NULL: from the start) into fn; *afterp becomes its last key
+ * and *morep says whether more pages follow. */
+static int
+list_page(struct client *c, const char *prefix, int mtimes, char **afterp, int *morep,
+    int (*fn)(void *arg, const char *key, int64_t mtime, int64_t now), void *arg)
 {
-	json_t *req = NULL, *resp = NULL, *keys, *v;
-	char **out = NULL, **tmp, *after = NULL;
-	size_t n = 0, i;
-	int r, more;
+	json_t *req, *resp = NULL, *keys, *times = NULL, *v;
+	int64_t now = 0;
+	size_t i;
+	int r;
+
+	if ((req = client_req(c, "FILE", "LIST")) == NULL)
+		return client_fail(c, STEP_ENOMEM, "out of memory");
+	json_object_set_new(req, "prefix", json_string(prefix ? prefix : ""));
+	json_object_set_new(req, "limit", json_integer(1000));
+	if (*afterp != NULL)
+		json_object_set_new(req, "after", json_string(*afterp));
+	if (mtimes)
+		json_object_set_new(req, "mtimes", json_true());
+	if ((r = client_request(c, req, NULL, 0, &resp)) != 0) {
+		if (r == STEP_ESTATUS)
+			client_fail_status(c, r, "listing refused", c->status);
+		goto out;
+	}
+	keys = json_object_get(resp, "keys");
+	if (mtimes) {
+		times = json_object_get(resp, "mtimes");
+		now = json_integer_value(json_object_get(resp, "now"));
+	}
+	if (!json_is_array(keys) ||
+	    (mtimes && (json_array_size(times) != json_array_size(keys) || now <= 0))) {
+		r = client_fail(c, STEP_EPROTO, "listing answer without keys (or their times)");
+		goto out;
+	}
+	json_array_foreach(keys, i, v)
+	{
+		if (!json_is_string(v))
+			continue;
+		if ((r = fn(arg, json_string_value(v),
+		         mtimes ? json_integer_value(json_array_get(times, i)) : 0, now)) != 0)
+			goto out;
+		free(*afterp);
+		if ((*afterp = strdup(json_string_value(v))) == NULL) {
+			r = client_fail(c, STEP_ENOMEM, "out of memory");
+			goto out;
+		}
+	}
+	*morep = json_is_true(json_object_get(resp, "more")) && json_array_size(keys) > 0;
+	r = STEP_OK;
+out:
+	json_decref(req);
+	json_decref(resp);
+	return r;
+}
+
+int
+client_list_each(struct client *c, const char *prefix, int mtimes,
+    int (*fn)(void *arg, const char *key, int64_t mtime, int64_t now), void *arg)
+{
+	char *after = NULL;
+	int r, more = 1;
 
 	if ((r = client_ensure(c)) != 0)
 		return r;
 	if (!(c->ext & CLIENT_EXT_LIST))
 		return client_fail(c, STEP_EPROTO, "server does not support listing keys");
-	do {
-		json_decref(req);
-		json_decref(resp);
-		resp = NULL;
-		if ((req = client_req(c, "FILE", "LIST")) == NULL) {
-			r = client_fail(c, STEP_ENOMEM, "out of memory");
-			goto out;
-		}
-		json_object_set_new(req, "prefix", json_string(prefix ? prefix : ""));
-		json_object_set_new(req, "limit", json_integer(1000));
-		if (after != NULL)
-			json_object_set_new(req, "after", json_string(after));
-		if ((r = client_request(c, req, NULL, 0, &resp)) != 0) {
-			if (r == STEP_ESTATUS)
-				client_fail_status(c, r, "listing refused", c->status);
-			goto out;
-		}
-		keys = json_object_get(resp, "keys");
-		if (!json_is_array(keys)) {
-			r = client_fail(c, STEP_EPROTO, "listing answer without keys");
-			goto out;
-		}
-		tmp = realloc(out, (n + json_array_size(keys) + 1) * sizeof(*out));
-		if (tmp == NULL) {
-			r = client_fail(c, STEP_ENOMEM, "out of memory");
-			goto out;
-		}
-		out = tmp;
-		json_array_foreach(keys, i, v)
-		{
-			if (json_is_string(v) && (out[n] = strdup(json_string_value(v))) != NULL)
-				n++;
-		}
-		more = json_is_true(json_object_get(resp, "more")) && json_array_size(keys) > 0;
-		free(after);
-		after = n > 0 ? strdup(out[n - 1]) : NULL;
-	} while (more && after != NULL);
-	*keysp = out;
-	*np = n;
-	out = NULL;
-	r = STEP_OK;
-out:
-	client_keys_free(out, n);
+	if (mtimes && !(c->ext & CLIENT_EXT_LIST_MTIME))
+		return client_fail(c, STEP_EPROTO, "server does not list the times of objects");
+	while (more && r == 0)
+		r = list_page(c, prefix, mtimes, &after, &more, fn, arg);
 	free(after);
-	json_decref(req);
-	json_decref(resp);
 	return r;
+}
+
+struct key_vec {
+	char **v;
+	size_t n, cap;
+};
+
+static int
+key_vec_add(void *arg, const char *key, int64_t mtime, int64_t now)
+{
+	struct key_vec *kv = arg;
+	char **tmp;
+
+	(void)mtime;
+	(void)now;
+	if (kv->n == kv->cap) {
+		kv->cap = kv->cap ? 2 * kv->cap : 64;
+		if ((tmp = realloc(kv->v, kv->cap * sizeof(*tmp))) == NULL)
+			return STEP_ENOMEM;
+		kv->v = tmp;
+	}
+	if ((kv->v[kv->n] = strdup(key)) == NULL)
+		return STEP_ENOMEM;
+	kv->n++;
+	return 0;
+}
+
+int
+client_list(struct client *c, const char *prefix, char ***keysp, size_t *np)
+{
+	struct key_vec kv = { NULL, 0, 0 };
+	int r;
+
+	if ((r = client_list_each(c, prefix, 0, key_vec_add, &kv)) != 0) {
+		if (r == STEP_ENOMEM)
+			client_fail(c, r, "out of memory");
+		client_keys_free(kv.v, kv.n);
+		return r;
+	}
+	*keysp = kv.v != NULL ? kv.v : xcalloc(1, sizeof(*kv.v)); /* never NULL, as before */
+	*np = kv.n;
+	return STEP_OK;
 }
 
 void

@@ -153,6 +153,14 @@ int client_file_delete(struct client *c, const char *key);
  * *np new strings, free with client_keys_free().
  */
 int client_list(struct client *c, const char *prefix, char ***keysp, size_t *np);
+/*
+ * The same, each key handed to fn as its page arrives (no list in memory). With mtimes
+ * (the "list_mtime" extension, else STEP_EPROTO), fn also gets the object's commit time
+ * and the server's clock ("now"), both in Unix seconds; else 0 and 0. A non-zero return
+ * of fn stops the listing and is returned.
+ */
+int client_list_each(struct client *c, const char *prefix, int mtimes,
+    int (*fn)(void *arg, const char *key, int64_t mtime, int64_t now), void *arg);
 void client_keys_free(char **keys, size_t n);
 
 /* Per-transfer flags. */

@@ -23,6 +23,7 @@
 #define CLIENT_EXT_ANY_BLOCK  0x100
 #define CLIENT_EXT_SAVE_MD5   0x200
 #define CLIENT_EXT_REPLACE    0x400
+#define CLIENT_EXT_LIST_MTIME 0x800
 
 #define CLIENT_RX_CHUNK (256u << 10) /* bytes asked of recv() at a time */
 

@@ -44,6 +44,11 @@ struct prune_run {
 	sqlite3_stmt *has_keep; /* is a key in prune_keep? */
 	int err;                /* a database error in a walk callback */
 	int log_removed;        /* log_info() each deleted snapshot */
+	int orphans;            /* look for orphans (mark_orphans) */
+	int always_mark;        /* ... even when no snapshot goes (the command) */
+	int64_t grace;          /* orphans committed less than this long ago stay (seconds) */
+	uint64_t young;         /* orphans left for being younger than grace */
+	int listed;             /* mark_orphans listed the objects */
 	struct manifest_entry e;
 };
 
@@ -61,6 +66,18 @@ insert_key(struct prune_run *p, sqlite3_stmt *ins, const char *key)
 	return sqlite3_changes(db_handle(p->db)) > 0;
 }
 
+/* 1 when key is in prune_keep, 0 when not, or a database error. */
+static int
+is_kept(struct prune_run *p, const char *key)
+{
+	int rc;
+
+	sqlite3_bind_text(p->has_keep, 1, key, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(p->has_keep);
+	sqlite3_reset(p->has_keep);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : db_err(rc);
+}
+
 /* Format 2: a tree is walked once per table; below a tree in prune_keep, everything is
  * kept, so a candidate walk stops there. */
 static int
@@ -68,16 +85,11 @@ walk_seen(void *arg, const uint8_t id[HASH_SHA256_LEN])
 {
 	struct prune_run *p = arg;
 	char key[MANIFEST_KEY_MAX + 1];
-	int r, rc;
+	int r;
 
 	manifest_tree_key(id, key, sizeof(key));
-	if (p->ins == p->ins_cand) {
-		sqlite3_bind_text(p->has_keep, 1, key, -1, SQLITE_TRANSIENT);
-		rc = sqlite3_step(p->has_keep);
-		sqlite3_reset(p->has_keep);
-		if (rc == SQLITE_ROW)
-			return 1;
-	}
+	if (p->ins == p->ins_cand && is_kept(p, key) == 1)
+		return 1;
 	if ((r = insert_key(p, p->ins, key)) < 0) {
 		p->err = r;
 		return 1;
@@ -344,6 +356,59 @@ report_plan(
 	return json_pack("{s:o, s:o}", "kept", keep, "deleted", del);
 }
 
+/* client_list_each callback: an object or tree key committed at least grace before the
+ * server's clock becomes a candidate (kept if a snapshot references it). */
+static int
+orphan_add(void *arg, const char *key, int64_t mtime, int64_t now)
+{
+	struct prune_run *p = arg;
+	int r;
+
+	if (!manifest_is_object_key(key) && !manifest_is_tree_key(key))
+		return 0; /* not sync's: a put's key of the same prefix */
+	if ((r = is_kept(p, key)) != 0)
+		return r < 0 ? (p->err = r) : 0; /* referenced, or a database error */
+	if (mtime > now - p->grace) {
+		p->young++;
+		return 0;
+	}
+	if ((r = insert_key(p, p->ins_cand, key)) < 0)
+		return p->err = r;
+	return 0;
+}
+
+/* Whether the server lets prune find orphans safely (mark_orphans). */
+static int
+orphans_listable(struct prune_run *p)
+{
+	return client_has_ext(p->c, "list_mtime") && client_has_ext(p->c, "objgen");
+}
+
+/*
+ * Orphans: objects and trees no snapshot ever referenced (a run stopped before its
+ * snapshot, the chunks of a file that changed while read). Listed only where the server
+ * gives each object's commit time (list_mtime) and its deletions a generation (objgen):
+ * what a backup running now has just uploaded is younger than the grace period, and a
+ * backup whose older objects go meanwhile records no snapshot (sync_check_generation).
+ */
+static int
+mark_orphans(struct prune_run *p)
+{
+	int r;
+
+	if (!p->orphans || !orphans_listable(p))
+		return 0;
+	p->young = 0;
+	p->listed = 1;
+	p->err = 0;
+	if ((r = client_list_each(p->c, "o.", 1, orphan_add, p)) == 0)
+		r = client_list_each(p->c, "t.", 1, orphan_add, p);
+	if (r != 0)
+		agent_error("cannot list the objects: %s; nothing deleted",
+		    p->err != 0 ? db_errmsg(p->db) : client_error(p->c));
+	return r;
+}
+
 /* Fills the temp tables prune_keep (what stays referenced) and prune_cand (what the
  * deleted snapshots referenced). */
 static int
@@ -382,7 +447,7 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
 		if (!s[i].reasons && (r = collect(p, key, p->ins_cand)) != 0)
 			return r;
 	}
-	return 0;
+	return mark_orphans(p);
 }
 
 /* Deletes the snapshots the policy does not keep (oldest first), then the objects nobody
@@ -431,12 +496,14 @@ prune_policy(struct prune_run *p, const char *name, const struct keep_policy *po
 		ndel += s[i].reasons == 0;
 	res->plan = report_plan(p, name, s, n, dry_run);
 	res->kept = n - ndel;
-	if (ndel == 0 || dry_run) {
+	if ((ndel == 0 && !(p->always_mark && p->orphans && orphans_listable(p))) || dry_run) {
 		res->would_delete = ndel;
 		goto out;
 	}
 	if ((r = mark(p, name, s, n)) == 0)
 		r = delete_unkept(p, name, s, n, &res->deleted_snapshots, &res->deleted_objects);
+	res->young_objects = p->young;
+	res->orphans_listed = p->listed;
 out:
 	sqlite3_finalize(p->ins_keep);
 	sqlite3_finalize(p->ins_cand);
@@ -472,6 +539,11 @@ prune_name(struct prune_run *p, const char *name, const struct keep_policy *pol,
 		    agent_plural(res.deleted_snapshots, "snapshot", "snapshots"),
 		    res.deleted_objects, agent_plural(res.deleted_objects, "object", "objects"),
 		    res.kept, agent_plural(res.kept, "snapshot", "snapshots"));
+	if (!dry_run && res.young_objects > 0)
+		printf("prune '%s': %" PRIu64 " unreferenced %s younger than --grace (%" PRId64
+		       " s) left for a later prune\n",
+		    name, res.young_objects, agent_plural(res.young_objects, "object", "objects"),
+		    p->grace);
 	if (p->a->json) {
 		json_object_set_new(res.plan, "command", json_string("prune"));
 		json_object_set_new(res.plan, "name", json_string(name));
@@ -481,6 +553,8 @@ prune_name(struct prune_run *p, const char *name, const struct keep_policy *pol,
 		    res.plan, "deleted_snapshots", json_integer((json_int_t)res.deleted_snapshots));
 		json_object_set_new(
 		    res.plan, "deleted_objects", json_integer((json_int_t)res.deleted_objects));
+		json_object_set_new(
+		    res.plan, "young_objects", json_integer((json_int_t)res.young_objects));
 		agent_json(p->a, json_incref(res.plan));
 	}
 	json_decref(res.plan);
@@ -489,7 +563,8 @@ prune_name(struct prune_run *p, const char *name, const struct keep_policy *pol,
 
 int
 prune_apply(struct agent *a, struct client *c, struct db *db, const char *name,
-    const struct keep_policy *pol, int dry_run, int log_removed, struct prune_result *res)
+    const struct keep_policy *pol, int dry_run, int log_removed, int orphans,
+    struct prune_result *res)
 {
 	struct prune_run *p = xcalloc(1, sizeof(*p));
 	int r;
@@ -498,6 +573,8 @@ prune_apply(struct agent *a, struct client *c, struct db *db, const char *name,
 	p->c = c;
 	p->db = db;
 	p->log_removed = log_removed;
+	p->orphans = orphans;
+	p->grace = PRUNE_GRACE_DEFAULT;
 	r = prune_policy(p, name, pol, dry_run, res);
 	free(p);
 	return r;
@@ -528,7 +605,8 @@ pick_policy(struct agent *a, const char *name, struct keep_policy *pol)
 
 static const char prune_usage[] =
     "prune [--name NAME] [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
-    "       [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run]";
+    "       [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--grace TIME]\n"
+    "       [--dry-run]";
 
 static void
 prune_help(void)
@@ -539,7 +617,12 @@ prune_help(void)
 	       "newest N snapshots (last), and the newest snapshot of each of the newest N\n"
 	       "hours, days, ISO weeks, months and years (local time) that have one; a\n"
 	       "snapshot kept by any rule stays, and so does one of unknown time. Without\n"
-	       "options, the rules of 'keep = last=N daily=N ...' in the config's [dir NAME].\n\n"
+	       "options, the rules of 'keep = last=N daily=N ...' in the config's [dir NAME].\n"
+	       "On stepd (list_mtime and objgen), objects and trees that no snapshot\n"
+	       "references at all (left by an interrupted run, or by a file that changed\n"
+	       "while read) are deleted too once older than the grace period; a backup\n"
+	       "running meanwhile whose older objects go records no snapshot (its next run\n"
+	       "sends them again).\n\n"
 	       "  --name NAME        the snapshot name (default: the config's only [dir])\n"
 	       "  --keep-last N      keep the newest N snapshots (--keep N: the same)\n"
 	       "  --keep-hourly N    keep the newest snapshot of each of the last N hours\n"
@@ -547,6 +630,8 @@ prune_help(void)
 	       "  --keep-weekly N    ... ISO weeks\n"
 	       "  --keep-monthly N   ... months\n"
 	       "  --keep-yearly N    ... years\n"
+	       "  --grace TIME       leave unreferenced objects younger than TIME (seconds,\n"
+	       "                     or with a suffix s, m, h, d; default 24h)\n"
 	       "  --dry-run          list what would be kept (and why) and deleted; change\n"
 	       "                     nothing\n\n"
 	       "Exit status: 0 done, 2 usage, 75 server unreachable or another sync/prune\n"
@@ -554,10 +639,36 @@ prune_help(void)
 	    prune_usage);
 }
 
-/* Parses prune's options into *pol, *namep and *dry_run: 0, -1 for --help, or a usage
- * exit status. */
+/* "90", "90s", "30m", "24h", "7d" into seconds (at most ten years): 0 or -1. */
 static int
-prune_opts(int argc, char **argv, struct keep_policy *pol, const char **namep, int *dry_run)
+parse_grace(const char *arg, int64_t *out)
+{
+	static const char units[] = "smhd";
+	static const int64_t mult[] = { 1, 60, 3600, 86400 };
+	char num[32];
+	size_t len = strlen(arg);
+	const char *u;
+	long long v;
+	int64_t m = 1;
+
+	if (len == 0 || len >= sizeof(num))
+		return -1;
+	memcpy(num, arg, len + 1);
+	if ((u = strchr(units, num[len - 1])) != NULL && len > 1) {
+		m = mult[u - units];
+		num[len - 1] = '\0';
+	}
+	if (util_parse_ll(num, 0, 10LL * 366 * 86400, &v) != 0 || v * m > 10LL * 366 * 86400)
+		return -1;
+	*out = (int64_t)v * m;
+	return 0;
+}
+
+/* Parses prune's options into *pol, *namep, *dry_run and p->grace: 0, -1 for --help, or a
+ * usage exit status. */
+static int
+prune_opts(int argc, char **argv, struct keep_policy *pol, const char **namep, int *dry_run,
+    struct prune_run *p)
 {
 	static const struct option opts[] = {
 		{ "keep", required_argument, NULL, 'k' },
@@ -568,6 +679,7 @@ prune_opts(int argc, char **argv, struct keep_policy *pol, const char **namep, i
 		{ "keep-monthly", required_argument, NULL, 'M' },
 		{ "keep-yearly", required_argument, NULL, 'Y' },
 		{ "dry-run", no_argument, NULL, 'd' },
+		{ "grace", required_argument, NULL, 'g' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -587,6 +699,13 @@ prune_opts(int argc, char **argv, struct keep_policy *pol, const char **namep, i
 			pol->n[strchr(rules, ch) - rules] = (unsigned)v;
 		} else if (ch == 'd') {
 			*dry_run = 1;
+		} else if (ch == 'g') {
+			if (parse_grace(optarg, &p->grace) != 0) {
+				agent_error(
+				    "--grace needs a time: seconds, or a number with s, m, h "
+				    "or d (at most ten years)");
+				return AGENT_EXIT_USAGE;
+			}
 		} else if (ch == 'n') {
 			*namep = optarg;
 		} else if (ch == 'h') {
@@ -609,25 +728,33 @@ cmd_prune(struct agent *a, int argc, char **argv)
 	pid_t holder = 0;
 	int r, dry_run = 0, lockfd = -1;
 
-	if ((r = prune_opts(argc, argv, &pol, &name, &dry_run)) != 0)
-		return r < 0 ? AGENT_EXIT_OK : r;
-	if (name == NULL && (name = snapshot_default_name(a)) == NULL)
-		return AGENT_EXIT_USAGE;
+	p = xcalloc(1, sizeof(*p));
+	p->a = a;
+	p->orphans = p->always_mark = 1;
+	p->grace = PRUNE_GRACE_DEFAULT;
+	if ((r = prune_opts(argc, argv, &pol, &name, &dry_run, p)) != 0) {
+		r = r < 0 ? AGENT_EXIT_OK : r;
+		goto out;
+	}
+	if (name == NULL && (name = snapshot_default_name(a)) == NULL) {
+		r = AGENT_EXIT_USAGE;
+		goto out;
+	}
 	if ((r = pick_policy(a, name, &pol)) != 0)
-		return r;
+		goto out;
 	if (a->state_path != NULL)
 		snprintf(sp, sizeof(sp), "%s", a->state_path);
 	else if (config_default_state_path(sp, sizeof(sp)) != 0) {
 		agent_error("no state database path (set --state or HOME)");
-		return SYNC_EXIT_CONFIG;
+		r = SYNC_EXIT_CONFIG;
+		goto out;
 	}
 	if ((r = lock_acquire(sp, &lockfd, &holder)) != 0) {
 		agent_error("cannot lock '%s': %s", sp,
 		    r == STEP_EBUSY ? "another sync or prune is running" : strerror(errno));
-		return r == STEP_EBUSY ? SYNC_EXIT_TEMPFAIL : SYNC_EXIT_CONFIG;
+		r = r == STEP_EBUSY ? SYNC_EXIT_TEMPFAIL : SYNC_EXIT_CONFIG;
+		goto out;
 	}
-	p = xcalloc(1, sizeof(*p));
-	p->a = a;
 	r = SYNC_EXIT_CONFIG;
 	if (agent_db(a, &p->db) != 0 || agent_client(a, &p->c) != 0)
 		goto out;

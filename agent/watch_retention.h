@@ -15,6 +15,9 @@ struct config;
 struct db;
 
 #define WATCH_RETENTION_EVERY 3600 /* seconds between two applications per name */
+/* Orphans (prune.h) are looked for at most this often per name: listing every object of
+ * the user is the costly part. */
+#define WATCH_ORPHANS_EVERY   86400
 
 /* Checks every [dir]'s keep rules: 0, or STEP_EINVAL with "[dir "N"] keep: ..." in err. */
 int watch_retention_check(const struct config *cfg, char *err, size_t errlen);
