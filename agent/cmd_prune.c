@@ -40,6 +40,7 @@ struct prune_run {
 	struct client *c;
 	struct db *db;
 	sqlite3_stmt *ins_keep, *ins_cand;
+	sqlite3_stmt *ins_snap; /* the snapshot keys collect() has read (prune_snaps) */
 	sqlite3_stmt *ins;      /* the table a format-2 walk fills (one of the two above) */
 	sqlite3_stmt *has_keep; /* is a key in prune_keep? */
 	int err;                /* a database error in a walk callback */
@@ -115,7 +116,8 @@ walk_entry(void *arg, const char *path, const struct tree_entry *e, int leave)
 	return 0;
 }
 
-/* Adds every object key of manifest key to the table behind ins. */
+/* Adds every object key of manifest key to the table behind ins (once: a snapshot read
+ * already is skipped). */
 static int
 collect(struct prune_run *p, const char *key, sqlite3_stmt *ins)
 {
@@ -126,6 +128,8 @@ collect(struct prune_run *p, const char *key, sqlite3_stmt *ins)
 	FILE *f = NULL;
 	int r, rc, fmt = 1;
 
+	if ((r = insert_key(p, p->ins_snap, key)) <= 0)
+		return r;
 	if ((r = snapshot_fetch_any(p->c, key, &fmt, &f, &rec)) != 0) {
 		agent_error("cannot download snapshot '%s': %s; nothing deleted", key,
 		    r == STEP_ESYS         ? strerror(errno)
@@ -421,12 +425,16 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
 	if ((r = db_exec(p->db,
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_keep(okey TEXT PRIMARY KEY);"
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_cand(okey TEXT PRIMARY KEY);"
-	         "DELETE FROM temp.prune_keep; DELETE FROM temp.prune_cand;")) != 0)
+	         "CREATE TEMP TABLE IF NOT EXISTS prune_snaps(okey TEXT PRIMARY KEY);"
+	         "DELETE FROM temp.prune_keep; DELETE FROM temp.prune_cand;"
+	         "DELETE FROM temp.prune_snaps;")) != 0)
 		return r;
 	if (sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_keep VALUES(?)",
 	        -1, &p->ins_keep, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_cand VALUES(?)",
 	        -1, &p->ins_cand, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_snaps VALUES(?)",
+	        -1, &p->ins_snap, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "SELECT 1 FROM temp.prune_keep WHERE okey = ?", -1,
 	        &p->has_keep, NULL) != SQLITE_OK) {
 		agent_error("state database: %s", db_errmsg(p->db));
@@ -450,6 +458,62 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
 	return mark_orphans(p);
 }
 
+/* The key prune puts and deletes to move the generation (no snapshot, chunk or tree key
+ * has this shape). */
+#define PRUNE_FENCE_KEY "x.stepsync-prune-fence"
+
+/* 1 when prune_cand holds a key prune_keep does not, 0 when not, or a database error. */
+static int
+have_unreferenced(struct prune_run *p)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(db_handle(p->db),
+	        "SELECT EXISTS(SELECT 1 FROM temp.prune_cand WHERE okey NOT IN (SELECT okey FROM "
+	        "temp.prune_keep))",
+	        -1, &st, NULL) != SQLITE_OK)
+		return STEP_EIO;
+	rc = sqlite3_step(st);
+	rc = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : db_err(rc);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/*
+ * Before anything is deleted, where the server counts deletions (objgen): the generation
+ * is moved (an object put and deleted), then every snapshot recorded since the marking
+ * began is marked too. A sync takes its snapshot back when the generation moved while it
+ * ran (sync_check_generation, after recording), so a snapshot recorded after this move
+ * never stays, and one recorded before it is read here: none can stay that points at what
+ * this prune deletes. 0 or an error (said).
+ */
+static int
+fence(struct prune_run *p, size_t ndel)
+{
+	struct client_result res;
+	char **keys = NULL;
+	size_t n = 0, i;
+	int r;
+
+	if (!client_has_ext(p->c, "objgen"))
+		return 0;
+	if (ndel == 0 && (r = have_unreferenced(p)) <= 0)
+		return r < 0 ? r : 0; /* nothing to delete: the generation stays */
+	r = client_put_mem(p->c, "f", 1, PRUNE_FENCE_KEY, CLIENT_PUT_NO_STATE, &res);
+	if ((r != 0 && r != STEP_EEXIST) ||
+	    ((r = client_file_delete(p->c, PRUNE_FENCE_KEY)) != 0 && r != STEP_ENOENT) ||
+	    (r = client_list(p->c, "s.", &keys, &n)) != 0) {
+		agent_error("cannot move the server's object generation: %s; nothing deleted",
+		    client_error(p->c));
+		return r;
+	}
+	for (i = 0, r = 0; i < n && r == 0; i++)
+		r = collect(p, keys[i], p->ins_keep); /* says what failed */
+	client_keys_free(keys, n);
+	return r;
+}
+
 /* Deletes the snapshots the policy does not keep (oldest first), then the objects nobody
  * references any more. *nsnapp and *nobjp count what went. */
 static int
@@ -457,9 +521,13 @@ delete_unkept(struct prune_run *p, const char *name, const struct retention_snap
     uint64_t *nsnapp, uint64_t *nobjp)
 {
 	char key[MANIFEST_KEY_MAX + 1];
-	size_t i;
+	size_t i, ndel = 0;
 	int r;
 
+	for (i = 0; i < n; i++)
+		ndel += s[i].reasons == 0;
+	if ((r = fence(p, ndel)) != 0)
+		return r;
 	for (i = 0; i < n; i++) {
 		if (s[i].reasons)
 			continue;
@@ -508,7 +576,8 @@ out:
 	sqlite3_finalize(p->ins_keep);
 	sqlite3_finalize(p->ins_cand);
 	sqlite3_finalize(p->has_keep);
-	p->ins_keep = p->ins_cand = p->has_keep = NULL;
+	sqlite3_finalize(p->ins_snap);
+	p->ins_keep = p->ins_cand = p->has_keep = p->ins_snap = NULL;
 	free(s);
 	return r;
 }

@@ -259,6 +259,18 @@ snapshot_info_save(struct client *c, const char *name, const struct snapshots_re
 	return r;
 }
 
+int
+snapshot_info_delete(struct client *c, const char *name, uint64_t seq)
+{
+	char key[MANIFEST_KEY_MAX + 1];
+	int r;
+
+	if ((r = info_key(name, seq, key, sizeof(key))) != 0)
+		return r;
+	r = client_data_delete(c, key);
+	return r == STEP_ENOENT ? 0 : r;
+}
+
 static uint64_t
 get_u64(const json_t *o, const char *field)
 {

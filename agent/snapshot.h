@@ -57,6 +57,8 @@ int snapshot_exists(struct client *c, const char *name, uint64_t seq);
 
 /* Saves the DATA record of rec (STEP_EEXIST when it is there already). */
 int snapshot_info_save(struct client *c, const char *name, const struct snapshots_rec *rec);
+/* Deletes it: 0 (also when it was not there) or a client error. */
+int snapshot_info_delete(struct client *c, const char *name, uint64_t seq);
 /* Reads it: 0, STEP_ENOENT, or a client error. Missing fields read as 0. */
 int snapshot_info_get(struct client *c, const char *name, uint64_t seq, struct snapshots_rec *rec);
 

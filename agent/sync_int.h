@@ -282,7 +282,7 @@ int sync_upload_pending(struct sync_job *s, struct client *c);
 /* sync_server.c */
 int sync_bind_server(const struct agent *a, struct db *db);
 int sync_verify_cache(struct sync_job *s, struct client *c);
-int sync_check_generation(struct sync_job *s, struct client *c);
+int sync_check_generation(struct sync_job *s, struct client *c, struct manifest_header *h);
 int sync_snapshot_unchanged(struct sync_job *s, struct client *c, struct manifest_header *h);
 int sync_record_snapshot(struct sync_job *s, struct client *c, struct manifest_header *h);
 

@@ -244,11 +244,33 @@ sync_verify_cache(struct sync_job *s, struct client *c)
 	return db_exec(s->db, "DELETE FROM objects");
 }
 
-/* Before a snapshot is recorded: nothing may have been deleted meanwhile. */
-int
-sync_check_generation(struct sync_job *s, struct client *c)
+/* Takes back snapshot h (its record, DATA record and row): 0 or a client error. */
+static int
+take_back(struct sync_job *s, struct client *c, const struct manifest_header *h)
 {
-	char sid[65];
+	char key[MANIFEST_KEY_MAX + 1];
+	int r;
+
+	if ((r = manifest_snapshot_key(s->name, h->seq, key, sizeof(key))) != 0)
+		return r;
+	if ((r = client_file_delete(c, key)) != 0 && r != STEP_ENOENT)
+		return r;
+	if ((r = snapshot_info_delete(c, s->name, h->seq)) != 0)
+		return r;
+	snapshots_delete(s->db, s->name, h->seq);
+	return 0;
+}
+
+/*
+ * After snapshot h is recorded: nothing may have been deleted since this run began, or h
+ * is taken back. A prune moves the generation before it reads the snapshots that stay
+ * (cmd_prune.c), so a snapshot it did not read is always one recorded after that move,
+ * and this check finds it: no snapshot can stay that points at what prune deleted.
+ */
+int
+sync_check_generation(struct sync_job *s, struct client *c, struct manifest_header *h)
+{
+	char sid[65], why[256];
 	int64_t gen;
 	int r;
 
@@ -260,6 +282,16 @@ sync_check_generation(struct sync_job *s, struct client *c)
 	}
 	if (strcmp(sid, s->store_id) == 0 && gen == s->gen0)
 		return 0;
+	if ((r = take_back(s, c, h)) != 0) {
+		snprintf(why, sizeof(why),
+		    "objects were deleted on the server while this run went on (a prune?), and "
+		    "snapshot #%" PRIu64 " could not be taken back (%s): run 'stepsync check'",
+		    h->seq, client_error(c));
+		sync_set_fatal(s, r, "snapshot may be incomplete", why);
+		return r;
+	}
+	log_info("snapshot #%" PRIu64 " taken back: objects were deleted meanwhile", h->seq);
+	h->seq = 0;
 	sync_set_fatal(s, STEP_EBUSY, "no snapshot recorded",
 	    "objects were deleted on the server while this run went on (a prune?); the next "
 	    "run checks every object again");

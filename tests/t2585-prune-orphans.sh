@@ -103,6 +103,32 @@ ok 'its next run sends everything again; the snapshot restores and checks' '
 	$SS --state fresh5.db restore --name other --to out5 && cmp out5/other.img other.img &&
 	$SS --state fresh6.db check --name other --read-data'
 
+# The narrowest case: a backup held (test hook, two FIFOs) after its uploads and just
+# before it records its snapshot, while prune --grace 0 reads the snapshots and deletes
+# that backup's chunks; then the backup records. It must take the snapshot back.
+mkdir -p "$T_DIR/hold" && mkfifo "$T_DIR/hold/ready" "$T_DIR/hold/go"
+head -c 2097152 /dev/urandom >"$T_DIR/other/late.img" && cp "$T_DIR/other/late.img" "$T_DIR/"
+STEPSYNC_TEST_HOLD_RECORD=$T_DIR/hold $SS --state "$T_DIR/other.db" sync --name other \
+	"$T_DIR/other" >"$T_DIR/held.out" 2>&1 &
+hpid=$!
+track_pid $hpid
+ok 'a backup is held just before recording its snapshot' 'cat hold/ready >/dev/null'
+ok 'prune --grace 0 deletes its chunks meanwhile (it sees no snapshot of them)' '
+	$SS --state st.db prune --name tree --keep-last 5 --grace 0 >out && cat out &&
+	! has "$(objkey late.img)" && grep -q "and [1-9][0-9]* unreferenced objects" out'
+echo go >"$T_DIR/hold/go"
+wait $hpid
+hrc=$?
+ok "released, it records, finds the generation moved, takes its snapshot back: exit 75 (got $hrc)" \
+	'[ $hrc -eq 75 ] && cat held.out && grep -q "objects were deleted on the server" held.out &&
+	[ "$($SS --state list3.db snapshots --name other | sed 1d | wc -l)" = 1 ] &&
+	! $SS data get "i.other.0000000002" >/dev/null 2>&1 &&
+	$SS --state fresh7.db check --name other'
+ok 'the next run records a snapshot that restores and checks' '
+	$SS --state other.db sync --name other other >/dev/null &&
+	$SS --state fresh8.db restore --name other --to out8 && cmp out8/late.img late.img &&
+	$SS --state fresh9.db check --name other --read-data'
+
 ok 'a bad --grace is a usage error (exit 2); nothing deleted' '
 	expect_exit 2 $SS --state st.db prune --name tree --keep-last 1 --grace 5x 2>err &&
 	grep -q "grace needs a time" err &&
