@@ -264,8 +264,9 @@ take_back(struct sync_job *s, struct client *c, const struct manifest_header *h)
 /*
  * After snapshot h is recorded: nothing may have been deleted since this run began, or h
  * is taken back. A prune moves the generation before it reads the snapshots that stay
- * (cmd_prune.c), so a snapshot it did not read is always one recorded after that move,
- * and this check finds it: no snapshot can stay that points at what prune deleted.
+ * (cmd_prune.c), so a snapshot it did not read is one recorded after that move, which
+ * this check finds (README names the two cases that escape: a run killed before taking
+ * back, and one that begins after the move and checks before prune's first deletion).
  */
 int
 sync_check_generation(struct sync_job *s, struct client *c, struct manifest_header *h)
