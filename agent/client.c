@@ -881,6 +881,7 @@ list_page(struct client *c, const char *prefix, int mtimes, char **afterp, int *
     int (*fn)(void *arg, const char *key, int64_t mtime, int64_t now), void *arg)
 {
 	json_t *req, *resp = NULL, *keys, *times = NULL, *v;
+	const char *last;
 	int64_t now = 0;
 	size_t i;
 	int r;
@@ -908,6 +909,7 @@ list_page(struct client *c, const char *prefix, int mtimes, char **afterp, int *
 		r = client_fail(c, STEP_EPROTO, "listing answer without keys (or their times)");
 		goto out;
 	}
+	last = NULL;
 	json_array_foreach(keys, i, v)
 	{
 		if (!json_is_string(v))
@@ -915,13 +917,16 @@ list_page(struct client *c, const char *prefix, int mtimes, char **afterp, int *
 		if ((r = fn(arg, json_string_value(v),
 		         mtimes ? json_integer_value(json_array_get(times, i)) : 0, now)) != 0)
 			goto out;
+		last = json_string_value(v);
+	}
+	*morep = json_is_true(json_object_get(resp, "more")) && last != NULL;
+	if (*morep) {
 		free(*afterp);
-		if ((*afterp = strdup(json_string_value(v))) == NULL) {
+		if ((*afterp = strdup(last)) == NULL) {
 			r = client_fail(c, STEP_ENOMEM, "out of memory");
 			goto out;
 		}
 	}
-	*morep = json_is_true(json_object_get(resp, "more")) && json_array_size(keys) > 0;
 	r = STEP_OK;
 out:
 	json_decref(req);
