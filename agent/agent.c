@@ -79,6 +79,29 @@ agent_tty_str(FILE *f, const char *s)
 	return out;
 }
 
+void
+agent_test_hold(const char *env)
+{
+	const char *dir = getenv(env);
+	char path[4096], b;
+	int fd;
+
+	if (dir == NULL || *dir == '\0')
+		return;
+	snprintf(path, sizeof(path), "%s/ready", dir);
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0) {
+		if (write(fd, "r", 1) < 0)
+			log_warn("test hook: %s", path);
+		close(fd);
+	}
+	snprintf(path, sizeof(path), "%s/go", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		while (read(fd, &b, 1) > 0)
+			;
+		close(fd);
+	}
+}
+
 const char *
 agent_plural(uint64_t n, const char *one, const char *many)
 {

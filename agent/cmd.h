@@ -96,6 +96,14 @@ void agent_set_error_sink(agent_error_fn *fn, void *arg);
  */
 const char *agent_tty_str(FILE *f, const char *s);
 
+/*
+ * A test hook, not for users: with $env naming a directory that holds two FIFOs, writes
+ * a byte to "ready", then waits until the writer of "go" closes it, so a test can put
+ * another process exactly here (sync: before recording its snapshot; prune: before its
+ * first deletion). Does nothing when $env is unset.
+ */
+void agent_test_hold(const char *env);
+
 /* one when n is 1, else many: "1 file", "2 files". */
 const char *agent_plural(uint64_t n, const char *one, const char *many);
 /* t as "2026-12-07T05:01:09Z" (UTC), or "-" when t <= 0. */

@@ -50,6 +50,9 @@ struct prune_run {
 	int64_t grace;          /* orphans committed less than this long ago stay (seconds) */
 	uint64_t young;         /* orphans left for being younger than grace */
 	int listed;             /* mark_orphans listed the objects */
+	int quiet;              /* collect() says nothing (recheck_late judges its failures) */
+	int fenced;             /* fence() moved the generation */
+	sqlite3_stmt *ins_late; /* prune_late: what one late snapshot references */
 	struct manifest_entry e;
 };
 
@@ -131,10 +134,11 @@ collect(struct prune_run *p, const char *key, sqlite3_stmt *ins)
 	if ((r = insert_key(p, p->ins_snap, key)) <= 0)
 		return r;
 	if ((r = snapshot_fetch_any(p->c, key, &fmt, &f, &rec)) != 0) {
-		agent_error("cannot download snapshot '%s': %s; nothing deleted", key,
-		    r == STEP_ESYS         ? strerror(errno)
-		        : r == STEP_EPROTO ? "not a valid snapshot record"
-		                           : client_error(p->c));
+		if (!p->quiet)
+			agent_error("cannot download snapshot '%s': %s; nothing deleted", key,
+			    r == STEP_ESYS         ? strerror(errno)
+			        : r == STEP_EPROTO ? "not a valid snapshot record"
+			                           : client_error(p->c));
 		return r;
 	}
 	if (fmt == 2) {
@@ -143,7 +147,7 @@ collect(struct prune_run *p, const char *key, sqlite3_stmt *ins)
 		r = treewalk(p->c, rec.root, walk_entry, walk_seen, p, errbuf, sizeof(errbuf));
 		if (r == 0)
 			r = p->err;
-		if (r != 0)
+		if (r != 0 && !p->quiet)
 			agent_error("snapshot '%s': %s; nothing deleted", key,
 			    *errbuf ? errbuf : step_strerror(r));
 		return r;
@@ -426,6 +430,7 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_keep(okey TEXT PRIMARY KEY);"
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_cand(okey TEXT PRIMARY KEY);"
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_snaps(okey TEXT PRIMARY KEY);"
+	         "CREATE TEMP TABLE IF NOT EXISTS prune_late(okey TEXT PRIMARY KEY);"
 	         "DELETE FROM temp.prune_keep; DELETE FROM temp.prune_cand;"
 	         "DELETE FROM temp.prune_snaps;")) != 0)
 		return r;
@@ -435,6 +440,8 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
 	        -1, &p->ins_cand, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_snaps VALUES(?)",
 	        -1, &p->ins_snap, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db_handle(p->db), "INSERT OR IGNORE INTO temp.prune_late VALUES(?)",
+	        -1, &p->ins_late, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db_handle(p->db), "SELECT 1 FROM temp.prune_keep WHERE okey = ?", -1,
 	        &p->has_keep, NULL) != SQLITE_OK) {
 		agent_error("state database: %s", db_errmsg(p->db));
@@ -462,17 +469,14 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
  * has this shape). */
 #define PRUNE_FENCE_KEY "x.stepsync-prune-fence"
 
-/* 1 when prune_cand holds a key prune_keep does not, 0 when not, or a database error. */
+/* The answer of a "SELECT EXISTS(...)": 1, 0, or a database error. */
 static int
-have_unreferenced(struct prune_run *p)
+sql_exists(struct prune_run *p, const char *sql)
 {
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(db_handle(p->db),
-	        "SELECT EXISTS(SELECT 1 FROM temp.prune_cand WHERE okey NOT IN (SELECT okey FROM "
-	        "temp.prune_keep))",
-	        -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db_handle(p->db), sql, -1, &st, NULL) != SQLITE_OK)
 		return STEP_EIO;
 	rc = sqlite3_step(st);
 	rc = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : db_err(rc);
@@ -480,13 +484,22 @@ have_unreferenced(struct prune_run *p)
 	return rc;
 }
 
+/* 1 when prune_cand holds a key prune_keep does not (something is to be deleted). */
+static int
+have_unreferenced(struct prune_run *p)
+{
+	return sql_exists(p,
+	    "SELECT EXISTS(SELECT 1 FROM temp.prune_cand WHERE okey NOT IN "
+	    "(SELECT okey FROM temp.prune_keep))");
+}
+
 /*
  * Before anything is deleted, where the server counts deletions (objgen): the generation
  * is moved (an object put and deleted), then every snapshot recorded since the marking
  * began is marked too. A sync takes its snapshot back when the generation moved while it
  * ran (sync_check_generation, after recording), so a snapshot recorded after this move
- * never stays, and one recorded before it is read here: none can stay that points at what
- * this prune deletes. 0 or an error (said).
+ * stays only when its sync began after it too (recheck_late reads those after the
+ * deletions), and one recorded before it is read here. 0 or an error (said).
  */
 static int
 fence(struct prune_run *p, size_t ndel)
@@ -508,8 +521,75 @@ fence(struct prune_run *p, size_t ndel)
 		    client_error(p->c));
 		return r;
 	}
+	p->fenced = 1;
 	for (i = 0, r = 0; i < n && r == 0; i++)
 		r = collect(p, keys[i], p->ins_keep); /* says what failed */
+	client_keys_free(keys, n);
+	return r;
+}
+
+/* 1 when the late snapshot just read (prune_late) uses something deleted. */
+static int
+late_uses_deleted(struct prune_run *p)
+{
+	return sql_exists(p,
+	    "SELECT EXISTS(SELECT 1 FROM temp.prune_late WHERE okey IN (SELECT "
+	    "okey FROM temp.prune_cand) AND okey NOT IN (SELECT okey FROM "
+	    "temp.prune_keep))");
+}
+
+/* Deletes late snapshot key (a broken one) and its DATA record, and says so. */
+static int
+drop_late(struct prune_run *p, const char *key)
+{
+	char ikey[MANIFEST_KEY_MAX + 1];
+	int r;
+
+	snprintf(ikey, sizeof(ikey), "i%s", key + 1);
+	if (((r = client_file_delete(p->c, key)) != 0 && r != STEP_ENOENT) ||
+	    ((r = client_data_delete(p->c, ikey)) != 0 && r != STEP_ENOENT)) {
+		agent_error("snapshot '%s' uses objects this prune deleted and cannot be deleted: "
+		            "%s; run 'stepsync check'",
+		    key, client_error(p->c));
+		return r;
+	}
+	log_warnx("snapshot '%s' was recorded while this prune deleted objects it uses: deleted "
+	          "(the next sync of its name records a new one)",
+	    key);
+	return 0;
+}
+
+/*
+ * After the deletions: a sync that began after the fence and checked the generation
+ * before the first deletion keeps a snapshot prune has not read, which may use what was
+ * deleted. Every snapshot not read yet is read now; one that uses a deleted object (or
+ * that cannot be read for a missing tree) is deleted, so none stays that points at
+ * nothing. 0 or an error (said).
+ */
+static int
+recheck_late(struct prune_run *p)
+{
+	char **keys = NULL;
+	size_t n = 0, i;
+	int r;
+
+	if (!p->fenced)
+		return 0;
+	if ((r = client_list(p->c, "s.", &keys, &n)) != 0) {
+		agent_error("cannot list the snapshots after deleting: %s; run 'stepsync check'",
+		    client_error(p->c));
+		return r;
+	}
+	p->quiet = 1;
+	for (i = 0; i < n && r == 0; i++) {
+		if ((r = db_exec(p->db, "DELETE FROM temp.prune_late")) != 0)
+			break;
+		r = collect(p, keys[i], p->ins_late);
+		if (r == STEP_ENOENT || r == STEP_EMISMATCH ||
+		    (r == 0 && (r = late_uses_deleted(p)) == 1))
+			r = drop_late(p, keys[i]);
+	}
+	p->quiet = 0;
 	client_keys_free(keys, n);
 	return r;
 }
@@ -528,6 +608,7 @@ delete_unkept(struct prune_run *p, const char *name, const struct retention_snap
 		ndel += s[i].reasons == 0;
 	if ((r = fence(p, ndel)) != 0)
 		return r;
+	agent_test_hold("STEPSYNC_TEST_HOLD_PRUNE");
 	for (i = 0; i < n; i++) {
 		if (s[i].reasons)
 			continue;
@@ -542,7 +623,9 @@ delete_unkept(struct prune_run *p, const char *name, const struct retention_snap
 			log_info("prune '%s': deleted snapshot #%" PRIu64, name, s[i].seq);
 		(*nsnapp)++;
 	}
-	return sweep(p, nobjp);
+	if ((r = sweep(p, nobjp)) != 0)
+		return r;
+	return recheck_late(p);
 }
 
 static int
@@ -577,7 +660,8 @@ out:
 	sqlite3_finalize(p->ins_cand);
 	sqlite3_finalize(p->has_keep);
 	sqlite3_finalize(p->ins_snap);
-	p->ins_keep = p->ins_cand = p->has_keep = p->ins_snap = NULL;
+	sqlite3_finalize(p->ins_late);
+	p->ins_keep = p->ins_cand = p->has_keep = p->ins_snap = p->ins_late = NULL;
 	free(s);
 	return r;
 }

@@ -140,34 +140,6 @@ job_result(const struct sync_job *s, const struct manifest_header *h, struct syn
 	res->visited = s->visited;
 }
 
-/*
- * A test hook, not for users: with $STEPSYNC_TEST_HOLD_RECORD naming a directory that
- * holds two FIFOs, a run about to record its snapshot writes a byte to "ready", then
- * waits until the writer of "go" closes it, so a test can run a prune exactly there.
- */
-static void
-hold_before_record(void)
-{
-	const char *dir = getenv("STEPSYNC_TEST_HOLD_RECORD");
-	char path[4096], b;
-	int fd;
-
-	if (dir == NULL || *dir == '\0')
-		return;
-	snprintf(path, sizeof(path), "%s/ready", dir);
-	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0) {
-		if (write(fd, "r", 1) < 0)
-			log_warn("test hook: %s", path);
-		close(fd);
-	}
-	snprintf(path, sizeof(path), "%s/go", dir);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-		while (read(fd, &b, 1) > 0)
-			;
-		close(fd);
-	}
-}
-
 /* Steps 4 and 5, after the scan: uploads, then the snapshot record. Returns the exit
  * status; *h is the snapshot recorded or kept (h->seq 0: none). */
 static int
@@ -198,7 +170,7 @@ job_finish(struct sync_job *s, struct client *c, struct manifest_header *h, int 
 	if ((unchanged = sync_snapshot_unchanged(s, c, h)) < 0)
 		return sync_exit_for(s, unchanged);
 	if (!unchanged) {
-		hold_before_record();
+		agent_test_hold("STEPSYNC_TEST_HOLD_RECORD");
 		if ((r = sync_record_snapshot(s, c, h)) != 0 ||
 		    (r = sync_check_generation(s, c, h)) != 0)
 			return sync_exit_for(s, r);

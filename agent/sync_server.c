@@ -265,8 +265,8 @@ take_back(struct sync_job *s, struct client *c, const struct manifest_header *h)
  * After snapshot h is recorded: nothing may have been deleted since this run began, or h
  * is taken back. A prune moves the generation before it reads the snapshots that stay
  * (cmd_prune.c), so a snapshot it did not read is one recorded after that move, which
- * this check finds (README names the two cases that escape: a run killed before taking
- * back, and one that begins after the move and checks before prune's first deletion).
+ * this check finds unless this run began after the move too; prune reads those after its
+ * deletions (recheck_late). Only a run killed before taking back escapes both.
  */
 int
 sync_check_generation(struct sync_job *s, struct client *c, struct manifest_header *h)

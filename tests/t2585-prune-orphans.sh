@@ -129,6 +129,37 @@ ok 'the next run records a snapshot that restores and checks' '
 	$SS --state fresh8.db restore --name other --to out8 && cmp out8/late.img late.img &&
 	$SS --state fresh9.db check --name other --read-data'
 
+# The other side: a prune held (test hook) after it moved the generation and read the
+# snapshots, just before its first deletion, while a whole backup runs, reuses an orphan
+# (its state lists what the server holds) and records. That backup saw no deletion, so
+# it keeps its snapshot; prune, after deleting the orphan, must find that snapshot.
+mkdir -p "$T_DIR/hold2" "$T_DIR/late" "$T_DIR/late2" && mkfifo "$T_DIR/hold2/ready" "$T_DIR/hold2/go"
+echo "content that becomes an orphan" >"$T_DIR/late/x" && cp "$T_DIR/late/x" "$T_DIR/late2/x"
+ok 'an orphan: a file of a snapshot whose record is deleted by hand' '
+	$SS --state late.db sync --name late late >/dev/null && $SS rm s.late.0000000001 >/dev/null &&
+	has "$(objkey late/x)"'
+STEPSYNC_TEST_HOLD_PRUNE=$T_DIR/hold2 $SS --state st.db prune --name tree --keep-last 5 \
+	--grace 0 >"$T_DIR/p.out" 2>"$T_DIR/p.err" &
+ppid=$!
+track_pid $ppid
+ok 'prune is held just before its first deletion' 'cat hold2/ready >/dev/null'
+ok 'meanwhile a backup reusing the orphan records its snapshot (exit 0)' '
+	$SS --state late2.db sync --name late2 late2 >/dev/null &&
+	[ "$($SS --state list4.db snapshots --name late2 | sed 1d | wc -l)" = 1 ]'
+echo go >"$T_DIR/hold2/go"
+wait $ppid
+prc=$?
+ok "released, prune deletes the orphan and then that snapshot, and says so (exit $prc)" \
+	'[ $prc -eq 0 ] && cat p.out p.err && ! has "$(objkey late/x)" &&
+	grep -q "s.late2.0000000001. was recorded while this prune deleted objects it uses" p.err &&
+	[ "$($SS --state list5.db snapshots --name late2 | sed 1d | wc -l)" = 0 ] &&
+	! $SS data get i.late2.0000000001 >/dev/null 2>&1'
+ok 'no snapshot of any name points at a missing object; late2 backs up and restores again' '
+	$SS --state fresh10.db check --name tree && $SS --state fresh11.db check --name other &&
+	$SS --state late2.db sync --name late2 late2 >/dev/null &&
+	$SS --state fresh12.db restore --name late2 --to out12 && cmp out12/x late2/x &&
+	$SS --state fresh13.db check --name late2 --read-data'
+
 ok 'a bad --grace is a usage error (exit 2); nothing deleted' '
 	expect_exit 2 $SS --state st.db prune --name tree --keep-last 1 --grace 5x 2>err &&
 	grep -q "grace needs a time" err &&
