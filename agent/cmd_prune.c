@@ -563,8 +563,8 @@ drop_late(struct prune_run *p, const char *key)
  * After the deletions: a sync that began after the fence and checked the generation
  * before the first deletion keeps a snapshot prune has not read, which may use what was
  * deleted. Every snapshot not read yet is read now; one that uses a deleted object (or
- * that cannot be read for a missing tree) is deleted, so none stays that points at
- * nothing. 0 or an error (said).
+ * whose trees are missing) is deleted, so none stays that points at nothing. A damaged
+ * one is left and said (check reports it). 0 or an error (said).
  */
 static int
 recheck_late(struct prune_run *p)
@@ -585,9 +585,15 @@ recheck_late(struct prune_run *p)
 		if ((r = db_exec(p->db, "DELETE FROM temp.prune_late")) != 0)
 			break;
 		r = collect(p, keys[i], p->ins_late);
-		if (r == STEP_ENOENT || r == STEP_EMISMATCH ||
-		    (r == 0 && (r = late_uses_deleted(p)) == 1))
-			r = drop_late(p, keys[i]);
+		if (r == STEP_ENOENT || (r == 0 && (r = late_uses_deleted(p)) == 1)) {
+			r = drop_late(p, keys[i]); /* a tree gone, or a deleted key used */
+		} else if (r == STEP_EMISMATCH || r == STEP_EPROTO) {
+			log_warnx(
+			    "snapshot '%s' was recorded while this prune ran and cannot be read "
+			    "(damaged); left as it is: run 'stepsync check'",
+			    keys[i]);
+			r = 0;
+		}
 	}
 	p->quiet = 0;
 	client_keys_free(keys, n);
