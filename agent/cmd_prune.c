@@ -232,8 +232,8 @@ keep_others(struct prune_run *p, const char *name)
 	return r;
 }
 
-/* Deletes what the pruned snapshots referenced and no remaining one does (prune_cand minus
- * prune_keep), forgetting each first. 0 and *nobjp, or an error (said). */
+/* Deletes what the pruned snapshots referenced and no remaining one does (prune_gone:
+ * prune_cand minus prune_keep), forgetting each first. 0 and *nobjp, or an error (said). */
 static int
 sweep(struct prune_run *p, uint64_t *nobjp)
 {
@@ -244,10 +244,8 @@ sweep(struct prune_run *p, uint64_t *nobjp)
 	*nobjp = 0;
 	if ((r = files_new(p->db, &fs)) != 0)
 		goto dberr;
-	if (sqlite3_prepare_v2(db_handle(p->db),
-	        "SELECT okey FROM temp.prune_cand WHERE okey NOT IN (SELECT okey FROM "
-	        "temp.prune_keep)",
-	        -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+	        db_handle(p->db), "SELECT okey FROM temp.prune_gone", -1, &st, NULL) != SQLITE_OK) {
 		r = STEP_EIO;
 		goto dberr;
 	}
@@ -431,6 +429,8 @@ mark(struct prune_run *p, const char *name, const struct retention_snap *s, size
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_cand(okey TEXT PRIMARY KEY);"
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_snaps(okey TEXT PRIMARY KEY);"
 	         "CREATE TEMP TABLE IF NOT EXISTS prune_late(okey TEXT PRIMARY KEY);"
+	         "CREATE TEMP VIEW IF NOT EXISTS prune_gone AS SELECT okey FROM temp.prune_cand"
+	         " WHERE okey NOT IN (SELECT okey FROM temp.prune_keep);"
 	         "DELETE FROM temp.prune_keep; DELETE FROM temp.prune_cand;"
 	         "DELETE FROM temp.prune_snaps;")) != 0)
 		return r;
@@ -488,9 +488,7 @@ sql_exists(struct prune_run *p, const char *sql)
 static int
 have_unreferenced(struct prune_run *p)
 {
-	return sql_exists(p,
-	    "SELECT EXISTS(SELECT 1 FROM temp.prune_cand WHERE okey NOT IN "
-	    "(SELECT okey FROM temp.prune_keep))");
+	return sql_exists(p, "SELECT EXISTS(SELECT 1 FROM temp.prune_gone)");
 }
 
 /*
@@ -533,9 +531,8 @@ static int
 late_uses_deleted(struct prune_run *p)
 {
 	return sql_exists(p,
-	    "SELECT EXISTS(SELECT 1 FROM temp.prune_late WHERE okey IN (SELECT "
-	    "okey FROM temp.prune_cand) AND okey NOT IN (SELECT okey FROM "
-	    "temp.prune_keep))");
+	    "SELECT EXISTS(SELECT 1 FROM temp.prune_late WHERE okey IN "
+	    "(SELECT okey FROM temp.prune_gone))");
 }
 
 /* Deletes late snapshot key (a broken one) and its DATA record, and says so. */
